@@ -1,0 +1,3 @@
+from jupycron.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Errors raised by jupycron. Callers catch :class:`JupycronError`; the tree is::
+
+    JupycronError
+    ├── ConfigError          bad option / env / TOML value (``setting`` names it)
+    ├── SpecError            an invalid ``# jupycron:`` line (makes the notebook 🛇 disabled)
+    ├── NotebookNotFound     run-now of a path that is not an autorun notebook
+    ├── AlreadyRunning       the notebook's lock is held by another live run
+    └── HistoryError         the history file cannot be read or written
+
+Run outcomes (failed, timeout, oom, crashed, interrupted) are *not* exceptions: they are
+values of :class:`jupycron.models.RunStatus` recorded in the history.
+"""
+
+from __future__ import annotations
+
+
+class JupycronError(Exception):
+    """Base class of every jupycron error."""
+
+
+class ConfigError(JupycronError):
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class SpecError(JupycronError):
+    """The ``# jupycron:`` line is invalid; the message is shown on the summary as the reason."""
+
+
+class NotebookNotFound(JupycronError):
+    pass
+
+
+class AlreadyRunning(JupycronError):
+    pass
+
+
+class HistoryError(JupycronError):
+    pass

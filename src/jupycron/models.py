@@ -1,0 +1,131 @@
+"""Value types shared by discovery, the runner, the history, the summary and the web app.
+
+History file format (``<output>/.history.json``, version 1)::
+
+    {
+      "version": 1,
+      "notebooks": {
+        "<relative/path_autorun.ipynb>": {
+          "runs": [<Run.to_json()>, ...],          # newest first, capped (Settings.history_runs)
+          "deleted_at": null | "<ISO UTC>",        # set when the notebook vanished from the folder
+          "last_success_output": null | "<rel>"    # kept HTML of the latest successful run
+        }
+      }
+    }
+
+All datetimes are timezone-aware UTC and serialised as ISO 8601 with ``+00:00``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"          # a cell raised
+    TIMEOUT = "timeout"        # MaxRuntime exceeded, process group killed
+    OOM = "oom"                # killed by the memory cap
+    CRASHED = "crashed"        # kernel died otherwise (os._exit, segfault, signal)
+    INTERRUPTED = "interrupted"  # scheduler shut down (SIGTERM) or the run was orphaned by kill -9
+
+    @property
+    def is_failure(self) -> bool:
+        return self in FAILURE_STATUSES
+
+
+FAILURE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.OOM, RunStatus.CRASHED})
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"      # run-now (CLI or web)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A parsed ``# jupycron: {...}`` line. Exactly one of ``every`` / ``cron`` is set."""
+
+    every: str | None = None          # normalised "N unit", e.g. "30 minute", "1.5 hour"
+    cron: str | None = None           # 5-field cron expression
+    tz: str | None = None             # IANA zone for cron (default UTC)
+    max_mem_mb: int | None = None     # MaxMem
+    max_runtime_s: float | None = None  # MaxRuntime
+    enabled: bool = True
+    raw: str = ""                     # the JSON text as written, for display
+
+    def describe(self) -> str:
+        if self.cron:
+            return f"cron {self.cron}" + (f" ({self.tz})" if self.tz else " (UTC)")
+        return f"every {self.every}"
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A discovered autorun notebook. ``spec`` is None when disabled/invalid/missing."""
+
+    path: str                         # POSIX path relative to the notebooks folder
+    mtime: float
+    size: int
+    spec: JobSpec | None
+    disabled_reason: str | None = None  # e.g. "no jupycron line", "invalid jupycron line: ..."
+
+    @property
+    def schedulable(self) -> bool:
+        return self.spec is not None and self.spec.enabled and self.disabled_reason is None
+
+
+def _dt(v: str | None) -> datetime | None:
+    if v is None:
+        return None
+    d = datetime.fromisoformat(v)
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Run:
+    """One execution of one notebook (a history row)."""
+
+    notebook: str
+    run_id: str                        # unique, sortable: "<UTC yyyymmddTHHMMSS>-<6 hex>"
+    started_at: datetime
+    status: RunStatus = RunStatus.RUNNING
+    trigger: Trigger = Trigger.SCHEDULE
+    slot: datetime | None = None       # the schedule slot this run serves (None for manual)
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error_name: str | None = None      # first error: exception class, or "Timeout"/"MemoryError"...
+    error_value: str | None = None     # its message (truncated to 2,000 chars)
+    error_cell: int | None = None      # index of the first failing code cell
+    peak_mem_mb: float | None = None
+    output: str | None = None          # HTML output path relative to the output folder
+    pid: int | None = None             # runner process while RUNNING (to detect orphans)
+    host: str | None = None
+    memory_limit: str | None = None    # how the cap was enforced: cgroup-v1/cgroup-v2/systemd-run/rlimit/none
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("started_at", "slot", "finished_at"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        d["status"] = str(self.status)
+        d["trigger"] = str(self.trigger)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Run:
+        d = dict(d)
+        d["started_at"] = _dt(d["started_at"])
+        d["slot"] = _dt(d.get("slot"))
+        d["finished_at"] = _dt(d.get("finished_at"))
+        d["status"] = RunStatus(d.get("status", "running"))
+        d["trigger"] = Trigger(d.get("trigger", "schedule"))
+        known = set(cls.__dataclass_fields__)
+        extra = {k: v for k, v in d.items() if k not in known}
+        d = {k: v for k, v in d.items() if k in known}
+        d.setdefault("extra", {}).update(extra)
+        return cls(**d)

@@ -1,0 +1,3 @@
+from ooniutils.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""The store interface. Two implementations: :mod:`.embedded` (chDB over Parquet parts,
+the default) and :mod:`.server` (a ClickHouse server through clickhouse-connect).
+
+Notebooks never touch a store directly: they call :func:`ooniutils.click_query_fsn`,
+which calls :func:`ooniutils.store.get_store` and then :meth:`Store.query`.
+Both implementations pass one contract test suite (tests/ooniutils/test_store_contract.py).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    rows: int
+    bytes_on_disk: int
+    parts: int | None
+    """Number of Parquet parts (embedded) or active parts (server); None when unknown."""
+    time_min: Any | None
+    time_max: Any | None
+
+
+class Store(abc.ABC):
+    """A place that holds the measurement tables and answers ClickHouse SQL."""
+
+    kind: str  # "embedded" or "server"
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run a SELECT and return a DataFrame.
+
+        ``params`` are bound by the engine, never pasted into the SQL text. Both ClickHouse
+        ``{name:Type}`` placeholders and ``%(name)s`` pyformat are accepted (pyformat is
+        rewritten to ``{name:<inferred type>}``). Errors raise :class:`QueryError` with
+        ClickHouse's message.
+        """
+
+    @abc.abstractmethod
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... VALUES on a server)."""
+
+    @abc.abstractmethod
+    def insert(self, table: str, df: pd.DataFrame) -> int:
+        """Append ``df`` (columns = a subset of the table's; missing ones get defaults)
+        atomically: readers see all of it or none. Returns the number of rows written."""
+
+    @abc.abstractmethod
+    def init(self) -> None:
+        """Create the tables when missing (idempotent, never drops data)."""
+
+    @abc.abstractmethod
+    def info(self) -> list[TableInfo]:
+        """Rows, size and time range of each table."""
+
+    def compact(self, table: str | None = None) -> None:  # noqa: B027 - optional on servers
+        """Merge small parts (embedded store); a no-op where the engine merges by itself."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release resources (sessions, HTTP pools)."""

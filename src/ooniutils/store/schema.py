@@ -1,0 +1,206 @@
+"""The tables of the measurement store, with OONI's real column names and ClickHouse types.
+
+One declaration serves both back-ends: the embedded store derives its Parquet/chDB
+structure from it, the server DDL in ``deploy/clickhouse/`` is generated from it
+(``ooniutils data ddl``), and loaders use it to coerce input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    """(column name, ClickHouse type) in table order."""
+    engine: str
+    """ENGINE clause used on a ClickHouse server."""
+    order_by: tuple[str, ...]
+    time_column: str | None = None
+    """Column that `ooniutils data info` reports the time range of."""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c for c, _ in self.columns]
+
+    def structure(self) -> str:
+        """ClickHouse structure string, e.g. ``"a String, b UInt32"`` (for file()/table functions)."""
+        return ", ".join(f"`{c}` {t}" for c, t in self.columns)
+
+    def ddl(self, database: str = "default") -> str:
+        cols = ",\n".join(f"    `{c}` {t}" for c, t in self.columns)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {database}.{self.name}\n(\n{cols}\n)\n"
+            f"ENGINE = {self.engine}\nORDER BY ({', '.join(self.order_by)})"
+        )
+
+
+FASTPATH = Table(
+    "fastpath",
+    (
+        ("measurement_uid", "String"),
+        ("report_id", "String"),
+        ("input", "String"),
+        ("probe_cc", "String"),
+        ("probe_asn", "UInt32"),
+        ("test_name", "String"),
+        ("test_start_time", "DateTime"),
+        ("measurement_start_time", "DateTime"),
+        ("filename", "String"),
+        ("scores", "String"),
+        ("platform", "String"),
+        ("anomaly", "String"),
+        ("confirmed", "String"),
+        ("msm_failure", "String"),
+        ("domain", "String"),
+        ("software_name", "String"),
+        ("software_version", "String"),
+        ("control_failure", "String"),
+        ("blocking_general", "Float32"),
+        ("is_ssl_expected", "Int8"),
+        ("page_len", "Int32"),
+        ("page_len_ratio", "Float32"),
+        ("server_cc", "String"),
+        ("server_asn", "Int8"),
+        ("server_as_name", "String"),
+        ("update_time", "DateTime64(3)"),
+        ("test_version", "String"),
+        ("test_runtime", "Float32"),
+        ("architecture", "String"),
+        ("engine_name", "String"),
+        ("engine_version", "String"),
+        ("blocking_type", "String"),
+        ("test_helper_address", "LowCardinality(String)"),
+        ("test_helper_type", "LowCardinality(String)"),
+        ("ooni_run_link_id", "Nullable(UInt64)"),
+    ),
+    engine="ReplacingMergeTree(update_time)",
+    order_by=("measurement_start_time", "report_id", "input", "measurement_uid"),
+    time_column="measurement_start_time",
+)
+
+CITIZENLAB = Table(
+    "citizenlab",
+    (
+        ("domain", "String"),
+        ("url", "String"),
+        ("cc", "FixedString(32)"),
+        ("category_code", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by=("domain", "url", "cc", "category_code"),
+)
+
+TEST_HELPER_INSTANCES = Table(
+    "test_helper_instances",
+    (
+        ("rdn", "String"),
+        ("dns_zone", "String"),
+        ("name", "String"),
+        ("provider", "String"),
+        ("region", "String"),
+        ("ipaddr", "IPv4"),
+        ("ipv6addr", "IPv6"),
+        ("draining_at", "Nullable(DateTime('UTC'))"),
+        ("sign", "Int8"),
+        ("destroyed_at", "Nullable(DateTime('UTC'))"),
+    ),
+    engine="CollapsingMergeTree(sign)",
+    order_by=("name",),
+)
+
+# journald fields as shipped by Vector into OONI's logs table (plus Vector's own
+# host/message/timestamp), sorted by __REALTIME_TIMESTAMP (microseconds since the epoch).
+LOGS = Table(
+    "logs",
+    (
+        ("CODE_FILE", "Nullable(String)"),
+        ("CODE_FUNC", "Nullable(String)"),
+        ("CODE_LINE", "Nullable(String)"),
+        ("INVOCATION_ID", "Nullable(String)"),
+        ("LOGGER", "LowCardinality(Nullable(String))"),
+        ("MESSAGE_ID", "Nullable(String)"),
+        ("MESSAGE", "Nullable(String)"),
+        ("PRIORITY", "Nullable(UInt8)"),
+        ("PROCESS_NAME", "Nullable(String)"),
+        ("SYSLOG_FACILITY", "LowCardinality(Nullable(String))"),
+        ("SYSLOG_IDENTIFIER", "LowCardinality(Nullable(String))"),
+        ("SYSLOG_PID", "Nullable(UInt64)"),
+        ("SYSLOG_TIMESTAMP", "Nullable(String)"),
+        ("THREAD_NAME", "Nullable(String)"),
+        ("TID", "Nullable(UInt64)"),
+        ("UNIT", "Nullable(String)"),
+        ("_AUDIT_LOGINUID", "Nullable(UInt64)"),
+        ("_AUDIT_SESSION", "Nullable(UInt64)"),
+        ("_BOOT_ID", "Nullable(String)"),
+        ("_CAP_EFFECTIVE", "Nullable(String)"),
+        ("_CMDLINE", "Nullable(String)"),
+        ("_COMM", "LowCardinality(Nullable(String))"),
+        ("_EXE", "LowCardinality(Nullable(String))"),
+        ("_GID", "LowCardinality(Nullable(UInt32))"),
+        ("_HOSTNAME", "String"),
+        ("_LINE_BREAK", "Nullable(String)"),
+        ("_MACHINE_ID", "String"),
+        ("_PID", "Nullable(UInt32)"),
+        ("_SELINUX_CONTEXT", "Nullable(String)"),
+        ("_SOURCE_REALTIME_TIMESTAMP", "Nullable(Int64)"),
+        ("_STREAM_ID", "Nullable(String)"),
+        ("_SYSTEMD_CGROUP", "Nullable(String)"),
+        ("_SYSTEMD_INVOCATION_ID", "Nullable(String)"),
+        ("_SYSTEMD_SLICE", "Nullable(String)"),
+        ("_SYSTEMD_UNIT", "Nullable(String)"),
+        ("_TRANSPORT", "LowCardinality(Nullable(String))"),
+        ("_UID", "LowCardinality(Nullable(UInt32))"),
+        ("__CURSOR", "Nullable(String)"),
+        ("__MONOTONIC_TIMESTAMP", "Nullable(String)"),
+        ("__REALTIME_TIMESTAMP", "Int64"),
+        ("host", "String"),
+        ("message", "Nullable(String)"),
+        ("timestamp", "Nullable(String)"),
+        ("inserted_at", "DateTime DEFAULT now()"),
+    ),
+    engine="MergeTree",
+    order_by=("__REALTIME_TIMESTAMP",),
+    time_column="inserted_at",
+)
+
+EVENT_DETECTOR_CHANGEPOINTS = Table(
+    "event_detector_changepoints",
+    (
+        ("probe_asn", "UInt32"),
+        ("probe_cc", "String"),
+        ("domain", "String"),
+        ("ts", "DateTime64(3, 'UTC')"),
+        ("count_isp_resolver", "Nullable(UInt32)"),
+        ("count_other_resolver", "Nullable(UInt32)"),
+        ("count", "Nullable(UInt32)"),
+        ("dns_isp_blocked", "Nullable(Float32)"),
+        ("dns_other_blocked", "Nullable(Float32)"),
+        ("tcp_blocked", "Nullable(Float32)"),
+        ("tls_blocked", "Nullable(Float32)"),
+        ("change_dir", "Nullable(Int8)"),
+        ("s_pos", "Nullable(Float32)"),
+        ("s_neg", "Nullable(Float32)"),
+        ("current_state", "String"),
+        ("h", "Nullable(Float32)"),
+        ("block_type", "String"),
+    ),
+    engine="ReplacingMergeTree",
+    order_by=("probe_asn", "probe_cc", "ts", "domain"),
+    time_column="ts",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t for t in (FASTPATH, CITIZENLAB, TEST_HELPER_INSTANCES, LOGS, EVENT_DETECTOR_CHANGEPOINTS)
+}
+
+
+def get_table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        from ..exceptions import StoreError
+
+        raise StoreError(f"unknown table {name!r}; known tables: {', '.join(sorted(TABLES))}") from None
