@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
             "OONI Explorer base URL for links in tables."),
     Setting("OONI_HTTP_TIMEOUT", "10", "Timeout in seconds of each alert HTTP request."),
     Setting("OONI_HTTP_RETRIES", "3", "Attempts per alert before giving up (transient errors only)."),
+    Setting("OONI_HTTP_BACKOFF", "0.5",
+            "Seconds before the first alert retry; doubles each attempt (capped at 10 s)."),
     Setting("OONI_NGINX_CACHE_DIR", "/var/cache/nginx/ooni-api",
             "nginx proxy_cache_path folder emptied by `ooniutils cache purge`."),
 )
