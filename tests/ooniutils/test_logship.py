@@ -14,7 +14,7 @@ import pytest
 
 from ooniutils.logship import CursorFile, Shipper, ShipStats, parse_batch, ship, to_frame
 from ooniutils.store import get_store
-from tests.support.journald import journal_lines
+from ooniutils.journal_sample import journal_lines
 
 
 @pytest.fixture

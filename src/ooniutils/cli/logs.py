@@ -45,3 +45,18 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
         raise click.ClickException(str(exc)) from exc
     click.echo(f"read {stats.read} line(s): inserted {stats.inserted}, skipped {stats.invalid} "
                f"invalid, dropped {stats.duplicates} already stored; last cursor {stats.last_cursor}")
+
+
+@group.command("sample")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--lines", default=5000, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=1, show_default=True)
+def sample_cmd(out: Path, lines: int, seed: int) -> None:
+    """Write LINES realistic `journalctl -o json` lines to OUT (demo and benchmarks)."""
+    import time as _time
+
+    from ..journal_sample import journal_lines
+
+    start_us = int((_time.time() - lines / 1000 - 3600) * 1_000_000)
+    out.write_bytes(b"\n".join(journal_lines(lines, start_us=start_us, seed=seed)) + b"\n")
+    click.echo(f"wrote {lines} lines to {out}")

@@ -1,4 +1,5 @@
-"""Realistic `journalctl -o json` lines for tests and benchmarks."""
+"""Realistic `journalctl -o json` lines (a monitoring host's units), for the demo, tests and
+benchmarks: `ooniutils logs sample FILE`."""
 
 from __future__ import annotations
 
