@@ -1,0 +1,39 @@
+"""Querying the measurement store from notebooks.
+
+Example::
+
+    from ooniutils.clickhouse import click_query_fsn
+    df = click_query_fsn(
+        "SELECT toStartOfHour(measurement_start_time) AS t, count() AS n FROM fastpath "
+        "WHERE probe_cc = %(cc)s AND measurement_start_time >= %(since)s GROUP BY t ORDER BY t",
+        cc="IT", since=datetime(2024, 1, 1),
+    )
+
+The same code runs on the embedded store and on a ClickHouse server
+(``OONI_CLICKHOUSE_URL``); see :func:`ooniutils.store.get_store`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .store import get_store
+
+__all__ = ["click_query", "click_query_fsn"]
+
+
+def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
+    """Run a ClickHouse SELECT on the store and return a DataFrame.
+
+    Parameters are bound by the engine, never pasted into the SQL: write ClickHouse
+    placeholders ``{name:Type}`` or pyformat ``%(name)s`` (its type is inferred from the
+    value: str→String, int→Int64, float→Float64, bool→Bool, datetime→DateTime64(3) in
+    UTC, date→Date, list/tuple→Array(T)). With pyformat, write ``%%`` for a literal ``%``.
+    Raises :class:`ooniutils.exceptions.QueryError` carrying ClickHouse's message.
+    """
+    return get_store().query(query, params)
+
+
+click_query = click_query_fsn

@@ -1,0 +1,253 @@
+"""The embedded store: chDB (in-process ClickHouse) over Parquet parts in a folder.
+
+Layout (one sub-folder per table)::
+
+    <data>/<table>/current -> gen-000003     symlink: the generation readers see
+    <data>/<table>/gen-000003/part-*.parquet  immutable parts
+    <data>/<table>/tmp/                       parts being written (never globbed)
+    <data>/<table>/.lock                      writers' flock (insert / compact)
+
+Why this shape: chDB locks an on-disk database to one process, yet several notebook
+kernels query at once while loaders append. So nothing is shared but files: every process
+opens its own in-memory chDB session whose tables are views over
+``file('<data>/<table>/current/*.parquet', Parquet, '<structure>')``. ClickHouse expands
+the glob at each query, so new parts show up at once; an empty generation reads as 0 rows.
+
+* **insert** writes a part under ``tmp/`` then ``os.rename``-s it into the current
+  generation (under the writers' lock), so readers see all of a part or none of it.
+* **compact** merges the current parts into one, builds the next generation (the merged
+  part + hard links to parts appended meanwhile) and swaps ``current`` with an atomic
+  symlink rename. A reader therefore lists either the old or the new generation, never
+  both (no double counting). A reader that listed the old one and opens a part after the
+  old generation was removed gets a missing-file error; :meth:`EmbeddedStore.query` then
+  re-runs the query (a few attempts), which sees the new generation.
+
+chDB sessions in one process share one catalog, so the views are (re)created whenever a
+store for another folder queries; a process-wide lock serialises embedded queries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from clickhouse_connect.driver.binding import format_str
+
+from ..exceptions import QueryError, StoreError
+from . import params as P
+from .base import Store, TableInfo
+from .schema import TABLES, Table, get_table
+
+log = logging.getLogger(__name__)
+
+_GEN_RE = re.compile(r"^gen-(\d{6,})$")
+# ClickHouse error codes meaning "a file listed by the glob has gone": a compaction won.
+_MISSING_FILE_CODES = ("(FILE_DOESNT_EXIST)", "(CANNOT_OPEN_FILE)", "(CANNOT_STAT)", "(CANNOT_OPEN", "No such file")
+_QUERY_ATTEMPTS = 4
+
+_lock = threading.RLock()
+_views_for: dict[int, Path] = {}  # pid → data folder the process-wide views point at
+_sessions: dict[int, Any] = {}  # pid → chDB session
+
+
+def _session() -> Any:
+    """This process's chDB session (created on first use, again after a fork)."""
+    pid = os.getpid()
+    sess = _sessions.get(pid)
+    if sess is None:
+        from chdb.session import Session
+
+        sess = Session()  # in memory: nothing on disk is locked
+        sess.query("SET session_timezone = 'UTC'")
+        # OONI's logs table has LowCardinality(Nullable(UInt32)) columns.
+        sess.query("SET allow_suspicious_low_cardinality_types = 1")
+        _sessions.clear()
+        _views_for.pop(pid, None)
+        _sessions[pid] = sess
+    return sess
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc).strip()
+
+
+class EmbeddedStore(Store):
+    """chDB over Parquet parts under ``data_dir`` (see module doc). Creates the folder."""
+
+    kind = "embedded"
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.init()
+
+    # ----------------------------------------------------------------- layout helpers
+    def table_dir(self, table: str) -> Path:
+        return self.data_dir / get_table(table).name
+
+    def current_dir(self, table: str) -> Path:
+        """The generation folder readers currently see."""
+        link = self.table_dir(table) / "current"
+        return link.parent / os.readlink(link)
+
+    def parts(self, table: str) -> list[Path]:
+        """Parquet parts of the current generation, oldest first."""
+        return sorted(self.current_dir(table).glob("part-*.parquet"))
+
+    @contextlib.contextmanager
+    def _writer_lock(self, table: str) -> Iterator[None]:
+        path = self.table_dir(table) / ".lock"
+        with path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _new_part_path(self, table: str) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return self.table_dir(table) / "tmp" / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+
+    # ----------------------------------------------------------------- Store API
+    def init(self) -> None:
+        """Create the data folder and every table's folders (idempotent)."""
+        try:
+            for name in TABLES:
+                tdir = self.data_dir / name
+                (tdir / "tmp").mkdir(parents=True, exist_ok=True)
+                link = tdir / "current"
+                if not link.is_symlink():
+                    (tdir / "gen-000001").mkdir(exist_ok=True)
+                    tmp_link = tdir / f".current-{uuid.uuid4().hex}"
+                    tmp_link.symlink_to("gen-000001")
+                    try:
+                        os.rename(tmp_link, link) if not link.is_symlink() else tmp_link.unlink()
+                    except OSError:
+                        tmp_link.unlink(missing_ok=True)
+                        raise
+        except OSError as exc:
+            raise StoreError(f"cannot create the embedded store in {self.data_dir}: {exc}") from exc
+
+    def _ensure_views(self) -> None:
+        pid = os.getpid()
+        sess = _session()
+        if _views_for.get(pid) == self.data_dir:
+            return
+        for name, table in TABLES.items():
+            pattern = str(self.data_dir / name / "current" / "*.parquet")
+            sess.query(
+                f"CREATE OR REPLACE VIEW `{name}` AS SELECT * FROM "
+                f"file({format_str(pattern)}, Parquet, {format_str(P.structure(table))})"
+            )
+        _views_for[pid] = self.data_dir
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        bound = P.bind(sql, params)
+        escaped = bound.escaped()
+        with _lock:
+            self._ensure_views()
+            sess = _session()
+            for attempt in range(1, _QUERY_ATTEMPTS + 1):
+                try:
+                    return sess.query(bound.sql, "DataFrame", params=escaped)
+                except Exception as exc:  # chDB raises ChdbError / RuntimeError
+                    msg = _error_text(exc)
+                    if attempt < _QUERY_ATTEMPTS and any(c in msg for c in _MISSING_FILE_CODES):
+                        log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
+                        continue
+                    raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
+        raise AssertionError("unreachable")
+
+    def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement in this process's session (not persisted: use :meth:`insert`)."""
+        bound = P.bind(sql, params)
+        with _lock:
+            self._ensure_views()
+            try:
+                _session().query(bound.sql, "TabSeparated", params=bound.escaped())
+            except Exception as exc:
+                msg = _error_text(exc)
+                raise QueryError(f"statement failed: {msg}", query=sql, server_message=msg) from exc
+
+    def insert(self, table: str, df: pd.DataFrame) -> int:
+        t = get_table(table)
+        arrow = P.to_arrow(t, df)
+        return self.insert_arrow(t, arrow)
+
+    def insert_arrow(self, table: Table, arrow: pa.Table) -> int:
+        """Write ``arrow`` (already coerced by :func:`params.to_arrow`) as one new part."""
+        if arrow.num_rows == 0:
+            return 0
+        tmp = self._new_part_path(table.name)
+        try:
+            pq.write_table(arrow, tmp, compression="zstd")
+            with self._writer_lock(table.name):
+                os.rename(tmp, self.current_dir(table.name) / tmp.name)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
+        log.info("inserted %d rows into %s (%s)", arrow.num_rows, table.name, tmp.name)
+        return arrow.num_rows
+
+    def compact(self, table: str | None = None) -> None:
+        """Merge each table's parts into one (all tables when ``table`` is None)."""
+        for name in [get_table(table).name] if table else list(TABLES):
+            self._compact_one(get_table(name))
+
+    def _compact_one(self, table: Table) -> None:
+        old = self.parts(table.name)
+        if len(old) <= 1:
+            return
+        tmp = self._new_part_path(table.name)
+        try:
+            schema = P.to_arrow(table, pd.DataFrame()).schema
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for part in old:
+                    writer.write_table(pq.read_table(part, schema=schema))
+            tdir = self.table_dir(table.name)
+            with self._writer_lock(table.name):
+                cur = self.current_dir(table.name)
+                num = int(_GEN_RE.match(cur.name).group(1))  # type: ignore[union-attr]
+                new = tdir / f"gen-{num + 1:06d}"
+                new.mkdir()
+                os.rename(tmp, new / tmp.name)
+                merged = {p.name for p in old}
+                for part in cur.glob("part-*.parquet"):
+                    if part.name not in merged:  # appended while we merged
+                        os.link(part, new / part.name)
+                link_tmp = tdir / f".current-{uuid.uuid4().hex}"
+                link_tmp.symlink_to(new.name)
+                os.rename(link_tmp, tdir / "current")
+            shutil.rmtree(cur, ignore_errors=True)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot compact {table.name} in {self.data_dir}: {exc}") from exc
+        log.info("compacted %d parts of %s into %s", len(old), table.name, tmp.name)
+
+    def info(self) -> list[TableInfo]:
+        out = []
+        for name, table in TABLES.items():
+            parts = self.parts(name)
+            size = sum(p.stat().st_size for p in parts)
+            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+            tmin = tmax = None
+            if table.time_column and rows:
+                df = self.query(f"SELECT min(`{table.time_column}`) AS a, max(`{table.time_column}`) AS b FROM `{name}`")
+                tmin, tmax = df["a"].iloc[0], df["b"].iloc[0]
+            out.append(TableInfo(name, rows, size, len(parts), tmin, tmax))
+        return out
+
+    def close(self) -> None:
+        """Sessions are per process and shared; nothing to release per store."""

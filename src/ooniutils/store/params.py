@@ -1,0 +1,316 @@
+"""ClickHouse types seen from Python: query-parameter binding and DataFrame coercion.
+
+Two jobs, shared by both store back-ends so they behave the same:
+
+* **Binding.** :func:`bind` turns ``%(name)s`` pyformat placeholders into ClickHouse
+  ``{name:Type}`` placeholders (type inferred from the Python value) and returns each value
+  in ClickHouse's *escaped text* form, the form the engine parses for ``{name:Type}``
+  (the same text the HTTP interface takes as ``param_<name>``). Values never enter the SQL
+  text: ClickHouse parses them as data of the declared type.
+* **Coercion.** :func:`to_arrow` converts a DataFrame to a :class:`pyarrow.Table` with the
+  column order and types of a :class:`~ooniutils.store.schema.Table` (missing columns get
+  their defaults; unknown columns and impossible conversions raise
+  :class:`~ooniutils.exceptions.StoreError` naming the column).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from clickhouse_connect.driver.binding import format_bind_value
+
+from ..exceptions import QueryError, StoreError
+from .schema import Table
+
+# --------------------------------------------------------------------------- binding
+
+# A single-quoted SQL string (skipped, so a literal like 'x%(y)s' stays as written),
+# a pyformat placeholder, or an escaped percent sign.
+_PYFORMAT = re.compile(r"'(?:[^'\\]|\\.|'')*'|%\((?P<name>[A-Za-z_]\w*)\)s|%%")
+_CH_PLACEHOLDER = re.compile(r"\{\s*(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[^{}]+?)\s*\}")
+
+
+def infer_type(value: Any) -> str:
+    """ClickHouse type for a Python value used as a pyformat parameter.
+
+    str→String, bool→Bool, int→Int64 (UInt64 above 2**63-1), float→Float64,
+    datetime→DateTime64(3) (aware values converted to UTC, naive ones taken as UTC),
+    date→Date, None→Nullable(String), list/tuple→Array(T) with T from the elements
+    (ints and floats mixed → Float64; an empty list → Array(String)).
+    """
+    if value is None:
+        return "Nullable(String)"
+    if isinstance(value, bool | np.bool_):
+        return "Bool"
+    if isinstance(value, numbers.Integral):
+        return "UInt64" if int(value) > 2**63 - 1 else "Int64"
+    if isinstance(value, numbers.Real):
+        return "Float64"
+    if isinstance(value, str):
+        return "String"
+    if isinstance(value, dt.datetime):
+        return "DateTime64(3)"
+    if isinstance(value, dt.date):
+        return "Date"
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Series):
+        items = list(value)
+        if not items:
+            return "Array(String)"
+        types = {infer_type(v) for v in items if v is not None}
+        if not types:
+            return "Array(Nullable(String))"
+        if types <= {"Int64", "UInt64"}:
+            inner = "UInt64" if "UInt64" in types else "Int64"
+        elif types <= {"Int64", "UInt64", "Float64"}:
+            inner = "Float64"
+        elif len(types) == 1:
+            inner = types.pop()
+        else:
+            raise QueryError(f"cannot infer one ClickHouse type for a list mixing {sorted(types)}")
+        if any(v is None for v in items) and not inner.startswith(("Array", "Nullable")):
+            inner = f"Nullable({inner})"
+        return f"Array({inner})"
+    raise QueryError(
+        f"cannot infer a ClickHouse type for a parameter of Python type {type(value).__name__}; "
+        "use a {name:Type} placeholder and pass a str"
+    )
+
+
+def _normalize(value: Any, ch_type: str | None) -> Any:
+    """Python value → value that :func:`format_bind_value` renders as ClickHouse expects.
+
+    Datetimes become UTC text with the precision of the declared type (DateTime: seconds,
+    DateTime64(p): p digits), numpy scalars become Python ones, sequences become lists.
+    """
+    if value is None:
+        return None
+    base = _strip_wrappers(ch_type) if ch_type else None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        if base == "DateTime" or (base and base.startswith("DateTime(")):
+            return value.strftime("%Y-%m-%d %H:%M:%S")
+        digits = 3
+        if base and (m := re.match(r"DateTime64\((\d+)", base)):
+            digits = int(m.group(1))
+        text = value.strftime("%Y-%m-%d %H:%M:%S")
+        if digits:
+            text += "." + f"{value.microsecond:06d}{'0' * 3}"[:digits]
+        return text
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Series):
+        inner = None
+        if base and base.startswith("Array(") and base.endswith(")"):
+            inner = base[len("Array("):-1]
+        return [_normalize(v, inner) for v in value]
+    return value
+
+
+def _strip_wrappers(ch_type: str) -> str:
+    t = ch_type.strip()
+    while True:
+        for w in ("LowCardinality(", "Nullable("):
+            if t.startswith(w) and t.endswith(")"):
+                t = t[len(w):-1].strip()
+                break
+        else:
+            return t
+
+
+def rewrite_pyformat(sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """Replace ``%(name)s`` by ``{name:Type}``; returns the new SQL and name → type.
+
+    ``%%`` becomes ``%`` (DB-API pyformat rules, also inside literals as in
+    ``LIKE '%%.ru'``) only when the query has pyformat placeholders; placeholders inside
+    single-quoted literals are left alone.
+    """
+    types: dict[str, str] = {}
+    has_pyformat = any(m.group("name") for m in _PYFORMAT.finditer(sql))
+    if not has_pyformat:
+        return sql, types
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group("name")
+        if name is None:  # "%%", or a quoted literal (where only "%%" is unescaped)
+            return m.group(0).replace("%%", "%")
+        if name not in params:
+            raise QueryError(f"query uses parameter %({name})s but no value was given for it", sql)
+        types[name] = infer_type(params[name])
+        return "{" + f"{name}:{types[name]}" + "}"
+
+    return _PYFORMAT.sub(repl, sql), types
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A query ready for the engine: SQL with only ``{name:Type}`` placeholders."""
+
+    sql: str
+    values: dict[str, Any]
+    """name → normalized Python value (what clickhouse-connect takes)."""
+
+    def escaped(self) -> dict[str, str]:
+        """name → escaped text form (what chDB's ``params`` and HTTP ``param_<name>`` take)."""
+        return {k: format_bind_value(v) for k, v in self.values.items()}
+
+
+def bind(sql: str, params: Mapping[str, Any] | None) -> Bound:
+    """Prepare ``sql`` + ``params`` for engine-side binding (see module doc)."""
+    params = dict(params or {})
+    sql, inferred = rewrite_pyformat(sql, params)
+    declared = {m.group("name"): m.group("type") for m in _CH_PLACEHOLDER.finditer(sql)}
+    declared.update(inferred)
+    values = {name: _normalize(v, declared.get(name)) for name, v in params.items() if name in declared}
+    return Bound(sql, values)
+
+
+# --------------------------------------------------------------------------- coercion
+
+_INTS = {
+    "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
+    "Int8": pa.int8(), "Int16": pa.int16(), "Int32": pa.int32(), "Int64": pa.int64(),
+}
+_FLOATS = {"Float32": pa.float32(), "Float64": pa.float64()}
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's ClickHouse type split into what coercion needs."""
+
+    declared: str
+    """Type without its DEFAULT clause, e.g. ``LowCardinality(Nullable(String))``."""
+    base: str
+    """Inner type, e.g. ``String``, ``DateTime64(3, 'UTC')``."""
+    nullable: bool
+    default_expr: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnType:
+        declared, _, default = text.partition(" DEFAULT ")
+        declared = declared.strip()
+        nullable = "Nullable(" in declared
+        return cls(declared, _strip_wrappers(declared), nullable, default.strip() or None)
+
+    def arrow_type(self) -> pa.DataType:
+        b = self.base
+        if b in _INTS:
+            return _INTS[b]
+        if b in _FLOATS:
+            return _FLOATS[b]
+        if b == "Bool":
+            return pa.bool_()
+        if b in ("Date", "Date32"):
+            return pa.date32()
+        if b == "DateTime" or b.startswith("DateTime("):
+            return pa.timestamp("s", tz="UTC")
+        if b.startswith("DateTime64("):
+            precision = int(re.match(r"DateTime64\((\d+)", b).group(1))  # type: ignore[union-attr]
+            unit = "ms" if precision <= 3 else ("us" if precision <= 6 else "ns")
+            return pa.timestamp(unit, tz="UTC")
+        if b in ("String", "IPv4", "IPv6", "UUID") or b.startswith("FixedString("):
+            return pa.string()
+        raise StoreError(f"unsupported ClickHouse column type {self.declared}")
+
+
+def structure(table: Table) -> str:
+    """``file()`` structure of ``table`` (types only, DEFAULT clauses dropped)."""
+    return ", ".join(f"`{c}` {ColumnType.parse(t).declared}" for c, t in table.columns)
+
+
+def _default_array(ct: ColumnType, n: int) -> pa.Array:
+    at = ct.arrow_type()
+    if ct.default_expr is not None:
+        if ct.default_expr.replace(" ", "") in ("now()", "now64()", "now64(3)"):
+            now = dt.datetime.now(dt.UTC)
+            return pa.array([now] * n, type=at)
+        raise StoreError(f"unsupported DEFAULT expression {ct.default_expr!r}")
+    if ct.nullable:
+        return pa.nulls(n, type=at)
+    if pa.types.is_timestamp(at):
+        zero: Any = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    elif pa.types.is_date(at):
+        zero = dt.date(1970, 1, 1)
+    elif pa.types.is_boolean(at):
+        zero = False
+    elif pa.types.is_string(at):
+        zero = {"IPv4": "0.0.0.0", "IPv6": "::", "UUID": "00000000-0000-0000-0000-000000000000"}.get(ct.base, "")
+    else:
+        zero = 0
+    return pa.array([zero] * n, type=at)
+
+
+def _column_array(name: str, series: pd.Series, ct: ColumnType) -> pa.Array:
+    at = ct.arrow_type()
+    what = f"column {name!r} (ClickHouse type {ct.declared})"
+    try:
+        if pa.types.is_timestamp(at):
+            if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+                raise StoreError(f"{what}: expected datetimes or date strings, got numbers")
+            values = pd.to_datetime(series, utc=True, format="mixed")
+            arr = pa.array(values, type=pa.timestamp("ns", tz="UTC"), from_pandas=True).cast(at, safe=False)
+        elif pa.types.is_date(at):
+            values = pd.to_datetime(series, format="mixed").dt.date
+            arr = pa.array(values.where(series.notna(), None), type=at, from_pandas=True)
+        else:
+            arr = pa.array(series, type=at, from_pandas=True)
+    except StoreError:
+        raise
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(f"{what}: cannot convert values of dtype {series.dtype}: {exc}") from exc
+    if arr.null_count and not ct.nullable:
+        raise StoreError(f"{what}: {arr.null_count} null value(s) in a column that is not Nullable")
+    _validate_text(name, arr, ct)
+    return arr
+
+
+def _validate_text(name: str, arr: pa.Array, ct: ColumnType) -> None:
+    b = ct.base
+    if not (b in ("IPv4", "IPv6") or b.startswith("FixedString(")):
+        return
+    for v in arr.to_pylist():
+        if v is None:
+            continue
+        if b.startswith("FixedString("):
+            size = int(b[len("FixedString("):-1])
+            if len(v.encode()) > size:
+                raise StoreError(f"column {name!r} ({ct.declared}): value {v!r} is longer than {size} bytes")
+        else:
+            try:
+                addr = ipaddress.ip_address(v)
+            except ValueError as exc:
+                raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an IP address") from exc
+            if addr.version != (4 if b == "IPv4" else 6) and not (b == "IPv6" and addr.version == 4):
+                raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an {b} address")
+
+
+def to_arrow(table: Table, df: pd.DataFrame) -> pa.Table:
+    """Coerce ``df`` to ``table``'s columns and types (see module doc)."""
+    unknown = [str(c) for c in df.columns if c not in set(table.column_names)]
+    if unknown:
+        raise StoreError(
+            f"table {table.name} has no column(s) {', '.join(map(repr, unknown))}; "
+            f"its columns are: {', '.join(table.column_names)}"
+        )
+    n = len(df)
+    arrays, fields = [], []
+    for col, type_text in table.columns:
+        ct = ColumnType.parse(type_text)
+        arr = _column_array(col, df[col], ct) if col in df.columns else _default_array(ct, n)
+        arrays.append(arr)
+        fields.append(pa.field(col, ct.arrow_type(), nullable=ct.nullable))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
