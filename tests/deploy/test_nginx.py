@@ -22,8 +22,10 @@ from tests.support.services import free_port, require_program, running, wait_for
 
 def test_template_placeholders_are_documented():
     readme = (NGINX_TEMPLATE.parent / "README.md").read_text()
-    names = set(re.findall(r"\{\{\s*(\w+)", NGINX_TEMPLATE.read_text()))
-    names |= set(re.findall(r"\{%-?\s*(?:if|for \w+ in)\s+(\w+)", NGINX_TEMPLATE.read_text()))
+    template = NGINX_TEMPLATE.read_text()
+    names = set(re.findall(r"\{\{\s*(\w+)", template))
+    names |= set(re.findall(r"\{%-?\s*(?:if|for \w+ in)\s+(\w+)", template))
+    names -= set(re.findall(r"\{%-?\s*for (\w+) in", template))  # loop variables
     assert names >= {"upstream", "server_name", "cache_dir", "outputs_dir", "listen"}
     for name in names:
         assert f"`{name}`" in readme, f"placeholder {name} is not documented in README.md"
