@@ -1,0 +1,396 @@
+"""Find autorun notebooks and read their ``# jupycron: {...}`` line. Read-only: never writes.
+
+Discovery rules (:func:`scan`):
+
+* every file matching ``**/*autorun*.ipynb`` under the notebooks folder;
+* any path component starting with ``.`` is skipped (``.ipynb_checkpoints``, ``.git``,
+  ``.hidden_autorun.ipynb``), and so is the output folder when it lies inside;
+* symbolic links to directories are not followed (so a symlink loop cannot trap the scan and
+  nothing outside the folder is walked); symbolic links to notebook files are read;
+* file names that are not valid UTF-8 are skipped with a warning.
+
+The config line is a whole-line comment in a **code** cell, ``# jupycron: {"every": "30 minute"}``
+(the ``#`` may be followed by spaces; ``jupycron`` is matched case-insensitively). The first
+such line in notebook order is used. The same text in a markdown/raw cell, in an output, or
+after code on the same line does not count.
+
+Fast path: notebooks written by Jupyter start with ``{"cells": [``. The file is read in
+growing chunks (16 KiB first) and the cells are decoded one by one with the C JSON decoder;
+reading stops at the first code cell holding the line. So a 5 MB notebook whose line sits in
+its first cell costs one small read, while one whose line comes after large image outputs
+(or has no line) is read up to the end of its cells. Anything else (another key order,
+nbformat 3 ``worksheets``) falls back to parsing the whole file. Only what was read is
+validated: a notebook truncated after its jupycron line is still listed, and its run fails.
+
+Nothing here raises out of :func:`scan` or :func:`read_notebook`: an unreadable or corrupt
+notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..."``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .exceptions import SpecError
+from .models import JobSpec, Notebook
+from .schedule import normalise_every, validate_cron, validate_tz
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DISABLED_IN_LINE",
+    "KNOWN_KEYS",
+    "NO_LINE",
+    "ScanCache",
+    "find_spec_text",
+    "iter_autorun_files",
+    "parse_spec",
+    "read_notebook",
+    "scan",
+]
+
+NO_LINE = "no jupycron line"
+DISABLED_IN_LINE = "disabled in its jupycron line"
+INVALID_PREFIX = "invalid jupycron line: "
+UNREADABLE_PREFIX = "cannot read notebook: "
+KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled")
+
+_LINE_RE = re.compile(r"^\s*#\s*jupycron\s*:(.*)$", re.IGNORECASE)
+_HEAD_RE = re.compile(r'\ufeff?\s*\{\s*"cells"\s*:\s*\[')
+_WS_RE = re.compile(r"\s*")
+_FIRST_CHUNK = 16 * 1024
+_MAX_CHUNK = 4 * 1024 * 1024
+_DECODER = json.JSONDecoder()
+
+
+# --- the jupycron line -------------------------------------------------------------------
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise SpecError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _positive_number(data: dict[str, Any], key: str, unit: str) -> float | None:
+    if key not in data:
+        return None
+    v = data[key]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise SpecError(f'"{key}" must be a number ({unit}), got {json.dumps(v)}')
+    if not math.isfinite(v) or v <= 0:
+        raise SpecError(f'"{key}" must be positive ({unit}), got {v}')
+    return float(v)
+
+
+def parse_spec(json_text: str) -> JobSpec:
+    """Parse the JSON after ``# jupycron:`` into a :class:`JobSpec`; raise :class:`SpecError`.
+
+    Keys: exactly one of ``every`` ("N unit", see :func:`jupycron.schedule.parse_every`) or
+    ``cron`` (5 fields) with optional ``tz`` (IANA name, cron only); optional ``MaxMem``
+    (MB, positive; fractions are rounded up), ``MaxRuntime`` (seconds, positive) and
+    ``enabled`` (bool). Unknown keys, wrong types and duplicate keys are errors.
+
+    >>> parse_spec('{"every": "30 mins", "MaxMem": 500}').every
+    '30 minute'
+    """
+    text = json_text.strip()
+    if not text:
+        raise SpecError('nothing after "jupycron:" (expected e.g. {"every": "1 day"})')
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a JSON object like {{\"every\": \"1 day\"}}, got {json.dumps(data)}")
+    for key in data:
+        if key not in KNOWN_KEYS:
+            hint = next((k for k in KNOWN_KEYS if k.lower() == key.lower()), None)
+            extra = f" (did you mean {hint!r}?)" if hint else f" (known: {', '.join(KNOWN_KEYS)})"
+            raise SpecError(f"unknown key {key!r}{extra}")
+    has_every, has_cron = "every" in data, "cron" in data
+    if has_every and has_cron:
+        raise SpecError('give either "every" or "cron", not both')
+    if not has_every and not has_cron:
+        raise SpecError('missing "every" (e.g. "30 minute") or "cron" (e.g. "0 6 * * *")')
+    tz = data.get("tz")
+    if "tz" in data:
+        if not has_cron:
+            raise SpecError('"tz" only applies to "cron"; "every" slots are aligned to UTC')
+        validate_tz(tz)
+    every = normalise_every(data["every"]) if has_every else None
+    cron = validate_cron(data["cron"], tz) if has_cron else None
+    max_mem = _positive_number(data, "MaxMem", "MB")
+    max_runtime = _positive_number(data, "MaxRuntime", "seconds")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError(f'"enabled" must be true or false, got {json.dumps(enabled)}')
+    return JobSpec(every=every, cron=cron, tz=tz,
+                   max_mem_mb=math.ceil(max_mem) if max_mem is not None else None,
+                   max_runtime_s=max_runtime, enabled=enabled, raw=text)
+
+
+def _line_in_source(source: Any) -> str | None:
+    if isinstance(source, list):
+        source = "".join(s for s in source if isinstance(s, str))
+    if not isinstance(source, str) or "jupycron" not in source.lower():
+        return None
+    for line in source.splitlines():
+        m = _LINE_RE.match(line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _line_in_cell(cell: Any, index: int) -> str | None:
+    if not isinstance(cell, dict):
+        raise ValueError(f"cell {index} is not a JSON object")
+    if cell.get("cell_type") != "code":
+        return None
+    # nbformat 4 keeps code in "source"; nbformat 3 in "input".
+    return _line_in_source(cell.get("source", cell.get("input")))
+
+
+def find_spec_text(nb: Any) -> str | None:
+    """Given a decoded notebook, the text after the first code cell's ``# jupycron:``, or None."""
+    if not isinstance(nb, dict):
+        raise ValueError("the notebook is not a JSON object")
+    if "cells" in nb:
+        cells = nb["cells"]
+    elif isinstance(nb.get("worksheets"), list):  # nbformat 3
+        cells = [c for ws in nb["worksheets"] if isinstance(ws, dict)
+                 for c in (ws.get("cells") or [])]
+    else:
+        raise ValueError('no "cells" in the notebook')
+    if not isinstance(cells, list):
+        raise ValueError('"cells" is not a list')
+    for i, cell in enumerate(cells):
+        line = _line_in_cell(cell, i)
+        if line is not None:
+            return line
+    return None
+
+
+class _NotFast(Exception):
+    """The file does not start like a Jupyter-written notebook: parse it whole instead."""
+
+
+def _find_fast(fh: IO[bytes]) -> str | None:
+    """Decode cells one at a time from growing chunks; stop at the first jupycron line."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    buf = dec.decode(fh.read(_FIRST_CHUNK))
+    m = _HEAD_RE.match(buf)
+    if not m:
+        raise _NotFast
+    pos, eof, chunk, index, expect_value = m.end(), False, _FIRST_CHUNK, 0, True
+
+    def more() -> bool:
+        nonlocal buf, pos, eof, chunk
+        if eof:
+            return False
+        data = fh.read(chunk)
+        chunk = min(chunk * 4, _MAX_CHUNK)
+        buf = buf[pos:] + dec.decode(data, final=not data)
+        pos = 0
+        eof = not data
+        return True
+
+    while True:
+        pos = _WS_RE.match(buf, pos).end()  # type: ignore[union-attr]
+        if pos >= len(buf):
+            if not more():
+                raise ValueError('truncated notebook: the "cells" list never ends')
+            continue
+        c = buf[pos]
+        if c == "]" and (expect_value and index == 0 or not expect_value):
+            return None
+        if not expect_value:
+            if c != ",":
+                raise ValueError(f"invalid JSON after cell {index - 1}: unexpected {c!r}")
+            pos += 1
+            expect_value = True
+            continue
+        try:
+            cell, end = _DECODER.raw_decode(buf, pos)
+        except json.JSONDecodeError as exc:
+            if more():
+                continue
+            raise ValueError(f"invalid JSON in cell {index}: {exc.msg}") from None
+        line = _line_in_cell(cell, index)
+        if line is not None:
+            return line
+        pos, index, expect_value = end, index + 1, False
+
+
+def _find_in_file(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        try:
+            return _find_fast(fh)
+        except _NotFast:
+            fh.seek(0)
+            data = fh.read()
+    try:
+        nb = json.loads(data.decode("utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return find_spec_text(nb)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    return str(exc) or type(exc).__name__
+
+
+def notebook_from_line(rel: str, mtime: float, size: int, line: str | None) -> Notebook:
+    """Build the Notebook for the text after ``jupycron:`` (None when there is no line)."""
+    if line is None:
+        return Notebook(rel, mtime, size, None, NO_LINE)
+    try:
+        spec = parse_spec(line)
+    except SpecError as exc:
+        return Notebook(rel, mtime, size, None, f"{INVALID_PREFIX}{exc}")
+    return Notebook(rel, mtime, size, spec, None if spec.enabled else DISABLED_IN_LINE)
+
+
+def read_notebook(path: Path | str, rel: str, stat: os.stat_result | None = None) -> Notebook:
+    """Read one notebook's jupycron line. Never raises: problems become ``disabled_reason``."""
+    try:
+        st = stat if stat is not None else os.stat(path)
+    except OSError as exc:
+        return Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
+    try:
+        line = _find_in_file(Path(path))
+    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        log.warning("cannot read notebook %s: %s", rel, exc)
+        return Notebook(rel, st.st_mtime, st.st_size, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
+    return notebook_from_line(rel, st.st_mtime, st.st_size, line)
+
+
+# --- scanning ----------------------------------------------------------------------------
+
+def _dir_id(path: str | Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _is_autorun_name(name: str) -> bool:
+    return name.endswith(".ipynb") and "autorun" in name and not name.startswith(".")
+
+
+def iter_autorun_files(notebooks_dir: Path | str,
+                       output_dir: Path | str | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(absolute path, POSIX relative path)`` of every autorun notebook, unsorted."""
+    root = os.path.abspath(notebooks_dir)
+    out_id = _dir_id(output_dir) if output_dir is not None else None
+
+    def onerror(exc: OSError) -> None:
+        log.warning("cannot list %s: %s", exc.filename, exc.strerror)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
+        keep = []
+        for d in dirnames:
+            if d.startswith("."):
+                continue
+            if out_id is not None and _dir_id(os.path.join(dirpath, d)) == out_id:
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        rel_dir = os.path.relpath(dirpath, root)
+        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        for name in filenames:
+            if not _is_autorun_name(name):
+                continue
+            rel = prefix + name
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                log.warning("skipping notebook with a non-UTF-8 file name: %r", rel)
+                continue
+            yield os.path.join(dirpath, name), rel
+
+
+@dataclass
+class _Entry:
+    mtime_ns: int
+    size: int
+    notebook: Notebook
+
+
+class ScanCache:
+    """Remembers parsed notebooks by ``(path, mtime_ns, size)`` so unchanged files are not read.
+
+    Thread-safe; share one per process (e.g. the daemon and the web app) across scans.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, path: str, rel: str, st: os.stat_result) -> Notebook | None:
+        with self._lock:
+            e = self._entries.get((path, rel))
+            if e is not None and e.mtime_ns == st.st_mtime_ns and e.size == st.st_size:
+                self.hits += 1
+                return e.notebook
+            self.misses += 1
+            return None
+
+    def put(self, path: str, rel: str, st: os.stat_result, notebook: Notebook) -> None:
+        with self._lock:
+            self._entries[(path, rel)] = _Entry(st.st_mtime_ns, st.st_size, notebook)
+
+    def retain(self, keys: set[tuple[str, str]]) -> None:
+        """Forget every entry not in ``keys`` (files that vanished)."""
+        with self._lock:
+            for k in [k for k in self._entries if k not in keys]:
+                del self._entries[k]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def scan(notebooks_dir: Path | str, output_dir: Path | str | None = None,
+         cache: ScanCache | None = None) -> list[Notebook]:
+    """All autorun notebooks under ``notebooks_dir``, sorted by relative path. Never raises
+    for a bad notebook (see module docstring); a missing notebooks folder yields ``[]``."""
+    if not os.path.isdir(notebooks_dir):
+        log.warning("notebooks folder %s does not exist", notebooks_dir)
+        return []
+    found: list[Notebook] = []
+    seen: set[tuple[str, str]] = set()
+    for path, rel in iter_autorun_files(notebooks_dir, output_dir):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            found.append(Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}"))
+            continue
+        seen.add((path, rel))
+        nb = cache.get(path, rel, st) if cache is not None else None
+        if nb is None:
+            nb = read_notebook(path, rel, st)
+            if cache is not None:
+                cache.put(path, rel, st, nb)
+        found.append(nb)
+    if cache is not None:
+        cache.retain(seen)
+    found.sort(key=lambda n: n.path)
+    return found

@@ -1,0 +1,565 @@
+"""The run history: ``<output>/.history.json`` (format in :mod:`jupycron.models`).
+
+Several processes write it (concurrent ``jupycron tick`` runs, the daemon, the web server's
+run-now), so every read-modify-write holds an exclusive :func:`fcntl.flock` on the sidecar
+``.history.json.lock`` and the new content is written to a temporary file in the same folder,
+fsync'ed and renamed over the old one: readers never see a half-written file, and a process
+killed at any point leaves either the old or the new history.
+
+Besides the documented keys each notebook entry holds ``"first_seen"`` (ISO UTC): when the
+notebook was first discovered (set by :meth:`History.mark_deleted`). The due rule uses it for
+notebooks that have never had a scheduled run (see :mod:`jupycron.schedule`).
+
+A corrupt file (bad JSON or wrong shape) is never silently emptied: it is moved aside to
+``.history.json.corrupt-<UTC yyyymmddTHHMMSSZ>`` with a warning, and the history is rebuilt
+from the HTML outputs on disk: each kept success copy becomes a SUCCESS run, and a latest
+output that is not also the kept copy becomes a run whose outcome is unknown (recorded as
+INTERRUPTED with ``extra["rebuilt_from_outputs"] = True`` and ``error_value`` saying so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import filecmp
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from .exceptions import HistoryError
+from .models import Run, RunStatus, Trigger
+from .paths import (
+    history_file,
+    history_lock_file,
+    kept_html,
+    kept_html_glob,
+    lock_file,
+    notebook_for_output,
+    output_html,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["REBUILT_NOTE", "History", "NotebookHistory", "Purged", "runner_alive"]
+
+FORMAT_VERSION = 1
+REBUILT_NOTE = "rebuilt from outputs after corrupt history"
+T = TypeVar("T")
+
+
+def _iso(d: datetime | None) -> str | None:
+    return d.astimezone(UTC).isoformat() if d is not None else None
+
+
+def _parse_dt(v: Any) -> datetime | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError(f"expected an ISO datetime string, got {v!r}")
+    d = datetime.fromisoformat(v)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _sort_key(run: Run) -> tuple[datetime, str]:
+    return (run.started_at, run.run_id)
+
+
+@dataclass
+class NotebookHistory:
+    """One notebook's entry: runs newest first plus bookkeeping."""
+
+    runs: list[Run] = field(default_factory=list)
+    deleted_at: datetime | None = None
+    last_success_output: str | None = None   # kept HTML copy, relative to the output folder
+    first_seen: datetime | None = None
+
+    @property
+    def latest(self) -> Run | None:
+        """The newest run of any status (may be RUNNING)."""
+        return self.runs[0] if self.runs else None
+
+    @property
+    def running(self) -> list[Run]:
+        return [r for r in self.runs if r.status is RunStatus.RUNNING]
+
+    @property
+    def last_finished(self) -> Run | None:
+        """The newest run that is not RUNNING."""
+        return next((r for r in self.runs if r.status is not RunStatus.RUNNING), None)
+
+    @property
+    def last_success(self) -> Run | None:
+        return next((r for r in self.runs if r.status is RunStatus.SUCCESS), None)
+
+    @property
+    def last_scheduled_slot(self) -> datetime | None:
+        """The latest slot served by a scheduled run, whatever its outcome (the due rule's input)."""
+        slots = [r.slot for r in self.runs if r.trigger is Trigger.SCHEDULE and r.slot is not None]
+        return max(slots) if slots else None
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures (failed/timeout/oom/crashed) since the last success, newest first.
+
+        RUNNING and INTERRUPTED rows neither count nor break the streak.
+        """
+        n = 0
+        for r in self.runs:
+            if r.status is RunStatus.SUCCESS:
+                break
+            if r.status.is_failure:
+                n += 1
+        return n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": [r.to_json() for r in self.runs],
+            "deleted_at": _iso(self.deleted_at),
+            "last_success_output": self.last_success_output,
+            "first_seen": _iso(self.first_seen),
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> NotebookHistory:
+        if not isinstance(d, dict):
+            raise ValueError(f"a notebook entry must be an object, got {type(d).__name__}")
+        runs_raw = d.get("runs", [])
+        if not isinstance(runs_raw, list):
+            raise ValueError('"runs" must be a list')
+        runs = []
+        for r in runs_raw:
+            if not isinstance(r, dict):
+                raise ValueError("a run must be an object")
+            runs.append(Run.from_json(r))
+        lso = d.get("last_success_output")
+        if lso is not None and not isinstance(lso, str):
+            raise ValueError('"last_success_output" must be a string or null')
+        runs.sort(key=_sort_key, reverse=True)
+        return cls(runs=runs, deleted_at=_parse_dt(d.get("deleted_at")),
+                   last_success_output=lso, first_seen=_parse_dt(d.get("first_seen")))
+
+
+@dataclass(frozen=True)
+class Purged:
+    """A notebook whose history and outputs :meth:`History.purge` removed."""
+
+    notebook: str
+    deleted_at: datetime
+    files: tuple[Path, ...]
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def runner_alive(run: Run) -> bool:
+    """Default orphan test: is the process that recorded this RUNNING row still there?
+
+    Rows from another host, or without a pid, are assumed alive (we cannot tell). A pid that
+    now belongs to a process started after the run began is a reused pid, i.e. gone.
+    """
+    if run.host and run.host != socket.gethostname():
+        return True
+    if run.pid is None:
+        return True
+    try:
+        proc = psutil.Process(run.pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return proc.create_time() <= run.started_at.timestamp() + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
+class History:
+    """Read and update ``<output>/.history.json``.
+
+    Example::
+
+        h = History(settings.output_dir, keep=settings.history_runs)
+        h.record(run)                      # upsert by run_id, capped, atomic
+        entry = h.load().get("a/b_autorun.ipynb")
+    """
+
+    def __init__(self, output_dir: Path | str, keep: int = 100) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.output_dir = Path(output_dir)
+        self.keep = keep
+        self.path = history_file(self.output_dir)
+        self.lock_path = history_lock_file(self.output_dir)
+
+    # --- low level ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise HistoryError(f"cannot open history lock {self.lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _read(self) -> dict[str, NotebookHistory]:
+        """Parse the file; {} when absent; _Corrupt when unreadable as a history."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise HistoryError(f"cannot read {self.path}: {exc.strerror}") from exc
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("the top level is not an object")
+            if doc.get("version") != FORMAT_VERSION:
+                raise ValueError(f"unsupported version {doc.get('version')!r}")
+            notebooks = doc.get("notebooks")
+            if not isinstance(notebooks, dict):
+                raise ValueError('"notebooks" is not an object')
+            return {str(k): NotebookHistory.from_json(v) for k, v in notebooks.items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise _Corrupt(str(exc) or type(exc).__name__) from exc
+
+    def _write(self, data: dict[str, NotebookHistory]) -> None:
+        doc = {"version": FORMAT_VERSION,
+               "notebooks": {k: data[k].to_json() for k in sorted(data)}}
+        payload = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")
+        self._atomic_write(self.path, payload)
+
+    def _atomic_write(self, target: Path, payload: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(target.parent)
+
+    def _read_or_recover(self, now: datetime | None = None) -> dict[str, NotebookHistory]:
+        """Under the lock: read, or move a corrupt file aside and rebuild (and write) it."""
+        try:
+            return self._read()
+        except _Corrupt as exc:
+            return self._recover(str(exc), now or datetime.now(UTC))
+
+    def _recover(self, why: str, now: datetime) -> dict[str, NotebookHistory]:
+        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        os.replace(self.path, aside)
+        data = self.rebuild_from_outputs(now)
+        log.warning("history %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
+                    "from the HTML outputs", self.path, why, aside.name, len(data))
+        self._write(data)
+        return data
+
+    def update(self, fn: Callable[[dict[str, NotebookHistory]], T],
+               now: datetime | None = None) -> T:
+        """Run ``fn`` on the history under the lock and write it back (always)."""
+        with self._locked():
+            data = self._read_or_recover(now)
+            result = fn(data)
+            self._write(data)
+            return result
+
+    # --- public API -----------------------------------------------------------------------
+
+    def load(self) -> dict[str, NotebookHistory]:
+        """Every notebook's history (deleted ones included), runs newest first.
+
+        Reads without the lock (writes are atomic renames). A corrupt file is recovered
+        under the lock (see module docstring). Raises HistoryError only for I/O errors.
+        """
+        try:
+            return self._read()
+        except _Corrupt:
+            with self._locked():
+                return self._read_or_recover()
+
+    def get(self, rel: str) -> NotebookHistory:
+        """One notebook's history (an empty one when unknown)."""
+        return self.load().get(rel) or NotebookHistory()
+
+    def record(self, run: Run) -> None:
+        """Insert or replace ``run`` (matched by run_id) and cap the notebook's runs.
+
+        Keeps the newest ``keep`` runs plus any older RUNNING rows. For a SUCCESS run with
+        an ``output``, the HTML is copied to :func:`jupycron.paths.kept_html` (unless already
+        there), ``last_success_output`` points to it, and older kept copies are removed.
+        """
+        kept_rel = self._keep_success_copy(run) if run.status is RunStatus.SUCCESS else None
+
+        def apply(data: dict[str, NotebookHistory]) -> None:
+            entry = data.setdefault(run.notebook, NotebookHistory())
+            if entry.first_seen is None:
+                entry.first_seen = run.started_at
+            runs = [r for r in entry.runs if r.run_id != run.run_id]
+            runs.append(run)
+            runs.sort(key=_sort_key, reverse=True)
+            entry.runs = runs[: self.keep] + [r for r in runs[self.keep:]
+                                              if r.status is RunStatus.RUNNING]
+            if kept_rel is not None and entry.last_success is run:
+                entry.last_success_output = kept_rel
+
+        self.update(apply)
+        if kept_rel is not None:
+            self._remove_other_kept(run.notebook, keep_rel=self._current_kept(run.notebook))
+
+    def reap_orphans(self, is_alive: Callable[[int], bool] | None = None,
+                     now: datetime | None = None) -> list[Run]:
+        """Mark RUNNING runs whose runner process is gone as INTERRUPTED; return them.
+
+        ``is_alive(pid)`` overrides the default test (:func:`runner_alive`, which also
+        detects reused pids and skips rows recorded on another host).
+        """
+        now = now or datetime.now(UTC)
+
+        def alive(run: Run) -> bool:
+            if is_alive is None:
+                return runner_alive(run)
+            return run.pid is None or is_alive(run.pid)
+
+        # Cheap check without the lock first: most calls find nothing to do.
+        if not any(r.status is RunStatus.RUNNING and not alive(r)
+                   for e in self.load().values() for r in e.runs):
+            return []
+
+        def apply(data: dict[str, NotebookHistory]) -> list[Run]:
+            reaped = []
+            for entry in data.values():
+                for r in entry.runs:
+                    if r.status is RunStatus.RUNNING and not alive(r):
+                        r.status = RunStatus.INTERRUPTED
+                        r.finished_at = now
+                        r.duration_s = max(0.0, (now - r.started_at).total_seconds())
+                        r.error_name = "Interrupted"
+                        r.error_value = (f"the runner process {r.pid} on {r.host or 'this host'} "
+                                         "went away during the run (killed or crashed)")
+                        r.extra["orphaned"] = True
+                        reaped.append(r)
+            return reaped
+
+        reaped = self.update(apply, now)
+        for r in reaped:
+            log.warning("run %s of %s was orphaned (runner pid %s gone): marked interrupted",
+                        r.run_id, r.notebook, r.pid)
+        return reaped
+
+    def mark_deleted(self, existing: Iterable[str], now: datetime) -> list[str]:
+        """Reconcile with the notebooks on disk (``existing``: every discovered path).
+
+        Notebooks missing from ``existing`` get ``deleted_at = now`` (once); ones that came
+        back have it cleared; new ones get an entry with ``first_seen = now``. Returns the
+        paths newly marked deleted. Writes only when something changed.
+        """
+        present = set(existing)
+        current = self.load()
+        if all(p in current and current[p].deleted_at is None and current[p].first_seen
+               for p in present) and all(e.deleted_at is not None or p in present
+                                         for p, e in current.items()):
+            return []
+
+        def apply(data: dict[str, NotebookHistory]) -> list[str]:
+            newly = []
+            for p in present:
+                entry = data.setdefault(p, NotebookHistory(first_seen=now))
+                if entry.first_seen is None:
+                    entry.first_seen = now
+                if entry.deleted_at is not None:
+                    log.info("notebook %s is back: no longer marked deleted", p)
+                    entry.deleted_at = None
+            for p, entry in data.items():
+                if p not in present and entry.deleted_at is None:
+                    entry.deleted_at = now
+                    newly.append(p)
+            return sorted(newly)
+
+        newly = self.update(apply, now)
+        for p in newly:
+            log.info("notebook %s disappeared: marked deleted", p)
+        return newly
+
+    def purge(self, now: datetime, grace: float | timedelta) -> list[Purged]:
+        """Remove history and output files of notebooks deleted more than ``grace`` ago."""
+        grace_td = grace if isinstance(grace, timedelta) else timedelta(seconds=grace)
+        if not any(e.deleted_at is not None and now - e.deleted_at > grace_td
+                   for e in self.load().values()):
+            return []
+
+        def apply(data: dict[str, NotebookHistory]) -> list[tuple[str, datetime]]:
+            gone = [(p, e.deleted_at) for p, e in data.items()
+                    if e.deleted_at is not None and now - e.deleted_at > grace_td]
+            for p, _ in gone:
+                del data[p]
+            return gone
+
+        removed = []
+        for rel, deleted_at in self.update(apply, now):
+            files = self._remove_outputs(rel)
+            log.info("purged notebook %s (deleted at %s): removed %d file(s)",
+                     rel, deleted_at.isoformat(), len(files))
+            removed.append(Purged(rel, deleted_at, tuple(files)))
+        return removed
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def _rel_out(self, p: Path) -> str:
+        return p.relative_to(self.output_dir).as_posix()
+
+    def _keep_success_copy(self, run: Run) -> str | None:
+        if not run.output:
+            return None
+        src = self.output_dir / run.output
+        dst = kept_html(self.output_dir, run.notebook, run.run_id)
+        if dst.exists():
+            return self._rel_out(dst)
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+            os.close(fd)
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            log.warning("cannot keep a copy of %s's successful output %s: %s",
+                        run.notebook, src, exc)
+            return None
+        return self._rel_out(dst)
+
+    def _current_kept(self, rel: str) -> str | None:
+        entry = self.load().get(rel)
+        return entry.last_success_output if entry else None
+
+    def _remove_other_kept(self, rel: str, keep_rel: str | None) -> None:
+        for p in self.output_dir.glob(kept_html_glob(rel)):
+            if self._rel_out(p) != keep_rel:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    log.debug("removed superseded success copy %s", p)
+
+    def _remove_outputs(self, rel: str) -> list[Path]:
+        candidates = [output_html(self.output_dir, rel), lock_file(self.output_dir, rel),
+                      *self.output_dir.glob(kept_html_glob(rel))]
+        removed = []
+        for p in candidates:
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", p, exc.strerror)
+        for p in {c.parent for c in candidates}:
+            _remove_empty_parents(p, self.output_dir)
+        return removed
+
+    def rebuild_from_outputs(self, now: datetime) -> dict[str, NotebookHistory]:
+        """Reconstruct a history from the HTML files in the output folder (see module doc)."""
+        found: dict[str, dict[str, Any]] = {}
+        for dirpath, dirnames, filenames in os.walk(self.output_dir):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                full = Path(dirpath) / name
+                mapped = notebook_for_output(self._rel_out(full))
+                if mapped is None:
+                    continue
+                nb, run_id = mapped
+                slot = found.setdefault(nb, {"latest": None, "kept": []})
+                if run_id is None:
+                    slot["latest"] = full
+                else:
+                    slot["kept"].append((run_id, full))
+        data: dict[str, NotebookHistory] = {}
+        host = socket.gethostname()
+        for nb, info in found.items():
+            runs: list[Run] = []
+            kept_rel = None
+            for run_id, full in sorted(info["kept"]):
+                started = _run_id_time(run_id) or _mtime(full)
+                runs.append(Run(notebook=nb, run_id=run_id, started_at=started,
+                                status=RunStatus.SUCCESS, finished_at=_mtime(full),
+                                output=self._rel_out(full), host=host,
+                                extra={"rebuilt_from_outputs": True, "note": REBUILT_NOTE}))
+                kept_rel = self._rel_out(full)
+            latest = info["latest"]
+            # The latest output is the newest kept copy when the last run succeeded.
+            if latest is not None and not (
+                    info["kept"] and filecmp.cmp(latest, info["kept"][-1][1], shallow=False)):
+                mtime = _mtime(latest)
+                digest = hashlib.sha1(nb.encode("utf-8")).hexdigest()[:6]
+                runs.append(Run(notebook=nb, run_id=f"{mtime:%Y%m%dT%H%M%S}-{digest}",
+                                started_at=mtime, status=RunStatus.INTERRUPTED,
+                                finished_at=mtime, output=self._rel_out(latest), host=host,
+                                error_name="Unknown", error_value=REBUILT_NOTE,
+                                extra={"rebuilt_from_outputs": True, "status_unknown": True}))
+            if not runs:
+                continue
+            runs.sort(key=_sort_key, reverse=True)
+            data[nb] = NotebookHistory(runs=runs[: self.keep], last_success_output=kept_rel,
+                                       first_seen=min(r.started_at for r in runs))
+        return data
+
+
+def _run_id_time(run_id: str) -> datetime | None:
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _mtime(p: Path) -> datetime:
+    return datetime.fromtimestamp(p.stat().st_mtime, tz=UTC)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+    path, stop = path.resolve(), stop.resolve()
+    while path != stop and stop in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
