@@ -1,0 +1,173 @@
+"""Unit tests of ooniutils.analyses.test_helpers on small handcrafted hourly counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ooniutils.analyses.test_helpers import (
+    AlarmParams,
+    alarm_episodes,
+    alarm_message,
+    helper_alarms,
+    helper_host,
+    helper_inventory,
+    helper_summary,
+    hourly_rates,
+    network_problems,
+)
+from ooniutils.exceptions import AnalysisError
+
+HELPERS = ["0.th.ooni.org", "1.th.ooni.org", "2.th.ooni.org"]
+COUNTRIES = [("IT", 30722), ("BR", 28573), ("IR", 197207), ("US", 7922), ("DE", 3320)]
+END = pd.Timestamp("2024-03-10 23:00")
+
+
+def make_counts(hours: int = 24 * 9, per_cell: int = 20, base_failures: int = 1,
+                broken_helper: str | None = None, broken_cc: str | None = None,
+                broken_hours: int = 3, seed: int = 0) -> pd.DataFrame:
+    """Every (hour, helper, country) gets ``per_cell`` measurements and ``base_failures``
+    failures; in the last ``broken_hours`` the broken helper (all countries) or the broken
+    country (all helpers) fails 60% of the time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for hour in pd.date_range(END - pd.Timedelta(hours=hours - 1), END, freq="h"):
+        late = hour > END - pd.Timedelta(hours=broken_hours)
+        for helper in HELPERS:
+            for cc, asn in COUNTRIES:
+                fail = int(rng.binomial(per_cell, base_failures / per_cell))
+                if late and (helper == broken_helper or cc == broken_cc):
+                    fail = int(per_cell * 0.6)
+                rows.append((hour, helper, cc, asn, per_cell, fail))
+    return pd.DataFrame(rows, columns=["hour", "helper", "probe_cc", "probe_asn", "total", "failures"])
+
+
+def last_hour(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["hour"] == df["hour"].max()].set_index(df.columns[0])
+
+
+def test_helper_host_join_key():
+    assert helper_host("https://2.th.ooni.org") == "2.th.ooni.org"
+    assert helper_host("https://2.TH.ooni.org:443/") == "2.th.ooni.org"
+    assert helper_host("0.th.ooni.org") == "0.th.ooni.org"
+    assert helper_host("") == "" and helper_host(None) == ""
+
+
+def test_healthy_world_raises_no_alarm():
+    alarms = helper_alarms(make_counts(), now=END)
+    assert not alarms["alarm"].any()
+    assert (last_hour(alarms)["status"] == "ok").all()
+
+
+def test_helper_failing_for_everyone_is_alarmed_with_scope_all_probes():
+    alarms = helper_alarms(make_counts(broken_helper="1.th.ooni.org"), now=END)
+    now = last_hour(alarms)
+    assert now.loc["1.th.ooni.org", "alarm"]
+    assert now.loc["1.th.ooni.org", "scope"] == "all probes"
+    assert now.loc["1.th.ooni.org", "p_value"] < 1e-6
+    assert not now.drop(index="1.th.ooni.org")["alarm"].any()
+    # ... and no country is reported as a network problem
+    nets = network_problems(make_counts(broken_helper="1.th.ooni.org"), now=END)
+    assert not nets["problem"].any()
+    episodes = alarm_episodes(alarms)
+    assert list(episodes["helper"]) == ["1.th.ooni.org"]
+    assert episodes.loc[0, "hours"] == 3
+    msg = alarm_message(now.reset_index())
+    assert "1.th.ooni.org" in msg and "0.th.ooni.org" not in msg
+
+
+def test_one_country_network_problem_is_not_a_helper_alarm():
+    counts = make_counts(broken_cc="IR")
+    alarms = helper_alarms(counts, now=END)
+    now = last_hour(alarms)
+    # every helper's rate rises (IR is a fifth of its traffic) ...
+    assert (now["status"] == "elevated").all()
+    # ... but the rest of the world is fine, so no helper alarm
+    assert (now["scope"] == "concentrated").all()
+    assert (now["top_cc"] == "IR").all()
+    assert (now["top_asn"] == 197207).all()
+    assert not alarms["alarm"].any()
+    nets = last_hour(network_problems(counts, now=END))
+    assert nets.loc["IR", "problem"]
+    assert nets.loc["IR", "helpers_elevated"] == 3
+    assert not nets.drop(index="IR")["problem"].any()
+    by_asn = last_hour(network_problems(counts, now=END, by="probe_asn"))
+    assert by_asn.loc[197207, "problem"]
+
+
+def test_no_history_never_alarms():
+    # only four hours of data, all of them bad: nothing to compare with
+    counts = make_counts(hours=4, broken_helper="0.th.ooni.org", broken_hours=4)
+    alarms = helper_alarms(counts, now=END)
+    assert not alarms["alarm"].any()
+    assert (last_hour(alarms)["status"] == "no baseline yet").all()
+
+
+def test_missing_recent_hours_say_so():
+    counts = make_counts()
+    counts = counts[counts["hour"] < END - pd.Timedelta(hours=5)]
+    now = last_hour(helper_alarms(counts, now=END))
+    assert (now["status"] == "too few recent measurements").all()
+    assert not now["alarm"].any()
+
+
+def test_small_samples_are_not_tested():
+    counts = make_counts(per_cell=1, base_failures=0, broken_helper="2.th.ooni.org")
+    now = last_hour(helper_alarms(counts, now=END, params=AlarmParams(min_recent=30)))
+    assert now.loc["2.th.ooni.org", "status"] == "too few recent measurements"
+
+
+def test_empty_and_bad_input():
+    empty = pd.DataFrame(columns=["hour", "helper", "probe_cc", "probe_asn", "total", "failures"])
+    assert helper_alarms(empty).empty
+    assert network_problems(empty).empty
+    assert alarm_episodes(helper_alarms(empty)).empty
+    with pytest.raises(AnalysisError, match="failures"):
+        helper_alarms(pd.DataFrame({"hour": [], "helper": []}))
+    with pytest.raises(AnalysisError, match="by must be"):
+        network_problems(empty, by="helper")
+
+
+def test_hourly_rates():
+    rates = hourly_rates(make_counts(hours=2, broken_helper="0.th.ooni.org", broken_hours=1))
+    last = rates[rates["hour"] == END].set_index("helper")
+    assert last.loc["0.th.ooni.org", "rate"] == pytest.approx(0.6)
+    assert last.loc["0.th.ooni.org", "total"] == 100
+
+
+def test_inventory_collapses_signs_and_classifies_state():
+    now = pd.Timestamp("2024-03-10 12:00", tz="UTC")
+    inst = pd.DataFrame([
+        # 0: live, updated once (the -1 cancels the first +1)
+        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
+             ipaddr="10.0.0.1", draining_at=None, destroyed_at=None, sign=1),
+        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
+             ipaddr="10.0.0.1", draining_at=None, destroyed_at=None, sign=-1),
+        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
+             ipaddr="10.0.0.1", draining_at=pd.Timestamp("2024-03-11", tz="UTC"), destroyed_at=None,
+             sign=1),
+        # 1: draining; name given as the bare rdn
+        dict(rdn="1", dns_zone="th.ooni.org", name="1", provider="Hetzner", region="fsn1",
+             ipaddr="10.0.0.2", draining_at=pd.Timestamp("2024-03-09", tz="UTC"),
+             destroyed_at=None, sign=1),
+        # 2: destroyed
+        dict(rdn="2", dns_zone="th.ooni.org", name="2.th.ooni.org", provider="DO", region="fra1",
+             ipaddr="10.0.0.3", draining_at=pd.Timestamp("2024-03-01", tz="UTC"),
+             destroyed_at=pd.Timestamp("2024-03-02", tz="UTC"), sign=1),
+    ])
+    inv = helper_inventory(inst, now).set_index("host")
+    assert inv.loc["0.th.ooni.org", "state"] == "live"  # draining only tomorrow
+    assert inv.loc["1.th.ooni.org", "state"] == "draining"
+    assert inv.loc["2.th.ooni.org", "state"] == "destroyed"
+    assert list(inv["rotated"].sort_index()) == [False, True, True]
+    assert len(inv) == 3
+
+    counts = make_counts(hours=2)
+    counts.loc[counts["helper"] == "2.th.ooni.org", "helper"] = "9.th.ooni.org"
+    summary = helper_summary(counts, inv.reset_index()).set_index("helper")
+    assert summary.loc["9.th.ooni.org", "state"] == "unknown"
+    assert summary.loc["2.th.ooni.org", "total"] == 0
+    assert summary.loc["1.th.ooni.org", "provider"] == "Hetzner"
+    assert summary.loc["0.th.ooni.org", "countries"] == 5
+    assert helper_inventory(inst.iloc[:0], now).empty
