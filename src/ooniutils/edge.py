@@ -108,13 +108,13 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
                           stats_user: str, stats_password: str,
                           stats_allow: Sequence[str] = ("127.0.0.1/32", "::1/128"),
                           run_as: str | None = "haproxy", chroot: str | None = "/var/lib/haproxy",
-                          log_target: str = "/dev/log",
+                          log_target: str = "/dev/log", maxconn: int = 4096,
                           template: Path = HAPROXY_TEMPLATE) -> str:
     """Render ``deploy/haproxy/ooni-test-helpers.cfg.j2`` (a whole haproxy.cfg) to text.
 
     ``run_as`` / ``chroot`` are None when HAProxy runs unprivileged (the tests); ``stats_allow``
     lists the source networks that may open the stats page (it also needs ``stats_user`` and
-    ``stats_password``). Raises :class:`ConfigError` naming the bad argument.
+    ``stats_password``). ``maxconn`` needs twice as many file descriptors (ulimit -n). Raises :class:`ConfigError` naming the bad argument.
     """
     if not servers:
         raise ConfigError("servers: give at least one test helper")
@@ -123,6 +123,8 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.name):
             raise ConfigError(f"server name {s.name!r} may only hold letters, digits, '-_.'")
         _no_blank(f"address of {s.name}", s.address)
+    if not isinstance(maxconn, int) or maxconn < 1:
+        raise ConfigError(f"maxconn must be a positive integer, got {maxconn!r}")
     if len(set(names)) != len(names):
         raise ConfigError(f"server names must be unique, got {names}")
     for n, v in (("stats_user", stats_user), ("stats_password", stats_password)):
@@ -134,7 +136,7 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
         stats_password=stats_password,
         stats_allow=[_no_blank("stats_allow", n) for n in stats_allow] or ["127.0.0.1/32"],
         run_as=run_as and _no_blank("run_as", run_as), chroot=chroot and _no_blank("chroot", chroot),
-        log_target=_no_blank("log_target", log_target),
+        log_target=_no_blank("log_target", log_target), maxconn=maxconn,
     )
 
 
