@@ -1,0 +1,327 @@
+"""Discovery: which files are autorun notebooks, and how their ``# jupycron:`` line is read."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from jupycron.discovery import (
+    DISABLED_IN_LINE,
+    NO_LINE,
+    ScanCache,
+    parse_spec,
+    read_notebook,
+    scan,
+)
+from jupycron.exceptions import SpecError
+from jupycron.models import JobSpec
+
+LINE = '# jupycron: {"every": "30 minute", "MaxMem": 500}'
+
+
+def write_nb(path: Path, *cells: nbformat.NotebookNode) -> Path:
+    """Write a notebook the way Jupyter does (nbformat: sorted keys, one-space indent)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = list(cells)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def code(source: str, outputs: list | None = None) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    if outputs:
+        cell.outputs = outputs
+    return cell
+
+
+def md(source: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_markdown_cell(source)
+
+
+def png_output(n_bytes: int, text: str = "<Figure>") -> nbformat.NotebookNode:
+    data = base64.b64encode(os.urandom(n_bytes)).decode()
+    return nbformat.v4.new_output("display_data", data={"image/png": data, "text/plain": text})
+
+
+def spec_of(tmp_path: Path, *cells: nbformat.NotebookNode):
+    p = write_nb(tmp_path / "x_autorun.ipynb", *cells)
+    return read_notebook(p, "x_autorun.ipynb")
+
+
+# --- parse_spec ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    # the old tool's documented example and its "N min(s)" forms
+    ('{"every": "30 minute", "MaxMem": 500}', JobSpec(every="30 minute", max_mem_mb=500)),
+    ('{"every": "5 min"}', JobSpec(every="5 minute")),
+    ('{"every": "10 mins"}', JobSpec(every="10 minute")),
+    ('{"every": "1 hours"}', JobSpec(every="1 hour")),
+    ('{"every": "1.5 hour", "MaxRuntime": 600}', JobSpec(every="1.5 hour", max_runtime_s=600.0)),
+    ('{"every": "2 day", "MaxMem": 250.5}', JobSpec(every="2 day", max_mem_mb=251)),
+    ('{"every": "1 week", "enabled": true}', JobSpec(every="1 week")),
+    ('{"every": "3 months"}', JobSpec(every="3 month")),
+    ('{"cron": "30  2 * * *"}', JobSpec(cron="30 2 * * *")),
+    ('{"cron": "0 9 * * 1-5", "tz": "Europe/Berlin"}', JobSpec(cron="0 9 * * 1-5", tz="Europe/Berlin")),
+    ('{"every": "1 day", "enabled": false}', JobSpec(every="1 day", enabled=False)),
+])
+def test_parse_spec_valid(text: str, expected: JobSpec) -> None:
+    got = parse_spec(" " + text + "  ")
+    assert got == JobSpec(**{**expected.__dict__, "raw": text})
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"every": "30 minute"', "not valid JSON"),
+    ("", "nothing after"),
+    ('["every", "1 day"]', "expected a JSON object"),
+    ('{"every": "30 fortnight"}', "unknown unit 'fortnight'"),
+    ('{"every": "0 minute"}', "must be positive"),
+    ('{"every": "-1 hour"}', '"every" must look like'),
+    ('{"every": "1.5 month"}', "months must be whole"),
+    ('{"every": 30}', '"every" must be a string'),
+    ('{"every": "1 day", "cron": "0 0 * * *"}', "not both"),
+    ('{"MaxMem": 500}', 'missing "every"'),
+    ('{"cron": "0 0 * *"}', "must have 5 fields"),
+    ('{"cron": "0 0 * * * *"}', "must have 5 fields"),
+    ('{"cron": "61 0 * * *"}', "invalid expression"),
+    ('{"cron": "0 0 30 2 *"}', "never fires"),
+    ('{"cron": "0 0 * * *", "tz": "Mars/Olympus"}', "unknown time zone 'Mars/Olympus'"),
+    ('{"cron": "0 0 * * *", "tz": 1}', '"tz" must be an IANA'),
+    ('{"every": "1 day", "tz": "UTC"}', '"tz" only applies to "cron"'),
+    ('{"every": "1 day", "maxmem": 5}', "unknown key 'maxmem' (did you mean 'MaxMem'?)"),
+    ('{"every": "1 day", "color": "red"}', "unknown key 'color' (known:"),
+    ('{"every": "1 day", "MaxMem": "500"}', '"MaxMem" must be a number'),
+    ('{"every": "1 day", "MaxMem": true}', '"MaxMem" must be a number'),
+    ('{"every": "1 day", "MaxMem": 0}', '"MaxMem" must be positive'),
+    ('{"every": "1 day", "MaxRuntime": -3}', '"MaxRuntime" must be positive'),
+    ('{"every": "1 day", "enabled": "no"}', '"enabled" must be true or false'),
+    ('{"every": "1 day", "every": "2 day"}', "duplicate key 'every'"),
+])
+def test_parse_spec_invalid(text: str, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_spec(text)
+    assert reason in str(exc.value)
+
+
+# --- reading notebooks -----------------------------------------------------------------------
+
+def test_line_in_code_cell(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, md("# Title"), code(f"import os\n{LINE}\nprint(1)"))
+    assert nb.spec == JobSpec(every="30 minute", max_mem_mb=500,
+                              raw='{"every": "30 minute", "MaxMem": 500}')
+    assert nb.disabled_reason is None and nb.schedulable
+    assert nb.path == "x_autorun.ipynb" and nb.size > 0 and nb.mtime > 0
+
+
+def test_line_spacing_and_case_variants(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, code('   #JupyCron:{"every":"1 day"}'))
+    assert nb.spec is not None and nb.spec.every == "1 day"
+
+
+def test_no_line(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, code("print(1)"), md("text"))
+    assert nb.spec is None and nb.disabled_reason == NO_LINE
+
+
+def test_empty_notebook(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path)
+    assert nb.disabled_reason == NO_LINE
+
+
+def test_disabled_line(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, code('# jupycron: {"every": "1 day", "enabled": false}'))
+    assert nb.spec is not None and not nb.spec.enabled
+    assert nb.disabled_reason == DISABLED_IN_LINE and not nb.schedulable
+
+
+def test_invalid_line_reason(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, code('# jupycron: {"every": "30 parsecs"}'))
+    assert nb.spec is None
+    assert nb.disabled_reason == ("invalid jupycron line: \"every\": unknown unit 'parsecs' "
+                                  "(use minute(s)/min(s), hour(s), day(s), week(s) or month(s))")
+
+
+@pytest.mark.parametrize("cells", [
+    pytest.param([md(LINE)], id="markdown"),
+    pytest.param([nbformat.v4.new_raw_cell(LINE)], id="raw"),
+    pytest.param([code("print(1)", [nbformat.v4.new_output("stream", name="stdout", text=LINE + "\n")])],
+                 id="stream-output"),
+    pytest.param([code("x", [nbformat.v4.new_output("execute_result", data={"text/plain": LINE},
+                                                    execution_count=1)])], id="result-output"),
+    pytest.param([code(f"x = 1  {LINE}")], id="trailing-comment"),
+    pytest.param([code(f"s = '''\n{LINE[2:]}\n'''")], id="not-a-comment"),
+])
+def test_line_outside_code_source_is_ignored(tmp_path: Path, cells: list) -> None:
+    assert spec_of(tmp_path, *cells).disabled_reason == NO_LINE
+
+
+def test_markdown_line_before_code_line_does_not_win(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, md('# jupycron: {"every": "1 day"}'),
+                 code("import x", [nbformat.v4.new_output("stream", name="stdout",
+                                                          text='# jupycron: {"every": "2 day"}')]),
+                 code('# jupycron: {"every": "3 day"}'), code('# jupycron: {"every": "4 day"}'))
+    assert nb.spec is not None and nb.spec.every == "3 day"
+
+
+def test_five_megabyte_notebook_line_after_image_outputs(tmp_path: Path) -> None:
+    """Jupyter sorts keys, so a cell's outputs come before its source: the line sits behind
+    ~2.5 MB of base64 in the same cell and behind another image cell."""
+    big = [png_output(930_000), png_output(930_000)]
+    p = write_nb(tmp_path / "big_autorun.ipynb",
+                 code("plot()", big),
+                 md(LINE),
+                 code(f"{LINE.replace('30 minute', '2 hour')}\nplot()", big))
+    assert p.stat().st_size > 4_900_000
+    nb = read_notebook(p, "big_autorun.ipynb")
+    assert nb.spec is not None and nb.spec.every == "2 hour" and nb.spec.max_mem_mb == 500
+
+
+def test_five_megabyte_notebook_without_line(tmp_path: Path) -> None:
+    p = write_nb(tmp_path / "big_autorun.ipynb",
+                 code("plot()", [png_output(1_900_000), png_output(1_900_000)]), md(LINE))
+    assert p.stat().st_size > 4_900_000
+    assert read_notebook(p, "big_autorun.ipynb").disabled_reason == NO_LINE
+
+
+def test_fast_path_stops_at_the_line(tmp_path: Path) -> None:
+    """A big notebook with the line in its first cell is not read to the end: here the tail
+    is cut off (a truncated file), yet the line is found. Such a notebook fails when run."""
+    p = write_nb(tmp_path / "t_autorun.ipynb", code(LINE), code("plot()", [png_output(3_000_000)]))
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    nb = read_notebook(p, "t_autorun.ipynb")
+    assert nb.spec is not None and nb.spec.every == "30 minute"
+
+
+def test_non_jupyter_key_order_falls_back_to_full_parse(tmp_path: Path) -> None:
+    doc = {"metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+           "cells": [{"source": [LINE], "outputs": [], "cell_type": "code", "metadata": {}}]}
+    p = tmp_path / "o_autorun.ipynb"
+    p.write_text(json.dumps(doc))
+    assert read_notebook(p, "o_autorun.ipynb").spec.every == "30 minute"  # type: ignore[union-attr]
+
+
+def test_compact_json_and_string_source(tmp_path: Path) -> None:
+    doc = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [],
+                      "source": "a = 1\n" + LINE + "\n"}], "metadata": {}, "nbformat": 4}
+    p = tmp_path / "c_autorun.ipynb"
+    p.write_text(json.dumps(doc, separators=(",", ":")))
+    assert read_notebook(p, "c_autorun.ipynb").spec.every == "30 minute"  # type: ignore[union-attr]
+
+
+def test_nbformat3_worksheets(tmp_path: Path) -> None:
+    doc = {"metadata": {}, "nbformat": 3, "worksheets": [
+        {"cells": [{"cell_type": "markdown", "source": ["hi"]},
+                   {"cell_type": "code", "input": [LINE], "outputs": []}]}]}
+    p = tmp_path / "v3_autorun.ipynb"
+    p.write_text(json.dumps(doc))
+    assert read_notebook(p, "v3_autorun.ipynb").spec.every == "30 minute"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"", "invalid JSON"),
+    (b'{"cells": [{"cell_type": "code", "source": ["x"]}', "truncated notebook"),
+    (b"not json at all", "invalid JSON"),
+    (b'{"cells": [{"cell_type": "code", "source": ["x"]}, 42]}', "cell 1 is not a JSON object"),
+    (b'{"cells": [{"cell_type": "code", "source": ["x"]} {"a": 1}]}', "invalid JSON after cell 0"),
+    (b'{"cells": [{"cell_type": "code", "source": ["\xff\xfe"]}]}', "not UTF-8"),
+    (b'{"cells": [{"cell_type": "code", "sou', "invalid JSON in cell 0"),
+    (b'{"metadata": {}}', 'no "cells"'),
+    (b"[1, 2]", "not a JSON object"),
+])
+def test_corrupt_notebooks_are_disabled_not_raised(tmp_path: Path, content: bytes, fragment: str) -> None:
+    p = tmp_path / "bad_autorun.ipynb"
+    p.write_bytes(content)
+    nb = read_notebook(p, "bad_autorun.ipynb")
+    assert nb.spec is None
+    assert nb.disabled_reason is not None
+    assert nb.disabled_reason.startswith("cannot read notebook: ")
+    assert fragment in nb.disabled_reason
+
+
+def test_broken_symlink_is_disabled(tmp_path: Path) -> None:
+    (tmp_path / "gone_autorun.ipynb").symlink_to(tmp_path / "nowhere.ipynb")
+    (nb,) = scan(tmp_path, tmp_path / "jupycron")
+    assert nb.path == "gone_autorun.ipynb"
+    assert nb.disabled_reason == "cannot read notebook: No such file or directory"
+
+
+# --- scanning --------------------------------------------------------------------------------
+
+ODD_NAMES = [
+    "with space_autorun.ipynb",
+    "quote'd \"double\"_autorun.ipynb",
+    "semi;colon_autorun.ipynb",
+    "$(touch pwned)_autorun.ipynb",
+    "ünïcødé-日本_autorun.ipynb",
+    "autorun.ipynb",
+]
+
+
+def test_scan_rules(tmp_path: Path) -> None:
+    root = tmp_path / "notebooks"
+    good = ["a_autorun.ipynb", "sub/b_autorun.ipynb", "sub/deeper/more/c_autorun_v2.ipynb",
+            *(f"odd/{n}" for n in ODD_NAMES)]
+    for rel in good:
+        write_nb(root / rel, code(LINE))
+    skipped = [
+        ".hidden/a_autorun.ipynb", "sub/.ipynb_checkpoints/b_autorun-checkpoint.ipynb",
+        ".hidden_autorun.ipynb", "jupycron/x_autorun.ipynb", "jupycron/deep/y_autorun.ipynb",
+        "plain.ipynb", "AUTORUN_upper.ipynb", "a_autorun.ipynb.bak", "a_autorun.py",
+    ]
+    for rel in skipped:
+        write_nb(root / rel, code(LINE))
+    (root / "dir_autorun.ipynb").mkdir()
+    # symlink loops and a symlinked directory: not followed
+    (root / "sub" / "loop").symlink_to(root)
+    (root / "sub" / "deeper" / "up").symlink_to(root / "sub")
+    outside = tmp_path / "outside"
+    write_nb(outside / "z_autorun.ipynb", code(LINE))
+    (root / "linked").symlink_to(outside)
+    # a symlinked notebook file is read
+    (root / "sub" / "alias_autorun.ipynb").symlink_to(root / "a_autorun.ipynb")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*.ipynb") if p.is_file()}
+
+    found = scan(root, root / "jupycron")
+
+    expected = sorted([*good, "sub/alias_autorun.ipynb"])
+    assert [n.path for n in found] == expected
+    assert all(n.schedulable and n.spec.every == "30 minute" for n in found)  # type: ignore[union-attr]
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in before}
+    assert after == before, "scan must never modify notebooks"
+
+
+def test_output_folder_outside_notebooks(tmp_path: Path) -> None:
+    root, out = tmp_path / "nb", tmp_path / "out"
+    write_nb(root / "jupycron" / "a_autorun.ipynb", code(LINE))
+    out.mkdir()
+    # the default output name is skipped only when it is the output folder
+    assert [n.path for n in scan(root, out)] == ["jupycron/a_autorun.ipynb"]
+    assert scan(root, root / "jupycron") == []
+
+
+def test_missing_notebooks_folder(tmp_path: Path) -> None:
+    assert scan(tmp_path / "nope", tmp_path / "out") == []
+
+
+def test_scan_cache(tmp_path: Path) -> None:
+    root = tmp_path / "nb"
+    a = write_nb(root / "a_autorun.ipynb", code(LINE))
+    b = write_nb(root / "b_autorun.ipynb", code(LINE))
+    cache = ScanCache()
+    first = scan(root, None, cache)
+    assert (cache.hits, cache.misses, len(cache)) == (0, 2, 2)
+    assert scan(root, None, cache) == first
+    assert (cache.hits, cache.misses) == (2, 2)
+    # a change (size and mtime) is re-read; a removed file leaves the cache
+    write_nb(a, code('# jupycron: {"every": "2 hour"}'))
+    os.utime(a, ns=(1, 1_000_000_000))
+    b.unlink()
+    third = scan(root, None, cache)
+    assert [(n.path, n.spec.every) for n in third] == [("a_autorun.ipynb", "2 hour")]  # type: ignore[union-attr]
+    assert (cache.hits, cache.misses, len(cache)) == (2, 3, 1)
