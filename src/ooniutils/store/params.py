@@ -259,7 +259,9 @@ def _column_array(name: str, series: pd.Series, ct: ColumnType) -> pa.Array:
     what = f"column {name!r} (ClickHouse type {ct.declared})"
     try:
         if pa.types.is_timestamp(at):
-            if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+            is_time = pd.api.types.is_datetime64_any_dtype(series.dtype) or (
+                isinstance(series.dtype, pd.ArrowDtype) and pa.types.is_timestamp(series.dtype.pyarrow_dtype))
+            if not is_time and pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
                 raise StoreError(f"{what}: expected datetimes or date strings, got numbers")
             values = pd.to_datetime(series, utc=True, format="mixed")
             arr = pa.array(values, type=pa.timestamp("ns", tz="UTC"), from_pandas=True).cast(at, safe=False)
