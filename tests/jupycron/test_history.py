@@ -1,0 +1,326 @@
+"""The run history: upserts, cap, success copies, locking across processes, kill -9 safety,
+corrupt-file recovery, orphan reaping, deletion and purge."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jupycron.history import REBUILT_NOTE, History, NotebookHistory
+from jupycron.models import Run, RunStatus, Trigger
+from jupycron.paths import kept_html, output_html
+
+NB = "team/daily_autorun.ipynb"
+T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def make_run(i: int, status: RunStatus = RunStatus.SUCCESS, nb: str = NB, **kw: object) -> Run:
+    start = T0 + timedelta(minutes=i)
+    fields = dict(notebook=nb, run_id=f"{start:%Y%m%dT%H%M%S}-{i:06x}", started_at=start,
+                  status=status, slot=start, trigger=Trigger.SCHEDULE)
+    if status is not RunStatus.RUNNING:
+        fields.update(finished_at=start + timedelta(seconds=30), duration_s=30.0)
+    fields.update(kw)
+    return Run(**fields)  # type: ignore[arg-type]
+
+
+def run_child(code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": SRC}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.02)
+
+
+def test_record_roundtrip_and_upsert(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    assert h.load() == {}
+    running = make_run(1, RunStatus.RUNNING, pid=123, extra={"k": "v"})
+    h.record(running)
+    assert h.get(NB).runs == [running]
+    done = make_run(1, RunStatus.FAILED, error_name="ZeroDivisionError",
+                    error_value="division by zero", error_cell=3)
+    h.record(done)
+    entry = h.load()[NB]
+    assert entry.runs == [done]
+    assert entry.first_seen == done.started_at
+    doc = json.loads((tmp_path / ".history.json").read_text())
+    assert doc["version"] == 1
+    assert doc["notebooks"][NB]["runs"][0]["status"] == "failed"
+    assert doc["notebooks"][NB]["runs"][0]["started_at"] == "2024-05-01T10:01:00+00:00"
+    assert not list(tmp_path.glob("*.tmp")), "no temporary files left behind"
+
+
+def test_runs_newest_first_and_helpers(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    statuses = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.TIMEOUT,
+                RunStatus.OOM, RunStatus.RUNNING]
+    for i, st in enumerate(statuses):
+        h.record(make_run(i, st))
+    h.record(make_run(10, RunStatus.SUCCESS, trigger=Trigger.MANUAL, slot=None))
+    entry = h.load()[NB]
+    assert [r.status for r in entry.runs] == [RunStatus.SUCCESS, *reversed(statuses)]
+    assert entry.consecutive_failures == 0
+    assert entry.last_scheduled_slot == T0 + timedelta(minutes=5)
+    entry.runs = entry.runs[1:]
+    # RUNNING and INTERRUPTED neither count nor break the streak
+    assert entry.consecutive_failures == 3
+    assert entry.latest.status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert entry.last_finished.status is RunStatus.OOM  # type: ignore[union-attr]
+    assert entry.last_success.run_id == make_run(0).run_id  # type: ignore[union-attr]
+
+
+def test_cap_keeps_newest_and_never_drops_running(tmp_path: Path) -> None:
+    h = History(tmp_path, keep=5)
+    h.record(make_run(0, RunStatus.RUNNING, pid=1))
+    for i in range(1, 9):
+        h.record(make_run(i, RunStatus.FAILED))
+    runs = h.load()[NB].runs
+    assert [r.run_id for r in runs] == [make_run(i).run_id for i in (8, 7, 6, 5, 4, 0)]
+    assert runs[-1].status is RunStatus.RUNNING
+
+
+def test_success_copy_kept_and_superseded(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    out = output_html(tmp_path, NB)
+    out.parent.mkdir(parents=True)
+    rel_out = "team/daily_autorun.html"
+
+    out.write_text("run 1 ok")
+    r1 = make_run(1, output=rel_out)
+    h.record(r1)
+    k1 = kept_html(tmp_path, NB, r1.run_id)
+    assert k1.read_text() == "run 1 ok"
+    assert h.load()[NB].last_success_output == f"team/daily_autorun.success-{r1.run_id}.html"
+
+    out.write_text("run 2 failed")
+    h.record(make_run(2, RunStatus.FAILED, output=rel_out))
+    assert k1.read_text() == "run 1 ok"
+    assert h.load()[NB].last_success_output == k1.relative_to(tmp_path).as_posix()
+
+    out.write_text("run 3 ok")
+    r3 = make_run(3, output=rel_out)
+    h.record(r3)
+    k3 = kept_html(tmp_path, NB, r3.run_id)
+    assert k3.read_text() == "run 3 ok" and not k1.exists()
+    assert h.load()[NB].last_success_output == k3.relative_to(tmp_path).as_posix()
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "daily_autorun.html", f"daily_autorun.success-{r3.run_id}.html"]
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    code = """
+        import sys
+        from datetime import datetime, timedelta, timezone
+        from jupycron.history import History
+        from jupycron.models import Run, RunStatus
+        out, who = sys.argv[1], int(sys.argv[2])
+        h = History(out)
+        t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+        for i in range(25):
+            h.record(Run(notebook=f"n{i % 2}_autorun.ipynb", run_id=f"w{who}-{i}",
+                         started_at=t0 + timedelta(seconds=i), status=RunStatus.SUCCESS))
+    """
+    procs = [run_child(code, str(tmp_path), str(w)) for w in range(3)]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    data = History(tmp_path).load()
+    ids = {r.run_id for e in data.values() for r in e.runs}
+    assert ids == {f"w{w}-{i}" for w in range(3) for i in range(25)}
+
+
+def test_kill_9_while_writing_leaves_a_valid_history(tmp_path: Path) -> None:
+    code = """
+        import sys, itertools
+        from datetime import datetime, timezone
+        from jupycron.history import History
+        from jupycron.models import Run, RunStatus
+        h = History(sys.argv[1], keep=1000)
+        for i in itertools.count():
+            h.record(Run(notebook="k_autorun.ipynb", run_id=f"r{i:06d}",
+                         started_at=datetime.now(timezone.utc), status=RunStatus.SUCCESS,
+                         extra={"pad": "x" * 2000}))
+    """
+    child = run_child(code, str(tmp_path))
+    h = History(tmp_path)
+    try:
+        wait_for(lambda: len(h.get("k_autorun.ipynb").runs) >= 40)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    runs = h.load()["k_autorun.ipynb"].runs
+    assert len(runs) >= 40
+    assert not list(tmp_path.glob(".history.json.corrupt-*"))
+    # the killed writer's lock is gone with it: we can write
+    h.record(make_run(1, nb="k_autorun.ipynb"))
+    assert len(h.load()["k_autorun.ipynb"].runs) == len(runs) + 1
+
+
+def test_orphan_reaped_after_runner_is_killed(tmp_path: Path) -> None:
+    code = """
+        import os, socket, sys, time
+        from datetime import datetime, timezone
+        from jupycron.history import History
+        from jupycron.models import Run, RunStatus
+        History(sys.argv[1]).record(Run(
+            notebook="o_autorun.ipynb", run_id="20240501T100000-abcdef",
+            started_at=datetime.now(timezone.utc), status=RunStatus.RUNNING,
+            pid=os.getpid(), host=socket.gethostname()))
+        print("recorded", flush=True)
+        time.sleep(600)
+    """
+    child = run_child(code, str(tmp_path))
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
+        h = History(tmp_path)
+        # our own live RUNNING row is left alone
+        mine = make_run(5, RunStatus.RUNNING, nb="mine_autorun.ipynb", pid=os.getpid(),
+                        host=socket.gethostname(), started_at=datetime.now(UTC))
+        h.record(mine)
+        assert h.reap_orphans() == []
+        assert h.get("o_autorun.ipynb").runs[0].status is RunStatus.RUNNING
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+
+    reaped = h.reap_orphans()
+    assert [r.run_id for r in reaped] == ["20240501T100000-abcdef"]
+    run = h.get("o_autorun.ipynb").runs[0]
+    assert run.status is RunStatus.INTERRUPTED
+    assert run.finished_at is not None and run.duration_s is not None
+    assert run.error_name == "Interrupted" and f"process {child.pid}" in (run.error_value or "")
+    assert run.extra["orphaned"] is True
+    assert h.get("mine_autorun.ipynb").runs[0].status is RunStatus.RUNNING
+    assert h.reap_orphans() == []
+
+
+def test_reap_with_custom_is_alive(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    h.record(make_run(1, RunStatus.RUNNING, pid=111))
+    h.record(make_run(2, RunStatus.RUNNING, pid=222, nb="other_autorun.ipynb"))
+    reaped = h.reap_orphans(lambda pid: pid == 222, now=T0 + timedelta(hours=1))
+    assert [r.pid for r in reaped] == [111]
+    assert h.get(NB).runs[0].duration_s == pytest.approx(3540.0)
+
+
+def test_corrupt_file_is_kept_aside_and_rebuilt_from_outputs(tmp_path: Path, caplog) -> None:
+    h = History(tmp_path)
+    # outputs on disk: a notebook whose latest run was the kept success, one whose latest
+    # output differs from its kept success, and one with only a latest output
+    ok_id, old_id = "20240501T100000-aaaaaa", "20240430T090000-bbbbbb"
+    for rel, latest, kept in [
+        ("a/ok_autorun.ipynb", "same", (ok_id, "same")),
+        ("b/mixed_autorun.ipynb", "newer failure?", (old_id, "older success")),
+        ("only_autorun.ipynb", "something", None),
+    ]:
+        out = output_html(tmp_path, rel)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(latest)
+        if kept:
+            kept_html(tmp_path, rel, kept[0]).write_text(kept[1])
+    (tmp_path / "summary.html").write_text("<html>")
+    garbage = b'{"version": 1, "notebooks": {"x": {"runs": [ {"trunc'
+    (tmp_path / ".history.json").write_bytes(garbage)
+
+    with caplog.at_level(logging.WARNING, logger="jupycron.history"):
+        data = h.load()
+
+    aside = list(tmp_path.glob(".history.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == garbage
+    assert any("corrupt" in m and aside[0].name in m for m in caplog.messages)
+    assert sorted(data) == ["a/ok_autorun.ipynb", "b/mixed_autorun.ipynb", "only_autorun.ipynb"]
+
+    ok = data["a/ok_autorun.ipynb"]
+    assert [(r.run_id, r.status) for r in ok.runs] == [(ok_id, RunStatus.SUCCESS)]
+    assert ok.last_success_output == f"a/ok_autorun.success-{ok_id}.html"
+    assert ok.runs[0].started_at == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+    mixed = data["b/mixed_autorun.ipynb"]
+    assert [r.status for r in mixed.runs] == [RunStatus.INTERRUPTED, RunStatus.SUCCESS]
+    unknown = mixed.runs[0]
+    assert unknown.error_value == REBUILT_NOTE and unknown.extra["status_unknown"] is True
+    assert unknown.output == "b/mixed_autorun.html"
+
+    only = data["only_autorun.ipynb"]
+    assert len(only.runs) == 1 and only.runs[0].extra["rebuilt_from_outputs"] is True
+    assert only.last_success_output is None
+
+    # the rebuilt history was written: a fresh reader sees it and nothing else is moved aside
+    assert History(tmp_path).load() == data
+    assert len(list(tmp_path.glob(".history.json.corrupt-*"))) == 1
+
+
+@pytest.mark.parametrize("content", [
+    "[]", '{"version": 1, "notebooks": []}', '{"version": 2, "notebooks": {}}',
+    '{"version": 1, "notebooks": {"a_autorun.ipynb": {"runs": [{"status": "bogus"}]}}}',
+    '{"version": 1, "notebooks": {"a_autorun.ipynb": {"runs": "nope"}}}',
+])
+def test_wrong_shape_is_corrupt(tmp_path: Path, content: str) -> None:
+    (tmp_path / ".history.json").write_text(content)
+    h = History(tmp_path)
+    h.record(make_run(1))
+    assert [r.run_id for r in h.get(NB).runs] == [make_run(1).run_id]
+    (aside,) = tmp_path.glob(".history.json.corrupt-*")
+    assert aside.read_text() == content
+
+
+def test_mark_deleted_and_first_seen(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    h.record(make_run(1, nb="gone_autorun.ipynb"))
+    t1 = T0 + timedelta(days=1)
+    assert h.mark_deleted(["new_autorun.ipynb"], t1) == ["gone_autorun.ipynb"]
+    data = h.load()
+    assert data["gone_autorun.ipynb"].deleted_at == t1
+    assert data["new_autorun.ipynb"] == NotebookHistory(first_seen=t1)
+    # nothing changes on a repeat: deleted_at keeps the first time, no rewrite
+    mtime = (tmp_path / ".history.json").stat().st_mtime_ns
+    assert h.mark_deleted(["new_autorun.ipynb"], t1 + timedelta(hours=1)) == []
+    assert (tmp_path / ".history.json").stat().st_mtime_ns == mtime
+    # it comes back
+    assert h.mark_deleted(["new_autorun.ipynb", "gone_autorun.ipynb"], t1 + timedelta(hours=2)) == []
+    back = h.load()["gone_autorun.ipynb"]
+    assert back.deleted_at is None and back.first_seen == make_run(1).started_at
+    assert len(back.runs) == 1
+
+
+def test_purge_after_grace(tmp_path: Path) -> None:
+    h = History(tmp_path)
+    gone, kept_nb = "x/gone_autorun.ipynb", "stay_autorun.ipynb"
+    out = output_html(tmp_path, gone)
+    out.parent.mkdir(parents=True)
+    out.write_text("latest")
+    r = make_run(1, nb=gone, output="x/gone_autorun.html")
+    h.record(r)
+    h.record(make_run(2, nb=kept_nb))
+    assert kept_html(tmp_path, gone, r.run_id).exists()
+    deleted_at = T0 + timedelta(days=1)
+    h.mark_deleted([kept_nb], deleted_at)
+
+    grace = timedelta(days=7)
+    assert h.purge(deleted_at + grace, grace) == []
+    assert gone in h.load()
+
+    (purged,) = h.purge(deleted_at + grace + timedelta(seconds=1), grace.total_seconds())
+    assert purged.notebook == gone and purged.deleted_at == deleted_at
+    assert sorted(p.name for p in purged.files) == sorted(
+        ["gone_autorun.html", f"gone_autorun.success-{r.run_id}.html"])
+    assert sorted(h.load()) == [kept_nb]
+    assert not (tmp_path / "x").exists(), "empty output folders are removed"
