@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ooniutils.alerts import Alert, AlertmanagerTransport, NtfyTransport, SlackTransport
+from ooniutils.alerts import Alert, AlertmanagerTransport, NtfyTransport, SlackTransport, http
 from ooniutils.alerts import alertmanager as am
-from ooniutils.alerts import http
 from ooniutils.alerts.ntfy import header_value, ntfy_priority
 from ooniutils.alerts.slack import plain_text, slack_color
 
@@ -196,3 +195,11 @@ def test_parse_retry_after_seconds_and_date():
 def test_transient_statuses():
     assert [s for s in (400, 401, 404, 408, 410, 429, 500, 502, 503) if http.is_transient_status(s)] \
         == [408, 429, 500, 502, 503]
+
+
+def test_public_names_are_sorted_and_importable():
+    import ooniutils.alerts as alerts
+
+    assert alerts.__all__ == sorted(alerts.__all__)
+    for name in alerts.__all__:
+        assert getattr(alerts, name) is not None

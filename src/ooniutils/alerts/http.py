@@ -170,7 +170,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
+    return max(0.0, float((when - now).total_seconds()))
 
 
 def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) -> float:
@@ -182,7 +182,7 @@ def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) 
     """
     if retry_after is not None:
         return min(max(retry_after, 0.0), RETRY_AFTER_CAP)
-    return min(backoff * (2 ** (attempt - 1)), BACKOFF_CAP)
+    return min(backoff * 2.0 ** (attempt - 1), BACKOFF_CAP)
 
 
 def is_transient_status(status: int) -> bool:
