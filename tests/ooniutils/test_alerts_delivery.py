@@ -201,10 +201,11 @@ def test_connection_refused_names_host_not_credentials(monkeypatch, caplog):
         _assert_no_secret(err, caplog, secret)
 
 
-def test_invalid_scheme_is_permanent():
-    req = HttpRequest("POST", "ftp://files.example/secret-path")
+@pytest.mark.parametrize("url", ["ftp://files.example/secret-path", "http://[bad/secret-path",
+                                 "http://h:99999/secret-path", "https:///secret-path"])
+def test_malformed_endpoint_is_permanent(url):
     with pytest.raises(AlertError) as info:
-        alert_http.send("slack", req, RetryPolicy(attempts=1))
+        alert_http.send("slack", HttpRequest("POST", url), RetryPolicy(attempts=2))
     assert info.value.permanent and "secret-path" not in str(info.value)
 
 

@@ -255,7 +255,7 @@ def send(channel: str, request: HttpRequest, policy: RetryPolicy | None = None) 
     except (httpx.InvalidURL, TypeError) as exc:
         raise AlertError(f"{channel}: invalid endpoint URL for host {host}", channel, host,
                          permanent=True) from None if _leaks(exc, secrets) else exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if host == "<invalid url>" or parsed.scheme not in ("http", "https") or not parsed.host:
         raise AlertError(f"{channel}: endpoint URL must be http(s)://host/..., host is {host}",
                          channel, host, permanent=True)
 
