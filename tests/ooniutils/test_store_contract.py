@@ -1,0 +1,136 @@
+"""One contract, every back-end: the embedded store and the server store (over the chDB-backed
+ClickHouse HTTP stand-in of conftest.py — no real server is installable here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from ooniutils.exceptions import QueryError, StoreError
+
+HOSTILE = [
+    "'; DROP TABLE fastpath; --",
+    "it's",
+    "back\\slash\\",
+    "new\nline\tand tab",
+    "{other:String}",
+    "%(cc)s",
+    "\\N",
+    "",
+    "ünïcødé ✓",
+]
+
+
+def _fastpath(n: int, cc: str = "IT") -> pd.DataFrame:
+    start = dt.datetime(2024, 3, 1)
+    return pd.DataFrame({
+        "measurement_uid": [f"uid-{cc}-{i}" for i in range(n)],
+        "probe_cc": [cc] * n,
+        "probe_asn": [3269 + i for i in range(n)],
+        "measurement_start_time": [start + dt.timedelta(minutes=30 * i) for i in range(n)],
+        "anomaly": ["t" if i % 2 else "f" for i in range(n)],
+        "blocking_general": [0.5] * n,
+        "ooni_run_link_id": [None if i % 2 else 7 for i in range(n)],
+    })
+
+
+def test_empty_tables_query_fine(any_store):
+    df = any_store.query("SELECT count() AS n FROM fastpath")
+    assert int(df["n"].iloc[0]) == 0
+    assert len(any_store.query("SELECT * FROM citizenlab")) == 0
+
+
+def test_insert_then_query_round_trip(any_store):
+    assert any_store.insert("fastpath", _fastpath(4)) == 4
+    df = any_store.query("SELECT measurement_uid, probe_asn, measurement_start_time, anomaly, "
+                         "ooni_run_link_id, input FROM fastpath ORDER BY measurement_uid")
+    assert list(df["measurement_uid"]) == [f"uid-IT-{i}" for i in range(4)]
+    assert list(df["probe_asn"]) == [3269, 3270, 3271, 3272]
+    assert pd.Timestamp(df["measurement_start_time"].iloc[1]) == pd.Timestamp("2024-03-01 00:30:00")
+    assert list(df["anomaly"]) == ["f", "t", "f", "t"]
+    assert [None if pd.isna(v) else int(v) for v in df["ooni_run_link_id"]] == [7, None, 7, None]
+    assert set(df["input"]) == {""}  # missing column → default
+
+
+def test_special_types_round_trip(any_store):
+    rows = pd.DataFrame({
+        "rdn": ["0"], "dns_zone": ["th.ooni.org"], "name": ["0.th.ooni.org"], "provider": ["Hetzner"],
+        "region": ["eu"], "ipaddr": ["192.0.2.7"], "ipv6addr": ["2001:db8::7"],
+        "draining_at": [pd.Timestamp("2024-05-01 12:00:00", tz="UTC")], "sign": [1],
+    })
+    any_store.insert("test_helper_instances", rows)
+    df = any_store.query("SELECT toString(ipaddr) AS ip, toString(ipv6addr) AS ip6, draining_at, "
+                         "destroyed_at, sign, toTypeName(ipaddr) AS t FROM test_helper_instances")
+    r = df.iloc[0]
+    assert (r["ip"], r["ip6"], int(r["sign"]), r["t"]) == ("192.0.2.7", "2001:db8::7", 1, "IPv4")
+    assert pd.Timestamp(r["draining_at"]).tz_localize(None) == pd.Timestamp("2024-05-01 12:00:00")
+    assert pd.isna(r["destroyed_at"])
+    any_store.insert("citizenlab", pd.DataFrame({"domain": ["x.org"], "url": ["https://x.org/"], "cc": ["ZZ"],
+                                                 "category_code": ["NEWS"]}))
+    # FixedString(32) equals a short string literal, and a FixedString-typed parameter
+    # (a String-typed parameter is not padded, as on a real server).
+    got = any_store.query("SELECT countIf(cc = 'ZZ') AS a, countIf(cc = {cc:FixedString(32)}) AS b "
+                          "FROM citizenlab", {"cc": "ZZ"})
+    assert (int(got["a"].iloc[0]), int(got["b"].iloc[0])) == (1, 1)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_parameters_stay_data(any_store, value):
+    any_store.insert("fastpath", pd.DataFrame({"input": [value], "probe_cc": ["IT"]}))
+    pyf = any_store.query("SELECT %(v)s AS v, count() AS n FROM fastpath WHERE input = %(v)s", {"v": value})
+    nat = any_store.query("SELECT {v:String} AS v, count() AS n FROM fastpath WHERE input = {v:String}",
+                          {"v": value})
+    for df in (pyf, nat):
+        assert df["v"].iloc[0] == value
+        assert int(df["n"].iloc[0]) == 1
+    assert int(any_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 1  # table intact
+
+
+def test_array_and_typed_parameters(any_store):
+    any_store.insert("fastpath", pd.concat([_fastpath(3, "IT"), _fastpath(2, "DE"), _fastpath(1, "RU")]))
+    df = any_store.query(
+        "SELECT probe_cc, count() AS n FROM fastpath WHERE probe_cc IN %(ccs)s "
+        "AND measurement_start_time >= %(since)s AND probe_asn > %(asn)s GROUP BY probe_cc ORDER BY probe_cc",
+        {"ccs": ["IT", "DE", "it's"], "since": dt.datetime(2024, 3, 1, tzinfo=dt.UTC), "asn": 3269},
+    )
+    assert dict(zip(df["probe_cc"], df["n"].astype(int), strict=True)) == {"DE": 1, "IT": 2}
+
+
+def test_bad_query_raises_query_error_with_clickhouse_message(any_store):
+    with pytest.raises(QueryError) as err:
+        any_store.query("SELEC 1")
+    assert "Syntax error" in err.value.server_message and "SYNTAX_ERROR" in str(err.value)
+    assert err.value.query == "SELEC 1"
+
+
+def test_unknown_table_and_column(any_store):
+    with pytest.raises(QueryError, match="UNKNOWN_TABLE|nosuchtable"):
+        any_store.query("SELECT * FROM nosuchtable")
+    with pytest.raises(QueryError, match="nosuchcol"):
+        any_store.query("SELECT nosuchcol FROM fastpath")
+
+
+def test_insert_errors_name_the_problem(any_store):
+    with pytest.raises(StoreError, match="'bogus'"):
+        any_store.insert("fastpath", pd.DataFrame({"bogus": [1]}))
+    with pytest.raises(StoreError, match="unknown table 'nope'"):
+        any_store.insert("nope", pd.DataFrame({"a": [1]}))
+    with pytest.raises(StoreError, match="'probe_asn'"):
+        any_store.insert("fastpath", pd.DataFrame({"probe_asn": ["AS3269"]}))
+    assert int(any_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 0
+
+
+def test_info_reports_rows_and_time_range(any_store):
+    any_store.insert("fastpath", _fastpath(3))
+    info = {i.name: i for i in any_store.info()}
+    assert info["fastpath"].rows == 3 and info["citizenlab"].rows == 0
+    assert pd.Timestamp(info["fastpath"].time_min) == pd.Timestamp("2024-03-01 00:00:00")
+    assert pd.Timestamp(info["fastpath"].time_max) == pd.Timestamp("2024-03-01 01:00:00")
+
+
+def test_init_is_idempotent(any_store):
+    any_store.insert("fastpath", _fastpath(2))
+    any_store.init()
+    assert int(any_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 2

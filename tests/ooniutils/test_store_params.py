@@ -1,0 +1,113 @@
+"""Parameter binding and DataFrame coercion (pure, no engine)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from ooniutils.exceptions import QueryError, StoreError
+from ooniutils.store import params as P
+from ooniutils.store.schema import FASTPATH, LOGS, TEST_HELPER_INSTANCES
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("x", "String"), (True, "Bool"), (3, "Int64"), (2**63, "UInt64"), (np.int32(4), "Int64"),
+    (1.5, "Float64"), (dt.datetime(2024, 1, 1), "DateTime64(3)"), (dt.date(2024, 1, 1), "Date"),
+    (None, "Nullable(String)"), (["a", "b"], "Array(String)"), ((1, 2), "Array(Int64)"),
+    ([1, 2.5], "Array(Float64)"), ([], "Array(String)"), ([1, None], "Array(Nullable(Int64))"),
+])
+def test_infer_type(value, expected):
+    assert P.infer_type(value) == expected
+
+
+def test_infer_type_rejects_unknown_and_mixed():
+    with pytest.raises(QueryError, match="cannot infer"):
+        P.infer_type(object())
+    with pytest.raises(QueryError, match="mixing"):
+        P.infer_type(["a", 1])
+
+
+def test_pyformat_rewritten_to_typed_placeholders():
+    b = P.bind("SELECT * FROM t WHERE a = %(a)s AND b IN %(b)s AND c LIKE '50%%' AND d = %(d)s",
+               {"a": "x", "b": [1, 2], "d": dt.datetime(2024, 5, 6, 7, 8, 9, 123456,
+                                                         tzinfo=dt.timezone(dt.timedelta(hours=2)))})
+    assert b.sql == ("SELECT * FROM t WHERE a = {a:String} AND b IN {b:Array(Int64)} "
+                     "AND c LIKE '50%' AND d = {d:DateTime64(3)}")
+    assert b.values == {"a": "x", "b": [1, 2], "d": "2024-05-06 05:08:09.123"}  # aware → UTC
+
+
+def test_placeholders_inside_literals_are_not_parameters():
+    b = P.bind("SELECT '%(a)s' AS lit, %(a)s AS p", {"a": "v"})
+    assert b.sql == "SELECT '%(a)s' AS lit, {a:String} AS p"
+
+
+def test_missing_pyformat_value_is_a_clear_error():
+    with pytest.raises(QueryError, match=r"%\(cc\)s"):
+        P.bind("SELECT %(cc)s", {})
+
+
+def test_native_placeholders_take_precision_from_declared_type():
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, 678000)
+    b = P.bind("SELECT {a:DateTime}, {b:DateTime64(6)}, {c:Date}", {"a": when, "b": when, "c": when.date()})
+    assert b.values == {"a": "2024-01-02 03:04:05", "b": "2024-01-02 03:04:05.678000", "c": "2024-01-02"}
+
+
+def test_escaped_form_keeps_hostile_text_as_data():
+    b = P.bind("SELECT {s:String}, {l:Array(String)}", {"s": "a\\b\t'\n", "l": ["x'y", "\\"]})
+    esc = b.escaped()
+    assert esc["s"] == "a\\\\b\\\t\\'\\\n"
+    assert esc["l"] == "['x\\'y', '\\\\']"
+
+
+def test_sql_without_params_is_untouched():
+    assert P.bind("SELECT '%(x)s', 5 % 2", None).sql == "SELECT '%(x)s', 5 % 2"
+
+
+def test_to_arrow_fills_defaults_and_orders_columns():
+    t = P.to_arrow(FASTPATH, pd.DataFrame({"probe_cc": ["IT"], "probe_asn": [3269]}))
+    assert t.column_names == FASTPATH.column_names
+    row = t.to_pylist()[0]
+    assert row["probe_cc"] == "IT" and row["probe_asn"] == 3269
+    assert row["input"] == "" and row["page_len"] == 0 and row["ooni_run_link_id"] is None
+    assert t.schema.field("update_time").type == pa.timestamp("ms", tz="UTC")
+    logs = P.to_arrow(LOGS, pd.DataFrame({"host": ["h"], "__REALTIME_TIMESTAMP": [1], "_MACHINE_ID": ["m"],
+                                          "_HOSTNAME": ["h"]}))
+    inserted = logs.column("inserted_at")[0].as_py()
+    assert abs((inserted - dt.datetime.now(dt.UTC)).total_seconds()) < 60  # DEFAULT now()
+
+
+def test_to_arrow_names_unknown_columns():
+    with pytest.raises(StoreError, match=r"no column\(s\) 'bogus', 'other'"):
+        P.to_arrow(FASTPATH, pd.DataFrame({"bogus": [1], "other": [2], "probe_cc": ["IT"]}))
+
+
+@pytest.mark.parametrize("df, column", [
+    (pd.DataFrame({"probe_asn": ["not a number"]}), "probe_asn"),
+    (pd.DataFrame({"probe_asn": [-1]}), "probe_asn"),
+    (pd.DataFrame({"is_ssl_expected": [300]}), "is_ssl_expected"),
+    (pd.DataFrame({"measurement_start_time": ["yesterday-ish"]}), "measurement_start_time"),
+    (pd.DataFrame({"measurement_start_time": [1700000000]}), "measurement_start_time"),
+    (pd.DataFrame({"probe_cc": [None]}), "probe_cc"),
+    (pd.DataFrame({"probe_cc": [5]}), "probe_cc"),
+])
+def test_to_arrow_names_the_bad_column(df, column):
+    with pytest.raises(StoreError, match=f"column '{column}'"):
+        P.to_arrow(FASTPATH, df)
+
+
+def test_to_arrow_checks_ip_addresses():
+    ok = {"ipaddr": ["1.2.3.4"], "ipv6addr": ["2001:db8::1"]}
+    P.to_arrow(TEST_HELPER_INSTANCES, pd.DataFrame(ok))
+    with pytest.raises(StoreError, match="'ipaddr'.*not an IP"):
+        P.to_arrow(TEST_HELPER_INSTANCES, pd.DataFrame({"ipaddr": ["nope"]}))
+    with pytest.raises(StoreError, match="'ipaddr'.*not an IPv4"):
+        P.to_arrow(TEST_HELPER_INSTANCES, pd.DataFrame({"ipaddr": ["::1"]}))
+
+
+def test_structure_drops_default_clauses():
+    s = P.structure(LOGS)
+    assert "`inserted_at` DateTime" in s and "DEFAULT" not in s
