@@ -9,13 +9,17 @@ import ssl
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 import trustme
+from nbclient import NotebookClient
 
 from ooniutils.exceptions import AnalysisError
 from ooniutils.tls import COLUMNS, check_tls_certs, parse_host
+from tests.support.fake_webhooks import fake_webhook_server
 from tests.support.services import free_port
 
 
@@ -156,3 +160,62 @@ def test_bad_arguments():
         check_tls_certs(["x"], now=datetime(2026, 1, 1))
     with pytest.raises(AnalysisError, match="warn_days"):
         check_tls_certs(["x"], warn_days=-1)
+
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "autorun_tls_cert_expiry.ipynb"
+
+
+def _run_notebook(tmp_path: Path) -> str:
+    """Execute the shipped notebook in a fresh kernel; return its text outputs."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.cells[0].cell_type == "code"
+    assert nb.cells[0].source.splitlines()[0] == '# jupycron: {"every": "1 day"}'
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")  # shipped clean
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text") or out.get("data", {}).get("text/plain", ""))
+    return "\n".join(texts)
+
+
+@pytest.mark.integration
+def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, monkeypatch):
+    srv, cafile = servers
+    closed = free_port()
+    monkeypatch.setenv("SSL_CERT_FILE", cafile)  # the kernel trusts the test CA
+    monkeypatch.setenv("OONI_TLS_HOSTS",
+                       f"127.0.0.1:{srv['expiring'].port}, 127.0.0.1:{srv['ok'].port} "
+                       f"127.0.0.1:{closed}")
+    with fake_webhook_server() as hook:
+        monkeypatch.setenv("OONI_ALERTMANAGER_URL", hook.base_url)
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", hook.url("/services/T0/B0/secret"))
+
+        text = _run_notebook(tmp_path)  # not under jupycron: no alert
+        assert "3 hosts: 1 ok, 1 with a certificate problem, 1 whose certificate cannot be fetched" in text
+        assert f"127.0.0.1:{closed}" in text and "no alert sent" in text
+        assert hook.requests == []
+
+        monkeypatch.setenv("AUTORUN", "1")
+        _run_notebook(tmp_path)
+        reqs = hook.requests
+    fired = [r for r in reqs if r.path == "/api/v2/alerts"]
+    assert len(fired) == 1 and len(reqs) == 2
+    alert = fired[0].json()[0]
+    assert alert["labels"]["alertname"] == "TLSCertExpiry"
+    assert alert["labels"]["instance"] == f"127.0.0.1:{srv['expiring'].port}"
+    assert "expires in" in alert["annotations"]["summary"]
+    slack = next(r for r in reqs if r.path.startswith("/services/"))
+    assert f"127.0.0.1:{srv['expiring'].port}" in slack.text()
+    assert f":{closed}" not in slack.text()  # unreachable hosts do not alert
+
+
+@pytest.mark.integration
+def test_notebook_without_network_lists_errors(tmp_path, monkeypatch):
+    """The default hosts cannot be reached from this machine: rows, not a crash."""
+    monkeypatch.setenv("OONI_TLS_HOSTS", "no-such-host.invalid,also-not.invalid:8443")
+    monkeypatch.setenv("AUTORUN", "1")
+    text = _run_notebook(tmp_path)
+    assert "2 hosts: 0 ok, 0 with a certificate problem, 2 whose certificate cannot be fetched" in text
+    assert "also-not.invalid:8443" in text and "no alert sent" in text
