@@ -138,36 +138,44 @@ def test_hourly_rates():
 
 def test_inventory_collapses_signs_and_classifies_state():
     now = pd.Timestamp("2024-03-10 12:00", tz="UTC")
+    base = dict(dns_zone="th.ooni.org", ipaddr="10.0.0.1", draining_at=None, destroyed_at=None)
     inst = pd.DataFrame([
-        # 0: live, updated once (the -1 cancels the first +1)
-        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
-             ipaddr="10.0.0.1", draining_at=None, destroyed_at=None, sign=1),
-        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
-             ipaddr="10.0.0.1", draining_at=None, destroyed_at=None, sign=-1),
-        dict(rdn="0", dns_zone="th.ooni.org", name="0.th.ooni.org", provider="DO", region="ams3",
-             ipaddr="10.0.0.1", draining_at=pd.Timestamp("2024-03-11", tz="UTC"), destroyed_at=None,
-             sign=1),
-        # 1: draining; name given as the bare rdn
-        dict(rdn="1", dns_zone="th.ooni.org", name="1", provider="Hetzner", region="fsn1",
-             ipaddr="10.0.0.2", draining_at=pd.Timestamp("2024-03-09", tz="UTC"),
-             destroyed_at=None, sign=1),
-        # 2: destroyed
-        dict(rdn="2", dns_zone="th.ooni.org", name="2.th.ooni.org", provider="DO", region="fra1",
-             ipaddr="10.0.0.3", draining_at=pd.Timestamp("2024-03-01", tz="UTC"),
-             destroyed_at=pd.Timestamp("2024-03-02", tz="UTC"), sign=1),
+        # 0: live, updated once (the -1 cancels the first +1); draining only tomorrow
+        {**base, "rdn": "0", "name": "0.th.ooni.org", "provider": "DO", "region": "ams3", "sign": 1},
+        {**base, "rdn": "0", "name": "0.th.ooni.org", "provider": "DO", "region": "ams3", "sign": -1},
+        {**base, "rdn": "0", "name": "0.th.ooni.org", "provider": "DO", "region": "ams3", "sign": 1,
+         "draining_at": pd.Timestamp("2024-03-11", tz="UTC")},
+        # 1: draining; droplet named like OONI's roaming helpers
+        {**base, "rdn": "1", "name": "roaming-th-20240611093012", "provider": "Hetzner",
+         "region": "fsn1", "sign": 1, "draining_at": pd.Timestamp("2024-03-09", tz="UTC")},
+        # 2: rotated at 2024-03-10 06:00 (destroyed since), successor live
+        {**base, "rdn": "2", "name": "roaming-th-old", "provider": "DO", "region": "fra1", "sign": 1,
+         "draining_at": pd.Timestamp("2024-03-10 06:00", tz="UTC"),
+         "destroyed_at": pd.Timestamp("2024-03-10 10:00", tz="UTC")},
+        {**base, "rdn": "2", "name": "roaming-th-new", "provider": "DO", "region": "nyc3", "sign": 1},
     ])
-    inv = helper_inventory(inst, now).set_index("host")
-    assert inv.loc["0.th.ooni.org", "state"] == "live"  # draining only tomorrow
-    assert inv.loc["1.th.ooni.org", "state"] == "draining"
-    assert inv.loc["2.th.ooni.org", "state"] == "destroyed"
-    assert list(inv["rotated"].sort_index()) == [False, True, True]
-    assert len(inv) == 3
+    inv = helper_inventory(inst, now)
+    assert len(inv) == 4
+    by_name = inv.set_index("name")
+    assert by_name.loc["0.th.ooni.org", "state"] == "live"
+    assert by_name.loc["roaming-th-20240611093012", "host"] == "1.th.ooni.org"
+    assert by_name.loc["roaming-th-20240611093012", "state"] == "draining"
+    assert by_name.loc["roaming-th-old", "state"] == "destroyed"
+    assert by_name.loc["roaming-th-new", "state"] == "live"
+    assert list(inv[inv["host"] == "2.th.ooni.org"]["name"]) == ["roaming-th-old", "roaming-th-new"]
 
-    counts = make_counts(hours=2)
-    counts.loc[counts["helper"] == "2.th.ooni.org", "helper"] = "9.th.ooni.org"
-    summary = helper_summary(counts, inv.reset_index()).set_index("helper")
-    assert summary.loc["9.th.ooni.org", "state"] == "unknown"
-    assert summary.loc["2.th.ooni.org", "total"] == 0
-    assert summary.loc["1.th.ooni.org", "provider"] == "Hetzner"
-    assert summary.loc["0.th.ooni.org", "countries"] == 5
+    counts = make_counts(hours=12)  # 2024-03-10 12:00 .. 23:00
+    counts = pd.concat([counts, make_counts(hours=24)[lambda d: d["hour"] < END - pd.Timedelta(hours=11)]])
+    counts.loc[counts["helper"] == "0.th.ooni.org", "helper"] = "9.th.ooni.org"
+    summary = helper_summary(counts, inv)
+    rows = summary.set_index(["helper", "instance"])
+    assert rows.loc[("9.th.ooni.org", ""), "state"] == "unknown"
+    assert rows.loc[("0.th.ooni.org", "0.th.ooni.org"), "total"] == 0
+    # hours before 06:00 belong to the old droplet, the rest to its successor
+    old = rows.loc[("2.th.ooni.org", "roaming-th-old")]
+    new = rows.loc[("2.th.ooni.org", "roaming-th-new")]
+    assert old["last_seen"] == pd.Timestamp("2024-03-10 05:00")
+    assert new["first_seen"] == pd.Timestamp("2024-03-10 06:00")
+    assert old["total"] + new["total"] == counts[counts["helper"] == "2.th.ooni.org"]["total"].sum()
+    assert rows.loc[("1.th.ooni.org", "roaming-th-20240611093012"), "provider"] == "Hetzner"
     assert helper_inventory(inst.iloc[:0], now).empty

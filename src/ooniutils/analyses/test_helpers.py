@@ -313,22 +313,28 @@ def alarm_episodes(alarms: pd.DataFrame, key: str = "helper", flag: str = "alarm
 
 
 def helper_inventory(instances: pd.DataFrame, now: datetime) -> pd.DataFrame:
-    """Current test helpers from ``test_helper_instances`` (a CollapsingMergeTree).
+    """Test helper instances from ``test_helper_instances`` (a CollapsingMergeTree).
 
     Rows are collapsed by summing ``sign`` over identical rows (a ``-1`` cancels the ``+1``
     it updates), keeping rows whose sum is positive; rows lacking ``sign`` count as ``+1``.
-    ``host`` is ``name`` when it is a dotted host name, else ``rdn + '.' + dns_zone`` — it
-    equals :func:`helper_host` of fastpath's ``test_helper_address``, which is how the
-    failure counts are joined with provider and region. ``state`` is ``destroyed`` (when
-    ``destroyed_at <= now``), ``draining`` (``draining_at <= now``) or ``live``; ``rotated``
-    is True for the first two.
+
+    **Join key.** ``host`` is ``rdn + '.' + dns_zone`` (e.g. ``2.th.ooni.org``), the DNS name
+    probes use, which equals :func:`helper_host` of fastpath's ``test_helper_address``
+    (``https://2.th.ooni.org``). ``name`` cannot be the key: OONI's roaming droplets are
+    named ``roaming-th-<timestamp>``, and a rotation gives the same rdn a new instance. When
+    ``rdn`` or ``dns_zone`` is blank, ``name`` is used as the host.
+
+    ``state`` is ``destroyed`` (``destroyed_at <= now``), ``draining`` (``draining_at <=
+    now``) or ``live``; ``rotated`` is True for the first two. Sorted by host, then
+    draining time (the current instance of a host last).
     """
     cols = ["host", "name", "provider", "region", "ipaddr", "draining_at", "destroyed_at",
             "state", "rotated"]
     if instances.empty:
         return pd.DataFrame(columns=cols)
     df = instances.copy()
-    for c in ("rdn", "dns_zone", "name", "provider", "region", "ipaddr"):
+    text_cols = ["rdn", "dns_zone", "name", "provider", "region", "ipaddr"]
+    for c in text_cols:
         if c not in df.columns:
             df[c] = ""
     for c in ("draining_at", "destroyed_at"):
@@ -337,50 +343,63 @@ def helper_inventory(instances: pd.DataFrame, now: datetime) -> pd.DataFrame:
         df[c] = pd.to_datetime(df[c], utc=True)
     if "sign" not in df.columns:
         df["sign"] = 1
-    key = ["rdn", "dns_zone", "name", "provider", "region", "ipaddr", "draining_at", "destroyed_at"]
-    df[["rdn", "dns_zone", "name", "provider", "region", "ipaddr"]] = (
-        df[["rdn", "dns_zone", "name", "provider", "region", "ipaddr"]].fillna("").astype(str))
+    df[text_cols] = df[text_cols].fillna("").astype(str)
+    key = [*text_cols, "draining_at", "destroyed_at"]
     df = df.groupby(key, dropna=False, as_index=False)["sign"].sum()
     df = df[df["sign"] > 0]
-    dotted = df["name"].str.contains(".", regex=False)
-    df["host"] = np.where(dotted, df["name"], df["rdn"] + "." + df["dns_zone"])
+    has_dns = (df["rdn"] != "") & (df["dns_zone"] != "")
+    df["host"] = np.where(has_dns, df["rdn"] + "." + df["dns_zone"], df["name"])
     df["host"] = df["host"].str.lower().str.strip(".")
     now_ts = pd.Timestamp(now)
     now_ts = now_ts.tz_localize("UTC") if now_ts.tzinfo is None else now_ts.tz_convert("UTC")
-    state = np.where(df["destroyed_at"].notna() & (df["destroyed_at"] <= now_ts), "destroyed",
-                     np.where(df["draining_at"].notna() & (df["draining_at"] <= now_ts),
-                              "draining", "live"))
-    df["state"] = state
+    df["state"] = np.where(df["destroyed_at"].notna() & (df["destroyed_at"] <= now_ts), "destroyed",
+                           np.where(df["draining_at"].notna() & (df["draining_at"] <= now_ts),
+                                    "draining", "live"))
     df["rotated"] = df["state"] != "live"
-    return df[cols].sort_values(["state", "host"]).reset_index(drop=True)
+    df = df.sort_values(["host", "draining_at"], na_position="last")
+    return df[cols].reset_index(drop=True)
 
 
 def helper_summary(counts: pd.DataFrame, inventory: pd.DataFrame, since: datetime | None = None
                    ) -> pd.DataFrame:
-    """One row per helper seen in the counts or the inventory: measurements, failure rate
-    and countries over the counts (from ``since``), joined with provider, region and state.
+    """One row per helper instance (and per host seen only in measurements): measurements,
+    failure rate and countries over the counts (from ``since``), with provider, region and
+    state from :func:`helper_inventory`.
 
-    Helpers seen in measurements but absent from the inventory get state ``unknown``;
-    helpers in the inventory without measurements get zero counts.
+    A host served by several instances over time (a rotation) has its hours split between
+    them: an instance answers from the previous instance's ``draining_at`` until its own
+    ``draining_at`` (the DNS name moves when an instance starts draining). Hosts seen in
+    measurements but absent from the inventory get state ``unknown``; instances without
+    measurements get zero counts.
     """
     df = _check_counts(counts)
     if since is not None:
         s = pd.Timestamp(since)
-        if s.tzinfo is not None:
-            s = s.tz_convert("UTC").tz_localize(None)
-        df = df[df["hour"] >= s]
-    per = df.groupby("helper").agg(total=("total", "sum"), failures=("failures", "sum"),
-                                   countries=("probe_cc", "nunique"), first_seen=("hour", "min"),
-                                   last_seen=("hour", "max"))
-    per["failure_rate"] = per["failures"] / per["total"].where(per["total"] > 0)
-    inv = inventory.set_index("host") if not inventory.empty else pd.DataFrame(
-        columns=["provider", "region", "state", "rotated"])
-    out = per.join(inv[["provider", "region", "state", "rotated"]], how="outer")
-    out.index.name = "helper"
+        df = df[df["hour"] >= (s.tz_convert("UTC").tz_localize(None) if s.tzinfo else s)]
+    inv = inventory if not inventory.empty else pd.DataFrame(columns=[
+        "host", "name", "provider", "region", "draining_at", "state", "rotated"])
+    df = df.assign(instance="")
+    for host, group in inv.groupby("host", sort=False):
+        start = pd.Timestamp.min
+        for _, inst in group.iterrows():
+            end = inst["draining_at"]
+            end = pd.Timestamp.max if pd.isna(end) else pd.Timestamp(end).tz_convert("UTC").tz_localize(None)
+            sel = (df["helper"] == host) & (df["hour"] >= start) & (df["hour"] < end)
+            df.loc[sel, "instance"] = inst["name"]
+            start = end
+    per = df.groupby(["helper", "instance"]).agg(
+        total=("total", "sum"), failures=("failures", "sum"), countries=("probe_cc", "nunique"),
+        first_seen=("hour", "min"), last_seen=("hour", "max")).reset_index()
+    meta = inv.rename(columns={"host": "helper", "name": "instance"})[
+        ["helper", "instance", "provider", "region", "state", "rotated"]]
+    out = per.merge(meta, on=["helper", "instance"], how="outer")
     out["state"] = out["state"].fillna("unknown")
     out[["total", "failures", "countries"]] = out[["total", "failures", "countries"]].fillna(0).astype("int64")
-    out[["provider", "region"]] = out[["provider", "region"]].fillna("")
-    return out.reset_index().sort_values(["state", "helper"]).reset_index(drop=True)
+    out["failure_rate"] = out["failures"] / out["total"].where(out["total"] > 0)
+    out[["provider", "region", "instance"]] = out[["provider", "region", "instance"]].fillna("")
+    cols = ["helper", "instance", "provider", "region", "state", "total", "failures",
+            "failure_rate", "countries", "first_seen", "last_seen"]
+    return out[cols].sort_values(["helper", "first_seen"], na_position="last").reset_index(drop=True)
 
 
 def failure_rate_chart(rates: pd.DataFrame, title: str = "Failure rate per test helper (hourly)"):
@@ -421,7 +440,10 @@ def country_heatmap(counts: pd.DataFrame, since: datetime | None = None, top: in
 def alarm_message(current: pd.DataFrame, inventory: pd.DataFrame | None = None) -> str:
     """Slack text for the helpers alarmed in ``current`` (rows of :func:`helper_alarms`)."""
     lines = []
-    inv = inventory.set_index("host") if inventory is not None and not inventory.empty else None
+    inv = None
+    if inventory is not None and not inventory.empty:
+        # the current instance of each host is the last one (see helper_inventory)
+        inv = inventory.drop_duplicates("host", keep="last").set_index("host")
     for _, r in current[current["alarm"]].iterrows():
         where = ""
         if inv is not None and r["helper"] in inv.index:

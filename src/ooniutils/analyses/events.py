@@ -1,0 +1,186 @@
+"""Blocking-event changepoints: summary table, Explorer links, and "which ones are new".
+
+A changepoint (a row of ``event_detector_changepoints``) is identified by
+:func:`changepoint_key` — network, domain, time, direction and block type — so the hourly
+notebook can tell the ones it already announced from new ones. What was announced is kept
+in a small JSON file (:class:`SentLog`): written atomically, and only *after* Slack accepted
+the message, so a failed send is retried on the next run and a successful one is never
+repeated. Keys older than ``keep_days`` are pruned so the file stays small.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pandas as pd
+
+from ..exceptions import AnalysisError
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ["ts", "probe_cc", "probe_asn", "domain"]
+STATE_ENV = "JUPYCRON_STATE_DIR"
+
+
+def _check(df: pd.DataFrame) -> None:
+    missing = set(REQUIRED) - set(df.columns)
+    if missing:
+        raise AnalysisError(f"changepoints lack column(s) {sorted(missing)}; need {REQUIRED}")
+
+
+def changepoint_key(row: pd.Series | dict) -> str:
+    """Stable identity of a changepoint: ``cc|ASn|domain|ts(ISO, seconds)|dir|block_type``."""
+    ts = pd.Timestamp(row["ts"])
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    direction = row.get("change_dir")
+    direction = "" if direction is None or pd.isna(direction) else str(int(direction))
+    block = row.get("block_type") or ""
+    return (f"{row['probe_cc']}|AS{int(row['probe_asn'])}|{row['domain']}|"
+            f"{ts.strftime('%Y-%m-%dT%H:%M:%S')}|{direction}|{block}")
+
+
+def explorer_url(row: pd.Series | dict, base_url: str, days_before: int = 7,
+                 days_after: int = 1) -> str:
+    """OONI Explorer measurement-aggregation chart for the changepoint's network and domain,
+    from ``days_before`` days before the change to ``days_after`` days after it."""
+    ts = pd.Timestamp(row["ts"])
+    query = {
+        "test_name": "web_connectivity",
+        "axis_x": "measurement_start_day",
+        "probe_cc": row["probe_cc"],
+        "probe_asn": f"AS{int(row['probe_asn'])}",
+        "domain": row["domain"],
+        "since": (ts - timedelta(days=days_before)).strftime("%Y-%m-%d"),
+        "until": (ts + timedelta(days=days_after)).strftime("%Y-%m-%d"),
+    }
+    return f"{base_url.rstrip('/')}/chart/mat?{urlencode(query)}"
+
+
+def direction_label(change_dir: object) -> str:
+    """``1`` → "blocking started", ``-1`` → "blocking ended", else "change"."""
+    if change_dir is None or pd.isna(change_dir):
+        return "change"
+    return {1: "blocking started", -1: "blocking ended"}.get(int(change_dir), "change")
+
+
+def summary_table(changepoints: pd.DataFrame, base_url: str) -> pd.DataFrame:
+    """One row per changepoint (newest first) with ``key``, ``change``, and ``explorer`` (URL)."""
+    _check(changepoints)
+    cols = ["ts", "probe_cc", "probe_asn", "domain", "change", "block_type", "current_state",
+            "explorer", "key"]
+    if changepoints.empty:
+        return pd.DataFrame(columns=cols)
+    df = changepoints.copy()
+    for c in ("block_type", "current_state"):
+        if c not in df.columns:
+            df[c] = ""
+    df["change"] = [direction_label(x) for x in df.get("change_dir", pd.Series([None] * len(df)))]
+    df["explorer"] = [explorer_url(r, base_url) for _, r in df.iterrows()]
+    df["key"] = [changepoint_key(r) for _, r in df.iterrows()]
+    return df.sort_values("ts", ascending=False)[cols].reset_index(drop=True)
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """HTML of :func:`summary_table` with clickable Explorer links (all values escaped)."""
+    shown = table.drop(columns=["key"], errors="ignore").copy()
+    shown["explorer"] = [f'<a href="{html.escape(u, quote=True)}" target="_blank">explorer</a>'
+                         for u in shown["explorer"]]
+    for c in shown.columns:
+        if c != "explorer":
+            shown[c] = [html.escape(str(v)) for v in shown[c]]
+    return shown.to_html(escape=False, index=False)
+
+
+def new_changepoints(table: pd.DataFrame, sent: Iterable[str]) -> pd.DataFrame:
+    """Rows of :func:`summary_table` whose key is not in ``sent``."""
+    sent_set = set(sent)
+    return table[~table["key"].isin(sent_set)].reset_index(drop=True)
+
+
+def slack_message(new: pd.DataFrame, max_lines: int = 20) -> str:
+    """Slack mrkdwn text listing new changepoints (``<url|text>`` links), capped."""
+    lines = []
+    for _, r in new.head(max_lines).iterrows():
+        lines.append(f"• <{r['explorer']}|{r['probe_cc']} AS{int(r['probe_asn'])} {r['domain']}>: "
+                     f"{r['change']} ({r['block_type'] or 'unknown type'}) at "
+                     f"{pd.Timestamp(r['ts']).strftime('%Y-%m-%d %H:%M')} UTC")
+    if len(new) > max_lines:
+        lines.append(f"… and {len(new) - max_lines} more (see the notebook output)")
+    return "\n".join(lines)
+
+
+def default_state_dir() -> Path:
+    """``$JUPYCRON_STATE_DIR`` or ``~/.local/state/ooni-monitoring``."""
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "ooni-monitoring"
+
+
+class SentLog:
+    """Keys already announced, persisted as ``{"sent": {key: iso_time}}`` in a JSON file.
+
+    A missing file means nothing was sent; an unreadable one is moved aside
+    (``<name>.corrupt-<ts>``) and treated as empty — re-announcing beats crashing the
+    hourly job forever.
+    """
+
+    def __init__(self, path: str | Path, keep_days: int = 30) -> None:
+        self.path = Path(path)
+        self.keep = timedelta(days=keep_days)
+
+    def load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+            sent = data["sent"]
+            if not isinstance(sent, dict):
+                raise TypeError("'sent' is not an object")
+            return {str(k): str(v) for k, v in sent.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(datetime.now(UTC).timestamp())}")
+            log.warning("state file %s is unreadable (%s); moving it to %s", self.path, exc, aside)
+            try:
+                self.path.replace(aside)
+            except OSError:
+                pass
+            return {}
+
+    def record(self, keys: Iterable[str], now: datetime | None = None) -> None:
+        """Add ``keys`` (sent at ``now``), prune old entries, write atomically."""
+        now = now or datetime.now(UTC)
+        sent = self.load()
+        for k in keys:
+            sent[k] = now.isoformat()
+        cutoff = now - self.keep
+        sent = {k: v for k, v in sent.items() if _parse_iso(v, now) >= cutoff}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"sent": sent}, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _parse_iso(text: str, default: datetime) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return default
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
