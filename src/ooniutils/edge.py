@@ -59,7 +59,7 @@ def _render(template: Path, **values: object) -> str:
         raise ConfigError(f"{template.name}: {exc}") from exc
 
 
-def _no_blank(name: str, value: str) -> str:
+def _safe_value(name: str, value: str) -> str:
     # A newline, ';' or brace would let a value inject directives into the generated file.
     if not value or any(c in value for c in "\n;{}\"'") or value != value.strip():
         raise ConfigError(f"{name}={value!r} is empty or holds a character not allowed in a "
@@ -81,15 +81,15 @@ def render_nginx_config(*, upstream: str, server_name: str, cache_dir: str | os.
     Raises :class:`ConfigError` naming the argument when a value could inject directives.
     """
     values = {
-        "upstream": _no_blank("upstream", upstream),
-        "server_name": _no_blank("server_name", server_name),
-        "cache_dir": _no_blank("cache_dir", str(cache_dir)),
-        "outputs_dir": _no_blank("outputs_dir", str(outputs_dir).rstrip("/") or "/"),
-        "listen": [_no_blank("listen", a) for a in listen],
-        "access_log": _no_blank("access_log", str(access_log)),
-        "cache_max_size": _no_blank("cache_max_size", cache_max_size),
-        "cache_valid": _no_blank("cache_valid", cache_valid),
-        "real_ip_from": [_no_blank("real_ip_from", n) for n in real_ip_from],
+        "upstream": _safe_value("upstream", upstream),
+        "server_name": _safe_value("server_name", server_name),
+        "cache_dir": _safe_value("cache_dir", str(cache_dir)),
+        "outputs_dir": _safe_value("outputs_dir", str(outputs_dir).rstrip("/") or "/"),
+        "listen": [_safe_value("listen", a) for a in listen],
+        "access_log": _safe_value("access_log", str(access_log)),
+        "cache_max_size": _safe_value("cache_max_size", cache_max_size),
+        "cache_valid": _safe_value("cache_valid", cache_valid),
+        "real_ip_from": [_safe_value("real_ip_from", n) for n in real_ip_from],
     }
     if not values["listen"]:
         raise ConfigError("listen: give at least one address:port")
@@ -122,7 +122,7 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
     for s in servers:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", s.name):
             raise ConfigError(f"server name {s.name!r} may only hold letters, digits, '-_.'")
-        _no_blank(f"address of {s.name}", s.address)
+        _safe_value(f"address of {s.name}", s.address)
     if not isinstance(maxconn, int) or maxconn < 1:
         raise ConfigError(f"maxconn must be a positive integer, got {maxconn!r}")
     if len(set(names)) != len(names):
@@ -131,12 +131,12 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
         if not v or any(c.isspace() or c in ":#\"'\\" for c in v):
             raise ConfigError(f"{n} must be non-empty, without spaces, ':', '#', quotes or '\\'")
     return _render(
-        template, bind=_no_blank("bind", bind), servers=list(servers),
-        stats_bind=_no_blank("stats_bind", stats_bind), stats_user=stats_user,
+        template, bind=_safe_value("bind", bind), servers=list(servers),
+        stats_bind=_safe_value("stats_bind", stats_bind), stats_user=stats_user,
         stats_password=stats_password,
-        stats_allow=[_no_blank("stats_allow", n) for n in stats_allow] or ["127.0.0.1/32"],
-        run_as=run_as and _no_blank("run_as", run_as), chroot=chroot and _no_blank("chroot", chroot),
-        log_target=_no_blank("log_target", log_target), maxconn=maxconn,
+        stats_allow=[_safe_value("stats_allow", n) for n in stats_allow] or ["127.0.0.1/32"],
+        run_as=run_as and _safe_value("run_as", run_as), chroot=chroot and _safe_value("chroot", chroot),
+        log_target=_safe_value("log_target", log_target), maxconn=maxconn,
     )
 
 
