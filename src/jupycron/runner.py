@@ -1,0 +1,586 @@
+"""Run one notebook: a fresh kernel, every cell, an offline HTML page, a history row.
+
+:func:`run_notebook` is the whole life of a run::
+
+    record RUNNING (pid = this process)  ->  start a kernel (own session, cwd = notebooks folder,
+    AUTORUN=1, memory cap attached)  ->  execute every cell  ->  kill the kernel's process tree
+    ->  write the HTML atomically  ->  record the outcome
+
+Outcomes (:class:`jupycron.models.RunStatus`):
+
+* ``success`` - every cell ran without error. A cell calling ``sys.exit(0)`` / ``sys.exit()``
+  also counts as success and **stops** the notebook there (like a script; papermill treats
+  ``SystemExit`` with code 0 the same way). Any other ``sys.exit(code)`` stops it as ``failed``.
+* ``failed`` - a cell raised. Later cells still run (so the page shows everything); the first
+  error's class, message and cell index (position in ``nb.cells``, 0-based) are kept.
+* ``timeout`` - ``MaxRuntime`` (whole notebook, seconds) passed: the kernel's process group and
+  memory cgroup are killed with SIGKILL.
+* ``oom`` - the OOM killer fired inside the memory cap, or a cell raised ``MemoryError``.
+* ``crashed`` - the kernel died otherwise (``os._exit``, a signal, failed start).
+* ``interrupted`` - ``stop_event`` was set (scheduler shutting down): the kernel is killed.
+
+Nothing is left running: the kernel starts in its own session (process group) with a marker
+``JUPYCRON_RUN_ID`` in its environment; at the end the group, every descendant, every process
+inside the run's cgroup and (without a cgroup) every process carrying the marker gets SIGKILL.
+
+The notebook file is only read, never written. Run ids are ``<UTC yyyymmddTHHMMSS>-<6 hex>``.
+
+Kernels are started and used in separate steps (:func:`start_kernel`, :func:`execute`,
+:func:`discard_kernel`) so a pool of kernels started ahead of need can later hand one to
+:func:`execute`; the memory cap is attached by pid, which works for an already running kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import nbformat
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbconvert import HTMLExporter
+from nbformat import NotebookNode
+
+from . import limits
+from .config import Settings
+from .history import History
+from .models import Notebook, Run, RunStatus, Trigger
+from .paths import output_html, validate_rel
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MAX_OUTPUT_BYTES",
+    "KernelHandle",
+    "effective_limits",
+    "execute",
+    "export_html",
+    "new_run_id",
+    "run_notebook",
+    "start_kernel",
+]
+
+#: Outputs kept per run (text and encoded data): beyond it, outputs are dropped and a note
+#: says so. Protects this process's memory and the page size from a runaway ``print`` loop.
+MAX_OUTPUT_BYTES = 20 * 1024 * 1024
+MAX_ERROR_VALUE = 2000
+RUN_ID_ENV = "JUPYCRON_RUN_ID"
+KERNEL_START_TIMEOUT_S = 60
+_WATCH_INTERVAL_S = 0.1
+
+# An offline page: the "lab" template embeds its CSS; the blocks below would add
+# <script src="https://cdn..."> for require.js, MathJax, Mermaid and widgets.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``<UTC yyyymmddTHHMMSS>-<6 hex>``: unique and sortable by start time."""
+    now = now or datetime.now(UTC)
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def effective_limits(settings: Settings, notebook: Notebook) -> tuple[int, float]:
+    """(memory cap in MB, runtime cap in s): the notebook's MaxMem/MaxRuntime or the
+    defaults, never above the settings' upper bounds."""
+    spec = notebook.spec
+    mem = spec.max_mem_mb if spec and spec.max_mem_mb else settings.default_max_mem_mb
+    rt = spec.max_runtime_s if spec and spec.max_runtime_s else settings.default_max_runtime_s
+    return min(int(mem), settings.max_mem_mb), min(float(rt), settings.max_runtime_s)
+
+
+# --- kernels -------------------------------------------------------------------------------
+
+class _CappedKernelManager(AsyncKernelManager):
+    """A kernel manager whose command goes through the memory cap (systemd-run wraps it)."""
+
+    cap: limits.MemoryCap | None = None
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        return self.cap.wrap_command(cmd) if self.cap is not None else cmd
+
+
+@dataclass
+class KernelHandle:
+    """A started kernel: its manager, process ids and the cap it runs under."""
+
+    km: AsyncKernelManager
+    pid: int
+    pgid: int
+    create_time: float
+    run_id: str
+    cap: limits.MemoryCap | None = None
+    sockets: Path | None = None   # private folder of the connection file and ipc sockets
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pid)
+            if abs(root.create_time() - self.create_time) > 0.01:
+                return []
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def exit_code(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None)
+        if proc is None:
+            return None
+        with contextlib.suppress(Exception):
+            proc.wait(timeout=2)
+        return proc.returncode
+
+
+def kernel_env(run_id: str, notebook_rel: str) -> dict[str, str]:
+    """The kernel's environment: ours plus ``AUTORUN=1`` and the run marker."""
+    env = dict(os.environ)
+    env.update({"AUTORUN": "1", RUN_ID_ENV: run_id, "JUPYCRON_NOTEBOOK": notebook_rel,
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    return env
+
+
+async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id: str,
+                       cap: limits.MemoryCap | None) -> KernelHandle:
+    """Start a kernel in its own session (process group) and attach ``cap`` to it.
+
+    jupyter_client starts kernels with ``start_new_session=True`` and sets JPY_PARENT_PID,
+    so ipykernel exits by itself if this process dies. The command is an argv list: no shell.
+    """
+    # Unix sockets in a private folder instead of TCP ports on localhost: other local users
+    # cannot connect to the kernel, and no port can collide.
+    sockets = tempfile.mkdtemp(prefix="jupycron-kernel-")
+    km = _CappedKernelManager(kernel_name=kernel_name, transport="ipc",
+                              ip=os.path.join(sockets, "k"),
+                              connection_file=os.path.join(sockets, "kernel.json"))
+    km.cap = cap
+    # IPython history in memory: nothing written under $HOME (read-only under systemd).
+    try:
+        await km.start_kernel(cwd=str(cwd), env=env,
+                              extra_arguments=["--HistoryManager.hist_file=:memory:"])
+    except BaseException:
+        shutil.rmtree(sockets, ignore_errors=True)
+        raise
+    proc = km.provisioner.process  # type: ignore[union-attr]
+    pid = proc.pid
+    try:
+        pgid = os.getpgid(pid)
+        create_time = psutil.Process(pid).create_time()
+    except (OSError, psutil.Error):
+        pgid, create_time = pid, time.time()
+    handle = KernelHandle(km=km, pid=pid, pgid=pgid, create_time=create_time, run_id=run_id,
+                          cap=cap, sockets=Path(sockets))
+    if cap is not None:
+        try:
+            cap.attach(pid)
+        except OSError:
+            # Never run a notebook without its cap.
+            await discard_kernel(handle)
+            raise
+    return handle
+
+
+def kill_kernel_tree(handle: KernelHandle) -> None:
+    """SIGKILL the kernel, its process group, its descendants and everything in its cap."""
+    procs = handle.descendants()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(handle.pgid, signal.SIGKILL)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    if handle.cap is not None:
+        handle.cap.kill_all()
+    if handle.cap is None or not isinstance(handle.cap, limits._CgroupCap):
+        kill_marked(handle.run_id)
+
+
+def kill_marked(run_id: str) -> int:
+    """SIGKILL every process whose environment carries ``JUPYCRON_RUN_ID=run_id`` (children
+    that left the process group with setsid). Returns how many were killed."""
+    n = 0
+    me = os.getpid()
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+                n += 1
+        except psutil.Error:
+            continue
+    return n
+
+
+async def discard_kernel(handle: KernelHandle) -> None:
+    """Kill the kernel's whole process tree and release its manager's resources."""
+    kill_kernel_tree(handle)
+    km = handle.km
+    with contextlib.suppress(Exception):
+        await km.shutdown_kernel(now=True)
+    with contextlib.suppress(Exception):
+        await km.cleanup_resources()
+    handle.exit_code()  # reap the kernel process
+    if handle.cap is not None:
+        handle.cap.close()
+    if handle.sockets is not None:
+        shutil.rmtree(handle.sockets, ignore_errors=True)
+
+
+# --- execution ---------------------------------------------------------------------------
+
+@dataclass
+class ExecState:
+    """What happened while executing; filled by :func:`execute` and its watchdog."""
+
+    error_name: str | None = None
+    error_value: str | None = None
+    error_cell: int | None = None
+    exit_code: str | None = None          # SystemExit code, when a cell called sys.exit
+    current_cell: int | None = None
+    kill_reason: RunStatus | None = None  # TIMEOUT / INTERRUPTED, set by the watchdog
+    kernel_died: bool = False
+    truncated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Client(NotebookClient):
+    """nbclient with a cap on kept output and a record of the first error."""
+
+    def __init__(self, nb: NotebookNode, km: AsyncKernelManager, state: ExecState,
+                 **kw: Any) -> None:
+        super().__init__(nb, km=km, **kw)
+        self.state = state
+        self._out_bytes = 0
+        self.on_cell_error = self._on_cell_error
+
+    def _on_cell_error(self, cell: NotebookNode, cell_index: int,
+                       execute_reply: dict[str, Any]) -> None:
+        content = execute_reply.get("content", {})
+        ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
+        if ename == "SystemExit":
+            self.state.exit_code = evalue
+            if evalue in ("", "0", "None"):
+                return
+        if self.state.error_name is None:
+            self.state.error_name, self.state.error_value = ename, evalue[:MAX_ERROR_VALUE]
+            self.state.error_cell = cell_index
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        if msg["msg_type"] != "error":
+            content = msg.get("content", {})
+            size = len(content.get("text", "")) + sum(
+                len(v) if isinstance(v, str) else len(str(v))
+                for v in content.get("data", {}).values())
+            self._out_bytes += size
+            if self._out_bytes > MAX_OUTPUT_BYTES:
+                if not self.state.truncated:
+                    self.state.truncated = True
+                    outs.append(nbformat.v4.new_output(
+                        "stream", name="stderr",
+                        text=f"\n[jupycron: output truncated: more than "
+                             f"{MAX_OUTPUT_BYTES // (1024 * 1024)} MB in this run]\n"))
+                return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _merge_streams(cell: NotebookNode) -> None:
+    """Join adjacent stream outputs of the same name (stdout, stderr) into one.
+
+    nbclient's own ``coalesce_streams`` also interprets ``\r`` and ``\b`` with regular
+    expressions that are quadratic in the line length (minutes for a few MB of long lines).
+    """
+    outs = cell.get("outputs")
+    if not outs or len(outs) < 2:
+        return
+    merged: list[NotebookNode] = []
+    for out in outs:
+        prev = merged[-1] if merged else None
+        if prev is not None and out.get("output_type") == "stream" \
+                and prev.get("output_type") == "stream" and prev.get("name") == out.get("name"):
+            prev["text"] = prev["text"] + out["text"]
+        else:
+            merged.append(out)
+    cell.outputs = merged
+
+
+def _note_error(cell: NotebookNode, ename: str, evalue: str) -> None:
+    """Show where the run stopped, in the cell that was running."""
+    if cell.cell_type == "code":
+        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
+            "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+
+
+async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
+                  max_runtime_s: float, stop_event: threading.Event | None = None) -> None:
+    """Run every code cell of ``nb`` (in place) on a started kernel.
+
+    Errors do not stop the notebook (allow_errors), except ``SystemExit``. A watchdog kills
+    the kernel's tree when ``max_runtime_s`` passes or ``stop_event`` is set. Returns when
+    the notebook finished or the kernel is gone; the outcome is in ``state``.
+    """
+    client = _Client(nb, handle.km, state, allow_errors=True, timeout=None,
+                     startup_timeout=KERNEL_START_TIMEOUT_S, kernel_name=handle.km.kernel_name,
+                     record_timing=False, coalesce_streams=False)
+    deadline = time.monotonic() + max_runtime_s
+
+    async def cells() -> None:
+        await client.async_start_new_kernel_client()
+        assert client.kc is not None
+        reply = await client.async_wait_for_reply(await _maybe(client.kc.kernel_info()))
+        if reply is not None and "language_info" in reply["content"]:
+            nb.metadata["language_info"] = reply["content"]["language_info"]
+        for index, cell in enumerate(nb.cells):
+            state.current_cell = index
+            await client.async_execute_cell(cell, index,
+                                            execution_count=client.code_cells_executed + 1)
+            _merge_streams(cell)
+            if state.exit_code is not None:
+                break
+        state.current_cell = None
+
+    task = asyncio.ensure_future(cells())
+
+    async def watchdog() -> None:
+        while not task.done():
+            if handle.cap is not None:
+                handle.cap.sample()
+            reason = None
+            if time.monotonic() >= deadline:
+                reason = RunStatus.TIMEOUT
+            elif stop_event is not None and stop_event.is_set():
+                reason = RunStatus.INTERRUPTED
+            if reason is not None:
+                state.kill_reason = reason
+                kill_kernel_tree(handle)
+                task.cancel()
+                return
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    watch = asyncio.ensure_future(watchdog())
+    try:
+        await task
+    except (DeadKernelError, asyncio.CancelledError):
+        state.kernel_died = True
+    except RuntimeError as exc:  # e.g. "Kernel died before replying to kernel_info"
+        state.kernel_died = True
+        state.extra["start_error"] = str(exc)[:MAX_ERROR_VALUE]
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        if client.kc is not None:
+            with contextlib.suppress(Exception):
+                client.kc.stop_channels()
+
+
+async def _maybe(v: Any) -> Any:
+    return await v if asyncio.iscoroutine(v) or isinstance(v, asyncio.Future) else v
+
+
+# --- HTML --------------------------------------------------------------------------------
+
+def export_html(nb: NotebookNode, dest: Path, title: str) -> None:
+    """Write ``nb`` as a self-contained, offline HTML page to ``dest`` atomically."""
+    exporter = HTMLExporter(template_name="lab", embed_images=True,
+                            extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="jupycron.html.j2")
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    atomic_write_text(dest, body)
+
+
+def atomic_write_text(dest: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename over ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# --- one run -----------------------------------------------------------------------------
+
+def _classify(state: ExecState, oom: bool, exit_code: int | None, limit_mb: int,
+              max_runtime_s: float, method: str) -> tuple[RunStatus, str | None, str | None]:
+    """(status, error_name, error_value) from what happened; ``oom``: the cap's OOM verdict."""
+    if state.kill_reason is RunStatus.TIMEOUT:
+        return RunStatus.TIMEOUT, "Timeout", f"MaxRuntime of {max_runtime_s:g} s exceeded"
+    if state.kill_reason is RunStatus.INTERRUPTED:
+        return RunStatus.INTERRUPTED, "Interrupted", "the scheduler was stopped during the run"
+    if oom and (state.kernel_died or state.error_name is not None):
+        return RunStatus.OOM, "MemoryError", f"killed by the memory cap ({limit_mb} MB, {method})"
+    if state.kernel_died:
+        if exit_code is not None and exit_code < 0:
+            try:
+                sig = signal.Signals(-exit_code).name
+            except ValueError:
+                sig = f"signal {-exit_code}"
+            return RunStatus.CRASHED, "KernelDied", f"the kernel was killed by {sig}"
+        detail = state.extra.get("start_error") or f"the kernel exited with code {exit_code}"
+        return RunStatus.CRASHED, "KernelDied", detail
+    if state.error_name == "MemoryError":
+        return RunStatus.OOM, "MemoryError", state.error_value or f"memory cap {limit_mb} MB"
+    if state.error_name is not None:
+        return RunStatus.FAILED, state.error_name, state.error_value
+    return RunStatus.SUCCESS, None, None
+
+
+async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, run: Run,
+                     mem_mb: int, runtime_s: float, stop_event: threading.Event | None,
+                     on_kernel: Callable[[KernelHandle], None]) -> ExecState:
+    state = ExecState()
+    cap = limits.create_cap(mem_mb, run.run_id)
+    run.memory_limit = cap.method
+    try:
+        handle = await start_kernel(settings.kernel_name, settings.notebooks,
+                                    kernel_env(run.run_id, notebook.path), run.run_id, cap)
+    except Exception as exc:
+        log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
+                  settings.kernel_name, exc)
+        cap.close()
+        state.kernel_died = True
+        state.extra["start_error"] = f"cannot start kernel: {exc}"[:MAX_ERROR_VALUE]
+        return state
+    try:
+        on_kernel(handle)
+        await execute(handle, nb, state, max_runtime_s=runtime_s, stop_event=stop_event)
+    finally:
+        # Read the verdict before the cgroup goes away; a kernel that died by itself keeps
+        # its own exit code (the kill below only hits a live one).
+        cap.sample()
+        kill_kernel_tree(handle)
+        state.extra["exit_code"] = handle.exit_code()
+        state.extra["peak_mb"] = cap.peak_mb()
+        state.extra["oom"] = cap.oom_killed()
+        await discard_kernel(handle)
+    return state
+
+
+def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trigger.SCHEDULE,
+                 slot: datetime | None = None, history: History | None = None, *,
+                 stop_event: threading.Event | None = None, run_id: str | None = None,
+                 on_change: Callable[[Run], None] | None = None) -> Run:
+    """Run ``notebook`` once and return its finished :class:`Run` (also in the history).
+
+    Blocks until the notebook finished or was killed (the run's own event loop runs in the
+    calling thread, so call it from a worker thread to run several at once). ``on_change``
+    is called after each history write (RUNNING, then the outcome) - the scheduler refreshes
+    summary.html there. Never raises for anything the notebook does; history I/O errors
+    (:class:`jupycron.exceptions.HistoryError`) propagate.
+
+    Example::
+
+        run = run_notebook(settings, discovery.read_notebook(path, "daily_autorun.ipynb"))
+        print(run.status, run.output)
+    """
+    validate_rel(notebook.path)
+    history = history or History(settings.output_dir, keep=settings.history_runs)
+    started = datetime.now(UTC)
+    run = Run(notebook=notebook.path, run_id=run_id or new_run_id(started), started_at=started,
+              trigger=trigger, slot=slot, pid=os.getpid(), host=socket.gethostname(),
+              memory_limit=limits.detect_method())
+    mem_mb, runtime_s = effective_limits(settings, notebook)
+    run.extra.update({"max_mem_mb": mem_mb, "max_runtime_s": runtime_s})
+    history.record(run)
+    if on_change:
+        on_change(run)
+    t0 = time.monotonic()
+    log.info("run %s of %s started (cap %d MB via %s, max %g s)", run.run_id, notebook.path,
+             mem_mb, run.memory_limit, runtime_s)
+
+    nb_path = settings.notebooks / notebook.path
+    state = ExecState()
+    nb: NotebookNode | None = None
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except FileNotFoundError:
+        state.error_name, state.error_value = "FileNotFoundError", "the notebook was deleted before the run started"
+    except Exception as exc:  # a corrupt notebook fails its run, it does not crash the scheduler
+        state.error_name, state.error_value = type(exc).__name__, str(exc)[:MAX_ERROR_VALUE]
+
+    if nb is not None:
+        for cell in nb.cells:  # stale outputs of cells that will not run must not show
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+
+        def on_kernel(handle: KernelHandle) -> None:
+            run.extra.update({"kernel_pid": handle.pid, "kernel_pgid": handle.pgid,
+                              "kernel_create_time": handle.create_time})
+            if isinstance(handle.cap, limits._CgroupCap):
+                run.extra["cgroup"] = str(handle.cap.path)
+            history.record(run)
+
+        try:
+            state = asyncio.run(_run_async(settings, notebook, nb, run, mem_mb, runtime_s,
+                                           stop_event, on_kernel))
+        except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
+            log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
+            state.kernel_died = True
+            state.extra["start_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_VALUE]
+
+    exit_code = state.extra.get("exit_code")
+    if nb is None:
+        status, ename, evalue = RunStatus.FAILED, state.error_name, state.error_value
+    else:
+        status, ename, evalue = _classify(state, bool(state.extra.get("oom")), exit_code, mem_mb, runtime_s,
+                                          run.memory_limit or "")
+    run.status, run.error_name, run.error_value = status, ename, evalue
+    if status is RunStatus.FAILED or status is RunStatus.OOM and state.error_cell is not None:
+        run.error_cell = state.error_cell
+    elif status is not RunStatus.SUCCESS:
+        run.error_cell = state.current_cell
+    run.peak_mem_mb = round(state.extra["peak_mb"], 1) if state.extra.get("peak_mb") else None
+    if state.exit_code is not None:
+        run.extra["sys_exit"] = state.exit_code
+    if state.truncated:
+        run.extra["output_truncated"] = True
+    if exit_code is not None and status is not RunStatus.SUCCESS:
+        run.extra["kernel_exit_code"] = exit_code
+
+    if nb is not None:
+        if state.current_cell is not None and status is not RunStatus.SUCCESS \
+                and state.current_cell < len(nb.cells) and state.kernel_died:
+            _note_error(nb.cells[state.current_cell], ename or "Error", evalue or "")
+        dest = output_html(settings.output_dir, notebook.path)
+        try:
+            export_html(nb, dest, Path(notebook.path).stem)
+            run.output = dest.relative_to(settings.output_dir).as_posix()
+        except Exception as exc:
+            log.error("run %s of %s: cannot write HTML %s: %s", run.run_id, notebook.path, dest, exc)
+            run.extra["html_error"] = str(exc)[:MAX_ERROR_VALUE]
+
+    run.finished_at = datetime.now(UTC)
+    run.duration_s = round(time.monotonic() - t0, 3)
+    history.record(run)
+    if on_change:
+        on_change(run)
+    log.info("run %s of %s: %s in %.1f s%s", run.run_id, notebook.path, run.status,
+             run.duration_s, f" ({run.error_name}: {run.error_value})" if run.error_name else "")
+    return run
+
