@@ -59,3 +59,56 @@ def fetch_runtime_sample(software_name: str | Sequence[str], versions: Sequence[
         names=_names(software_name), versions=list(versions), since=start.to_pydatetime(),
         until=stop.to_pydatetime(), per_group=int(per_group),
     )
+
+
+def release_report(software_name: str | Sequence[str], since: Any = "60 days", previous: int = 3,
+                   send_alert: bool = False, **thresholds: Any) -> pd.DataFrame:
+    """The body of the ``autorun_*_probe_release`` notebooks: fetch, compare, display, alert.
+
+    Shows the per-version summary (semantic order), a chart, and the newest-vs-previous
+    comparison of :func:`ooniutils.analyses.releases.compare_release` (``thresholds`` are
+    passed on). With ``send_alert`` (the notebooks pass ``autorun``) regressions go to Slack;
+    an unset ``OONI_SLACK_WEBHOOK_URL`` prints "alert not sent: ... not configured" instead,
+    and a failed delivery raises AlertError so the run fails visibly. Returns the comparison.
+    """
+    from IPython.display import display
+
+    from ..analyses.releases import compare_release, rates_chart, regression_message, version_summary
+    from ..exceptions import ConfigError
+
+    label = software_name if isinstance(software_name, str) else ", ".join(software_name)
+    stats_df = fetch_release_stats(software_name, since)
+    if stats_df.empty:
+        print(f"no measurements from {label} since {since}: nothing to compare")  # noqa: T201
+        return compare_release(pd.DataFrame(columns=["software_version", "test_name", "total",
+                                                     "failures", "anomalies"]))
+    summary = version_summary(stats_df)
+    print(f"{label}: {len(summary)} version(s) measured since {since}")  # noqa: T201
+    display(summary)
+    display(rates_chart(stats_df, f"{label}: failure and anomaly rate per version"))
+    versions = list(summary["software_version"])
+    if len(versions) < 2:
+        print(f"only one version ({versions[0]}) was measured: no previous version to compare with")  # noqa: T201
+    compared = versions[-(previous + 1):]
+    runtimes = fetch_runtime_sample(software_name, compared, since)
+    result = compare_release(stats_df, runtimes, previous=previous, **thresholds)
+    newest = versions[-1]
+    base = versions[-(previous + 1):-1]
+    print(f"newest version {newest} vs {', '.join(base) or 'nothing'}")  # noqa: T201
+    display(result)
+    msg = regression_message(label, result)
+    if not msg:
+        print(f"no regression flagged for {label} {newest}")  # noqa: T201
+        return result
+    print("REGRESSION FLAGGED\n" + msg)  # noqa: T201
+    if not send_alert:
+        print("alert not sent: not running under jupycron (AUTORUN unset)")  # noqa: T201
+        return result
+    from ..alerts import send_slack_msg
+
+    try:
+        send_slack_msg(f"{label} {newest}: regression vs previous versions", msg, color="danger")
+        print("alert sent to Slack")  # noqa: T201
+    except ConfigError as exc:
+        print(f"alert not sent: {exc.setting or 'OONI_SLACK_WEBHOOK_URL'} not configured")  # noqa: T201
+    return result

@@ -1,0 +1,354 @@
+"""Build the analysis notebooks (test helpers, probe releases, duplicate test-list URLs,
+blocking events, logs, heavy queries) from the cell sources below.
+
+    .venv/bin/python notebooks/tools/build_analysis_notebooks.py [--check]
+
+The .ipynb files are committed without outputs; edit this file and rebuild rather than
+editing the notebooks by hand, so the shared cells (alert sending) stay identical.
+``--check`` exits 1 when a committed notebook differs from what this script builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOKS = Path(__file__).resolve().parents[1]
+
+
+def header(every: str | None, imports: str) -> str:
+    lines = [f'# jupycron: {{"every": "{every}"}}'] if every else []
+    lines.append("from ooniutils import *")
+    return "\n".join(lines) + "\n" + imports.strip()
+
+
+def slack_cell(condition: str, title: str, message: str, color: str, on_success: str = "") -> str:
+    """Send to Slack only under jupycron; a missing webhook is reported, not an error."""
+    success = f"\n        {on_success}" if on_success else ""
+    return f'''from ooniutils.exceptions import ConfigError
+
+if not ({condition}):
+    print("nothing to alert on")
+elif not autorun:
+    print("alert not sent: not running under jupycron (AUTORUN unset)")
+else:
+    try:
+        send_slack_msg({title}, {message}, color="{color}")
+    except ConfigError as exc:
+        print(f"alert not sent: {{exc.setting or 'OONI_SLACK_WEBHOOK_URL'}} not configured")
+    else:
+        print("alert sent to Slack"){success}'''
+
+
+def test_helper_alarm() -> list:
+    return [
+        new_code_cell(header("1 hour", """
+from ooniutils.analyses.test_helpers import (
+    AlarmParams, alarm_episodes, alarm_message, country_heatmap, failure_rate_chart,
+    helper_alarms, helper_inventory, helper_summary, hourly_rates, network_problems)
+from ooniutils.datasets.flow import utcnow
+from ooniutils.datasets.test_helpers import fetch_helper_counts, fetch_helper_instances
+
+import pandas as pd
+
+HISTORY_DAYS = 21   # hours shown and searched for past alarm episodes
+PARAMS = AlarmParams(recent_hours=3, baseline_hours=7 * 24, min_recent=30, min_baseline=200,
+                     alpha=0.01, min_increase=0.05)
+until = utcnow().floor("h")               # exclusive: the current hour is incomplete
+now = until - pd.Timedelta(hours=1)       # the last complete hour is evaluated
+since = until - pd.Timedelta(days=HISTORY_DAYS)
+print(f"evaluating the hour {now:%Y-%m-%d %H:00} UTC; history since {since:%Y-%m-%d %H:00}")""")),
+        new_markdown_cell("""# Test helper failure rate
+
+Failure rate of web_connectivity measurements per test helper (a measurement *failed* when
+`control_failure` is set or `msm_failure` is true), hour by hour. For each helper the last
+`recent_hours` are compared with the `baseline_hours` before them (one-sided two-proportion
+z-test, Bonferroni over helpers, plus a minimum rise of `min_increase`). A rise is then
+*scoped*: leaving out the country with the most excess failures, is the rest of the world
+still failing? If so the helper is failing **for all probes** and Slack is alerted; if not,
+the failures are **concentrated** in that country — a network problem there, shown in the
+network table below but not alerted as a helper problem.
+
+Helpers are joined with `test_helper_instances` on `rdn.dns_zone` (e.g. `2.th.ooni.org`),
+the host of fastpath's `test_helper_address`; a rotated rdn's hours are split between its
+old and new droplet at the old one's `draining_at`."""),
+        new_code_cell("""counts = fetch_helper_counts(since, until)
+instances = fetch_helper_instances()
+inventory = helper_inventory(instances, now)
+if counts.empty:
+    print("no web_connectivity measurements with a test helper address in this period: "
+          "nothing to analyse, no alarm")
+if inventory.empty:
+    print("test_helper_instances is empty: provider/region/state unknown")
+print(f"{len(counts)} hourly rows, {counts['helper'].nunique()} helpers, "
+      f"{counts['probe_cc'].nunique()} countries; {len(inventory)} helper instances")"""),
+        new_markdown_cell("## Live and rotated helpers"),
+        new_code_cell("""summary = helper_summary(counts, inventory)
+summary"""),
+        new_markdown_cell("## Status of each helper in the last complete hour"),
+        new_code_cell("""alarms = helper_alarms(counts, now=now, params=PARAMS)
+current = alarms[alarms["hour"] == now] if not alarms.empty else alarms
+if current.empty:
+    print("no helper has data up to this hour")
+current"""),
+        new_markdown_cell("## Alarm episodes in the history (helper failing for all probes)"),
+        new_code_cell("""episodes = alarm_episodes(alarms)
+if episodes.empty:
+    print(f"no helper alarm in the last {HISTORY_DAYS} days")
+for e in episodes.itertuples():
+    print(f"flagged helper {e.helper}: {e.start:%Y-%m-%d %H:00} to {e.end:%Y-%m-%d %H:00} UTC, "
+          f"{e.hours} h, peak failure rate {e.peak_rate:.1%} vs baseline {e.baseline_rate:.1%} ({e.scope})")
+episodes"""),
+        new_markdown_cell("""## Rises concentrated in one place (network problems, not the helper)
+
+Helper rises whose excess failures come from one country, and countries failing across
+helpers."""),
+        new_code_cell("""concentrated = alarm_episodes(
+    alarms.assign(conc=(alarms["status"] == "elevated") & (alarms["scope"] != "all probes")),
+    flag="conc") if not alarms.empty else alarms
+networks = network_problems(counts, now=now, params=PARAMS)
+net_episodes = alarm_episodes(networks, key="probe_cc", flag="problem")
+if net_episodes.empty:
+    print(f"no country failing across helpers in the last {HISTORY_DAYS} days")
+for e in net_episodes.itertuples():
+    print(f"network problem in {e.probe_cc}: {e.start:%Y-%m-%d %H:00} to {e.end:%Y-%m-%d %H:00} UTC, "
+          f"peak {e.peak_rate:.1%} vs baseline {e.baseline_rate:.1%}")
+display(concentrated)
+net_episodes"""),
+        new_markdown_cell("## Charts"),
+        new_code_cell("""if counts.empty:
+    print("no data to chart")
+else:
+    display(failure_rate_chart(hourly_rates(counts[counts["hour"] >= until - pd.Timedelta(days=7)])))
+    display(country_heatmap(counts, since=until - pd.Timedelta(hours=24),
+                            title="Failure rate by probe country and helper, last 24 hours"))"""),
+        new_markdown_cell("## Alert"),
+        new_code_cell(slack_cell(
+            "len(current) and current['alarm'].any()",
+            '"Test helper failing for all probes"', "alarm_message(current, inventory)", "danger")),
+    ]
+
+
+def test_helpers_overview() -> list:
+    return [
+        new_code_cell(header(None, """
+import pandas as pd
+
+from ooniutils.analyses.test_helpers import (
+    country_heatmap, failure_rate_chart, helper_inventory, helper_summary, hourly_rates)
+from ooniutils.datasets.flow import utcnow
+from ooniutils.datasets.test_helpers import fetch_helper_counts, fetch_helper_instances
+
+DAYS = 30
+until = utcnow().floor("h")
+since = until - pd.Timedelta(days=DAYS)""")),
+        new_markdown_cell("""# Test helpers
+
+Every test helper instance (live, draining, destroyed) from `test_helper_instances`, with
+its measurements and failure rate over the last `DAYS` days. The hourly alarm lives in
+`autorun_test_helper_failure_rate_alarm`; this notebook is the longer view for humans.
+Instances are matched to measurements on `rdn.dns_zone` = host of `test_helper_address`."""),
+        new_code_cell("""inventory = helper_inventory(fetch_helper_instances(), until)
+if inventory.empty:
+    print("test_helper_instances is empty")
+live = inventory[~inventory["rotated"]]
+rotated = inventory[inventory["rotated"]]
+print(f"{len(live)} live instance(s), {len(rotated)} rotated (draining or destroyed)")
+inventory"""),
+        new_code_cell("""counts = fetch_helper_counts(since, until)
+if counts.empty:
+    print(f"no web_connectivity measurements with a test helper in the last {DAYS} days")
+helper_summary(counts, inventory)"""),
+        new_code_cell("""if not counts.empty:
+    daily = counts.assign(hour=counts["hour"].dt.floor("D"))
+    display(failure_rate_chart(hourly_rates(daily), title="Failure rate per test helper (daily)"))
+    display(country_heatmap(counts, since=until - pd.Timedelta(days=7),
+                            title="Failure rate by probe country and helper, last 7 days"))"""),
+    ]
+
+
+def release(software: str, label: str) -> list:
+    return [
+        new_code_cell(header("1 day", "from ooniutils.datasets.releases import release_report")),
+        new_markdown_cell(f"""# {label} probe release
+
+The newest `{software}` version against the three versions before it (semantic version
+order), per test: failure rate and anomaly rate (one-sided Fisher exact test), runtime
+(one-sided Mann-Whitney U), Benjamini-Hochberg correction over all the tests, and a minimum
+material effect (+2 points of rate, +20 % median runtime). Regressions go to Slack when run
+by jupycron."""),
+        new_code_cell(f'result = release_report("{software}", since="60 days", send_alert=autorun)'),
+    ]
+
+
+def duplicates() -> list:
+    return [
+        new_code_cell(header("1 day", "from ooniutils.testlists import find_duplicate_test_list_urls")),
+        new_markdown_cell("""# Duplicate test-list URLs
+
+URLs listed more than once in the `citizenlab` table: **exact** (the same string in two
+places, or twice in one list) and **near** (different strings equal after folding http/https,
+`www.`, case of scheme and host, default ports and a trailing `/`). A row that is both is
+reported as exact. The table has no `date_added` (it is empty here; the CSV folders have it:
+`find_duplicate_test_list_urls("/path/to/lists")`)."""),
+        new_code_cell("""import pandas as pd
+
+dups = find_duplicate_test_list_urls()
+n_lists = click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0]
+if n_lists == 0:
+    print("the citizenlab table is empty: load the test lists first "
+          "(ooniutils.store.loaders.load_test_lists)")
+elif dups.empty:
+    print(f"no duplicate among {n_lists} test-list entries")
+else:
+    print(f"{dups['normalized_url'].nunique()} URLs listed more than once "
+          f"({(dups['kind'] == 'exact').sum()} exact rows, {(dups['kind'] == 'near').sum()} near rows) "
+          f"among {n_lists} entries")
+    display(dups.groupby(["cc", "kind"]).size().unstack(fill_value=0))
+dups"""),
+    ]
+
+
+def events() -> list:
+    return [
+        new_code_cell(header("1 hour", """
+from ooniutils import config
+from ooniutils.analyses.events import (
+    SentLog, default_state_dir, new_changepoints, slack_message, summary_table, table_html)
+from ooniutils.datasets.events import fetch_changepoints
+
+LOOKBACK = "2 days"
+state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
+        new_markdown_cell("""# Blocking event detections
+
+Recent changepoints found by the event detector (`event_detector_changepoints`), newest
+first, each with a link to the OONI Explorer chart of that network and domain. Changepoints
+not announced before are sent to Slack (when run by jupycron); what was sent is recorded in
+the state file below only after Slack accepted it, so nothing is repeated on the next run."""),
+        new_code_cell("""from IPython.display import HTML
+
+changepoints = fetch_changepoints(LOOKBACK)
+table = summary_table(changepoints, config.get("OONI_EXPLORER_URL"))
+sent = state.load()
+new = new_changepoints(table, sent)
+print(f"{len(table)} changepoint(s) in the last {LOOKBACK}, {len(new)} new; state file {state.path}")
+if table.empty:
+    print("no changepoint in this period (the event detector found nothing, or has not run)")
+else:
+    display(HTML(table_html(table.assign(new=table["key"].isin(new["key"])))))"""),
+        new_code_cell(slack_cell(
+            "len(new)", 'f"{len(new)} new blocking event(s)"', "slack_message(new)", "warning",
+            on_success='state.record(new["key"])\n        print(f"recorded {len(new)} sent changepoint(s)")')),
+    ]
+
+
+def logs(every: str | None, recent: str, window: str, title: str) -> list:
+    return [
+        new_code_cell(header(every, f"""
+from ooniutils.analyses.logs import error_counts, errors_chart, recent_by_unit, unit_summary
+from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs
+
+RECENT = "{recent}"   # newest lines shown
+WINDOW = "{window}"   # error counts and per-unit summary""")),
+        new_markdown_cell(f"""# {title}
+
+Journald lines shipped into the `logs` table (by Vector or `ooniutils logs ship`), in
+journald's own time order (`__REALTIME_TIMESTAMP`): the newest lines of each host and unit,
+then errors (priority err and worse) by unit and priority over time."""),
+        new_code_cell("""lines = fetch_recent_logs(RECENT, limit=5000, per_unit=50)
+counts = fetch_log_counts(WINDOW, granularity="hour")
+if counts.empty:
+    print(f"the logs table has no line in the last {WINDOW}: nothing ships logs here "
+          "(start Vector or `ooniutils logs ship`)")
+unit_summary(counts)"""),
+        new_code_cell("""if lines.empty:
+    print(f"no log line in the last {RECENT}")
+recent_by_unit(lines, per_unit=10)"""),
+        new_code_cell("""errors = error_counts(counts)
+if errors.empty:
+    print(f"no error-level line in the last {WINDOW}")
+else:
+    display(errors_chart(errors))"""),
+    ]
+
+
+def heavy_queries() -> list:
+    return [
+        new_code_cell(header(None, """
+from ooniutils.datasets.logs import fetch_heavy_queries, query_log_available
+from ooniutils.store import get_store
+
+SINCE = "1 day"
+""")),
+        new_markdown_cell("""# Heavy queries
+
+The most expensive queries of the last day from ClickHouse's `system.query_log`, grouped by
+normalised query (total time, peak memory, bytes read). Only a ClickHouse server with query
+logging has that table; the embedded chDB store does not."""),
+        new_code_cell("""store = get_store()
+if not query_log_available():
+    print(f"system.query_log is not available on this engine ({store.kind} store"
+          f"{': chDB keeps no query log' if store.kind == 'embedded' else ''}); "
+          "heavy queries cannot be listed. Point OONI_CLICKHOUSE_URL at a server with "
+          "log_queries enabled to use this dashboard.")
+    heavy = None
+else:
+    heavy = fetch_heavy_queries(SINCE, limit=25)
+    if heavy.empty:
+        print(f"no finished query logged since {SINCE}")
+heavy"""),
+        new_code_cell("""if heavy is not None and not heavy.empty:
+    display(fetch_heavy_queries(SINCE, limit=10, order_by="peak_memory"))"""),
+    ]
+
+
+BUILDERS = {
+    "autorun_test_helper_failure_rate_alarm.ipynb": test_helper_alarm,
+    "test_helpers.ipynb": test_helpers_overview,
+    "autorun_android_probe_release.ipynb": lambda: release("ooniprobe-android", "Android"),
+    "autorun_ios_probe_release.ipynb": lambda: release("ooniprobe-ios", "iOS"),
+    "autorun_cli_probe_release.ipynb": lambda: release("ooniprobe-cli", "CLI"),
+    "autorun_duplicate_test_list_urls.ipynb": duplicates,
+    "autorun_event_detector_alerts.ipynb": events,
+    "autorun_fsn_logs.ipynb": lambda: logs("1 hour", "2 hours", "24 hours", "FSN logs"),
+    "centralized_logs.ipynb": lambda: logs(None, "1 day", "7 days", "Centralized logs"),
+    "heavy_queries.ipynb": heavy_queries,
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=BUILDERS[name]())
+    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                   "language_info": {"name": "python"}}
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding does not churn the diff
+        cell["id"] = f"{Path(name).stem[:40]}-{i}"
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if a committed notebook is stale")
+    args = ap.parse_args(argv)
+    stale = []
+    for name in BUILDERS:
+        nb = build(name)
+        nbformat.validate(nb)
+        text = nbformat.writes(nb) + "\n"
+        path = NOTEBOOKS / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("stale notebooks (rebuild with notebooks/tools/build_analysis_notebooks.py):", *stale)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
