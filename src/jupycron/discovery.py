@@ -29,6 +29,7 @@ notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .exceptions import SpecError
 from .models import JobSpec, Notebook
@@ -64,11 +65,13 @@ INVALID_PREFIX = "invalid jupycron line: "
 UNREADABLE_PREFIX = "cannot read notebook: "
 KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled")
 
-_LINE_RE = re.compile(r"^\s*#\s*jupycron\s*:(.*)$", re.IGNORECASE)
-_HEAD_RE = re.compile(r'\ufeff?\s*\{\s*"cells"\s*:\s*\[')
+_MARKER = "jupycron"
+_LINE_RE = re.compile(r"^\s*#\s*jupycron\s*:(.*)$")
+_HEAD_RE = re.compile(r'\s*\{\s*"cells"\s*:\s*\[')
+_CELL_START = '\n  {\n   "'
 _WS_RE = re.compile(r"\s*")
 _FIRST_CHUNK = 16 * 1024
-_MAX_CHUNK = 4 * 1024 * 1024
+_UTF8 = codecs.getincrementaldecoder("utf-8-sig")
 _DECODER = json.JSONDecoder()
 
 
@@ -105,7 +108,12 @@ def parse_spec(json_text: str) -> JobSpec:
     >>> parse_spec('{"every": "30 mins", "MaxMem": 500}').every
     '30 minute'
     """
-    text = json_text.strip()
+    return _parse_spec_cached(json_text.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_spec_cached(text: str) -> JobSpec:
+    # Many notebooks share a line ("every": "1 day"); JobSpec is frozen, so caching is safe.
     if not text:
         raise SpecError('nothing after "jupycron:" (expected e.g. {"every": "1 day"})')
     try:
@@ -144,7 +152,7 @@ def parse_spec(json_text: str) -> JobSpec:
 def _line_in_source(source: Any) -> str | None:
     if isinstance(source, list):
         source = "".join(s for s in source if isinstance(s, str))
-    if not isinstance(source, str) or "jupycron" not in source.lower():
+    if not isinstance(source, str) or _MARKER not in source:
         return None
     for line in source.splitlines():
         m = _LINE_RE.match(line)
@@ -182,39 +190,28 @@ def find_spec_text(nb: Any) -> str | None:
     return None
 
 
-class _NotFast(Exception):
-    """The file does not start like a Jupyter-written notebook: parse it whole instead."""
+@dataclass
+class _Walk:
+    line: str | None
+    done: bool      # False: ran out of text at ``pos`` (an incomplete cell)
+    pos: int
+    index: int
+    expect_value: bool
 
 
-def _find_fast(fh: IO[bytes]) -> str | None:
-    """Decode cells one at a time from growing chunks; stop at the first jupycron line."""
-    dec = codecs.getincrementaldecoder("utf-8")()
-    buf = dec.decode(fh.read(_FIRST_CHUNK))
-    m = _HEAD_RE.match(buf)
-    if not m:
-        raise _NotFast
-    pos, eof, chunk, index, expect_value = m.end(), False, _FIRST_CHUNK, 0, True
-
-    def more() -> bool:
-        nonlocal buf, pos, eof, chunk
-        if eof:
-            return False
-        data = fh.read(chunk)
-        chunk = min(chunk * 4, _MAX_CHUNK)
-        buf = buf[pos:] + dec.decode(data, final=not data)
-        pos = 0
-        eof = not data
-        return True
-
+def _walk_cells(text: str, pos: int, index: int, final: bool,
+                expect_value: bool = True) -> _Walk:
+    """Decode cells one by one from ``pos`` (just after ``[`` when ``index`` is 0) until the
+    line is found, the list ends, or (when not ``final``) the text runs out mid-cell."""
     while True:
-        pos = _WS_RE.match(buf, pos).end()  # type: ignore[union-attr]
-        if pos >= len(buf):
-            if not more():
-                raise ValueError('truncated notebook: the "cells" list never ends')
-            continue
-        c = buf[pos]
-        if c == "]" and (expect_value and index == 0 or not expect_value):
-            return None
+        pos = _WS_RE.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text):
+            if not final:
+                return _Walk(None, False, pos, index, expect_value)
+            raise ValueError('truncated notebook: the "cells" list never ends')
+        c = text[pos]
+        if c == "]" and (index == 0 or not expect_value):
+            return _Walk(None, True, pos, index, expect_value)
         if not expect_value:
             if c != ",":
                 raise ValueError(f"invalid JSON after cell {index - 1}: unexpected {c!r}")
@@ -222,26 +219,78 @@ def _find_fast(fh: IO[bytes]) -> str | None:
             expect_value = True
             continue
         try:
-            cell, end = _DECODER.raw_decode(buf, pos)
+            cell, end = _DECODER.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            if more():
-                continue
+            if not final:
+                return _Walk(None, False, pos, index, expect_value)
             raise ValueError(f"invalid JSON in cell {index}: {exc.msg}") from None
         line = _line_in_cell(cell, index)
         if line is not None:
-            return line
+            return _Walk(line, True, end, index, False)
         pos, index, expect_value = end, index + 1, False
 
 
-def _find_in_file(path: Path) -> str | None:
-    with open(path, "rb") as fh:
+def _search_rest(text: str, walk: _Walk) -> str | None:
+    """Find the line in the cells from ``pos`` on without decoding every cell.
+
+    The marker has no characters JSON escapes, so a cell holding the line contains the
+    literal text ``jupycron``: when it does not occur, there is no line. Otherwise the
+    cell around an occurrence is located by Jupyter's layout (a cell starts with
+    ``\\n  {\\n   "``, which only a top-level list element can look like since JSON strings
+    hold no raw newlines), decoded and checked; cells without an occurrence are skipped.
+    When the layout does not fit, the remaining cells are decoded one by one.
+    """
+    start = walk.pos
+    while True:
+        p = text.find(_MARKER, start)
+        if p < 0:
+            return None
+        # the cell the first walk stopped in starts just before walk.pos
+        s = text.rfind(_CELL_START, max(0, start - 3), p)
+        if s < 0:
+            break
         try:
-            return _find_fast(fh)
-        except _NotFast:
-            fh.seek(0)
-            data = fh.read()
+            cell, end = _DECODER.raw_decode(text, s + 3)
+        except json.JSONDecodeError:
+            break
+        if not end > p:
+            break
+        line = _line_in_cell(cell, -1)
+        if line is not None:
+            return line
+        start = end
+    return _walk_cells(text, walk.pos, walk.index, True, walk.expect_value).line
+
+
+def _read_rest(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 1 << 20):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _find_in_file(path: str) -> str | None:
+    """The text after the first ``# jupycron:`` of a code cell (see the module docstring)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        nb = json.loads(data.decode("utf-8-sig"))
+        head = os.read(fd, _FIRST_CHUNK)
+        # a regular file returns a short read only at its end
+        complete = len(head) < _FIRST_CHUNK
+        dec = _UTF8()
+        text = dec.decode(head, final=complete)
+        m = _HEAD_RE.match(text)
+        if m:
+            walk = _walk_cells(text, m.end(), 0, final=complete)
+            if walk.done:
+                return walk.line
+            text += dec.decode(_read_rest(fd), final=True)
+            return _search_rest(text, walk)
+        if not complete:
+            text += dec.decode(_read_rest(fd), final=True)
+    finally:
+        os.close(fd)
+    try:
+        nb = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     return find_spec_text(nb)
@@ -273,7 +322,7 @@ def read_notebook(path: Path | str, rel: str, stat: os.stat_result | None = None
     except OSError as exc:
         return Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
     try:
-        line = _find_in_file(Path(path))
+        line = _find_in_file(os.fspath(path))
     except (OSError, ValueError, RecursionError, MemoryError) as exc:
         log.warning("cannot read notebook %s: %s", rel, exc)
         return Notebook(rel, st.st_mtime, st.st_size, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
@@ -299,6 +348,10 @@ def iter_autorun_files(notebooks_dir: Path | str,
     """Yield ``(absolute path, POSIX relative path)`` of every autorun notebook, unsorted."""
     root = os.path.abspath(notebooks_dir)
     out_id = _dir_id(output_dir) if output_dir is not None else None
+    # Only directories named like the output folder (or its resolved target) are stat'ed.
+    out_names = ({os.path.basename(os.path.abspath(output_dir)),
+                  os.path.basename(os.path.realpath(output_dir))}
+                 if out_id is not None and output_dir is not None else set())
 
     def onerror(exc: OSError) -> None:
         log.warning("cannot list %s: %s", exc.filename, exc.strerror)
@@ -308,7 +361,7 @@ def iter_autorun_files(notebooks_dir: Path | str,
         for d in dirnames:
             if d.startswith("."):
                 continue
-            if out_id is not None and _dir_id(os.path.join(dirpath, d)) == out_id:
+            if d in out_names and _dir_id(os.path.join(dirpath, d)) == out_id:
                 continue
             keep.append(d)
         dirnames[:] = keep

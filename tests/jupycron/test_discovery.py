@@ -118,9 +118,44 @@ def test_line_in_code_cell(tmp_path: Path) -> None:
     assert nb.path == "x_autorun.ipynb" and nb.size > 0 and nb.mtime > 0
 
 
-def test_line_spacing_and_case_variants(tmp_path: Path) -> None:
-    nb = spec_of(tmp_path, code('   #JupyCron:{"every":"1 day"}'))
+def test_line_spacing_variants(tmp_path: Path) -> None:
+    nb = spec_of(tmp_path, code('   #jupycron  :{"every":"1 day"}'))
     assert nb.spec is not None and nb.spec.every == "1 day"
+
+
+def test_marker_is_lower_case(tmp_path: Path) -> None:
+    assert spec_of(tmp_path, code('# JupyCron: {"every": "1 day"}')).disabled_reason == NO_LINE
+
+
+def stream(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+
+BIG_LAYOUTS = {
+    # the first code cell holds the line behind its own large outputs
+    "line-behind-own-outputs": ([code(f"{LINE}\nplot()", [png_output(400_000)])], "30 minute"),
+    # a large cell prints the marker text; the line comes in a later cell
+    "marker-in-big-output": ([code("plot()", [png_output(300_000), stream(LINE)]),
+                              code('# jupycron: {"every": "2 day"}')], "2 day"),
+    # the marker only appears in the metadata after the cells
+    "marker-in-metadata": ([code("plot()", [png_output(300_000)])], None),
+    "no-marker-at-all": ([code("plot()", [png_output(300_000)]), md("hi")], None),
+}
+
+
+@pytest.mark.parametrize("name", list(BIG_LAYOUTS))
+@pytest.mark.parametrize("compact", [False, True], ids=["jupyter", "compact"])
+def test_big_notebook_layouts(tmp_path: Path, name: str, compact: bool) -> None:
+    cells, every = BIG_LAYOUTS[name]
+    p = write_nb(tmp_path / "l_autorun.ipynb", *cells)
+    doc = json.loads(p.read_text())
+    if name == "marker-in-metadata":
+        doc["metadata"]["note"] = LINE
+    p.write_text(json.dumps(doc, separators=(",", ":")) if compact
+                 else json.dumps(doc, indent=1, sort_keys=True))
+    nb = read_notebook(p, "l_autorun.ipynb")
+    assert (nb.spec.every if nb.spec else None) == every
+    assert nb.disabled_reason == (None if every else NO_LINE)
 
 
 def test_no_line(tmp_path: Path) -> None:
