@@ -10,17 +10,18 @@ Discovery rules (:func:`scan`):
 * file names that are not valid UTF-8 are skipped with a warning.
 
 The config line is a whole-line comment in a **code** cell, ``# jupycron: {"every": "30 minute"}``
-(the ``#`` may be followed by spaces; ``jupycron`` is matched case-insensitively). The first
-such line in notebook order is used. The same text in a markdown/raw cell, in an output, or
-after code on the same line does not count.
+(spaces around ``#`` and ``:`` are allowed; ``jupycron`` is lower case). The first such line in
+notebook order is used. The same text in a markdown/raw cell, in an output, in the metadata,
+or after code on the same line does not count.
 
-Fast path: notebooks written by Jupyter start with ``{"cells": [``. The file is read in
-growing chunks (16 KiB first) and the cells are decoded one by one with the C JSON decoder;
-reading stops at the first code cell holding the line. So a 5 MB notebook whose line sits in
-its first cell costs one small read, while one whose line comes after large image outputs
-(or has no line) is read up to the end of its cells. Anything else (another key order,
-nbformat 3 ``worksheets``) falls back to parsing the whole file. Only what was read is
-validated: a notebook truncated after its jupycron line is still listed, and its run fails.
+Fast path: notebooks written by Jupyter start with ``{"cells": [``. The first 16 KiB are read
+and the cells in it decoded one by one with the C JSON decoder; usually the line is there and
+reading stops. Otherwise the rest is read and searched for the literal ``jupycron`` (JSON does
+not escape any of its letters): no occurrence means no line, and only the cells around an
+occurrence are decoded (found by Jupyter's indentation, verified by decoding). Other layouts
+fall back to decoding cell by cell, and files not starting with ``"cells"`` (another key order,
+nbformat 3 ``worksheets``) to a full parse. Only what was decoded is validated: a notebook
+truncated after its jupycron line is still listed, and its run fails.
 
 Nothing here raises out of :func:`scan` or :func:`read_notebook`: an unreadable or corrupt
 notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..."``.

@@ -8,7 +8,8 @@ History file format (``<output>/.history.json``, version 1)::
         "<relative/path_autorun.ipynb>": {
           "runs": [<Run.to_json()>, ...],          # newest first, capped (Settings.history_runs)
           "deleted_at": null | "<ISO UTC>",        # set when the notebook vanished from the folder
-          "last_success_output": null | "<rel>"    # kept HTML of the latest successful run
+          "last_success_output": null | "<rel>",   # kept HTML of the latest successful run
+          "first_seen": null | "<ISO UTC>"         # when discovery first saw it (due rule)
         }
       }
     }
