@@ -531,7 +531,8 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
 
         def on_kernel(handle: KernelHandle) -> None:
             run.extra.update({"kernel_pid": handle.pid, "kernel_pgid": handle.pgid,
-                              "kernel_create_time": handle.create_time})
+                              "kernel_create_time": handle.create_time,
+                              "sockets": str(handle.sockets)})
             if isinstance(handle.cap, limits._CgroupCap):
                 run.extra["cgroup"] = str(handle.cap.path)
             history.record(run)

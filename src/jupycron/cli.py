@@ -1,0 +1,246 @@
+"""The ``jupycron`` command (also ``python -m jupycron``): a thin click layer over the library.
+
+Options common to every command come before it (``jupycron --notebooks DIR tick``); they
+override ``JUPYCRON_*`` variables and the TOML file (see :mod:`jupycron.config`).
+
+Exit codes: 0 ok; 1 the run was not successful (run-now); 2 usage or configuration error
+(bad option, bad path, unknown notebook); 3 the notebook is already running; 4 the history
+cannot be read or written; 5 any other jupycron error.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .config import Settings, load_settings
+from .exceptions import (
+    AlreadyRunning,
+    ConfigError,
+    HistoryError,
+    JupycronError,
+    NotebookNotFound,
+    SpecError,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_NOT_SUCCESSFUL = 1
+EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_HISTORY = 4
+EXIT_OTHER = 5
+
+_EXIT_CODES: list[tuple[type[JupycronError], int]] = [
+    (ConfigError, EXIT_USAGE), (NotebookNotFound, EXIT_USAGE), (SpecError, EXIT_USAGE),
+    (AlreadyRunning, EXIT_ALREADY_RUNNING), (HistoryError, EXIT_HISTORY),
+]
+
+
+class JupycronClickError(click.ClickException):
+    """A :class:`JupycronError` shown as ``Error: ...`` with its own exit code."""
+
+    def __init__(self, exc: JupycronError) -> None:
+        super().__init__(str(exc))
+        self.exit_code = next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)),
+                              EXIT_OTHER)
+
+
+def _fail(exc: JupycronError) -> NoReturn:
+    raise JupycronClickError(exc) from exc
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj
+    try:
+        return load_settings(obj["overrides"], config_file=obj["config_file"])
+    except JupycronError as exc:
+        _fail(exc)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (the handler only sets it: no work in signal context)."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except JupycronError as exc:
+        _fail(exc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--notebooks", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder scanned for **/*autorun*.ipynb [env JUPYCRON_NOTEBOOKS].")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="Outputs, history and summary.html [default <notebooks>/jupycron].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML settings file [env JUPYCRON_CONFIG].")
+@click.option("--concurrency", type=click.IntRange(min=0),
+              help="Max notebooks running at once (0 = CPU count).")
+@click.option("--default-max-mem", "default_max_mem_mb", type=click.IntRange(min=1),
+              help="MaxMem (MB) for notebooks that set none.")
+@click.option("--max-mem", "max_mem_mb", type=click.IntRange(min=1),
+              help="Upper bound (MB) on any notebook's MaxMem.")
+@click.option("--default-max-runtime", "default_max_runtime_s", type=click.FloatRange(min=0, min_open=True),
+              help="MaxRuntime (s) for notebooks that set none.")
+@click.option("--max-runtime", "max_runtime_s", type=click.FloatRange(min=0, min_open=True),
+              help="Upper bound (s) on any notebook's MaxRuntime.")
+@click.option("--kernel", "kernel_name", help="Jupyter kernel used for runs [default python3].")
+@click.option("-v", "--verbose", count=True, help="Debug log output.")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, verbose: int, **overrides: Any) -> None:
+    """jupycron: run Jupyter notebooks on the schedule written in their first code cell."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"overrides": overrides, "config_file": config_file}
+
+
+@main.command()
+@click.pass_context
+def tick(ctx: click.Context) -> None:
+    """Run every notebook that is due now, wait for them, exit (for a timer every minute)."""
+    from . import scheduler
+
+    settings = _settings(ctx)
+    stop = _stop_on_signals()
+    runs = _guard(lambda: scheduler.tick(settings, stop_event=stop))
+    for run in runs:
+        click.echo(f"{run.notebook}: {run.status} ({run.duration_s or 0:.1f} s)")
+
+
+@main.command()
+@click.option("--serve", is_flag=True, help="Also serve the web dashboard.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address (--serve).")
+@click.option("--port", default=8080, show_default=True, type=int, help="Dashboard port (--serve).")
+@click.pass_context
+def daemon(ctx: click.Context, serve: bool, host: str, port: int) -> None:
+    """Run notebooks at their slots until SIGTERM/SIGINT (then kill running kernels, exit 0)."""
+    from . import scheduler
+
+    settings = _settings(ctx)
+    stop = _stop_on_signals()
+    server = _start_web(settings, host, port) if serve else None
+    try:
+        _guard(lambda: scheduler.run_forever(settings, stop))
+    finally:
+        if server is not None:
+            server.should_exit = True
+
+
+@main.command(name="list")
+@click.pass_context
+def list_(ctx: click.Context) -> None:
+    """Show every autorun notebook: schedule, next run, last status and duration."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import discovery, limits, summary
+    from .history import History
+
+    settings = _settings(ctx)
+    now = datetime.now(UTC)
+
+    def rows() -> list[summary.SummaryRow]:
+        notebooks = discovery.scan(settings.notebooks, settings.output_dir)
+        history = History(settings.output_dir, keep=settings.history_runs).load()
+        return summary.build_rows(settings, notebooks, history, now)
+
+    found = _guard(rows)
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze paths into 80 columns
+        console.width = 200
+    console.print(f"memory limit method: {limits.describe_method()}  |  notebooks: "
+                  f"{settings.notebooks}  |  output: {settings.output_dir}", highlight=False)
+    table = Table(show_lines=False)
+    table.add_column("notebook", overflow="fold")
+    for col in ("schedule", "next run (UTC)", "last status", "last duration"):
+        table.add_column(col, no_wrap=col != "last status")
+    for r in found:
+        nxt = r.next_run.strftime("%Y-%m-%d %H:%M") if r.next_run else "-"
+        status = r.label + (f" - {r.reason}" if r.reason and r.state != "success" else "")
+        dur = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
+        table.add_row(r.path, r.schedule or "-", nxt + (" (due)" if r.due_now else ""),
+                      status, dur)
+    console.print(table)
+
+
+@main.command(name="run-now")
+@click.argument("path")
+@click.pass_context
+def run_now(ctx: click.Context, path: str) -> None:
+    """Run PATH (relative to the notebooks folder) now; exit 0 on success, 1 otherwise."""
+    from . import scheduler
+
+    settings = _settings(ctx)
+    stop = _stop_on_signals()
+    run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
+    detail = f": {run.error_name}: {run.error_value}" if run.error_name else ""
+    click.echo(f"{run.notebook}: {run.status} in {run.duration_s or 0:.1f} s{detail}")
+    if run.output:
+        click.echo(f"output: {settings.output_dir / run.output}")
+    ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
+
+
+def _start_web(settings: Settings, host: str, port: int) -> Any:
+    """Serve the dashboard from a background thread; returns the uvicorn server."""
+    try:
+        import uvicorn
+
+        from .web import create_app  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise click.ClickException(f"the web dashboard is not available: {exc}") from exc
+    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="jupycron-web", daemon=True).start()
+    return server
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the web dashboard (no scheduling)."""
+    settings = _settings(ctx)
+    try:
+        import uvicorn
+
+        from .web import create_app  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise click.ClickException(f"the web dashboard is not available: {exc}") from exc
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@main.command()
+@click.argument("user")
+@click.password_option(help="The new password (prompted when omitted).")
+@click.pass_context
+def passwd(ctx: click.Context, user: str, password: str) -> None:
+    """Set USER's dashboard password (argon2 hash) in the TOML config file."""
+    settings = _settings(ctx)
+    if settings.config_file is None:
+        raise click.UsageError("no config file: pass --config FILE or set JUPYCRON_CONFIG")
+    from .web.auth import set_password
+
+    try:
+        created = set_password(settings.config_file, user, password)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"{'added' if created else 'updated'} user {user} in {settings.config_file}")

@@ -1,0 +1,435 @@
+"""When notebooks run: one pass (``tick``), a long-running loop (``run_forever``), ``run_now``.
+
+Locks (all :func:`fcntl.flock`, released by the OS when a process dies, so a crash never
+leaves a stuck lock):
+
+* per notebook, ``<output>/.locks/<rel>.lock``, taken non-blocking: a notebook already
+  running in any process (an earlier tick still busy, the daemon, a run-now) is skipped;
+* global slots, ``<output>/.locks/slot-<K>.lock`` for K < ``settings.effective_concurrency``:
+  a run holds one slot while its kernel lives, so the cap holds across processes. A run that
+  finds no free slot waits (polling) while holding its notebook lock.
+
+Due rule: :func:`jupycron.schedule.due_slot` with the slot last served by a scheduled run,
+except that ``interrupted`` runs (scheduler stopped, runner killed) do not serve their slot:
+that slot is retried, at most :data:`INTERRUPTED_RETRIES` times. Failures are not retried.
+
+Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, children and
+cgroup are killed, the row becomes ``interrupted``), marks vanished notebooks deleted and
+purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
+heartbeat ``<output>/.scheduler.json`` are rewritten after every change; run-state alerts
+(:mod:`jupycron.run_alerts`, when present) are sent after each run, errors only logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from . import discovery, limits, schedule, summary
+from .config import Settings
+from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
+from .history import History, NotebookHistory, runner_alive
+from .models import Notebook, Run, RunStatus, Trigger
+from .paths import lock_file, scheduler_state_file, validate_rel
+from .runner import atomic_write_text, kill_marked, run_notebook
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INTERRUPTED_RETRIES",
+    "due_runs",
+    "reap_orphans",
+    "run_forever",
+    "run_now",
+    "tick",
+]
+
+#: How often an interrupted scheduled run is retried for the same slot.
+INTERRUPTED_RETRIES = 3
+#: The daemon rescans the notebooks folder at least this often (seconds).
+RESCAN_S = 10.0
+_SLOT_POLL_S = 0.2
+
+
+# --- locks -------------------------------------------------------------------------------
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive non-blocking flock on ``path`` (created): the fd, or None if held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the flock
+
+
+def slot_lock(output_dir: Path, k: int) -> Path:
+    """``<output>/.locks/slot-<k>.lock`` (cannot clash with ``<rel>.ipynb.lock``)."""
+    return Path(output_dir) / ".locks" / f"slot-{k}.lock"
+
+
+def acquire_slot(output_dir: Path, size: int, stop_event: threading.Event | None) -> int | None:
+    """Wait for one of ``size`` global run slots; None if ``stop_event`` is set first."""
+    while stop_event is None or not stop_event.is_set():
+        for k in range(size):
+            fd = try_lock(slot_lock(output_dir, k))
+            if fd is not None:
+                return fd
+        if stop_event is not None:
+            stop_event.wait(_SLOT_POLL_S)
+        else:
+            time.sleep(_SLOT_POLL_S)
+    return None
+
+
+@contextlib.contextmanager
+def notebook_lock(output_dir: Path, rel: str) -> Iterator[bool]:
+    """Hold the notebook's run lock for the block; yields False when another run holds it."""
+    fd = try_lock(lock_file(output_dir, rel))
+    try:
+        yield fd is not None
+    finally:
+        release(fd)
+
+
+# --- due ---------------------------------------------------------------------------------
+
+def served_slot(entry: NotebookHistory | None) -> datetime | None:
+    """The latest slot a scheduled run has served (interrupted runs serve it only after
+    :data:`INTERRUPTED_RETRIES` attempts)."""
+    if entry is None:
+        return None
+    served: list[datetime] = []
+    interrupted: Counter[datetime] = Counter()
+    for r in entry.runs:
+        if r.trigger is not Trigger.SCHEDULE or r.slot is None:
+            continue
+        if r.status is RunStatus.INTERRUPTED:
+            interrupted[r.slot] += 1
+        else:
+            served.append(r.slot)
+    served += [s for s, n in interrupted.items() if n >= INTERRUPTED_RETRIES]
+    return max(served, default=None)
+
+
+def due_runs(notebooks: Iterable[Notebook], history: dict[str, NotebookHistory],
+             now: datetime) -> list[tuple[Notebook, datetime]]:
+    """(notebook, slot) of every schedulable notebook due at ``now`` and not running."""
+    due = []
+    for nb in notebooks:
+        if not nb.schedulable or nb.spec is None:
+            continue
+        entry = history.get(nb.path)
+        if entry is not None and entry.running:
+            continue
+        try:
+            slot = schedule.due_slot(nb.spec, now, served_slot(entry),
+                                     entry.first_seen if entry else now)
+        except SpecError as exc:
+            log.warning("notebook %s: %s", nb.path, exc)
+            continue
+        if slot is not None:
+            due.append((nb, slot))
+    return due
+
+
+def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
+    """The earliest next slot of any schedulable notebook."""
+    slots = []
+    for nb in notebooks:
+        if nb.schedulable and nb.spec is not None:
+            with contextlib.suppress(SpecError):
+                slots.append(schedule.next_slot(nb.spec, now))
+    return min(slots, default=None)
+
+
+# --- orphans -----------------------------------------------------------------------------
+
+def _kill_orphan(run: Run) -> None:
+    """Kill what a dead runner left: the kernel's group, marked processes, the cgroup."""
+    extra = run.extra
+    pid, pgid, ctime = extra.get("kernel_pid"), extra.get("kernel_pgid"), extra.get("kernel_create_time")
+    if pid and pgid and ctime:
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if abs(psutil.Process(pid).create_time() - float(ctime)) < 0.01:
+                os.killpg(int(pgid), signal.SIGKILL)
+    kill_marked(run.run_id)
+    if extra.get("cgroup"):
+        cap = limits.cap_for_path(extra["cgroup"], run.memory_limit or "")
+        if cap is not None:
+            cap.close()
+    if extra.get("sockets"):
+        shutil.rmtree(extra["sockets"], ignore_errors=True)
+
+
+def reap_orphans(history: History) -> list[Run]:
+    """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
+    kernel and children they left behind and removing their cgroup."""
+    orphans = [r for e in history.load().values() for r in e.runs
+               if r.status is RunStatus.RUNNING and not runner_alive(r)]
+    for r in orphans:
+        log.warning("run %s of %s: runner %s is gone; killing what it left", r.run_id,
+                    r.notebook, r.pid)
+        _kill_orphan(r)
+    reaped = history.reap_orphans() if orphans else []
+    live = frozenset(r.run_id for e in history.load().values() for r in e.running)
+    with contextlib.suppress(OSError):
+        limits.sweep_stale_cgroups(keep=live)
+    return reaped
+
+
+# --- the shared machinery of tick / daemon / run-now -------------------------------------
+
+def notify_alerts(settings: Settings, now: datetime | None = None) -> None:
+    """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent."""
+    try:
+        from . import run_alerts
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.run_alerts":
+            return
+        log.exception("run alerts unavailable")
+        return
+    except Exception:
+        log.exception("run alerts unavailable")
+        return
+    try:
+        run_alerts.notify_changes(settings, now or datetime.now(UTC))
+    except Exception:
+        log.exception("run alerts failed (runs are not affected)")
+
+
+class Scheduler:
+    """State shared by the runs of one process: history, locks, heartbeat, summary."""
+
+    def __init__(self, settings: Settings, mode: str,
+                 stop_event: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.mode = mode
+        self.stop_event = stop_event or threading.Event()
+        self.output = settings.output_dir
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.history = History(self.output, keep=settings.history_runs)
+        self.notebooks: list[Notebook] = []
+        self.queue: set[str] = set()
+        self.running: dict[str, Run] = {}
+        self.next_wake: datetime | None = None
+        self._lock = threading.Lock()
+        self.cap = settings.effective_concurrency
+
+    # -- bookkeeping --
+    def scan(self, now: datetime, cache: discovery.ScanCache | None = None) -> list[Notebook]:
+        """Scan, reap orphans, reconcile deletions and purge; returns the notebooks."""
+        reap_orphans(self.history)
+        self.notebooks = discovery.scan(self.settings.notebooks, self.output, cache)
+        self.history.mark_deleted([n.path for n in self.notebooks], now)
+        self.history.purge(now, self.settings.deleted_grace_s)
+        return self.notebooks
+
+    def refresh(self, now: datetime | None = None) -> None:
+        """Rewrite the heartbeat and summary.html (errors logged, never raised)."""
+        now = now or datetime.now(UTC)
+        with self._lock:
+            state: dict[str, Any] = {
+                "pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
+                "heartbeat": now.isoformat(), "queue": sorted(self.queue),
+                "running": sorted(r.notebook for r in self.running.values()),
+                "running_runs": [{"notebook": r.notebook, "run_id": r.run_id,
+                                  "started_at": r.started_at.isoformat()}
+                                 for r in self.running.values()],
+                "memory_limit": limits.describe_method(), "concurrency": self.cap,
+                "next_wake": self.next_wake.isoformat() if self.next_wake else None,
+            }
+            try:
+                atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1))
+            except OSError as exc:
+                log.error("cannot write heartbeat: %s", exc)
+            try:
+                rows = summary.build_rows(self.settings, self.notebooks, self.history.load(), now)
+                summary.write_summary(self.settings, rows, now, limits.detect_method())
+            except Exception:
+                log.exception("cannot write summary.html")
+
+    def _changed(self, run: Run) -> None:
+        with self._lock:
+            if run.status is RunStatus.RUNNING:
+                self.running[run.run_id] = run
+            else:
+                self.running.pop(run.run_id, None)
+        self.refresh()
+
+    # -- one job --
+    def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
+                strict: bool = False) -> Run | None:
+        """Lock, wait for a slot, run. None when skipped (already running / stopping).
+
+        ``strict``: raise :class:`AlreadyRunning` instead of skipping (run-now).
+        """
+        rel = notebook.path
+        with notebook_lock(self.output, rel) as mine:
+            if not mine:
+                if strict:
+                    raise AlreadyRunning(f"{rel} is already running")
+                log.info("%s is already running elsewhere: skipped", rel)
+                return None
+            if slot is not None and (served := served_slot(self.history.load().get(rel))) \
+                    and served >= slot:
+                log.info("%s: slot %s was served meanwhile: skipped", rel, slot.isoformat())
+                return None
+            with self._lock:
+                self.queue.add(rel)
+            self.refresh()
+            fd = acquire_slot(self.output, self.cap, self.stop_event)
+            with self._lock:
+                self.queue.discard(rel)
+            if fd is None:
+                log.info("%s: not started, the scheduler is stopping", rel)
+                return None
+            try:
+                run = run_notebook(self.settings, notebook, trigger, slot, self.history,
+                                   stop_event=self.stop_event, on_change=self._changed)
+            finally:
+                release(fd)
+        notify_alerts(self.settings)
+        return run
+
+    def run_many(self, jobs: list[tuple[Notebook, datetime]]) -> list[Run]:
+        """Run scheduled jobs on a thread pool (each run mostly waits on its kernel)."""
+        if not jobs:
+            return []
+        runs: list[Run] = []
+        with ThreadPoolExecutor(max_workers=min(len(jobs), self.cap),
+                                thread_name_prefix="jupycron-run") as pool:
+            futures = [pool.submit(self.run_job, nb, Trigger.SCHEDULE, slot) for nb, slot in jobs]
+            for f in futures:
+                try:
+                    if (run := f.result()) is not None:
+                        runs.append(run)
+                except Exception:
+                    log.exception("a run failed inside jupycron")
+        return runs
+
+
+# --- entry points ------------------------------------------------------------------------
+
+def tick(settings: Settings, now: datetime | None = None,
+         stop_event: threading.Event | None = None) -> list[Run]:
+    """One scheduling pass (for a timer every minute): run what is due, wait, return the runs.
+
+    ``now`` (aware) overrides the clock for the due computation only. A tick that starts
+    while an earlier one is still busy skips notebooks that are running and starts the
+    others within the global cap.
+    """
+    now = now or datetime.now(UTC)
+    sched = Scheduler(settings, "tick", stop_event)
+    notebooks = sched.scan(now)
+    jobs = due_runs(notebooks, sched.history.load(), now)
+    sched.next_wake = next_wake(notebooks, now)
+    log.info("tick: %d notebook(s), %d due, memory caps via %s", len(notebooks), len(jobs),
+             limits.describe_method())
+    sched.refresh(now)
+    runs = sched.run_many(jobs)
+    sched.refresh()
+    if not runs:
+        notify_alerts(settings)  # late notebooks alert even when nothing ran
+    return runs
+
+
+def run_forever(settings: Settings, stop_event: threading.Event) -> None:
+    """The daemon: run notebooks at their slots until ``stop_event`` is set.
+
+    Sleeps until the next slot, a finished run or the next rescan (every :data:`RESCAN_S`
+    seconds, which is how added, edited and deleted notebooks are noticed). On stop, queued
+    runs are dropped and running kernels are killed (their runs recorded ``interrupted``);
+    returns once every run has been recorded.
+    """
+    sched = Scheduler(settings, "daemon", stop_event)
+    cache = discovery.ScanCache()
+    inflight: dict[str, Future[Run | None]] = {}
+    pool = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
+    next_scan = 0.0
+    log.info("daemon: watching %s (output %s), up to %d at once, memory caps via %s",
+             settings.notebooks, sched.output, sched.cap, limits.describe_method())
+    try:
+        while not stop_event.is_set():
+            now = datetime.now(UTC)
+            done = [rel for rel, f in inflight.items() if f.done()]
+            for rel in done:
+                if (exc := inflight.pop(rel).exception()) is not None:
+                    log.error("run of %s failed inside jupycron: %r", rel, exc)
+            if done or time.monotonic() >= next_scan or \
+                    (sched.next_wake is not None and now >= sched.next_wake):
+                notebooks = sched.scan(now, cache)
+                for nb, slot in due_runs(notebooks, sched.history.load(), now):
+                    if nb.path not in inflight:
+                        inflight[nb.path] = pool.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
+                sched.next_wake = next_wake(notebooks, now)
+                next_scan = time.monotonic() + RESCAN_S
+                sched.refresh(now)
+            wait = max(0.05, min(1.0, next_scan - time.monotonic()))
+            if sched.next_wake is not None:
+                wait = min(wait, max(0.05, (sched.next_wake - now).total_seconds()))
+            stop_event.wait(wait)
+    finally:
+        stop_event.set()
+        log.info("daemon: stopping (%d run(s) in flight)", len(sched.running))
+        pool.shutdown(wait=True, cancel_futures=True)
+        sched.mode = "stopped"
+        sched.queue.clear()
+        sched.refresh()
+
+
+def resolve_notebook(settings: Settings, rel: str) -> Notebook:
+    """The autorun notebook at ``rel`` (relative to the notebooks folder), or NotebookNotFound."""
+    try:
+        validate_rel(rel)
+    except ValueError as exc:
+        raise NotebookNotFound(str(exc)) from None
+    root = settings.notebooks.resolve()
+    path = root / rel
+    if not path.parent.resolve().is_relative_to(root):
+        raise NotebookNotFound(f"{rel!r} is outside the notebooks folder {root}")
+    if not path.is_file():
+        raise NotebookNotFound(f"no notebook {rel!r} in {root}")
+    if "autorun" not in path.name or path.name.startswith("."):
+        raise NotebookNotFound(f"{rel!r} is not an autorun notebook "
+                               "(its file name must contain 'autorun')")
+    return discovery.read_notebook(path, rel)
+
+
+def run_now(settings: Settings, rel: str, stop_event: threading.Event | None = None) -> Run:
+    """Run one notebook now (trigger ``manual``), waiting for a global slot; returns the run.
+
+    Raises NotebookNotFound for a bad path and AlreadyRunning when it is running elsewhere.
+    A disabled notebook (no or invalid jupycron line) still runs, with the default limits.
+    """
+    notebook = resolve_notebook(settings, rel)
+    sched = Scheduler(settings, "run-now", stop_event)
+    sched.notebooks = discovery.scan(settings.notebooks, sched.output)
+    run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
+    if run is None:
+        raise AlreadyRunning(f"{rel} was not started: the scheduler is stopping")
+    return run
+
