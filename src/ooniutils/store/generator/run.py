@@ -1,0 +1,78 @@
+"""Entry points: :func:`generate_frames` (pure, yields DataFrames) and :func:`generate`
+(writes them into a store and returns the ground truth)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..base import Store
+from .fastpath import fastpath_chunk
+from .plan import DEFAULT_CHUNK_ROWS, Plan, make_plan
+from .tables import changepoints_frame, citizenlab_frame, helpers_frame, helpers_truth
+from .truth import GroundTruth
+
+log = logging.getLogger(__name__)
+
+
+def generate_frames(days: int = 90, rows: int | None = None, seed: int = 0, end: datetime | None = None,
+                    chunk_rows: int = DEFAULT_CHUNK_ROWS, plan: Plan | None = None,
+                    ) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Yield ``(table_name, DataFrame)`` pairs: citizenlab, test_helper_instances,
+    event_detector_changepoints, then fastpath in chunks of about ``chunk_rows`` rows
+    (whole hours, oldest first). Same arguments → identical frames.
+
+    Pass ``plan`` (from :func:`make_plan`) to reuse one and read its ``truth``; the other
+    arguments are then ignored. Memory is bounded by one chunk (~0.5 GB per million rows
+    while a chunk is built), whatever the total.
+    """
+    plan = plan or make_plan(days, rows, seed, end, chunk_rows)
+    plan.truth.test_helpers = helpers_truth(plan)
+    yield "citizenlab", citizenlab_frame()
+    yield "test_helper_instances", helpers_frame(plan)
+    yield "event_detector_changepoints", changepoints_frame(plan)
+    for i in range(len(plan.chunks)):
+        yield "fastpath", fastpath_chunk(plan, i)
+
+
+def generate(store: Store, days: int = 90, rows: int | None = None, seed: int = 0,
+             end: datetime | None = None, progress: Callable[[int, int], None] | None = None,
+             truth_path: Path | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> GroundTruth:
+    """Fill ``store`` with ``days`` days of synthetic OONI data ending at ``end`` and return
+    the ground truth of the injected incidents (also written to ``truth_path`` if given).
+
+    Rows are appended (existing data is kept). ``rows`` is the expected fastpath row count
+    (default 40,000 a day); ``end`` defaults to now rounded down to the hour (UTC).
+    ``progress(hours_done, hours_total)`` is called after each fastpath chunk.
+
+    Example::
+
+        from ooniutils.store import get_store
+        truth = generate(get_store(), days=14, seed=1, truth_path=Path("truth.json"))
+        truth.get("country_outage").start
+    """
+    plan = make_plan(days, rows, seed, end, chunk_rows)
+    truth = plan.truth
+    total_hours = len(plan.hours)
+    t0 = time.perf_counter()
+    log.info("generating %d days ending %s: ~%d fastpath rows in %d chunks (seed %d)",
+             days, plan.end.isoformat(), plan.rows, len(plan.chunks), seed)
+    chunk = 0
+    for table, df in generate_frames(plan=plan):
+        written = store.insert(table, df)
+        truth.rows[table] = truth.rows.get(table, 0) + int(written)
+        if table == "fastpath":
+            done = plan.chunks[chunk][1]
+            chunk += 1
+            log.debug("chunk %d/%d: %d rows", chunk, len(plan.chunks), written)
+            if progress is not None:
+                progress(done, total_hours)
+    log.info("generated %d fastpath rows in %.1f s", truth.rows.get("fastpath", 0), time.perf_counter() - t0)
+    if truth_path is not None:
+        truth.write(truth_path)
+    return truth
