@@ -111,3 +111,12 @@ def test_to_arrow_checks_ip_addresses():
 def test_structure_drops_default_clauses():
     s = P.structure(LOGS)
     assert "`inserted_at` DateTime" in s and "DEFAULT" not in s
+
+
+def test_fixedstring_is_stored_nul_padded_and_length_checked():
+    from ooniutils.store.schema import CITIZENLAB
+
+    t = P.to_arrow(CITIZENLAB, pd.DataFrame({"cc": ["ZZ"]}))
+    assert t.column("cc")[0].as_py() == b"ZZ" + b"\0" * 30
+    with pytest.raises(StoreError, match="'cc'.*longer than 32 bytes"):
+        P.to_arrow(CITIZENLAB, pd.DataFrame({"cc": ["x" * 33]}))

@@ -40,6 +40,7 @@ _INSERT = re.compile(
 # "(cols) VALUES" then the tuples; the column list may not contain parentheses.
 _VALUES = re.compile(r"^(?P<head>(?:\([^()]*\)\s*)?VALUES)\s*(?P<values>\(.*)$", re.IGNORECASE | re.DOTALL)
 _BATCH = 5000
+_UNQUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")  # splits out quoted strings
 
 
 @dataclass
@@ -118,7 +119,12 @@ def load_sql_file(store: Store, path: str | Path, progress: Progress | None = No
                     if this_head != head or len(batch) >= _BATCH:
                         flush()
                         head = this_head
-                    batch.append((lineno, vm.group("values").rstrip().rstrip(";")))
+                    values = vm.group("values").rstrip()
+                    # ClickHouse stops reading VALUES at ";" and ignores what follows, so a
+                    # second statement (or a stray tail) on the line would vanish silently.
+                    if any(";" in chunk for chunk in _UNQUOTED.split(values.removesuffix(";"))):
+                        raise LoadError("more than one statement on the line", source, lineno)
+                    batch.append((lineno, values.removesuffix(";")))
                     if progress and lineno % 100 == 0:
                         progress(done, total)
             flush()

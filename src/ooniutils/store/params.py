@@ -206,6 +206,12 @@ class ColumnType:
         nullable = "Nullable(" in declared
         return cls(declared, _strip_wrappers(declared), nullable, default.strip() or None)
 
+    @property
+    def fixed_size(self) -> int:
+        """N of FixedString(N) (0 for other types)."""
+        m = re.fullmatch(r"FixedString\((\d+)\)", self.base)
+        return int(m.group(1)) if m else 0
+
     def arrow_type(self) -> pa.DataType:
         b = self.base
         if b in _INTS:
@@ -222,7 +228,11 @@ class ColumnType:
             precision = int(re.match(r"DateTime64\((\d+)", b).group(1))  # type: ignore[union-attr]
             unit = "ms" if precision <= 3 else ("us" if precision <= 6 else "ns")
             return pa.timestamp(unit, tz="UTC")
-        if b in ("String", "IPv4", "IPv6", "UUID") or b.startswith("FixedString("):
+        if b.startswith("FixedString("):
+            # Stored NUL-padded, as ClickHouse holds it: Parquet filter push-down then
+            # compares like ClickHouse does (an unpadded string would match nothing).
+            return pa.binary(self.fixed_size)
+        if b in ("String", "IPv4", "IPv6", "UUID"):
             return pa.string()
         raise StoreError(f"unsupported ClickHouse column type {self.declared}")
 
@@ -247,6 +257,8 @@ def _default_array(ct: ColumnType, n: int) -> pa.Array:
         zero = dt.date(1970, 1, 1)
     elif pa.types.is_boolean(at):
         zero = False
+    elif pa.types.is_fixed_size_binary(at):
+        zero = b"\0" * ct.fixed_size
     elif pa.types.is_string(at):
         zero = {"IPv4": "0.0.0.0", "IPv6": "::", "UUID": "00000000-0000-0000-0000-000000000000"}.get(ct.base, "")
     else:
@@ -265,6 +277,8 @@ def _column_array(name: str, series: pd.Series, ct: ColumnType) -> pa.Array:
                 raise StoreError(f"{what}: expected datetimes or date strings, got numbers")
             values = pd.to_datetime(series, utc=True, format="mixed")
             arr = pa.array(values, type=pa.timestamp("ns", tz="UTC"), from_pandas=True).cast(at, safe=False)
+        elif pa.types.is_fixed_size_binary(at):
+            arr = pa.array([_pad(name, v, ct) for v in series], type=at)
         elif pa.types.is_date(at):
             values = pd.to_datetime(series, format="mixed").dt.date
             arr = pa.array(values.where(series.notna(), None), type=at, from_pandas=True)
@@ -280,24 +294,32 @@ def _column_array(name: str, series: pd.Series, ct: ColumnType) -> pa.Array:
     return arr
 
 
+def _pad(name: str, value: Any, ct: ColumnType) -> bytes | None:
+    """A FixedString(N) value as N bytes, NUL-padded (None stays None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes | bytearray):
+        raise StoreError(f"column {name!r} ({ct.declared}): expected text, got {type(value).__name__}")
+    if len(value) > ct.fixed_size:
+        raise StoreError(f"column {name!r} ({ct.declared}): value {value!r} is longer than {ct.fixed_size} bytes")
+    return bytes(value).ljust(ct.fixed_size, b"\0")
+
+
 def _validate_text(name: str, arr: pa.Array, ct: ColumnType) -> None:
     b = ct.base
-    if not (b in ("IPv4", "IPv6") or b.startswith("FixedString(")):
+    if b not in ("IPv4", "IPv6"):
         return
     for v in arr.to_pylist():
         if v is None:
             continue
-        if b.startswith("FixedString("):
-            size = int(b[len("FixedString("):-1])
-            if len(v.encode()) > size:
-                raise StoreError(f"column {name!r} ({ct.declared}): value {v!r} is longer than {size} bytes")
-        else:
-            try:
-                addr = ipaddress.ip_address(v)
-            except ValueError as exc:
-                raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an IP address") from exc
-            if addr.version != (4 if b == "IPv4" else 6) and not (b == "IPv6" and addr.version == 4):
-                raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an {b} address")
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError as exc:
+            raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an IP address") from exc
+        if addr.version != (4 if b == "IPv4" else 6) and not (b == "IPv6" and addr.version == 4):
+            raise StoreError(f"column {name!r} ({ct.declared}): {v!r} is not an {b} address")
 
 
 def to_arrow(table: Table, df: pd.DataFrame) -> pa.Table:

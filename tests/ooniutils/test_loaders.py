@@ -1,0 +1,134 @@
+"""Loaders against the real samples in ../shared/data and against malformed input."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pandas as pd
+import pytest
+
+from ooniutils.exceptions import LoadError
+from ooniutils.store.loaders import country_code, load_sql_file, load_test_lists
+from ooniutils.store.schema import FASTPATH
+from tests.support.services import require_shared_data
+
+pytestmark = pytest.mark.shared_data
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", "b": "\b", "f": "\f"}
+
+
+def _parse_line(line: str) -> dict[str, str | None]:
+    """The sample's statements quote every value; decode them independently of ClickHouse."""
+    cols = re.search(r"INSERT INTO fastpath ?\(([^)]*)\)", line).group(1).split(",")
+    values_part = line[line.index(" VALUES ") :]
+    raw = _QUOTED.findall(values_part)
+    assert len(raw) == len(cols), line[:200]
+    out: dict[str, str | None] = {}
+    for c, v in zip(cols, raw, strict=True):
+        out[c] = None if v == "\\N" else re.sub(r"\\(.)", lambda m: _UNESCAPE.get(m.group(1), m.group(1)), v)
+    return out
+
+
+def test_fastpath_sample_loads_exactly(embedded_store):
+    path = require_shared_data("ooni-fastpath-sample.sql")
+    result = load_sql_file(embedded_store, path)
+    assert result.rows == {"fastpath": 1080}
+    df = embedded_store.query("SELECT * FROM fastpath")
+    assert len(df) == 1080
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("INSERT")]
+    types = dict(FASTPATH.columns)
+    for line in (lines[0], lines[len(lines) // 2], lines[-1]):
+        expected = _parse_line(line)
+        row = df[df["measurement_uid"] == expected["measurement_uid"]].iloc[0]
+        for col, want in expected.items():
+            got = row[col]
+            t = types[col]
+            if want is None:
+                assert pd.isna(got), col
+            elif t.startswith(("UInt", "Int")):
+                assert int(got) == int(want), col
+            elif t.startswith("Float"):
+                assert float(got) == pytest.approx(float(want), rel=1e-6), col
+            elif t.startswith("DateTime"):
+                assert pd.Timestamp(got) == pd.Timestamp(want), col
+            else:
+                assert got == want, col
+        assert pd.Timestamp(row["update_time"]) == pd.Timestamp(0)  # not in the dump → default
+
+
+def test_test_lists_sample_loads_exactly(embedded_store):
+    folder = require_shared_data("test-lists-sample")
+    expected: dict[str, int] = {}
+    samples = []
+    for path in sorted(folder.glob("*.csv")):
+        cc = "ZZ" if path.stem == "global" else path.stem.upper()
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        expected[cc] = len(rows)
+        samples.append((cc, rows[0]))
+    result = load_test_lists(embedded_store, folder)
+    assert result.rows == expected and result.skipped == []
+    df = embedded_store.query("SELECT toString(cc) AS cc, count() AS n FROM citizenlab GROUP BY cc")
+    got = {c.rstrip("\0"): int(n) for c, n in zip(df["cc"], df["n"], strict=True)}
+    assert got == expected
+    for cc, rec in samples:
+        hit = embedded_store.query(
+            "SELECT domain, category_code FROM citizenlab WHERE url = {u:String} AND cc = {cc:FixedString(32)}",
+            {"u": rec["url"], "cc": cc})
+        assert len(hit) >= 1
+        assert hit["category_code"].iloc[0] == rec["category_code"]
+        assert hit["domain"].iloc[0] == re.match(r"\w+://([^/:]+)", rec["url"]).group(1).lower()
+
+
+def test_country_codes():
+    assert (country_code("it"), country_code("global"), country_code("IT"), country_code("readme")) == \
+        ("IT", "ZZ", "IT", None)
+
+
+def test_test_lists_skip_other_files_and_reject_bad_rows(embedded_store, tmp_path):
+    (tmp_path / "it.csv").write_text("url,category_code,category_description,date_added,source,notes\n"
+                                     "https://www.Example.org:8443/a,NEWS,News,2020-01-01,x,\n")
+    (tmp_path / "00-LEGEND.csv").write_text("code,description\n")
+    result = load_test_lists(embedded_store, tmp_path)
+    assert result.rows == {"IT": 1} and result.skipped == ["00-LEGEND.csv"]
+    assert embedded_store.query("SELECT domain FROM citizenlab")["domain"].tolist() == ["www.example.org"]
+    (tmp_path / "de.csv").write_text("url,category_code\nnot a url,NEWS\n")
+    with pytest.raises(LoadError, match=r"de\.csv:2: no host name"):
+        load_test_lists(embedded_store, tmp_path)
+    (tmp_path / "de.csv").write_text("address,code\n")
+    with pytest.raises(LoadError, match=r"de\.csv:1: header lacks column\(s\) category_code, url"):
+        load_test_lists(embedded_store, tmp_path)
+    assert len(embedded_store.query("SELECT * FROM citizenlab")) == 1  # failed loads wrote nothing
+
+
+def _write(tmp_path, *lines):
+    p = tmp_path / "dump.sql"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+GOOD = "INSERT INTO fastpath (measurement_uid,probe_cc,probe_asn) VALUES ('u1','IT','3269');"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("INSERT INTO nosuch (a) VALUES ('x');", r"dump\.sql:3: unknown table 'nosuch'"),
+    ("DELETE FROM fastpath;", r"dump\.sql:3: not an INSERT"),
+    ("INSERT INTO fastpath (measurement_uid,probe_asn) VALUES ('u2','not-a-number');", r"dump\.sql:3: ClickHouse cannot parse"),
+    ("INSERT INTO fastpath (measurement_uid,nosuchcol) VALUES ('u2','x');", r"dump\.sql:3: ClickHouse cannot parse"),
+    ("INSERT INTO fastpath (measurement_uid) VALUES ('u2'); DROP TABLE fastpath;", r"dump\.sql:3: more than one statement"),
+    ("INSERT INTO fastpath (measurement_uid) VALUES ('a;b'), ('u2'", r"dump\.sql:3: ClickHouse cannot parse"),
+])
+def test_malformed_sql_names_file_and_line_and_writes_nothing(embedded_store, tmp_path, bad, message):
+    load_sql_file(embedded_store, _write(tmp_path, GOOD))
+    dump = _write(tmp_path, "-- a comment", GOOD.replace("u1", "u9"), bad, GOOD)
+    with pytest.raises(LoadError, match=message):
+        load_sql_file(embedded_store, dump)
+    assert embedded_store.query("SELECT measurement_uid FROM fastpath")["measurement_uid"].tolist() == ["u1"]
+
+
+def test_sql_loader_into_server_store(server_store):
+    path = require_shared_data("ooni-fastpath-sample.sql")
+    assert load_sql_file(server_store, path).rows == {"fastpath": 1080}
+    assert int(server_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 1080
