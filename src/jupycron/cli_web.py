@@ -1,0 +1,116 @@
+"""Click commands for the dashboard and alerts; registered in :mod:`jupycron.cli`.
+
+``serve``, ``passwd`` and ``alerts`` are standalone :class:`click.Command` objects so the CLI
+group adds them with ``main.add_command(serve_command, "serve")`` etc. Each takes the common
+``--notebooks/--output/--config`` options and maps errors to exit code 2 (usage/config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import Settings, load_settings
+from .exceptions import JupycronError
+
+__all__ = ["alerts_command", "passwd_command", "serve_command"]
+
+log = logging.getLogger(__name__)
+
+
+class _UsageError(click.ClickException):
+    exit_code = 2
+
+
+def _settings(notebooks: Path | None, output: Path | None, config: Path | None) -> Settings:
+    try:
+        return load_settings({"notebooks": notebooks, "output": output}, config_file=config)
+    except JupycronError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+def _common(fn: Any) -> Any:
+    fn = click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+                      help="TOML settings file (default $JUPYCRON_CONFIG).")(fn)
+    fn = click.option("--output", type=click.Path(path_type=Path), default=None,
+                      help="Output folder (default <notebooks>/jupycron).")(fn)
+    fn = click.option("--notebooks", type=click.Path(path_type=Path), default=None,
+                      help="Notebooks folder.")(fn)
+    return fn
+
+
+def _logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.command("serve")
+@_common
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on.")
+@click.option("--metrics-auth/--no-metrics-auth", default=False, show_default=True,
+              help="Require a user for /metrics too (Prometheus scrapes without by default).")
+@click.option("--alerts/--no-alerts", default=True, show_default=True,
+              help="Check run-state alerts every minute when alert_channels is set.")
+def serve_command(notebooks: Path | None, output: Path | None, config: Path | None, host: str,
+                  port: int, metrics_auth: bool, alerts: bool) -> None:
+    """Serve the web dashboard (status, history, outputs, run now, /metrics)."""
+    from .web.server import serve
+
+    _logging()
+    settings = _settings(notebooks, output, config)
+    try:
+        serve(settings, host, port, metrics_auth=metrics_auth, alerts=alerts)
+    except JupycronError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+@click.command("passwd")
+@click.argument("user")
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="TOML settings file to edit (default $JUPYCRON_CONFIG); created if missing.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (no prompt).")
+def passwd_command(user: str, config: Path | None, password_stdin: bool) -> None:
+    """Add USER to the dashboard's users, or change their password (argon2 hash in the
+    [web_users] table of the config file)."""
+    from .web.auth import set_password
+
+    target = config or (Path(os.environ["JUPYCRON_CONFIG"]) if os.environ.get("JUPYCRON_CONFIG") else None)
+    if target is None:
+        raise _UsageError("no config file: pass --config FILE or set JUPYCRON_CONFIG")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt(f"Password for {user}", hide_input=True,
+                                confirmation_prompt=True)
+    try:
+        is_new = set_password(target, user, password)
+    except JupycronError as exc:
+        raise _UsageError(str(exc)) from exc
+    click.echo(f"{'added' if is_new else 'changed the password of'} {user} in {target}")
+
+
+@click.command("alerts")
+@_common
+def alerts_command(notebooks: Path | None, output: Path | None, config: Path | None) -> None:
+    """Check run-state alerts once (failing, late, recovered) and send what changed."""
+    from .run_alerts import notify_changes
+
+    _logging()
+    settings = _settings(notebooks, output, config)
+    try:
+        deliveries = notify_changes(settings)
+    except JupycronError as exc:
+        raise _UsageError(str(exc)) from exc
+    for d in deliveries:
+        click.echo(f"{d.channel}\t{d.action}\t{d.kind}\t{d.notebook}\t"
+                   f"{'ok' if d.ok else 'error: ' + (d.error or '')}")
+    if any(not d.ok for d in deliveries):
+        sys.exit(1)

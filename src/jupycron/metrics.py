@@ -1,0 +1,202 @@
+"""Prometheus metrics, computed at scrape time from the history and the scheduler heartbeat.
+
+:class:`JupycronCollector` is a prometheus-client custom collector: every scrape scans the
+notebooks (through a shared :class:`~jupycron.discovery.ScanCache`, so unchanged notebooks
+are not re-read), loads ``.history.json`` and ``.scheduler.json`` and builds the same rows as
+the dashboard (:func:`jupycron.summary.build_rows`). Nothing is kept between scrapes, so the
+values are right whichever process (daemon, tick from cron, run-now) wrote the files.
+
+Metrics (label ``notebook`` = path relative to the notebooks folder):
+
+==============================================  ===============================================
+``jupycron_notebook_info``                      1, labels ``schedule`` and ``enabled``
+``jupycron_notebook_state``                     1 for the current state (label ``state``:
+                                                success, failed, timeout, oom, crashed,
+                                                interrupted, never, disabled, running), 0 else
+``jupycron_notebook_last_run_timestamp_seconds``   start of the newest finished run
+``jupycron_notebook_last_success_timestamp_seconds``  start of the newest successful run
+``jupycron_notebook_last_duration_seconds``     duration of the newest finished run
+``jupycron_notebook_last_peak_memory_bytes``    its peak memory
+``jupycron_notebook_next_run_timestamp_seconds``   next (or due) slot
+``jupycron_notebook_consecutive_failures``      failed runs since the last success
+``jupycron_notebook_late``                      1 when late (see :func:`jupycron.run_alerts.late_since`)
+``jupycron_notebook_running``                   1 while a run is in progress
+``jupycron_scheduler_heartbeat_timestamp_seconds``  the daemon's last heartbeat (absent if none)
+``jupycron_scheduler_queue_length``             notebooks waiting for a run slot
+``jupycron_scheduler_running``                  notebooks running according to the scheduler
+``jupycron_scheduler_info``                     1, labels ``mode``, ``memory_limit``
+``jupycron_collector_errors``                   1 when the history could not be read this scrape
+==============================================  ===============================================
+
+Timestamps are Unix seconds; an absent value (never run, no success) leaves the series out
+rather than exporting 0, so ``time() - metric`` alerts do not fire on new notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import Settings
+from .discovery import ScanCache
+from .exceptions import JupycronError
+from .models import RunStatus
+from .paths import scheduler_state_file
+from .run_alerts import current_rows, late_since
+from .summary import ICONS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STATES", "JupycronCollector", "make_registry", "read_heartbeat", "render_metrics"]
+
+STATES = tuple(ICONS)
+
+
+def read_heartbeat(settings: Settings) -> dict[str, Any] | None:
+    """``<output>/.scheduler.json`` as a dict, or None when absent or unreadable."""
+    path = scheduler_state_file(settings.output_dir)
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read scheduler heartbeat %s: %s", path, exc)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _timestamp(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            d = datetime.fromisoformat(v)
+        except ValueError:
+            return None
+        return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+def _count(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, list | dict):
+        return float(len(v))
+    return None
+
+
+class JupycronCollector(Collector):
+    """Collects the metrics listed in the module docstring at each scrape.
+
+    Example::
+
+        registry = CollectorRegistry()
+        registry.register(JupycronCollector(settings))
+        text = generate_latest(registry)
+    """
+
+    def __init__(self, settings: Settings, cache: ScanCache | None = None) -> None:
+        self.settings = settings
+        self.cache = cache if cache is not None else ScanCache()
+
+    def collect(self) -> Iterator[Metric]:
+        now = datetime.now(UTC)
+        nb = ["notebook"]
+        info = GaugeMetricFamily("jupycron_notebook_info", "Autorun notebooks found",
+                                 labels=["notebook", "schedule", "enabled"])
+        state = GaugeMetricFamily("jupycron_notebook_state",
+                                  "1 for the notebook's current state, 0 for the others",
+                                  labels=["notebook", "state"])
+        last_run = GaugeMetricFamily("jupycron_notebook_last_run_timestamp_seconds",
+                                     "Start of the newest finished run (Unix time)", labels=nb)
+        last_ok = GaugeMetricFamily("jupycron_notebook_last_success_timestamp_seconds",
+                                    "Start of the newest successful run (Unix time)", labels=nb)
+        duration = GaugeMetricFamily("jupycron_notebook_last_duration_seconds",
+                                     "Duration of the newest finished run", labels=nb)
+        peak = GaugeMetricFamily("jupycron_notebook_last_peak_memory_bytes",
+                                 "Peak memory of the newest finished run", labels=nb)
+        next_run = GaugeMetricFamily("jupycron_notebook_next_run_timestamp_seconds",
+                                     "Next slot, or the due slot not yet served (Unix time)",
+                                     labels=nb)
+        failures = GaugeMetricFamily("jupycron_notebook_consecutive_failures",
+                                     "Failed runs (failed/timeout/oom/crashed) since the last success",
+                                     labels=nb)
+        late = GaugeMetricFamily("jupycron_notebook_late",
+                                 "1 when the latest slot passed more than late_grace_s ago "
+                                 "without a run", labels=nb)
+        running = GaugeMetricFamily("jupycron_notebook_running", "1 while a run is in progress",
+                                    labels=nb)
+        errors = GaugeMetricFamily("jupycron_collector_errors",
+                                   "1 when the history could not be read during this scrape")
+        try:
+            rows = current_rows(self.settings, now, self.cache)
+            errors.add_metric([], 0)
+        except (JupycronError, OSError) as exc:
+            log.error("metrics: cannot read the history: %s", exc)
+            rows = []
+            errors.add_metric([], 1)
+        for r in rows:
+            info.add_metric([r.path, r.schedule, "true" if r.notebook.schedulable else "false"], 1)
+            for s in STATES:
+                state.add_metric([r.path, s], 1 if r.state == s else 0)
+            last = r.last_run
+            if last is not None:
+                last_run.add_metric([r.path], last.started_at.timestamp())
+                if last.duration_s is not None:
+                    duration.add_metric([r.path], last.duration_s)
+                if last.peak_mem_mb is not None:
+                    peak.add_metric([r.path], last.peak_mem_mb * 1024 * 1024)
+            success = next((x for x in r.runs if x.status is RunStatus.SUCCESS), None)
+            if success is not None:
+                last_ok.add_metric([r.path], success.started_at.timestamp())
+            if r.next_run is not None:
+                next_run.add_metric([r.path], r.next_run.timestamp())
+            failures.add_metric([r.path], r.consecutive_failures)
+            late.add_metric([r.path], 1 if late_since(self.settings, r, now) else 0)
+            running.add_metric([r.path], 1 if r.running is not None else 0)
+        yield from (info, state, last_run, last_ok, duration, peak, next_run, failures, late,
+                    running, errors)
+        yield from self._scheduler()
+
+    def _scheduler(self) -> Iterator[Metric]:
+        beat = read_heartbeat(self.settings)
+        heartbeat = GaugeMetricFamily("jupycron_scheduler_heartbeat_timestamp_seconds",
+                                      "Last heartbeat of the scheduler (Unix time)")
+        queue = GaugeMetricFamily("jupycron_scheduler_queue_length",
+                                  "Notebooks waiting for a free run slot")
+        running = GaugeMetricFamily("jupycron_scheduler_running",
+                                    "Notebooks running according to the scheduler")
+        info = GaugeMetricFamily("jupycron_scheduler_info", "The scheduler's mode and memory "
+                                 "limit method", labels=["mode", "memory_limit"])
+        if beat is not None:
+            if (ts := _timestamp(beat.get("heartbeat"))) is not None:
+                heartbeat.add_metric([], ts)
+            if (n := _count(beat.get("queue"))) is not None:
+                queue.add_metric([], n)
+            if (n := _count(beat.get("running"))) is not None:
+                running.add_metric([], n)
+            info.add_metric([str(beat.get("mode") or ""), str(beat.get("memory_limit") or "")], 1)
+        yield from (heartbeat, queue, running, info)
+
+
+def make_registry(settings: Settings, cache: ScanCache | None = None) -> CollectorRegistry:
+    """A fresh registry holding only the jupycron collector (no process/GC metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(JupycronCollector(settings, cache))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The text exposition format (``text/plain; version=0.0.4``)."""
+    return generate_latest(registry)

@@ -1,0 +1,430 @@
+"""The dashboard: a Starlette app over the history, the notebooks folder and the outputs.
+
+Routes (all pages need a user, see :mod:`jupycron.web.auth`, except ``/static`` and, unless
+``metrics_auth=True``, ``/metrics``):
+
+===========================  =====================================================================
+``GET /``                    every notebook (the rows of :func:`jupycron.summary.build_rows`),
+                             filter ``?state=failing|success|running|never|disabled|
+                             interrupted|late`` and sort ``?sort=path|state|last|next|duration|
+                             failures&desc=1`` - both plain links, no JavaScript needed;
+                             refreshes itself (meta refresh: 5 s while something runs, else 30 s)
+``GET /notebook/<path>``     schedule, effective limits, next run, run history, outputs, run-now
+``POST /run``                form ``notebook``, ``csrf_token``: starts ``python -m jupycron
+                             run-now`` detached; 303 back to the notebook page
+``GET /output/<path>``       a file of the output folder (HTML outputs, summary.html)
+``GET /metrics``             Prometheus metrics (:mod:`jupycron.metrics`)
+===========================  =====================================================================
+
+Output files: only regular, non-hidden files under the output folder are served. A path with
+``..``, an empty or ``.``-part, a part starting with ``.`` (``.history.json``, ``.locks/``,
+``.alert-state.json``, ...) or that resolves outside the folder (symlinks) is a 404, whatever
+its encoding (the path is decoded once, by the server, and never again). Outputs are served
+with ``Content-Security-Policy: sandbox allow-scripts ...``: a notebook's HTML runs in an
+opaque origin, so its scripts cannot read dashboard pages or their CSRF tokens.
+
+Cross-site request forgery: ``POST /run`` needs the user's token (an HMAC of the user name
+under a random per-process secret, embedded in the form; a server restart makes old pages
+stale: reload) *and* a same-origin request: ``Sec-Fetch-Site`` (when sent) must be
+``same-origin`` or ``none`` and ``Origin`` (when sent) must match the ``Host`` header.
+
+Errors: every error goes through :func:`error_response`, the one exception handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..config import Settings
+from ..discovery import ScanCache
+from ..exceptions import JupycronError
+from ..history import NotebookHistory
+from ..metrics import make_registry, render_metrics
+from ..models import Run, RunStatus
+from ..run_alerts import current_rows, late_since
+from ..summary import ICONS, SummaryRow
+from .auth import Identity, check_csrf_token, csrf_token, identify
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "error_response", "resolve_output", "run_now_argv"]
+
+_HERE = Path(__file__).parent
+FAILING = ("failed", "timeout", "oom", "crashed")
+FILTERS = ("failing", "success", "running", "never", "disabled", "interrupted", "late")
+SORTS = ("path", "state", "last", "next", "duration", "failures")
+HISTORY_STRIP = 20
+RUN_LOG = ".web-run-now.log"
+_STATE_ORDER = {s: i for i, s in enumerate(
+    ("running", "failed", "timeout", "oom", "crashed", "interrupted", "never", "success", "disabled"))}
+_OUTPUT_CSP = ("sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-downloads; "
+               "frame-ancestors 'self'")
+_PAGE_CSP = ("default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'self'; "
+             "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _fmt_time(d: datetime | None) -> str:
+    return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if d else "—"
+
+
+def _fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _fmt_mem(mb: float | None) -> str:
+    return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB")
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(utc=_fmt_time, duration=_fmt_duration, mem=_fmt_mem,
+                       urlpath=lambda p: quote(str(p)))
+    env.globals["icons"] = ICONS
+    return env
+
+
+def resolve_output(output_dir: Path, rel: str) -> Path | None:
+    """The file ``rel`` (already URL-decoded once) names inside ``output_dir``, or None.
+
+    None for hidden parts, ``..``/``.``/empty parts, absolute paths, NUL bytes, backslashes,
+    anything resolving (through symlinks) outside the folder, and non-regular files.
+    """
+    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/"):
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        return None
+    root = Path(output_dir).resolve()
+    try:
+        full = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not full.is_relative_to(root) or not full.is_file():
+        return None
+    inside = full.relative_to(root).parts
+    if any(p.startswith(".") for p in inside):  # a symlink pointing at a hidden file
+        return None
+    return full
+
+
+def run_now_argv(settings: Settings, rel: str) -> list[str]:
+    """``python -m jupycron run-now --notebooks N --output O [--config C] REL`` (no shell)."""
+    argv = [sys.executable, "-m", "jupycron", "run-now",
+            "--notebooks", str(settings.notebooks), "--output", str(settings.output_dir)]
+    if settings.config_file is not None:
+        argv += ["--config", str(settings.config_file)]
+    return argv + ["--", rel]
+
+
+@dataclass
+class _Launch:
+    proc: subprocess.Popen[bytes]
+    started: float
+    by: str
+
+
+class _Launcher:
+    """Run-now subprocesses started by this server: tracked to show "starting" and reaped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._active: dict[str, _Launch] = {}
+        self.failures: dict[str, str] = {}   # rel -> why the last launch ended abnormally
+
+    def poll(self) -> set[str]:
+        """Reap finished processes; the notebooks whose run-now process is still alive."""
+        with self._lock:
+            for rel, launch in list(self._active.items()):
+                code = launch.proc.poll()
+                if code is None:
+                    continue
+                del self._active[rel]
+                if code not in (0, 1):  # 0 success, 1 run not successful: both are in the history
+                    self.failures[rel] = (f"run-now exited with code {code}; see "
+                                          f"{self.settings.output_dir / RUN_LOG}")
+                    log.warning("run-now of %s exited with code %s", rel, code)
+            return set(self._active)
+
+    def start(self, rel: str, user: str) -> None:
+        argv = run_now_argv(self.settings, rel)
+        out = self.settings.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            if rel in self._active and self._active[rel].proc.poll() is None:
+                raise HTTPException(409, f"{rel} is already starting")
+            with (out / RUN_LOG).open("ab") as logfh:
+                logfh.write(f"--- {datetime.now(UTC).isoformat()} {user}: {argv}\n".encode())
+                logfh.flush()
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfh,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        close_fds=True, cwd=str(out))
+            self._active[rel] = _Launch(proc, time.monotonic(), user)
+            self.failures.pop(rel, None)
+        log.info("run-now of %s started by %s (pid %d)", rel, user, proc.pid)
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+class _Dashboard:
+    def __init__(self, settings: Settings, metrics_auth: bool) -> None:
+        self.settings = settings
+        self.metrics_auth = metrics_auth
+        self.cache = ScanCache()
+        self.secret = secrets.token_bytes(32)
+        self.env = _templates()
+        self.launcher = _Launcher(settings)
+        self.registry = make_registry(settings, self.cache)
+
+    # auth ------------------------------------------------------------------------------
+    def identity(self, request: Request) -> Identity:
+        ident = identify(self.settings, request.headers)
+        if ident is None:
+            raise HTTPException(401, "log in with your team user name and password")
+        return ident
+
+    def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(base=request.scope.get("root_path", ""),
+                                                      **ctx)
+        return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": _PAGE_CSP})
+
+    def rows(self, now: datetime) -> tuple[list[SummaryRow], set[str]]:
+        starting = self.launcher.poll()
+        return current_rows(self.settings, now, self.cache), starting
+
+    # pages -----------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        ident = self.identity(request)
+        now = datetime.now(UTC)
+        rows, starting = self.rows(now)
+        late = {r.path for r in rows if late_since(self.settings, r, now)}
+        state_filter = request.query_params.get("state", "")
+        if state_filter and state_filter not in FILTERS and state_filter not in ICONS:
+            raise HTTPException(400, f"unknown state filter {state_filter!r}; use one of "
+                                f"{', '.join(FILTERS)}")
+        sort = request.query_params.get("sort", "path")
+        if sort not in SORTS:
+            raise HTTPException(400, f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+        desc = request.query_params.get("desc", "") in ("1", "true", "yes")
+        counts = {f: sum(1 for r in rows if _matches(r, f, late, starting)) for f in FILTERS}
+        shown = [r for r in rows if not state_filter or _matches(r, state_filter, late, starting)]
+        shown.sort(key=_sort_key(sort), reverse=desc)
+        busy = any(r.state == "running" for r in rows) or bool(starting)
+        return self.render(request, "dashboard.html", rows=shown, total=len(rows), counts=counts,
+                           state_filter=state_filter, sort=sort, desc=desc, late=late,
+                           starting=starting, now=now, user=ident, filters=FILTERS,
+                           refresh_s=5 if busy else 30, strip=HISTORY_STRIP)
+
+    async def notebook(self, request: Request) -> Response:
+        ident = self.identity(request)
+        rel = request.path_params["path"]
+        now = datetime.now(UTC)
+        rows, starting = self.rows(now)
+        row = next((r for r in rows if r.path == rel), None)
+        if row is None:
+            raise HTTPException(404, f"no autorun notebook {rel!r}")
+        from ..runner import effective_limits  # the runner's own rule, not a copy of it
+        mem_mb, runtime_s = effective_limits(self.settings, row.notebook)
+        entry = row.history or NotebookHistory()
+        latest_href = row.output_href
+        kept_id = _kept_run_id(entry)
+        runs = [_run_view(r, latest_href if r is _newest_with_output(entry) else None,
+                          row.last_success_href if r.run_id == kept_id else None)
+                for r in row.runs]
+        return self.render(request, "notebook.html", row=row, runs=runs, now=now, user=ident,
+                           mem_mb=mem_mb, runtime_s=runtime_s,
+                           late=late_since(self.settings, row, now),
+                           starting=rel in starting,
+                           launch_failure=self.launcher.failures.get(rel),
+                           csrf=csrf_token(self.secret, ident.user) if ident.user else "",
+                           refresh_s=5 if (row.state == "running" or rel in starting) else 30)
+
+    async def run(self, request: Request) -> Response:
+        ident = self.identity(request)
+        if not ident.can_write:
+            raise HTTPException(401, "log in to run notebooks (anonymous access is read-only)")
+        if not _same_origin(request):
+            raise HTTPException(403, "cross-site request refused")
+        form = await request.form()
+        token = form.get("csrf_token")
+        if not isinstance(token, str) or not check_csrf_token(self.secret, ident.user or "", token):
+            raise HTTPException(403, "missing or stale form token: reload the page and try again")
+        rel = form.get("notebook")
+        if not isinstance(rel, str) or not rel:
+            raise HTTPException(400, "the form has no notebook")
+        rows, starting = self.rows(datetime.now(UTC))
+        row = next((r for r in rows if r.path == rel), None)
+        if row is None:
+            raise HTTPException(404, f"no autorun notebook {rel!r}")
+        if row.state == "running" or rel in starting:
+            raise HTTPException(409, f"{rel} is already running")
+        self.launcher.start(rel, ident.user or "")
+        base = request.scope.get("root_path", "")
+        return RedirectResponse(f"{base}/notebook/{quote(rel)}", status_code=303)
+
+    async def output(self, request: Request) -> Response:
+        self.identity(request)
+        full = resolve_output(self.settings.output_dir, request.path_params["path"])
+        if full is None:
+            raise HTTPException(404, "no such output")
+        ctype = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/json", "image/svg+xml"):
+            ctype += "; charset=utf-8"
+        return FileResponse(full, media_type=ctype, headers={
+            "Content-Security-Policy": _OUTPUT_CSP, "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache"})
+
+    async def metrics(self, request: Request) -> Response:
+        if self.metrics_auth:
+            self.identity(request)
+        return Response(render_metrics(self.registry),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def health(self, request: Request) -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+
+def _matches(row: SummaryRow, state: str, late: set[str], starting: set[str]) -> bool:
+    if state == "failing":
+        return row.state in FAILING
+    if state == "late":
+        return row.path in late
+    if state == "running":
+        return row.state == "running" or row.path in starting
+    return row.state == state
+
+
+def _sort_key(sort: str) -> Any:
+    far = datetime.max.replace(tzinfo=UTC)
+    keys = {
+        "path": lambda r: r.path,
+        "state": lambda r: (_STATE_ORDER.get(r.state, 99), r.path),
+        "last": lambda r: (r.last_run_at or datetime.min.replace(tzinfo=UTC), r.path),
+        "next": lambda r: (r.next_run or far, r.path),
+        "duration": lambda r: (r.duration_s if r.duration_s is not None else -1.0, r.path),
+        "failures": lambda r: (r.consecutive_failures, r.path),
+    }
+    return keys[sort]
+
+
+def _same_origin(request: Request) -> bool:
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "")
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    return bool(parts.netloc) and parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def _newest_with_output(entry: NotebookHistory) -> Run | None:
+    return next((r for r in entry.runs if r.output and r.status is not RunStatus.RUNNING), None)
+
+
+def _kept_run_id(entry: NotebookHistory) -> str | None:
+    kept = entry.last_success_output
+    if not kept or ".success-" not in kept:
+        return None
+    return PurePosixPath(kept).name.rsplit(".success-", 1)[1].removesuffix(".html")
+
+
+@dataclass(frozen=True)
+class _RunView:
+    run: Run
+    icon: str
+    latest_href: str | None
+    kept_href: str | None
+
+
+def _run_view(run: Run, latest: str | None, kept: str | None) -> _RunView:
+    icon = ICONS.get(str(run.status), "?")
+    return _RunView(run, icon, latest, kept)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one exception handler: HTTP errors keep their status; jupycron errors are 500s
+    with their message; anything else is a logged 500 without details."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, HTTPException):
+        status, message = exc.status_code, str(exc.detail)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="jupycron", charset="UTF-8"'
+    elif isinstance(exc, JupycronError):
+        status, message = 500, str(exc)
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    else:
+        status, message = 500, "internal error (see the server log)"
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    env: jinja2.Environment = request.app.state.dashboard.env
+    html = env.get_template("error.html").render(status=status, message=message,
+                                                 base=request.scope.get("root_path", ""))
+    headers["Content-Security-Policy"] = _PAGE_CSP
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings, *, metrics_auth: bool = False) -> Starlette:
+    """The dashboard app for ``settings`` (notebooks folder, output folder, web_* settings).
+
+    ``metrics_auth``: require a user for ``/metrics`` too (default: open, as Prometheus
+    scrapes without credentials; keep the port private or put the proxy in front).
+
+    Example::
+
+        uvicorn.run(create_app(load_settings()), host="127.0.0.1", port=8080)
+    """
+    dash = _Dashboard(settings, metrics_auth)
+    routes = [
+        Route("/", dash.index, methods=["GET"]),
+        Route("/notebook/{path:path}", dash.notebook, methods=["GET"]),
+        Route("/run", dash.run, methods=["POST"]),
+        Route("/output/{path:path}", dash.output, methods=["GET"]),
+        Route("/metrics", dash.metrics, methods=["GET"]),
+        Route("/healthz", dash.health, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
+    ]
+    handlers: dict[Any, Any] = {HTTPException: error_response, JupycronError: error_response,
+                                Exception: error_response}
+    app = Starlette(routes=routes, exception_handlers=handlers)
+    app.state.dashboard = dash
+    if not settings.web_users and not settings.web_proxy_auth_header and not settings.web_anonymous_read:
+        log.warning("no web users, no proxy auth header and no anonymous read: every page will "
+                    "answer 401 (add a user with `jupycron passwd USER`)")
+    return app
+
