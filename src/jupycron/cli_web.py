@@ -28,8 +28,15 @@ class _UsageError(click.ClickException):
 
 
 def _settings(notebooks: Path | None, output: Path | None, config: Path | None) -> Settings:
+    """Settings from this command's options over the group's (``jupycron --notebooks ... serve``:
+    the group keeps ``{"overrides": {...}, "config_file": ...}`` in the root context's obj)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    group = root if isinstance(root, dict) else {}
+    overrides = {**(group.get("overrides") or {})}
+    overrides.update({k: v for k, v in (("notebooks", notebooks), ("output", output)) if v is not None})
     try:
-        return load_settings({"notebooks": notebooks, "output": output}, config_file=config)
+        return load_settings(overrides, config_file=config or group.get("config_file"))
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc
 
@@ -82,7 +89,11 @@ def passwd_command(user: str, config: Path | None, password_stdin: bool) -> None
     [web_users] table of the config file)."""
     from .web.auth import set_password
 
-    target = config or (Path(os.environ["JUPYCRON_CONFIG"]) if os.environ.get("JUPYCRON_CONFIG") else None)
+    ctx = click.get_current_context()
+    root = ctx.find_root().obj
+    group_config = root.get("config_file") if isinstance(root, dict) else None
+    target = config or group_config or (
+        Path(os.environ["JUPYCRON_CONFIG"]) if os.environ.get("JUPYCRON_CONFIG") else None)
     if target is None:
         raise _UsageError("no config file: pass --config FILE or set JUPYCRON_CONFIG")
     if password_stdin:

@@ -11,7 +11,8 @@ Routes (all pages need a user, see :mod:`jupycron.web.auth`, except ``/static`` 
                              refreshes itself (meta refresh: 5 s while something runs, else 30 s)
 ``GET /notebook/<path>``     schedule, effective limits, next run, run history, outputs, run-now
 ``POST /run``                form ``notebook``, ``csrf_token``: starts ``python -m jupycron
-                             run-now`` detached; 303 back to the notebook page
+                             ... run-now`` detached (:func:`run_now_argv`); 303 back to the
+                             notebook page
 ``GET /output/<path>``       a file of the output folder (HTML outputs, summary.html)
 ``GET /metrics``             Prometheus metrics (:mod:`jupycron.metrics`)
 ===========================  =====================================================================
@@ -140,12 +141,23 @@ def resolve_output(output_dir: Path, rel: str) -> Path | None:
 
 
 def run_now_argv(settings: Settings, rel: str) -> list[str]:
-    """``python -m jupycron run-now --notebooks N --output O [--config C] REL`` (no shell)."""
-    argv = [sys.executable, "-m", "jupycron", "run-now",
+    """``python -m jupycron --notebooks N --output O [--config C] <limits> run-now -- REL``.
+
+    An argument list (no shell). The effective limits and kernel are passed as flags so the
+    run uses the dashboard's settings even when they came from the dashboard's own flags; the
+    environment (``JUPYCRON_*``, ``OONI_*``) is inherited.
+    """
+    argv = [sys.executable, "-m", "jupycron",
             "--notebooks", str(settings.notebooks), "--output", str(settings.output_dir)]
     if settings.config_file is not None:
         argv += ["--config", str(settings.config_file)]
-    return argv + ["--", rel]
+    argv += ["--concurrency", str(settings.concurrency),
+             "--default-max-mem", str(settings.default_max_mem_mb),
+             "--max-mem", str(settings.max_mem_mb),
+             "--default-max-runtime", repr(float(settings.default_max_runtime_s)),
+             "--max-runtime", repr(float(settings.max_runtime_s)),
+             "--kernel", settings.kernel_name]
+    return argv + ["run-now", "--", rel]
 
 
 @dataclass
