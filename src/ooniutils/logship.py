@@ -170,13 +170,15 @@ def to_frame(table: pa.Table, stats: ShipStats) -> pd.DataFrame:
         stats.invalid += n_bad
         log.warning("skipping %d line(s) whose __REALTIME_TIMESTAMP is not an integer", n_bad)
         out = out.filter(pc.invert(bad))
+    ts = pc.cast(out["__REALTIME_TIMESTAMP"], pa.timestamp("us", tz="UTC"))
+    host = pc.fill_null(out["_HOSTNAME"], "")
+    out = (out.set_column(out.schema.get_field_index("_HOSTNAME"), "_HOSTNAME", host)
+              .set_column(out.schema.get_field_index("_MACHINE_ID"), "_MACHINE_ID",
+                          pc.fill_null(out["_MACHINE_ID"], ""))
+              .append_column("host", host)
+              .append_column("message", out["MESSAGE"])
+              .append_column("timestamp", pc.strftime(ts, "%Y-%m-%dT%H:%M:%SZ")))
     df = out.to_pandas()
-    df["host"] = df["_HOSTNAME"].fillna("")
-    df["_HOSTNAME"] = df["host"]
-    df["_MACHINE_ID"] = df["_MACHINE_ID"].fillna("")
-    df["message"] = df["MESSAGE"]
-    ts = pd.to_datetime(df["__REALTIME_TIMESTAMP"], unit="us", utc=True)
-    df["timestamp"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     df["inserted_at"] = pd.Timestamp(datetime.now(UTC).replace(microsecond=0, tzinfo=None))
     return df
 
