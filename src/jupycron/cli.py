@@ -10,10 +10,11 @@ cannot be read or written; 5 any other jupycron error.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -49,8 +50,8 @@ class JupycronClickError(click.ClickException):
 
     def __init__(self, exc: JupycronError) -> None:
         super().__init__(str(exc))
-        self.exit_code = next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)),
-                              EXIT_OTHER)
+        code = next((c for cls, c in _EXIT_CODES if isinstance(exc, cls)), EXIT_OTHER)
+        self.exit_code = code  # type: ignore[misc]
 
 
 def _fail(exc: JupycronError) -> NoReturn:
@@ -65,17 +66,22 @@ def _settings(ctx: click.Context) -> Settings:
         _fail(exc)
 
 
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (the handler only sets it: no work in signal context)."""
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs (the handler only sets it: the
+    runs notice, kill their kernels and record ``interrupted``). Restores the old handlers."""
     stop = threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -119,8 +125,8 @@ def tick(ctx: click.Context) -> None:
     from . import scheduler
 
     settings = _settings(ctx)
-    stop = _stop_on_signals()
-    runs = _guard(lambda: scheduler.tick(settings, stop_event=stop))
+    with _stop_on_signals() as stop:
+        runs = _guard(lambda: scheduler.tick(settings, stop_event=stop))
     for run in runs:
         click.echo(f"{run.notebook}: {run.status} ({run.duration_s or 0:.1f} s)")
 
@@ -135,10 +141,10 @@ def daemon(ctx: click.Context, serve: bool, host: str, port: int) -> None:
     from . import scheduler
 
     settings = _settings(ctx)
-    stop = _stop_on_signals()
     server = _start_web(settings, host, port) if serve else None
     try:
-        _guard(lambda: scheduler.run_forever(settings, stop))
+        with _stop_on_signals() as stop:
+            _guard(lambda: scheduler.run_forever(settings, stop))
     finally:
         if server is not None:
             server.should_exit = True
@@ -189,8 +195,8 @@ def run_now(ctx: click.Context, path: str) -> None:
     from . import scheduler
 
     settings = _settings(ctx)
-    stop = _stop_on_signals()
-    run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
+    with _stop_on_signals() as stop:
+        run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
     detail = f": {run.error_name}: {run.error_value}" if run.error_name else ""
     click.echo(f"{run.notebook}: {run.status} in {run.duration_s or 0:.1f} s{detail}")
     if run.output:

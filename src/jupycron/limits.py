@@ -230,7 +230,7 @@ class MemoryCap(ABC):
     def attach(self, pid: int) -> None:
         """Put process ``pid`` (and so all its future children) under the cap."""
 
-    def sample(self) -> None:
+    def sample(self) -> None:  # noqa: B027 - optional hook, most methods need no sampling
         """Record the current usage (for methods without a kernel-kept peak)."""
 
     @abstractmethod
@@ -256,6 +256,7 @@ class MemoryCap(ABC):
 
     def close(self) -> None:
         """Kill leftovers and release the cap (remove the cgroup). Idempotent."""
+        self.kill_all()
 
     def describe(self) -> str:
         return f"{self.method} {self.limit_mb} MB"

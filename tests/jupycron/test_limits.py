@@ -1,0 +1,134 @@
+"""Memory caps: method detection over fake /proc trees, cgroup file writes over fake
+cgroup folders, and the detected method capping a real process on this machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jupycron import limits
+
+
+def fake_system(tmp: Path, *, pid1: str = "init", mountinfo: str = "", cgroup: str = "",
+                euid: int = 1000, systemd_run: str | None = None) -> limits.SystemView:
+    proc = tmp / "proc"
+    (proc / "1").mkdir(parents=True)
+    (proc / "self").mkdir()
+    (proc / "1" / "comm").write_text(pid1 + "\n")
+    (proc / "self" / "mountinfo").write_text(mountinfo)
+    (proc / "self" / "cgroup").write_text(cgroup)
+    return limits.SystemView(proc=proc, euid=euid, systemd_run=systemd_run)
+
+
+def v2_tree(tmp: Path, own: str = "system.slice/jupycron.service") -> tuple[Path, str]:
+    root = tmp / "cg2"
+    d = root / own
+    d.mkdir(parents=True)
+    (d / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (d / "cgroup.subtree_control").write_text("")
+    (d / "cgroup.procs").write_text("4242\n")
+    info = f"41 31 0:38 / {root} rw,relatime - cgroup2 cgroup2 rw\n"
+    return d, info
+
+
+def test_systemd_pid1_and_root_uses_systemd_run(tmp_path):
+    view = fake_system(tmp_path, pid1="systemd", euid=0, systemd_run="/usr/bin/systemd-run")
+    assert limits.detect(view).method == "systemd-run"
+
+
+def test_systemd_pid1_without_privileges_falls_through(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    d, info = v2_tree(tmp_path)
+    view = fake_system(tmp_path, pid1="systemd", euid=1000, systemd_run="/usr/bin/systemd-run",
+                       mountinfo=info, cgroup="0::/system.slice/jupycron.service\n")
+    detected = limits.detect(view)
+    assert (detected.method, detected.parent) == ("cgroup-v2", d)  # Delegate=yes subtree
+
+
+def test_cgroup_v1_memory_controller(tmp_path):
+    root = tmp_path / "memory"
+    own = root / "process_api" / "abc"
+    own.mkdir(parents=True)
+    (own / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    info = (f"35 31 0:32 / {root} rw,relatime - cgroup cgroup rw,memory\n"
+            f"41 31 0:38 / {tmp_path / 'unified'} rw,relatime - cgroup2 cgroup2 rw\n")
+    view = fake_system(tmp_path, mountinfo=info,
+                       cgroup="4:memory:/process_api/abc\n0::/\n")
+    detected = limits.detect(view)
+    assert (detected.method, detected.parent) == ("cgroup-v1", own)
+    assert "cgroup-v1" in detected.describe()
+
+
+def test_mount_root_inside_a_container(tmp_path):
+    mnt = tmp_path / "memory"
+    (mnt / "job").mkdir(parents=True)
+    (mnt / "job" / "memory.limit_in_bytes").write_text("0")
+    info = f"35 31 0:32 /docker/abc {mnt} rw - cgroup cgroup rw,memory\n"
+    view = fake_system(tmp_path, mountinfo=info, cgroup="4:memory:/docker/abc/job\n")
+    assert limits.detect(view).parent == mnt / "job"
+
+
+def test_nothing_usable_is_rlimit(tmp_path):
+    view = fake_system(tmp_path, cgroup="0::/\n")
+    assert limits.detect(view).method == "rlimit"
+
+
+def test_v2_cap_moves_us_to_a_leaf_and_writes_limits(tmp_path):
+    d, _ = v2_tree(tmp_path)
+    cap = limits.CgroupV2Cap(300, "20240101T000000-abcdef", d)
+    # "no internal processes": our processes went to a leaf before +memory was enabled
+    assert (d / limits.SUPERVISOR_CGROUP / "cgroup.procs").read_text() == "4242"
+    assert (d / "cgroup.subtree_control").read_text() == "+memory"
+    assert cap.path == d / "jupycron-20240101T000000-abcdef"
+    assert (cap.path / "memory.max").read_text() == str(300 * 1024 * 1024)
+    cap.attach(777)
+    assert (cap.path / "cgroup.procs").read_text() == "777"
+    (cap.path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (cap.path / "memory.peak").write_text(str(123 * 1024 * 1024))
+    assert cap.oom_killed() and cap.peak_mb() == 123
+
+
+def test_systemd_run_wraps_the_argv(tmp_path):
+    cap = limits.SystemdRunCap(250, "run 1", systemd_run="/usr/bin/systemd-run")
+    cmd = cap.wrap_command(["python", "-m", "ipykernel_launcher", "-f", "x y.json"])
+    assert cmd[:3] == ["/usr/bin/systemd-run", "--scope", "--quiet"]
+    assert "--property=MemoryMax=250M" in cmd and "--unit=jupycron-run_1.scope" in cmd
+    assert cmd[cmd.index("--") + 1:] == ["python", "-m", "ipykernel_launcher", "-f", "x y.json"]
+
+
+def test_a_cap_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        limits.RlimitCap(0, "x")
+
+
+_HOG = ("import sys; sys.stdin.readline(); "
+        "data = b'x' * (400 << 20); print('survived', flush=True)")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["detected", "rlimit"])
+def test_a_real_process_cannot_exceed_the_cap(method):
+    """The machine's own method (cgroup-v1 here) and the rlimit fallback stop a 400 MB hog
+    under a 100 MB cap; the cgroup is removed afterwards."""
+    cap = limits.create_cap(100, f"test-{method}") if method == "detected" \
+        else limits.RlimitCap(100, "test-rlimit")
+    proc = subprocess.Popen([sys.executable, "-c", _HOG], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        cap.attach(proc.pid)
+        out, err = proc.communicate(b"go\n", timeout=60)
+        assert b"survived" not in out
+        if cap.method in ("cgroup-v1", "cgroup-v2"):
+            assert proc.returncode == -9 and cap.oom_killed()
+            assert cap.peak_mb() is not None and 50 < cap.peak_mb() <= 101
+        else:
+            assert b"MemoryError" in err
+    finally:
+        proc.kill()
+        proc.wait()
+        cap.close()
+    if isinstance(cap, limits._CgroupCap):
+        assert not cap.path.exists()

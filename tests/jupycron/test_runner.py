@@ -1,0 +1,245 @@
+"""The runner against real kernels: every outcome provoked for real, nothing left behind.
+
+Most notebooks run once, together, in a module fixture (like a tick would), and each test
+checks one outcome; runs that need a hand on them (stop, delete mid-run) run on their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from jupycron import discovery, limits, runner
+from jupycron.history import History
+from jupycron.models import Run, RunStatus, Trigger
+from jupycron.paths import output_html
+
+WEIRD = "sub dir/we'ird \"q\"; $(touch pwned) `touch pwned2` ü_autorun.ipynb"
+BATCH = ["ok_autorun.ipynb", "raises_autorun.ipynb", "sysexit0_autorun.ipynb",
+         "exit3_autorun.ipynb", "sleeps_autorun.ipynb", "memhog_autorun.ipynb",
+         "hugeoutput_autorun.ipynb", WEIRD]
+
+
+def _digest(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, jc):
+    """Run every fixture notebook once, three at a time; map rel -> (Run, statuses seen)."""
+    tmp = tmp_path_factory.mktemp("runner")
+    settings = jc.make_settings(tmp)
+    for name in BATCH[:-1]:
+        jc.copy_notebook(name, settings.notebooks)
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, WEIRD)
+    digests = {rel: _digest(settings.notebooks / rel) for rel in BATCH}
+    history = History(settings.output_dir)
+    seen: dict[str, list[tuple[RunStatus, int | None]]] = {rel: [] for rel in BATCH}
+
+    def one(rel: str) -> Run:
+        nb = discovery.read_notebook(settings.notebooks / rel, rel)
+        return runner.run_notebook(settings, nb, Trigger.SCHEDULE, None, history,
+                                   on_change=lambda r: seen[rel].append((r.status, r.pid)))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "MAX_OUTPUT_BYTES", 256 * 1024)
+        mp.chdir(tmp)
+        with ThreadPoolExecutor(3) as pool:
+            runs = dict(zip(BATCH, pool.map(one, BATCH), strict=True))
+    return {"settings": settings, "runs": runs, "seen": seen, "digests": digests,
+            "history": history.load(), "tmp": tmp}
+
+
+def _html(batch, rel: str) -> str:
+    return output_html(batch["settings"].output_dir, rel).read_text(encoding="utf-8")
+
+
+@pytest.mark.integration
+def test_success_sees_autorun_and_cwd(batch, jc):
+    run = batch["runs"]["ok_autorun.ipynb"]
+    settings = batch["settings"]
+    assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
+    probe = json.loads((settings.notebooks / "ok-probe.json").read_text())
+    assert probe["autorun"] == "1"
+    assert Path(probe["cwd"]) == settings.notebooks  # the kernel ran in the notebooks folder
+    assert probe["notebook"] in ("ok_autorun.ipynb", WEIRD)  # both write the probe
+    assert run.memory_limit == limits.detect_method()
+    assert run.peak_mem_mb and run.peak_mem_mb > 1
+    assert run.duration_s and run.duration_s > 0
+    assert run.output == "ok_autorun.html"
+    jc.assert_no_leftovers(run)
+
+
+@pytest.mark.integration
+def test_running_row_is_written_first_and_replaced(batch):
+    import os
+
+    for rel, seen in batch["seen"].items():
+        assert seen[0] == (RunStatus.RUNNING, os.getpid()), rel
+        assert seen[-1][0] is batch["runs"][rel].status
+    entry = batch["history"]["raises_autorun.ipynb"]
+    assert [r.status for r in entry.runs] == [RunStatus.FAILED]  # upserted, not appended
+
+
+@pytest.mark.integration
+def test_notebook_files_are_never_modified(batch):
+    for rel, digest in batch["digests"].items():
+        assert _digest(batch["settings"].notebooks / rel) == digest, rel
+
+
+@pytest.mark.integration
+def test_html_is_offline_and_self_contained(batch):
+    html = _html(batch, "ok_autorun.ipynb")
+    assert "rich output" in html and "probe written" in html
+    assert "<style" in html  # the theme CSS is embedded
+    external = re.findall(r"""(?:src|href)\s*=\s*["']?(https?:)?//([^"'\s>]+)""", html)
+    # The only external reference is the link written in the notebook's own markdown.
+    assert [host for _, host in external] == ["ooni.org/"]
+    assert not re.search(r"<script[^>]+src=", html)
+    assert "cdnjs.cloudflare.com" not in html and "cdn.jsdelivr.net" not in html
+    assert html.count("<!DOCTYPE html>") == 1
+
+
+@pytest.mark.integration
+def test_failed_runs_every_cell_and_keeps_first_error(batch, jc):
+    run = batch["runs"]["raises_autorun.ipynb"]
+    assert run.status is RunStatus.FAILED
+    assert (run.error_name, run.error_value, run.error_cell) == ("ValueError", "boom from cell 2", 2)
+    html = _html(batch, "raises_autorun.ipynb")
+    assert "ran after the error" in html and "second error, not the first" in html
+    jc.assert_no_leftovers(run)
+
+
+@pytest.mark.integration
+def test_sys_exit_zero_is_success_and_stops(batch):
+    run = batch["runs"]["sysexit0_autorun.ipynb"]
+    assert run.status is RunStatus.SUCCESS
+    assert run.extra["sys_exit"] == "0"
+    html = _html(batch, "sysexit0_autorun.ipynb")
+    assert "before exit" in html
+    assert "STALE OUTPUT" not in html  # saved outputs of cells that did not run are cleared
+    assert batch["history"]["sysexit0_autorun.ipynb"].last_success_output
+
+
+@pytest.mark.integration
+def test_os_exit_is_crashed(batch, jc):
+    run = batch["runs"]["exit3_autorun.ipynb"]
+    assert run.status is RunStatus.CRASHED
+    assert run.error_name == "KernelDied" and "code 3" in run.error_value
+    assert run.error_cell == 2
+    assert "about to die" in _html(batch, "exit3_autorun.ipynb")
+    jc.assert_no_leftovers(run)
+
+
+@pytest.mark.integration
+def test_timeout_kills_kernel_and_grandchildren(batch, jc):
+    run = batch["runs"]["sleeps_autorun.ipynb"]
+    assert run.status is RunStatus.TIMEOUT
+    assert run.error_name == "Timeout" and run.extra["max_runtime_s"] == 3
+    pids = [int(p) for p in (batch["settings"].notebooks / "sleeps-pids.txt").read_text().split()]
+    assert len(pids) == 2  # one in the kernel's group, one that left it with setsid
+    jc.assert_no_leftovers(run, extra_pids=pids)
+    assert not any(jc.alive(p) for p in pids)
+    assert "Timeout: MaxRuntime of 3 s exceeded" in _html(batch, "sleeps_autorun.ipynb")
+
+
+@pytest.mark.integration
+def test_memory_hog_is_oom(batch, jc):
+    run = batch["runs"]["memhog_autorun.ipynb"]
+    assert run.status is RunStatus.OOM, (run.error_name, run.error_value)
+    assert run.extra["max_mem_mb"] == 200
+    if run.memory_limit in ("cgroup-v1", "cgroup-v2"):
+        assert run.peak_mem_mb is not None and run.peak_mem_mb <= 201
+    jc.assert_no_leftovers(run)
+
+
+@pytest.mark.integration
+def test_huge_output_is_truncated(batch):
+    run = batch["runs"]["hugeoutput_autorun.ipynb"]
+    assert run.status is RunStatus.SUCCESS
+    assert run.extra["output_truncated"] is True
+    path = output_html(batch["settings"].output_dir, "hugeoutput_autorun.ipynb")
+    assert path.stat().st_size < 1_000_000  # 1.5 MB printed, 256 KB kept
+    assert "output truncated" in path.read_text(encoding="utf-8")
+
+
+@pytest.mark.integration
+def test_hostile_file_name_runs_without_a_shell(batch):
+    run = batch["runs"][WEIRD]
+    assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
+    assert output_html(batch["settings"].output_dir, WEIRD).is_file()
+    tmp = batch["tmp"]
+    assert not list(tmp.rglob("pwned*")) and not Path("pwned").exists()
+
+
+@pytest.mark.integration
+def test_notebook_deleted_mid_run(settings, monkeypatch, jc):
+    monkeypatch.setenv("STAMP_SLEEP", "2")
+    rel = jc.copy_notebook("stamp_autorun.ipynb", settings.notebooks)
+    history = History(settings.output_dir)
+    nb = discovery.read_notebook(settings.notebooks / rel, rel)
+    result: list[Run] = []
+    t = threading.Thread(target=lambda: result.append(runner.run_notebook(settings, nb, history=history)))
+    t.start()
+    def kernel_started() -> bool:
+        entry = history.load().get(rel)
+        return bool(entry and entry.runs and entry.runs[0].extra.get("kernel_pid"))
+
+    jc.wait_until(kernel_started, what="the kernel to start")
+    (settings.notebooks / rel).unlink()
+    t.join(60)
+    run = result[0]
+    assert run.status is RunStatus.SUCCESS  # the notebook was read before it vanished
+    assert history.load()[rel].runs[0].status is RunStatus.SUCCESS
+    assert output_html(settings.output_dir, rel).is_file()
+    # Gone before the run starts: a recorded failure, no crash.
+    again = runner.run_notebook(settings, nb, history=history)
+    assert again.status is RunStatus.FAILED and again.error_name == "FileNotFoundError"
+
+
+@pytest.mark.integration
+def test_stop_event_interrupts_and_cleans_up(settings, jc):
+    rel = jc.copy_notebook("sleeps_autorun.ipynb", settings.notebooks,
+                        line='{"every": "1 minute", "MaxRuntime": 120}')
+    history = History(settings.output_dir)
+    nb = discovery.read_notebook(settings.notebooks / rel, rel)
+    stop = threading.Event()
+    result: list[Run] = []
+    t = threading.Thread(target=lambda: result.append(
+        runner.run_notebook(settings, nb, history=history, stop_event=stop)))
+    t.start()
+    pid_file = settings.notebooks / "sleeps-pids.txt"
+    jc.wait_until(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2,
+               what="the notebook's children")
+    stop.set()
+    t.join(60)
+    run = result[0]
+    assert run.status is RunStatus.INTERRUPTED
+    jc.assert_no_leftovers(run, extra_pids=[int(p) for p in pid_file.read_text().split()])
+
+
+def test_effective_limits_are_bounded(settings):
+    from dataclasses import replace
+
+    from jupycron.models import JobSpec, Notebook
+
+    s = replace(settings, default_max_mem_mb=300, max_mem_mb=500, default_max_runtime_s=60,
+                max_runtime_s=100)
+    assert runner.effective_limits(s, Notebook("a_autorun.ipynb", 0, 0, JobSpec(every="1 day"))) == (300, 60)
+    big = JobSpec(every="1 day", max_mem_mb=9000, max_runtime_s=9000)
+    assert runner.effective_limits(s, Notebook("a_autorun.ipynb", 0, 0, big)) == (500, 100)
+    small = JobSpec(every="1 day", max_mem_mb=50, max_runtime_s=5)
+    assert runner.effective_limits(s, Notebook("a_autorun.ipynb", 0, 0, small)) == (50, 5)
+
+
+def test_fixture_notebooks_are_valid(jc):
+    import nbformat
+
+    for p in jc.FIXTURES.glob("*.ipynb"):
+        nbformat.validate(nbformat.read(p, as_version=4))

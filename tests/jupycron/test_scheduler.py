@@ -1,0 +1,247 @@
+"""Scheduling: the due rule, locks and slots (unit); ticks, the daemon and crash recovery
+against real kernels and real `python -m jupycron` processes (integration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jupycron import scheduler
+from jupycron.exceptions import NotebookNotFound
+from jupycron.history import History, NotebookHistory
+from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
+from jupycron.paths import output_html, scheduler_state_file, summary_file
+
+T0 = datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
+HOURLY = Notebook("h_autorun.ipynb", 0, 0, JobSpec(every="1 hour"))
+
+
+def _run(slot: datetime, status: RunStatus, trigger: Trigger = Trigger.SCHEDULE) -> Run:
+    return Run(notebook=HOURLY.path, run_id=f"{slot:%Y%m%dT%H%M%S}-{status}", started_at=slot,
+               status=status, trigger=trigger, slot=slot if trigger is Trigger.SCHEDULE else None)
+
+
+def _due(runs: list[Run], now: datetime, first_seen: datetime = T0 - timedelta(days=1)):
+    hist = {HOURLY.path: NotebookHistory(runs=runs, first_seen=first_seen)}
+    return [slot for _, slot in scheduler.due_runs([HOURLY], hist, now)]
+
+
+def test_a_served_slot_is_not_due_until_the_next_one():
+    ten = T0.replace(minute=0)
+    assert _due([_run(ten, RunStatus.SUCCESS)], T0) == []
+    assert _due([_run(ten, RunStatus.SUCCESS)], T0 + timedelta(minutes=35)) == [ten + timedelta(hours=1)]
+
+
+def test_failures_wait_for_the_next_slot_but_interruptions_are_retried():
+    ten = T0.replace(minute=0)
+    assert _due([_run(ten, RunStatus.FAILED)], T0) == []
+    assert _due([_run(ten, RunStatus.INTERRUPTED)], T0) == [ten]
+    three = [_run(ten, RunStatus.INTERRUPTED) for _ in range(scheduler.INTERRUPTED_RETRIES)]
+    assert _due(three, T0) == []
+
+
+def test_running_disabled_and_new_notebooks_are_not_due():
+    ten = T0.replace(minute=0)
+    assert _due([_run(ten - timedelta(hours=1), RunStatus.SUCCESS), _run(ten, RunStatus.RUNNING)], T0) == []
+    disabled = Notebook("d_autorun.ipynb", 0, 0, None, "no jupycron line")
+    assert scheduler.due_runs([disabled], {}, T0) == []
+    # never run: only a slot after it was first seen counts; manual runs do not serve slots
+    assert _due([], T0, first_seen=ten + timedelta(minutes=1)) == []
+    assert _due([_run(ten, RunStatus.SUCCESS, Trigger.MANUAL)], T0, first_seen=ten - timedelta(minutes=1)) == [ten]
+
+
+def test_locks_are_exclusive_and_slots_are_bounded(tmp_path):
+    a = scheduler.try_lock(tmp_path / "x.lock")
+    assert a is not None and scheduler.try_lock(tmp_path / "x.lock") is None
+    scheduler.release(a)
+    b = scheduler.try_lock(tmp_path / "x.lock")
+    assert b is not None
+    scheduler.release(b)
+    stop = threading.Event()
+    held = [scheduler.acquire_slot(tmp_path, 2, stop) for _ in range(2)]
+    assert all(fd is not None for fd in held)
+    stop.set()
+    assert scheduler.acquire_slot(tmp_path, 2, stop) is None  # all taken: waits until stopped
+    for fd in held:
+        scheduler.release(fd)
+
+
+@pytest.mark.parametrize("rel, message", [
+    ("/etc/passwd_autorun.ipynb", "relative"),
+    ("../x_autorun.ipynb", "'..'"),
+    ("a/../../x_autorun.ipynb", "'..'"),
+    ("missing_autorun.ipynb", "no notebook"),
+    ("plain.ipynb", "not an autorun notebook"),
+    ("x_autorun.txt", ".ipynb"),
+])
+def test_run_now_rejects_bad_paths(settings, rel, message):
+    (settings.notebooks / "plain.ipynb").write_text("{}")
+    with pytest.raises(NotebookNotFound, match=message):
+        scheduler.resolve_notebook(settings, rel)
+
+
+@pytest.mark.integration
+def test_tick_runs_due_notebooks_then_purges_deleted_ones(settings, jc):
+    settings = replace(settings, deleted_grace_s=0.0)
+    for name in ("ok_autorun.ipynb", "raises_autorun.ipynb"):
+        jc.copy_notebook(name, settings.notebooks)
+    now = datetime.now(UTC)
+    assert scheduler.tick(settings, now=now) == []   # first seen: waits for its next slot
+    runs = scheduler.tick(settings, now=now + timedelta(minutes=2))
+    assert sorted((r.notebook, r.status) for r in runs) == [
+        ("ok_autorun.ipynb", RunStatus.SUCCESS), ("raises_autorun.ipynb", RunStatus.FAILED)]
+    assert all(r.slot is not None and r.trigger is Trigger.SCHEDULE for r in runs)
+    assert scheduler.tick(settings, now=now + timedelta(minutes=2)) == []  # slot served
+    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    assert state["mode"] == "tick" and state["running"] == [] and state["pid"] == os.getpid()
+    assert "raises_autorun.ipynb" in summary_file(settings.output_dir).read_text()
+
+    (settings.notebooks / "raises_autorun.ipynb").unlink()
+    later = now + timedelta(minutes=2, seconds=10)
+    scheduler.tick(settings, now=later)
+    assert History(settings.output_dir).load()["raises_autorun.ipynb"].deleted_at == later
+    scheduler.tick(settings, now=later + timedelta(seconds=1), stop_event=_stopped())
+    assert "raises_autorun.ipynb" not in History(settings.output_dir).load()
+    assert not output_html(settings.output_dir, "raises_autorun.ipynb").exists()
+
+
+def _stopped() -> threading.Event:
+    e = threading.Event()
+    e.set()
+    return e
+
+
+def _jupycron(settings, *args: str) -> list[str]:
+    return [sys.executable, "-m", "jupycron", "--notebooks", str(settings.notebooks),
+            "--output", str(settings.output_dir), "--concurrency", str(settings.concurrency), *args]
+
+
+def _overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = cur = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+@pytest.mark.integration
+def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc, tmp_path):
+    """End to end: `python -m jupycron tick` and an in-process tick start together. Every
+    notebook runs exactly once and never more than `concurrency` (2) run at once."""
+    rels = [jc.copy_notebook("stamp_autorun.ipynb", settings.notebooks, f"s{i}_autorun.ipynb")
+            for i in range(4)]
+    jc.seen_long_ago(settings, rels)
+    env = {**os.environ, "STAMP_SLEEP": "1.5"}
+    log = (tmp_path / "tick.log").open("wb")
+    proc = subprocess.Popen(_jupycron(settings, "tick"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    def other_running() -> bool:
+        return any(r.status is RunStatus.RUNNING and r.pid == proc.pid
+                   for e in History(settings.output_dir).load().values() for r in e.runs)
+
+    try:
+        jc.wait_until(other_running, timeout=60, what="the other tick's first run")
+        os.environ["STAMP_SLEEP"] = "1.5"
+        mine = scheduler.tick(settings)
+    finally:
+        os.environ.pop("STAMP_SLEEP", None)
+        assert proc.wait(120) == 0, (tmp_path / "tick.log").read_text()
+    hist = History(settings.output_dir).load()
+    assert {rel: [r.status for r in hist[rel].runs] for rel in rels} == \
+        {rel: [RunStatus.SUCCESS] for rel in rels}
+    assert 1 <= len(mine) < 4  # both processes ran some of them
+    stamps = [tuple(map(float, p.read_text().split()))
+              for p in (settings.notebooks / "stamps").iterdir()]
+    assert len(stamps) == 4
+    assert _overlap(stamps) <= 2  # type: ignore[arg-type]
+
+
+def _wait_kernel(settings, rel: str, jc) -> Run:
+    def started() -> Run | None:
+        entry = History(settings.output_dir).load().get(rel)
+        run = entry.runs[0] if entry and entry.runs else None
+        pids = settings.notebooks / "sleeps-pids.txt"
+        ok = run and run.status is RunStatus.RUNNING and run.extra.get("kernel_pid") \
+            and pids.exists() and len(pids.read_text().split()) == 2
+        return run if ok else None
+
+    return jc.wait_until(started, timeout=60, what="the notebook's kernel and children")  # type: ignore[return-value]
+
+
+def _long_sleeper(settings, jc) -> str:
+    rel = jc.copy_notebook("sleeps_autorun.ipynb", settings.notebooks,
+                           line='{"every": "1 minute", "MaxRuntime": 300}')
+    jc.seen_long_ago(settings, [rel])
+    return rel
+
+
+@pytest.mark.integration
+def test_kill_9_of_the_tick_is_reaped_by_the_next_tick(settings, jc, tmp_path):
+    rel = _long_sleeper(settings, jc)
+    proc = subprocess.Popen(_jupycron(settings, "tick"), stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "tick.log").open("wb"))
+    try:
+        running = _wait_kernel(settings, rel, jc)
+    finally:
+        proc.kill()
+        proc.wait()
+    children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
+    assert running.pid == proc.pid
+    # The next tick reaps the orphan (and, being told to stop, starts nothing new).
+    scheduler.tick(settings, stop_event=_stopped())
+    run = History(settings.output_dir).load()[rel].runs[0]
+    assert run.run_id == running.run_id
+    assert run.status is RunStatus.INTERRUPTED and run.extra.get("orphaned") is True
+    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+
+
+@pytest.mark.integration
+def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
+    rel = _long_sleeper(settings, jc)
+    proc = subprocess.Popen(_jupycron(settings, "daemon"), stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "daemon.log").open("wb"))
+    try:
+        running = _wait_kernel(settings, rel, jc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "daemon.log").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
+    run = History(settings.output_dir).load()[rel].runs[0]
+    assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
+    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    assert state["mode"] == "stopped" and state["running"] == []
+
+
+@pytest.mark.integration
+def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
+    monkeypatch.setattr(scheduler, "RESCAN_S", 0.2)
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "first_autorun.ipynb")
+    stop = threading.Event()
+    t = threading.Thread(target=scheduler.run_forever, args=(settings, stop))
+    t.start()
+    try:
+        history = History(settings.output_dir)
+        jc.wait_until(lambda: "first_autorun.ipynb" in history.load(), what="first notebook seen")
+        jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "later/added_autorun.ipynb")
+        jc.wait_until(lambda: "later/added_autorun.ipynb" in history.load(), what="added notebook seen")
+        (settings.notebooks / "first_autorun.ipynb").unlink()
+        jc.wait_until(lambda: history.load()["first_autorun.ipynb"].deleted_at, what="deletion seen")
+        state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+        assert state["mode"] == "daemon" and state["next_wake"]
+    finally:
+        stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert "added_autorun.ipynb" in Path(summary_file(settings.output_dir)).read_text()
