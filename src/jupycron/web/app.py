@@ -103,7 +103,7 @@ def _fmt_duration(s: float | None) -> str:
 
 
 def _fmt_mem(mb: float | None) -> str:
-    return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB")
+    return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 100 else f"{mb:.1f} MB")
 
 
 def _templates() -> jinja2.Environment:

@@ -31,6 +31,8 @@ import math
 import os
 import re
 import tempfile
+import threading
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,12 +83,53 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
+class _SuccessCache:
+    """Remembers recently verified (user, password, hash) triples for :data:`CACHE_TTL_S`.
+
+    HTTP Basic sends the password with every request and an argon2 check costs about 64 MB
+    and tens of milliseconds (a second on a busy small VM), so successful checks are cached
+    under an HMAC with a per-process random key (the password itself is not kept). Failed
+    checks are never cached: guessing stays as slow as argon2 makes it.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._key = os.urandom(32)
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, float] = {}
+
+    def _digest(self, user: str, password: str, stored: str) -> bytes:
+        msg = "\0".join((user, password, stored)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, "sha256").digest()
+
+    def hit(self, user: str, password: str, stored: str) -> bool:
+        d = self._digest(user, password, stored)
+        with self._lock:
+            at = self._entries.get(d)
+            return at is not None and time.monotonic() - at < CACHE_TTL_S
+
+    def add(self, user: str, password: str, stored: str) -> None:
+        d = self._digest(user, password, stored)
+        with self._lock:
+            if len(self._entries) >= self._size:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[d] = time.monotonic()
+
+
+CACHE_TTL_S = 600.0
+_CACHE = _SuccessCache()
+
+
 def verify_password(users: Mapping[str, str], user: str, password: str) -> bool:
     """True when ``user`` exists in ``users`` and ``password`` matches its argon2 hash.
 
     A malformed stored hash counts as a mismatch (and is logged), never as an error page.
+    Successes are cached for :data:`CACHE_TTL_S` (see :class:`_SuccessCache`); changing the
+    hash (``jupycron passwd``) invalidates them, since the hash is part of the key.
     """
     stored = users.get(user)
+    if stored is not None and _CACHE.hit(user, password, stored):
+        return True
     try:
         _HASHER.verify(stored if stored is not None else _DUMMY_HASH, password)
     except VerifyMismatchError:
@@ -95,7 +138,10 @@ def verify_password(users: Mapping[str, str], user: str, password: str) -> bool:
         log.warning("web_users entry for %r is not a valid argon2 hash: run `jupycron passwd %s`",
                     user, user)
         return False
-    return stored is not None
+    if stored is None:
+        return False
+    _CACHE.add(user, password, stored)
+    return True
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
