@@ -340,9 +340,10 @@ def test_defaults_end_on_the_hour_and_large_runs_are_chunked():
     naive = make_plan(days=3, rows=1000, end=datetime(2025, 1, 1, 12, 30))
     assert naive.end == datetime(2025, 1, 1, 12, tzinfo=UTC)
     big = make_plan(days=90, rows=100_000_000)
-    assert len(big.chunks) >= 90
+    assert len(big.chunks) >= 180
+    assert all(hi - lo <= 168 for lo, hi in make_plan(days=30, rows=1000).chunks)
     per_chunk = [big.lam[lo:hi].sum() for lo, hi in big.chunks]
-    assert max(per_chunk) < 1.2e6 and big.chunks[0][0] == 0 and big.chunks[-1][1] == 90 * 24
+    assert max(per_chunk) < 0.6e6 and big.chunks[0][0] == 0 and big.chunks[-1][1] == 90 * 24
     assert make_plan(days=90).rows == 3_600_000
 
 

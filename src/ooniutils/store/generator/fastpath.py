@@ -38,7 +38,6 @@ ARCHS = sorted({a for _, a, _ in PLATFORM_COMBOS})
 COMBO_PLATFORM = np.array([PLATFORMS.index(p) for p, _, _ in PLATFORM_COMBOS], np.int8)
 COMBO_ARCH = np.array([ARCHS.index(a) for _, a, _ in PLATFORM_COMBOS], np.int8)
 HELPER_URLS = [""] + [world.helper_url(h.rdn) for h in world.HELPERS]
-HELPER_CUM = np.cumsum([h.weight for h in world.HELPERS]) / sum(h.weight for h in world.HELPERS)
 CONTROL_FAILURES = ["", *world.CONTROL_FAILURES]
 BLOCKING_TYPES = ["", "dns", "tcp_ip", "http-failure", "http-diff"]
 FP_BLOCKING_CUM = np.cumsum([0.25, 0.15, 0.60])  # dns, tcp_ip, http-failure for false positives
@@ -55,6 +54,7 @@ SCORE_FAILURE, SCORE_ANOMALY, SCORE_WEB0, SCORE_CONFIRMED = 1, 2, 2, len(SCORES)
 
 WEB = TEST_NAMES.index("web_connectivity")
 RUNTIME = np.array([t.runtime for t in world.TESTS])
+RUNTIME32 = RUNTIME.astype(np.float32)
 SPACING = np.maximum(1, np.round(RUNTIME) + 1).astype(np.int64)
 P_NEW_REPORT = np.array([1 / t.report_size for t in world.TESTS])
 BASE_FAILURE = np.array([t.failure for t in world.TESTS])
@@ -82,6 +82,32 @@ BLOCKED = _blocked_matrix()
 def _sample(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Index of the first cumulative weight above u, per row (cum: (n, K) rows end at 1)."""
     return (u[:, None] >= cum).sum(axis=1)
+
+
+LUT_BITS = 16
+
+
+def _lookup_table(weights: np.ndarray) -> np.ndarray:
+    """Inverse-CDF table: a uniform 16-bit integer indexes it to draw from ``weights``.
+
+    One gather per draw instead of a binary search; probabilities are rounded to
+    multiples of 1/65536, far below the sampling noise of any series.
+    """
+    cum = np.cumsum(weights) / np.sum(weights)
+    grid = (np.arange(2**LUT_BITS) + 0.5) / 2**LUT_BITS
+    return np.minimum(np.searchsorted(cum, grid, side="right"), len(weights) - 1).astype(np.int16)
+
+
+INPUT_LUT = {kind: _lookup_table(w) for kind, w in INPUT_LISTS.items()}
+HELPER_LUT = _lookup_table(np.array([h.weight for h in world.HELPERS]))
+COMBO_LUT = np.stack([
+    _lookup_table(np.array([w for _, _, w in s.platforms])) + sum(len(x.platforms) for x in world.SOFTWARE[:j])
+    for j, s in enumerate(world.SOFTWARE)])
+"""(n_software, 65536) → index in PLATFORM_COMBOS."""
+
+
+def _draw(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 2**LUT_BITS, n, dtype=np.uint16)
 
 
 def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
@@ -123,13 +149,8 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
     cum, slots = version_cum(plan, hours)
     local = _sample(cum[rep_hour, rep_sw], rng.random(n_rep))
     rep_release = slots[rep_sw, np.minimum(local, slots.shape[1] - 1)]
-    combo_cum = np.ones((n_sw, max(len(s.platforms) for s in world.SOFTWARE)))
-    combo_base = np.zeros(n_sw, np.int64)
-    for j, s in enumerate(world.SOFTWARE):
-        combo_cum[j, : len(s.platforms)] = np.cumsum([w for _, _, w in s.platforms])
-        combo_base[j] = sum(len(x.platforms) for x in world.SOFTWARE[:j])
-    rep_combo = combo_base[rep_sw] + _sample(combo_cum[rep_sw], rng.random(n_rep) * 0.999999)
-    rep_helper = np.where(rep_test == WEB, np.searchsorted(HELPER_CUM, rng.random(n_rep) * 0.999999, side="right"), -1)
+    rep_combo = COMBO_LUT[rep_sw, _draw(rng, n_rep)]
+    rep_helper = np.where(rep_test == WEB, HELPER_LUT[_draw(rng, n_rep)], -1).astype(np.int8)
 
     spacing = np.minimum(SPACING[rep_test], 3000 // rep_size)
     span = rep_size * spacing
@@ -137,7 +158,7 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
     rep_tst = rep_start - 1 - (rng.random(n_rep) * 5).astype(np.int64)
     pos = np.arange(n, dtype=np.int64) - rep_first[rep]
     mst = rep_start[rep] + pos * spacing[rep] + (rng.random(n) < 0.5)
-    runtime = (RUNTIME[test] * np.exp(0.5 * rng.standard_normal(n))).astype(np.float32)
+    runtime = RUNTIME32[test] * np.exp(np.float32(0.5) * rng.standard_normal(n, dtype=np.float32))
     received = mst + np.ceil(runtime).astype(np.int64) + 1 + (rng.random(n) * 90).astype(np.int64)
     usec = rng.integers(0, 1_000_000, n)
     update_ms = received * 1000 + usec // 1000 + 200 + (rng.random(n) * 2800).astype(np.int64)
@@ -148,8 +169,7 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
     for t, kind in enumerate(world.TESTS):
         lo, hi = bounds[t], bounds[t + 1]
         if kind.inputs and hi > lo:
-            cum_w = np.cumsum(INPUT_LISTS[kind.inputs])
-            inp[lo:hi] = INPUT_OFFSET[kind.inputs] + np.searchsorted(cum_w, rng.random(hi - lo) * cum_w[-1], side="right")
+            inp[lo:hi] = INPUT_OFFSET[kind.inputs] + INPUT_LUT[kind.inputs][_draw(rng, int(hi - lo))]
     url = inp.astype(np.int32) - 1                     # index in TEST_LIST for url inputs
 
     # Outcomes.
@@ -161,8 +181,8 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
     helper = rep_helper[rep]
     cf = is_web & (rng.random(n) < BACKGROUND_CONTROL_FAILURE)
     if plan.helper_failure is not None:
-        rdn, s, e = plan.helper_failure
-        cf |= (helper == rdn) & (mst >= s) & (mst < e) & (rng.random(n) < 0.97)
+        rdn, fail_start, fail_end = plan.helper_failure
+        cf |= (helper == rdn) & (mst >= fail_start) & (mst < fail_end) & (rng.random(n) < 0.97)
     failure = cf | (rng.random(n) < p_fail)
     web_url = np.where(is_web, url, 0)
     blocked = is_web & BLOCKED[cc, web_url]
@@ -188,9 +208,11 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
 
     combo = rep_combo[rep]
     zeros8 = np.zeros(n, np.int8)
+    uids = str_series(_measurement_uids(rng, test, bounds, received, usec, cc))
+    report_ids = str_series(_report_ids(rng, rep_test, rep_net, rep_tst, plan, rep))
     return pd.DataFrame({
-        "measurement_uid": str_series(_measurement_uids(rng, test, bounds, received, usec, cc)),
-        "report_id": str_series(_report_ids(rng, rep_test, rep_net, rep_tst, plan, rep)),
+        "measurement_uid": uids,
+        "report_id": report_ids,
         "input": categorical(inp, INPUTS),
         "probe_cc": categorical(cc, CCS),
         "probe_asn": np.array([x.asn for x in plan.nets], np.uint32)[net],

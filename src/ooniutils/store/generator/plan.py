@@ -23,7 +23,9 @@ HOUR = 3600
 DAY = 86400
 ROWS_PER_DAY = 40_000
 """Default volume: 40k rows a day, i.e. 3.6M rows for 90 days (OONI itself gets ~50x more)."""
-DEFAULT_CHUNK_ROWS = 1_000_000
+DEFAULT_CHUNK_ROWS = 500_000
+MAX_CHUNK_HOURS = 168
+"""A chunk never spans more than a week, which bounds the per-cell arrays of sparse runs."""
 
 
 def default_rows(days: int) -> int:
@@ -298,10 +300,11 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
 
 
 def _chunks(per_hour: np.ndarray, chunk_rows: int) -> list[tuple[int, int]]:
-    """Split hours into consecutive [lo, hi) ranges of about ``chunk_rows`` expected rows."""
+    """Split hours into consecutive [lo, hi) ranges of about ``chunk_rows`` expected rows
+    (at most MAX_CHUNK_HOURS hours each)."""
     out, lo, acc = [], 0, 0.0
     for h, v in enumerate(per_hour):
-        if h > lo and acc + v > chunk_rows:
+        if h > lo and (acc + v > chunk_rows or h - lo >= MAX_CHUNK_HOURS):
             out.append((lo, h))
             lo, acc = h, 0.0
         acc += v

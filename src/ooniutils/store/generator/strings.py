@@ -44,8 +44,6 @@ DIGITS3 = byte_table([f"{i:03d}" for i in range(1000)])
 MMSS = byte_table([f"{i // 60:02d}{i % 60:02d}" for i in range(3600)])
 _HEX = b"0123456789abcdef"
 HEX_PAIRS = np.array([_HEX[i >> 4] | _HEX[i & 15] << 8 for i in range(256)], np.uint16)
-_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-ALNUM256 = np.frombuffer(bytes(_ALNUM[i % len(_ALNUM)] for i in range(256)), np.uint8)
 
 
 _BLOCK_ROWS = 8192
@@ -105,6 +103,7 @@ class FixedRows:
             for q in range(len(self.words) - 1, -1, -1):
                 np.ndarray((hi - lo,), np.uint64, buf, lo * w + 8 * q, (w,))[...] = self.words[q, lo:hi]
         total = n * w
+        offsets: np.ndarray
         if total < 2**31:
             offsets = np.arange(0, total + 1, w, dtype=np.int32)
             return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
@@ -137,11 +136,27 @@ def random_hex(rng: np.random.Generator, n: int, chars: int = 16) -> np.ndarray:
 
 
 def random_alnum(rng: np.random.Generator, n: int, chars: int = 16) -> np.ndarray:
-    """(n, chars / 8) uint64 words holding ``chars`` ASCII letters and digits per row."""
+    """(n, chars / 8) uint64 words holding ``chars`` ASCII letters and digits per row.
+
+    Byte-parallel ("SWAR") arithmetic on 6 random bits per character: 0-25 → 'A'-'Z',
+    26-51 → 'a'-'z', 52-61 → '0'-'9' (62 and 63 fold onto 'A' and 'B'). Every per-byte
+    intermediate stays below 256, so no carry crosses into the neighbouring byte.
+    """
     if chars % 8:
         raise ValueError("chars must be a multiple of 8")
-    raw = np.frombuffer(rng.bytes(n * chars), np.uint8).reshape(n, chars)
-    return ALNUM256[raw].view(np.uint64)
+    v = np.frombuffer(rng.bytes(n * chars), np.uint64).reshape(chars // 8, n).copy()
+    ones = np.uint64(0x0101010101010101)
+    v &= np.uint64(0x3F3F3F3F3F3F3F3F)
+
+    def at_least(x: int) -> np.ndarray:
+        return ((v + ones * np.uint64(128 - x)) >> np.uint64(7)) & ones
+
+    v -= at_least(62) * np.uint64(62)
+    ge52 = at_least(52)
+    v += at_least(26) * np.uint64(6)
+    v += ones * np.uint64(65)
+    v -= ge52 * np.uint64(75)
+    return v.T
 
 
 def day_table(first_day: int, last_day: int) -> np.ndarray:

@@ -4,6 +4,7 @@ with one rotated droplet) and event_detector_changepoints (one row per blocking 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +25,14 @@ def citizenlab_frame() -> pd.DataFrame:
     })
 
 
-def helper_instances(plan: Plan) -> list[dict]:
+def helper_instances(plan: Plan) -> list[dict[str, Any]]:
     """The fleet as dicts (also stored in the ground truth): rdn 2's droplet is drained at
     the rotation time and destroyed DRAINING_MINUTES later; its successor, created ten
     minutes before, takes over rdn 2 (so ``https://2.th.ooni.org`` never goes away)."""
     rot = plan.rotation_time
-    out = []
+    out: list[dict[str, Any]] = []
     for h in world.HELPERS:
-        row = {"rdn": h.rdn, "dns_zone": world.DNS_ZONE, "name": h.name, "provider": h.provider,
+        row: dict[str, Any] = {"rdn": h.rdn, "dns_zone": world.DNS_ZONE, "name": h.name, "provider": h.provider,
                "region": h.region, "ipaddr": h.ipaddr, "ipv6addr": h.ipv6addr,
                "draining_at": None, "sign": 1, "destroyed_at": None}
         if h.rotated:
@@ -57,7 +58,7 @@ def helpers_frame(plan: Plan) -> pd.DataFrame:
                "draining_at", "sign", "destroyed_at"]]
 
 
-def helpers_truth(plan: Plan) -> list[dict]:
+def helpers_truth(plan: Plan) -> list[dict[str, Any]]:
     return [{**r, "url": world.helper_url(r["rdn"]),
              "draining_at": r["draining_at"] and iso(r["draining_at"]),
              "destroyed_at": r["destroyed_at"] and iso(r["destroyed_at"])} for r in helper_instances(plan)]

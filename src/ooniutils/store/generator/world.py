@@ -248,7 +248,7 @@ class Network:
 
 def networks() -> list[Network]:
     total = sum(c.weight for c in COUNTRIES)
-    out = []
+    out: list[Network] = []
     for i, c in enumerate(COUNTRIES):
         s = sum(w for _, w in c.asns)
         out.extend(Network(i, c.cc, asn, c.weight / total * w / s) for asn, w in c.asns)
