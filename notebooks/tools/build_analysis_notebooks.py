@@ -57,7 +57,7 @@ import pandas as pd
 
 HISTORY_DAYS = 21   # hours shown and searched for past alarm episodes
 PARAMS = AlarmParams(recent_hours=3, baseline_hours=7 * 24, min_recent=30, min_baseline=200,
-                     alpha=0.01, min_increase=0.05)
+                     alpha=1e-4, min_increase=0.10)
 until = utcnow().floor("h")               # exclusive: the current hour is incomplete
 now = until - pd.Timedelta(hours=1)       # the last complete hour is evaluated
 since = until - pd.Timedelta(days=HISTORY_DAYS)
@@ -67,11 +67,13 @@ print(f"evaluating the hour {now:%Y-%m-%d %H:00} UTC; history since {since:%Y-%m
 Failure rate of web_connectivity measurements per test helper (a measurement *failed* when
 `control_failure` is set or `msm_failure` is true), hour by hour. For each helper the last
 `recent_hours` are compared with the `baseline_hours` before them (one-sided two-proportion
-z-test, Bonferroni over helpers, plus a minimum rise of `min_increase`). A rise is then
+z-test with a quasi-binomial dispersion factor, Bonferroni over helpers, plus a minimum rise
+of `min_increase`). A rise is then
 *scoped*: leaving out the country with the most excess failures, is the rest of the world
 still failing? If so the helper is failing **for all probes** and Slack is alerted; if not,
 the failures are **concentrated** in that country — a network problem there, shown in the
-network table below but not alerted as a helper problem.
+network table below but not alerted as a helper problem. A rise shared by every helper (the
+hour's country mix, a global event) is not an alarm either.
 
 Helpers are joined with `test_helper_instances` on `rdn.dns_zone` (e.g. `2.th.ooni.org`),
 the host of fastpath's `test_helper_address`; a rotated rdn's hours are split between its
@@ -221,7 +223,7 @@ from ooniutils.analyses.events import (
     SentLog, default_state_dir, new_changepoints, slack_message, summary_table, table_html)
 from ooniutils.datasets.events import fetch_changepoints
 
-LOOKBACK = "2 days"
+LOOKBACK = "7 days"
 state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
         new_markdown_cell("""# Blocking event detections
 

@@ -179,3 +179,14 @@ def test_inventory_collapses_signs_and_classifies_state():
     assert old["total"] + new["total"] == counts[counts["helper"] == "2.th.ooni.org"]["total"].sum()
     assert rows.loc[("1.th.ooni.org", "roaming-th-20240611093012"), "provider"] == "Hetzner"
     assert helper_inventory(inst.iloc[:0], now).empty
+
+
+def test_rise_shared_by_every_helper_is_not_a_helper_alarm():
+    counts = make_counts()
+    late = counts["hour"] > END - pd.Timedelta(hours=3)
+    counts.loc[late, "failures"] = (counts.loc[late, "total"] * 0.6).astype(int)
+    now = last_hour(helper_alarms(counts, now=END))
+    assert (now["status"] == "elevated").all()
+    assert (now["scope"] == "shared by all helpers").all()
+    assert not now["alarm"].any()
+    assert now["others_rate"].round(2).eq(0.6).all()

@@ -8,7 +8,10 @@ Method (:func:`helper_alarms`): for every helper and every hour ``t`` the *recen
 the ``recent_hours`` hours ending at ``t`` and the *baseline* the ``baseline_hours`` before
 it. The recent failure rate is tested against the baseline with a one-sided pooled
 two-proportion z-test (it accounts for the baseline's own sampling error, unlike a binomial
-test against the baseline estimate); an hour is flagged when
+test against the baseline estimate), its variance scaled by a quasi-binomial dispersion
+factor estimated from the baseline hours (measurements of one report fail together, so
+hourly counts are overdispersed; without this, busy helpers alarm on noise); an hour is
+flagged when
 
 * the recent window has at least ``min_recent`` measurements and the baseline at least
   ``min_baseline`` (a new helper, a gap in the data or a brand-new country never alarms);
@@ -20,7 +23,10 @@ Each flagged hour then gets a *scope*: leave out the country contributing the mo
 failures and test the rest again. If the rest of the world is still significantly above the
 baseline the helper is failing for everyone (``scope='all probes'``); if not, the failures
 are concentrated in that country (``scope='concentrated'``) — a network problem there, not
-the helper. :func:`network_problems` is the mirror image: per country, across all helpers,
+the helper. Finally the helper must also be above the *other helpers* in the same window
+(significantly, by ``min_increase``); a rise they all share is ``shared by all helpers``
+(the hour's country mix, a global event), not one helper failing. Only ``all probes``
+rows are alarms. :func:`network_problems` is the mirror image: per country, across all helpers,
 flagged when the country's own failure rate rises and it does so on several helpers.
 
 The reported ``baseline_rate`` gets a half count (``(f + 0.5) / (n + 1)``) so a helper
@@ -54,8 +60,11 @@ class AlarmParams:
     baseline_hours: int = 7 * 24
     min_recent: int = 30
     min_baseline: int = 200
-    alpha: float = 0.01
-    min_increase: float = 0.05
+    alpha: float = 1e-4
+    """Per-run false-alarm probability (before Bonferroni over helpers). The alarm is
+    evaluated every hour, so 1e-4 is about one false alarm a year; a helper that really
+    stops answering gives p-values far below 1e-10."""
+    min_increase: float = 0.10
     min_country_samples: int = 10
 
 
@@ -120,21 +129,42 @@ def _rolling_windows(grid: pd.DataFrame, p: AlarmParams) -> pd.DataFrame:
     out["recent_rate"] = out["recent_failures"] / out["recent_total"].where(out["recent_total"] > 0)
     out["baseline_rate"] = (out["baseline_failures"] + 0.5) / (out["baseline_total"] + 1)
     out.loc[out["baseline_total"] == 0, "baseline_rate"] = np.nan
+    # Overdispersion: measurements come in reports from one probe and fail together, and
+    # bad networks stay bad for hours, so window counts vary more than a binomial. The
+    # squared Pearson residuals of past windows (same length as the recent one) against
+    # their own baselines estimate the dispersion factor (quasi-binomial) — through their
+    # median over the baseline period divided by 0.455 (the median of chi-square(1)), so an
+    # earlier incident inside the baseline does not inflate it. It scales the z-test's
+    # variance and is never below 1.
+    n_w = out["recent_total"].to_numpy(dtype=float)
+    f_w = out["recent_failures"].to_numpy(dtype=float)
+    ref = out["baseline_rate"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = (f_w - n_w * ref) ** 2 / (n_w * ref * (1 - ref))
+    r2[~np.isfinite(r2) | (n_w == 0)] = np.nan
+    resid = pd.Series(r2, index=grid.index)
+    disp = resid.groupby(level=0, group_keys=False).apply(
+        lambda s: s.shift(p.recent_hours).rolling(p.baseline_hours, min_periods=24).median())
+    disp = disp / stats.chi2.median(1)
+    out["dispersion"] = np.maximum(disp.to_numpy(), 1.0)
+    out["dispersion"] = out["dispersion"].fillna(1.0)
     return out
 
 
-def _rise_p(rf, rn, bf, bn) -> np.ndarray:
+def _rise_p(rf, rn, bf, bn, dispersion=1.0) -> np.ndarray:
     """One-sided p-value that the recent rate ``rf/rn`` exceeds the baseline ``bf/bn``.
 
     Pooled two-proportion z-test, vectorised; it accounts for the uncertainty of a short
     baseline (a binomial test against the baseline *estimate* does not, and over-alarms when
-    the baseline is small). NaN where either side is empty.
+    the baseline is small). The variance is multiplied by ``dispersion`` (quasi-binomial).
+    NaN where either side is empty.
     """
     rf, rn, bf, bn = (np.asarray(x, dtype=float) for x in (rf, rn, bf, bn))
+    dispersion = np.asarray(dispersion, dtype=float)
     p = np.full(np.broadcast(rf, rn, bf, bn).shape, np.nan)
     ok = (rn > 0) & (bn > 0)
     pooled = np.where(ok, (rf + bf) / np.where(ok, rn + bn, 1), 0.0)
-    se = np.sqrt(pooled * (1 - pooled) * (1 / np.where(ok, rn, 1) + 1 / np.where(ok, bn, 1)))
+    se = np.sqrt(dispersion * pooled * (1 - pooled) * (1 / np.where(ok, rn, 1) + 1 / np.where(ok, bn, 1)))
     diff = np.where(ok, rf / np.where(ok, rn, 1) - bf / np.where(ok, bn, 1), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, diff / se, np.where(diff > 0, np.inf, 0.0))
@@ -177,8 +207,8 @@ def helper_alarms(counts: pd.DataFrame, now: datetime | None = None,
     p = params or AlarmParams()
     df = _check_counts(counts)
     cols = ["helper", "hour", "recent_total", "recent_failures", "recent_rate", "baseline_total",
-            "baseline_rate", "p_value", "status", "alarm", "scope", "top_cc", "top_asn",
-            "rest_rate", "rest_p_value"]
+            "baseline_rate", "dispersion", "p_value", "status", "alarm", "scope", "top_cc", "top_asn",
+            "rest_rate", "rest_p_value", "others_rate"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     first, last = _window_bounds(df, None, now)
@@ -187,7 +217,7 @@ def helper_alarms(counts: pd.DataFrame, now: datetime | None = None,
         return pd.DataFrame(columns=cols)
     w = _rolling_windows(_grid(df, "helper", first, last), p)
     w["p_value"] = _rise_p(w["recent_failures"], w["recent_total"], w["baseline_failures"],
-                           w["baseline_total"])
+                           w["baseline_total"], w["dispersion"])
     n_helpers = max(df["helper"].nunique(), 1)
     w["status"] = _status(w, p, p.alpha / n_helpers)
     w["scope"] = ""
@@ -195,11 +225,30 @@ def helper_alarms(counts: pd.DataFrame, now: datetime | None = None,
     w["top_asn"] = pd.array([pd.NA] * len(w), dtype="Int64")
     w["rest_rate"] = np.nan
     w["rest_p_value"] = np.nan
+    w["others_rate"] = np.nan
     flagged = w.index[w["status"] == "elevated"]
     if len(flagged):
         _add_scope(w, flagged, df, p, p.alpha / n_helpers)
+    _versus_other_helpers(w, p, p.alpha / n_helpers)
     w["alarm"] = (w["status"] == "elevated") & (w["scope"] == "all probes")
     return w[cols].sort_values(["helper", "hour"]).reset_index(drop=True)
+
+
+def _versus_other_helpers(w: pd.DataFrame, p: AlarmParams, alpha: float) -> None:
+    """A rise every helper shares (the day's country mix, a global network event) is not a
+    helper failing: flagged rows must also be above the other helpers' pooled recent rate,
+    by ``min_increase`` and significantly. Otherwise the scope becomes ``shared by all
+    helpers``. Skipped when there is a single helper."""
+    if w["helper"].nunique() < 2:
+        return
+    per_hour = w.groupby("hour")[["recent_failures", "recent_total"]].transform("sum")
+    other_f = per_hour["recent_failures"] - w["recent_failures"]
+    other_n = per_hour["recent_total"] - w["recent_total"]
+    w["others_rate"] = other_f / other_n.where(other_n > 0)
+    pv = _rise_p(w["recent_failures"], w["recent_total"], other_f, other_n, w["dispersion"])
+    above = (pv < alpha) & (w["recent_rate"] - w["others_rate"] >= p.min_increase)
+    shared = (w["scope"] == "all probes") & ~above & (other_n >= p.min_recent)
+    w.loc[shared, "scope"] = "shared by all helpers"
 
 
 def _add_scope(w: pd.DataFrame, flagged: pd.Index, df: pd.DataFrame, p: AlarmParams,
@@ -208,14 +257,14 @@ def _add_scope(w: pd.DataFrame, flagged: pd.Index, df: pd.DataFrame, p: AlarmPar
     span = pd.Timedelta(hours=p.recent_hours)
     for i in flagged:
         helper, hour, base = w.at[i, "helper"], w.at[i, "hour"], w.at[i, "baseline_rate"]
-        bf, bn = w.at[i, "baseline_failures"], w.at[i, "baseline_total"]
+        bf, bn, disp = w.at[i, "baseline_failures"], w.at[i, "baseline_total"], w.at[i, "dispersion"]
         recent = df[(df["helper"] == helper) & (df["hour"] > hour - span) & (df["hour"] <= hour)]
         by_cc = recent.groupby("probe_cc")[["total", "failures"]].sum()
         excess = by_cc["failures"] - by_cc["total"] * base
         top_cc = excess.idxmax()
         rest = by_cc.drop(index=top_cc).sum()
         rest_rate = rest["failures"] / rest["total"] if rest["total"] else np.nan
-        rest_p = float(_rise_p(rest["failures"], rest["total"], bf, bn))
+        rest_p = float(_rise_p(rest["failures"], rest["total"], bf, bn, disp))
         in_cc = recent[recent["probe_cc"] == top_cc]
         by_asn = in_cc.groupby("probe_asn")[["total", "failures"]].sum()
         top_asn = (by_asn["failures"] - by_asn["total"] * base).idxmax()
@@ -251,7 +300,7 @@ def network_problems(counts: pd.DataFrame, now: datetime | None = None,
     p = params or AlarmParams()
     df = _check_counts(counts)
     cols = [by, "hour", "recent_total", "recent_failures", "recent_rate", "baseline_total",
-            "baseline_rate", "p_value", "status", "helpers_seen", "helpers_elevated", "problem"]
+            "baseline_rate", "dispersion", "p_value", "status", "helpers_seen", "helpers_elevated", "problem"]
     if df.empty:
         return pd.DataFrame(columns=cols)
     first, last = _window_bounds(df, None, now)
@@ -260,7 +309,7 @@ def network_problems(counts: pd.DataFrame, now: datetime | None = None,
         return pd.DataFrame(columns=cols)
     w = _rolling_windows(_grid(df, by, first, last), p)
     w["p_value"] = _rise_p(w["recent_failures"], w["recent_total"], w["baseline_failures"],
-                           w["baseline_total"])
+                           w["baseline_total"], w["dispersion"])
     alpha = p.alpha / max(df[by].nunique(), 1)
     w["status"] = _status(w, p, alpha)
     w["helpers_seen"] = 0
@@ -269,11 +318,11 @@ def network_problems(counts: pd.DataFrame, now: datetime | None = None,
     span = pd.Timedelta(hours=p.recent_hours)
     for i in w.index[w["status"] == "elevated"]:
         loc, hour, base = w.at[i, by], w.at[i, "hour"], w.at[i, "baseline_rate"]
-        bf, bn = w.at[i, "baseline_failures"], w.at[i, "baseline_total"]
+        bf, bn, disp = w.at[i, "baseline_failures"], w.at[i, "baseline_total"], w.at[i, "dispersion"]
         recent = df[(df[by] == loc) & (df["hour"] > hour - span) & (df["hour"] <= hour)]
         per_helper = recent.groupby("helper")[["total", "failures"]].sum()
         seen = per_helper[per_helper["total"] >= p.min_country_samples]
-        pv = _rise_p(seen["failures"], seen["total"], bf, bn)
+        pv = _rise_p(seen["failures"], seen["total"], bf, bn, disp)
         rise = seen["failures"] / seen["total"] - base >= p.min_increase
         w.at[i, "helpers_seen"] = len(seen)
         w.at[i, "helpers_elevated"] = int(((pv < p.alpha) & rise).sum())
@@ -281,7 +330,7 @@ def network_problems(counts: pd.DataFrame, now: datetime | None = None,
         excess = per_helper["failures"] - per_helper["total"] * base
         rest = per_helper.drop(index=excess.idxmax()).sum()
         if rest["total"] >= p.min_recent:
-            rest_p = _rise_p(rest["failures"], rest["total"], bf, bn)
+            rest_p = _rise_p(rest["failures"], rest["total"], bf, bn, disp)
             w.at[i, "problem"] = bool(rest_p < alpha
                                       and rest["failures"] / rest["total"] - base >= p.min_increase)
     return w[cols].sort_values([by, "hour"]).reset_index(drop=True)

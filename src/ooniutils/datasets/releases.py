@@ -73,7 +73,12 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
     """
     from IPython.display import display
 
-    from ..analyses.releases import compare_release, rates_chart, regression_message, version_summary
+    from ..analyses.releases import (
+        compare_release,
+        rates_chart,
+        regression_message,
+        version_summary,
+    )
     from ..exceptions import ConfigError
 
     label = software_name if isinstance(software_name, str) else ", ".join(software_name)

@@ -1,0 +1,226 @@
+"""End to end: the analysis notebooks run against a generated 21-day world and find the
+incidents the generator injected (a test helper failing for every probe, a regressing
+android version, blocking changepoints), announce new changepoints to a local Slack
+stand-in once, and handle empty tables (logs) and a missing query_log.
+
+One world is generated per session; notebooks execute in real kernels through nbclient.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from tests.support.services import REPO, require_shared_data
+
+NOTEBOOKS = REPO / "notebooks"
+pytestmark = pytest.mark.integration
+
+
+def _set_env(mp: pytest.MonkeyPatch, world: dict) -> None:
+    mp.setenv("OONI_DATA_DIR", str(world["data"]))
+    mp.setenv("JUPYCRON_STATE_DIR", str(world["state"]))
+    mp.setenv("AUTORUN", "1")
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """21 days of generated data + the test-list sample + a few journald lines."""
+    from ooniutils.analyses.test_helpers import helper_host
+    from ooniutils.store import get_store
+    from ooniutils.store.generator import generate
+    from ooniutils.store.loaders import load_test_lists
+
+    base = tmp_path_factory.mktemp("analysis-world")
+    world = {"data": base / "data", "state": base / "state", "truth": base / "truth.json"}
+    lists = require_shared_data("test-lists-sample")
+    with pytest.MonkeyPatch.context() as mp:
+        cfg = base / "config.toml"
+        cfg.write_text("")
+        mp.setenv("OONI_MONITORING_CONFIG", str(cfg))
+        _set_env(mp, world)
+        store = get_store()
+        store.init()
+        end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        truth = generate(store, days=21, rows=400_000, seed=0, end=end, truth_path=world["truth"])
+        load_test_lists(store, lists)
+        now_us = int(pd.Timestamp.now(tz="UTC").value // 1000)
+        store.insert("logs", pd.DataFrame([
+            {"host": "fsn-1", "_HOSTNAME": "fsn-1", "_MACHINE_ID": "m" * 32,
+             "_SYSTEMD_UNIT": unit, "PRIORITY": prio, "MESSAGE": msg,
+             "__REALTIME_TIMESTAMP": now_us - i * 60_000_000}
+            for i, (unit, prio, msg) in enumerate([
+                ("nginx.service", 3, "upstream timed out (110)"),
+                ("nginx.service", 6, "GET /api/v1/measurements 200"),
+                ("clickhouse-server.service", 2, "Memory limit (total) exceeded"),
+                ("jupycron.service", 4, "notebook autorun_x.ipynb is late"),
+            ])]))
+    world["helper_incident"] = next(i for i in truth.incidents if i.type == "test_helper_failure")
+    world["helper"] = helper_host(world["helper_incident"].keys["test_helper"])
+    world["regression"] = next(i for i in truth.incidents if i.type == "version_regression")
+    world["blocking"] = truth.of_type("blocking_change")
+    return world
+
+
+def run_notebook(name: str) -> str:
+    """Execute notebooks/<name>.ipynb (cwd = notebooks folder) and return its text output.
+    Fails with the traceback when a cell raises."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                parts.append(out.text)
+            elif out.output_type in ("execute_result", "display_data"):
+                data = out.get("data", {})
+                parts.append(data.get("text/html") or data.get("text/plain", ""))
+                if "image/svg+xml" in data:
+                    parts.append("<svg chart>")
+    return "\n".join(parts)
+
+
+class _SlackStandIn:
+    """A local webhook that records the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server API
+                length = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _SlackStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_helper_alarm_finds_the_injected_helper_failure(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    out = run_notebook("autorun_test_helper_failure_rate_alarm")
+    flagged = [line for line in out.splitlines() if line.startswith("flagged helper ")]
+    assert any(line.startswith(f"flagged helper {world['helper']}:") and "(all probes)" in line
+               for line in flagged), out[-3000:]
+    start = world["helper_incident"].start.strftime("%Y-%m-%d")
+    assert any(start in line for line in flagged if world["helper"] in line)
+    # the injected failure is the only one: no other helper flagged for everyone
+    assert {line.split()[2].rstrip(":") for line in flagged} == {world["helper"]}
+    assert "destroyed" in out and "Digital Ocean" in out  # the inventory table
+    assert "alert not sent" in out or "nothing to alert on" in out
+    assert "<svg chart>" in out
+
+
+def test_test_helpers_overview(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    out = run_notebook("test_helpers")
+    assert "live instance(s)" in out and "rotated" in out
+    assert "roaming-th-" in out
+
+
+def test_android_release_regression_is_flagged(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    out = run_notebook("autorun_android_probe_release")
+    version = world["regression"].keys["software_version"]
+    assert f"newest version {version}" in out
+    assert "REGRESSION FLAGGED" in out and f"ooniprobe-android {version} regressed" in out
+    assert "web_connectivity failure_rate" in out
+    assert "alert not sent: OONI_SLACK_WEBHOOK_URL not configured" in out
+
+
+@pytest.mark.parametrize("name, software", [("autorun_ios_probe_release", "ooniprobe-ios"),
+                                            ("autorun_cli_probe_release", "ooniprobe-cli")])
+def test_healthy_releases_are_not_flagged(world, monkeypatch, name, software):
+    _set_env(monkeypatch, world)
+    out = run_notebook(name)
+    assert f"no regression flagged for {software}" in out, out[-3000:]
+    assert "REGRESSION FLAGGED" not in out
+
+
+def test_duplicate_test_list_urls(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    out = run_notebook("autorun_duplicate_test_list_urls")
+    assert "URLs listed more than once" in out
+    assert "exact" in out and "near" in out
+
+
+def test_event_alerts_sent_once(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    with _SlackStandIn() as slack:
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", slack.url)
+        first = run_notebook("autorun_event_detector_alerts")
+        recent = [i for i in world["blocking"]
+                  if i.start >= datetime.now(UTC) - pd.Timedelta(days=7)]
+        assert recent, "the generated world should have changepoints in the last 7 days"
+        assert f"{len(recent)} new" in first and "alert sent to Slack" in first
+        for incident in recent:
+            assert incident.keys["domain"] in first
+        assert "explorer.ooni.org/chart/mat?" in first
+        assert len(slack.bodies) == 1
+        body = json.dumps(slack.bodies[0])
+        assert all(i.keys["domain"] in body for i in recent)
+
+        second = run_notebook("autorun_event_detector_alerts")
+        assert "0 new" in second and "nothing to alert on" in second
+        assert len(slack.bodies) == 1
+    state = json.loads((world["state"] / "event_detector_alerts.json").read_text())
+    assert len(state["sent"]) == len(recent)
+
+
+@pytest.mark.parametrize("name", ["autorun_fsn_logs", "centralized_logs"])
+def test_log_dashboards(world, monkeypatch, name):
+    _set_env(monkeypatch, world)
+    out = run_notebook(name)
+    assert "nginx.service" in out and "upstream timed out" in out
+    assert "clickhouse-server.service" in out
+    assert "<svg chart>" in out  # the errors chart
+
+
+def test_log_dashboard_on_empty_logs(tmp_path, monkeypatch):
+    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "empty"))
+    out = run_notebook("autorun_fsn_logs")
+    assert "the logs table has no line" in out
+
+
+def test_heavy_queries_says_query_log_is_missing(world, monkeypatch):
+    _set_env(monkeypatch, world)
+    out = run_notebook("heavy_queries")
+    assert "system.query_log is not available on this engine (embedded store" in out
+
+
+def test_committed_notebooks_are_built_from_the_script():
+    import subprocess
+    import sys
+
+    script = NOTEBOOKS / "tools" / "build_analysis_notebooks.py"
+    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    for path in Path(NOTEBOOKS).glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        if path.name.startswith("autorun_") and path.name != "autorun_tls_cert_expiry.ipynb":
+            assert nb.cells[0].source.startswith("# jupycron: ")
