@@ -1,0 +1,291 @@
+"""Run-state alerts: one message per change, retries of channels that are down, late
+notebooks, and the real Alertmanager receiving a failure and its resolution."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from jupycron import run_alerts
+from jupycron.cli_web import alerts_command
+from jupycron.config import Settings
+from jupycron.exceptions import ConfigError
+from jupycron.models import Run, RunStatus, Trigger
+from jupycron.paths import history_file
+from jupycron.run_alerts import alert_state_file, notify_changes
+from tests.support.alertmanager import alertmanager_server
+from tests.support.fake_webhooks import fake_webhook_server
+from tests.support.services import free_port
+
+NOW = datetime(2024, 5, 1, 10, 40, tzinfo=UTC)
+HOURLY = '{"every": "1 hour"}'
+
+
+def run(rel: str, slot: datetime, status: RunStatus, n: int = 0, **kw) -> Run:
+    return Run(rel, f"{slot:%Y%m%dT%H%M%S}-{n:06x}", slot + timedelta(seconds=5), status,
+               trigger=Trigger.SCHEDULE, slot=slot, finished_at=slot + timedelta(seconds=9),
+               duration_s=4.0, output=rel.replace(".ipynb", ".html"), **kw)
+
+
+def failed(rel: str, slot: datetime, n: int = 0) -> Run:
+    return run(rel, slot, RunStatus.FAILED, n, error_name="ValueError", error_value="boom")
+
+
+def write_history(s: Settings, runs: dict[str, list[Run]]) -> None:
+    """The history file as the runner writes it (newest first), built from Run.to_json."""
+    doc = {"version": 1, "notebooks": {
+        rel: {"runs": [r.to_json() for r in sorted(rs, key=lambda r: r.started_at, reverse=True)],
+              "deleted_at": None, "last_success_output": None,
+              "first_seen": "2024-04-01T00:00:00+00:00"}
+        for rel, rs in runs.items()}}
+    s.output_dir.mkdir(parents=True, exist_ok=True)
+    history_file(s.output_dir).write_text(json.dumps(doc))
+    for rel in runs:
+        (s.output_dir / rel.replace(".ipynb", ".html")).write_text("<html></html>")
+
+
+def state(s: Settings) -> dict:
+    return json.loads(alert_state_file(s.output_dir).read_text())["notebooks"]
+
+
+@pytest.fixture
+def hook(monkeypatch):
+    with fake_webhook_server() as h:
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", h.url("/services/T0/B0/secretpath"))
+        monkeypatch.setenv("OONI_NTFY_URL", h.url("/jupycron-topic"))
+        yield h
+
+
+@pytest.fixture
+def site(tmp_path: Path, jc) -> Settings:
+    s = jc.make_settings(tmp_path, alert_channels="slack, ntfy",
+                         output_base_url="https://mon.example/jupycron/")
+    for name in ("a_autorun.ipynb", "b_autorun.ipynb"):
+        jc.copy_notebook("ok_autorun.ipynb", s.notebooks, name, line=HOURLY)
+    return s
+
+
+def by_path(hook) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in hook.requests:
+        out.setdefault("slack" if r.path.startswith("/services") else "ntfy", []).append(r)
+    return out
+
+
+def test_failure_then_recovery_sends_one_message_each(site: Settings, hook) -> None:
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", ten - timedelta(hours=1),
+                                                 RunStatus.SUCCESS), failed("a_autorun.ipynb", ten)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", ten, RunStatus.SUCCESS)]})
+    sent = notify_changes(site, NOW)
+    assert [(d.notebook, d.kind, d.channel, d.action, d.ok) for d in sent] == [
+        ("a_autorun.ipynb", "failing", "slack", "fire", True),
+        ("a_autorun.ipynb", "failing", "ntfy", "fire", True)]
+    reqs = by_path(hook)
+    att = reqs["slack"][0].json()["attachments"][0]
+    assert att["title"] == "jupycron: a_autorun.ipynb is failing (error)"
+    assert "ValueError: boom" in att["text"]
+    assert "<https://mon.example/jupycron/a_autorun.html|output>" in att["text"]
+    assert att["color"] == "danger"
+    ntfy = reqs["ntfy"][0]
+    assert ntfy.header("Title") == "jupycron: a_autorun.ipynb is failing (error)"
+    assert "https://mon.example/jupycron/a_autorun.html" in ntfy.text()
+    st = state(site)["a_autorun.ipynb"]["failing"]
+    assert st["active"] and st["channels"]["slack"]["told"] == "firing"
+
+    # later checks while still failing (and one more failure): nothing new
+    assert notify_changes(site, NOW + timedelta(minutes=1)) == []
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten),
+                                             failed("a_autorun.ipynb", ten + timedelta(hours=1), 1)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", ten + timedelta(hours=1),
+                                                 RunStatus.SUCCESS)]})
+    assert notify_changes(site, NOW + timedelta(hours=1)) == []
+    assert len(hook.requests) == 2
+
+    # recovery: one resolution per channel, then the entry is forgotten
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten),
+                                             run("a_autorun.ipynb", ten + timedelta(hours=2),
+                                                 RunStatus.SUCCESS, 2)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", ten + timedelta(hours=2),
+                                                 RunStatus.SUCCESS)]})
+    sent = notify_changes(site, NOW + timedelta(hours=2))
+    assert [(d.channel, d.action, d.ok) for d in sent] == [("slack", "resolve", True),
+                                                          ("ntfy", "resolve", True)]
+    resolved = by_path(hook)["slack"][1].json()["attachments"][0]
+    assert resolved["title"] == "jupycron: a_autorun.ipynb recovered" and resolved["color"] == "good"
+    assert state(site) == {}
+    assert notify_changes(site, NOW + timedelta(hours=2, minutes=1)) == []
+    assert len(hook.requests) == 4
+
+
+def test_alert_after_failures_threshold(site: Settings, hook) -> None:
+    site = replace(site, alert_after_failures=2)
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)]})
+    assert notify_changes(site, NOW) == []
+    # an interrupted run neither counts nor breaks the streak
+    write_history(site, {"a_autorun.ipynb": [
+        failed("a_autorun.ipynb", ten - timedelta(hours=1)),
+        run("a_autorun.ipynb", ten - timedelta(minutes=30), RunStatus.INTERRUPTED, 1),
+        failed("a_autorun.ipynb", ten, 2)]})
+    sent = notify_changes(site, NOW)
+    assert {(d.channel, d.action) for d in sent} == {("slack", "fire"), ("ntfy", "fire")}
+    assert "2 failed run(s) in a row" in by_path(hook)["ntfy"][0].text()
+
+
+def test_channel_down_is_recorded_and_retried(site: Settings, hook) -> None:
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    hook.script(503)  # the first request (Slack) fails once
+    sent = notify_changes(site, NOW)
+    assert [(d.channel, d.ok) for d in sent] == [("slack", False), ("ntfy", True)]
+    assert len(hook.requests) == 2   # one attempt only: no retry inside the call
+    ch = state(site)["a_autorun.ipynb"]["failing"]["channels"]
+    assert "503" in ch["slack"]["last_error"] and "secretpath" not in ch["slack"]["last_error"]
+    assert ch["slack"]["told"] == "resolved" and ch["ntfy"]["told"] == "firing"
+    sent = notify_changes(site, NOW + timedelta(minutes=1))
+    assert [(d.channel, d.action, d.ok) for d in sent] == [("slack", "fire", True)]
+    ch = state(site)["a_autorun.ipynb"]["failing"]["channels"]
+    assert ch["slack"]["last_error"] is None and ch["slack"]["told"] == "firing"
+
+
+def test_unreachable_channel_is_skipped_for_the_rest_of_the_check(site: Settings, hook,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", f"http://127.0.0.1:{free_port()}/services/x")
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)],
+                         "b_autorun.ipynb": [failed("b_autorun.ipynb", ten)]})
+    sent = notify_changes(site, NOW)
+    slack = [d for d in sent if d.channel == "slack"]
+    assert [d.ok for d in slack] == [False, False]
+    assert "could not deliver" in slack[0].error and slack[1].error.startswith("skipped:")
+    assert [d.ok for d in sent if d.channel == "ntfy"] == [True, True]
+    assert len(hook.requests) == 2
+
+
+def test_missing_channel_setting_is_recorded(site: Settings, hook, monkeypatch) -> None:
+    monkeypatch.delenv("OONI_SLACK_WEBHOOK_URL")
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    sent = notify_changes(replace(site, alert_channels="slack"), NOW)
+    assert len(sent) == 1 and not sent[0].ok and "OONI_SLACK_WEBHOOK_URL" in sent[0].error
+    assert "OONI_SLACK_WEBHOOK_URL" in state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]["last_error"]
+
+
+def test_late_then_on_time(site: Settings, hook) -> None:
+    eight = NOW.replace(hour=8, minute=0)
+    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", eight, RunStatus.SUCCESS)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", NOW.replace(minute=0),
+                                                 RunStatus.SUCCESS)]})
+    # 10:05: the 10:00 slot is 5 min overdue, within late_grace_s (600 s)
+    assert notify_changes(site, NOW.replace(minute=5)) == []
+    sent = notify_changes(site, NOW)
+    assert [(d.notebook, d.kind, d.action) for d in sent] == [
+        ("a_autorun.ipynb", "late", "fire")] * 2
+    ntfy = by_path(hook)["ntfy"][0]
+    assert ntfy.header("Title") == "jupycron: a_autorun.ipynb is late"
+    assert "2024-05-01 10:00 UTC slot (every 1 hour) passed 40 min ago" in ntfy.text()
+    assert notify_changes(site, NOW + timedelta(minutes=5)) == []
+    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", NOW.replace(minute=0),
+                                                 RunStatus.SUCCESS)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", NOW.replace(minute=0),
+                                                 RunStatus.SUCCESS)]})
+    sent = notify_changes(site, NOW + timedelta(minutes=6))
+    assert [(d.kind, d.action) for d in sent] == [("late", "resolve")] * 2
+    assert by_path(hook)["ntfy"][1].header("Title") == "jupycron: a_autorun.ipynb is on time again"
+
+
+def test_removed_or_disabled_notebook_resolves(site: Settings, hook, jc) -> None:
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)],
+                         "b_autorun.ipynb": [failed("b_autorun.ipynb", ten)]})
+    assert len(notify_changes(site, NOW)) == 4
+    (site.notebooks / "a_autorun.ipynb").unlink()
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "b_autorun.ipynb",
+                     line='{"every": "1 hour", "enabled": false}')
+    sent = notify_changes(site, NOW + timedelta(minutes=1))
+    assert sorted((d.notebook, d.action) for d in sent) == [
+        ("a_autorun.ipynb", "resolve"), ("a_autorun.ipynb", "resolve"),
+        ("b_autorun.ipynb", "resolve"), ("b_autorun.ipynb", "resolve")]
+    titles = {r.header("Title") for r in by_path(hook)["ntfy"][2:]}
+    assert titles == {"jupycron: a_autorun.ipynb was removed", "jupycron: b_autorun.ipynb recovered"}
+    assert state(site) == {}
+
+
+def test_channel_configuration(site: Settings, hook) -> None:
+    with pytest.raises(ConfigError, match="unknown channel.*pager"):
+        notify_changes(replace(site, alert_channels="slack,pager"), NOW)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    assert notify_changes(replace(site, alert_channels=""), NOW) == []
+    assert not alert_state_file(site.output_dir).exists()
+
+
+def test_busy_lock_skips_the_check(site: Settings, hook, monkeypatch) -> None:
+    monkeypatch.setattr(run_alerts, "LOCK_WAIT_S", 0.2)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    lock = alert_state_file(site.output_dir).with_name(".alert-state.json.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert notify_changes(site, NOW) == []
+    finally:
+        os.close(fd)
+    assert len(notify_changes(site, NOW)) == 2
+
+
+def test_alerts_command(site: Settings, hook, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'notebooks = "{site.notebooks}"\noutput = "{site.output_dir}"\n'
+                   'alert_channels = "ntfy"\nlate_grace_s = 1e12\n')  # the history is old
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    r = CliRunner().invoke(alerts_command, ["--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines() == ["ntfy\tfire\tfailing\ta_autorun.ipynb\tok"]
+
+
+def test_real_alertmanager_receives_failure_then_resolution(site: Settings, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    now = datetime.now(UTC)
+    slot = now.replace(minute=0, second=0, microsecond=0)
+    site = replace(site, alert_channels="alertmanager", late_grace_s=1e6)  # failing only
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", slot)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", slot, RunStatus.SUCCESS)]})
+    with alertmanager_server(tmp_path) as am:
+        monkeypatch.setenv("OONI_ALERTMANAGER_URL", am)
+
+        def active() -> list[dict]:
+            r = httpx.get(am + "/api/v2/alerts", params={"active": "true"}, timeout=5)
+            r.raise_for_status()
+            return [a for a in r.json() if a["labels"].get("alertname") == "JupycronRunFailing"]
+
+        sent = notify_changes(site, now)
+        assert [(d.channel, d.action, d.ok) for d in sent] == [("alertmanager", "fire", True)]
+        alerts = active()
+        assert len(alerts) == 1
+        a = alerts[0]
+        assert a["labels"]["notebook"] == "a_autorun.ipynb" and a["labels"]["job"] == "jupycron"
+        assert a["annotations"]["summary"] == "jupycron: a_autorun.ipynb is failing (error)"
+        assert a["annotations"]["output"] == "https://mon.example/jupycron/a_autorun.html"
+        ends = datetime.fromisoformat(a["endsAt"].replace("Z", "+00:00"))
+        assert ends - now > timedelta(hours=3)
+        # still failing near expiry: re-fired (refreshes endsAt), not re-announced elsewhere
+        sent = notify_changes(site, now + run_alerts.ALERTMANAGER_REFIRE)
+        assert [(d.action, d.ok) for d in sent] == [("refresh", True)]
+        assert notify_changes(site, now + run_alerts.ALERTMANAGER_REFIRE) == []
+
+        write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", slot),
+                                                 run("a_autorun.ipynb", slot, RunStatus.SUCCESS, 1)],
+                             "b_autorun.ipynb": [run("b_autorun.ipynb", slot, RunStatus.SUCCESS)]})
+        sent = notify_changes(site, datetime.now(UTC))
+        assert [(d.action, d.ok) for d in sent] == [("resolve", True)]
+        deadline = time.monotonic() + 20
+        while active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert active() == []
