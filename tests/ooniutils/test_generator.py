@@ -367,3 +367,12 @@ def test_generate_into_the_embedded_store(tmp_path, monkeypatch):
         assert helpers["n"][0] == 1
     finally:
         store.close()
+
+
+def test_plan_alone_gives_the_complete_truth():
+    plan = make_plan(days=DAYS, rows=ROWS, seed=SEED, end=END)
+    truth = plan.truth
+    assert len(truth.test_helpers) == 7 and truth.releases
+    for inc in truth.of_type("blocking_change"):
+        assert inc.start < datetime.fromisoformat(inc.details["changepoint_ts"].replace("Z", "+00:00")) < truth.end
+    assert json.loads(truth.to_json())["incidents"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import world
 from .truth import GroundTruth, Incident, iso
-from .urls import TEST_LIST, domain_of, url_weights
+from .urls import TEST_LIST, domain_of
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class VolumeChange:
     """Ramp linearly from 1 at ``start`` to ``factor`` at ``end`` (else a step)."""
 
 
+DETECTION_DELAY_HOURS = 8
+"""Hours of blocked (or unblocked) measurements OONI's CUSUM needs before it fires."""
+
+
 @dataclass
 class BlockingEvent:
     incident_id: str
@@ -54,6 +58,8 @@ class BlockingEvent:
     direction: int
     block_type: str
     """Changepoint block type: dns_isp_block, tcp_block or tls_block."""
+    detected_at: int
+    """Epoch seconds of the changepoint row (start + DETECTION_DELAY_HOURS, before the end)."""
 
     @property
     def fastpath_blocking_type(self) -> str:
@@ -279,7 +285,8 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
         for n, (cc, asn, url, bt, direction, off) in enumerate(specs, 1):
             net = next(i for i, x in enumerate(nets) if (x.cc, x.asn) == (cc, asn))
             s = t_end - round(off * f * 24) * HOUR
-            ev = BlockingEvent(f"blocking_change_{n}", net, urls.index(url), s, direction, bt)
+            detected = min(s + DETECTION_DELAY_HOURS * HOUR, t_end - HOUR)
+            ev = BlockingEvent(f"blocking_change_{n}", net, urls.index(url), s, direction, bt, detected)
             blocking.append(ev)
             truth.incidents.append(Incident(
                 id=ev.incident_id, type="blocking_change", start=ts(s), end=end_dt,
@@ -289,13 +296,16 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
                             f"({bt}) on AS{asn} in {cc}; web_connectivity anomalies "
                             f"{'jump to' if direction > 0 else 'fall from'} ~90 %.",
                 details={"block_type": bt, "change_dir": direction,
-                         "fastpath_blocking_type": ev.fastpath_blocking_type}))
+                         "fastpath_blocking_type": ev.fastpath_blocking_type,
+                         "changepoint_ts": iso(ts(detected))}))
 
     plan = Plan(seed=seed, days=days, rows=rows, end=end_dt, start=start_dt, hours=hours, nets=nets,
                 lam=lam, test_mix=world.test_mix(), release_times=release_times, regression=regression,
                 helper_failure=helper_failure, rotation_time=rotation_time, blocking=blocking, truth=truth)
     plan.chunks = _chunks(lam.sum(axis=1), chunk_rows)
-    url_weights()  # validate the test list once
+    from .tables import helpers_truth  # tables builds on Plan
+
+    truth.test_helpers = helpers_truth(plan)
     return plan
 
 
@@ -335,4 +345,5 @@ def version_cum(plan: Plan, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         adopt.append(np.zeros(len(hours)))
         shares = np.stack([adopt[v] - adopt[v + 1] for v in range(len(rel))], axis=1)
         cum[:, j, : len(rel)] = np.cumsum(shares, axis=1)
+        cum[:, j, len(rel) - 1 :] = 1.0  # no rounding gap above the last version
     return cum, index

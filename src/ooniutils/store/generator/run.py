@@ -14,7 +14,7 @@ import pandas as pd
 from ..base import Store
 from .fastpath import fastpath_chunk
 from .plan import DEFAULT_CHUNK_ROWS, Plan, make_plan
-from .tables import changepoints_frame, citizenlab_frame, helpers_frame, helpers_truth
+from .tables import changepoints_frame, citizenlab_frame, helpers_frame
 from .truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ def generate_frames(days: int = 90, rows: int | None = None, seed: int = 0, end:
     while a chunk is built), whatever the total.
     """
     plan = plan or make_plan(days, rows, seed, end, chunk_rows)
-    plan.truth.test_helpers = helpers_truth(plan)
     yield "citizenlab", citizenlab_frame()
     yield "test_helper_instances", helpers_frame(plan)
     yield "event_detector_changepoints", changepoints_frame(plan)

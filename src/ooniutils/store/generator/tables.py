@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import world
-from .plan import HOUR, Plan
+from .plan import Plan
 from .truth import iso
 from .urls import TEST_LIST, domain_of
 
@@ -64,8 +64,6 @@ def helpers_truth(plan: Plan) -> list[dict[str, Any]]:
              "destroyed_at": r["destroyed_at"] and iso(r["destroyed_at"])} for r in helper_instances(plan)]
 
 
-DETECTION_DELAY_HOURS = 8
-"""Hours of blocked (or unblocked) measurements the CUSUM needs before it fires."""
 EDD = 10
 MU_1 = 0.7
 H = EDD * MU_1 / 2  # threshold of OONI's CUSUM detector (edd * (mu_1 - mu_0) / 2)
@@ -75,7 +73,7 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
     """One changepoint per blocking event, shaped like OONI's CUSUM event detector output:
     ``ts`` is the hour the detector fired, ``current_state`` the state before the change
     (as the detector records it), the accumulator of the change direction just above ``h``.
-    Each row's ``ts`` is also written to the incident's ``details.changepoint_ts``."""
+    ``ts`` is the incident's ``details.changepoint_ts``."""
     rng = np.random.default_rng([plan.seed, 3])
     cols: dict[str, list] = {c: [] for c in (
         "probe_asn", "probe_cc", "domain", "ts", "count_isp_resolver", "count_other_resolver", "count",
@@ -84,7 +82,7 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
     signal = {"dns_isp_block": "dns_isp_blocked", "tcp_block": "tcp_blocked", "tls_block": "tls_blocked"}
     for ev in plan.blocking:
         net = plan.nets[ev.net]
-        ts = min(ev.start + DETECTION_DELAY_HOURS * HOUR, int(plan.hours[-1]))
+        ts = ev.detected_at
         count = int(rng.integers(2, 9))
         isp = int(rng.binomial(count, 0.8))
         level = float(rng.uniform(0.8, 1.0)) if ev.direction > 0 else float(rng.uniform(0.0, 0.1))
@@ -101,7 +99,6 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
         }
         for k, v in row.items():
             cols[k].append(v)
-        plan.truth.get(ev.incident_id).details["changepoint_ts"] = iso(datetime.fromtimestamp(ts, UTC))
     return pd.DataFrame({
         "probe_asn": np.array(cols["probe_asn"], np.uint32),
         "probe_cc": pd.array(cols["probe_cc"], dtype="str"),
