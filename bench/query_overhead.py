@@ -62,13 +62,16 @@ def build(store, rows: int, parts: int, seed: int = 1) -> None:
         store.insert_arrow(FASTPATH, pa.Table.from_arrays(arrays, schema=template.schema))
 
 
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up (views, page cache)
-    out = []
+def timed(fns, runs: int) -> list[list[float]]:
+    """Times each function ``runs`` times, interleaved so machine noise hits both alike."""
+    for fn in fns:
+        fn()  # warm-up (views, page cache)
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            out[i].append(time.perf_counter() - t0)
     return out
 
 
@@ -79,6 +82,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None, help="data folder (default: a temp folder)")
     args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="ooni-bench-") as tmp:
         data = args.dir or Path(tmp)
         os.environ["OONI_DATA_DIR"] = str(data)
@@ -101,14 +105,13 @@ def main() -> None:
         import datetime as dt
 
         params = {"ccs": ["IT", "DE", "US", "RU"], "since": dt.datetime(2024, 1, 1)}
-        ours = timed(lambda: click_query_fsn(QUERY, **params), args.runs)
-        res = click_query_fsn(QUERY, **params)
-
         sess = Session()
         sess.query("SET session_timezone = 'UTC'")
         bare_sql = BARE.format(path=format_str(str(store.current_dir("fastpath") / "*.parquet")),
                                structure=format_str(structure(FASTPATH)))
-        bare = timed(lambda: sess.query(bare_sql, "DataFrame"), args.runs)
+        ours, bare = timed([lambda: click_query_fsn(QUERY, **params),
+                            lambda: sess.query(bare_sql, "DataFrame")], args.runs)
+        res = click_query_fsn(QUERY, **params)
         check = sess.query(bare_sql, "DataFrame")
         assert int(check["n"].sum()) == int(res["n"].sum()), "both queries must count the same rows"
 
