@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 QUERY = ("SELECT toStartOfHour(measurement_start_time) AS hour, count() AS n FROM fastpath "
          "WHERE probe_cc IN %(ccs)s AND measurement_start_time >= %(since)s GROUP BY hour ORDER BY hour")
