@@ -21,8 +21,8 @@ from jupycron.exceptions import HistoryError
 from jupycron.history import History
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import history_file, kept_html
-from jupycron.web import create_app, hash_password, start_in_thread
 from jupycron.web import app as web_app
+from jupycron.web import create_app, hash_password, start_in_thread
 
 AUTH = ("alice", "s3cret pw")
 NOW = datetime.now(UTC)
