@@ -376,3 +376,10 @@ def test_plan_alone_gives_the_complete_truth():
     for inc in truth.of_type("blocking_change"):
         assert inc.start < datetime.fromisoformat(inc.details["changepoint_ts"].replace("Z", "+00:00")) < truth.end
     assert json.loads(truth.to_json())["incidents"]
+
+
+def test_tiny_runs_still_produce_valid_frames():
+    frames = dict(generate_frames(days=1, rows=1, seed=0, end=END))
+    fp = frames["fastpath"]
+    assert list(fp.columns) == TABLES["fastpath"].column_names and len(fp) < 10
+    assert all(conforms(fp[c], t) for c, t in TABLES["fastpath"].columns)

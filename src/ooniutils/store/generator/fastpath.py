@@ -1,7 +1,7 @@
 """One chunk of synthetic ``fastpath`` rows, fully vectorised.
 
-Rows are drawn as Poisson counts per (test, hour, network, software) cell, so they come
-out grouped by test then hour. Consecutive rows of a cell form reports (geometric sizes,
+Rows are drawn as Poisson counts per (hour, network, software) cell; each row gets a test
+from its software's mix, and a stable sort groups rows by test, then hour and cell. Consecutive rows of a cell form reports (geometric sizes,
 larger for web_connectivity), and per-report attributes (probe version, platform, test
 helper, start time, report_id) are drawn once per report and broadcast to its rows.
 """
@@ -15,7 +15,7 @@ import pyarrow as pa
 from . import world
 from .dtypes import categorical, null_uint64, str_series
 from .plan import HOUR, Plan, version_cum
-from .strings import DIGITS3, FixedRows, byte_table, put_timestamp, random_alnum, random_hex
+from .strings import DIGITS3, FixedRows, byte_table, frozen, put_timestamp, random_alnum, random_hex
 from .urls import TEST_LIST, domain_of, url_weights
 
 TEST_NAMES = [t.name for t in world.TESTS]
@@ -62,7 +62,7 @@ BASE_ANOMALY = np.array([t.anomaly for t in world.TESTS])
 CENSORSHIP = np.array([c.censorship for c in world.COUNTRIES])
 FP_RATE = 0.015 + 0.03 * CENSORSHIP
 CC_METHOD = np.array([BLOCKING_TYPES.index(c.block_method or "http-failure") for c in world.COUNTRIES], np.int8)
-CC_BYTES = byte_table(CCS)
+CC_BYTES = frozen(byte_table(CCS))
 BACKGROUND_CONTROL_FAILURE = 0.002
 
 
@@ -106,6 +106,13 @@ COMBO_LUT = np.stack([
 """(n_software, 65536) → index in PLATFORM_COMBOS."""
 
 
+def _test_lut(plan: Plan) -> np.ndarray:
+    """(n_software, 65536) lookup tables of each software's test mix (cached on the plan)."""
+    if "test_lut" not in plan.cache:
+        plan.cache["test_lut"] = np.stack([_lookup_table(row).astype(np.int8) for row in plan.test_mix])
+    return plan.cache["test_lut"]
+
+
 def _draw(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 2**LUT_BITS, n, dtype=np.uint16)
 
@@ -118,32 +125,31 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
     k = len(hours)
     n_sw = plan.n_software
     n_cells = plan.lam.shape[1]
-    cell_sw = np.tile(np.arange(n_sw), len(plan.nets))
-    lam3 = plan.lam[h_lo:h_hi][None, :, :] * plan.test_mix[cell_sw].T[:, None, :]   # (T, k, C)
-    counts = rng.poisson(lam3).ravel()
-    groups = np.flatnonzero(counts)
-    sizes = counts[groups]
-    n = int(sizes.sum())
-    g_test = (groups // (k * n_cells)).astype(np.int16)
-    rem = groups % (k * n_cells)
-    g_hour = (rem // n_cells).astype(np.int32)
-    g_cell = (rem % n_cells).astype(np.int32)
-    grp = np.repeat(np.arange(len(groups), dtype=np.int32), sizes)
-    test = g_test[grp]
-    cell = g_cell[grp]
+    # Poisson counts per (hour, cell), a test per row from its software's mix, then a
+    # stable radix sort by test: rows end up ordered by (test, hour, cell).
+    totals = rng.poisson(plan.lam[h_lo:h_hi]).ravel()
+    n = int(totals.sum())
+    hc = np.repeat(np.arange(k * n_cells, dtype=np.int32), totals)
+    test_lut = _test_lut(plan)
+    drawn = test_lut[(hc % n_cells) % n_sw, _draw(rng, n)]
+    order = np.argsort(drawn, kind="stable")
+    test = drawn[order]
+    hc = hc[order]
+    cell = hc % n_cells
     net = cell // n_sw
     sw = (cell % n_sw).astype(np.int8)
     cc = np.array([x.cc_index for x in plan.nets], np.int8)[net]
 
-    # Reports: a new one at each group start, and with probability 1/size inside a group.
+    # Reports: a new one where (test, hour, cell) changes, and with probability 1/size inside.
     new = rng.random(n) < P_NEW_REPORT[test]
-    new[np.cumsum(sizes) - sizes] = True
+    if n:
+        new[0] = True
+        new[1:] |= (test[1:] != test[:-1]) | (hc[1:] != hc[:-1])
     rep_first = np.flatnonzero(new)
     rep = np.cumsum(new, dtype=np.int32) - 1
     n_rep = len(rep_first)
     rep_size = np.diff(np.append(rep_first, n))
-    rep_grp = grp[rep_first]
-    rep_test, rep_hour, rep_cell = g_test[rep_grp], g_hour[rep_grp], g_cell[rep_grp]
+    rep_test, rep_hour, rep_cell = test[rep_first], hc[rep_first] // n_cells, cell[rep_first]
     rep_sw, rep_net = rep_cell % n_sw, rep_cell // n_sw
 
     cum, slots = version_cum(plan, hours)
@@ -271,14 +277,29 @@ def _measurement_uids(rng: np.random.Generator, test: np.ndarray, bounds: np.nda
     return pa.chunked_array(parts, type=parts[0].type if parts else pa.string())
 
 
+def _report_tables(plan: Plan) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """ASN digit count per network, and per count the ``_CC_ASN_n1_`` byte table of the
+    networks with that count plus the network → table row map (cached on the plan)."""
+    if "report_tables" not in plan.cache:
+        asn_text = [str(x.asn) for x in plan.nets]
+        tables = {}
+        for length in sorted({len(a) for a in asn_text}):
+            nets = [i for i, a in enumerate(asn_text) if len(a) == length]
+            remap = np.zeros(len(plan.nets), np.int64)
+            remap[nets] = np.arange(len(nets))
+            table = frozen(byte_table([f"_{plan.nets[i].cc}_{asn_text[i]}_n1_" for i in nets]))
+            tables[length] = (table, remap)
+        plan.cache["report_tables"] = (np.array([len(a) for a in asn_text], np.int16), tables)
+    return plan.cache["report_tables"]
+
+
 def _report_ids(rng: np.random.Generator, rep_test: np.ndarray, rep_net: np.ndarray,
                 rep_tst: np.ndarray, plan: Plan, rep: np.ndarray) -> pa.Array:
     """``YYYYMMDDTHHMMSSZ_testname_CC_ASN_n1_<16 alnum>`` per report (test_start_time),
     returned per row (``rep`` is each row's report). ASNs differ in length, so reports are
     built in (test, ASN length) groups and put back in order with one take."""
-    asn_text = [str(x.asn) for x in plan.nets]
-    asn_len = np.array([len(a) for a in asn_text], np.int64)[rep_net]
-    key = rep_test.astype(np.int64) * 16 + asn_len
+    asn_len, tables = _report_tables(plan)
+    key = rep_test.astype(np.int16) * 16 + asn_len[rep_net]
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     cuts = np.flatnonzero(np.diff(sorted_key)) + 1
@@ -288,10 +309,7 @@ def _report_ids(rng: np.random.Generator, rep_test: np.ndarray, rep_net: np.ndar
             continue
         idx = order[lo:hi]
         t, length = divmod(int(sorted_key[lo]), 16)
-        nets_of_len = [i for i, a in enumerate(asn_text) if len(a) == length]
-        table = byte_table([f"_{plan.nets[i].cc}_{asn_text[i]}_n1_" for i in nets_of_len])
-        remap = np.zeros(len(plan.nets), np.int64)
-        remap[nets_of_len] = np.arange(len(nets_of_len))
+        table, remap = tables[length]
         rows = FixedRows(len(idx), 16 + 1 + len(_compact(world.TESTS[t].name)) + table.shape[1] + 16)
         put_timestamp(rows, rep_tst[idx], sep="T", suffix="Z")
         rows.put_const("_" + _compact(world.TESTS[t].name)).put_table(table, remap[rep_net[idx]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,8 @@ class Plan:
     blocking: list[BlockingEvent]
     truth: GroundTruth
     chunks: list[tuple[int, int]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Derived lookup tables shared by the chunks (filled lazily)."""
 
     @property
     def n_software(self) -> int:

@@ -11,6 +11,7 @@ becomes an Arrow ``string`` array without a copy (offsets are ``i * width``). St
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -25,23 +26,39 @@ def byte_table(values: list[bytes] | list[str]) -> np.ndarray:
     return np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), width).copy()
 
 
+_COLUMNS: dict[int, tuple[np.ndarray, list[tuple[int, np.ndarray]]]] = {}
+
+
 def _u64_columns(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Split a (K, w) byte table into (byte offset, zero-padded uint64 column) of <= 8 bytes.
 
     Gathering from a contiguous uint64 column is ~10x faster than from a strided view.
+    Read-only tables (the constants here, cached day tables) are split once.
     """
+    if not table.flags.writeable:
+        hit = _COLUMNS.get(id(table))
+        if hit is not None and hit[0] is table:
+            return hit[1]
     k, w = table.shape
     out = []
     for j in range(0, w, 8):
         part = np.zeros((k, 8), np.uint8)
         part[:, : min(8, w - j)] = table[:, j : j + 8]
         out.append((j, part.view(np.uint64).ravel()))
+    if not table.flags.writeable:
+        _COLUMNS[id(table)] = (table, out)
     return out
 
 
-DIGITS2 = byte_table([f"{i:02d}" for i in range(100)])
-DIGITS3 = byte_table([f"{i:03d}" for i in range(1000)])
-MMSS = byte_table([f"{i // 60:02d}{i % 60:02d}" for i in range(3600)])
+def frozen(table: np.ndarray) -> np.ndarray:
+    """Mark a byte table read-only so its uint64 split is cached (keep it alive yourself)."""
+    table.setflags(write=False)
+    return table
+
+
+DIGITS2 = frozen(byte_table([f"{i:02d}" for i in range(100)]))
+DIGITS3 = frozen(byte_table([f"{i:03d}" for i in range(1000)]))
+MMSS = frozen(byte_table([f"{i // 60:02d}{i % 60:02d}" for i in range(3600)]))
 _HEX = b"0123456789abcdef"
 HEX_PAIRS = np.array([_HEX[i >> 4] | _HEX[i & 15] << 8 for i in range(256)], np.uint16)
 
@@ -159,12 +176,13 @@ def random_alnum(rng: np.random.Generator, n: int, chars: int = 16) -> np.ndarra
     return v.T
 
 
+@lru_cache(maxsize=64)
 def day_table(first_day: int, last_day: int) -> np.ndarray:
-    """(days, 8) ``YYYYMMDD`` table for epoch days first_day..last_day inclusive."""
-    return byte_table([
+    """(days, 8) ``YYYYMMDD`` table for epoch days first_day..last_day inclusive (read-only)."""
+    return frozen(byte_table([
         datetime.fromtimestamp(d * 86400, UTC).strftime("%Y%m%d")
         for d in range(first_day, last_day + 1)
-    ])
+    ]))
 
 
 def put_timestamp(rows: FixedRows, seconds: np.ndarray, sep: str = "", suffix: str = "") -> FixedRows:
