@@ -1,0 +1,529 @@
+"""Incoming-measurement flow: predict the next hour from weekly history, alarm on drops.
+
+The model is a **robust seasonal baseline** (chosen over the historical scikit-learn linear
+regression by ``bench/flow_detector.py``, see BENCHMARKS.md). For hour ``t`` and each of
+the previous ``weeks`` weeks ``k`` that are available::
+
+    e_k = smooth(t - 168k) * level(t) / level_k(t - 168k)
+
+``smooth`` is the median of the three hours centred on the same hour of the week ``k``
+weeks earlier (daily and weekly cycles come for free, noise is damped, and the edge of a
+daily silence stays at zero); ``level`` is the
+mean of the last ``level_hours`` hours, so the seasonal sample is scaled by how the recent
+level compares with the level at the same time ``k`` weeks earlier. The prediction is the
+median of the ``e_k`` (robust to one bad week).
+
+An hour alarms when **both** hold:
+
+* ``actual < threshold * expected`` (the drop is large enough to matter), and
+* the Poisson probability of seeing ``actual`` or fewer when ``expected`` is the rate is
+  below ``alpha`` (the drop is not noise: small series do not flap).
+
+The history the model learns from is *cleaned*: an alarmed hour is remembered as its
+prediction, so an outage does not teach the model that zero is normal. After
+``adapt_after_hours`` consecutive alarmed hours the real values are used again (the new
+level becomes normal and the alarm ends by itself about ``level_hours`` later).
+
+Warm-up: no prediction (and never an alarm) before ``168 + level_hours + 1`` hours of
+history exist for the series — a brand-new probe type or country stays silent for 8 days.
+Missing hours inside the grid count as 0 (so a silent series alarms if it is normally
+busy at that hour, and does not when it is normally empty); NaN means "unknown": it is
+neither scored nor learnt from.
+
+Usage::
+
+    det = FlowDetector()
+    for ts, n in hourly_counts.items():
+        score = det.update(ts, n)      # 0 (normal) … 1 (certain drop)
+        if det.last.alarm: ...
+    alarms = detect(hourly_counts)      # DataFrame: start, end, expected, actual, severity
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaincc, ndtr
+
+from ..exceptions import AnalysisError
+
+log = logging.getLogger(__name__)
+
+WEEK = 168
+ALARM_COLUMNS = ["series", "start", "end", "hours", "expected", "actual", "severity"]
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """Detector settings. Defaults were picked with ``bench/flow_detector.py``."""
+
+    threshold: float = 0.8
+    """Alarm only when actual < threshold × expected (0 < threshold < 1)."""
+    alpha: float = 1e-4
+    """Two consecutive hours alarm together when the probability of their summed shortfall
+    being noise (Poisson and the series' own noise level) is below alpha."""
+    alpha_single: float = 1e-6
+    """A single hour alarms on its own when that probability is below alpha_single (an
+    outage is flagged in its first hour; ordinary noise almost never is)."""
+    weeks: int = 4
+    """Weeks of history the prediction takes the median over (at least 1 is needed)."""
+    level_hours: int = 24
+    """Hours in the recent-level window used to scale last weeks' values."""
+    adapt_after_hours: int = 72
+    """After this many consecutive alarmed hours, learn the new level again."""
+    calibration_hours: int = 24
+    """Scored hours used to learn the series' noise level before it may alarm."""
+    noise_hours: int = 168
+    """Memory (EWMA span, hours) of the noise level estimate."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise AnalysisError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        for name in ("alpha", "alpha_single"):
+            if not 0 < getattr(self, name) < 1:
+                raise AnalysisError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
+        if self.weeks < 1:
+            raise AnalysisError(f"weeks must be at least 1, got {self.weeks}")
+        if not 1 <= self.level_hours <= WEEK:
+            raise AnalysisError(f"level_hours must be between 1 and {WEEK}, got {self.level_hours}")
+        if self.adapt_after_hours < 1:
+            raise AnalysisError(f"adapt_after_hours must be at least 1, got {self.adapt_after_hours}")
+
+    @property
+    def warmup_hours(self) -> int:
+        """Hours from a series' first non-zero value to the first hour that may alarm."""
+        return WEEK + self.level_hours + self.calibration_hours
+
+
+def _params(params: FlowParams | None, overrides: Mapping[str, Any]) -> FlowParams:
+    base = params or FlowParams()
+    if not overrides:
+        return base
+    allowed = set(FlowParams.__dataclass_fields__)
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise AnalysisError(f"unknown detector option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return FlowParams(**{**base.__dict__, **overrides})
+
+
+def poisson_cdf(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """P(X <= k) for X ~ Poisson(lam), vectorised (regularised upper incomplete gamma)."""
+    k = np.floor(np.asarray(k, dtype=float))
+    lam = np.asarray(lam, dtype=float)
+    with np.errstate(invalid="ignore"):
+        out = gammaincc(k + 1.0, lam)
+    return np.where(k < 0, 0.0, out)
+
+
+def _nanmedian0(a: np.ndarray) -> np.ndarray:
+    """Median over axis 0 ignoring NaN (NaN where all are NaN); fast for a short axis 0."""
+    srt = np.sort(a, axis=0)  # NaN sort last
+    c = (~np.isnan(a)).sum(axis=0)
+    lo = np.clip((c - 1) // 2, 0, None)[None]
+    hi = np.clip(c // 2, 0, a.shape[0] - 1)[None]
+    med = (np.take_along_axis(srt, lo, 0)[0] + np.take_along_axis(srt, hi, 0)[0]) / 2.0
+    return np.where(c > 0, med, np.nan)
+
+
+class _Engine:
+    """The model over ``n`` series at once, stepping one hour at a time.
+
+    Arrays are indexed by hour; ``cs``/``cnt`` are running sums of the cleaned history and
+    of its non-NaN count, so every window mean is O(1). The week-ago part of the prediction
+    (``M`` below) only reads history at least 165 hours old, so :meth:`seasonal` computes it
+    for up to 144 future hours at once; the per-hour loop then does a handful of array
+    operations. Streaming use keeps a bounded buffer (old rows dropped when it fills).
+    """
+
+    BLOCK = 144
+
+    def __init__(self, n: int, params: FlowParams, capacity: int | None = None) -> None:
+        self.p = params
+        self.n = n
+        self.keep = params.weeks * WEEK + params.level_hours + 2
+        self.cap = max(capacity or 0, 4 * self.keep)
+        self.clean = np.full((self.cap, n), np.nan)
+        self.cs = np.zeros((self.cap + 1, n))   # cs[i] = sum of clean[:i] (NaN as 0)
+        self.cnt = np.zeros((self.cap + 1, n))  # cnt[i] = non-NaN count in clean[:i]
+        self.pos = 0          # rows used in the buffer
+        self.seen = 0         # hours seen in total
+        self.first = np.full(n, -1, dtype=np.int64)  # hour of the first non-zero value
+        self.run = np.zeros(n, dtype=np.int64)       # consecutive alarmed hours
+        self.mad = np.zeros(n)                       # mean |log residual| (noise level)
+        self.nres = np.zeros(n, dtype=np.int64)      # residuals seen (noise calibration)
+        self.prev_v = np.zeros(n)                    # previous hour: value, expected,
+        self.prev_e = np.ones(n)
+        self.prev_low = np.zeros(n, dtype=bool)      # whether it was below the line,
+        self.prev_alarm = np.zeros(n, dtype=bool)    # whether it alarmed
+
+    def compact(self) -> None:
+        drop = self.pos - self.keep
+        self.clean[: self.keep] = self.clean[drop: self.pos]
+        self.clean[self.keep:] = np.nan
+        self.cs[: self.keep + 1] = self.cs[drop: self.pos + 1] - self.cs[drop]
+        self.cnt[: self.keep + 1] = self.cnt[drop: self.pos + 1] - self.cnt[drop]
+        self.pos = self.keep
+
+    def _mean(self, a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
+        """Mean of clean[a:b] per series, ignoring NaN (NaN when nothing is known)."""
+        c = self.cnt[b] - self.cnt[a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, (self.cs[b] - self.cs[a]) / np.maximum(c, 1), np.nan)
+
+    def seasonal(self, hours: int) -> np.ndarray:
+        """``M`` for the next ``hours`` hours (shape hours × n): the median over past weeks k
+        of smooth(t − 168k) / level(t − 168k), where smooth is the median of the 3 hours
+        around it (a median, so the edge of a daily silence stays at zero). Weeks whose
+        level window starts before the series' first non-zero hour are not used.
+        The prediction is ``M × recent level``."""
+        lh = self.p.level_hours
+        t = self.pos + np.arange(hours)
+        offset = self.seen - self.pos  # absolute hour of buffer row 0
+        first_row = np.where(self.first >= 0, self.first - offset, np.iinfo(np.int64).max)
+        ratios = []
+        for k in range(1, self.p.weeks + 1):
+            i = t - WEEK * k
+            ok = i - lh >= 0
+            if not ok.any():
+                break
+            i = np.where(ok, i, lh)
+            sample = _nanmedian0(np.stack([self.clean[i - 1], self.clean[i], self.clean[i + 1]]))
+            past = self._mean(i - lh, i)
+            valid = ok[:, None] & ((i - lh)[:, None] >= first_row[None, :]) & (past > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios.append(np.where(valid, sample / np.where(past > 0, past, 1.0), np.nan))
+        if not ratios:
+            return np.full((hours, self.n), np.nan)
+        if len(ratios) == 1:
+            return ratios[0]
+        return _nanmedian0(np.stack(ratios))
+
+    def _pvalue(self, v: np.ndarray, e: np.ndarray, ready: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """max(Poisson, empirical-noise) probability of ``v`` or fewer when ``e`` is normal."""
+        pval = ndtr(np.log((v + 1.0) / (e + 1.0)) / sigma)
+        # the Poisson test is costly: only where the hours are below the alarm line
+        cand = np.flatnonzero(ready & (v < self.p.threshold * e))
+        if cand.size:
+            pval[cand] = np.maximum(poisson_cdf(v[cand], e[cand]), pval[cand])
+        return pval
+
+    def step(self, values: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
+        """Score one hour for every series (``m`` from :meth:`seasonal`) and learn from it.
+
+        Returns expected, score, alarm (this hour) and ``alarm_prev``: the previous hour,
+        which may become alarmed now that its successor confirms the drop.
+        """
+        p = self.p
+        values = np.asarray(values, dtype=float)
+        known = ~np.isnan(values)
+        v = np.where(known, values, 0.0)
+        self.first[(self.first < 0) & (v > 0)] = self.seen
+        mature = (self.first >= 0) & (self.seen - self.first >= WEEK + p.level_hours)
+        if self.pos >= p.level_hours:
+            c = self.cnt[self.pos] - self.cnt[self.pos - p.level_hours]
+            tot = self.cs[self.pos] - self.cs[self.pos - p.level_hours]
+            recent = np.where(c > 0, tot / np.maximum(c, 1.0), np.nan)
+            exp = np.where(mature, recent * m, np.nan)
+        else:
+            exp = np.full(self.n, np.nan)
+        scorable = known & (exp > 0)           # False for NaN
+        e = np.where(scorable, exp, 1.0)
+        ratio = v / e
+        resid = np.log((v + 1.0) / (e + 1.0))
+        calibrated = self.nres >= p.calibration_hours
+        sigma = np.maximum(self.mad * 1.2533, 1e-3)
+        ready = scorable & calibrated
+        pval = self._pvalue(v, e, ready, sigma)
+        low = ready & (ratio < p.threshold)
+        # this hour with the previous one, when both are below the alarm line
+        pair = low & self.prev_low
+        v2, e2 = v + self.prev_v, e + self.prev_e
+        pval2 = np.where(pair, self._pvalue(v2, e2, pair, sigma / np.sqrt(2.0)), 1.0)
+        single = low & (pval < p.alpha_single)
+        double = pair & (pval2 < p.alpha)
+        alarm = single | double
+        alarm_prev = double & ~self.prev_alarm
+        # score: confidence × size of the shortfall, with score >= 1 - alpha <=> alarm
+        sf = np.clip((1.0 - ratio) / (1.0 - p.threshold), 0.0, 1.0)
+        score = np.where(ready, (1.0 - np.minimum(pval, pval2)) * sf, 0.0)
+        score = np.where(alarm, np.maximum(score, 1.0 - p.alpha), np.minimum(score, 1.0 - p.alpha - 1e-9))
+        self.run = np.where(alarm, self.run + 1 + alarm_prev, 0)
+        # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
+        learn = scorable & ~alarm
+        dev = np.abs(resid)
+        dev = np.where(calibrated, np.minimum(dev, 4.0 * sigma), dev)
+        w = np.where(calibrated, 1.0 / p.noise_hours, 1.0 / (self.nres + 1.0))
+        self.mad = np.where(learn, self.mad + w * (dev - self.mad), self.mad)
+        self.nres += learn
+        # what the model remembers: the prediction for alarmed hours (until adapting);
+        # a previous hour alarmed now is rewritten too
+        fix = alarm_prev & (self.run <= p.adapt_after_hours)
+        if fix.any() and self.pos >= 1:
+            delta = np.where(fix, self.prev_e - self.prev_v, 0.0)
+            self.clean[self.pos - 1] = np.where(fix, self.prev_e, self.clean[self.pos - 1])
+            self.cs[self.pos] += delta
+        remember = np.where(alarm & (self.run <= p.adapt_after_hours), exp, values)
+        rk = ~np.isnan(remember)
+        self.clean[self.pos] = remember
+        self.cs[self.pos + 1] = self.cs[self.pos] + np.where(rk, remember, 0.0)
+        self.cnt[self.pos + 1] = self.cnt[self.pos] + rk
+        self.pos += 1
+        self.seen += 1
+        self.prev_v, self.prev_e = v, e
+        self.prev_low, self.prev_alarm = low, alarm
+        return {"expected": exp, "score": score, "alarm": alarm, "alarm_prev": alarm_prev}
+
+    def run_block(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Score consecutive hours (rows of ``values``), in blocks of at most BLOCK hours."""
+        t = values.shape[0]
+        exp = np.full((t, self.n), np.nan)
+        score = np.zeros((t, self.n))
+        alarm = np.zeros((t, self.n), dtype=bool)
+        self.alarm_before = np.zeros(self.n, dtype=bool)
+        """Hours before this block that became alarmed (the previous hour, confirmed now)."""
+        i = 0
+        while i < t:
+            if self.pos + 1 > self.cap:
+                self.compact()
+            b = min(self.BLOCK, t - i, self.cap - self.pos)
+            m = self.seasonal(b)
+            for j in range(b):
+                out = self.step(values[i + j], m[j])
+                exp[i + j], score[i + j], alarm[i + j] = out["expected"], out["score"], out["alarm"]
+                if i + j > 0:
+                    alarm[i + j - 1] |= out["alarm_prev"]
+                    score[i + j - 1] = np.where(out["alarm_prev"], np.maximum(score[i + j - 1], 1.0 - self.p.alpha),
+                                                score[i + j - 1])
+                else:
+                    self.alarm_before = out["alarm_prev"]
+            i += b
+        return {"expected": exp, "score": score, "alarm": alarm}
+
+
+@dataclass(frozen=True)
+class HourResult:
+    """What :meth:`FlowDetector.update` found for one hour."""
+
+    timestamp: pd.Timestamp
+    actual: float
+    expected: float
+    """NaN while warming up."""
+    score: float
+    alarm: bool
+    warming_up: bool
+
+
+class FlowDetector:
+    """Streaming detector for one hourly series.
+
+    ``update(ts, value)`` takes hours in increasing order; a gap is filled with zeros (a
+    missing hour had no measurements), each filled hour being scored too (see ``results``).
+    Returns the anomaly score of ``ts`` in [0, 1]; ``last`` holds the details.
+    """
+
+    def __init__(self, params: FlowParams | None = None, **options: Any) -> None:
+        self.params = _params(params, options)
+        self._engine = _Engine(1, self.params)
+        self._last_ts: pd.Timestamp | None = None
+        self.last: HourResult | None = None
+        self.results: list[HourResult] = []
+        """Every hour scored (including gap-filled ones); trim it if you stream forever."""
+
+    def _one(self, ts: pd.Timestamp, value: float) -> HourResult:
+        eng = self._engine
+        out = eng.run_block(np.array([[value]], dtype=float))
+        exp = float(out["expected"][0, 0])
+        if eng.alarm_before[0] and self.results:  # this hour confirms the previous one
+            prev = self.results[-1]
+            self.results[-1] = HourResult(prev.timestamp, prev.actual, prev.expected,
+                                          max(prev.score, 1.0 - self.params.alpha), True, prev.warming_up)
+        warm = bool(eng.nres[0] < self.params.calibration_hours) or math.isnan(exp)
+        res = HourResult(ts, float(value), exp, float(out["score"][0, 0]), bool(out["alarm"][0, 0]), warm)
+        self.results.append(res)
+        self.last = res
+        return res
+
+    def update(self, timestamp: Any, value: float | None) -> float:
+        """Score the hour starting at ``timestamp`` (floored to the hour) with ``value``
+        measurements (None/NaN = unknown). Raises AnalysisError on a non-increasing hour."""
+        ts = _utc_hour(timestamp)
+        if self._last_ts is not None:
+            gap = int((ts - self._last_ts) / pd.Timedelta(hours=1))
+            if gap < 1:
+                raise AnalysisError(f"timestamps must increase hour by hour: {ts} after {self._last_ts}")
+            for i in range(1, gap):
+                self._one(self._last_ts + pd.Timedelta(hours=i), 0.0)
+        self._last_ts = ts
+        v = float("nan") if value is None else float(value)
+        return self._one(ts, v).score
+
+
+def _utc_hour(value: Any) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError(f"cannot read {value!r} as a timestamp") from exc
+    if ts is pd.NaT:
+        raise AnalysisError("timestamp is NaT")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.floor("h")
+
+
+def hourly_grid(series: pd.Series, end: Any = None, start: Any = None) -> pd.Series:
+    """Put ``series`` (indexed by timestamps) on a complete hourly grid.
+
+    Values in the same hour are summed; hours without a row become 0 (no measurements);
+    NaN values stay NaN (unknown). ``end`` (exclusive hour) extends the grid so that a
+    series that went silent is seen as zeros up to ``end``; ``start`` likewise.
+    """
+    if not isinstance(series, pd.Series):
+        raise AnalysisError(f"expected a pandas Series indexed by time, got {type(series).__name__}")
+    s = series.copy()
+    try:
+        idx = pd.DatetimeIndex(s.index)
+    except (TypeError, ValueError) as exc:
+        raise AnalysisError("the series must be indexed by timestamps") from exc
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    s.index = idx.floor("h")
+    s = pd.to_numeric(s, errors="coerce").astype(float)
+    s = s.groupby(level=0).sum(min_count=1)
+    lo = s.index.min() if len(s) else None
+    hi = s.index.max() if len(s) else None
+    if start is not None:
+        lo = _utc_hour(start)
+    if end is not None:
+        hi = _utc_hour(end) - pd.Timedelta(hours=1)
+    if lo is None or hi is None or hi < lo:
+        return pd.Series([], index=pd.DatetimeIndex([], name="hour"), dtype=float)
+    grid = pd.date_range(lo, hi, freq="h", name="hour")
+    return s.reindex(grid, fill_value=0.0).astype(float)
+
+
+def score_frame(frame: pd.DataFrame, params: FlowParams | None = None, **options: Any) -> dict[str, pd.DataFrame]:
+    """Score many hourly series at once (columns = series, index = a complete hourly grid).
+
+    Returns a dict of DataFrames shaped like ``frame``: ``expected``, ``score``, ``alarm``.
+    This is the vectorised core used by :func:`detect` and :func:`detect_many`; it gives
+    the same numbers as feeding each column to a :class:`FlowDetector`.
+    """
+    p = _params(params, options)
+    values = frame.to_numpy(dtype=float)
+    t, n = values.shape
+    out = _Engine(n, p, capacity=t + 1).run_block(values)
+    exp, score, alarm = out["expected"], out["score"], out["alarm"]
+    mk = lambda a: pd.DataFrame(a, index=frame.index, columns=frame.columns)  # noqa: E731
+    return {"expected": mk(exp), "score": mk(score), "alarm": mk(alarm)}
+
+
+def merge_alarms(actual: pd.Series, expected: pd.Series, alarm: pd.Series, series: str = "") -> pd.DataFrame:
+    """Merge consecutive alarmed hours into one row each.
+
+    ``start`` is the first alarmed hour, ``end`` the hour after the last one (exclusive);
+    ``expected``/``actual`` are sums over the alarm; ``severity`` = 1 − actual/expected,
+    the fraction of measurements missing.
+    """
+    a = alarm.fillna(False).astype(bool).to_numpy()
+    if not a.any():
+        return pd.DataFrame(columns=ALARM_COLUMNS).astype({"hours": int, "expected": float,
+                                                          "actual": float, "severity": float})
+    idx = alarm.index
+    edges = np.diff(np.concatenate([[0], a.astype(int), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    rows = []
+    for s, e in zip(starts, stops, strict=True):
+        ex = float(np.nansum(expected.to_numpy()[s:e]))
+        ac = float(np.nansum(actual.to_numpy()[s:e]))
+        rows.append({"series": series, "start": idx[s], "end": idx[e - 1] + pd.Timedelta(hours=1),
+                     "hours": int(e - s), "expected": round(ex, 1), "actual": ac,
+                     "severity": round(1 - ac / ex, 3) if ex > 0 else 0.0})
+    return pd.DataFrame(rows, columns=ALARM_COLUMNS)
+
+
+def predict(series: pd.Series, end: Any = None, params: FlowParams | None = None,
+            **options: Any) -> pd.DataFrame:
+    """Hour-by-hour model output for one series: columns actual, expected, lower (the
+    alarm line, threshold × expected), score, alarm; indexed by hour on a complete grid."""
+    p = _params(params, options)
+    grid = hourly_grid(series, end=end)
+    if grid.empty:
+        return pd.DataFrame(columns=["actual", "expected", "lower", "score", "alarm"],
+                            index=pd.DatetimeIndex([], name="hour"))
+    out = score_frame(grid.to_frame("v"), p)
+    df = pd.DataFrame({"actual": grid, "expected": out["expected"]["v"]})
+    df["lower"] = df["expected"] * p.threshold
+    df["score"] = out["score"]["v"]
+    df["alarm"] = out["alarm"]["v"]
+    return df
+
+
+def detect(series: pd.Series, end: Any = None, params: FlowParams | None = None,
+           **options: Any) -> pd.DataFrame:
+    """Alarms of one hourly series: DataFrame with columns start, end, hours, expected,
+    actual, severity (plus ``series`` = the series' name), one row per run of consecutive
+    alarmed hours. ``end`` extends the series with zero hours up to that (exclusive) hour.
+    The first ``FlowParams.warmup_hours`` hours never alarm (no history to compare with)."""
+    pred = predict(series, end=end, params=params, **options)
+    name = "" if series.name is None else str(series.name)
+    return merge_alarms(pred["actual"], pred["expected"], pred["alarm"], series=name)
+
+
+def detect_many(frame: pd.DataFrame, params: FlowParams | None = None,
+                **options: Any) -> pd.DataFrame:
+    """Alarms of every column of ``frame`` (index: complete hourly grid; use
+    :func:`pivot_hourly` to build it). Columns as :func:`detect`, ``series`` = column name."""
+    if frame.empty:
+        return merge_alarms(pd.Series(dtype=float), pd.Series(dtype=float), pd.Series(dtype=bool))
+    out = score_frame(frame, params, **options)
+    parts = [merge_alarms(frame[c], out["expected"][c], out["alarm"][c], series=str(c))
+             for c in frame.columns if out["alarm"][c].any()]
+    if not parts:
+        return merge_alarms(pd.Series(dtype=float), pd.Series(dtype=float), pd.Series(dtype=bool))
+    return pd.concat(parts, ignore_index=True).sort_values(["start", "series"], ignore_index=True)
+
+
+def pivot_hourly(df: pd.DataFrame, time_col: str, keys: list[str] | str, value_col: str = "n",
+                 start: Any = None, end: Any = None) -> pd.DataFrame:
+    """Long table (time, key columns, count) → wide hourly grid, one column per series.
+
+    Series are named by their key values joined with "/" (e.g. ``"IT/ooniprobe-android"``).
+    Missing hours become 0; ``start``/``end`` (exclusive) fix the grid's range.
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    missing = [c for c in [time_col, value_col, *keys] if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"missing column(s) {missing}; the table has {list(df.columns)}")
+    lo = _utc_hour(start) if start is not None else None
+    hi = _utc_hour(end) - pd.Timedelta(hours=1) if end is not None else None
+    if df.empty:
+        if lo is None or hi is None:
+            return pd.DataFrame(index=pd.DatetimeIndex([], name="hour"))
+        return pd.DataFrame(index=pd.date_range(lo, hi, freq="h", name="hour"))
+    d = df.copy()
+    d["_t"] = pd.to_datetime(d[time_col])
+    if d["_t"].dt.tz is not None:
+        d["_t"] = d["_t"].dt.tz_convert("UTC").dt.tz_localize(None)
+    d["_t"] = d["_t"].dt.floor("h")
+    d["_k"] = d[keys].astype(str).agg("/".join, axis=1)
+    wide = d.pivot_table(index="_t", columns="_k", values=value_col, aggfunc="sum")
+    lo = lo if lo is not None else wide.index.min()
+    hi = hi if hi is not None else wide.index.max()
+    grid = pd.date_range(lo, hi, freq="h", name="hour")
+    wide = wide.reindex(grid).fillna(0.0).astype(float)
+    wide.columns.name = None
+    return wide
+
+
+def latest_alarms(alarms: pd.DataFrame, now: Any, hours: int = 3) -> pd.DataFrame:
+    """Alarms still open within the last ``hours`` complete hours before ``now``."""
+    if alarms.empty:
+        return alarms
+    cutoff = _utc_hour(now) - pd.Timedelta(hours=hours)
+    return alarms[pd.to_datetime(alarms["end"]) > cutoff].reset_index(drop=True)
