@@ -1,9 +1,11 @@
 """One chunk of synthetic ``fastpath`` rows, fully vectorised.
 
 Rows are drawn as Poisson counts per (hour, network, software) cell; each row gets a test
-from its software's mix, and a stable sort groups rows by test, then hour and cell. Consecutive rows of a cell form reports (geometric sizes,
-larger for web_connectivity), and per-report attributes (probe version, platform, test
-helper, start time, report_id) are drawn once per report and broadcast to its rows.
+from its software's mix, and a stable sort groups rows by test, then hour and cell.
+Consecutive rows of one (test, hour, cell) form reports (geometric sizes, larger for
+web_connectivity), and per-report attributes (probe version, platform, test helper, start
+time, report_id) are drawn once per report and broadcast to its rows. Outcomes
+(msm_failure, anomaly, confirmed, control_failure) follow the plan's incidents.
 """
 
 from __future__ import annotations
