@@ -316,9 +316,11 @@ def notify_changes(settings: Settings, now: datetime | None = None,
         if rows is None:
             rows = current_rows(settings, now)
         state = _read_state(path)
+        before = json.dumps(state, sort_keys=True)
         deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),
                             channels, now)
-        _write_state(path, state)
+        if json.dumps(state, sort_keys=True) != before or not path.exists():
+            _write_state(path, state)
     return deliveries
 
 

@@ -289,3 +289,17 @@ def test_real_alertmanager_receives_failure_then_resolution(site: Settings, tmp_
         while active() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert active() == []
+
+
+def test_dashboard_server_checks_alerts_periodically(site: Settings, hook, jc) -> None:
+    """``jupycron serve`` notices changes even when no scheduler runs (a real server thread)."""
+    from jupycron.web import start_in_thread
+
+    site = replace(site, late_grace_s=1e12)  # the fixture history is old: failing only
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    handle = start_in_thread(site, "127.0.0.1", 0, alerts=True, alert_interval_s=0.1)
+    try:
+        jc.wait_until(lambda: len(hook.requests) == 2, what="the server's alert check")
+    finally:
+        handle.stop()
+    assert {r.path.split("/")[1] for r in hook.requests} == {"services", "jupycron-topic"}

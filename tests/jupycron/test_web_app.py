@@ -9,12 +9,16 @@ import os
 import re
 import socket
 import sys
+import warnings
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # starlette recommends httpx2; httpx is what the project uses
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 from jupycron.config import Settings
 from jupycron.exceptions import HistoryError
