@@ -3,13 +3,16 @@ incidents the generator injected (a test helper failing for every probe, a regre
 android version, blocking changepoints), announce new changepoints to a local Slack
 stand-in once, and handle empty tables (logs) and a missing query_log.
 
-One world is generated per session; notebooks execute in real kernels through nbclient.
+One world is generated per session; notebooks execute in real kernels through nbclient,
+each once (three at a time), and the tests check their outputs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,13 +73,14 @@ def world(tmp_path_factory):
     return world
 
 
-def run_notebook(name: str) -> str:
-    """Execute notebooks/<name>.ipynb (cwd = notebooks folder) and return its text output.
+def run_notebook(name: str, env: dict[str, str] | None = None) -> str:
+    """Execute notebooks/<name>.ipynb (cwd = notebooks folder) in a fresh kernel whose
+    environment is ``env`` (default: this process's) and return its text output.
     Fails with the traceback when a cell raises."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute()
+    client.execute(env=env) if env is not None else client.execute()
     parts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -88,6 +92,52 @@ def run_notebook(name: str) -> str:
                 if "image/svg+xml" in data:
                     parts.append("<svg chart>")
     return "\n".join(parts)
+
+
+WORLD_NOTEBOOKS = ["autorun_test_helper_failure_rate_alarm", "test_helpers",
+                   "autorun_android_probe_release", "autorun_ios_probe_release",
+                   "autorun_cli_probe_release", "autorun_duplicate_test_list_urls",
+                   "autorun_fsn_logs", "centralized_logs", "heavy_queries"]
+
+
+@pytest.fixture(scope="session")
+def outputs(world, tmp_path_factory):
+    """Every notebook executed once against the world, three kernels at a time (kernel
+    start-up dominates). The event notebook runs twice in a row with a Slack stand-in;
+    the log dashboard also runs once on an empty store."""
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("OONI_", "JUPYCRON_")) and k != "AUTORUN"}
+    cfg = tmp_path_factory.mktemp("nb-config") / "config.toml"
+    cfg.write_text("")
+    env = {**base_env, "OONI_MONITORING_CONFIG": str(cfg), "OONI_DATA_DIR": str(world["data"]),
+           "JUPYCRON_STATE_DIR": str(world["state"]), "AUTORUN": "1"}
+    empty_env = {**env, "OONI_DATA_DIR": str(tmp_path_factory.mktemp("empty-store"))}
+    results: dict[str, object] = {}
+    with _SlackStandIn() as slack, ThreadPoolExecutor(max_workers=3) as pool:
+        slack_env = {**env, "OONI_SLACK_WEBHOOK_URL": slack.url}
+
+        def events_twice() -> tuple[str, list, str, list]:
+            first = run_notebook("autorun_event_detector_alerts", slack_env)
+            after_first = list(slack.bodies)
+            second = run_notebook("autorun_event_detector_alerts", slack_env)
+            return first, after_first, second, list(slack.bodies)
+
+        futures = {"events": pool.submit(events_twice),
+                   "empty_logs": pool.submit(run_notebook, "autorun_fsn_logs", empty_env)}
+        futures |= {name: pool.submit(run_notebook, name, env) for name in WORLD_NOTEBOOKS}
+        for key, fut in futures.items():
+            try:
+                results[key] = fut.result()
+            except Exception as exc:  # reported by the test that needs this notebook
+                results[key] = exc
+    return results
+
+
+def output(outputs: dict, key: str):
+    value = outputs[key]
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 class _SlackStandIn:
@@ -121,9 +171,8 @@ class _SlackStandIn:
         self.server.server_close()
 
 
-def test_helper_alarm_finds_the_injected_helper_failure(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    out = run_notebook("autorun_test_helper_failure_rate_alarm")
+def test_helper_alarm_finds_the_injected_helper_failure(world, outputs):
+    out = output(outputs, "autorun_test_helper_failure_rate_alarm")
     flagged = [line for line in out.splitlines() if line.startswith("flagged helper ")]
     assert any(line.startswith(f"flagged helper {world['helper']}:") and "(all probes)" in line
                for line in flagged), out[-3000:]
@@ -136,16 +185,14 @@ def test_helper_alarm_finds_the_injected_helper_failure(world, monkeypatch):
     assert "<svg chart>" in out
 
 
-def test_test_helpers_overview(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    out = run_notebook("test_helpers")
+def test_test_helpers_overview(outputs):
+    out = output(outputs, "test_helpers")
     assert "live instance(s)" in out and "rotated" in out
     assert "roaming-th-" in out
 
 
-def test_android_release_regression_is_flagged(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    out = run_notebook("autorun_android_probe_release")
+def test_android_release_regression_is_flagged(world, outputs):
+    out = output(outputs, "autorun_android_probe_release")
     version = world["regression"].keys["software_version"]
     assert f"newest version {version}" in out
     assert "REGRESSION FLAGGED" in out and f"ooniprobe-android {version} regressed" in out
@@ -155,61 +202,51 @@ def test_android_release_regression_is_flagged(world, monkeypatch):
 
 @pytest.mark.parametrize("name, software", [("autorun_ios_probe_release", "ooniprobe-ios"),
                                             ("autorun_cli_probe_release", "ooniprobe-cli")])
-def test_healthy_releases_are_not_flagged(world, monkeypatch, name, software):
-    _set_env(monkeypatch, world)
-    out = run_notebook(name)
+def test_healthy_releases_are_not_flagged(outputs, name, software):
+    out = output(outputs, name)
     assert f"no regression flagged for {software}" in out, out[-3000:]
     assert "REGRESSION FLAGGED" not in out
 
 
-def test_duplicate_test_list_urls(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    out = run_notebook("autorun_duplicate_test_list_urls")
+def test_duplicate_test_list_urls(outputs):
+    out = output(outputs, "autorun_duplicate_test_list_urls")
     assert "URLs listed more than once" in out
     assert "exact" in out and "near" in out
 
 
-def test_event_alerts_sent_once(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    with _SlackStandIn() as slack:
-        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", slack.url)
-        first = run_notebook("autorun_event_detector_alerts")
-        recent = [i for i in world["blocking"]
-                  if i.start >= datetime.now(UTC) - pd.Timedelta(days=7)]
-        assert recent, "the generated world should have changepoints in the last 7 days"
-        assert f"{len(recent)} new" in first and "alert sent to Slack" in first
-        for incident in recent:
-            assert incident.keys["domain"] in first
-        assert "explorer.ooni.org/chart/mat?" in first
-        assert len(slack.bodies) == 1
-        body = json.dumps(slack.bodies[0])
-        assert all(i.keys["domain"] in body for i in recent)
-
-        second = run_notebook("autorun_event_detector_alerts")
-        assert "0 new" in second and "nothing to alert on" in second
-        assert len(slack.bodies) == 1
+def test_event_alerts_sent_once(world, outputs):
+    first, after_first, second, after_second = output(outputs, "events")
+    recent = [i for i in world["blocking"] if i.start >= datetime.now(UTC) - pd.Timedelta(days=7)]
+    assert recent, "the generated world should have changepoints in the last 7 days"
+    assert f"{len(recent)} new" in first and "alert sent to Slack" in first
+    for incident in recent:
+        assert incident.keys["domain"] in first
+    assert "explorer.ooni.org/chart/mat?" in first
+    assert len(after_first) == 1
+    body = json.dumps(after_first[0])
+    assert all(i.keys["domain"] in body for i in recent)
+    # the next run finds nothing new and sends nothing
+    assert "0 new" in second and "nothing to alert on" in second
+    assert len(after_second) == 1
     state = json.loads((world["state"] / "event_detector_alerts.json").read_text())
     assert len(state["sent"]) == len(recent)
 
 
 @pytest.mark.parametrize("name", ["autorun_fsn_logs", "centralized_logs"])
-def test_log_dashboards(world, monkeypatch, name):
-    _set_env(monkeypatch, world)
-    out = run_notebook(name)
+def test_log_dashboards(outputs, name):
+    out = output(outputs, name)
     assert "nginx.service" in out and "upstream timed out" in out
     assert "clickhouse-server.service" in out
     assert "<svg chart>" in out  # the errors chart
 
 
-def test_log_dashboard_on_empty_logs(tmp_path, monkeypatch):
-    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "empty"))
-    out = run_notebook("autorun_fsn_logs")
+def test_log_dashboard_on_empty_logs(outputs):
+    out = output(outputs, "empty_logs")
     assert "the logs table has no line" in out
 
 
-def test_heavy_queries_says_query_log_is_missing(world, monkeypatch):
-    _set_env(monkeypatch, world)
-    out = run_notebook("heavy_queries")
+def test_heavy_queries_says_query_log_is_missing(outputs):
+    out = output(outputs, "heavy_queries")
     assert "system.query_log is not available on this engine (embedded store" in out
 
 
