@@ -144,7 +144,7 @@ def test_streaming_and_batch_agree():
 
 
 def test_streaming_buffer_compaction_keeps_results():
-    s = series(80, 300, seed=8, drops=[(75 * 24, 4, 0.6)])
+    s = series(64, 300, seed=8, drops=[(60 * 24, 4, 0.6)])  # the buffer holds 58 days
     det = FlowDetector()
     for ts, v in s.items():
         det.update(ts, v)

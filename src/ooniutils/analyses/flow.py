@@ -123,12 +123,17 @@ def poisson_cdf(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 def _nanmedian0(a: np.ndarray) -> np.ndarray:
     """Median over axis 0 ignoring NaN (NaN where all are NaN); fast for a short axis 0."""
-    srt = np.sort(a, axis=0)  # NaN sort last
-    c = (~np.isnan(a)).sum(axis=0)
-    lo = np.clip((c - 1) // 2, 0, None)[None]
-    hi = np.clip(c // 2, 0, a.shape[0] - 1)[None]
-    med = (np.take_along_axis(srt, lo, 0)[0] + np.take_along_axis(srt, hi, 0)[0]) / 2.0
+    srt = np.sort(np.moveaxis(a, 0, -1), axis=-1)  # NaN sort last; contiguous last axis
+    c = (~np.isnan(srt)).sum(axis=-1)
+    lo = np.clip((c - 1) // 2, 0, None)[..., None]
+    hi = np.clip(c // 2, 0, a.shape[0] - 1)[..., None]
+    med = (np.take_along_axis(srt, lo, -1)[..., 0] + np.take_along_axis(srt, hi, -1)[..., 0]) / 2.0
     return np.where(c > 0, med, np.nan)
+
+
+def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Element-wise median of three arrays without sorting (a NaN is skipped)."""
+    return np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
 
 
 class _Engine:
@@ -147,7 +152,9 @@ class _Engine:
         self.p = params
         self.n = n
         self.keep = params.weeks * WEEK + params.level_hours + 2
-        self.cap = max(capacity or 0, 4 * self.keep)
+        self.cap = max(capacity or 0, 2 * self.keep)
+        self._mc: np.ndarray | None = None
+        self._mc_start = 0
         self.clean = np.full((self.cap, n), np.nan)
         self.cs = np.zeros((self.cap + 1, n))   # cs[i] = sum of clean[:i] (NaN as 0)
         self.cnt = np.zeros((self.cap + 1, n))  # cnt[i] = non-NaN count in clean[:i]
@@ -193,7 +200,7 @@ class _Engine:
             if not ok.any():
                 break
             i = np.where(ok, i, lh)
-            sample = _nanmedian0(np.stack([self.clean[i - 1], self.clean[i], self.clean[i + 1]]))
+            sample = _median3(self.clean[i - 1], self.clean[i], self.clean[i + 1])
             past = self._mean(i - lh, i)
             valid = ok[:, None] & ((i - lh)[:, None] >= first_row[None, :]) & (past > 0)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -279,30 +286,32 @@ class _Engine:
         self.prev_low, self.prev_alarm = low, alarm
         return {"expected": exp, "score": score, "alarm": alarm, "alarm_prev": alarm_prev}
 
+    def _m_row(self) -> np.ndarray:
+        """``M`` for the current hour, from a cache filled BLOCK hours at a time (valid: it
+        reads only history at least 165 hours old, which later hours never change)."""
+        if self._mc is None or not 0 <= self.seen - self._mc_start < len(self._mc):
+            self._mc, self._mc_start = self.seasonal(self.BLOCK), self.seen
+        return self._mc[self.seen - self._mc_start]
+
     def run_block(self, values: np.ndarray) -> dict[str, np.ndarray]:
-        """Score consecutive hours (rows of ``values``), in blocks of at most BLOCK hours."""
+        """Score consecutive hours (rows of ``values``)."""
         t = values.shape[0]
         exp = np.full((t, self.n), np.nan)
         score = np.zeros((t, self.n))
         alarm = np.zeros((t, self.n), dtype=bool)
         self.alarm_before = np.zeros(self.n, dtype=bool)
-        """Hours before this block that became alarmed (the previous hour, confirmed now)."""
-        i = 0
-        while i < t:
+        """Hours before this call that became alarmed (the previous hour, confirmed now)."""
+        floor = 1.0 - self.p.alpha
+        for i in range(t):
             if self.pos + 1 > self.cap:
                 self.compact()
-            b = min(self.BLOCK, t - i, self.cap - self.pos)
-            m = self.seasonal(b)
-            for j in range(b):
-                out = self.step(values[i + j], m[j])
-                exp[i + j], score[i + j], alarm[i + j] = out["expected"], out["score"], out["alarm"]
-                if i + j > 0:
-                    alarm[i + j - 1] |= out["alarm_prev"]
-                    score[i + j - 1] = np.where(out["alarm_prev"], np.maximum(score[i + j - 1], 1.0 - self.p.alpha),
-                                                score[i + j - 1])
-                else:
-                    self.alarm_before = out["alarm_prev"]
-            i += b
+            out = self.step(values[i], self._m_row())
+            exp[i], score[i], alarm[i] = out["expected"], out["score"], out["alarm"]
+            if i > 0:
+                alarm[i - 1] |= out["alarm_prev"]
+                score[i - 1] = np.where(out["alarm_prev"], np.maximum(score[i - 1], floor), score[i - 1])
+            else:
+                self.alarm_before = out["alarm_prev"]
         return {"expected": exp, "score": score, "alarm": alarm}
 
 
