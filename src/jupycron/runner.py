@@ -400,12 +400,31 @@ async def _maybe(v: Any) -> Any:
 
 # --- HTML --------------------------------------------------------------------------------
 
-def export_html(nb: NotebookNode, dest: Path, title: str) -> None:
-    """Write ``nb`` as a self-contained, offline HTML page to ``dest`` atomically."""
-    exporter = HTMLExporter(template_name="lab", embed_images=True,
-                            extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
-                            template_file="jupycron.html.j2")
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+_local = threading.local()
+
+
+def _exporter() -> HTMLExporter:
+    """One exporter per thread: building one (templates, CSS) costs more than a small export."""
+    exporter = getattr(_local, "exporter", None)
+    if exporter is None:
+        exporter = HTMLExporter(
+            template_name="lab", embed_images=True,
+            extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
+            template_file="jupycron.html.j2")
+        _local.exporter = exporter
+    return exporter
+
+
+def export_html(nb: NotebookNode, dest: Path, title: str, folder: Path | None = None) -> None:
+    """Write ``nb`` as a self-contained, offline HTML page to ``dest`` atomically.
+
+    The "lab" template with its CSS embedded; require.js, MathJax, Mermaid and widget
+    scripts (CDN links) are left out, so LaTeX in markdown shows as source text. Images,
+    markdown attachments and files relative to ``folder`` (the notebook's), are embedded
+    as data URIs.
+    """
+    meta = {"name": title, **({"path": str(folder)} if folder is not None else {})}
+    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": meta})
     atomic_write_text(dest, body)
 
 
@@ -552,7 +571,7 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         status, ename, evalue = _classify(state, bool(state.extra.get("oom")), exit_code, mem_mb, runtime_s,
                                           run.memory_limit or "")
     run.status, run.error_name, run.error_value = status, ename, evalue
-    if status is RunStatus.FAILED or status is RunStatus.OOM and state.error_cell is not None:
+    if status is RunStatus.FAILED or (status is RunStatus.OOM and state.error_cell is not None):
         run.error_cell = state.error_cell
     elif status is not RunStatus.SUCCESS:
         run.error_cell = state.current_cell
@@ -570,7 +589,7 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
             _note_error(nb.cells[state.current_cell], ename or "Error", evalue or "")
         dest = output_html(settings.output_dir, notebook.path)
         try:
-            export_html(nb, dest, Path(notebook.path).stem)
+            export_html(nb, dest, Path(notebook.path).stem, nb_path.parent)
             run.output = dest.relative_to(settings.output_dir).as_posix()
         except Exception as exc:
             log.error("run %s of %s: cannot write HTML %s: %s", run.run_id, notebook.path, dest, exc)
