@@ -145,13 +145,171 @@ def _apply(mult: np.ndarray, hours: np.ndarray, change: VolumeChange, nets: list
         mult[np.ix_(rows, cols)] *= change.factor
 
 
+@dataclass
+class _Window:
+    """The time window being planned, and the truth being filled."""
+
+    days: int
+    t_start: int
+    t_end: int
+    truth: GroundTruth
+
+    def skip(self, type_: str, need_days: float) -> bool:
+        """Record (and return True) when the window is too short for an incident type."""
+        if self.days < need_days:
+            self.truth.skipped.append(
+                {"type": type_, "reason": f"needs at least {need_days:g} days of data, got {self.days}"})
+            return True
+        return False
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+SHORT_DROP_SERIES: tuple[dict[str, object], ...] = (
+    {"probe_cc": "US"}, {"probe_cc": "BR"}, {"probe_cc": "RU"}, {"probe_cc": "IN"},
+    {"probe_cc": "DE"}, {"probe_cc": "ID"}, {"software_name": "ooniprobe-cli"},
+    {"software_name": "ooniprobe-ios"}, {"software_name": "miniooni"},
+    {"probe_cc": "US", "probe_asn": 7922}, {"probe_cc": "RU", "probe_asn": 12389},
+    {"probe_cc": "IN", "probe_asn": 55836}, {"probe_cc": "BR", "software_name": "ooniprobe-android"},
+    {"probe_cc": "US", "software_name": "ooniprobe-cli"},
+)
+"""Series the short drops are picked from (big enough for a 30 % drop to be detectable)."""
+SHORT_DROPS = 9
+
+
+def _volume_changes(w: _Window, seed: int) -> list[tuple[VolumeChange, str, str]]:
+    """(change, incident type, description) of every volume incident that fits the window."""
+    out: list[tuple[VolumeChange, str, str]] = []
+    if not w.skip("country_outage", 3):
+        s = w.t_end - 30 * HOUR
+        out.append((VolumeChange("country_outage", s, s + 8 * HOUR, {"probe_cc": "IR"}, 0.03), "country_outage",
+                    "Nation-wide Internet shutdown in IR: measurements from every ASN and probe type "
+                    "drop ~97 % for 8 hours."))
+    if not w.skip("probe_type_drop", 5):
+        s = w.t_end - 80 * HOUR
+        out.append((VolumeChange("probe_type_drop", s, s + 6 * HOUR, {"software_name": "ooniprobe-android"}, 0.5),
+                    "probe_type_drop", "ooniprobe-android uploads drop by half worldwide for 6 hours "
+                    "(e.g. a broken collector endpoint for that app)."))
+    if not w.skip("slow_decline", 12):
+        span = min(35, w.days - 7) * DAY
+        out.append((VolumeChange("slow_decline", w.t_end - span, w.t_end, {"software_name": "ooniprobe-desktop"},
+                                 0.6, linear=True), "slow_decline",
+                    f"ooniprobe-desktop volume declines linearly by 40 % over {span // DAY} days (to 60 % at the end)."))
+    if not w.skip("short_drop", 5):
+        out += _short_drops(w, seed, [c for c, _, _ in out if not c.linear])
+    return out
+
+
+def _short_drops(w: _Window, seed: int, taken: list[VolumeChange]) -> list[tuple[VolumeChange, str, str]]:
+    """SHORT_DROPS drops of 30-60 % lasting 2-6 h on distinct series, at seeded times that
+    keep 6 h away from each other and from the other step incidents."""
+    rng = np.random.default_rng([seed, 0x5D])
+    picks = rng.choice(len(SHORT_DROP_SERIES), size=SHORT_DROPS, replace=False)
+    busy = [(c.start - 6 * HOUR, c.end + 6 * HOUR) for c in taken]
+    lo, hi = w.t_start + 2 * DAY, w.t_end - 2 * HOUR
+    out = []
+    for n, pick in enumerate(picks, 1):
+        dur = int(rng.integers(2, 7)) * HOUR
+        factor = round(1 - float(rng.uniform(0.3, 0.6)), 2)
+        for _ in range(200):
+            s = lo + int(rng.integers(0, max(1, (hi - dur - lo) // HOUR))) * HOUR
+            if all(s + dur <= b0 or s >= b1 for b0, b1 in busy):
+                break
+        else:
+            w.truth.skipped.append({"type": "short_drop", "reason": f"no free window for drop {n}"})
+            continue
+        busy.append((s - 6 * HOUR, s + dur + 6 * HOUR))
+        keys = dict(SHORT_DROP_SERIES[pick])
+        out.append((VolumeChange(f"short_drop_{n}", s, s + dur, keys, factor), "short_drop",
+                    f"Short drop of {round((1 - factor) * 100)} % on {keys} for {dur // HOUR} h."))
+    return out
+
+
+def _releases(w: _Window) -> tuple[np.ndarray, tuple[int, float, int] | None]:
+    """Release times of world.RELEASES and the regression (android 3.9.1, 3x failures),
+    moved closer to the end for short windows."""
+    release_times = np.full(len(world.RELEASES), -np.inf)
+    reg_index = next(i for i, r in enumerate(world.RELEASES)
+                     if (r.software, r.version) == ("ooniprobe-android", "3.9.1"))
+    for i, r in enumerate(world.RELEASES):
+        if r.days_before_end is not None:
+            d = min(r.days_before_end, 0.6 * w.days) if i == reg_index else r.days_before_end
+            release_times[i] = w.t_end - round(d * 24) * HOUR
+    w.truth.releases = [
+        {"software_name": r.software, "software_version": r.version, "engine_version": r.engine_version,
+         "released": None if not np.isfinite(release_times[i]) else iso(_ts(release_times[i]))}
+        for i, r in enumerate(world.RELEASES)
+    ]
+    if w.skip("version_regression", 5):
+        return release_times, None
+    rt = int(release_times[reg_index])
+    w.truth.incidents.append(Incident(
+        id="version_regression", type="version_regression", start=_ts(rt), end=_ts(w.t_end),
+        keys={"software_name": "ooniprobe-android", "software_version": "3.9.1"},
+        metric="msm_failure_rate", magnitude=2.0,
+        description="ooniprobe-android 3.9.1 (released at start) fails 3x as often as other versions "
+                    "(msm_failure = 't').",
+        details={"failure_rate_factor": 3.0}))
+    return release_times, (reg_index, 3.0, rt)
+
+
+def _helper_failure(w: _Window) -> tuple[int, int, int] | None:
+    if w.skip("test_helper_failure", 4):
+        return None
+    s = w.t_end - 50 * HOUR
+    w.truth.incidents.append(Incident(
+        id="test_helper_failure", type="test_helper_failure", start=_ts(s), end=_ts(s + 5 * HOUR),
+        keys={"test_helper": world.helper_url("3")}, metric="control_failure_rate", magnitude=0.97,
+        description="Test helper 3.th.ooni.org stops answering for 5 hours: ~97 % of web_connectivity "
+                    "measurements using it get a control_failure and msm_failure = 't'.",
+        details={"instance": world.HELPERS[3].name, "failure_probability": 0.97}))
+    return 3, s, s + 5 * HOUR
+
+
+BLOCKING_SPECS = (
+    ("RU", 12389, "https://discord.com/", "tls_block", +1, 6),
+    ("PK", 17557, "https://twitter.com/", "dns_isp_block", +1, 11),
+    ("MM", 9988, "https://www.facebook.com/", "tcp_block", +1, 4),
+    ("TR", 9121, "https://www.instagram.com/", "dns_isp_block", -1, 8),
+)
+"""(cc, asn, url, block type, change direction, days before the end for a 14-day window)."""
+
+
+def _blocking(w: _Window, nets: list[world.Network]) -> list[BlockingEvent]:
+    if w.skip("blocking_change", 4):
+        return []
+    f = min(1.0, w.days / 14)
+    urls = [u for u, _ in TEST_LIST]
+    out = []
+    for n, (cc, asn, url, bt, direction, off) in enumerate(BLOCKING_SPECS, 1):
+        net = next(i for i, x in enumerate(nets) if (x.cc, x.asn) == (cc, asn))
+        s = w.t_end - round(off * f * 24) * HOUR
+        detected = min(s + DETECTION_DELAY_HOURS * HOUR, w.t_end - HOUR)
+        ev = BlockingEvent(f"blocking_change_{n}", net, urls.index(url), s, direction, bt, detected)
+        out.append(ev)
+        w.truth.incidents.append(Incident(
+            id=ev.incident_id, type="blocking_change", start=_ts(s), end=_ts(w.t_end),
+            keys={"probe_cc": cc, "probe_asn": asn, "domain": domain_of(url)},
+            metric="anomaly_rate", magnitude=0.88 if direction > 0 else -0.88,
+            description=f"{domain_of(url)} {'becomes' if direction > 0 else 'stops being'} blocked "
+                        f"({bt}) on AS{asn} in {cc}; web_connectivity anomalies "
+                        f"{'jump to' if direction > 0 else 'fall from'} ~90 %.",
+            details={"block_type": bt, "change_dir": direction,
+                     "fastpath_blocking_type": ev.fastpath_blocking_type,
+                     "changepoint_ts": iso(_ts(detected))}))
+    return out
+
+
 def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datetime | None = None,
               chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Plan:
     """Lay out volumes, incidents and chunks for ``days`` days ending at ``end``.
 
     ``end`` defaults to now, and is rounded down to the hour (UTC; a naive datetime is
-    taken as UTC). ``rows`` is the expected number of fastpath rows (the Poisson draws make
-    the real count differ by about its square root); default :func:`default_rows`.
+    taken as UTC); data covers ``[end - days, end)``. ``rows`` is the expected number of
+    fastpath rows (the Poisson draws make the real count differ by about its square
+    root); default :func:`default_rows`. Raises ValueError naming a bad argument.
     """
     if not isinstance(days, int) or days < 1:
         raise ValueError(f"days must be a positive integer, got {days!r}")
@@ -168,143 +326,31 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
     hours = np.arange(t_start, t_end, HOUR, dtype=np.int64)
     nets = world.networks()
     truth = GroundTruth(seed=seed, days=days, start=start_dt, end=end_dt, rows_requested=rows)
+    w = _Window(days, t_start, t_end, truth)
 
-    def ts(epoch: float) -> datetime:
-        return datetime.fromtimestamp(epoch, UTC)
-
-    def skip(type_: str, need_days: float) -> bool:
-        if days < need_days:
-            truth.skipped.append({"type": type_, "reason": f"needs at least {need_days:g} days of data, got {days}"})
-            return True
-        return False
-
-    changes: list[VolumeChange] = []
-    descriptions: dict[str, tuple[str, str]] = {}
-    if not skip("country_outage", 3):
-        s = t_end - 30 * HOUR
-        changes.append(VolumeChange("country_outage", s, s + 8 * HOUR, {"probe_cc": "IR"}, 0.03))
-        descriptions["country_outage"] = ("country_outage", "Nation-wide Internet shutdown in IR: measurements from every ASN and probe type drop ~97 % for 8 hours.")
-    if not skip("probe_type_drop", 5):
-        s = t_end - 80 * HOUR
-        changes.append(VolumeChange("probe_type_drop", s, s + 6 * HOUR, {"software_name": "ooniprobe-android"}, 0.5))
-        descriptions["probe_type_drop"] = ("probe_type_drop", "ooniprobe-android uploads drop by half worldwide for 6 hours (e.g. a broken collector endpoint for that app).")
-    if not skip("slow_decline", 12):
-        span = min(35, days - 7) * DAY
-        changes.append(VolumeChange("slow_decline", t_end - span, t_end, {"software_name": "ooniprobe-desktop"}, 0.6, linear=True))
-        descriptions["slow_decline"] = ("slow_decline", f"ooniprobe-desktop volume declines linearly by 40 % over {span // DAY} days (to 60 % at the end).")
-
-    drop_rng = np.random.default_rng([seed, 0x5D])
-    if not skip("short_drop", 5):
-        candidates = [
-            {"probe_cc": "US"}, {"probe_cc": "BR"}, {"probe_cc": "RU"}, {"probe_cc": "IN"},
-            {"probe_cc": "DE"}, {"probe_cc": "ID"}, {"software_name": "ooniprobe-cli"},
-            {"software_name": "ooniprobe-ios"}, {"software_name": "miniooni"},
-            {"probe_cc": "US", "probe_asn": 7922}, {"probe_cc": "RU", "probe_asn": 12389},
-            {"probe_cc": "IN", "probe_asn": 55836}, {"probe_cc": "BR", "software_name": "ooniprobe-android"},
-            {"probe_cc": "US", "software_name": "ooniprobe-cli"},
-        ]
-        picks = drop_rng.choice(len(candidates), size=9, replace=False)
-        busy = [(c.start - 6 * HOUR, c.end + 6 * HOUR) for c in changes if not c.linear]
-        lo, hi = t_start + 2 * DAY, t_end - 2 * HOUR
-        for n, pick in enumerate(picks, 1):
-            dur = int(drop_rng.integers(2, 7)) * HOUR
-            factor = round(1 - float(drop_rng.uniform(0.3, 0.6)), 2)
-            for _ in range(200):
-                s = lo + int(drop_rng.integers(0, max(1, (hi - dur - lo) // HOUR))) * HOUR
-                if all(s + dur <= b0 or s >= b1 for b0, b1 in busy):
-                    break
-            else:
-                truth.skipped.append({"type": "short_drop", "reason": f"no free window for drop {n}"})
-                continue
-            busy.append((s - 6 * HOUR, s + dur + 6 * HOUR))
-            iid = f"short_drop_{n}"
-            keys = dict(candidates[pick])
-            changes.append(VolumeChange(iid, s, s + dur, keys, factor))
-            descriptions[iid] = ("short_drop", f"Short drop of {round((1 - factor) * 100)} % on {keys} for {dur // HOUR} h.")
-
+    changes = _volume_changes(w, seed)
     base = _base_volume(hours, nets)
     mult = np.ones_like(base)
-    for c in changes:
+    for c, _, _ in changes:
         _apply(mult, hours, c, nets)
     lam = base * mult
     scale = rows / lam.sum()
     lam *= scale
-    for c in changes:
-        rows_m = (hours >= c.start) & (hours < c.end)
-        cols = _cell_mask(c.keys, nets)
-        type_, text = descriptions[c.incident_id]
+    for c, type_, text in changes:
+        window = np.ix_((hours >= c.start) & (hours < c.end), _cell_mask(c.keys, nets))
         truth.incidents.append(Incident(
-            id=c.incident_id, type=type_, start=ts(c.start), end=ts(c.end), keys=dict(c.keys),
+            id=c.incident_id, type=type_, start=_ts(c.start), end=_ts(c.end), keys=dict(c.keys),
             metric="measurement_count", magnitude=round(c.factor - 1, 3), description=text,
-            details={
-                "expected_rows": round(float(lam[np.ix_(rows_m, cols)].sum()), 1),
-                "expected_rows_without_incident": round(float(base[np.ix_(rows_m, cols)].sum() * scale), 1),
-                "shape": "linear" if c.linear else "step",
-            }))
+            details={"expected_rows": round(float(lam[window].sum()), 1),
+                     "expected_rows_without_incident": round(float(base[window].sum() * scale), 1),
+                     "shape": "linear" if c.linear else "step"}))
 
-    # Releases; the android regression release is moved closer to the end for short windows.
-    release_times = np.full(len(world.RELEASES), -np.inf)
-    regression = None
-    reg_index = next(i for i, r in enumerate(world.RELEASES) if (r.software, r.version) == ("ooniprobe-android", "3.9.1"))
-    for i, r in enumerate(world.RELEASES):
-        if r.days_before_end is not None:
-            d = min(r.days_before_end, 0.6 * days) if i == reg_index else r.days_before_end
-            release_times[i] = t_end - round(d * 24) * HOUR
-    if not skip("version_regression", 5):
-        rt = int(release_times[reg_index])
-        regression = (reg_index, 3.0, rt)
-        truth.incidents.append(Incident(
-            id="version_regression", type="version_regression", start=ts(rt), end=end_dt,
-            keys={"software_name": "ooniprobe-android", "software_version": "3.9.1"},
-            metric="msm_failure_rate", magnitude=2.0,
-            description="ooniprobe-android 3.9.1 (released at start) fails 3x as often as other versions (msm_failure = 't').",
-            details={"failure_rate_factor": 3.0}))
-    truth.releases = [
-        {"software_name": r.software, "software_version": r.version, "engine_version": r.engine_version,
-         "released": None if not np.isfinite(release_times[i]) else iso(ts(release_times[i]))}
-        for i, r in enumerate(world.RELEASES)
-    ]
-
-    helper_failure = None
-    if not skip("test_helper_failure", 4):
-        s = t_end - 50 * HOUR
-        helper_failure = (3, s, s + 5 * HOUR)
-        truth.incidents.append(Incident(
-            id="test_helper_failure", type="test_helper_failure", start=ts(s), end=ts(s + 5 * HOUR),
-            keys={"test_helper": world.helper_url("3")}, metric="control_failure_rate", magnitude=0.97,
-            description="Test helper 3.th.ooni.org stops answering for 5 hours: ~97 % of web_connectivity "
-                        "measurements using it get a control_failure and msm_failure = 't'.",
-            details={"instance": world.HELPERS[3].name, "failure_probability": 0.97}))
-    rotation_time = t_end - round(min(world.ROTATION_DAYS_BEFORE_END, 0.5 * days) * 24) * HOUR
-
-    blocking: list[BlockingEvent] = []
-    if not skip("blocking_change", 4):
-        f = min(1.0, days / 14)
-        urls = [u for u, _ in TEST_LIST]
-        specs = (("RU", 12389, "https://discord.com/", "tls_block", +1, 6),
-                 ("PK", 17557, "https://twitter.com/", "dns_isp_block", +1, 11),
-                 ("MM", 9988, "https://www.facebook.com/", "tcp_block", +1, 4),
-                 ("TR", 9121, "https://www.instagram.com/", "dns_isp_block", -1, 8))
-        for n, (cc, asn, url, bt, direction, off) in enumerate(specs, 1):
-            net = next(i for i, x in enumerate(nets) if (x.cc, x.asn) == (cc, asn))
-            s = t_end - round(off * f * 24) * HOUR
-            detected = min(s + DETECTION_DELAY_HOURS * HOUR, t_end - HOUR)
-            ev = BlockingEvent(f"blocking_change_{n}", net, urls.index(url), s, direction, bt, detected)
-            blocking.append(ev)
-            truth.incidents.append(Incident(
-                id=ev.incident_id, type="blocking_change", start=ts(s), end=end_dt,
-                keys={"probe_cc": cc, "probe_asn": asn, "domain": domain_of(url)},
-                metric="anomaly_rate", magnitude=0.88 if direction > 0 else -0.88,
-                description=f"{domain_of(url)} {'becomes' if direction > 0 else 'stops being'} blocked "
-                            f"({bt}) on AS{asn} in {cc}; web_connectivity anomalies "
-                            f"{'jump to' if direction > 0 else 'fall from'} ~90 %.",
-                details={"block_type": bt, "change_dir": direction,
-                         "fastpath_blocking_type": ev.fastpath_blocking_type,
-                         "changepoint_ts": iso(ts(detected))}))
-
+    release_times, regression = _releases(w)
     plan = Plan(seed=seed, days=days, rows=rows, end=end_dt, start=start_dt, hours=hours, nets=nets,
                 lam=lam, test_mix=world.test_mix(), release_times=release_times, regression=regression,
-                helper_failure=helper_failure, rotation_time=rotation_time, blocking=blocking, truth=truth)
+                helper_failure=_helper_failure(w),
+                rotation_time=t_end - round(min(world.ROTATION_DAYS_BEFORE_END, 0.5 * days) * 24) * HOUR,
+                blocking=_blocking(w, nets), truth=truth)
     plan.chunks = _chunks(lam.sum(axis=1), chunk_rows)
     from .tables import helpers_truth  # tables builds on Plan
 
