@@ -141,13 +141,17 @@ def daemon(ctx: click.Context, serve: bool, host: str, port: int) -> None:
     from . import scheduler
 
     settings = _settings(ctx)
-    server = _start_web(settings, host, port) if serve else None
+    web = None
+    if serve:
+        from .web import start_in_thread
+
+        web = _guard(lambda: start_in_thread(settings, host, port))
     try:
         with _stop_on_signals() as stop:
             _guard(lambda: scheduler.run_forever(settings, stop))
     finally:
-        if server is not None:
-            server.should_exit = True
+        if web is not None:
+            web.stop()
 
 
 @main.command(name="list")
@@ -204,34 +208,16 @@ def run_now(ctx: click.Context, path: str) -> None:
     ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
 
 
-def _start_web(settings: Settings, host: str, port: int) -> Any:
-    """Serve the dashboard from a background thread; returns the uvicorn server."""
-    try:
-        import uvicorn
-
-        from .web import create_app  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise click.ClickException(f"the web dashboard is not available: {exc}") from exc
-    config = uvicorn.Config(create_app(settings), host=host, port=port, log_level="info")
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, name="jupycron-web", daemon=True).start()
-    return server
-
-
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the web dashboard (no scheduling)."""
-    settings = _settings(ctx)
-    try:
-        import uvicorn
+    """Serve the web dashboard (no scheduling) until SIGTERM/SIGINT."""
+    from .web import serve as serve_web
 
-        from .web import create_app  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise click.ClickException(f"the web dashboard is not available: {exc}") from exc
-    uvicorn.run(create_app(settings), host=host, port=port)
+    settings = _settings(ctx)
+    _guard(lambda: serve_web(settings, host, port))
 
 
 @main.command()

@@ -141,3 +141,22 @@ def test_python_dash_m_help():
                          text=True, timeout=60, check=True).stdout
     for command in ("tick", "daemon", "list", "run-now", "serve", "passwd"):
         assert command in out
+
+
+def test_daemon_serve_and_serve_map_to_the_web_module(calls, monkeypatch, tmp_path):
+    import jupycron.web as web
+
+    events: list[tuple] = []
+
+    class Handle:
+        def stop(self) -> None:
+            events.append(("stopped",))
+
+    monkeypatch.setattr(web, "start_in_thread", lambda s, host, port: events.append(("thread", host, port)) or Handle())
+    monkeypatch.setattr(web, "serve", lambda s, host, port: events.append(("serve", host, port)))
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(tmp_path), "daemon", "--serve", "--port", "9099"])
+    assert res.exit_code == 0, res.output
+    assert events == [("thread", "127.0.0.1", 9099), ("stopped",)] and calls[0][0] == "daemon"
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(tmp_path), "serve", "--host", "0.0.0.0"])
+    assert res.exit_code == 0, res.output
+    assert events[-1] == ("serve", "0.0.0.0", 8080)
