@@ -244,6 +244,11 @@ class Scheduler:
         """Scan, reap orphans, reconcile deletions and purge; returns the notebooks."""
         reap_orphans(self.history)
         self.notebooks = discovery.scan(self.settings.notebooks, self.output, cache)
+        if not self.settings.notebooks.is_dir():
+            # An unmounted or renamed folder is not "every notebook was deleted".
+            log.error("notebooks folder %s is missing: nothing runs, nothing is marked deleted",
+                      self.settings.notebooks)
+            return self.notebooks
         self.history.mark_deleted([n.path for n in self.notebooks], now)
         self.history.purge(now, self.settings.deleted_grace_s)
         return self.notebooks

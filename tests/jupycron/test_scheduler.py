@@ -245,3 +245,12 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
         t.join(30)
     assert not t.is_alive()
     assert "added_autorun.ipynb" in Path(summary_file(settings.output_dir)).read_text()
+
+
+def test_a_missing_notebooks_folder_marks_nothing_deleted(settings):
+    history = History(settings.output_dir)
+    now = datetime.now(UTC)
+    history.mark_deleted(["a_autorun.ipynb"], now - timedelta(days=30))
+    settings.notebooks.rmdir()
+    assert scheduler.tick(replace(settings, deleted_grace_s=1.0), now=now) == []
+    assert history.load()["a_autorun.ipynb"].deleted_at is None
