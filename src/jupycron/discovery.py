@@ -1,4 +1,4 @@
-"""Find autorun notebooks and read their ``# jupycron: {...}`` line. Read-only: never writes.
+"""Find autorun notebooks and read their ``# jupycron: {...}`` line. Never touches notebooks.
 
 Discovery rules (:func:`scan`):
 
@@ -14,29 +14,48 @@ The config line is a whole-line comment in a **code** cell, ``# jupycron: {"ever
 notebook order is used. The same text in a markdown/raw cell, in an output, in the metadata,
 or after code on the same line does not count.
 
-Fast path: notebooks written by Jupyter start with ``{"cells": [``. The first 16 KiB are read
-and the cells in it decoded one by one with the C JSON decoder; usually the line is there and
-reading stops. Otherwise the rest is read and searched for the literal ``jupycron`` (JSON does
-not escape any of its letters): no occurrence means no line, and only the cells around an
-occurrence are decoded (found by Jupyter's indentation, verified by decoding). Other layouts
-fall back to decoding cell by cell, and files not starting with ``"cells"`` (another key order,
-nbformat 3 ``worksheets``) to a full parse. Only what was decoded is validated: a notebook
-truncated after its jupycron line is still listed, and its run fails.
+How a notebook is read (the scan of 10,000 notebooks, some of them megabytes of base64
+images, has to stay well under a second):
+
+* **Jupyter's layout** (``nbformat.write``: one-space indent, so a cell is ``\\n  {\\n`` ...
+  ``\\n  }`` and its keys are ``\\n   "key": ``; JSON strings hold no raw newline, so these
+  byte sequences are always structure). The raw bytes are searched for candidates, a ``#``
+  (``memchr``) followed by JSON-encoded blanks and ``jupycron``. Neither ``#`` nor the
+  letters of ``jupycron`` are escaped by any JSON writer (``json.dumps`` escapes only
+  quotes, backslashes, control and, optionally, non-ASCII characters), so a file without a
+  candidate has no line and is not decoded at all. For a candidate, the enclosing cell and
+  key are found with ``rfind``/``find`` on those markers; only when the key is ``source`` of a
+  ``code`` cell is that one JSON value decoded and checked with the exact line rule. Big
+  outputs (images) before the line are skipped, never decoded. The first 64 KiB are read
+  first; the rest only when the answer is not in them.
+* **Any other layout** (compact JSON, another key order, nbformat 3 ``worksheets``, a BOM,
+  CRLF written by hand...) falls back to decoding: the cells of the first 16 KiB one by one,
+  then the rest is searched for ``jupycron`` and only the cells around an occurrence are
+  decoded (or the whole document when ``"cells"`` is not its first key).
+
+Only what is decoded is validated. A notebook truncated after its jupycron line is still
+listed (its run fails). In Jupyter's layout a notebook without any candidate is checked only
+for truncation (it must end with ``}``); damage inside it goes unnoticed until it is run.
 
 Nothing here raises out of :func:`scan` or :func:`read_notebook`: an unreadable or corrupt
 notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..."``.
+
+Re-scans: :class:`ScanCache` remembers each file's answer by ``(mtime_ns, size, inode,
+ctime_ns)``; with a path (:meth:`ScanCache.for_output`, ``<output>/.scan-cache.json``) it is
+persisted, so ``jupycron tick`` (a new process every minute) only ``stat``\\ s unchanged files.
 """
 
 from __future__ import annotations
 
-import codecs
 import functools
 import json
 import logging
 import math
 import os
 import re
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +71,7 @@ __all__ = [
     "DISABLED_IN_LINE",
     "KNOWN_KEYS",
     "NO_LINE",
+    "SCAN_CACHE_FILE",
     "ScanCache",
     "find_spec_text",
     "iter_autorun_files",
@@ -65,6 +85,8 @@ DISABLED_IN_LINE = "disabled in its jupycron line"
 INVALID_PREFIX = "invalid jupycron line: "
 UNREADABLE_PREFIX = "cannot read notebook: "
 KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled")
+#: name of the persisted :class:`ScanCache` inside the output folder
+SCAN_CACHE_FILE = ".scan-cache.json"
 
 _MARKER = "jupycron"
 _LINE_RE = re.compile(r"^\s*#\s*jupycron\s*:(.*)$")
@@ -72,7 +94,6 @@ _HEAD_RE = re.compile(r'\s*\{\s*"cells"\s*:\s*\[')
 _CELL_START = '\n  {\n   "'
 _WS_RE = re.compile(r"\s*")
 _FIRST_CHUNK = 16 * 1024
-_UTF8 = codecs.getincrementaldecoder("utf-8-sig")
 _DECODER = json.JSONDecoder()
 
 
@@ -191,6 +212,8 @@ def find_spec_text(nb: Any) -> str | None:
     return None
 
 
+# --- any other layout: decoding (the general, slower path) -------------------------------
+
 @dataclass
 class _Walk:
     line: str | None
@@ -263,33 +286,15 @@ def _search_rest(text: str, walk: _Walk) -> str | None:
     return _walk_cells(text, walk.pos, walk.index, True, walk.expect_value).line
 
 
-def _read_rest(fd: int) -> bytes:
-    parts = []
-    while chunk := os.read(fd, 1 << 20):
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _find_in_file(path: str) -> str | None:
-    """The text after the first ``# jupycron:`` of a code cell (see the module docstring)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        head = os.read(fd, _FIRST_CHUNK)
-        # a regular file returns a short read only at its end
-        complete = len(head) < _FIRST_CHUNK
-        dec = _UTF8()
-        text = dec.decode(head, final=complete)
-        m = _HEAD_RE.match(text)
-        if m:
-            walk = _walk_cells(text, m.end(), 0, final=complete)
-            if walk.done:
-                return walk.line
-            text += dec.decode(_read_rest(fd), final=True)
-            return _search_rest(text, walk)
-        if not complete:
-            text += dec.decode(_read_rest(fd), final=True)
-    finally:
-        os.close(fd)
+def _find_in_text(text: str) -> str | None:
+    """The line of a whole decoded notebook in any layout (the slow, general path)."""
+    m = _HEAD_RE.match(text)
+    if m:
+        head = text[:_FIRST_CHUNK]
+        walk = _walk_cells(head, m.end(), 0, final=len(head) == len(text))
+        if walk.done:
+            return walk.line
+        return _search_rest(text, walk)
     try:
         nb = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -297,11 +302,204 @@ def _find_in_file(path: str) -> str | None:
     return find_spec_text(nb)
 
 
+# --- Jupyter's layout, searched as bytes -------------------------------------------------
+
+class _Outcome:
+    """A sentinel from :func:`_find_in_layout` (see there)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_MORE = _Outcome("MORE")          # the answer lies beyond the bytes read so far
+_FALLBACK = _Outcome("FALLBACK")  # not Jupyter's layout after all: decode instead
+
+# After "#": blanks as JSON writes them (space, \t-style and \uXXXX escapes, raw non-ASCII
+# such as U+00A0), more permissively than the line rule; the exact rule runs on the decoded
+# source. Then the marker.
+_CANDIDATE_TAIL = re.compile(rb'(?:[ \x80-\xff]|\\[^u]|\\u[0-9A-Fa-f]{4})*jupycron')
+# A run of "#" that are not comments (an ASCII-art output, a progress bar) would cost one
+# regex call each; past this many misses in one file the search switches to the marker.
+_MAX_HASH_MISSES = 2000
+
+
+class _Candidates:
+    """Positions, in order, of text that may be a ``# jupycron`` comment (a superset)."""
+
+    __slots__ = ("data", "misses")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.misses = 0
+
+    def next(self, pos: int) -> int:
+        """The first candidate at or after ``pos``, or -1."""
+        data = self.data
+        while self.misses <= _MAX_HASH_MISSES:
+            i = data.find(b"#", pos)
+            if i < 0:
+                return -1
+            if _CANDIDATE_TAIL.match(data, i + 1):
+                return i
+            self.misses += 1
+            pos = i + 1
+        return data.find(b"jupycron", pos)
+
+
+class _Layout:
+    """Byte patterns of Jupyter's layout for one newline convention."""
+
+    __slots__ = ("prefix", "cell_open", "cell_close", "key", "cell_type")
+
+    def __init__(self, nl: bytes) -> None:
+        self.prefix = b'{' + nl + b' "cells": [' + nl
+        self.cell_open = nl + b"  {" + nl
+        self.cell_close = nl + b"  }"
+        self.key = nl + b'   "'
+        self.cell_type = self.key + b'cell_type": "'
+
+
+_LAYOUTS = (_Layout(b"\n"), _Layout(b"\r\n"))
+
+
+def _layout_of(data: bytes) -> _Layout | None:
+    for layout in _LAYOUTS:
+        if data.startswith(layout.prefix):
+            return layout
+    return None
+
+
+def _ends_with_brace(data: bytes) -> bool:
+    return data[-64:].rstrip().endswith(b"}")
+
+
+def _decode_json(data: bytes, start: int, end: int) -> Any:
+    """Decode the JSON value in ``data[start:end]`` (a trailing comma and blanks allowed)."""
+    raw = data[start:end].rstrip()
+    if raw.endswith(b","):
+        raw = raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {start + exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _FALLBACK
+
+
+def _find_in_layout(data: bytes, complete: bool, layout: _Layout) -> Any:
+    """The line in ``data`` (Jupyter's layout), ``None`` for no line, or :data:`_MORE` /
+    :data:`_FALLBACK`. ``complete`` says whether ``data`` is the whole file.
+
+    Each candidate is placed by the nearest cell opening before it and that cell's closing
+    after it, then by the last cell key before it; a candidate outside a ``code`` cell's
+    ``source`` moves the search past that key's value (or the cell). Anything that does not
+    fit the layout returns :data:`_FALLBACK` rather than guessing.
+    """
+    candidates = _Candidates(data)
+    pos = len(layout.prefix)
+    while True:
+        p = candidates.next(pos)
+        if p >= 0:
+            s = data.rfind(layout.cell_open, 0, p)
+            if s < 0:
+                return _FALLBACK
+            e = data.find(layout.cell_close, s)
+            if e < 0:
+                return _FALLBACK if complete else _MORE
+        if p < 0 or e < p:
+            # no candidate left in the cells (what follows the list does not count)
+            if not complete:
+                return _MORE
+            if not _ends_with_brace(data):
+                raise ValueError("truncated notebook: it does not end with '}'")
+            return None
+        k = data.rfind(layout.key, s, p)
+        if k < 0:
+            return _FALLBACK
+        name_start = k + len(layout.key)
+        colon = data.find(b'": ', name_start, p)
+        if colon < 0:
+            return _FALLBACK
+        following = data.find(layout.key, p, e)
+        value_end = e if following < 0 else following
+        if data[name_start:colon] != b"source":
+            pos = value_end
+            continue
+        t = data.find(layout.cell_type, s, e)
+        if t < 0:
+            return _FALLBACK
+        if not data.startswith(b'code"', t + len(layout.cell_type), e):
+            pos = e
+            continue
+        source = _decode_json(data, colon + 3, value_end)
+        if source is _FALLBACK:
+            return _FALLBACK
+        line = _line_in_source(source)
+        if line is not None:
+            return line
+        pos = e
+
+
+# --- reading files -----------------------------------------------------------------------
+
+# Read first: the line is usually in the first cell. Bigger heads cost more copying for
+# nothing (measured: 16 KiB is as cheap as 4 KiB, 64 KiB is not).
+_HEAD_BYTES = 16 * 1024
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    """The whole file, from its start (the head is read again: cheaper than joining)."""
+    data = os.pread(fd, size_hint + 1, 0)
+    if len(data) <= size_hint:
+        return data
+    parts = [data]  # the file grew since fstat
+    offset = len(data)
+    while chunk := os.pread(fd, 1 << 20, offset):
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+def _find_in_fd(fd: int, st: os.stat_result) -> str | None:
+    """The text after the first ``# jupycron:`` of a code cell in the open file ``fd``.
+
+    The file is read into fresh ``bytes``: measured faster than reusing a buffer or than
+    ``mmap`` once copying is counted, and unlike ``mmap`` a notebook truncated while it is
+    read cannot kill the process with SIGBUS.
+    """
+    data = os.pread(fd, _HEAD_BYTES, 0)
+    # a regular file reads short only at its end; the size from fstat confirms it
+    complete = len(data) < _HEAD_BYTES and len(data) >= st.st_size
+    if len(data) < _HEAD_BYTES and not complete:
+        data = _read_all(fd, max(st.st_size, _HEAD_BYTES))
+        complete = True
+    layout = _layout_of(data)
+    result: Any = _FALLBACK
+    if layout is not None:
+        result = _find_in_layout(data, complete, layout)
+        if result is _MORE:
+            data = _read_all(fd, st.st_size)
+            complete = True
+            result = _find_in_layout(data, True, layout)
+    if result is _FALLBACK:
+        if not complete:
+            data = _read_all(fd, st.st_size)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        result = _find_in_text(text)
+    return result  # type: ignore[no-any-return]
+
+
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
     return str(exc) or type(exc).__name__
 
 
@@ -316,20 +514,54 @@ def notebook_from_line(rel: str, mtime: float, size: int, line: str | None) -> N
     return Notebook(rel, mtime, size, spec, None if spec.enabled else DISABLED_IN_LINE)
 
 
-def read_notebook(path: Path | str, rel: str, stat: os.stat_result | None = None) -> Notebook:
-    """Read one notebook's jupycron line. Never raises: problems become ``disabled_reason``."""
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What reading one file gave: its line (or the error) and the stat of what was read."""
+
+    notebook: Notebook
+    st: os.stat_result | None
+    line: str | None
+    error: str | None
+    transient: bool  # an OS error: worth retrying even if the file does not change
+
+
+def _unreadable(rel: str, st: os.stat_result | None, exc: BaseException, transient: bool) -> _Read:
+    reason = f"{UNREADABLE_PREFIX}{_describe_error(exc)}"
+    nb = Notebook(rel, st.st_mtime if st else 0.0, st.st_size if st else 0, None, reason)
+    return _Read(nb, st, None, reason, transient)
+
+
+def _read(path: str, rel: str) -> _Read:
+    """Open, ``fstat`` and read one notebook; never raises."""
     try:
-        st = stat if stat is not None else os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        return Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except OSError:
+            st = None
+        return _unreadable(rel, st, exc, True)
+    st = None
     try:
-        line = _find_in_file(os.fspath(path))
-    except (OSError, ValueError, RecursionError, MemoryError) as exc:
+        st = os.fstat(fd)
+        line = _find_in_fd(fd, st)
+    except OSError as exc:
+        return _unreadable(rel, st, exc, True)
+    except (ValueError, RecursionError, MemoryError) as exc:
         log.warning("cannot read notebook %s: %s", rel, exc)
-        return Notebook(rel, st.st_mtime, st.st_size, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}")
-    return notebook_from_line(rel, st.st_mtime, st.st_size, line)
+        return _unreadable(rel, st, exc, isinstance(exc, MemoryError))
+    finally:
+        os.close(fd)
+    return _Read(notebook_from_line(rel, st.st_mtime, st.st_size, line), st, line, None, False)
 
 
+def read_notebook(path: Path | str, rel: str, stat: os.stat_result | None = None) -> Notebook:
+    """Read one notebook's jupycron line. Never raises: problems become ``disabled_reason``.
+
+    ``stat`` is accepted for compatibility and ignored: ``mtime`` and ``size`` come from the
+    file actually opened (``fstat``), so they always match what was read.
+    """
+    return _read(os.fspath(path), rel).notebook
 # --- scanning ----------------------------------------------------------------------------
 
 def _dir_id(path: str | Path) -> tuple[int, int] | None:
@@ -353,98 +585,254 @@ def iter_autorun_files(notebooks_dir: Path | str,
     out_names = ({os.path.basename(os.path.abspath(output_dir)),
                   os.path.basename(os.path.realpath(output_dir))}
                  if out_id is not None and output_dir is not None else set())
-
-    def onerror(exc: OSError) -> None:
-        log.warning("cannot list %s: %s", exc.filename, exc.strerror)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-        keep = []
-        for d in dirnames:
-            if d.startswith("."):
+    stack = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", directory, exc.strerror)
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            if d in out_names and _dir_id(os.path.join(dirpath, d)) == out_id:
-                continue
-            keep.append(d)
-        dirnames[:] = keep
-        rel_dir = os.path.relpath(dirpath, root)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for name in filenames:
-            if not _is_autorun_name(name):
-                continue
-            rel = prefix + name
             try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
-                log.warning("skipping notebook with a non-UTF-8 file name: %r", rel)
-                continue
-            yield os.path.join(dirpath, name), rel
+                # like os.walk: a symlink to a directory is a directory (never entered)
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if entry.is_symlink():
+                    continue
+                if name in out_names and _dir_id(entry.path) == out_id:
+                    continue
+                stack.append((entry.path, f"{prefix}{name}/"))
+            elif _is_autorun_name(name):
+                rel = prefix + name
+                try:
+                    rel.encode("utf-8")
+                except UnicodeEncodeError:
+                    log.warning("skipping notebook with a non-UTF-8 file name: %r", rel)
+                    continue
+                yield entry.path, rel
 
 
-@dataclass
+# An entry is trusted only when the file's stamps are older than this when it is read:
+# a change within the same timestamp tick (coarse kernel clock, 1-2 s on some file systems)
+# would otherwise leave an identical (mtime, size, inode, ctime) key ("racy git").
+_RACY_NS = 2_000_000_000
+_CACHE_VERSION = 1
+
+_Key = tuple[int, int, int, int]
+
+
+def _key(st: os.stat_result) -> _Key:
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+@dataclass(slots=True)
 class _Entry:
-    mtime_ns: int
-    size: int
-    notebook: Notebook
+    key: _Key
+    line: str | None        # the text after "jupycron:" (None: no line or unreadable)
+    error: str | None       # the disabled reason when the file could not be read/parsed
+    notebook: Notebook | None = None  # built lazily for entries loaded from disk
+    trusted: bool = True    # False: changed too recently to trust the key (not persisted)
 
 
 class ScanCache:
-    """Remembers parsed notebooks by ``(path, mtime_ns, size)`` so unchanged files are not read.
+    """Remembers each notebook's answer by ``(path, rel)`` and the file's
+    ``(mtime_ns, size, inode, ctime_ns)``, so unchanged files are only ``stat``\\ ed.
 
-    Thread-safe; share one per process (e.g. the daemon and the web app) across scans.
+    In memory by default; share one per process (the daemon, the web app) across scans.
+    With ``path`` (see :meth:`for_output`) the entries are loaded from that file on first use
+    and :func:`scan` writes them back when something changed (temporary file + rename, so
+    readers never see half a file; several processes may share it, the last writer wins).
+    A missing, unreadable, corrupt or foreign cache file is ignored (and rewritten).
+    Entries store the line text, not the parsed spec, so a newer jupycron re-validates them.
+    Files whose stamps are less than 2 s old when read are re-read next time (a change in
+    the same timestamp tick could otherwise go unnoticed), and read errors from the OS
+    (permissions, I/O) are retried on every scan. Thread-safe.
+
+    >>> cache = ScanCache.for_output("/srv/jupycron-output")
+    >>> notebooks = scan("/srv/notebooks", "/srv/jupycron-output", cache)  # doctest: +SKIP
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._lock = threading.Lock()
+        self._loaded = self.path is None
+        self._dirty = False
         self.hits = 0
         self.misses = 0
 
+    @classmethod
+    def for_output(cls, output_dir: str | os.PathLike[str]) -> ScanCache:
+        """A cache persisted as ``<output_dir>/.scan-cache.json``."""
+        return cls(Path(output_dir) / SCAN_CACHE_FILE)
+
+    # -- lookups --
     def get(self, path: str, rel: str, st: os.stat_result) -> Notebook | None:
+        """The notebook remembered for this file, or None when it is unknown or changed."""
         with self._lock:
+            self._load_locked()
             e = self._entries.get((path, rel))
-            if e is not None and e.mtime_ns == st.st_mtime_ns and e.size == st.st_size:
-                self.hits += 1
-                return e.notebook
-            self.misses += 1
-            return None
+            if e is None or not e.trusted or e.key != _key(st):
+                self.misses += 1
+                return None
+            self.hits += 1
+            if e.notebook is None:
+                e.notebook = (Notebook(rel, st.st_mtime, st.st_size, None, e.error)
+                              if e.error is not None
+                              else notebook_from_line(rel, st.st_mtime, st.st_size, e.line))
+            return e.notebook
 
     def put(self, path: str, rel: str, st: os.stat_result, notebook: Notebook) -> None:
+        """Remember ``notebook`` as read from a file with stat ``st``."""
+        spec, reason = notebook.spec, notebook.disabled_reason
+        if spec is not None:
+            line, error = spec.raw, None
+        elif reason == NO_LINE:
+            line, error = None, None
+        else:  # the line text of an invalid spec is not kept in a Notebook: memory only
+            line, error = None, reason
+        self._put(path, rel, st, line, error, notebook, persist=spec is not None or
+                  reason == NO_LINE or (reason or "").startswith(UNREADABLE_PREFIX))
+
+    def _put(self, path: str, rel: str, st: os.stat_result, line: str | None,
+             error: str | None, notebook: Notebook, persist: bool = True) -> None:
+        trusted = max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS
         with self._lock:
-            self._entries[(path, rel)] = _Entry(st.st_mtime_ns, st.st_size, notebook)
+            self._load_locked()
+            self._entries[(path, rel)] = _Entry(_key(st), line, error, notebook,
+                                                trusted and persist)
+            self._dirty = True
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
         """Forget every entry not in ``keys`` (files that vanished)."""
         with self._lock:
-            for k in [k for k in self._entries if k not in keys]:
+            gone = [k for k in self._entries if k not in keys]
+            for k in gone:
                 del self._entries[k]
+            if gone:
+                self._dirty = True
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    # -- persistence --
+    def _load_locked(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        assert self.path is not None
+        try:
+            with open(self.path, "rb") as f:
+                doc = json.loads(f.read())
+        except FileNotFoundError:
+            self._dirty = True
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the scan cache %s (%s); it will be rebuilt", self.path, exc)
+            self._dirty = True
+            return
+        try:
+            entries = _parse_cache(doc)
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring the scan cache %s (%s); it will be rebuilt", self.path, exc)
+            self._dirty = True
+            return
+        entries.update(self._entries)
+        self._entries = entries
+
+    def save(self) -> bool:
+        """Write the cache file if something changed; True when written. Never raises
+        (a failure is logged: the next process simply reads the notebooks again)."""
+        if self.path is None:
+            return False
+        with self._lock:
+            if not self._dirty:
+                return False
+            rows = [[p, r, *e.key, e.line, e.error]
+                    for (p, r), e in self._entries.items() if e.trusted]
+            self._dirty = False
+        data = json.dumps({"version": _CACHE_VERSION, "entries": rows},
+                          ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        directory = self.path.parent
+        if not directory.is_dir():
+            log.debug("not saving the scan cache: %s does not exist", directory)
+            return False
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f"{self.path.name}.", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            log.warning("cannot save the scan cache %s: %s", self.path, exc)
+            with self._lock:
+                self._dirty = True
+            return False
+        return True
+
+
+def _parse_cache(doc: Any) -> dict[tuple[str, str], _Entry]:
+    if not isinstance(doc, dict) or doc.get("version") != _CACHE_VERSION:
+        raise ValueError(f"not a version {_CACHE_VERSION} scan cache")
+    rows = doc.get("entries")
+    if not isinstance(rows, list):
+        raise ValueError('"entries" is not a list')
+    out: dict[tuple[str, str], _Entry] = {}
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 8:
+            raise ValueError("an entry is not a list of 8 values")
+        path, rel, m, size, ino, c, line, error = row
+        if not (isinstance(path, str) and isinstance(rel, str)
+                and all(type(v) is int for v in (m, size, ino, c))
+                and (line is None or isinstance(line, str))
+                and (error is None or isinstance(error, str))):
+            raise ValueError(f"malformed entry for {rel!r}")
+        out[(path, rel)] = _Entry((m, size, ino, c), line, error)
+    return out
 
 
 def scan(notebooks_dir: Path | str, output_dir: Path | str | None = None,
          cache: ScanCache | None = None) -> list[Notebook]:
     """All autorun notebooks under ``notebooks_dir``, sorted by relative path. Never raises
-    for a bad notebook (see module docstring); a missing notebooks folder yields ``[]``."""
+    for a bad notebook (see module docstring); a missing notebooks folder yields ``[]``.
+
+    With ``cache``, unchanged files are only ``stat``\\ ed, vanished ones are forgotten, and
+    a persisted cache is saved when something changed.
+    """
     if not os.path.isdir(notebooks_dir):
         log.warning("notebooks folder %s does not exist", notebooks_dir)
         return []
     found: list[Notebook] = []
-    seen: set[tuple[str, str]] = set()
-    for path, rel in iter_autorun_files(notebooks_dir, output_dir):
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            found.append(Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}"))
-            continue
-        seen.add((path, rel))
-        nb = cache.get(path, rel, st) if cache is not None else None
-        if nb is None:
-            nb = read_notebook(path, rel, st)
-            if cache is not None:
-                cache.put(path, rel, st, nb)
-        found.append(nb)
-    if cache is not None:
+    if cache is None:
+        for path, rel in iter_autorun_files(notebooks_dir, output_dir):
+            found.append(_read(path, rel).notebook)
+    else:
+        seen: set[tuple[str, str]] = set()
+        for path, rel in iter_autorun_files(notebooks_dir, output_dir):
+            seen.add((path, rel))
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                found.append(Notebook(rel, 0.0, 0, None, f"{UNREADABLE_PREFIX}{_describe_error(exc)}"))
+                continue
+            nb = cache.get(path, rel, st)
+            if nb is None:
+                r = _read(path, rel)
+                nb = r.notebook
+                if r.st is not None and not r.transient:
+                    cache._put(path, rel, r.st, r.line, r.error, nb)
+            found.append(nb)
         cache.retain(seen)
+        cache.save()
     found.sort(key=lambda n: n.path)
     return found

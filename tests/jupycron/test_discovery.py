@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from jupycron import discovery
 from jupycron.discovery import (
     DISABLED_IN_LINE,
     NO_LINE,
@@ -344,7 +346,13 @@ def test_missing_notebooks_folder(tmp_path: Path) -> None:
     assert scan(tmp_path / "nope", tmp_path / "out") == []
 
 
-def test_scan_cache(tmp_path: Path) -> None:
+@pytest.fixture
+def trust_new_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the cache trust files written a moment ago (normally re-read for 2 s)."""
+    monkeypatch.setattr(discovery, "_RACY_NS", -3600 * 10**9)
+
+
+def test_scan_cache(tmp_path: Path, trust_new_files: None) -> None:
     root = tmp_path / "nb"
     a = write_nb(root / "a_autorun.ipynb", code(LINE))
     b = write_nb(root / "b_autorun.ipynb", code(LINE))
@@ -360,3 +368,304 @@ def test_scan_cache(tmp_path: Path) -> None:
     third = scan(root, None, cache)
     assert [(n.path, n.spec.every) for n in third] == [("a_autorun.ipynb", "2 hour")]  # type: ignore[union-attr]
     assert (cache.hits, cache.misses, len(cache)) == (2, 3, 1)
+
+
+# --- the byte-level reader: tricky layouts ---------------------------------------------------
+
+def reference_line(path: Path) -> str | None:
+    """The rule itself, on a fully decoded notebook (what the fast reader must agree with)."""
+    return discovery.find_spec_text(json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_line(path: Path) -> str | None:
+    """The raw text after ``jupycron:`` as the fast reader finds it."""
+    with open(path, "rb") as f:
+        return discovery._find_in_fd(f.fileno(), os.fstat(f.fileno()))
+
+
+def write_variant(path: Path, doc: dict, variant: str) -> None:
+    """Write ``doc`` as Jupyter does, compact, or Jupyter's layout with CRLF newlines."""
+    if variant == "compact":
+        text = json.dumps(doc, separators=(",", ":"))
+    else:
+        text = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        if variant == "crlf":
+            text = text.replace("\n", "\r\n")  # JSON strings hold no raw newline
+    path.write_bytes(text.encode("utf-8"))
+
+
+VARIANTS = ["jupyter", "compact", "crlf"]
+
+
+def nb_doc(*cells: nbformat.NotebookNode) -> dict:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = list(cells)
+    return json.loads(nbformat.writes(nb))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_line_after_four_megabyte_image_cell(tmp_path: Path, variant: str) -> None:
+    p = tmp_path / "i_autorun.ipynb"
+    write_variant(p, nb_doc(md("# Report"), code("plot()", [png_output(3_000_000)]),
+                            code('x = 1\n# jupycron: {"every": "3 hour"}')), variant)
+    assert p.stat().st_size > 4_000_000
+    assert read_notebook(p, "i_autorun.ipynb").spec.every == "3 hour"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_marker_printed_by_the_cell_that_holds_the_line(tmp_path: Path, variant: str) -> None:
+    """Sorted keys put a cell's outputs before its source: the output's copy comes first."""
+    p = tmp_path / "o_autorun.ipynb"
+    write_variant(p, nb_doc(code('# jupycron: {"every": "5 day"}\nprint(open(__file__).read())',
+                                 [png_output(100_000), stream('# jupycron: {"every": "1 day"}\n')])),
+                  variant)
+    assert read_notebook(p, "o_autorun.ipynb").spec.every == "5 day"  # type: ignore[union-attr]
+
+
+def test_quotes_and_backslashes_in_the_line(tmp_path: Path) -> None:
+    line = r'# jupycron: {"cron": "0 6 * * 1-5", "tz": "Europe/Rome", "MaxRuntime": 60}'
+    p = write_nb(tmp_path / "q_autorun.ipynb", code(f's = "a \\"b\\" \\\\ c"\n{line}'))
+    assert b'\\"cron\\": \\"0 6 * * 1-5\\"' in p.read_bytes()  # JSON escapes the quotes
+    nb = read_notebook(p, "q_autorun.ipynb")
+    assert nb.spec == JobSpec(cron="0 6 * * 1-5", tz="Europe/Rome", max_runtime_s=60.0,
+                              raw=line.split(":", 1)[1].strip())
+
+
+@pytest.mark.parametrize("blank", ["\t", "\u00a0", "\u2003", "\x1f", " \t "])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_blanks_json_escapes_or_writes_raw(tmp_path: Path, blank: str, variant: str) -> None:
+    """``\\s`` around ``#`` matches tabs (``\\t`` in JSON), control blanks (``\\u001f``) and
+    non-ASCII spaces (raw UTF-8, or ``\\u00a0`` with ensure_ascii) alike."""
+    p = tmp_path / "b_autorun.ipynb"
+    write_variant(p, nb_doc(code(f'{blank}#{blank}jupycron{blank}:{{"every": "2 week"}}')), variant)
+    assert read_notebook(p, "b_autorun.ipynb").spec.every == "2 week"  # type: ignore[union-attr]
+
+
+def test_escaped_marker_letters_are_not_recognised(tmp_path: Path) -> None:
+    """Documented limit: no JSON writer escapes ``#`` or ASCII letters, so the marker is
+    searched as plain bytes; a hand-escaped ``\\u006aupycron`` is not found."""
+    p = write_nb(tmp_path / "e_autorun.ipynb", code(LINE))
+    p.write_bytes(p.read_bytes().replace(b"# jupycron", b"# \\u006aupycron"))
+    assert reference_line(p) is not None  # the decoded text does hold the line...
+    assert read_notebook(p, "e_autorun.ipynb").disabled_reason == NO_LINE  # ...by design
+
+
+@pytest.mark.parametrize("where", ["cell-metadata", "attachment-name", "notebook-metadata"])
+def test_marker_in_metadata_or_attachments_is_ignored(tmp_path: Path, where: str) -> None:
+    cell = code("x = 1", [png_output(50_000)])
+    doc_cells = [md("![a](attachment:a.png)"), cell, code('# jupycron: {"every": "4 hour"}')]
+    doc = nb_doc(*doc_cells)
+    if where == "cell-metadata":
+        doc["cells"][1]["metadata"]["note"] = LINE
+    elif where == "attachment-name":
+        doc["cells"][0]["attachments"] = {LINE: {"text/plain": LINE}}
+    else:
+        doc["metadata"]["note"] = LINE
+        del doc["cells"][2]
+    p = tmp_path / "m_autorun.ipynb"
+    write_variant(p, doc, "jupyter")
+    nb = read_notebook(p, "m_autorun.ipynb")
+    assert (nb.spec.every if nb.spec else None) == (None if where == "notebook-metadata" else "4 hour")
+
+
+def test_many_hash_signs_before_the_line(tmp_path: Path) -> None:
+    """A progress bar of thousands of ``#`` switches the search to the marker itself."""
+    bar = stream(("#" * 80 + "\n") * 200 + "# jupycron is mentioned here\n")
+    p = write_nb(tmp_path / "h_autorun.ipynb", code("# comment\nrun()", [bar]),
+                 code(f"# {'#' * 3000}\n{LINE}"))
+    assert read_notebook(p, "h_autorun.ipynb").spec.every == "30 minute"  # type: ignore[union-attr]
+
+
+def test_comment_that_is_not_the_line_then_the_line(tmp_path: Path) -> None:
+    p = write_nb(tmp_path / "c_autorun.ipynb",
+                 code('x = 1  # jupycron: {"every": "1 day"}\n# about jupycron'),
+                 code('#jupycron:{"every":"6 hour"}'))
+    assert read_notebook(p, "c_autorun.ipynb").spec.every == "6 hour"  # type: ignore[union-attr]
+
+
+def test_line_in_a_cell_bigger_than_the_first_read(tmp_path: Path) -> None:
+    src = "\n".join(f"# padding comment {i}" for i in range(3000)) + f"\n{LINE}"
+    p = write_nb(tmp_path / "l_autorun.ipynb", code(src))
+    assert p.stat().st_size > 3 * discovery._HEAD_BYTES
+    assert read_notebook(p, "l_autorun.ipynb").spec.every == "30 minute"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    ("truncate", "truncated notebook"),
+    ("not-utf8", "not UTF-8"),
+    ("broken-source", "invalid JSON"),
+])
+def test_damaged_jupyter_layout(tmp_path: Path, damage: str, fragment: str) -> None:
+    p = write_nb(tmp_path / "d_autorun.ipynb", code("plot()", [png_output(60_000)]),
+                 code("print(1)\n# a note" if damage == "truncate" else LINE))
+    data = p.read_bytes()
+    if damage == "truncate":
+        data = data[: len(data) - 40]
+    elif damage == "not-utf8":
+        data = data.replace(b"30 minute", b"30 \xff\xfeute")
+    else:
+        data = data.replace(b'MaxMem\\": 500}"', b'MaxMem\\": 500}"]]]')
+    p.write_bytes(data)
+    nb = read_notebook(p, "d_autorun.ipynb")
+    assert nb.spec is None and nb.disabled_reason is not None
+    assert nb.disabled_reason.startswith("cannot read notebook: ") and fragment in nb.disabled_reason
+
+
+def random_notebook(rng: random.Random) -> dict:
+    """A notebook with markers scattered where they count and where they must not."""
+    def text() -> str:
+        pieces = ["import os", "x = 1", "# a comment", "print('#')", "##", "",
+                  f'# jupycron: {{"every": "{rng.randint(1, 59)} minute"}}',
+                  f'  #jupycron :{{"every": "{rng.randint(1, 23)} hour"}}',
+                  'y = 2  # jupycron: {"every": "1 day"}', "# jupycron: not json",
+                  '# JUPYCRON: {"every": "1 day"}', "s = '\\\"q\\\" \\\\'", "é # jupycron",
+                  '\t# jupycron:\t{"every": "3 day"}']
+        return "\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+
+    cells = []
+    for _ in range(rng.randint(0, 6)):
+        kind = rng.choice(["code", "code", "markdown", "raw"])
+        if kind == "code":
+            outputs = [stream(text()) for _ in range(rng.randint(0, 2))]
+            if rng.random() < 0.2:
+                outputs.append(png_output(rng.randint(10, 30_000), text()))
+            cell = code(text(), outputs)
+            if rng.random() < 0.2:
+                cell.metadata["tags"] = [text()]
+            cells.append(cell)
+        elif kind == "markdown":
+            cells.append(md(text()))
+        else:
+            cells.append(nbformat.v4.new_raw_cell(text()))
+    doc = nb_doc(*cells)
+    if rng.random() < 0.2:
+        doc["metadata"]["jupycron_note"] = text()
+    return doc
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fast_reader_agrees_with_the_rule_on_random_notebooks(tmp_path: Path, variant: str) -> None:
+    rng = random.Random(f"jupycron-{variant}")
+    p = tmp_path / "r_autorun.ipynb"
+    found = 0
+    for i in range(150):
+        write_variant(p, random_notebook(rng), variant)
+        expected = reference_line(p)
+        assert read_line(p) == expected, f"notebook {i}: {p.read_text()[:2000]}"
+        found += expected is not None
+    assert 30 < found < 140  # both outcomes are exercised
+
+
+# --- persisted cache -------------------------------------------------------------------------
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    real = discovery._read
+
+    def spy(path: str, rel: str):  # type: ignore[no-untyped-def]
+        reads.append(rel)
+        return real(path, rel)
+
+    monkeypatch.setattr(discovery, "_read", spy)
+    return reads
+
+
+def make_tree(root: Path) -> None:
+    write_nb(root / "a_autorun.ipynb", code(LINE))
+    write_nb(root / "sub" / "b_autorun.ipynb", code('# jupycron: {"every": "1 day", "enabled": false}'))
+    write_nb(root / "c_autorun.ipynb", code('# jupycron: {"every": "30 parsecs"}'))
+    write_nb(root / "d_autorun.ipynb", code("print(1)"))
+    (root / "e_autorun.ipynb").write_bytes(b"not json")
+
+
+def test_persisted_cache_serves_a_new_process(tmp_path: Path, trust_new_files: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    root, out = tmp_path / "nb", tmp_path / "out"
+    make_tree(root)
+    out.mkdir()
+    first = scan(root, out, ScanCache.for_output(out))
+    cache_file = out / discovery.SCAN_CACHE_FILE
+    assert cache_file.is_file()
+    reads = count_reads(monkeypatch)
+    again = ScanCache.for_output(out)  # what the next `jupycron tick` does
+    stamp = cache_file.stat().st_mtime_ns
+    assert scan(root, out, again) == first
+    assert reads == [] and (again.hits, again.misses) == (5, 0)
+    assert cache_file.stat().st_mtime_ns == stamp, "nothing changed: the file is not rewritten"
+    assert [n.disabled_reason for n in first] == [
+        None, "invalid jupycron line: \"every\": unknown unit 'parsecs' "
+              "(use minute(s)/min(s), hour(s), day(s), week(s) or month(s))",
+        NO_LINE, first[3].disabled_reason, DISABLED_IN_LINE]
+    assert first[3].disabled_reason.startswith("cannot read notebook: invalid JSON")  # type: ignore[union-attr]
+
+
+def test_persisted_cache_notices_changes(tmp_path: Path, trust_new_files: None,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    root, out = tmp_path / "nb", tmp_path / "out"
+    make_tree(root)
+    out.mkdir()
+    scan(root, out, ScanCache.for_output(out))
+    a = root / "a_autorun.ipynb"
+    st = a.stat()
+    # same size and mtime, new content written in place: only the ctime tells
+    a.write_bytes(a.read_bytes().replace(b"30 minute", b"20 minute"))
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    (root / "d_autorun.ipynb").unlink()
+    write_nb(root / "new_autorun.ipynb", code(LINE))
+    reads = count_reads(monkeypatch)
+    found = scan(root, out, ScanCache.for_output(out))
+    assert sorted(reads) == ["a_autorun.ipynb", "new_autorun.ipynb"]
+    assert found[0].spec.every == "20 minute"  # type: ignore[union-attr]
+    assert "d_autorun.ipynb" not in [n.path for n in found]
+    rows = json.loads((out / discovery.SCAN_CACHE_FILE).read_text())["entries"]
+    assert sorted(r[1] for r in rows) == ["a_autorun.ipynb", "c_autorun.ipynb", "e_autorun.ipynb",
+                                          "new_autorun.ipynb", "sub/b_autorun.ipynb"]
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{not json", b"[]", b'{"version": 99, "entries": []}',
+    b'{"version": 1, "entries": [["p", "r", 1, 2, 3]]}',
+    b'{"version": 1, "entries": [["p", "r", "1", 2, 3, 4, null, null]]}',
+    b'{"version": 1, "entries": {}}',
+])
+def test_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path, trust_new_files: None,
+                                                   content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    root, out = tmp_path / "nb", tmp_path / "out"
+    make_tree(root)
+    out.mkdir()
+    (out / discovery.SCAN_CACHE_FILE).write_bytes(content)
+    expected = scan(root, out)
+    cache = ScanCache.for_output(out)
+    assert scan(root, out, cache) == expected
+    assert cache.misses == 5 and "ignoring the scan cache" in caplog.text
+    doc = json.loads((out / discovery.SCAN_CACHE_FILE).read_text())
+    assert doc["version"] == 1 and len(doc["entries"]) == 5
+
+
+def test_recently_changed_files_are_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file changed less than 2 s before it was read is read again next time, and is not
+    persisted: a second change in the same timestamp tick could keep the same stamps."""
+    root, out = tmp_path / "nb", tmp_path / "out"
+    write_nb(root / "a_autorun.ipynb", code(LINE))
+    out.mkdir()
+    cache = ScanCache.for_output(out)
+    scan(root, out, cache)
+    scan(root, out, cache)
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert json.loads((out / discovery.SCAN_CACHE_FILE).read_text())["entries"] == []
+    monkeypatch.setattr(discovery, "_RACY_NS", -3600 * 10**9)  # as if 2 s had passed
+    scan(root, out, cache)
+    scan(root, out, cache)
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_os_errors_are_retried_and_cache_without_output_folder(tmp_path: Path, trust_new_files: None) -> None:
+    root = tmp_path / "nb"
+    write_nb(root / "a_autorun.ipynb", code(LINE))
+    (root / "gone_autorun.ipynb").symlink_to(tmp_path / "nowhere.ipynb")
+    cache = ScanCache.for_output(tmp_path / "missing-output")
+    for _ in range(2):
+        found = scan(root, None, cache)
+    assert [n.disabled_reason for n in found] == [None, "cannot read notebook: No such file or directory"]
+    assert len(cache) == 1 and not (tmp_path / "missing-output").exists()
