@@ -473,6 +473,34 @@ def predict(series: pd.Series, end: Any = None, params: FlowParams | None = None
     return df
 
 
+def predict_many(frame: pd.DataFrame, params: FlowParams | None = None,
+                 **options: Any) -> dict[str, pd.DataFrame]:
+    """:func:`predict` for every column of ``frame`` (a complete hourly grid, see
+    :func:`pivot_hourly`), computed in one vectorised pass. Keys are the column names."""
+    p = _params(params, options)
+    if frame.shape[1] == 0:
+        return {}
+    out = score_frame(frame, p)
+    preds = {}
+    for c in frame.columns:
+        df = pd.DataFrame({"actual": frame[c].astype(float), "expected": out["expected"][c]})
+        df["lower"] = df["expected"] * p.threshold
+        df["score"] = out["score"][c]
+        df["alarm"] = out["alarm"][c]
+        df.index.name = "hour"
+        preds[str(c)] = df
+    return preds
+
+
+def alarms_from_predictions(preds: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Merged alarms (as :func:`detect_many`) from the output of :func:`predict_many`."""
+    parts = [merge_alarms(p["actual"], p["expected"], p["alarm"], series=name)
+             for name, p in preds.items() if p["alarm"].any()]
+    if not parts:
+        return merge_alarms(pd.Series(dtype=float), pd.Series(dtype=float), pd.Series(dtype=bool))
+    return pd.concat(parts, ignore_index=True).sort_values(["start", "series"], ignore_index=True)
+
+
 def detect(series: pd.Series, end: Any = None, params: FlowParams | None = None,
            **options: Any) -> pd.DataFrame:
     """Alarms of one hourly series: DataFrame with columns start, end, hours, expected,

@@ -140,6 +140,8 @@ def detect_decline(series: pd.Series, weeks: int = 8, alpha: float = 0.01, min_d
         stop = pd.Timestamp(end).floor("D") - pd.Timedelta(days=1)
         daily = daily[daily.index <= stop]
     daily = daily.iloc[-weeks * 7:]
+    if daily.notna().any():  # days before the series' first one are not part of it
+        daily = daily.loc[daily.first_valid_index():]
     n_days = int(daily.notna().sum())
     level = float(daily.median()) if n_days else float("nan")
     nan = float("nan")

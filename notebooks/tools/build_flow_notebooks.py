@@ -1,0 +1,342 @@
+"""Build the measurement-flow notebooks (committed without outputs).
+
+    python notebooks/tools/build_flow_notebooks.py          # writes notebooks/*.ipynb
+
+Edit the cells here, not in the .ipynb files, then re-run: the notebooks are generated so
+that the alerting code shared by the two hourly notebooks has one source. Each notebook's
+first code cell holds its ``# jupycron:`` schedule line and ``from ooniutils import *``; a
+cell tagged ``parameters`` holds the knobs (papermill convention: a runner or a test may
+insert a cell after it to override them).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+NOTEBOOKS = HERE.parent
+
+IMPORTS = """from ooniutils import *
+import pandas as pd
+import altair as alt
+from IPython.display import display, Markdown
+from ooniutils import config"""
+
+# Shared by the hourly alarm notebooks: send the current alarms when running under jupycron.
+SEND_ALERTS = '''def send_flow_alerts(current, what, notebook_html, alertname):
+    """Alert on ``current`` alarms through Alertmanager and Slack when configured.
+
+    Runs only under jupycron (``autorun``). A channel whose setting is missing is skipped
+    with a printed note (the demo has no endpoints); a configured channel that fails raises,
+    so the run fails and shows red on the dashboard.
+    """
+    if current.empty:
+        print("no current alarm: nothing to send")
+        return
+    if not autorun:
+        print(f"{len(current)} current alarm(s); not running under jupycron (AUTORUN unset): alerts not sent")
+        return
+    base = config.get("OONI_OUTPUT_BASE_URL") or ""
+    link = f"{base.rstrip('/')}/{notebook_html}" if base else notebook_html
+    am = config.get("OONI_ALERTMANAGER_URL")
+    slack = config.get("OONI_SLACK_WEBHOOK_URL")
+    if not am:
+        print("alerts not sent to Alertmanager: OONI_ALERTMANAGER_URL not configured")
+    if not slack:
+        print("alerts not sent to Slack: OONI_SLACK_WEBHOOK_URL not configured")
+    for row in current.itertuples():
+        text = (f"{what} {row.series}: {row.actual:,.0f} measurements from {row.start:%Y-%m-%d %H:%M} "
+                f"to {row.end:%H:%M} UTC, {row.expected:,.0f} expected ({row.severity:.0%} missing)")
+        if am:
+            alertmanager_fire_alert(text, alertname, job="jupycron", instance=str(row.series),
+                                    annotations={"actual": f"{row.actual:.0f}", "expected": f"{row.expected:.0f}",
+                                                 "link": link}, duration_min=90)
+        if slack:
+            send_slack_msg(f"Measurement drop: {row.series}", f"{text}\\n<{link}|details>", color="danger")
+        print("alert:", text)'''
+
+
+def code(src: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
+    cell = new_code_cell(src.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+def md(src: str) -> nbformat.NotebookNode:
+    return new_markdown_cell(src.strip("\n"))
+
+
+def notebook(cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding does not churn the diff
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
+    name = ("autorun_incoming_measurements_prediction_alarming_per_country" if per_country
+            else "autorun_incoming_measurements_prediction_alarming")
+    keys = '["probe_cc", "software_name"]' if per_country else '"software_name"'
+    fetch = "hourly_counts_by_country_software" if per_country else "hourly_counts_by_software"
+    what = "country/probe type" if per_country else "probe type"
+    alertname = "IncomingMeasurementsDropPerCountry" if per_country else "IncomingMeasurementsDrop"
+    intro = (
+        f"# Incoming measurements: prediction and alarms per {what}\n\n"
+        "Every hour: the hourly measurement counts of the last `DAYS` days, "
+        + ("per (probe_cc, software_name), " if per_country else "per probe type (`software_name`), ")
+        + "are compared with a prediction from the same hours of the previous weeks "
+        "(robust seasonal baseline, `ooniutils.analyses.flow`). An hour alarms when fewer than "
+        "`THRESHOLD` × the prediction arrived *and* the shortfall is not noise (Poisson and the "
+        "series' own noise level); two such hours in a row, or one very unlikely hour, make an alarm.\n\n"
+        "A series needs 9 days of history before it may alarm (warm-up: a brand-new country or "
+        "probe type is never alarmed on). Alarms still open in the last `ALERT_HOURS` complete hours "
+        "are sent to Alertmanager and Slack when the notebook runs under jupycron and the endpoints "
+        "are configured (`OONI_ALERTMANAGER_URL`, `OONI_SLACK_WEBHOOK_URL`); otherwise the notebook "
+        "says so and still succeeds."
+    )
+    params = (
+        "DAYS = 36            # history fetched; the model uses up to 4 weeks + 1 day\n"
+        "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
+        "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
+        + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
+           "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
+        + "CHART_DAYS = 7"
+    )
+    cells = [
+        code('# jupycron: {"every": "1 hour"}\n' + IMPORTS + "\n"
+             "from ooniutils.analyses.flow import FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly, predict_many\n"
+             "from ooniutils.charts import flow_chart\n"
+             f"from ooniutils.datasets.flow import {fetch}, last_complete_hour"),
+        md(intro),
+        code(params, tags=["parameters"]),
+        code(f"""until = last_complete_hour()          # exclusive: the current hour is incomplete
+since = until - pd.Timedelta(days=DAYS)
+counts = {fetch}(since=since, until=until)
+wide = pivot_hourly(counts, "t", {keys}, start=since, end=until)
+print(f"{{len(counts):,}} (hour, series) rows, {{counts['n'].sum():,}} measurements, "
+      f"{{wide.shape[1]}} series, {{since:%Y-%m-%d %H:%M}} to {{until:%Y-%m-%d %H:%M}} UTC")
+if wide.shape[1] == 0:
+    display(Markdown(f"**No measurements between {{since}} and {{until}} UTC: nothing to check.**"))"""),
+    ]
+    if per_country:
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD)
+history_h = (wide > 0).cumsum().iloc[-1] if len(wide) else pd.Series(dtype=float)
+mean_h = wide.mean() if len(wide) else pd.Series(dtype=float)
+first_seen = {c: (wide.index[(wide[c] > 0).to_numpy()].min() if (wide[c] > 0).any() else None) for c in wide.columns}
+reasons = {}
+for c in wide.columns:
+    if mean_h[c] < MIN_HOURLY:
+        reasons[c] = f"too few measurements: {mean_h[c]:.2f}/hour on average (< {MIN_HOURLY})"
+    elif first_seen[c] is None or (until - first_seen[c]) < pd.Timedelta(hours=params.warmup_hours):
+        reasons[c] = f"too little history: first seen {first_seen[c]}, warm-up needs {params.warmup_hours} h"
+skipped = pd.DataFrame([{"series": c, "mean_per_hour": round(mean_h[c], 2), "reason": r} for c, r in reasons.items()],
+                       columns=["series", "mean_per_hour", "reason"])
+checked = wide[[c for c in wide.columns if c not in reasons]]
+print(f"{checked.shape[1]} series checked, {len(skipped)} skipped (too little data, listed below)")
+display(skipped.sort_values("mean_per_hour", ascending=False).head(50) if len(skipped) else Markdown("No series skipped."))"""))
+    else:
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD)
+checked = wide"""))
+    cells += [
+        code("""preds = predict_many(checked, params)       # one vectorised pass over every series
+alarms = alarms_from_predictions(preds)
+current = latest_alarms(alarms, now=until, hours=ALERT_HOURS)
+status = []
+for c, p in preds.items():
+    last = p.iloc[-1] if len(p) else None
+    state = ("no data" if last is None else "warming up (no history yet)" if pd.isna(last["expected"])
+             else "ALARM" if c in set(current["series"]) else "ok")
+    status.append({"series": c, "state": state,
+                   "last_hour": None if last is None else last.name,
+                   "actual": None if last is None else last["actual"],
+                   "expected": None if last is None or pd.isna(last["expected"]) else round(last["expected"], 1),
+                   "mean_per_hour": round(p["actual"].mean(), 1) if len(p) else None,
+                   "alarms_in_window": int((alarms["series"] == c).sum())})
+status = pd.DataFrame(status, columns=["series", "state", "last_hour", "actual", "expected",
+                                       "mean_per_hour", "alarms_in_window"])
+display(Markdown(f"### Series ({len(status)})"))
+display(status.sort_values(["state", "mean_per_hour"], ascending=[True, False]) if len(status)
+        else Markdown("No series to check."))"""),
+        code("""display(Markdown(f"### Current alarms (open in the last {ALERT_HOURS} complete hours)"))
+display(current if len(current) else Markdown("None."))
+display(Markdown(f"### All alarms in the last {DAYS} days"))
+display(alarms if len(alarms) else Markdown("No alarm in the window."))"""),
+        code("""shown = list(dict.fromkeys(list(current["series"]) + list(alarms["series"])
+                           + list(checked.sum().sort_values(ascending=False).index if checked.shape[1] else [])))
+shown = shown[:MAX_CHARTS]
+charts = []
+for c in shown:
+    p = preds[c].loc[preds[c].index >= until - pd.Timedelta(days=CHART_DAYS)]
+    a = alarms[(alarms["series"] == c) & (alarms["end"] > until - pd.Timedelta(days=CHART_DAYS))]
+    charts.append(flow_chart(p, a, title=f"{c}: actual (blue), predicted (dashed), alarm band, alarms (red)"))
+if charts:
+    display(alt.vconcat(*charts))
+else:
+    display(Markdown("No chart: no series."))"""),
+        code(SEND_ALERTS + f"""
+
+send_flow_alerts(current, "{what}", "{name}.html", "{alertname}")"""),
+    ]
+    return notebook(cells)
+
+
+def long_term_notebook() -> nbformat.NotebookNode:
+    return notebook([
+        code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
+             "from ooniutils.analyses.trend import decline_table\n"
+             "from ooniutils.charts import stacked_counts_chart\n"
+             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow"),
+        md("""# Incoming measurements: slow declines over weeks
+
+The hourly alarms compare each hour with the previous weeks, so a decline spread over many
+weeks becomes their new normal. Here the **daily** totals per probe type over the last
+`WEEKS` weeks go through a seasonal Mann-Kendall test (each weekday compared with the same
+weekday; no distribution assumed) and a seasonal Theil-Sen slope. A probe type alarms when
+the decrease is significant (`p < ALPHA`) **and** large (`decline ≥ MIN_DECLINE` of its level
+over the window). Fewer than `MIN_WEEKS` weeks of data → no verdict (never an alarm on
+missing history). Alerts as in the hourly notebook, only under jupycron with endpoints set."""),
+        code("""WEEKS = 8
+MIN_WEEKS = 3
+ALPHA = 0.01
+MIN_DECLINE = 0.15""", tags=["parameters"]),
+        code("""until = utcnow().floor("D")            # complete days only
+since = until - pd.Timedelta(weeks=WEEKS)
+daily = daily_counts_by_software(since=since, until=until)
+wide = daily.pivot_table(index="t", columns="software_name", values="n", aggfunc="sum") if len(daily) else pd.DataFrame()
+if len(wide):
+    wide = wide.reindex(pd.date_range(since, until - pd.Timedelta(days=1), freq="D"))
+    first = wide.notna().idxmax()          # days before a probe type's first day are missing, not 0
+    for c in wide.columns:
+        wide.loc[wide.index >= first[c], c] = wide.loc[wide.index >= first[c], c].fillna(0)
+print(f"{daily['n'].sum() if len(daily) else 0:,} measurements, {wide.shape[1]} probe types, "
+      f"{since:%Y-%m-%d} to {until:%Y-%m-%d}")
+if wide.shape[1] == 0:
+    display(Markdown(f"**No measurements between {since:%Y-%m-%d} and {until:%Y-%m-%d}: nothing to check.**"))"""),
+        code("""table = decline_table(wide, weeks=WEEKS, min_weeks=MIN_WEEKS, alpha=ALPHA, min_decline=MIN_DECLINE)
+declining = table[table["alarm"]]
+display(Markdown(f"### Significant sustained decreases ({len(declining)})"))
+display(declining if len(declining) else Markdown("None."))
+display(Markdown("### All probe types"))
+display(table if len(table) else Markdown("No probe type with data."))"""),
+        code("""if len(daily):
+    display(stacked_counts_chart(daily.assign(t=pd.to_datetime(daily["t"])), "t", "software_name", "n",
+                                 title=f"Daily measurements by probe type, last {WEEKS} weeks"))
+    for c in declining["series"]:
+        s = wide[c].rename("n").rename_axis("t").reset_index()
+        line = alt.Chart(s).mark_line(point=True).encode(x="t:T", y=alt.Y("n:Q", title="measurements/day"))
+        trend = line.transform_regression("t", "n").mark_line(color="red", strokeDash=[4, 3])
+        display((line + trend).properties(title=f"{c}: daily totals and linear trend", width=760, height=200))
+else:
+    display(Markdown("No chart: no data."))"""),
+        code("""if declining.empty:
+    print("no significant decline: nothing to send")
+elif not autorun:
+    print(f"{len(declining)} declining probe type(s); not running under jupycron (AUTORUN unset): alerts not sent")
+else:
+    base = config.get("OONI_OUTPUT_BASE_URL") or ""
+    link = f"{base.rstrip('/')}/autorun_incoming_measurements_prediction_alarming_long_term.html" if base \\
+        else "autorun_incoming_measurements_prediction_alarming_long_term.html"
+    am, slack = config.get("OONI_ALERTMANAGER_URL"), config.get("OONI_SLACK_WEBHOOK_URL")
+    if not am:
+        print("alerts not sent to Alertmanager: OONI_ALERTMANAGER_URL not configured")
+    if not slack:
+        print("alerts not sent to Slack: OONI_SLACK_WEBHOOK_URL not configured")
+    for row in declining.itertuples():
+        text = (f"probe type {row.series}: measurements declining {row.decline:.0%} over {WEEKS} weeks "
+                f"(level {row.level:,.0f}/day, p={row.p_value:.1e})")
+        if am:
+            alertmanager_fire_alert(text, "IncomingMeasurementsDecline", job="jupycron", instance=str(row.series),
+                                    annotations={"decline": f"{row.decline:.3f}", "link": link}, duration_min=60 * 26)
+        if slack:
+            send_slack_msg(f"Measurement decline: {row.series}", f"{text}\\n<{link}|details>", color="warning")
+        print("alert:", text)"""),
+    ])
+
+
+def incoming_msmts_notebook() -> nbformat.NotebookNode:
+    return notebook([
+        code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
+             "from ooniutils.charts import stacked_counts_chart\n"
+             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow"),
+        md("""# Measurement flow by probe type, multi-year
+
+Daily measurement counts stacked by `software_name` over the last `YEARS` years (whatever the
+store holds), then the last weeks in detail with the week-over-week change per probe type."""),
+        code("""YEARS = 3
+DETAIL_WEEKS = 6""", tags=["parameters"]),
+        code("""until = utcnow().floor("D")
+daily = daily_counts_by_software(since=until - pd.DateOffset(years=YEARS), until=until)
+if daily.empty:
+    display(Markdown(f"**No measurements in the last {YEARS} years: nothing to show.**"))
+else:
+    print(f"{daily['n'].sum():,} measurements from {daily['t'].min():%Y-%m-%d} to {daily['t'].max():%Y-%m-%d}, "
+          f"{daily['software_name'].nunique()} probe types")
+    display(stacked_counts_chart(daily, "t", "software_name", "n", title=f"Daily measurements by probe type (last {YEARS} years)"))"""),
+        code("""recent = daily[daily["t"] >= until - pd.Timedelta(weeks=DETAIL_WEEKS)]
+if recent.empty:
+    display(Markdown(f"No measurements in the last {DETAIL_WEEKS} weeks."))
+else:
+    display(stacked_counts_chart(recent, "t", "software_name", "n", title=f"Last {DETAIL_WEEKS} weeks"))
+    this_week = recent[recent["t"] >= until - pd.Timedelta(days=7)].groupby("software_name")["n"].sum()
+    last_week = recent[(recent["t"] < until - pd.Timedelta(days=7)) & (recent["t"] >= until - pd.Timedelta(days=14))] \\
+        .groupby("software_name")["n"].sum()
+    table = pd.DataFrame({"last_7_days": this_week, "previous_7_days": last_week}).fillna(0).astype(int)
+    table["change"] = (table["last_7_days"] / table["previous_7_days"].where(table["previous_7_days"] > 0) - 1).round(3)
+    table["note"] = ["new: no measurements the week before" if p == 0 else "" for p in table["previous_7_days"]]
+    display(table.sort_values("last_7_days", ascending=False))"""),
+    ])
+
+
+def easy_charts_notebook() -> nbformat.NotebookNode:
+    return notebook([
+        code(IMPORTS),
+        md("""# Easy charts
+
+`easy_msm_count_chart` draws measurement counts over time as stacked bands of one column;
+values beyond `dimension_limit` are summed into an `(other)` band, so the top of the stack is
+always the total. Filters take one value or a list. `help(easy_msm_count_chart)` lists all
+arguments; a wrong one raises an `AnalysisError` that lists what is allowed."""),
+        code("""easy_msm_count_chart(since="4 weeks", dimension="software_name")"""),
+        code("""easy_msm_count_chart(since="2 weeks", granularity="hour", dimension="probe_cc", dimension_limit=8,
+                     filter_test_name="web_connectivity")"""),
+        code("""chart, df = easy_msm_count_chart(since="3 weeks", dimension="software_version",
+                                 filter_software_name=["ooniprobe-android", "ooniprobe-ios"], return_data=True)
+display(chart)
+df.groupby("software_version")["n"].sum().sort_values(ascending=False)"""),
+        code("""easy_msm_count_chart(title="Weekly measurements from IR, RU and CN by test", since="4 weeks", granularity="week",
+                     dimension="test_name", filter_probe_cc=["IR", "RU", "CN"])"""),
+        code("""try:
+    easy_msm_count_chart(dimension="colour")
+except AnalysisError as exc:
+    print("AnalysisError:", exc)"""),
+    ])
+
+
+def build() -> dict[str, nbformat.NotebookNode]:
+    return {
+        "autorun_incoming_measurements_prediction_alarming.ipynb": hourly_alarm_notebook(False),
+        "autorun_incoming_measurements_prediction_alarming_per_country.ipynb": hourly_alarm_notebook(True),
+        "autorun_incoming_measurements_prediction_alarming_long_term.ipynb": long_term_notebook(),
+        "autorun_incoming_msmts.ipynb": incoming_msmts_notebook(),
+        "easy_charts.ipynb": easy_charts_notebook(),
+    }
+
+
+def main(out: Path = NOTEBOOKS) -> int:
+    for name, nb in build().items():
+        nbformat.validate(nb)
+        path = out / name
+        path.write_text(nbformat.writes(nb) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else NOTEBOOKS))
