@@ -39,7 +39,7 @@ _FREQ = {"hour": "h", "day": "D", "week": "W-MON", "month": "MS"}
 
 def _bucket_floor(ts: pd.Timestamp, granularity: str) -> pd.Timestamp:
     if granularity == "week":
-        return (ts - pd.Timedelta(days=ts.dayofweek)).floor("D")
+        return (ts - pd.Timedelta(days=ts.day_of_week)).floor("D")
     if granularity == "month":
         return ts.floor("D").replace(day=1)
     return ts.floor(_FREQ[granularity])
