@@ -26,16 +26,18 @@ images, has to stay well under a second):
   candidate has no line and is not decoded at all. For a candidate, the enclosing cell and
   key are found with ``rfind``/``find`` on those markers; only when the key is ``source`` of a
   ``code`` cell is that one JSON value decoded and checked with the exact line rule. Big
-  outputs (images) before the line are skipped, never decoded. The first 64 KiB are read
-  first; the rest only when the answer is not in them.
-* **Any other layout** (compact JSON, another key order, nbformat 3 ``worksheets``, a BOM,
-  CRLF written by hand...) falls back to decoding: the cells of the first 16 KiB one by one,
+  outputs (images) before the line are skipped, never decoded. The first 16 KiB are read
+  first; the rest only when the answer is not in them. Newlines may be ``\\n`` or ``\\r\\n``.
+* **Any other layout** (compact JSON, another indent, nbformat 3 ``worksheets``, a BOM...)
+  falls back to decoding: the cells of the first 16 KiB one by one,
   then the rest is searched for ``jupycron`` and only the cells around an occurrence are
   decoded (or the whole document when ``"cells"`` is not its first key).
 
 Only what is decoded is validated. A notebook truncated after its jupycron line is still
 listed (its run fails). In Jupyter's layout a notebook without any candidate is checked only
 for truncation (it must end with ``}``); damage inside it goes unnoticed until it is run.
+Known limits of the byte search (no JSON writer produces these): a marker spelled with
+``\\uXXXX`` escapes, or a line split across two strings of a ``source`` list, is not found.
 
 Nothing here raises out of :func:`scan` or :func:`read_notebook`: an unreadable or corrupt
 notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..."``.
@@ -665,6 +667,7 @@ class ScanCache:
         self._lock = threading.Lock()
         self._loaded = self.path is None
         self._dirty = False
+        self._save_failed = False
         self.hits = 0
         self.misses = 0
 
@@ -774,7 +777,10 @@ class ScanCache:
                 os.unlink(tmp)
                 raise
         except OSError as exc:
-            log.warning("cannot save the scan cache %s: %s", self.path, exc)
+            # e.g. a web app with read-only access to the output folder: say it once
+            log.log(logging.DEBUG if self._save_failed else logging.WARNING,
+                    "cannot save the scan cache %s: %s", self.path, exc)
+            self._save_failed = True
             with self._lock:
                 self._dirty = True
             return False
