@@ -267,6 +267,14 @@ def main() -> int:
             args.repeat, {k: functools.partial(cached, k) for k in impls})
         for k in impls:
             assert cached(k) == results[k]
+        found = results["new"]
+        assert len(found) == n
+        if "baseline" in results:
+            diff = [(a, b) for a, b in zip(results["baseline"], found, strict=True) if a != b]
+            print(f"WARNING: {len(diff)} notebooks differ, e.g. {diff[:2]}" if diff
+                  else "baseline and new agree on every notebook")
+        scheduled = sum(1 for nb in found if nb.schedulable)
+        print(f"{scheduled} schedulable, {n - scheduled} not\n")
 
         # the persisted cache (new only): a first tick writes it, later ticks load it
         def first_tick() -> Any:

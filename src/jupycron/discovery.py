@@ -705,8 +705,13 @@ class ScanCache:
                   reason == NO_LINE or (reason or "").startswith(UNREADABLE_PREFIX))
 
     def _put(self, path: str, rel: str, st: os.stat_result, line: str | None,
-             error: str | None, notebook: Notebook, persist: bool = True) -> None:
-        trusted = max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS
+             error: str | None, notebook: Notebook, persist: bool = True,
+             trust_before: int | None = None) -> None:
+        """Store an answer; ``trust_before`` (ns since the epoch, default now minus 2 s):
+        files changed at or after it are kept for this process only, as untrusted."""
+        if trust_before is None:
+            trust_before = time.time_ns() - _RACY_NS
+        trusted = max(st.st_mtime_ns, st.st_ctime_ns) < trust_before
         with self._lock:
             self._load_locked()
             self._entries[(path, rel)] = _Entry(_key(st), line, error, notebook,
@@ -824,6 +829,8 @@ def scan(notebooks_dir: Path | str, output_dir: Path | str | None = None,
             found.append(_read(path, rel).notebook)
     else:
         seen: set[tuple[str, str]] = set()
+        # one clock reading per scan: a file changed while the scan runs is never trusted
+        trust_before = time.time_ns() - _RACY_NS
         for path, rel in iter_autorun_files(notebooks_dir, output_dir):
             seen.add((path, rel))
             try:
@@ -836,7 +843,7 @@ def scan(notebooks_dir: Path | str, output_dir: Path | str | None = None,
                 r = _read(path, rel)
                 nb = r.notebook
                 if r.st is not None and not r.transient:
-                    cache._put(path, rel, r.st, r.line, r.error, nb)
+                    cache._put(path, rel, r.st, r.line, r.error, nb, trust_before=trust_before)
             found.append(nb)
         cache.retain(seen)
         cache.save()
