@@ -208,31 +208,13 @@ def run_now(ctx: click.Context, path: str) -> None:
     ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Serve the web dashboard (no scheduling) until SIGTERM/SIGINT."""
-    from .web import serve as serve_web
+def _register_web_commands() -> None:
+    """`serve`, `passwd` and `alerts` live in cli_web.py (they pull in the web stack)."""
+    from .cli_web import alerts_command, passwd_command, serve_command
 
-    settings = _settings(ctx)
-    _guard(lambda: serve_web(settings, host, port))
+    main.add_command(serve_command, "serve")
+    main.add_command(passwd_command, "passwd")
+    main.add_command(alerts_command, "alerts")
 
 
-@main.command()
-@click.argument("user")
-@click.password_option(help="The new password (prompted when omitted).")
-@click.pass_context
-def passwd(ctx: click.Context, user: str, password: str) -> None:
-    """Set USER's dashboard password (argon2 hash) in the TOML config file."""
-    settings = _settings(ctx)
-    if settings.config_file is None:
-        raise click.UsageError("no config file: pass --config FILE or set JUPYCRON_CONFIG")
-    from .web.auth import set_password
-
-    try:
-        created = set_password(settings.config_file, user, password)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    click.echo(f"{'added' if created else 'updated'} user {user} in {settings.config_file}")
+_register_web_commands()

@@ -145,6 +145,7 @@ def test_python_dash_m_help():
 
 def test_daemon_serve_and_serve_map_to_the_web_module(calls, monkeypatch, tmp_path):
     import jupycron.web as web
+    import jupycron.web.server as web_server
 
     events: list[tuple] = []
 
@@ -153,7 +154,7 @@ def test_daemon_serve_and_serve_map_to_the_web_module(calls, monkeypatch, tmp_pa
             events.append(("stopped",))
 
     monkeypatch.setattr(web, "start_in_thread", lambda s, host, port: events.append(("thread", host, port)) or Handle())
-    monkeypatch.setattr(web, "serve", lambda s, host, port: events.append(("serve", host, port)))
+    monkeypatch.setattr(web_server, "serve", lambda s, host, port, **kw: events.append(("serve", host, port)))
     res = CliRunner().invoke(cli.main, ["--notebooks", str(tmp_path), "daemon", "--serve", "--port", "9099"])
     assert res.exit_code == 0, res.output
     assert events == [("thread", "127.0.0.1", 9099), ("stopped",)] and calls[0][0] == "daemon"
