@@ -20,16 +20,13 @@ INTERRUPTED with ``extra["rebuilt_from_outputs"] = True`` and ``error_value`` sa
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import filecmp
 import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
+
+from ooniutils.atomicfile import atomic_copy, atomic_write_bytes
 
 from .exceptions import HistoryError
 from .models import Run, RunStatus, Trigger
@@ -243,22 +242,7 @@ class History:
         doc = {"version": FORMAT_VERSION,
                "notebooks": {k: data[k].to_json() for k in sorted(data)}}
         payload = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")
-        self._atomic_write(self.path, payload)
-
-    def _atomic_write(self, target: Path, payload: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(target.parent)
+        atomic_write_bytes(self.path, payload)
 
     def _read_or_recover(self, now: datetime | None = None) -> dict[str, NotebookHistory]:
         """Under the lock: read, or move a corrupt file aside and rebuild (and write) it."""
@@ -441,16 +425,9 @@ class History:
         dst = kept_html(self.output_dir, run.notebook, run.run_id)
         if dst.exists():
             return self._rel_out(dst)
-        tmp: str | None = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-            os.close(fd)
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
+            atomic_copy(src, dst)
         except OSError as exc:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
             log.warning("cannot keep a copy of %s's successful output %s: %s",
                         run.notebook, src, exc)
             return None
@@ -539,20 +516,6 @@ def _run_id_time(run_id: str) -> datetime | None:
 
 def _mtime(p: Path) -> datetime:
     return datetime.fromtimestamp(p.stat().st_mtime, tz=UTC)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems refuse fsync on directories
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _remove_empty_parents(path: Path, stop: Path) -> None:

@@ -20,7 +20,7 @@ All datetimes are timezone-aware UTC and serialised as ISO 8601 with ``+00:00``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -84,7 +84,7 @@ def _dt(v: str | None) -> datetime | None:
     if v is None:
         return None
     d = datetime.fromisoformat(v)
-    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 @dataclass

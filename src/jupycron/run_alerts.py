@@ -48,7 +48,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from ooniutils.alerts import (
     SlackTransport,
     Transport,
 )
+from ooniutils.atomicfile import atomic_write_bytes
 from ooniutils.exceptions import OoniUtilsError
 
 from .config import Settings
@@ -221,17 +221,7 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 def _write_state(path: Path, doc: Mapping[str, Any]) -> None:
     payload = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, payload)
 
 
 @contextlib.contextmanager

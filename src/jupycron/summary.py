@@ -23,9 +23,6 @@ never                   ⌛    no run yet (a new notebook waits for its first sl
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +30,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 import jinja2
+
+from ooniutils.atomicfile import atomic_write_bytes
 
 from .config import Settings
 from .history import NotebookHistory
@@ -214,16 +213,5 @@ def write_summary(settings: Settings, rows: Sequence[SummaryRow], now: datetime,
     target = summary_file(settings.output_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = render_summary(rows, now, memory_limit).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".summary.html.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(target, payload, durable=False)
     return target

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import queue
 import subprocess
 import threading
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from .atomicfile import atomic_write_text
 from .exceptions import LoadError
 from .store.base import Store
 from .store.schema import LOGS
@@ -83,13 +83,7 @@ class CursorFile:
         return value or None
 
     def write(self, cursor: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w") as fh:
-            fh.write(cursor + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, cursor + "\n")
 
 
 def _parse_fallback(lines: list[bytes], stats: ShipStats) -> pa.Table:

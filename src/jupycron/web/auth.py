@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hmac
 import logging
 import math
 import os
 import re
-import tempfile
 import threading
 import time
 import tomllib
@@ -41,6 +39,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ooniutils.atomicfile import atomic_write_bytes
 
 from ..config import Settings
 from ..exceptions import ConfigError
@@ -280,18 +280,6 @@ def set_password(config_file: Path, user: str, password: str) -> bool:
     users = {**users, user: hash_password(password)}
     doc["web_users"] = users
     payload = dump_toml(doc).encode("utf-8")
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=config_file.parent, prefix=f".{config_file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, config_file)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(config_file, payload, mode=mode)
     log.info("%s web user %s in %s", "added" if is_new else "changed password of", user, config_file)
     return is_new

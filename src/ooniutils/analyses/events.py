@@ -14,7 +14,6 @@ import html
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
+from ..atomicfile import atomic_write_text
 from ..exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
@@ -165,17 +165,7 @@ class SentLog:
             sent[k] = now.isoformat()
         cutoff = now - self.keep
         sent = {k: v for k, v in sent.items() if _parse_iso(v, now) >= cutoff}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"sent": sent}, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path, json.dumps({"sent": sent}, indent=1, sort_keys=True))
 
 
 def _parse_iso(text: str, default: datetime) -> datetime:

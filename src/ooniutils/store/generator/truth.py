@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ...atomicfile import atomic_write_text
 from ...exceptions import StoreError
 
 log = logging.getLogger(__name__)
@@ -146,11 +145,7 @@ class GroundTruth:
         """Write the JSON atomically (temp file + rename) and return the path."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
+            atomic_write_text(path, self.to_json())
         except OSError as exc:
             raise StoreError(f"cannot write ground truth to {path}: {exc}") from exc
         log.info("ground truth (%d incidents) written to %s", len(self.incidents), path)
