@@ -34,6 +34,7 @@ import jinja2
 from ooniutils.atomicfile import atomic_write_bytes
 
 from .config import Settings
+from .formatting import fmt_duration, fmt_time
 from .history import NotebookHistory
 from .models import JobSpec, Notebook, Run, RunStatus
 from .paths import output_html, summary_file
@@ -169,28 +170,12 @@ def build_rows(settings: Settings, notebooks: Sequence[Notebook],
     return [_build_row(settings, nb, history.get(nb.path), now) for nb in notebooks]
 
 
-def _fmt_time(d: datetime | None) -> str:
-    return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if d else "—"
-
-
-def _fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(round(s)), 60)
-    if m < 60:
-        return f"{m} min {sec:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["utc"] = _fmt_time
-    env.filters["duration"] = _fmt_duration
+    env.filters["utc"] = fmt_time
+    env.filters["duration"] = fmt_duration
     return env
 
 

@@ -58,6 +58,7 @@ from starlette.staticfiles import StaticFiles
 from ..config import Settings
 from ..discovery import ScanCache
 from ..exceptions import JupycronError
+from ..formatting import fmt_duration, fmt_mem, fmt_time_s
 from ..history import NotebookHistory
 from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
@@ -85,31 +86,11 @@ _PAGE_CSP = ("default-src 'self'; frame-src 'self'; style-src 'self'; script-src
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _fmt_time(d: datetime | None) -> str:
-    return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if d else "—"
-
-
-def _fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "—"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(round(s)), 60)
-    if m < 60:
-        return f"{m} min {sec:02d} s"
-    h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min"
-
-
-def _fmt_mem(mb: float | None) -> str:
-    return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 100 else f"{mb:.1f} MB")
-
-
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(utc=_fmt_time, duration=_fmt_duration, mem=_fmt_mem,
+    env.filters.update(utc=fmt_time_s, duration=fmt_duration, mem=fmt_mem,
                        urlpath=lambda p: quote(str(p)))
     env.globals["icons"] = ICONS
     return env

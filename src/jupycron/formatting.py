@@ -1,0 +1,33 @@
+"""How times, durations and memory are shown on the summary page and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def fmt_time(d: datetime | None, seconds: bool = False) -> str:
+    """UTC wall time, e.g. ``2026-11-28 21:40 UTC`` (``—`` for None)."""
+    if d is None:
+        return "—"
+    return d.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def fmt_time_s(d: datetime | None) -> str:
+    return fmt_time(d, seconds=True)
+
+
+def fmt_duration(s: float | None) -> str:
+    """``4.2 s``, ``3 min 07 s``, ``2 h 05 min`` (``—`` for None)."""
+    if s is None:
+        return "—"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def fmt_mem(mb: float | None) -> str:
+    return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 100 else f"{mb:.1f} MB")
