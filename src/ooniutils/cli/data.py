@@ -133,7 +133,7 @@ def load_test_lists_cmd(folder: Path, progress: bool | None) -> None:
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="Total fastpath rows (default: by days).")
 @click.option("--seed", default=1, show_default=True, type=int, help="Random seed (same seed, same data).")
 @click.option("--end", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="Last day (UTC) of the data; default today.")
+              help="End (UTC, excluded) of the data: rows cover [END - DAYS, END). Default: now, rounded down to the hour.")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the injected events (ground truth) to this JSON file.")
 @_progress_option
