@@ -334,7 +334,7 @@ def main(out: Path = NOTEBOOKS) -> int:
         nbformat.validate(nb)
         path = out / name
         path.write_text(nbformat.writes(nb) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {path}")  # noqa: T201 - a command-line tool
     return 0
 
 

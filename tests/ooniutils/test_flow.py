@@ -19,7 +19,6 @@ from ooniutils.analyses.flow import (
 )
 from ooniutils.exceptions import AnalysisError
 
-
 WARM = FlowParams().warmup_hours
 
 START = pd.Timestamp("2024-01-01")  # a Monday
@@ -68,6 +67,20 @@ def test_drops_are_found_quickly_and_reported_merged():
         assert row.severity == pytest.approx(depth, abs=0.12)
         assert row.actual < row.expected
     assert list(alarms.columns) == ["series", "start", "end", "hours", "expected", "actual", "severity"]
+
+
+def test_small_series_pool_several_hours_and_mark_the_whole_run():
+    drops = [(20 * 24 + 9, 6, 0.4), (27 * 24 + 14, 5, 0.35)]
+    s = series(35, 80, seed=12, drops=drops)
+    alarms = detect(s)
+    assert _hits(alarms, s, drops) == [True, True], alarms
+    for start, hours, _ in drops:
+        row = alarms[(alarms["start"] < s.index[start + hours]) & (alarms["end"] > s.index[start])].iloc[0]
+        assert row["start"] <= s.index[start + 2]  # earlier hours of the run marked afterwards
+    det = FlowDetector()
+    for ts, v in s.items():
+        det.update(ts, v)
+    assert [r.alarm for r in det.results] == predict(s)["alarm"].tolist()
 
 
 @pytest.mark.parametrize(("base", "od"), [(0.3, 0.0), (5, 0.0), (200, 0.0), (5000, 0.05), (500, 0.15)])

@@ -8,24 +8,34 @@ the previous ``weeks`` weeks ``k`` that are available::
 
 ``smooth`` is the median of the three hours centred on the same hour of the week ``k``
 weeks earlier (daily and weekly cycles come for free, noise is damped, and the edge of a
-daily silence stays at zero); ``level`` is the
-mean of the last ``level_hours`` hours, so the seasonal sample is scaled by how the recent
-level compares with the level at the same time ``k`` weeks earlier. The prediction is the
+daily silence stays at zero); ``level`` is the mean of the last ``level_hours`` hours, so
+the seasonal sample is scaled by how the recent level compares with the level at the same
+time ``k`` weeks earlier. The prediction is the
 median of the ``e_k`` (robust to one bad week).
 
-An hour alarms when **both** hold:
+An hour is *below the line* when ``actual < threshold * expected`` (the drop is large
+enough to matter). Alarms need evidence that the shortfall is not noise, measured as the
+larger of two probabilities of seeing that few measurements when the prediction is right:
+Poisson (so tiny series do not flap) and a normal model of the series' own log-residual
+noise (an exponentially weighted mean absolute residual, so over-dispersed series do not
+flap either):
 
-* ``actual < threshold * expected`` (the drop is large enough to matter), and
-* the Poisson probability of seeing ``actual`` or fewer when ``expected`` is the rate is
-  below ``alpha`` (the drop is not noise: small series do not flap).
+* one hour below the line alarms alone when that probability is below ``alpha_single``
+  (an outage is flagged as soon as its first hour is complete);
+* a run of 2 … ``window_hours`` consecutive hours whose first and last hours are below the
+  line, and whose summed counts are too, alarms as a whole when the probability of the
+  summed shortfall is below ``alpha`` (pooling hours finds 30 % drops on small series).
+  Earlier hours of such a run become alarmed retroactively (``results``/batch output).
 
 The history the model learns from is *cleaned*: an alarmed hour is remembered as its
 prediction, so an outage does not teach the model that zero is normal. After
 ``adapt_after_hours`` consecutive alarmed hours the real values are used again (the new
 level becomes normal and the alarm ends by itself about ``level_hours`` later).
 
-Warm-up: no prediction (and never an alarm) before ``168 + level_hours + 1`` hours of
-history exist for the series — a brand-new probe type or country stays silent for 8 days.
+Warm-up: no prediction before ``168 + level_hours`` hours of history exist for the series,
+then ``calibration_hours`` scored hours to learn its noise level: no alarm in the first
+``FlowParams.warmup_hours`` (216 h = 9 days) after a series' first non-zero hour — a
+brand-new probe type or country is never alarmed on for lack of history.
 Missing hours inside the grid count as 0 (so a silent series alarms if it is normally
 busy at that hour, and does not when it is normally empty); NaN means "unknown": it is
 neither scored nor learnt from.
@@ -66,8 +76,11 @@ class FlowParams:
     threshold: float = 0.8
     """Alarm only when actual < threshold × expected (0 < threshold < 1)."""
     alpha: float = 1e-4
-    """Two consecutive hours alarm together when the probability of their summed shortfall
-    being noise (Poisson and the series' own noise level) is below alpha."""
+    """A run of 2 to ``window_hours`` consecutive hours (its first and last hour below the
+    line) alarms together when the probability of its summed shortfall being noise
+    (Poisson and the series' own noise level) is below alpha."""
+    window_hours: int = 6
+    """Longest run of hours whose evidence is pooled (small series need several hours)."""
     alpha_single: float = 1e-6
     """A single hour alarms on its own when that probability is below alpha_single (an
     outage is flagged in its first hour; ordinary noise almost never is)."""
@@ -88,6 +101,8 @@ class FlowParams:
         for name in ("alpha", "alpha_single"):
             if not 0 < getattr(self, name) < 1:
                 raise AnalysisError(f"{name} must be between 0 and 1 (exclusive), got {getattr(self, name)}")
+        if not 2 <= self.window_hours <= 24:
+            raise AnalysisError(f"window_hours must be between 2 and 24, got {self.window_hours}")
         if self.weeks < 1:
             raise AnalysisError(f"weeks must be at least 1, got {self.weeks}")
         if not 1 <= self.level_hours <= WEEK:
@@ -164,10 +179,13 @@ class _Engine:
         self.run = np.zeros(n, dtype=np.int64)       # consecutive alarmed hours
         self.mad = np.zeros(n)                       # mean |log residual| (noise level)
         self.nres = np.zeros(n, dtype=np.int64)      # residuals seen (noise calibration)
-        self.prev_v = np.zeros(n)                    # previous hour: value, expected,
-        self.prev_e = np.ones(n)
-        self.prev_low = np.zeros(n, dtype=bool)      # whether it was below the line,
-        self.prev_alarm = np.zeros(n, dtype=bool)    # whether it alarmed
+        # the previous hours, newest first (at most window_hours - 1): value, expected,
+        # scorable-and-calibrated, below the line, alarmed
+        self.h_v: list[np.ndarray] = []
+        self.h_e: list[np.ndarray] = []
+        self.h_ready: list[np.ndarray] = []
+        self.h_low: list[np.ndarray] = []
+        self.h_alarm: list[np.ndarray] = []
 
     def compact(self) -> None:
         drop = self.pos - self.keep
@@ -212,19 +230,26 @@ class _Engine:
         return _nanmedian0(np.stack(ratios))
 
     def _pvalue(self, v: np.ndarray, e: np.ndarray, ready: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-        """max(Poisson, empirical-noise) probability of ``v`` or fewer when ``e`` is normal."""
-        pval = ndtr(np.log((v + 1.0) / (e + 1.0)) / sigma)
-        # the Poisson test is costly: only where the hours are below the alarm line
-        cand = np.flatnonzero(ready & (v < self.p.threshold * e))
-        if cand.size:
-            pval[cand] = np.maximum(poisson_cdf(v[cand], e[cand]), pval[cand])
+        """max(Poisson, empirical-noise) probability of ``v`` or fewer when ``e`` is normal
+        (1 where not ``ready``)."""
+        pval = np.ones_like(v)
+        idx = np.flatnonzero(ready)
+        if idx.size:
+            vi, ei = v[idx], e[idx]
+            pe = ndtr(np.log((vi + 1.0) / (ei + 1.0)) / sigma[idx])
+            # the Poisson test is costly: only where the hours are below the alarm line
+            below = vi < self.p.threshold * ei
+            if below.any():
+                pe[below] = np.maximum(poisson_cdf(vi[below], ei[below]), pe[below])
+            pval[idx] = pe
         return pval
 
     def step(self, values: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
         """Score one hour for every series (``m`` from :meth:`seasonal`) and learn from it.
 
-        Returns expected, score, alarm (this hour) and ``alarm_prev``: the previous hour,
-        which may become alarmed now that its successor confirms the drop.
+        Returns expected, score, alarm (this hour) and ``alarm_back`` (window_hours − 1
+        rows, newest first): previous hours that became alarmed now that this hour
+        completes a significant run.
         """
         p = self.p
         values = np.asarray(values, dtype=float)
@@ -242,49 +267,72 @@ class _Engine:
         scorable = known & (exp > 0)           # False for NaN
         e = np.where(scorable, exp, 1.0)
         ratio = v / e
-        resid = np.log((v + 1.0) / (e + 1.0))
         calibrated = self.nres >= p.calibration_hours
         sigma = np.maximum(self.mad * 1.2533, 1e-3)
         ready = scorable & calibrated
         pval = self._pvalue(v, e, ready, sigma)
         low = ready & (ratio < p.threshold)
-        # this hour with the previous one, when both are below the alarm line
-        pair = low & self.prev_low
-        v2, e2 = v + self.prev_v, e + self.prev_e
-        pval2 = np.where(pair, self._pvalue(v2, e2, pair, sigma / np.sqrt(2.0)), 1.0)
         single = low & (pval < p.alpha_single)
-        double = pair & (pval2 < p.alpha)
-        alarm = single | double
-        alarm_prev = double & ~self.prev_alarm
+        # runs of w = 2 … window_hours hours ending now, first and last hour below the line
+        nback = np.zeros(self.n, dtype=np.int64)
+        pwin = np.ones(self.n)
+        cand = np.flatnonzero(low)  # only series below the line now can complete a run
+        if cand.size:
+            cum_v, cum_e, sig = v[cand], e[cand], sigma[cand]
+            chain = np.ones(cand.size, dtype=bool)
+            nb, pw_min = np.zeros(cand.size, dtype=np.int64), np.ones(cand.size)
+            for j in range(len(self.h_v)):
+                chain &= self.h_ready[j][cand]
+                if not chain.any():
+                    break
+                cum_v = cum_v + self.h_v[j][cand]
+                cum_e = cum_e + self.h_e[j][cand]
+                cond = chain & self.h_low[j][cand] & (cum_v < p.threshold * cum_e)
+                if cond.any():
+                    pw = self._pvalue(cum_v, cum_e, cond, sig / np.sqrt(j + 2.0))
+                    nb = np.where(cond & (pw < p.alpha), j + 1, nb)
+                    pw_min = np.minimum(pw_min, pw)
+            nback[cand], pwin[cand] = nb, pw_min
+        alarm = single | (nback > 0)
+        back = np.zeros((p.window_hours - 1, self.n), dtype=bool)
+        for j in range(len(self.h_v)):
+            back[j] = (nback > j) & ~self.h_alarm[j]
         # score: confidence × size of the shortfall, with score >= 1 - alpha <=> alarm
         sf = np.clip((1.0 - ratio) / (1.0 - p.threshold), 0.0, 1.0)
-        score = np.where(ready, (1.0 - np.minimum(pval, pval2)) * sf, 0.0)
+        score = np.where(ready, (1.0 - np.minimum(pval, pwin)) * sf, 0.0)
         score = np.where(alarm, np.maximum(score, 1.0 - p.alpha), np.minimum(score, 1.0 - p.alpha - 1e-9))
-        self.run = np.where(alarm, self.run + 1 + alarm_prev, 0)
+        self.run = np.where(alarm, self.run + 1 + back.sum(axis=0), 0)
         # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
         learn = scorable & ~alarm
-        dev = np.abs(resid)
+        dev = np.abs(np.log((v + 1.0) / (e + 1.0)))
         dev = np.where(calibrated, np.minimum(dev, 4.0 * sigma), dev)
         w = np.where(calibrated, 1.0 / p.noise_hours, 1.0 / (self.nres + 1.0))
         self.mad = np.where(learn, self.mad + w * (dev - self.mad), self.mad)
         self.nres += learn
         # what the model remembers: the prediction for alarmed hours (until adapting);
-        # a previous hour alarmed now is rewritten too
-        fix = alarm_prev & (self.run <= p.adapt_after_hours)
-        if fix.any() and self.pos >= 1:
-            delta = np.where(fix, self.prev_e - self.prev_v, 0.0)
-            self.clean[self.pos - 1] = np.where(fix, self.prev_e, self.clean[self.pos - 1])
-            self.cs[self.pos] += delta
-        remember = np.where(alarm & (self.run <= p.adapt_after_hours), exp, values)
+        # previous hours alarmed now are rewritten too
+        adapting = self.run > p.adapt_after_hours
+        for j in range(len(self.h_v)):
+            fix = back[j] & ~adapting
+            if fix.any() and self.pos - 1 - j >= 0:
+                row = self.pos - 1 - j
+                delta = np.where(fix, self.h_e[j] - self.h_v[j], 0.0)
+                self.clean[row] = np.where(fix, self.h_e[j], self.clean[row])
+                self.cs[row + 1: self.pos + 1] += delta
+            self.h_alarm[j] = self.h_alarm[j] | back[j]
+        remember = np.where(alarm & ~adapting, exp, values)
         rk = ~np.isnan(remember)
         self.clean[self.pos] = remember
         self.cs[self.pos + 1] = self.cs[self.pos] + np.where(rk, remember, 0.0)
         self.cnt[self.pos + 1] = self.cnt[self.pos] + rk
         self.pos += 1
         self.seen += 1
-        self.prev_v, self.prev_e = v, e
-        self.prev_low, self.prev_alarm = low, alarm
-        return {"expected": exp, "score": score, "alarm": alarm, "alarm_prev": alarm_prev}
+        keep = p.window_hours - 1
+        for hist, new in ((self.h_v, v), (self.h_e, e), (self.h_ready, ready), (self.h_low, low),
+                          (self.h_alarm, alarm)):
+            hist.insert(0, new)
+            del hist[keep:]
+        return {"expected": exp, "score": score, "alarm": alarm, "alarm_back": back}
 
     def _m_row(self) -> np.ndarray:
         """``M`` for the current hour, from a cache filled BLOCK hours at a time (valid: it
@@ -299,19 +347,23 @@ class _Engine:
         exp = np.full((t, self.n), np.nan)
         score = np.zeros((t, self.n))
         alarm = np.zeros((t, self.n), dtype=bool)
-        self.alarm_before = np.zeros(self.n, dtype=bool)
-        """Hours before this call that became alarmed (the previous hour, confirmed now)."""
+        self.alarm_before = np.zeros((self.p.window_hours - 1, self.n), dtype=bool)
+        """Hours before this call (row j = j + 1 hours before it) that became alarmed."""
         floor = 1.0 - self.p.alpha
         for i in range(t):
             if self.pos + 1 > self.cap:
                 self.compact()
             out = self.step(values[i], self._m_row())
             exp[i], score[i], alarm[i] = out["expected"], out["score"], out["alarm"]
-            if i > 0:
-                alarm[i - 1] |= out["alarm_prev"]
-                score[i - 1] = np.where(out["alarm_prev"], np.maximum(score[i - 1], floor), score[i - 1])
-            else:
-                self.alarm_before = out["alarm_prev"]
+            for j, marked in enumerate(out["alarm_back"]):
+                if not marked.any():
+                    continue
+                k = i - 1 - j
+                if k >= 0:
+                    alarm[k] |= marked
+                    score[k] = np.where(marked, np.maximum(score[k], floor), score[k])
+                else:
+                    self.alarm_before[-k - 1] |= marked
         return {"expected": exp, "score": score, "alarm": alarm}
 
 
@@ -348,10 +400,11 @@ class FlowDetector:
         eng = self._engine
         out = eng.run_block(np.array([[value]], dtype=float))
         exp = float(out["expected"][0, 0])
-        if eng.alarm_before[0] and self.results:  # this hour confirms the previous one
-            prev = self.results[-1]
-            self.results[-1] = HourResult(prev.timestamp, prev.actual, prev.expected,
-                                          max(prev.score, 1.0 - self.params.alpha), True, prev.warming_up)
+        for j, marked in enumerate(eng.alarm_before[:, 0]):  # earlier hours this one confirms
+            if marked and len(self.results) > j:
+                prev = self.results[-1 - j]
+                self.results[-1 - j] = HourResult(prev.timestamp, prev.actual, prev.expected,
+                                                  max(prev.score, 1.0 - self.params.alpha), True, prev.warming_up)
         warm = bool(eng.nres[0] < self.params.calibration_hours) or math.isnan(exp)
         res = HourResult(ts, float(value), exp, float(out["score"][0, 0]), bool(out["alarm"][0, 0]), warm)
         self.results.append(res)
