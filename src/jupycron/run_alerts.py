@@ -71,6 +71,7 @@ from .config import Settings
 from .discovery import ScanCache, scan
 from .exceptions import ConfigError
 from .history import History
+from .schedule import next_slot
 from .summary import SummaryRow, build_rows
 
 log = logging.getLogger(__name__)
@@ -124,12 +125,18 @@ def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime |
     """The unserved slot when ``row``'s notebook is late, else None.
 
     Late: the latest slot is due (not yet served by a scheduled run, see
-    :func:`jupycron.schedule.due_slot`) and ``now - slot > late_grace_s``. A running or
-    disabled notebook is never late; a new notebook is not late before its first slot.
+    :func:`jupycron.schedule.due_slot`) and the *first* slot missed since the last served
+    one passed more than ``late_grace_s`` ago — so an hourly notebook that missed four slots
+    is late at every minute of the hour, not only once the newest slot is old enough. A
+    running or disabled notebook is never late; a new notebook is not late before its first slot.
     """
     if not row.due_now or row.next_run is None or row.state in ("running", "disabled"):
         return None
-    return row.next_run if (now - row.next_run).total_seconds() > settings.late_grace_s else None
+    first_missed = row.next_run
+    served = row.history.last_scheduled_slot if row.history else None
+    if served is not None and row.notebook.spec is not None:
+        first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+    return first_missed if (now - first_missed).total_seconds() > settings.late_grace_s else None
 
 
 @dataclass(frozen=True)

@@ -180,8 +180,8 @@ def test_missing_channel_setting_is_recorded(site: Settings, hook, monkeypatch) 
 
 
 def test_late_then_on_time(site: Settings, hook) -> None:
-    eight = NOW.replace(hour=8, minute=0)
-    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", eight, RunStatus.SUCCESS)],
+    nine = NOW.replace(hour=9, minute=0)
+    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", nine, RunStatus.SUCCESS)],
                          "b_autorun.ipynb": [run("b_autorun.ipynb", NOW.replace(minute=0),
                                                  RunStatus.SUCCESS)]})
     # 10:05: the 10:00 slot is 5 min overdue, within late_grace_s (600 s)
@@ -200,6 +200,18 @@ def test_late_then_on_time(site: Settings, hook) -> None:
     sent = notify_changes(site, NOW + timedelta(minutes=6))
     assert [(d.kind, d.action) for d in sent] == [("late", "resolve")] * 2
     assert by_path(hook)["ntfy"][1].header("Title") == "jupycron: a_autorun.ipynb is on time again"
+
+
+def test_late_counts_from_the_first_missed_slot(site: Settings, hook) -> None:
+    """Served 08:00, missed 09:00: at 10:05 the 10:00 slot is within the grace period, but
+    the notebook has been late since 09:10."""
+    eight = NOW.replace(hour=8, minute=0)
+    write_history(site, {"a_autorun.ipynb": [run("a_autorun.ipynb", eight, RunStatus.SUCCESS)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", NOW.replace(minute=0),
+                                                 RunStatus.SUCCESS)]})
+    sent = notify_changes(site, NOW.replace(minute=5))
+    assert [(d.notebook, d.kind, d.action) for d in sent] == [("a_autorun.ipynb", "late", "fire")] * 2
+    assert "2024-05-01 09:00 UTC slot" in by_path(hook)["ntfy"][0].text()
 
 
 def test_removed_or_disabled_notebook_resolves(site: Settings, hook, jc) -> None:
