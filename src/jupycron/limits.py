@@ -35,6 +35,12 @@ Usage::
     cap.sample()                              # call now and then (rlimit/systemd peaks)
     peak, oom = cap.peak_mb(), cap.oom_killed()
     cap.close()                               # kills leftovers, removes the cgroup
+
+Pooled kernels (:mod:`jupycron.pool`) start under a cap at the configured maximum (named
+``pool-<owner pid>-<hex>``) and get the notebook's own cap when handed a notebook:
+:meth:`MemoryCap.set_limit` lowers the limit on the live process (cgroup files, ``prlimit``)
+and raises :class:`CapError` when the kernel already uses more than the new limit, and
+:meth:`MemoryCap.begin_run` forgets the warm-up's peak and OOM count, so a run reports its own.
 """
 
 from __future__ import annotations
@@ -61,6 +67,28 @@ METHODS = ("systemd-run", "cgroup-v2", "cgroup-v1", "rlimit")
 CGROUP_PREFIX = "jupycron-"
 SUPERVISOR_CGROUP = "jupycron-supervisor"  # cgroup v2: where we move ourselves ("no internal processes")
 MB = 1024 * 1024
+#: Name prefix (after ``jupycron-``) of a pooled kernel's cap: ``pool-<owner pid>-<hex>``.
+POOL_PREFIX = "pool-"
+
+
+class CapError(RuntimeError):
+    """A cap cannot be lowered to the requested limit (the process already uses more)."""
+
+
+def pool_cap_name(token: str) -> str:
+    """The cap name of a pooled kernel owned by this process (see :func:`sweep_stale_cgroups`)."""
+    return f"{POOL_PREFIX}{os.getpid()}-{token}"
+
+
+def _pool_owner_alive(name: str) -> bool:
+    """Whether the process owning the pool cap ``name`` (``pool-<pid>-...``) is alive."""
+    owner = name[len(POOL_PREFIX):].split("-", 1)[0]
+    if not owner.isdigit():
+        return False
+    try:
+        return psutil.Process(int(owner)).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @dataclass(frozen=True)
@@ -245,6 +273,44 @@ class MemoryCap(ABC):
         """Processes currently inside the cap (empty when the method cannot tell)."""
         return []
 
+    def usage_mb(self) -> float | None:
+        """Memory currently charged to the cap in MB (None when unknown)."""
+        if self.pid is None:
+            return None
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total / MB
+
+    def set_limit(self, limit_mb: int) -> None:
+        """Change the limit of an attached cap (a pooled kernel handed a notebook).
+
+        Raises :class:`CapError` when the capped processes already use more than
+        ``limit_mb`` (lowering the limit would OOM-kill or starve them at once) and
+        ``OSError`` when the OS refuses the change.
+        """
+        if limit_mb <= 0:
+            raise ValueError(f"memory cap must be positive, got {limit_mb} MB")
+        used = self.usage_mb()
+        if used is not None and used >= limit_mb:
+            raise CapError(f"{self.describe()}: {used:.0f} MB already in use, above {limit_mb} MB")
+        self._apply_limit(int(limit_mb))
+        self.limit_mb = int(limit_mb)
+
+    @abstractmethod
+    def _apply_limit(self, limit_mb: int) -> None:
+        """Write the new limit (see :meth:`set_limit`)."""
+
+    def begin_run(self) -> None:
+        """Start the run's accounting: forget the peak and OOM count of the warm-up."""
+        self._peak_bytes = 0
+
     def kill_all(self) -> None:
         """SIGKILL every process inside the cap, until none is left (bounded)."""
         deadline = time.monotonic() + 5
@@ -275,6 +341,7 @@ class _CgroupCap(MemoryCap):
         super().__init__(limit_mb, name)
         self.path = parent / f"{CGROUP_PREFIX}{name}"
         self._closed = False
+        self._oom_base = 0  # OOM kills before begin_run (a pooled kernel's warm-up)
         self.path.mkdir(exist_ok=False)
         try:
             self._configure()
@@ -288,6 +355,7 @@ class _CgroupCap(MemoryCap):
         cap = cls.__new__(cls)
         MemoryCap.__init__(cap, 1, path.name[len(CGROUP_PREFIX):])
         cap.path, cap._closed = path, False
+        cap._oom_base = 0
         return cap
 
     @abstractmethod
@@ -343,6 +411,40 @@ class CgroupV1Cap(_CgroupCap):
             with contextlib.suppress(OSError):
                 self._write("memory.memsw.limit_in_bytes", limit)
 
+    def usage_mb(self) -> float | None:
+        # usage_in_bytes counts page cache too; RSS + cache of the group is what the limit sees.
+        raw = _read(self.path / "memory.usage_in_bytes").strip()
+        return int(raw) / MB if raw.isdigit() else super().usage_mb()
+
+    def _apply_limit(self, limit_mb: int) -> None:
+        limit = str(limit_mb * MB)
+        memsw = self.path / "memory.memsw.limit_in_bytes"
+        # memsw >= limit must hold at every step: lower limit first, raise memsw first.
+        order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        if limit_mb > self.limit_mb:
+            order.reverse()
+        for file in order:
+            if file == "memory.memsw.limit_in_bytes" and not memsw.exists():
+                continue
+            try:
+                self._write(file, limit)
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:  # usage above the new limit and nothing to reclaim
+                    raise CapError(f"{self.describe()}: cannot lower to {limit_mb} MB: {exc}") from exc
+                if file == "memory.memsw.limit_in_bytes":
+                    continue  # swap accounting refused: the RAM limit alone still holds
+                raise
+
+    def begin_run(self) -> None:
+        super().begin_run()
+        with contextlib.suppress(OSError):
+            self._write("memory.max_usage_in_bytes", "0")  # resets the peak to current usage
+        self._oom_base = self._oom_count()
+
+    def _oom_count(self) -> int:
+        m = re.search(r"^oom_kill (\d+)", _read(self.path / "memory.oom_control"), re.M)
+        return int(m.group(1)) if m else 0
+
     def peak_mb(self) -> float | None:
         raw = _read(self.path / "memory.max_usage_in_bytes").strip()
         return int(raw) / MB if raw.isdigit() else None
@@ -351,7 +453,7 @@ class CgroupV1Cap(_CgroupCap):
         text = _read(self.path / "memory.oom_control")
         m = re.search(r"^oom_kill (\d+)", text, re.M)
         if m:
-            return int(m.group(1)) > 0
+            return int(m.group(1)) > self._oom_base
         # Kernels before 4.13 have no counter: the limit was hit and the kernel process died.
         failcnt = _read(self.path / "memory.failcnt").strip()
         return failcnt.isdigit() and int(failcnt) > 0 and self.pid is not None \
@@ -392,9 +494,26 @@ class CgroupV2Cap(_CgroupCap):
             with contextlib.suppress(OSError):
                 self._write("memory.oom.group", "1")
 
+    def usage_mb(self) -> float | None:
+        raw = _read(self.path / "memory.current").strip()
+        return int(raw) / MB if raw.isdigit() else super().usage_mb()
+
+    def _apply_limit(self, limit_mb: int) -> None:
+        # Writing memory.max below usage reclaims and then OOM-kills: set_limit checked first.
+        self._write("memory.max", str(limit_mb * MB))
+
+    def begin_run(self) -> None:
+        super().begin_run()
+        self._pooled = True  # memory.peak still holds the warm-up's peak: sample instead
+        self._oom_base = self._oom_count()
+
+    def _oom_count(self) -> int:
+        m = re.search(r"^oom_kill (\d+)", _read(self.path / "memory.events"), re.M)
+        return int(m.group(1)) if m else 0
+
     def peak_mb(self) -> float | None:
         raw = _read(self.path / "memory.peak").strip()
-        if raw.isdigit():
+        if raw.isdigit() and not getattr(self, "_pooled", False):
             return int(raw) / MB
         self.sample()
         return self._peak_bytes / MB if self._peak_bytes else None
@@ -405,8 +524,7 @@ class CgroupV2Cap(_CgroupCap):
             self._peak_bytes = max(self._peak_bytes, int(raw))
 
     def oom_killed(self) -> bool:
-        m = re.search(r"^oom_kill (\d+)", _read(self.path / "memory.events"), re.M)
-        return bool(m and int(m.group(1)) > 0)
+        return self._oom_count() > self._oom_base
 
     def kill_all(self) -> None:
         if (self.path / "cgroup.kill").exists():
@@ -456,10 +574,10 @@ class SystemdRunCap(MemoryCap):
         if raw.isdigit():
             self._peak_bytes = max(self._peak_bytes, int(raw))
         raw = _read(self._cg / "memory.peak").strip()
-        if raw.isdigit():
+        if raw.isdigit() and not getattr(self, "_pooled", False):
             self._peak_bytes = max(self._peak_bytes, int(raw))
         m = re.search(r"^oom_kill (\d+)", _read(self._cg / "memory.events"), re.M)
-        self._oom = self._oom or bool(m and int(m.group(1)) > 0)
+        self._oom = self._oom or bool(m and int(m.group(1)) > getattr(self, "_oom_base", 0))
 
     def peak_mb(self) -> float | None:
         self.sample()
@@ -468,6 +586,32 @@ class SystemdRunCap(MemoryCap):
     def oom_killed(self) -> bool:
         self.sample()
         return self._oom
+
+    def usage_mb(self) -> float | None:
+        if self._cg is not None and (raw := _read(self._cg / "memory.current").strip()).isdigit():
+            return int(raw) / MB
+        return super().usage_mb()
+
+    def _apply_limit(self, limit_mb: int) -> None:
+        if self._cg is not None and os.access(self._cg / "memory.max", os.W_OK):
+            (self._cg / "memory.max").write_text(str(limit_mb * MB))
+            return
+        import subprocess  # rare path: only when the scope's files are not ours to write
+
+        cmd = ["systemctl", *(["--user"] if self.user else []), "set-property", "--runtime",
+               self.unit, f"MemoryMax={limit_mb}M"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        if res.returncode != 0:
+            raise OSError(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
+
+    def begin_run(self) -> None:
+        # The scope's memory.peak holds the warm-up's peak: sample current usage from now on.
+        super().begin_run()
+        self._pooled = True
+        self._oom = False
+        m = re.search(r"^oom_kill (\d+)", _read(self._cg / "memory.events"), re.M) \
+            if self._cg is not None else None
+        self._oom_base = int(m.group(1)) if m else 0
 
     def pids(self) -> list[int]:
         if self._cg is None:
@@ -484,6 +628,27 @@ class RlimitCap(MemoryCap):
         limit = self.limit_mb * MB
         resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
         self.pid = pid
+
+    def set_limit(self, limit_mb: int) -> None:
+        # The rlimit bounds address space, so compare with the kernel's VMS, not its RSS.
+        if limit_mb <= 0:
+            raise ValueError(f"memory cap must be positive, got {limit_mb} MB")
+        if self.pid is not None:
+            with contextlib.suppress(psutil.Error):
+                vms = psutil.Process(self.pid).memory_info().vms / MB
+                if vms >= limit_mb:
+                    raise CapError(f"{self.describe()}: address space already {vms:.0f} MB, "
+                                   f"above {limit_mb} MB")
+        self._apply_limit(int(limit_mb))
+        self.limit_mb = int(limit_mb)
+
+    def _apply_limit(self, limit_mb: int) -> None:
+        if self.pid is None:
+            return
+        # Lowering a hard limit is always allowed; raising it needs CAP_SYS_RESOURCE, so the
+        # pool starts kernels at the maximum and only ever lowers.
+        limit = limit_mb * MB
+        resource.prlimit(self.pid, resource.RLIMIT_AS, (limit, limit))
 
     def sample(self) -> None:
         if self.pid is None:
@@ -529,8 +694,9 @@ def sweep_stale_cgroups(detected: Detected | None = None, keep: frozenset[str] =
     """Remove leftover ``jupycron-*`` run cgroups (their runner died with kill -9).
 
     Processes still inside are killed first. Names in ``keep`` (run ids of runs that are
-    live) and cgroups younger than ``min_age_s`` (a concurrent runner may be setting one up)
-    are left alone. Returns the removed directories.
+    live), cgroups younger than ``min_age_s`` (a concurrent runner may be setting one up)
+    and pooled kernels' caps (``jupycron-pool-<pid>-*``) while process ``pid`` lives (a
+    daemon's idle pool outlives any age limit) are left alone. Returns the removed directories.
     """
     d = detected or _detected()
     if d.parent is None or not d.parent.is_dir():
@@ -542,8 +708,8 @@ def sweep_stale_cgroups(detected: Detected | None = None, keep: frozenset[str] =
         if not name.startswith(CGROUP_PREFIX) or name == SUPERVISOR_CGROUP or not child.is_dir():
             continue
         run_id = name[len(CGROUP_PREFIX):]
-        if run_id in keep:
-            continue
+        if run_id in keep or (run_id.startswith(POOL_PREFIX) and _pool_owner_alive(run_id)):
+            continue  # a live run's cap, or a pooled kernel whose pool (process) is alive
         try:
             if now - child.stat().st_mtime < min_age_s:
                 continue

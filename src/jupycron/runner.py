@@ -26,8 +26,16 @@ inside the run's cgroup and (without a cgroup) every process carrying the marker
 The notebook file is only read, never written. Run ids are ``<UTC yyyymmddTHHMMSS>-<6 hex>``.
 
 Kernels are started and used in separate steps (:func:`start_kernel`, :func:`execute`,
-:func:`discard_kernel`) so a pool of kernels started ahead of need can later hand one to
-:func:`execute`; the memory cap is attached by pid, which works for an already running kernel.
+:func:`discard_kernel`). With a :class:`jupycron.pool.KernelPool` (``pool=``), the run takes
+a kernel started ahead of need instead of starting one: the pool has already applied the
+notebook's memory cap to it; the run sets ``JUPYCRON_RUN_ID`` / ``JUPYCRON_NOTEBOOK`` in the
+kernel's ``os.environ`` (so the notebook and its children see them) before the first cell,
+and discards the kernel afterwards like a fresh one: one kernel, one run.
+
+Critical path order: kill the kernel and read the cap's verdict, write the HTML, then reap
+the kernel and remove its cgroup, then record the outcome. ``run.extra["timing"]`` keeps
+where the time went (``kernel_s`` waiting for a ready kernel, ``cells_s`` the notebook's own
+cell time from nbclient's per-cell timestamps, ``export_s``, ``pooled``).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -47,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import nbformat
@@ -64,6 +73,9 @@ from .history import History
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import output_html, validate_rel
 
+if TYPE_CHECKING:
+    from .pool import KernelPool
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -75,6 +87,7 @@ __all__ = [
     "new_run_id",
     "run_notebook",
     "start_kernel",
+    "warm_exporters",
 ]
 
 #: Outputs kept per run (text and encoded data): beyond it, outputs are dropped and a note
@@ -133,6 +146,19 @@ class KernelHandle:
     run_id: str
     cap: limits.MemoryCap | None = None
     sockets: Path | None = None   # private folder of the connection file and ipc sockets
+    language_info: dict[str, Any] | None = None  # from the pool's warm-up kernel_info reply
+
+    def alive(self) -> bool:
+        """Whether the kernel process still runs (not exited, not a zombie, same process)."""
+        proc = getattr(self.km.provisioner, "process", None)
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            p = psutil.Process(self.pid)
+            return abs(p.create_time() - self.create_time) <= 0.01 \
+                and p.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        except psutil.Error:
+            return False
 
     def descendants(self) -> list[psutil.Process]:
         try:
@@ -331,30 +357,64 @@ def _note_error(cell: NotebookNode, ename: str, evalue: str) -> None:
             "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
 
 
+def _cell_seconds(cell: NotebookNode) -> float:
+    """A cell's own run time from nbclient's timestamps (execute_input to execute_reply)."""
+    timing = cell.get("metadata", {}).get("execution", {})
+    start = timing.get("iopub.execute_input") or timing.get("iopub.status.busy")
+    end = timing.get("shell.execute_reply")
+    if not start or not end:
+        return 0.0
+    try:
+        return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
 async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
-                  max_runtime_s: float, stop_event: threading.Event | None = None) -> None:
+                  max_runtime_s: float, stop_event: threading.Event | None = None,
+                  env: dict[str, str] | None = None) -> None:
     """Run every code cell of ``nb`` (in place) on a started kernel.
 
     Errors do not stop the notebook (allow_errors), except ``SystemExit``. A watchdog kills
     the kernel's tree when ``max_runtime_s`` passes or ``stop_event`` is set. Returns when
-    the notebook finished or the kernel is gone; the outcome is in ``state``.
+    the notebook finished or the kernel is gone; the outcome is in ``state`` (the sum of the
+    cells' own run times in ``state.extra["cells_s"]``). ``env`` is set in the kernel's
+    ``os.environ`` before the first cell (a pooled kernel learns its run id), silently:
+    no execution count, no history, no variable left behind.
     """
     client = _Client(nb, handle.km, state, allow_errors=True, timeout=None,
                      startup_timeout=KERNEL_START_TIMEOUT_S, kernel_name=handle.km.kernel_name,
-                     record_timing=False, coalesce_streams=False)
+                     record_timing=True, coalesce_streams=False)
     deadline = time.monotonic() + max_runtime_s
 
     async def cells() -> None:
-        await client.async_start_new_kernel_client()
-        assert client.kc is not None
-        reply = await client.async_wait_for_reply(await _maybe(client.kc.kernel_info()))
-        if reply is not None and "language_info" in reply["content"]:
-            nb.metadata["language_info"] = reply["content"]["language_info"]
+        t0 = time.monotonic()
+        if handle.language_info is not None:  # a pooled kernel: known to be up
+            client.kc = handle.km.client()
+            client.kc.start_channels()
+            client.kc.allow_stdin = False
+            await _connected(client.kc, KERNEL_START_TIMEOUT_S)
+            nb.metadata["language_info"] = handle.language_info
+        else:
+            await client.async_start_new_kernel_client()
+            assert client.kc is not None
+            reply = await client.async_wait_for_reply(await _maybe(client.kc.kernel_info()))
+            if reply is not None and "language_info" in reply["content"]:
+                nb.metadata["language_info"] = reply["content"]["language_info"]
+        if env:
+            code = f"__import__('os').environ.update({env!r})"
+            reply = await client.async_wait_for_reply(
+                await _maybe(client.kc.execute(code, silent=True, store_history=False)))
+            if reply is None or reply["content"].get("status") != "ok":
+                raise RuntimeError("could not set the run's environment in the pooled kernel")
+        state.extra["ready_s"] = time.monotonic() - t0
         for index, cell in enumerate(nb.cells):
             state.current_cell = index
             await client.async_execute_cell(cell, index,
                                             execution_count=client.code_cells_executed + 1)
             _merge_streams(cell)
+            state.extra["cells_s"] = state.extra.get("cells_s", 0.0) + _cell_seconds(cell)
+            cell.get("metadata", {}).pop("execution", None)  # not part of the page
             if state.exit_code is not None:
                 break
         state.current_cell = None
@@ -394,25 +454,77 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
                 client.kc.stop_channels()
 
 
+async def _connected(kc: Any, timeout: float) -> None:
+    """Wait until a new client's shell and IOPub channels both work, on a running kernel.
+
+    jupyter_client's ``wait_for_ready`` waits 0.2 s for an IOPub message after each
+    kernel_info reply; on a kernel that is already up the reply comes back in a millisecond,
+    before the IOPub subscription has joined, so those 0.2 s are lost on every run. Here
+    kernel_info is repeated with a short IOPub wait until a status message arrives.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                reply = await kc.shell_channel.get_msg(timeout=1)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            with contextlib.suppress(queue.Empty):
+                while True:  # this request's busy/idle status proves IOPub is subscribed
+                    msg = await kc.iopub_channel.get_msg(timeout=0.02)
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        return
+        if not await kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+
 async def _maybe(v: Any) -> Any:
     return await v if asyncio.iscoroutine(v) or isinstance(v, asyncio.Future) else v
 
 
 # --- HTML --------------------------------------------------------------------------------
 
-_local = threading.local()
+# Idle exporters: building one (templates, CSS, Pygments) costs more than a small export
+# (about a second on a busy 2-core machine), and one exporter must not serve two threads at
+# once, so each export borrows one and gives it back.
+_exporters: queue.SimpleQueue[HTMLExporter] = queue.SimpleQueue()
+_exporters_built = 0
+_exporters_lock = threading.Lock()
 
 
-def _exporter() -> HTMLExporter:
-    """One exporter per thread: building one (templates, CSS) costs more than a small export."""
-    exporter = getattr(_local, "exporter", None)
-    if exporter is None:
-        exporter = HTMLExporter(
-            template_name="lab", embed_images=True,
-            extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
-            template_file="jupycron.html.j2")
-        _local.exporter = exporter
+def _new_exporter() -> HTMLExporter:
+    global _exporters_built
+    exporter = HTMLExporter(
+        template_name="lab", embed_images=True,
+        extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="jupycron.html.j2")
+    # Render once: jinja compiles the templates on first use.
+    exporter.from_notebook_node(nbformat.v4.new_notebook(), resources={"metadata": {"name": "warm"}})
+    with _exporters_lock:
+        _exporters_built += 1
     return exporter
+
+
+@contextlib.contextmanager
+def _exporter() -> Any:
+    try:
+        exporter = _exporters.get_nowait()
+    except queue.Empty:
+        exporter = _new_exporter()
+    try:
+        yield exporter
+    finally:
+        _exporters.put(exporter)
+
+
+def warm_exporters(count: int) -> None:
+    """Build HTML exporters until ``count`` exist, so no run pays for building one (the
+    daemon calls it in the background at start-up, one per concurrent run)."""
+    while _exporters_built < count:
+        _exporters.put(_new_exporter())
 
 
 def export_html(nb: NotebookNode, dest: Path, title: str, folder: Path | None = None) -> None:
@@ -424,7 +536,8 @@ def export_html(nb: NotebookNode, dest: Path, title: str, folder: Path | None = 
     as data URIs.
     """
     meta = {"name": title, **({"path": str(folder)} if folder is not None else {})}
-    body, _ = _exporter().from_notebook_node(nb, resources={"metadata": meta})
+    with _exporter() as exporter:
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": meta})
     atomic_write_text(dest, body)
 
 
@@ -472,46 +585,75 @@ def _classify(state: ExecState, oom: bool, exit_code: int | None, limit_mb: int,
 
 async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, run: Run,
                      mem_mb: int, runtime_s: float, stop_event: threading.Event | None,
-                     on_kernel: Callable[[KernelHandle], None]) -> ExecState:
+                     handle: KernelHandle | None, on_kernel: Callable[[KernelHandle], None],
+                     finish: Callable[[ExecState], None]) -> ExecState:
+    """Start (or take ``handle``, a pooled kernel), execute, kill; then ``finish(state)``
+    (classification and HTML) before the kernel is reaped and its cap removed."""
     state = ExecState()
-    cap = limits.create_cap(mem_mb, run.run_id)
-    run.memory_limit = cap.method
-    try:
-        handle = await start_kernel(settings.kernel_name, settings.notebooks,
-                                    kernel_env(run.run_id, notebook.path), run.run_id, cap)
-    except Exception as exc:
-        log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
-                  settings.kernel_name, exc)
-        cap.close()
-        state.kernel_died = True
-        state.extra["start_error"] = f"cannot start kernel: {exc}"[:MAX_ERROR_VALUE]
-        return state
+    t0 = time.monotonic()
+    if handle is None:
+        cap = limits.create_cap(mem_mb, run.run_id)
+        try:
+            handle = await start_kernel(settings.kernel_name, settings.notebooks,
+                                        kernel_env(run.run_id, notebook.path), run.run_id, cap)
+        except Exception as exc:
+            log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
+                      settings.kernel_name, exc)
+            cap.close()
+            state.kernel_died = True
+            state.extra["start_error"] = f"cannot start kernel: {exc}"[:MAX_ERROR_VALUE]
+            finish(state)
+            return state
+        state.extra["start_s"] = time.monotonic() - t0
+        env = None
+    else:
+        env = {RUN_ID_ENV: run.run_id, "JUPYCRON_NOTEBOOK": notebook.path}
+    cap = handle.cap
+    if cap is not None:
+        run.memory_limit = cap.method
     try:
         on_kernel(handle)
-        await execute(handle, nb, state, max_runtime_s=runtime_s, stop_event=stop_event)
+        await execute(handle, nb, state, max_runtime_s=runtime_s, stop_event=stop_event, env=env)
     finally:
         # Read the verdict before the cgroup goes away; a kernel that died by itself keeps
         # its own exit code (the kill below only hits a live one).
-        cap.sample()
+        if cap is not None:
+            cap.sample()
         kill_kernel_tree(handle)
         state.extra["exit_code"] = handle.exit_code()
-        state.extra["peak_mb"] = cap.peak_mb()
-        state.extra["oom"] = cap.oom_killed()
-        await discard_kernel(handle)
+        state.extra["peak_mb"] = cap.peak_mb() if cap is not None else None
+        state.extra["oom"] = cap.oom_killed() if cap is not None else False
+        try:
+            finish(state)
+        finally:
+            await discard_kernel(handle)
     return state
+
+
+def _take_pooled(pool: KernelPool | None, mem_mb: int, wait: bool) -> KernelHandle | None:
+    if pool is None:
+        return None
+    try:
+        return pool.acquire(mem_mb, timeout=KERNEL_START_TIMEOUT_S if wait else 0.0)
+    except Exception:  # the pool must never fail a run: fall back to a fresh kernel
+        log.exception("kernel pool failed; starting a fresh kernel")
+        return None
 
 
 def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trigger.SCHEDULE,
                  slot: datetime | None = None, history: History | None = None, *,
                  stop_event: threading.Event | None = None, run_id: str | None = None,
-                 on_change: Callable[[Run], None] | None = None) -> Run:
+                 on_change: Callable[[Run], None] | None = None,
+                 pool: KernelPool | None = None) -> Run:
     """Run ``notebook`` once and return its finished :class:`Run` (also in the history).
 
     Blocks until the notebook finished or was killed (the run's own event loop runs in the
     calling thread, so call it from a worker thread to run several at once). ``on_change``
     is called after each history write (RUNNING, then the outcome) - the scheduler refreshes
-    summary.html there. Never raises for anything the notebook does; history I/O errors
-    (:class:`jupycron.exceptions.HistoryError`) propagate.
+    summary.html there. ``pool``: take a kernel started ahead of need (waiting for one the
+    pool is starting), or start a fresh one when the pool has none or refuses (its kernel
+    uses more memory than this notebook's cap). Never raises for anything the notebook does;
+    history I/O errors (:class:`jupycron.exceptions.HistoryError`) propagate.
 
     Example::
 
@@ -521,17 +663,12 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     validate_rel(notebook.path)
     history = history or History(settings.output_dir, keep=settings.history_runs)
     started = datetime.now(UTC)
+    t0 = time.monotonic()
     run = Run(notebook=notebook.path, run_id=run_id or new_run_id(started), started_at=started,
               trigger=trigger, slot=slot, pid=os.getpid(), host=socket.gethostname(),
               memory_limit=limits.detect_method())
     mem_mb, runtime_s = effective_limits(settings, notebook)
     run.extra.update({"max_mem_mb": mem_mb, "max_runtime_s": runtime_s})
-    history.record(run)
-    if on_change:
-        on_change(run)
-    t0 = time.monotonic()
-    log.info("run %s of %s started (cap %d MB via %s, max %g s)", run.run_id, notebook.path,
-             mem_mb, run.memory_limit, runtime_s)
 
     nb_path = settings.notebooks / notebook.path
     state = ExecState()
@@ -543,33 +680,98 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     except Exception as exc:  # a corrupt notebook fails its run, it does not crash the scheduler
         state.error_name, state.error_value = type(exc).__name__, str(exc)[:MAX_ERROR_VALUE]
 
+    def record(r: Run) -> None:
+        history.record(r)
+        if on_change:
+            on_change(r)
+
+    # A pooled kernel ready now: one history write (RUNNING with the kernel's ids) before
+    # the first cell. Otherwise RUNNING is recorded first, then the kernel is awaited/started.
+    handle = _take_pooled(pool, mem_mb, wait=False) if nb is not None else None
+    if handle is not None:
+        _note_kernel(run, handle)
+    try:
+        record(run)
+    except BaseException:
+        if handle is not None:
+            asyncio.run(discard_kernel(handle))
+        raise
+    waited = 0.0
+    if nb is not None and handle is None and pool is not None and pool.can_provide():
+        t = time.monotonic()
+        handle = _take_pooled(pool, mem_mb, wait=True)
+        waited = time.monotonic() - t
+    log.info("run %s of %s started (cap %d MB via %s, max %g s%s)", run.run_id, notebook.path,
+             mem_mb, run.memory_limit, runtime_s, ", pooled kernel" if handle else "")
+
+    def finish(st: ExecState) -> None:
+        _finish(settings, notebook, nb, run, st, mem_mb, runtime_s)
+
     if nb is not None:
         for cell in nb.cells:  # stale outputs of cells that will not run must not show
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
 
-        def on_kernel(handle: KernelHandle) -> None:
-            run.extra.update({"kernel_pid": handle.pid, "kernel_pgid": handle.pgid,
-                              "kernel_create_time": handle.create_time,
-                              "sockets": str(handle.sockets)})
-            if isinstance(handle.cap, limits._CgroupCap):
-                run.extra["cgroup"] = str(handle.cap.path)
-            history.record(run)
+        def on_kernel(h: KernelHandle) -> None:
+            if run.extra.get("kernel_pid") != h.pid:
+                _note_kernel(run, h)
+                history.record(run)
+
+        finished = False
+
+        def finish_once(st: ExecState) -> None:
+            nonlocal finished
+            finished = True
+            finish(st)
 
         try:
             state = asyncio.run(_run_async(settings, notebook, nb, run, mem_mb, runtime_s,
-                                           stop_event, on_kernel))
+                                           stop_event, handle, on_kernel, finish_once))
         except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
             log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
             state.kernel_died = True
             state.extra["start_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_VALUE]
+            if not finished:
+                finish(state)
+    else:
+        finish(state)
 
+    run.finished_at = datetime.now(UTC)
+    run.duration_s = round(time.monotonic() - t0, 3)
+    timing = run.extra.setdefault("timing", {})
+    timing.update({"pooled": handle is not None, "total_s": run.duration_s})
+    if waited:
+        timing["pool_wait_s"] = round(waited, 3)
+    history.record(run)
+    if on_change:
+        on_change(run)
+    log.info("run %s of %s: %s in %.1f s%s", run.run_id, notebook.path, run.status,
+             run.duration_s, f" ({run.error_name}: {run.error_value})" if run.error_name else "")
+    return run
+
+
+def _note_kernel(run: Run, handle: KernelHandle) -> None:
+    """Record the kernel's ids in the run (orphan reaping kills by them)."""
+    run.extra.update({"kernel_pid": handle.pid, "kernel_pgid": handle.pgid,
+                      "kernel_create_time": handle.create_time,
+                      "sockets": str(handle.sockets)})
+    if handle.run_id != run.run_id:
+        run.extra["kernel_marker"] = handle.run_id  # a pooled kernel's own JUPYCRON_RUN_ID
+    if handle.cap is not None:
+        run.memory_limit = handle.cap.method
+    if isinstance(handle.cap, limits._CgroupCap):
+        run.extra["cgroup"] = str(handle.cap.path)
+
+
+def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run: Run,
+            state: ExecState, mem_mb: int, runtime_s: float) -> None:
+    """Classify the outcome into ``run`` and write the HTML (the kernel is already dead)."""
     exit_code = state.extra.get("exit_code")
     if nb is None:
         status, ename, evalue = RunStatus.FAILED, state.error_name, state.error_value
     else:
-        status, ename, evalue = _classify(state, bool(state.extra.get("oom")), exit_code, mem_mb, runtime_s,
-                                          run.memory_limit or "")
+        status, ename, evalue = _classify(state, bool(state.extra.get("oom")), exit_code, mem_mb,
+                                          runtime_s, run.memory_limit or "")
     run.status, run.error_name, run.error_value = status, ename, evalue
     if status is RunStatus.FAILED or (status is RunStatus.OOM and state.error_cell is not None):
         run.error_cell = state.error_cell
@@ -582,25 +784,20 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         run.extra["output_truncated"] = True
     if exit_code is not None and status is not RunStatus.SUCCESS:
         run.extra["kernel_exit_code"] = exit_code
-
+    timing = {k: round(state.extra[k], 3) for k in ("start_s", "ready_s", "cells_s")
+              if k in state.extra}
     if nb is not None:
         if state.current_cell is not None and status is not RunStatus.SUCCESS \
                 and state.current_cell < len(nb.cells) and state.kernel_died:
             _note_error(nb.cells[state.current_cell], ename or "Error", evalue or "")
         dest = output_html(settings.output_dir, notebook.path)
+        t = time.monotonic()
         try:
-            export_html(nb, dest, Path(notebook.path).stem, nb_path.parent)
+            export_html(nb, dest, Path(notebook.path).stem, (settings.notebooks / notebook.path).parent)
             run.output = dest.relative_to(settings.output_dir).as_posix()
         except Exception as exc:
             log.error("run %s of %s: cannot write HTML %s: %s", run.run_id, notebook.path, dest, exc)
             run.extra["html_error"] = str(exc)[:MAX_ERROR_VALUE]
-
-    run.finished_at = datetime.now(UTC)
-    run.duration_s = round(time.monotonic() - t0, 3)
-    history.record(run)
-    if on_change:
-        on_change(run)
-    log.info("run %s of %s: %s in %.1f s%s", run.run_id, notebook.path, run.status,
-             run.duration_s, f" ({run.error_name}: {run.error_value})" if run.error_name else "")
-    return run
-
+        timing["export_s"] = round(time.monotonic() - t, 3)
+        run.extra["html_written_at"] = datetime.now(UTC).isoformat()
+    run.extra["timing"] = timing

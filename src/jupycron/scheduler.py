@@ -16,8 +16,18 @@ that slot is retried, at most :data:`INTERRUPTED_RETRIES` times. Failures are no
 Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, children and
 cgroup are killed, the row becomes ``interrupted``), marks vanished notebooks deleted and
 purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
-heartbeat ``<output>/.scheduler.json`` are rewritten after every change; run-state alerts
+heartbeat ``<output>/.scheduler.json`` are rewritten after every change, by a background
+thread that coalesces bursts of changes (a run never waits for the page; the last state is
+written before ``tick``/``run_now`` return and when the daemon stops); run-state alerts
 (:mod:`jupycron.run_alerts`, when present) are sent after each run, errors only logged.
+
+Kernel pool (``settings.pool_size``, :mod:`jupycron.pool`): the daemon keeps up to
+``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and
+builds its HTML exporters at start-up. The daemon rescans the notebooks folder
+:data:`PREPARE_S` before each slot, so at the slot it only reads the history and starts the
+due runs. A ``tick`` lives for one pass, so its pool only helps when more notebooks are due
+than the concurrency cap: it starts at most one kernel per due notebook, replacements
+starting while other runs execute. ``run_now`` uses no pool.
 """
 
 from __future__ import annotations
@@ -47,7 +57,8 @@ from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
 from .history import History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import lock_file, scheduler_state_file, validate_rel
-from .runner import atomic_write_text, kill_marked, run_notebook
+from .pool import KernelPool, pool_size, preimport_modules
+from .runner import atomic_write_text, kill_marked, run_notebook, warm_exporters
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,8 @@ __all__ = [
 INTERRUPTED_RETRIES = 3
 #: The daemon rescans the notebooks folder at least this often (seconds).
 RESCAN_S = 10.0
+#: The daemon rescans this many seconds before a slot, so the slot itself starts runs at once.
+PREPARE_S = 1.0
 _SLOT_POLL_S = 0.2
 
 
@@ -177,6 +190,8 @@ def _kill_orphan(run: Run) -> None:
             if abs(psutil.Process(pid).create_time() - float(ctime)) < 0.01:
                 os.killpg(int(pgid), signal.SIGKILL)
     kill_marked(run.run_id)
+    if extra.get("kernel_marker"):  # a pooled kernel carries its pool marker
+        kill_marked(str(extra["kernel_marker"]))
     if extra.get("cgroup"):
         cap = limits.cap_for_path(extra["cgroup"], run.memory_limit or "")
         if cap is not None:
@@ -238,6 +253,54 @@ class Scheduler:
         self.next_wake: datetime | None = None
         self._lock = threading.Lock()
         self.cap = settings.effective_concurrency
+        self.pool: KernelPool | None = None
+        self._dirty = threading.Event()
+        self._refresher: threading.Thread | None = None
+        self._closing = False
+
+    def start_pool(self, budget: int | None = None, size: int | None = None) -> None:
+        """Start a kernel pool per the settings (no-op when ``pool_size`` is 0). A bad
+        ``pool_preimport`` is logged and ignored (the pool runs without it)."""
+        size = pool_size(self.settings) if size is None else size
+        if size <= 0 or self.pool is not None:
+            return
+        try:
+            preimport = preimport_modules(self.settings)
+        except ValueError as exc:
+            log.error("%s; starting the pool without preimport", exc)
+            preimport = ()
+        self.pool = KernelPool(self.settings, size, preimport=preimport, budget=budget).start()
+        log.info("kernel pool: %d kernel(s)%s", size,
+                 f", preimporting {', '.join(preimport)}" if preimport else "")
+
+    def request_refresh(self) -> None:
+        """Ask the background thread to rewrite the heartbeat and summary soon (coalesced)."""
+        with self._lock:
+            if self._refresher is None and not self._closing:
+                self._refresher = threading.Thread(target=self._refresh_loop, daemon=True,
+                                                   name="jupycron-refresh")
+                self._refresher.start()
+        self._dirty.set()
+
+    def _refresh_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closing:
+                return
+            self._dirty.clear()
+            self.refresh()
+
+    def close(self) -> None:
+        """Stop the pool (killing idle kernels) and the refresher; write the final state."""
+        if self.pool is not None:
+            self.pool.close()
+        with self._lock:
+            self._closing = True
+            t, self._refresher = self._refresher, None
+        self._dirty.set()
+        if t is not None:
+            t.join(30)
+        self.refresh()
 
     # -- bookkeeping --
     def scan(self, now: datetime, cache: discovery.ScanCache | None = None) -> list[Notebook]:
@@ -266,6 +329,7 @@ class Scheduler:
                                  for r in self.running.values()],
                 "memory_limit": limits.describe_method(), "concurrency": self.cap,
                 "next_wake": self.next_wake.isoformat() if self.next_wake else None,
+                "pool": self.pool.stats() if self.pool is not None else None,
             }
             try:
                 atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1))
@@ -283,7 +347,7 @@ class Scheduler:
                 self.running[run.run_id] = run
             else:
                 self.running.pop(run.run_id, None)
-        self.refresh()
+        self.request_refresh()
 
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
@@ -305,7 +369,7 @@ class Scheduler:
                 return None
             with self._lock:
                 self.queue.add(rel)
-            self.refresh()
+            self.request_refresh()
             fd = acquire_slot(self.output, self.cap, self.stop_event)
             with self._lock:
                 self.queue.discard(rel)
@@ -314,7 +378,8 @@ class Scheduler:
                 return None
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,
-                                   stop_event=self.stop_event, on_change=self._changed)
+                                   stop_event=self.stop_event, on_change=self._changed,
+                                   pool=self.pool)
             finally:
                 release(fd)
         notify_alerts(self.settings)
@@ -355,8 +420,13 @@ def tick(settings: Settings, now: datetime | None = None,
     log.info("tick: %d notebook(s), %d due, memory caps via %s", len(notebooks), len(jobs),
              limits.describe_method())
     sched.refresh(now)
-    runs = sched.run_many(jobs)
-    sched.refresh()
+    if len(jobs) > sched.cap:
+        # Kernels for the runs after the first `cap` start while those run.
+        sched.start_pool(budget=len(jobs), size=min(pool_size(settings), len(jobs)))
+    try:
+        runs = sched.run_many(jobs)
+    finally:
+        sched.close()
     if not runs:
         notify_alerts(settings)  # late notebooks alert even when nothing ran
     return runs
@@ -366,44 +436,62 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
     """The daemon: run notebooks at their slots until ``stop_event`` is set.
 
     Sleeps until the next slot, a finished run or the next rescan (every :data:`RESCAN_S`
-    seconds, which is how added, edited and deleted notebooks are noticed). On stop, queued
-    runs are dropped and running kernels are killed (their runs recorded ``interrupted``);
-    returns once every run has been recorded.
+    seconds, which is how added, edited and deleted notebooks are noticed, and
+    :data:`PREPARE_S` before each slot). At a slot only the history is read before the due
+    runs are started. On stop, queued runs are dropped and running kernels are killed (their
+    runs recorded ``interrupted``), then the kernel pool's idle kernels; returns once every
+    run has been recorded.
     """
     sched = Scheduler(settings, "daemon", stop_event)
     cache = discovery.ScanCache()
     inflight: dict[str, Future[Run | None]] = {}
-    pool = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
+    workers = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
     next_scan = 0.0
     log.info("daemon: watching %s (output %s), up to %d at once, memory caps via %s",
              settings.notebooks, sched.output, sched.cap, limits.describe_method())
     try:
+        sched.start_pool()
+        threading.Thread(target=_warm_exporters, args=(sched.cap,), daemon=True,
+                         name="jupycron-warm").start()
         while not stop_event.is_set():
             now = datetime.now(UTC)
             done = [rel for rel, f in inflight.items() if f.done()]
             for rel in done:
                 if (exc := inflight.pop(rel).exception()) is not None:
                     log.error("run of %s failed inside jupycron: %r", rel, exc)
-            if done or time.monotonic() >= next_scan or \
-                    (sched.next_wake is not None and now >= sched.next_wake):
-                notebooks = sched.scan(now, cache)
-                for nb, slot in due_runs(notebooks, sched.history.load(), now):
-                    if nb.path not in inflight:
-                        inflight[nb.path] = pool.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
-                sched.next_wake = next_wake(notebooks, now)
+            scanned = time.monotonic() >= next_scan
+            if scanned:
+                sched.scan(now, cache)
                 next_scan = time.monotonic() + RESCAN_S
-                sched.refresh(now)
-            wait = max(0.05, min(1.0, next_scan - time.monotonic()))
+            at_slot = sched.next_wake is not None and now >= sched.next_wake
+            if scanned or done or at_slot:
+                for nb, slot in due_runs(sched.notebooks, sched.history.load(), now):
+                    if nb.path not in inflight:
+                        inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
+                sched.next_wake = next_wake(sched.notebooks, now)
+                sched.request_refresh()
+            if sched.next_wake is not None:  # rescan just before the next slot
+                to_slot = (sched.next_wake - now).total_seconds()
+                if to_slot > PREPARE_S:
+                    next_scan = min(next_scan, time.monotonic() + to_slot - PREPARE_S)
+            wait = max(0.01, min(1.0, next_scan - time.monotonic()))
             if sched.next_wake is not None:
-                wait = min(wait, max(0.05, (sched.next_wake - now).total_seconds()))
+                wait = min(wait, max(0.01, (sched.next_wake - datetime.now(UTC)).total_seconds()))
             stop_event.wait(wait)
     finally:
         stop_event.set()
         log.info("daemon: stopping (%d run(s) in flight)", len(sched.running))
-        pool.shutdown(wait=True, cancel_futures=True)
+        workers.shutdown(wait=True, cancel_futures=True)
         sched.mode = "stopped"
         sched.queue.clear()
-        sched.refresh()
+        sched.close()
+
+
+def _warm_exporters(count: int) -> None:
+    try:
+        warm_exporters(count)
+    except Exception:
+        log.exception("could not prepare the HTML exporters (runs build their own)")
 
 
 def resolve_notebook(settings: Settings, rel: str) -> Notebook:
@@ -433,7 +521,10 @@ def run_now(settings: Settings, rel: str, stop_event: threading.Event | None = N
     notebook = resolve_notebook(settings, rel)
     sched = Scheduler(settings, "run-now", stop_event)
     sched.notebooks = discovery.scan(settings.notebooks, sched.output)
-    run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
+    try:
+        run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
+    finally:
+        sched.close()
     if run is None:
         raise AlreadyRunning(f"{rel} was not started: the scheduler is stopping")
     return run
