@@ -5,7 +5,8 @@ Steps (each one the real command an operator would type):
   2. the embedded store under --dir/data: `ooniutils data init`, `ooniutils data generate`
      (90 days, injected incidents, ground truth JSON), plus the real samples in
      ../shared/data when they are there (`load-sql`, `load-test-lists`);
-  3. `jupycron run-now` for every shipped notebook, then `jupycron list`;
+  3. `jupycron run-now` for every autorun notebook, then `jupycron list`; the interactive
+     notebooks (no `autorun` in their name, never scheduled) with `jupyter nbconvert --execute`;
   4. prints where to look.
 
 Exit status is non-zero when any notebook did not succeed.
@@ -30,9 +31,9 @@ def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
-def run(args: list[str], env: dict[str, str], check: bool = True) -> int:
+def run(args: list[str], env: dict[str, str], check: bool = True, cwd: Path | None = None) -> int:
     print("$ " + " ".join(args), flush=True)
-    return subprocess.run(args, env=env, check=check).returncode
+    return subprocess.run(args, env=env, check=check, cwd=cwd).returncode
 
 
 def main() -> int:
@@ -85,19 +86,32 @@ def main() -> int:
     run(ooniutils + ["data", "info"], env)
     print(f"store ready in {time.monotonic() - t0:.1f}s")
 
-    step("Running every shipped notebook with jupycron")
+    step("Running every autorun notebook with jupycron")
     failed = []
-    for nb in shipped:
+    autorun = [nb for nb in shipped if "autorun" in nb.name]
+    for nb in autorun:
         code = run(jupycron + ["run-now", nb.name], env, check=False)
         if code != 0:
             failed.append(nb.name)
     run(jupycron + ["list"], env, check=False)
+
+    step("Executing the interactive notebooks (not scheduled) as an operator would")
+    interactive = demo / "interactive"
+    for nb in shipped:
+        if nb in autorun:
+            continue
+        code = run([str(bindir / "jupyter"), "nbconvert", "--execute", "--to", "html",
+                    "--output-dir", str(interactive), str(notebooks / nb.name)],
+                   {**env, "PWD": str(notebooks)}, check=False, cwd=notebooks)
+        if code != 0:
+            failed.append(nb.name)
 
     step("Where to look")
     truth = json.loads((demo / "ground_truth.json").read_text())
     incidents = truth.get("incidents", truth if isinstance(truth, list) else [])
     print(f"summary page      {output / 'summary.html'}")
     print(f"notebook outputs  {output}/*.html")
+    print(f"interactive ones  {interactive}/*.html")
     print(f"run history       {output / '.history.json'}")
     print(f"ground truth      {demo / 'ground_truth.json'} ({len(incidents)} injected incidents)")
     print(f"dashboard         {' '.join(jupycron)} serve --notebooks {notebooks}  "
@@ -105,7 +119,8 @@ def main() -> int:
     if failed:
         print(f"\n{len(failed)} notebook(s) did not succeed: {', '.join(failed)}")
         return 1
-    print(f"\nall {len(shipped)} notebooks succeeded")
+    print(f"\nall {len(shipped)} notebooks succeeded ({len(autorun)} autorun through jupycron, "
+          f"{len(shipped) - len(autorun)} interactive)")
     return 0
 
 
