@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -87,7 +88,7 @@ def run_notebook(name: str, env: dict[str, str], overrides: str | None = None) -
                 mimes |= set(data)
                 parts.append(data.get("text/plain", ""))
                 parts.append(data.get("text/markdown", ""))
-    return {"text": "\n".join(parts), "mimes": mimes}
+    return {"text": "\n".join(parts), "mimes": mimes, "nb": nb}
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +153,18 @@ def test_every_chart_is_static_svg(outputs):
         res = _ok(outputs, name)
         assert "image/svg+xml" in res["mimes"], name
         assert not {m for m in res["mimes"] if "vega" in m or "javascript" in m}, (name, res["mimes"])
+
+
+def test_exported_html_is_offline(outputs, tmp_path):
+    """jupycron's HTML of an executed flow notebook holds the charts as SVG and loads no
+    script from the network."""
+    from jupycron.runner import export_html
+
+    dest = tmp_path / "out.html"
+    export_html(_ok(outputs, FLOW)["nb"], dest, title=FLOW, folder=NOTEBOOKS)
+    html = dest.read_text()
+    assert "<svg" in html or "data:image/svg+xml" in html
+    assert not re.search(r"<script[^>]+src=[\"']?(https?:)?//", html)
 
 
 def test_hourly_notebook_finds_the_probe_type_drop(outputs, world):
