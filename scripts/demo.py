@@ -65,6 +65,10 @@ def main() -> int:
     for nb in shipped:
         shutil.copy2(nb, notebooks / nb.name)
     print(f"copied {len(shipped)} notebooks into {notebooks}")
+    (demo / "jupycron.toml").write_text(
+        f"# jupycron settings for the demo (see docs/CONFIGURATION.md)\n"
+        f"notebooks = {json.dumps(str(notebooks))}\n"
+        f"output = {json.dumps(str(output))}\n")
 
     step("Measurement store (embedded chDB over Parquet parts)")
     t0 = time.monotonic()
@@ -114,8 +118,9 @@ def main() -> int:
     print(f"interactive ones  {interactive}/*.html")
     print(f"run history       {output / '.history.json'}")
     print(f"ground truth      {demo / 'ground_truth.json'} ({len(incidents)} injected incidents)")
-    print(f"dashboard         {' '.join(jupycron)} serve --notebooks {notebooks}  "
-          "(then http://127.0.0.1:8080; set a user first with `jupycron passwd USER`)")
+    print(f"dashboard         {' '.join(jupycron)} --config {demo / 'jupycron.toml'} passwd admin")
+    print(f"                  {' '.join(jupycron)} --config {demo / 'jupycron.toml'} serve"
+          "   # http://127.0.0.1:8080")
     if failed:
         print(f"\n{len(failed)} notebook(s) did not succeed: {', '.join(failed)}")
         return 1
