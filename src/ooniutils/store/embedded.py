@@ -43,6 +43,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.binding import format_str
 
@@ -57,6 +58,8 @@ _GEN_RE = re.compile(r"^gen-(\d{6,})$")
 # ClickHouse error codes meaning "a file listed by the glob has gone": a compaction won.
 _MISSING_FILE_CODES = ("(FILE_DOESNT_EXIST)", "(CANNOT_OPEN_FILE)", "(CANNOT_STAT)", "(CANNOT_OPEN", "No such file")
 _QUERY_ATTEMPTS = 4
+_DICT_SAMPLE = (8, 512)
+"""Windows × rows sampled (evenly spaced windows) to decide if a column is worth a dictionary."""
 
 _lock = threading.RLock()
 _views_for: dict[int, Path] = {}  # pid → data folder the process-wide views point at
@@ -82,6 +85,31 @@ def _session() -> Any:
 
 def _error_text(exc: BaseException) -> str:
     return str(exc).strip()
+
+
+def parquet_options(arrow: pa.Table) -> dict[str, Any]:
+    """``pyarrow.parquet`` writer options for a part holding ``arrow``.
+
+    zstd (Arrow's default level, 1): a third of lz4's or snappy's size for about 15 % more
+    write CPU. Dictionary encoding only for the columns that profit: Arrow dictionary
+    columns (written as they are) and columns with at most one distinct value in four
+    over an evenly spaced sample. Trying a dictionary on unique values (ids, timestamps,
+    floats) costs hashing every value before Parquet falls back to plain encoding; that
+    was a third of the write time of generated fastpath rows. The files stay ordinary
+    Parquet either way, so parts written before or after read alike.
+    """
+    use_dictionary = []
+    for field in arrow.schema:
+        col = arrow.column(field.name)
+        if not pa.types.is_dictionary(field.type) and len(col) > 0:
+            windows, size = _DICT_SAMPLE
+            step = max(size, len(col) // windows)
+            sample = pa.chunked_array([c for off in range(0, len(col), step) for c in col.slice(off, size).chunks],
+                                      type=col.type)  # zero-copy slices
+            if pc.count_distinct(sample, mode="all").as_py() > max(1, len(sample) // 4):
+                continue
+        use_dictionary.append(field.name)
+    return {"compression": "zstd", "use_dictionary": use_dictionary}
 
 
 class EmbeddedStore(Store):
@@ -183,16 +211,17 @@ class EmbeddedStore(Store):
 
     def insert(self, table: str, df: pd.DataFrame) -> int:
         t = get_table(table)
-        arrow = P.to_arrow(t, df)
+        arrow = P.to_arrow(t, df, dictionary=True)  # categoricals stay dictionaries in Parquet
         return self.insert_arrow(t, arrow)
 
     def insert_arrow(self, table: Table, arrow: pa.Table) -> int:
-        """Write ``arrow`` (already coerced by :func:`params.to_arrow`) as one new part."""
+        """Write ``arrow`` (already coerced by :func:`params.to_arrow`, dictionary columns
+        allowed) as one new part (options from :func:`parquet_options`)."""
         if arrow.num_rows == 0:
             return 0
         tmp = self._new_part_path(table.name)
         try:
-            pq.write_table(arrow, tmp, compression="zstd")
+            pq.write_table(arrow, tmp, **parquet_options(arrow))
             with self._writer_lock(table.name):
                 os.rename(tmp, self.current_dir(table.name) / tmp.name)
         except OSError as exc:
@@ -212,10 +241,17 @@ class EmbeddedStore(Store):
             return
         tmp = self._new_part_path(table.name)
         try:
-            schema = P.to_arrow(table, pd.DataFrame()).schema
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            schema = P.to_arrow(table, pd.DataFrame()).schema  # dense: parts' dictionaries differ
+            writer = None
+            try:
                 for part in old:
-                    writer.write_table(pq.read_table(part, schema=schema))
+                    data = pq.read_table(part, schema=schema)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, schema, **parquet_options(data))
+                    writer.write_table(data)
+            finally:
+                if writer is not None:
+                    writer.close()
             tdir = self.table_dir(table.name)
             with self._writer_lock(table.name):
                 cur = self.current_dir(table.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def generate(store: Store, days: int = 90, rows: int | None = None, seed: int = 
     log.info("generating %d days ending %s: ~%d fastpath rows in %d chunks (seed %d)",
              days, plan.end.isoformat(), plan.rows, len(plan.chunks), seed)
     chunk = 0
-    for table, df in generate_frames(plan=plan):
-        written = store.insert(table, df)
+
+    def record(table: str, written: int) -> None:
+        nonlocal chunk
         truth.rows[table] = truth.rows.get(table, 0) + int(written)
         if table == "fastpath":
             done = plan.chunks[chunk][1]
@@ -71,6 +73,19 @@ def generate(store: Store, days: int = 90, rows: int | None = None, seed: int = 
             log.debug("chunk %d/%d: %d rows", chunk, len(plan.chunks), written)
             if progress is not None:
                 progress(done, total_hours)
+
+    # One insert in flight on a writer thread while the next frame is built: the Parquet
+    # (or HTTP) write releases the GIL, so on two cores it overlaps generation. At most two
+    # frames are alive at once, and frames are written in order.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate-insert") as writer:
+        pending: tuple[str, Future[int]] | None = None
+        for table, df in generate_frames(plan=plan):
+            if pending is not None:
+                record(pending[0], pending[1].result())
+            pending = (table, writer.submit(store.insert, table, df))
+            del df
+        if pending is not None:
+            record(pending[0], pending[1].result())
     log.info("generated %d fastpath rows in %.1f s", truth.rows.get("fastpath", 0), time.perf_counter() - t0)
     if truth_path is not None:
         truth.write(truth_path)
