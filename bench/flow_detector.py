@@ -168,7 +168,8 @@ def score(wide: dict[str, pd.DataFrame], truth, detector, warm_hours: int, min_m
             "missed": missed, "per_set": per_set}
 
 
-def speed(n_series: int = 1000, days: int = 90, repeat: int = 3) -> float:
+def speed(n_series: int = 1000, days: int = 90, repeat: int = 3) -> tuple[float, float]:
+    """Best wall-clock and best CPU seconds (CPU time is what counts on a shared machine)."""
     from ooniutils.analyses.flow import score_frame
 
     rng = np.random.default_rng(0)
@@ -176,12 +177,12 @@ def speed(n_series: int = 1000, days: int = 90, repeat: int = 3) -> float:
     t = np.arange(hours)
     base = (1 + 0.4 * np.sin(2 * np.pi * t / 24))[:, None] * rng.uniform(1, 2000, n_series)[None, :]
     frame = pd.DataFrame(rng.poisson(base).astype(float), index=pd.date_range("2024-01-01", periods=hours, freq="h"))
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         score_frame(frame)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    return best, best_cpu
 
 
 def main() -> None:
@@ -223,7 +224,8 @@ def main() -> None:
         fa, sm = sum(r["false_alarms"] for r in rs), sum(r["series_months"] for r in rs)
         print(f"TOTAL {name}: recall {found}/{inc} = {found / inc:.1%}, false alarms {fa} over {sm:.0f} "
               f"series-months = {fa / sm:.3f}/series-month")
-    print(f"speed: 1,000 hourly series x 90 days scored in {speed():.2f} s (best of 3)")
+    wall, cpu = speed()
+    print(f"speed: 1,000 hourly series x 90 days scored in {wall:.2f} s wall, {cpu:.2f} s CPU (best of 3)")
 
 
 if __name__ == "__main__":

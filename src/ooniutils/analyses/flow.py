@@ -270,8 +270,13 @@ class _Engine:
         calibrated = self.nres >= p.calibration_hours
         sigma = np.maximum(self.mad * 1.2533, 1e-3)
         ready = scorable & calibrated
-        pval = self._pvalue(v, e, ready, sigma)
+        resid = np.log((v + 1.0) / (e + 1.0))
+        pval = ndtr(resid / sigma)              # the series' own noise …
         low = ready & (ratio < p.threshold)
+        below = np.flatnonzero(low)             # … and Poisson, where it can matter (costly)
+        if below.size:
+            pval[below] = np.maximum(poisson_cdf(v[below], e[below]), pval[below])
+        pval[~ready] = 1.0
         single = low & (pval < p.alpha_single)
         # runs of w = 2 … window_hours hours ending now, first and last hour below the line
         nback = np.zeros(self.n, dtype=np.int64)
@@ -295,16 +300,18 @@ class _Engine:
             nback[cand], pwin[cand] = nb, pw_min
         alarm = single | (nback > 0)
         back = np.zeros((p.window_hours - 1, self.n), dtype=bool)
-        for j in range(len(self.h_v)):
-            back[j] = (nback > j) & ~self.h_alarm[j]
+        any_back = bool(nback.any())
+        if any_back:
+            for j in range(len(self.h_v)):
+                back[j] = (nback > j) & ~self.h_alarm[j]
         # score: confidence × size of the shortfall, with score >= 1 - alpha <=> alarm
         sf = np.clip((1.0 - ratio) / (1.0 - p.threshold), 0.0, 1.0)
         score = np.where(ready, (1.0 - np.minimum(pval, pwin)) * sf, 0.0)
         score = np.where(alarm, np.maximum(score, 1.0 - p.alpha), np.minimum(score, 1.0 - p.alpha - 1e-9))
-        self.run = np.where(alarm, self.run + 1 + back.sum(axis=0), 0)
+        self.run = np.where(alarm, self.run + 1 + (back.sum(axis=0) if any_back else 0), 0)
         # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
         learn = scorable & ~alarm
-        dev = np.abs(np.log((v + 1.0) / (e + 1.0)))
+        dev = np.abs(resid)
         dev = np.where(calibrated, np.minimum(dev, 4.0 * sigma), dev)
         w = np.where(calibrated, 1.0 / p.noise_hours, 1.0 / (self.nres + 1.0))
         self.mad = np.where(learn, self.mad + w * (dev - self.mad), self.mad)
@@ -312,7 +319,7 @@ class _Engine:
         # what the model remembers: the prediction for alarmed hours (until adapting);
         # previous hours alarmed now are rewritten too
         adapting = self.run > p.adapt_after_hours
-        for j in range(len(self.h_v)):
+        for j in range(len(self.h_v) if any_back else 0):
             fix = back[j] & ~adapting
             if fix.any() and self.pos - 1 - j >= 0:
                 row = self.pos - 1 - j
