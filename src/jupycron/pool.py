@@ -52,7 +52,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +107,27 @@ def min_available_mb(settings: Settings) -> int:
     return settings.max_mem_mb + RESERVE_MB
 
 
+def _rss_mb(pids: Sequence[int]) -> float:
+    """Resident memory of the given kernels and their children, in MB."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for p in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+    return total / MB
+
+
+class _PreimportFailed(RuntimeError):
+    """A ``pool_preimport`` module could not be imported in a warm-up."""
+
+
 @dataclass
 class _Idle:
     handle: KernelHandle
     ready_at: float  # time.monotonic()
+    refused: bool = False  # set when it was over a run's cap
 
 
 class KernelPool:
@@ -133,7 +150,6 @@ class KernelPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retry_at = 0.0
         self._failures = 0
-        self._idle_rss_mb = 0.0
         self.counts = collections.Counter[str]()
 
     # -- life cycle (any thread) --
@@ -159,7 +175,7 @@ class KernelPool:
         self._thread = threading.Thread(target=main, name="jupycron-pool", daemon=True)
         self._thread.start()
         ready.wait()
-        self._call(self._fill)
+        self._fill()
         return self
 
     def close(self, timeout: float = 30.0) -> None:
@@ -184,15 +200,15 @@ class KernelPool:
         self.close()
 
     # -- hand-out (run threads) --
-    def can_provide(self) -> bool:
-        """Whether waiting in :meth:`acquire` may yield a kernel (one is idle or starting)."""
-        with self._cond:
-            return not self._closed and bool(self._idle or self._starting)
-
-    def acquire(self, limit_mb: int, timeout: float = 0.0) -> KernelHandle | None:
+    def acquire(self, limit_mb: int, timeout: float = 0.0,
+                on_wait: Callable[[], None] | None = None) -> KernelHandle | None:
         """A ready kernel capped at ``limit_mb``, or None (closed, empty, or nothing became
         ready within ``timeout`` s while kernels were starting). The caller owns the kernel
-        and must discard it after its run. Dead and over-the-cap kernels are discarded."""
+        and must discard it after its run. Dead kernels are discarded and waited past; a
+        kernel over ``limit_mb`` is discarded and None returned at once (its replacement
+        would most likely not fit either: the caller should start a plain kernel).
+        ``on_wait`` is called (once, without the pool's lock) before waiting for a kernel
+        that is still starting."""
         deadline = time.monotonic() + timeout
         try:
             with self._cond:
@@ -202,13 +218,24 @@ class KernelPool:
                         handle = self._hand_out(item, limit_mb)
                         if handle is not None:
                             return handle
+                        if item.refused:
+                            return None
+                    self._fill()  # replacements for discarded kernels count as starting
                     remaining = deadline - time.monotonic()
                     if not self._starting or remaining <= 0:
                         return None
+                    if on_wait is not None:
+                        callback, on_wait = on_wait, None
+                        self._cond.release()
+                        try:
+                            callback()
+                        finally:
+                            self._cond.acquire()
+                        continue
                     self._cond.wait(remaining)
                 return None
         finally:
-            self._call(self._fill)
+            self._fill()
 
     def _hand_out(self, item: _Idle, limit_mb: int) -> KernelHandle | None:
         """Check and cap one idle kernel (under the lock); None when it was discarded."""
@@ -227,6 +254,7 @@ class KernelPool:
             except (limits.CapError, OSError) as exc:
                 log.info("pooled kernel %s not used for a %d MB run: %s", handle.pid, limit_mb, exc)
                 self.counts["refused"] += 1
+                item.refused = True
                 self._discard_later(handle)
                 return None
         self.counts["handed_out"] += 1
@@ -236,18 +264,13 @@ class KernelPool:
     def stats(self) -> dict[str, Any]:
         """For the heartbeat and `jupycron list`: sizes, idle memory, counters."""
         with self._cond:
-            return {"size": self.size, "idle": len(self._idle), "starting": self._starting,
-                    "idle_rss_mb": round(self._idle_rss_mb, 1),
-                    "preimport": list(self.preimport), **dict(self.counts)}
+            pids = [item.handle.pid for item in self._idle]
+            out = {"size": self.size, "idle": len(pids), "starting": self._starting,
+                   "idle_pids": pids, "preimport": list(self.preimport), **dict(self.counts)}
+        out["idle_rss_mb"] = round(_rss_mb(pids), 1)
+        return out
 
     # -- the pool's loop --
-    def _call(self, fn: Any) -> None:
-        loop = self._loop
-        if loop is None or self._closed:
-            return
-        with contextlib.suppress(RuntimeError):  # loop already closed
-            loop.call_soon_threadsafe(fn)
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -268,22 +291,29 @@ class KernelPool:
         return psutil.virtual_memory().available / MB >= need_mb
 
     def _fill(self) -> None:
-        """Start kernels until idle + starting reaches the size (loop thread)."""
+        """Start kernels until idle + starting reaches the size (any thread: the starts are
+        counted at once, so a waiting :meth:`acquire` knows a kernel is coming)."""
+        loop = self._loop
         with self._cond:
-            if self._closed or time.monotonic() < self._retry_at:
+            if loop is None or self._closed or time.monotonic() < self._retry_at:
                 return
             want = self.size - len(self._idle) - self._starting
             if self.budget is not None:
                 want = min(want, self.budget - self.counts["started"])
-            if want > 0 and not self._memory_ok(min_available_mb(self.settings)):
+            if want <= 0:
+                return
+            if not self._memory_ok(min_available_mb(self.settings)):
                 self.counts["skipped_low_memory"] += 1
                 log.debug("kernel pool: not starting kernels, less than %d MB free",
-                         min_available_mb(self.settings))
+                          min_available_mb(self.settings))
                 return
-            for _ in range(max(0, want)):
-                self._starting += 1
-                self.counts["started"] += 1
-                self._spawn(self._start_one())
+            try:
+                for _ in range(want):
+                    loop.call_soon_threadsafe(lambda: self._spawn(self._start_one()))
+                    self._starting += 1
+                    self.counts["started"] += 1
+            except RuntimeError:  # the loop is closed
+                return
 
     async def _start_one(self) -> None:
         handle: KernelHandle | None = None
@@ -291,6 +321,8 @@ class KernelPool:
         try:
             handle = await self._new_kernel()
             ok = True
+        except _PreimportFailed:
+            self.counts["start_failed"] += 1  # preimport is off now: start a plain one at once
         except Exception as exc:
             self._failures += 1
             delay = min(60.0, RETRY_S * 2 ** (self._failures - 1))
@@ -309,6 +341,7 @@ class KernelPool:
                 self._cond.notify_all()
         if handle is not None:  # closed meanwhile
             await discard_kernel(handle)
+        self._fill()
 
     async def _new_kernel(self) -> KernelHandle:
         """Start, wait until ready, preimport. Any failure discards the kernel and raises."""
@@ -344,7 +377,7 @@ class KernelPool:
                     log.error("kernel pool: pool_preimport %s failed (%s); preimport is off "
                               "from now on", ",".join(self.preimport), err)
                     self.preimport = ()
-                    raise RuntimeError(f"preimport failed: {err}")
+                    raise _PreimportFailed(err)
         finally:
             kc.stop_channels()
 
@@ -362,7 +395,6 @@ class KernelPool:
         now = time.monotonic()
         low = not self._memory_ok(self.settings.max_mem_mb)
         drop: list[KernelHandle] = []
-        rss = 0.0
         with self._cond:
             keep: collections.deque[_Idle] = collections.deque()
             for item in self._idle:
@@ -381,11 +413,6 @@ class KernelPool:
                             self.settings.max_mem_mb)
                 drop.append(keep.pop().handle)
             self._idle = keep
-            handles = [item.handle for item in keep]
-        for h in handles:
-            with contextlib.suppress(psutil.Error):
-                rss += psutil.Process(h.pid).memory_info().rss / MB
-        self._idle_rss_mb = rss
         for h in drop:
             self._spawn(discard_kernel(h))
         if not low:
@@ -401,4 +428,3 @@ class KernelPool:
             idle, self._idle = list(self._idle), collections.deque()
         await asyncio.gather(*(discard_kernel(item.handle) for item in idle),
                              return_exceptions=True)
-        self._idle_rss_mb = 0.0

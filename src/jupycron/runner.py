@@ -147,6 +147,7 @@ class KernelHandle:
     cap: limits.MemoryCap | None = None
     sockets: Path | None = None   # private folder of the connection file and ipc sockets
     language_info: dict[str, Any] | None = None  # from the pool's warm-up kernel_info reply
+    serving: str | None = None  # the run id a pooled kernel runs (its children carry it)
 
     def alive(self) -> bool:
         """Whether the kernel process still runs (not exited, not a zombie, same process)."""
@@ -237,19 +238,20 @@ def kill_kernel_tree(handle: KernelHandle) -> None:
     if handle.cap is not None:
         handle.cap.kill_all()
     if handle.cap is None or not isinstance(handle.cap, limits._CgroupCap):
-        kill_marked(handle.run_id)
+        kill_marked(handle.run_id, *([handle.serving] if handle.serving else []))
 
 
-def kill_marked(run_id: str) -> int:
-    """SIGKILL every process whose environment carries ``JUPYCRON_RUN_ID=run_id`` (children
-    that left the process group with setsid). Returns how many were killed."""
+def kill_marked(run_id: str, *more: str) -> int:
+    """SIGKILL every process whose environment carries ``JUPYCRON_RUN_ID=run_id`` (or one of
+    ``more``): children that left the process group with setsid. Returns how many were killed."""
     n = 0
     me = os.getpid()
+    ids = {run_id, *more}
     for p in psutil.process_iter(["pid"]):
         if p.pid == me:
             continue
         try:
-            if p.environ().get(RUN_ID_ENV) == run_id and p.status() != psutil.STATUS_ZOMBIE:
+            if p.environ().get(RUN_ID_ENV) in ids and p.status() != psutil.STATUS_ZOMBIE:
                 p.kill()
                 n += 1
         except psutil.Error:
@@ -608,6 +610,7 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
         env = None
     else:
         env = {RUN_ID_ENV: run.run_id, "JUPYCRON_NOTEBOOK": notebook.path}
+        handle.serving = run.run_id
     cap = handle.cap
     if cap is not None:
         run.memory_limit = cap.method
@@ -630,11 +633,9 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
     return state
 
 
-def _take_pooled(pool: KernelPool | None, mem_mb: int, wait: bool) -> KernelHandle | None:
-    if pool is None:
-        return None
+def _take_pooled(pool: KernelPool, mem_mb: int, on_wait: Callable[[], None]) -> KernelHandle | None:
     try:
-        return pool.acquire(mem_mb, timeout=KERNEL_START_TIMEOUT_S if wait else 0.0)
+        return pool.acquire(mem_mb, timeout=KERNEL_START_TIMEOUT_S, on_wait=on_wait)
     except Exception:  # the pool must never fail a run: fall back to a fresh kernel
         log.exception("kernel pool failed; starting a fresh kernel")
         return None
@@ -687,20 +688,25 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
 
     # A pooled kernel ready now: one history write (RUNNING with the kernel's ids) before
     # the first cell. Otherwise RUNNING is recorded first, then the kernel is awaited/started.
-    handle = _take_pooled(pool, mem_mb, wait=False) if nb is not None else None
+    recorded = False
+
+    def record_running() -> None:
+        nonlocal recorded
+        record(run)
+        recorded = True
+
+    t = time.monotonic()
+    handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
+    waited = time.monotonic() - t if recorded else 0.0
     if handle is not None:
         _note_kernel(run, handle)
     try:
-        record(run)
+        if handle is not None or not recorded:
+            record(run)
     except BaseException:
         if handle is not None:
             asyncio.run(discard_kernel(handle))
         raise
-    waited = 0.0
-    if nb is not None and handle is None and pool is not None and pool.can_provide():
-        t = time.monotonic()
-        handle = _take_pooled(pool, mem_mb, wait=True)
-        waited = time.monotonic() - t
     log.info("run %s of %s started (cap %d MB via %s, max %g s%s)", run.run_id, notebook.path,
              mem_mb, run.memory_limit, runtime_s, ", pooled kernel" if handle else "")
 

@@ -2,6 +2,9 @@
 
 Most notebooks run once, together, in a module fixture (like a tick would), and each test
 checks one outcome; runs that need a hand on them (stop, delete mid-run) run on their own.
+The batch runs twice: on fresh kernels and on kernels from a :class:`jupycron.pool.KernelPool`
+(started at the maximum cap, lowered to the notebook's at hand-out), so every outcome (oom,
+timeout, crashed, failed) holds with the pool on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from jupycron import discovery, limits, runner
 from jupycron.history import History
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import output_html
+from jupycron.pool import KernelPool
 
 WEIRD = "sub dir/we'ird \"q\"; $(touch pwned) `touch pwned2` ü_autorun.ipynb"
 BATCH = ["ok_autorun.ipynb", "raises_autorun.ipynb", "sysexit0_autorun.ipynb",
@@ -30,8 +34,8 @@ def _digest(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory, jc):
+@pytest.fixture(scope="module", params=["fresh", "pooled"])
+def batch(request, tmp_path_factory, jc):
     """Run every fixture notebook once, three at a time; map rel -> (Run, statuses seen)."""
     tmp = tmp_path_factory.mktemp("runner")
     settings = jc.make_settings(tmp)
@@ -42,18 +46,40 @@ def batch(tmp_path_factory, jc):
     history = History(settings.output_dir)
     seen: dict[str, list[tuple[RunStatus, int | None]]] = {rel: [] for rel in BATCH}
 
+    kernels = KernelPool(settings, 3).start() if request.param == "pooled" else None
+
     def one(rel: str) -> Run:
         nb = discovery.read_notebook(settings.notebooks / rel, rel)
         return runner.run_notebook(settings, nb, Trigger.SCHEDULE, None, history,
-                                   on_change=lambda r: seen[rel].append((r.status, r.pid)))
+                                   on_change=lambda r: seen[rel].append((r.status, r.pid)),
+                                   pool=kernels)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runner, "MAX_OUTPUT_BYTES", 256 * 1024)
         mp.chdir(tmp)
-        with ThreadPoolExecutor(3) as pool:
-            runs = dict(zip(BATCH, pool.map(one, BATCH), strict=True))
+        try:
+            with ThreadPoolExecutor(3) as threads:
+                runs = dict(zip(BATCH, threads.map(one, BATCH), strict=True))
+        finally:
+            if kernels is not None:
+                kernels.close()
     return {"settings": settings, "runs": runs, "seen": seen, "digests": digests,
-            "history": history.load(), "tmp": tmp}
+            "history": history.load(), "tmp": tmp, "pooled": request.param == "pooled"}
+
+
+def _no_leftovers(jc, run: Run, extra_pids=()) -> None:
+    """The shared check, plus the pooled kernel's own marker."""
+    jc.assert_no_leftovers(run, extra_pids=extra_pids)
+    if marker := run.extra.get("kernel_marker"):
+        jc.wait_until(lambda: not jc.marked_processes(marker), timeout=10,
+                      what=f"processes marked {marker} to be gone")
+
+
+@pytest.mark.integration
+def test_every_run_used_the_kind_of_kernel_asked_for(batch):
+    for rel, run in batch["runs"].items():
+        assert run.extra["timing"]["pooled"] is batch["pooled"], rel
+        assert bool(run.extra.get("kernel_marker")) is batch["pooled"], rel
 
 
 def _html(batch, rel: str) -> str:
@@ -73,7 +99,7 @@ def test_success_sees_autorun_and_cwd(batch, jc):
     assert run.peak_mem_mb and run.peak_mem_mb > 1
     assert run.duration_s and run.duration_s > 0
     assert run.output == "ok_autorun.html"
-    jc.assert_no_leftovers(run)
+    _no_leftovers(jc, run)
 
 
 @pytest.mark.integration
@@ -113,7 +139,7 @@ def test_failed_runs_every_cell_and_keeps_first_error(batch, jc):
     assert (run.error_name, run.error_value, run.error_cell) == ("ValueError", "boom from cell 2", 2)
     html = _html(batch, "raises_autorun.ipynb")
     assert "ran after the error" in html and "second error, not the first" in html
-    jc.assert_no_leftovers(run)
+    _no_leftovers(jc, run)
 
 
 @pytest.mark.integration
@@ -134,7 +160,7 @@ def test_os_exit_is_crashed(batch, jc):
     assert run.error_name == "KernelDied" and "code 3" in run.error_value
     assert run.error_cell == 2
     assert "about to die" in _html(batch, "exit3_autorun.ipynb")
-    jc.assert_no_leftovers(run)
+    _no_leftovers(jc, run)
 
 
 @pytest.mark.integration
@@ -144,7 +170,7 @@ def test_timeout_kills_kernel_and_grandchildren(batch, jc):
     assert run.error_name == "Timeout" and run.extra["max_runtime_s"] == 3
     pids = [int(p) for p in (batch["settings"].notebooks / "sleeps-pids.txt").read_text().split()]
     assert len(pids) == 2  # one in the kernel's group, one that left it with setsid
-    jc.assert_no_leftovers(run, extra_pids=pids)
+    _no_leftovers(jc, run, extra_pids=pids)
     assert not any(jc.alive(p) for p in pids)
     assert "Timeout: MaxRuntime of 3 s exceeded" in _html(batch, "sleeps_autorun.ipynb")
 
@@ -156,7 +182,7 @@ def test_memory_hog_is_oom(batch, jc):
     assert run.extra["max_mem_mb"] == 200
     if run.memory_limit in ("cgroup-v1", "cgroup-v2"):
         assert run.peak_mem_mb is not None and run.peak_mem_mb <= 201
-    jc.assert_no_leftovers(run)
+    _no_leftovers(jc, run)
 
 
 @pytest.mark.integration
