@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from jupycron import limits
@@ -132,3 +133,43 @@ def test_a_real_process_cannot_exceed_the_cap(method):
         cap.close()
     if isinstance(cap, limits._CgroupCap):
         assert not cap.path.exists()
+
+
+_HOLDER = ("import sys; sys.stdin.readline(); data = b'x' * (60 << 20); print('holding', flush=True); "
+           "sys.stdin.readline(); more = b'y' * (200 << 20); print('survived', flush=True)")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["detected", "rlimit"])
+def test_a_live_cap_is_lowered_or_refused(method):
+    """A pooled kernel's cap: started at the maximum (1000 MB), then lowered on the live
+    process. Lowering below what it holds is refused (CapError); lowering above it works,
+    restarts the accounting (peak, OOM count) and is enforced from then on."""
+    cap = limits.create_cap(1000, f"pool-test-{method}") if method == "detected" \
+        else limits.RlimitCap(1000, "pool-test-rlimit")
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        cap.attach(proc.pid)
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"holding\n"
+        with pytest.raises(limits.CapError, match="above 30 MB"):
+            cap.set_limit(30)
+        low = 150 if cap.method != "rlimit" else int(psutil.Process(proc.pid).memory_info().vms / limits.MB) + 100
+        cap.set_limit(low)
+        cap.begin_run()
+        assert cap.limit_mb == low and not cap.oom_killed()
+        if cap.method == "cgroup-v1":
+            assert int((cap.path / "memory.limit_in_bytes").read_text()) == low * limits.MB
+        out, err = proc.communicate(b"more\n", timeout=60)  # 200 MB more: over the new cap
+        assert b"survived" not in out
+        if cap.method in ("cgroup-v1", "cgroup-v2"):
+            assert proc.returncode == -9 and cap.oom_killed()
+        else:
+            assert b"MemoryError" in err
+    finally:
+        proc.kill()
+        proc.wait()
+        cap.close()
