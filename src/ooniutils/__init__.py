@@ -17,7 +17,8 @@ import importlib
 import os
 from typing import Any
 
-# public name -> module that defines it (relative to this package)
+# public name -> module that defines it (relative to this package), or "module:attribute"
+# when the public name differs from the one in the module
 _EXPORTS: dict[str, str] = {
     # queries and the store
     "click_query": ".clickhouse",
@@ -28,9 +29,16 @@ _EXPORTS: dict[str, str] = {
     "alertmanager_resolve_alert": ".alerts",
     "send_alert_through_ntfy": ".alerts",
     "send_slack_msg": ".alerts",
-    # charts
+    # charts and display
     "easy_msm_count_chart": ".charts",
-    # analyses
+    "flow_chart": ".charts",
+    "setup_notebook": ".display",
+    # analyses (pure functions live in ooniutils.analyses.*; these are the notebook-facing ones)
+    "FlowDetector": ".analyses.flow",
+    "FlowParams": ".analyses.flow",
+    "detect_flow_alarms": ".analyses.flow:detect",
+    "detect_decline": ".analyses.trend",
+    "release_report": ".datasets.releases",
     "find_duplicate_test_list_urls": ".testlists",
     "check_tls_certs": ".tls",
     # errors
@@ -65,7 +73,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'ooniutils' has no attribute {name!r}")
     _setup_display()
-    value = getattr(importlib.import_module(module, __name__), name)
+    module, _, attr = module.partition(":")
+    value = getattr(importlib.import_module(module, __name__), attr or name)
     globals()[name] = value
     return value
 
