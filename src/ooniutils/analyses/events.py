@@ -3,31 +3,31 @@
 A changepoint (a row of ``event_detector_changepoints``) is identified by
 :func:`changepoint_key` — network, domain, time, direction and block type — so the hourly
 notebook can tell the ones it already announced from new ones. What was announced is kept
-in a small JSON file (:class:`SentLog`): written atomically, and only *after* Slack accepted
-the message, so a failed send is retried on the next run and a successful one is never
-repeated. Keys older than ``keep_days`` are pruned so the file stays small.
+in a small JSON file (:class:`~ooniutils.alerts.sent_log.SentLog`, re-exported here): written
+atomically, and only *after* Slack accepted the message, so a failed send is retried on the
+next run and a successful one is never repeated. Keys older than ``keep_days`` are pruned so
+the file stays small. A changepoint is an event, not an episode: it is never "resolved".
 """
 
 from __future__ import annotations
 
 import html
-import json
 import logging
-import os
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pandas as pd
 
-from ..atomicfile import atomic_write_text
+from ..alerts.sent_log import STATE_ENV, SentLog, default_state_dir
 from ..exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ["ts", "probe_cc", "probe_asn", "domain"]
-STATE_ENV = "JUPYCRON_STATE_DIR"
+__all__ = ["REQUIRED", "STATE_ENV", "SentLog", "changepoint_key", "default_state_dir",
+           "direction_label", "explorer_url", "new_changepoints", "slack_message",
+           "summary_table", "table_html"]
 
 
 def _check(df: pd.DataFrame) -> None:
@@ -116,61 +116,3 @@ def slack_message(new: pd.DataFrame, max_lines: int = 20) -> str:
     if len(new) > max_lines:
         lines.append(f"… and {len(new) - max_lines} more (see the notebook output)")
     return "\n".join(lines)
-
-
-def default_state_dir() -> Path:
-    """``$JUPYCRON_STATE_DIR`` or ``~/.local/state/ooni-monitoring``."""
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(xdg) / "ooni-monitoring"
-
-
-class SentLog:
-    """Keys already announced, persisted as ``{"sent": {key: iso_time}}`` in a JSON file.
-
-    A missing file means nothing was sent; an unreadable one is moved aside
-    (``<name>.corrupt-<ts>``) and treated as empty — re-announcing beats crashing the
-    hourly job forever.
-    """
-
-    def __init__(self, path: str | Path, keep_days: int = 30) -> None:
-        self.path = Path(path)
-        self.keep = timedelta(days=keep_days)
-
-    def load(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.path.read_text())
-            sent = data["sent"]
-            if not isinstance(sent, dict):
-                raise TypeError("'sent' is not an object")
-            return {str(k): str(v) for k, v in sent.items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(datetime.now(UTC).timestamp())}")
-            log.warning("state file %s is unreadable (%s); moving it to %s", self.path, exc, aside)
-            try:
-                self.path.replace(aside)
-            except OSError:
-                pass
-            return {}
-
-    def record(self, keys: Iterable[str], now: datetime | None = None) -> None:
-        """Add ``keys`` (sent at ``now``), prune old entries, write atomically."""
-        now = now or datetime.now(UTC)
-        sent = self.load()
-        for k in keys:
-            sent[k] = now.isoformat()
-        cutoff = now - self.keep
-        sent = {k: v for k, v in sent.items() if _parse_iso(v, now) >= cutoff}
-        atomic_write_text(self.path, json.dumps({"sent": sent}, indent=1, sort_keys=True))
-
-
-def _parse_iso(text: str, default: datetime) -> datetime:
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        return default
-    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -1,0 +1,379 @@
+"""What an alarm notebook already announced, so each episode is announced once.
+
+Alarm notebooks run every hour and see the same incident on every run while it lasts.
+Alertmanager wants to hear about it on every run (same labels = same alert, ``endsAt``
+pushed forward), but people reading Slack or ntfy want one message when it starts, one when
+it changes and one when it is over. A :class:`SentLog` remembers, per episode key, when it
+was announced, in which state, whether it is still open, and the line that announced it
+(reused by the "recovered" message).
+
+The log is a small JSON file, by default ``<state dir>/<name>.json`` where the state dir is
+``$JUPYCRON_STATE_DIR`` or ``$XDG_STATE_HOME/ooni-monitoring`` (``~/.local/state/...``)::
+
+    {"version": 2,
+     "sent": {"IncomingMeasurementsDrop|ooniprobe-android":
+              {"first_sent": "2024-05-01T10:00:00+00:00", "last_sent": "...", "last_seen": "...",
+               "state": "", "note": "probe type ooniprobe-android: ...", "open": true,
+               "resolved": null}}}
+
+Rules (see :meth:`SentLog.plan`): an active key is announced when it has no open entry
+(first time, or a new episode after a resolved one), when its ``state`` differs from the
+announced one, or when ``repeat_after`` has passed since the last message. An open entry
+whose key is no longer active (and not ``unknown`` this run) is resolved, once it has been
+inactive for ``resolve_after``. Callers record a key only *after* the channel accepted the
+message, so a failed send is retried on the next run and a delivered one is never repeated.
+
+Every change is a read-modify-write under an exclusive ``fcntl`` lock on the state folder
+and replaces the file atomically (:mod:`ooniutils.atomicfile`), so two runs of one notebook
+(a scheduled run and a manual "run now") cannot lose each other's records. A file that
+cannot be read is moved aside (``<name>.corrupt-<unix time>``) and treated as empty:
+announcing again beats failing the hourly job forever. Entries whose last activity is older
+than ``keep_days`` are dropped on every write. The older format of the event notebook,
+``{"sent": {key: iso_time}}``, is read as open entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..atomicfile import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STATE_ENV = "JUPYCRON_STATE_DIR"
+FORMAT_VERSION = 2
+KEY_SEPARATOR = "|"
+
+
+def default_state_dir() -> Path:
+    """``$JUPYCRON_STATE_DIR``, else ``$XDG_STATE_HOME/ooni-monitoring`` (XDG default
+    ``~/.local/state``). Nothing is created here; writers create the folder when needed."""
+    env = os.environ.get(STATE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "ooni-monitoring"
+
+
+def state_path(name: str, state_dir: str | Path | None = None) -> Path:
+    """``<state_dir>/<name>.json`` (default state dir: :func:`default_state_dir`).
+
+    ``name`` is a file stem such as ``"autorun_tls_cert_expiry.slack"``; path separators
+    and a leading dot are refused (the log must stay inside the state folder).
+    """
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name \
+            or name.startswith("."):
+        raise ValueError(f"invalid sent-log name {name!r}: use a plain file stem like "
+                         "'autorun_tls_cert_expiry.slack'")
+    folder = Path(state_dir) if state_dir is not None else default_state_dir()
+    return folder / f"{name}.json"
+
+
+def episode_key(*parts: object) -> str:
+    """A stable key from the parts that identify an episode, joined with ``|``.
+
+    Datetimes (and pandas Timestamps) become ISO 8601 in UTC to the second, so the same
+    instant gives the same key whatever its type or time zone; naive ones are taken as UTC.
+    Empty parts, and parts containing ``|`` or a line break, are refused: they would make
+    two different episodes share a key.
+
+    >>> episode_key("IncomingMeasurementsDrop", "IR/ooniprobe-android")
+    'IncomingMeasurementsDrop|IR/ooniprobe-android'
+    """
+    if not parts:
+        raise ValueError("an episode key needs at least one part")
+    texts = []
+    for part in parts:
+        if isinstance(part, datetime):  # pandas.Timestamp is a datetime subclass
+            t = part if part.tzinfo else part.replace(tzinfo=UTC)
+            text = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            text = str(part)
+        if not text or KEY_SEPARATOR in text or "\n" in text or "\r" in text:
+            raise ValueError(f"episode key part {part!r} is empty or contains '|' or a line break")
+        texts.append(text)
+    return KEY_SEPARATOR.join(texts)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One announced key. Times are aware UTC datetimes.
+
+    ``first_sent``: first message of the current episode; ``last_sent``: latest message
+    (first, state change or reminder); ``last_seen``: latest run that saw the key active;
+    ``state``: the state last announced; ``note``: the line last announced (reused by the
+    resolved message); ``open``: announced and not resolved yet; ``resolved``: when the
+    resolution was delivered (``None`` while open).
+    """
+
+    first_sent: datetime
+    last_sent: datetime
+    last_seen: datetime
+    state: str = ""
+    note: str = ""
+    open: bool = True
+    resolved: datetime | None = None
+
+    @property
+    def last_activity(self) -> datetime:
+        """The latest of the entry's times (what pruning looks at)."""
+        return max(t for t in (self.last_sent, self.last_seen, self.resolved) if t is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name, value in data.items():
+            if isinstance(value, datetime):
+                data[name] = value.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, value: object) -> Entry:
+        """An entry from its JSON form, or from a bare ISO time (the version 1 format)."""
+        if isinstance(value, str):
+            t = _parse_time(value)
+            return cls(first_sent=t, last_sent=t, last_seen=t)
+        if not isinstance(value, dict):
+            raise TypeError(f"entry is a {type(value).__name__}, not an object")
+        last_sent = _parse_time(value["last_sent"])
+        resolved = value.get("resolved")
+        return cls(first_sent=_parse_time(value.get("first_sent") or value["last_sent"]),
+                   last_sent=last_sent,
+                   last_seen=_parse_time(value.get("last_seen") or value["last_sent"]),
+                   state=str(value.get("state") or ""), note=str(value.get("note") or ""),
+                   open=bool(value.get("open", True)),
+                   resolved=_parse_time(resolved) if resolved else None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run should do (see :meth:`SentLog.plan`); each list is sorted.
+
+    ``announce``: active keys to send now (new, state changed, or reminder due);
+    ``ongoing``: active keys already announced (nothing to send);
+    ``resolved``: open keys no longer active (send "recovered", then :meth:`record_resolved`);
+    ``waiting``: open keys inactive for less than ``resolve_after`` (nothing yet).
+    """
+
+    announce: list[str]
+    ongoing: list[str]
+    resolved: list[str]
+    waiting: list[str]
+
+
+class SentLog:
+    """The keyed log of sent messages in the JSON file ``path`` (see the module doc).
+
+    ``keep_days``: entries whose last activity is older are pruned on each write.
+
+    Example (one run of an hourly alarm)::
+
+        log = SentLog(state_path("my_alarm.slack"))
+        plan = log.plan({"helper-3": ""}, now)
+        if plan.announce:
+            send_slack_msg("Helper failing", "...")
+            log.record(plan.announce, now, notes={"helper-3": "helper-3 fails"})
+        if plan.resolved:
+            send_slack_msg("Recovered", "...")
+            log.record_resolved(plan.resolved, now)
+        log.touch(plan.ongoing, now)
+    """
+
+    def __init__(self, path: str | Path, keep_days: float = 30) -> None:
+        if not keep_days > 0:
+            raise ValueError(f"keep_days must be > 0, got {keep_days!r}")
+        self.path = Path(path)
+        self.keep = timedelta(days=keep_days)
+
+    # reading
+
+    def entries(self) -> dict[str, Entry]:
+        """Every entry by key; ``{}`` when the file is missing or unreadable (moved aside)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            return self._corrupt(exc)
+        try:
+            data = json.loads(text)
+            sent = data["sent"]
+            if not isinstance(sent, dict):
+                raise TypeError("'sent' is not an object")
+            return {str(k): Entry.from_json(v) for k, v in sent.items()}
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._corrupt(exc)
+
+    def load(self) -> dict[str, str]:
+        """``{key: last sent time (ISO)}`` of every entry, open or resolved."""
+        return {k: e.last_sent.isoformat() for k, e in self.entries().items()}
+
+    def should_send(self, key: str, now: datetime | None = None, *, state: str = "",
+                    repeat_after: timedelta | None = None) -> bool:
+        """Whether an active ``key`` in ``state`` must be announced at ``now``: no open entry,
+        another state announced, or ``repeat_after`` elapsed since the last message."""
+        return _should_send(self.entries().get(key), _now(now), state, repeat_after)
+
+    def plan(self, active: Mapping[str, str] | Iterable[str], now: datetime | None = None, *,
+             repeat_after: timedelta | None = None, resolve_after: timedelta | None = None,
+             unknown: Iterable[str] = ()) -> Plan:
+        """Split this run's keys into announce / ongoing / resolved / waiting (no write).
+
+        ``active``: the keys alarming now, as ``{key: state}`` or an iterable (state ``""``).
+        ``unknown``: keys whose status could not be determined this run (a host that did not
+        answer): neither announced nor resolved. ``resolve_after``: an open key is resolved
+        only once it has not been seen active for that long (hysteresis against flapping;
+        ``None`` resolves on the first run without it).
+        """
+        now = _now(now)
+        states = dict(active) if isinstance(active, Mapping) else dict.fromkeys(active, "")
+        skip = set(unknown)
+        entries = self.entries()
+        announce, ongoing, resolved, waiting = [], [], [], []
+        for key, state in states.items():
+            if _should_send(entries.get(key), now, str(state or ""), repeat_after):
+                announce.append(key)
+            else:
+                ongoing.append(key)
+        for key, entry in entries.items():
+            if not entry.open or key in states or key in skip:
+                continue
+            if resolve_after is not None and now - entry.last_seen < resolve_after:
+                waiting.append(key)
+            else:
+                resolved.append(key)
+        return Plan(sorted(announce), sorted(ongoing), sorted(resolved), sorted(waiting))
+
+    # writing (each a locked read-modify-write, then an atomic replace)
+
+    def record(self, keys: Iterable[str], now: datetime | None = None, *,
+               states: Mapping[str, str] | None = None,
+               notes: Mapping[str, str] | None = None) -> None:
+        """Record that ``keys`` were announced at ``now`` (call after the send succeeded).
+
+        A key without an open entry starts a new episode (``first_sent`` = now); an open
+        one keeps its ``first_sent``. ``states``/``notes`` give each key's announced state
+        and line (default ``""``).
+        """
+        now = _now(now)
+        keys = list(keys)
+        states, notes = states or {}, notes or {}
+
+        def change(entries: dict[str, Entry]) -> None:
+            for key in keys:
+                old = entries.get(key)
+                first = old.first_sent if old is not None and old.open else now
+                entries[key] = Entry(first_sent=first, last_sent=now, last_seen=now,
+                                     state=str(states.get(key, "")), note=str(notes.get(key, "")))
+
+        self._update(change, now)
+
+    def record_resolved(self, keys: Iterable[str], now: datetime | None = None) -> None:
+        """Mark the open entries of ``keys`` resolved at ``now`` (after the message went out).
+        Unknown or already resolved keys are ignored."""
+        now = _now(now)
+        keys = list(keys)
+
+        def change(entries: dict[str, Entry]) -> None:
+            for key in keys:
+                old = entries.get(key)
+                if old is not None and old.open:
+                    entries[key] = replace(old, open=False, resolved=now)
+
+        self._update(change, now)
+
+    def touch(self, keys: Iterable[str], now: datetime | None = None) -> None:
+        """Note that the open entries of ``keys`` were seen active at ``now`` (no message
+        sent): the clock of ``resolve_after`` restarts. No write when nothing changes."""
+        now = _now(now)
+        keys = set(keys)
+        if not keys:
+            return
+
+        def change(entries: dict[str, Entry]) -> None:
+            for key in keys:
+                old = entries.get(key)
+                if old is not None and old.open:
+                    entries[key] = replace(old, last_seen=max(old.last_seen, now))
+
+        self._update(change, now)
+
+    def prune(self, now: datetime | None = None) -> list[str]:
+        """Drop entries whose last activity is older than ``keep_days``; returns their keys."""
+        now = _now(now)
+        dropped: list[str] = []
+        self._update(lambda entries: None, now, dropped=dropped)
+        return dropped
+
+    # internals
+
+    def _update(self, change: Callable[[dict[str, Entry]], None], now: datetime,
+                dropped: list[str] | None = None) -> None:
+        with self._locked():
+            entries = self.entries()
+            before = {k: e.to_json() for k, e in entries.items()}
+            change(entries)
+            cutoff = now - self.keep
+            old = [k for k, e in entries.items() if e.last_activity < cutoff]
+            for key in old:
+                del entries[key]
+            if dropped is not None:
+                dropped.extend(sorted(old))
+            after = {k: e.to_json() for k, e in entries.items()}
+            if after == before and self.path.exists():
+                return
+            data = {"version": FORMAT_VERSION, "sent": dict(sorted(after.items()))}
+            atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # The file itself is replaced on every write, so its inode cannot carry the lock;
+        # the folder's can, and leaves no lock file behind. Writes take milliseconds, so
+        # serialising every log of the folder costs nothing.
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
+
+    def _corrupt(self, exc: BaseException) -> dict[str, Entry]:
+        stamp = int(datetime.now(UTC).timestamp())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        log.warning("sent log %s is unreadable (%s); moving it to %s and starting empty",
+                    self.path, exc, aside)
+        with contextlib.suppress(OSError):
+            self.path.replace(aside)
+        return {}
+
+
+def _should_send(entry: Entry | None, now: datetime, state: str,
+                 repeat_after: timedelta | None) -> bool:
+    if entry is None or not entry.open or entry.state != state:
+        return True
+    return repeat_after is not None and now - entry.last_sent >= repeat_after
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if not isinstance(now, datetime) or now.tzinfo is None:
+        raise ValueError(f"now must be a timezone-aware datetime, got {now!r}")
+    return now.astimezone(UTC)
+
+
+def _parse_time(text: object) -> datetime:
+    if not isinstance(text, str):
+        raise TypeError(f"time {text!r} is not a string")
+    t = datetime.fromisoformat(text)  # ValueError on garbage: the file is corrupt
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
