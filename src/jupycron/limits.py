@@ -311,13 +311,16 @@ class MemoryCap(ABC):
         """Start the run's accounting: forget the peak and OOM count of the warm-up."""
         self._peak_bytes = 0
 
-    def kill_all(self) -> None:
-        """SIGKILL every process inside the cap, until none is left (bounded)."""
+    def kill_all(self, wait: bool = True) -> None:
+        """SIGKILL every process inside the cap, until none is left (bounded); one pass
+        only with ``wait=False``."""
         deadline = time.monotonic() + 5
         while (pids := self.pids()) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            if not wait:
+                return
             time.sleep(0.02)
 
     def close(self) -> None:
@@ -526,11 +529,11 @@ class CgroupV2Cap(_CgroupCap):
     def oom_killed(self) -> bool:
         return self._oom_count() > self._oom_base
 
-    def kill_all(self) -> None:
+    def kill_all(self, wait: bool = True) -> None:
         if (self.path / "cgroup.kill").exists():
             with contextlib.suppress(OSError):
                 self._write("cgroup.kill", "1")
-        super().kill_all()
+        super().kill_all(wait)
 
 
 class SystemdRunCap(MemoryCap):

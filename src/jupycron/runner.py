@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -227,8 +228,11 @@ async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id:
     return handle
 
 
-def kill_kernel_tree(handle: KernelHandle) -> None:
-    """SIGKILL the kernel, its process group, its descendants and everything in its cap."""
+def kill_kernel_tree(handle: KernelHandle, wait: bool = True) -> None:
+    """SIGKILL the kernel, its process group, its descendants and everything in its cap.
+
+    ``wait=False`` sends the signals once without waiting for the cap to empty (the run's
+    critical path; :func:`discard_kernel` then waits)."""
     procs = handle.descendants()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(handle.pgid, signal.SIGKILL)
@@ -236,7 +240,7 @@ def kill_kernel_tree(handle: KernelHandle) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     if handle.cap is not None:
-        handle.cap.kill_all()
+        handle.cap.kill_all(wait=wait)
     if handle.cap is None or not isinstance(handle.cap, limits._CgroupCap):
         kill_marked(handle.run_id, *([handle.serving] if handle.serving else []))
 
@@ -374,7 +378,8 @@ def _cell_seconds(cell: NotebookNode) -> float:
 
 async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
                   max_runtime_s: float, stop_event: threading.Event | None = None,
-                  env: dict[str, str] | None = None) -> None:
+                  env: dict[str, str] | None = None,
+                  before_cells: Callable[[], None] | None = None) -> None:
     """Run every code cell of ``nb`` (in place) on a started kernel.
 
     Errors do not stop the notebook (allow_errors), except ``SystemExit``. A watchdog kills
@@ -382,7 +387,9 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
     the notebook finished or the kernel is gone; the outcome is in ``state`` (the sum of the
     cells' own run times in ``state.extra["cells_s"]``). ``env`` is set in the kernel's
     ``os.environ`` before the first cell (a pooled kernel learns its run id), silently:
-    no execution count, no history, no variable left behind.
+    no execution count, no history, no variable left behind. ``before_cells`` (blocking,
+    e.g. the RUNNING history row) runs in a worker thread while the client connects, and
+    has finished before the first cell starts.
     """
     client = _Client(nb, handle.km, state, allow_errors=True, timeout=None,
                      startup_timeout=KERNEL_START_TIMEOUT_S, kernel_name=handle.km.kernel_name,
@@ -393,13 +400,22 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         t0 = time.monotonic()
         if handle.language_info is not None:  # a pooled kernel: known to be up
             client.kc = handle.km.client()
-            client.kc.start_channels()
+            # No heartbeat thread, stdin or control socket: liveness comes from the manager
+            # (the process), stdin is off; fewer sockets to set up on the critical path.
+            client.kc.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
             client.kc.allow_stdin = False
-            await _connected(client.kc, KERNEL_START_TIMEOUT_S)
+            first = asyncio.ensure_future(asyncio.to_thread(before_cells)) if before_cells else None
+            try:
+                await _connected(client.kc, KERNEL_START_TIMEOUT_S)
+            finally:
+                if first is not None:  # always finished before anything else is recorded
+                    await asyncio.shield(first)
             nb.metadata["language_info"] = handle.language_info
         else:
             await client.async_start_new_kernel_client()
             assert client.kc is not None
+            if before_cells is not None:
+                before_cells()
             reply = await client.async_wait_for_reply(await _maybe(client.kc.kernel_info()))
             if reply is not None and "language_info" in reply["content"]:
                 nb.metadata["language_info"] = reply["content"]["language_info"]
@@ -588,7 +604,8 @@ def _classify(state: ExecState, oom: bool, exit_code: int | None, limit_mb: int,
 async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, run: Run,
                      mem_mb: int, runtime_s: float, stop_event: threading.Event | None,
                      handle: KernelHandle | None, on_kernel: Callable[[KernelHandle], None],
-                     finish: Callable[[ExecState], None]) -> ExecState:
+                     finish: Callable[[ExecState], None],
+                     before_cells: Callable[[], None] | None = None) -> ExecState:
     """Start (or take ``handle``, a pooled kernel), execute, kill; then ``finish(state)``
     (classification and HTML) before the kernel is reaped and its cap removed."""
     state = ExecState()
@@ -616,13 +633,14 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
         run.memory_limit = cap.method
     try:
         on_kernel(handle)
-        await execute(handle, nb, state, max_runtime_s=runtime_s, stop_event=stop_event, env=env)
+        await execute(handle, nb, state, max_runtime_s=runtime_s, stop_event=stop_event, env=env,
+                      before_cells=before_cells)
     finally:
         # Read the verdict before the cgroup goes away; a kernel that died by itself keeps
         # its own exit code (the kill below only hits a live one).
         if cap is not None:
             cap.sample()
-        kill_kernel_tree(handle)
+        kill_kernel_tree(handle, wait=False)
         state.extra["exit_code"] = handle.exit_code()
         state.extra["peak_mb"] = cap.peak_mb() if cap is not None else None
         state.extra["oom"] = cap.oom_killed() if cap is not None else False
@@ -698,15 +716,13 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     t = time.monotonic()
     handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
     waited = time.monotonic() - t if recorded else 0.0
+    # The RUNNING row (with a pooled kernel's ids) is written while the client connects.
+    first_record: Callable[[], None] | None = None
     if handle is not None:
         _note_kernel(run, handle)
-    try:
-        if handle is not None or not recorded:
-            record(run)
-    except BaseException:
-        if handle is not None:
-            asyncio.run(discard_kernel(handle))
-        raise
+        first_record = functools.partial(record, run)
+    elif not recorded:
+        record(run)
     log.info("run %s of %s started (cap %d MB via %s, max %g s%s)", run.run_id, notebook.path,
              mem_mb, run.memory_limit, runtime_s, ", pooled kernel" if handle else "")
 
@@ -732,7 +748,8 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
 
         try:
             state = asyncio.run(_run_async(settings, notebook, nb, run, mem_mb, runtime_s,
-                                           stop_event, handle, on_kernel, finish_once))
+                                           stop_event, handle, on_kernel, finish_once,
+                                           first_record))
         except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
             log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
             state.kernel_died = True

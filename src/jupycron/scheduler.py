@@ -75,6 +75,10 @@ __all__ = [
 INTERRUPTED_RETRIES = 3
 #: The daemon rescans the notebooks folder at least this often (seconds).
 RESCAN_S = 10.0
+#: The background refresh waits this long after a change, so a short run's RUNNING and
+#: outcome rows make one summary write, and the page is never rendered on a run's
+#: critical path (it would compete with the run for the GIL).
+REFRESH_DELAY_S = 0.5
 #: The daemon rescans this many seconds before a slot, so the slot itself starts runs at once.
 PREPARE_S = 1.0
 _SLOT_POLL_S = 0.2
@@ -287,6 +291,9 @@ class Scheduler:
             self._dirty.wait()
             if self._closing:
                 return
+            time.sleep(REFRESH_DELAY_S)
+            if self._closing:
+                return
             self._dirty.clear()
             self.refresh()
 
@@ -447,6 +454,7 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
     inflight: dict[str, Future[Run | None]] = {}
     workers = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
     next_scan = 0.0
+    started = False
     log.info("daemon: watching %s (output %s), up to %d at once, memory caps via %s",
              settings.notebooks, sched.output, sched.cap, limits.describe_method())
     try:
@@ -469,7 +477,11 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                     if nb.path not in inflight:
                         inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
                 sched.next_wake = next_wake(sched.notebooks, now)
-                sched.request_refresh()
+                if started:
+                    sched.request_refresh()
+                else:  # the heartbeat exists as soon as the daemon is up
+                    sched.refresh(now)
+                    started = True
             if sched.next_wake is not None:  # rescan just before the next slot
                 to_slot = (sched.next_wake - now).total_seconds()
                 if to_slot > PREPARE_S:
