@@ -4,7 +4,8 @@ Builds N fastpath-like rows (default 10M) directly as Parquet parts of an embedd
 (numpy + pyarrow, columns typed as schema.py, the others left to their defaults), then
 times an hourly GROUP BY count through ``click_query_fsn`` (binding, views, DataFrame)
 and through a bare ``chdb`` session querying ``file(...)`` with the same structure.
-Prints the median of each (≥5 runs), the overhead ratio and the peak RSS.
+Prints the median of each (≥5 runs, interleaved), wall and CPU, the overhead ratio and
+the peak RSS.
 
     python bench/query_overhead.py [--rows 10000000] [--parts 20] [--runs 7] [--dir DIR]
 """
@@ -61,17 +62,23 @@ def build(store, rows: int, parts: int, seed: int = 1) -> None:
         store.insert_arrow(FASTPATH, pa.Table.from_arrays(arrays, schema=template.schema))
 
 
-def timed(fns, runs: int) -> list[list[float]]:
-    """Times each function ``runs`` times, interleaved so machine noise hits both alike."""
+def timed(fns, runs: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Times each function ``runs`` times, interleaved so machine noise hits both alike.
+
+    Returns (wall times, CPU times) per function. CPU time is this process's (chDB's query
+    threads run in it), which other processes' load disturbs far less than wall time.
+    """
     for fn in fns:
         fn()  # warm-up (views, page cache)
-    out: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            out[i].append(time.perf_counter() - t0)
-    return out
+            wall[i].append(time.perf_counter() - t0)
+            cpu[i].append(time.process_time() - c0)
+    return wall, cpu
 
 
 def main() -> None:
@@ -108,8 +115,8 @@ def main() -> None:
         sess.query("SET session_timezone = 'UTC'")
         bare_sql = BARE.format(path=format_str(str(store.current_dir("fastpath") / "*.parquet")),
                                structure=format_str(structure(FASTPATH)))
-        ours, bare = timed([lambda: click_query_fsn(QUERY, **params),
-                            lambda: sess.query(bare_sql, "DataFrame")], args.runs)
+        (ours, bare), (ours_cpu, bare_cpu) = timed([lambda: click_query_fsn(QUERY, **params),
+                                                    lambda: sess.query(bare_sql, "DataFrame")], args.runs)
         res = click_query_fsn(QUERY, **params)
         check = sess.query(bare_sql, "DataFrame")
         assert int(check["n"].sum()) == int(res["n"].sum()), "both queries must count the same rows"
@@ -120,6 +127,10 @@ def main() -> None:
         print(f"click_query_fsn median {m_ours * 1000:.1f} ms  (runs: {', '.join(f'{x * 1000:.0f}' for x in ours)})")
         print(f"bare chDB       median {m_bare * 1000:.1f} ms  (runs: {', '.join(f'{x * 1000:.0f}' for x in bare)})")
         print(f"overhead ratio {m_ours / m_bare:.3f}  (+{(m_ours - m_bare) * 1000:.1f} ms)")
+        c_ours, c_bare = statistics.median(ours_cpu), statistics.median(bare_cpu)
+        print(f"CPU time: click_query_fsn median {c_ours * 1000:.1f} ms, bare chDB {c_bare * 1000:.1f} ms, "
+              f"ratio {c_ours / c_bare:.3f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         print(f"peak RSS {peak:.0f} MiB")
 
 
