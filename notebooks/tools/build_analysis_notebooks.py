@@ -1,10 +1,11 @@
 """Build the analysis notebooks (test helpers, probe releases, duplicate test-list URLs,
-blocking events, logs, heavy queries) from the cell sources below.
+blocking events, logs, heavy queries, TLS certificate expiry) from the cell sources below.
 
     .venv/bin/python notebooks/tools/build_analysis_notebooks.py [--check]
 
 The .ipynb files are committed without outputs; edit this file and rebuild rather than
-editing the notebooks by hand, so the shared cells (alert sending) stay identical.
+editing the notebooks by hand, so the shared cells stay identical. Alarm notifications live
+in ``ooniutils.alarm_notify`` (tested without a kernel); the notebooks only call it.
 ``--check`` exits 1 when a committed notebook differs from what this script builds.
 """
 
@@ -47,9 +48,10 @@ else:
 def test_helper_alarm() -> list:
     return [
         new_code_cell(header("1 hour", """
+from ooniutils.alarm_notify import send_helper_alerts
 from ooniutils.analyses.test_helpers import (
-    AlarmParams, alarm_episodes, alarm_message, country_heatmap, failure_rate_chart,
-    helper_alarms, helper_inventory, helper_summary, hourly_rates, network_problems)
+    AlarmParams, alarm_episodes, country_heatmap, failure_rate_chart, helper_alarms,
+    helper_inventory, helper_summary, hourly_rates, network_problems)
 from ooniutils.datasets.flow import utcnow
 from ooniutils.datasets.test_helpers import fetch_helper_counts, fetch_helper_instances
 
@@ -70,7 +72,7 @@ Failure rate of web_connectivity measurements per test helper (a measurement *fa
 z-test with a quasi-binomial dispersion factor, Bonferroni over helpers, plus a minimum rise
 of `min_increase`). A rise is then
 *scoped*: leaving out the country with the most excess failures, is the rest of the world
-still failing? If so the helper is failing **for all probes** and Slack is alerted; if not,
+still failing? If so the helper is failing **for all probes** and an alert goes out; if not,
 the failures are **concentrated** in that country — a network problem there, shown in the
 network table below but not alerted as a helper problem. A rise shared by every helper (the
 hour's country mix, a global event) is not an alarm either.
@@ -128,10 +130,16 @@ else:
     display(failure_rate_chart(hourly_rates(counts[counts["hour"] >= until - pd.Timedelta(days=7)])))
     display(country_heatmap(counts, since=until - pd.Timedelta(hours=24),
                             title="Failure rate by probe country and helper, last 24 hours"))"""),
-        new_markdown_cell("## Alert"),
-        new_code_cell(slack_cell(
-            "len(current) and current['alarm'].any()",
-            '"Test helper failing for all probes"', "alarm_message(current, inventory)", "danger")),
+        new_markdown_cell("""## Alert
+
+Under jupycron, each helper failing for all probes is fired to Alertmanager on every run
+(`TestHelperFailing`, `instance` = the helper); Slack and ntfy get one message when it starts
+failing and one "recovered" message once it has not alarmed for two runs in a row (what was
+announced is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`)."""),
+        new_code_cell("""report = send_helper_alerts(current, inventory, "autorun_test_helper_failure_rate_alarm.html",
+                            send=autorun)
+print(report)
+report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]
 
 
@@ -278,6 +286,52 @@ else:
     ]
 
 
+def tls_cert_expiry() -> list:
+    return [
+        new_code_cell(header("1 day", """
+import os
+
+from ooniutils.alarm_notify import send_tls_alerts
+from ooniutils.tls import cert_problems
+
+# Hosts to check: OONI_TLS_HOSTS (comma- or space-separated "host" or "host:port", port 443 by
+# default), else the public OONI hosts below.
+DEFAULT_HOSTS = ["api.ooni.io", "api.ooni.org", "explorer.ooni.org", "ooni.org",
+                 "run.ooni.io", "0.th.ooni.org", "1.th.ooni.org"]
+WARN_DAYS = 30
+hosts = os.environ.get("OONI_TLS_HOSTS", "").replace(",", " ").split() or DEFAULT_HOSTS
+print(f"checking {len(hosts)} hosts, warning {WARN_DAYS} days before expiry")""")),
+        new_markdown_cell("""# TLS certificate expiry
+
+Each host is checked once with certificate verification (the reason is kept when it fails)
+and, if needed, once more without it, so expired or untrusted certificates still show their
+dates. `status`: **expired**, **expiring** (fewer than `WARN_DAYS` days left), **error**
+(the certificate is invalid for another reason, or it could not be fetched at all), **ok**.
+
+When run by jupycron (`AUTORUN` set), expired, expiring and invalid certificates fire an
+Alertmanager alert on every run (`TLSCertExpiry`, one per host, active 25 hours so it stays
+up until the next daily run and resolves by itself once fixed). Slack and ntfy are not told
+daily: one message when a certificate enters the warning window, one when fewer than 7 and
+than 1 days are left, one when it expires, and one when it is valid again (what was announced
+is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`). Hosts that cannot be
+reached are listed below but do not alert: reachability is watched elsewhere, and a network
+outage would otherwise page once per host."""),
+        new_code_cell("""certs = check_tls_certs(hosts, warn_days=WARN_DAYS, timeout=5)
+order = {"expired": 0, "expiring": 1, "error": 2, "ok": 3}
+certs = certs.sort_values(["status", "days_left"], key=lambda s: s.map(order) if s.name == "status" else s,
+                          na_position="last").reset_index(drop=True)
+certs"""),
+        new_code_cell("""problems, unreachable = cert_problems(certs)
+print(f"{len(certs)} hosts: {(certs.status == 'ok').sum()} ok, {len(problems)} with a certificate problem, "
+      f"{len(unreachable)} whose certificate cannot be fetched")
+for row in unreachable.itertuples():
+    print(f"  {row.error}")"""),
+        new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun)
+print(report)
+report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
+    ]
+
+
 def heavy_queries() -> list:
     return [
         new_code_cell(header(None, """
@@ -319,6 +373,7 @@ BUILDERS = {
     "autorun_fsn_logs.ipynb": lambda: logs("1 hour", "2 hours", "24 hours", "FSN logs"),
     "centralized_logs.ipynb": lambda: logs(None, "1 day", "7 days", "Centralized logs"),
     "heavy_queries.ipynb": heavy_queries,
+    "autorun_tls_cert_expiry.ipynb": tls_cert_expiry,
 }
 
 

@@ -1,9 +1,11 @@
 """Build the measurement-flow notebooks (committed without outputs).
 
     python notebooks/tools/build_flow_notebooks.py          # writes notebooks/*.ipynb
+    python notebooks/tools/build_flow_notebooks.py --check  # exit 1 if one is stale
 
 Edit the cells here, not in the .ipynb files, then re-run: the notebooks are generated so
-that the alerting code shared by the two hourly notebooks has one source. Each notebook's
+that the cells shared by the hourly notebooks have one source. Alert sending lives in
+``ooniutils.alarm_notify`` (tested without a kernel); the notebooks only call it. Each notebook's
 first code cell holds its ``# jupycron:`` schedule line and ``from ooniutils import *``; a
 cell tagged ``parameters`` holds the knobs (papermill convention: a runner or a test may
 insert a cell after it to override them).
@@ -11,6 +13,7 @@ insert a cell after it to override them).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,40 +28,6 @@ import pandas as pd
 import altair as alt
 from IPython.display import display, Markdown
 from ooniutils import config"""
-
-# Shared by the hourly alarm notebooks: send the current alarms when running under jupycron.
-SEND_ALERTS = '''def send_flow_alerts(current, what, notebook_html, alertname):
-    """Alert on ``current`` alarms through Alertmanager and Slack when configured.
-
-    Runs only under jupycron (``autorun``). A channel whose setting is missing is skipped
-    with a printed note (the demo has no endpoints); a configured channel that fails raises,
-    so the run fails and shows red on the dashboard.
-    """
-    if current.empty:
-        print("no current alarm: nothing to send")
-        return
-    if not autorun:
-        print(f"{len(current)} current alarm(s); not running under jupycron (AUTORUN unset): alerts not sent")
-        return
-    base = config.get("OONI_OUTPUT_BASE_URL") or ""
-    link = f"{base.rstrip('/')}/{notebook_html}" if base else notebook_html
-    am = config.get("OONI_ALERTMANAGER_URL")
-    slack = config.get("OONI_SLACK_WEBHOOK_URL")
-    if not am:
-        print("alerts not sent to Alertmanager: OONI_ALERTMANAGER_URL not configured")
-    if not slack:
-        print("alerts not sent to Slack: OONI_SLACK_WEBHOOK_URL not configured")
-    for row in current.itertuples():
-        text = (f"{what} {row.series}: {row.actual:,.0f} measurements from {row.start:%Y-%m-%d %H:%M} "
-                f"to {row.end:%H:%M} UTC, {row.expected:,.0f} expected ({row.severity:.0%} missing)")
-        if am:
-            alertmanager_fire_alert(text, alertname, job="jupycron", instance=str(row.series),
-                                    annotations={"actual": f"{row.actual:.0f}", "expected": f"{row.expected:.0f}",
-                                                 "link": link}, duration_min=90)
-        if slack:
-            send_slack_msg(f"Measurement drop: {row.series}", f"{text}\\n<{link}|details>", color="danger")
-        print("alert:", text)'''
-
 
 def code(src: str, tags: list[str] | None = None) -> nbformat.NotebookNode:
     cell = new_code_cell(src.strip("\n"))
@@ -97,9 +66,12 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "series' own noise level); two such hours in a row, or one very unlikely hour, make an alarm.\n\n"
         "A series needs 9 days of history before it may alarm (warm-up: a brand-new country or "
         "probe type is never alarmed on). Alarms still open in the last `ALERT_HOURS` complete hours "
-        "are sent to Alertmanager and Slack when the notebook runs under jupycron and the endpoints "
-        "are configured (`OONI_ALERTMANAGER_URL`, `OONI_SLACK_WEBHOOK_URL`); otherwise the notebook "
-        "says so and still succeeds."
+        "are current. When the notebook runs under jupycron, every current alarm is (re-)fired to "
+        "Alertmanager on each run (`OONI_ALERTMANAGER_URL`), while Slack and ntfy "
+        "(`OONI_SLACK_WEBHOOK_URL`, `OONI_NTFY_URL`) get one message when a series starts alarming "
+        "and one \"recovered\" message once it has had no alarmed hour for `ALERT_HOURS` hours; "
+        "what was announced is kept under `$JUPYCRON_STATE_DIR` (`ooniutils.alarm_notify`). "
+        "A channel that is not configured is skipped with a note and the notebook still succeeds."
     )
     params = (
         "DAYS = 36            # history fetched; the model uses up to 4 weeks + 1 day\n"
@@ -111,6 +83,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
     )
     cells = [
         code('# jupycron: {"every": "1 hour"}\n' + IMPORTS + "\n"
+             "from ooniutils.alarm_notify import send_flow_alerts\n"
              "from ooniutils.analyses.flow import FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly, predict_many\n"
              "from ooniutils.charts import flow_chart\n"
              f"from ooniutils.datasets.flow import {fetch}, last_complete_hour"),
@@ -180,9 +153,9 @@ if charts:
     display(alt.vconcat(*charts))
 else:
     display(Markdown("No chart: no series."))"""),
-        code(SEND_ALERTS + f"""
-
-send_flow_alerts(current, "{what}", "{name}.html", "{alertname}")"""),
+        code(f"""report = send_flow_alerts(current, "{what}", "{name}.html", "{alertname}", send=autorun)
+print(report)
+report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]
     return notebook(cells)
 
@@ -190,6 +163,7 @@ send_flow_alerts(current, "{what}", "{name}.html", "{alertname}")"""),
 def long_term_notebook() -> nbformat.NotebookNode:
     return notebook([
         code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
+             "from ooniutils.alarm_notify import send_decline_alerts\n"
              "from ooniutils.analyses.trend import decline_table\n"
              "from ooniutils.charts import stacked_counts_chart\n"
              "from ooniutils.datasets.flow import daily_counts_by_software, utcnow"),
@@ -201,7 +175,9 @@ weeks becomes their new normal. Here the **daily** totals per probe type over th
 weekday; no distribution assumed) and a seasonal Theil-Sen slope. A probe type alarms when
 the decrease is significant (`p < ALPHA`) **and** large (`decline ≥ MIN_DECLINE` of its level
 over the window). Fewer than `MIN_WEEKS` weeks of data → no verdict (never an alarm on
-missing history). Alerts as in the hourly notebook, only under jupycron with endpoints set."""),
+missing history). Alerts as in the hourly notebook, only under jupycron with endpoints set:
+Alertmanager on every run, Slack/ntfy once when a probe type starts declining and once when
+it no longer does."""),
         code("""WEEKS = 8
 MIN_WEEKS = 3
 ALPHA = 0.01
@@ -235,28 +211,10 @@ display(table if len(table) else Markdown("No probe type with data."))"""),
         display((line + trend).properties(title=f"{c}: daily totals and linear trend", width=760, height=200))
 else:
     display(Markdown("No chart: no data."))"""),
-        code("""if declining.empty:
-    print("no significant decline: nothing to send")
-elif not autorun:
-    print(f"{len(declining)} declining probe type(s); not running under jupycron (AUTORUN unset): alerts not sent")
-else:
-    base = config.get("OONI_OUTPUT_BASE_URL") or ""
-    link = f"{base.rstrip('/')}/autorun_incoming_measurements_prediction_alarming_long_term.html" if base \\
-        else "autorun_incoming_measurements_prediction_alarming_long_term.html"
-    am, slack = config.get("OONI_ALERTMANAGER_URL"), config.get("OONI_SLACK_WEBHOOK_URL")
-    if not am:
-        print("alerts not sent to Alertmanager: OONI_ALERTMANAGER_URL not configured")
-    if not slack:
-        print("alerts not sent to Slack: OONI_SLACK_WEBHOOK_URL not configured")
-    for row in declining.itertuples():
-        text = (f"probe type {row.series}: measurements declining {row.decline:.0%} over {WEEKS} weeks "
-                f"(level {row.level:,.0f}/day, p={row.p_value:.1e})")
-        if am:
-            alertmanager_fire_alert(text, "IncomingMeasurementsDecline", job="jupycron", instance=str(row.series),
-                                    annotations={"decline": f"{row.decline:.3f}", "link": link}, duration_min=60 * 26)
-        if slack:
-            send_slack_msg(f"Measurement decline: {row.series}", f"{text}\\n<{link}|details>", color="warning")
-        print("alert:", text)"""),
+        code("""report = send_decline_alerts(declining, WEEKS, "autorun_incoming_measurements_prediction_alarming_long_term.html",
+                             send=autorun)
+print(report)
+report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ])
 
 
@@ -329,14 +287,27 @@ def build() -> dict[str, nbformat.NotebookNode]:
     }
 
 
-def main(out: Path = NOTEBOOKS) -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="fail if a committed notebook is stale")
+    ap.add_argument("out", nargs="?", type=Path, default=NOTEBOOKS, help="output folder")
+    args = ap.parse_args(argv)
+    stale = []
     for name, nb in build().items():
         nbformat.validate(nb)
-        path = out / name
-        path.write_text(nbformat.writes(nb) + "\n")
-        print(f"wrote {path}")  # noqa: T201 - a command-line tool
+        text = nbformat.writes(nb) + "\n"
+        path = args.out / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")  # noqa: T201 - a command-line tool
+    if stale:
+        print("stale notebooks (rebuild with notebooks/tools/build_flow_notebooks.py):", *stale)  # noqa: T201
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else NOTEBOOKS))
+    sys.exit(main())

@@ -192,3 +192,54 @@ def check_tls_certs(hosts: Iterable[str], warn_days: float = 30, timeout: float 
     df["not_after"] = pd.to_datetime(df["not_after"], utc=True)
     df["days_left"] = df["days_left"].astype("Int64")
     return df
+
+
+# --- alerting on the result (used by ooniutils.alarm_notify.send_tls_alerts) ------------------
+
+
+def cert_problems(certs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split :func:`check_tls_certs` rows into (problems, unreachable).
+
+    ``problems``: a certificate was read and it is expired, expiring, or invalid for another
+    reason (status ``error`` with ``not_after`` known). ``unreachable``: no certificate could
+    be read; these do not alert (reachability is watched elsewhere, and a network outage
+    would otherwise page once per host).
+    """
+    missing = {"host", "port", "status", "not_after"} - set(certs.columns)
+    if missing:
+        raise AnalysisError(f"certificate table lacks column(s) {sorted(missing)}; "
+                            "pass the result of check_tls_certs")
+    fetched = certs["not_after"].notna()
+    problems = certs[certs["status"].isin(["expired", "expiring"])
+                     | (certs["status"].eq("error") & fetched)]
+    return problems, certs[~fetched]
+
+
+def describe_cert_problem(row: object) -> str:
+    """One line for a problem row (a namedtuple from ``itertuples()`` or a Series)."""
+    target = f"{getattr(row, 'host')}:{getattr(row, 'port')}"
+    status = getattr(row, "status")
+    not_after = getattr(row, "not_after")
+    if status == "expired":
+        return f"{target}: certificate EXPIRED on {not_after:%Y-%m-%d %H:%M} UTC"
+    if status == "expiring":
+        return (f"{target}: certificate expires in {getattr(row, 'days_left')} days "
+                f"({not_after:%Y-%m-%d} UTC)")
+    return f"{target}: invalid certificate ({getattr(row, 'error')})"
+
+
+def cert_alert_state(row: object, reminder_days: Iterable[int] = (7, 1)) -> str:
+    """The state announced for a problem row: ``expired``, ``invalid``, or ``expiring``
+    refined by the smallest of ``reminder_days`` not below ``days_left``
+    (``expiring<=7d``, ``expiring<=1d``). A change of state is announced again, so an
+    expiring certificate is announced when it enters the warning window, at each reminder
+    threshold, and when it expires — not on every daily run."""
+    status = getattr(row, "status")
+    if status == "expired":
+        return "expired"
+    if status != "expiring":
+        return "invalid"
+    left = getattr(row, "days_left")
+    bands = sorted(int(d) for d in reminder_days if left is not None and not pd.isna(left)
+                   and int(left) <= int(d))
+    return f"expiring<={bands[0]}d" if bands else "expiring"

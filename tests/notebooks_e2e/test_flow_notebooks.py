@@ -1,8 +1,9 @@
 """End to end: the measurement-flow notebooks run against a generated 28-day world and find
 the incidents the generator injected (ooniprobe-android uploads halved for 6 h, an 8-hour
 outage in IR, a slow decline of ooniprobe-desktop); the hourly notebook under AUTORUN sends
-its alarm to local Alertmanager/Slack stand-ins; every notebook also succeeds on an empty
-store, saying what is missing.
+its alarm to local Alertmanager/Slack stand-ins, and a second run re-fires Alertmanager but
+sends nothing new to Slack; every notebook also succeeds on an empty store, saying what is
+missing.
 
 One world per session; notebooks run in real kernels through nbclient, three at a time.
 """
@@ -107,7 +108,8 @@ def world(tmp_path_factory):
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         truth = generate(store, days=28, seed=0, end=end, truth_path=base / "truth.json")
         reset_stores()
-    return {"data": base / "data", "config": cfg, "truth": truth, "empty": base / "empty"}
+    return {"data": base / "data", "config": cfg, "truth": truth, "empty": base / "empty",
+            "state": base / "state"}
 
 
 @pytest.fixture(scope="session")
@@ -123,9 +125,19 @@ def outputs(world):
     with _Recorder() as rec, ThreadPoolExecutor(max_workers=3) as pool:
         autorun_env = {**env, "AUTORUN": "1", "OONI_ALERTMANAGER_URL": rec.url + "/am",
                        "OONI_SLACK_WEBHOOK_URL": rec.url + "/slack",
-                       "OONI_OUTPUT_BASE_URL": "https://monitoring.example/outputs/"}
-        futures = {name: pool.submit(run_notebook, name, env) for name in ALL}
-        futures["autorun"] = pool.submit(run_notebook, FLOW, autorun_env, f"ALERT_HOURS = {hours}")
+                       "OONI_OUTPUT_BASE_URL": "https://monitoring.example/outputs/",
+                       "JUPYCRON_STATE_DIR": str(world["state"])}
+
+        def autorun_twice() -> dict:
+            """Two hourly runs seeing the same alarm: the requests after each are kept."""
+            first = run_notebook(FLOW, autorun_env, f"ALERT_HOURS = {hours}")
+            first["requests"] = list(rec.requests)
+            second = run_notebook(FLOW, autorun_env, f"ALERT_HOURS = {hours}")
+            second["requests"] = list(rec.requests)
+            return {"first": first, "second": second}
+
+        futures = {"autorun": pool.submit(autorun_twice)}  # the longest chain starts first
+        futures |= {name: pool.submit(run_notebook, name, env) for name in ALL}
         futures |= {f"empty:{name}": pool.submit(run_notebook, name, {**empty_env, "AUTORUN": "1"})
                     for name in ALL}
         for key, fut in futures.items():
@@ -175,17 +187,33 @@ def test_hourly_notebook_finds_the_probe_type_drop(outputs, world):
     assert "not running under jupycron (AUTORUN unset): alerts not sent" in text or "no current alarm" in text
 
 
-def test_hourly_notebook_under_autorun_sends_the_alarm(outputs, world):
-    text = _ok(outputs, "autorun")["text"]
-    assert "alert: probe type ooniprobe-android" in text, text
-    am = [body for path, body in outputs["requests"] if path == "/am/api/v2/alerts"]
-    slack = [body for path, body in outputs["requests"] if path == "/slack"]
-    fired = [a for body in am for a in body if a["labels"].get("instance") == "ooniprobe-android"]
+def test_hourly_notebook_under_autorun_sends_the_alarm_once(outputs, world):
+    """Two runs seeing the same drop: Alertmanager is fired on both (the re-fire keeps the
+    alert active), Slack gets one message (the second run finds it already announced)."""
+    runs = _ok(outputs, "autorun")
+    first, second = runs["first"], runs["second"]
+    assert "alert: probe type ooniprobe-android" in first["text"], first["text"]
+
+    def split(requests):
+        am = [a for path, body in requests if path == "/am/api/v2/alerts" for a in body
+              if a["labels"].get("instance") == "ooniprobe-android"]
+        return am, [body for path, body in requests if path == "/slack"]
+
+    fired, slack = split(first["requests"])
     assert fired and fired[0]["labels"]["alertname"] == "IncomingMeasurementsDrop"
     assert fired[0]["annotations"]["link"] == (
         "https://monitoring.example/outputs/autorun_incoming_measurements_prediction_alarming.html")
     assert int(fired[0]["annotations"]["expected"]) > int(fired[0]["annotations"]["actual"])
-    assert any("ooniprobe-android" in json.dumps(body) for body in slack)
+    assert len(slack) == 1 and "ooniprobe-android" in json.dumps(slack[0])
+    assert re.search(r"slack: [1-9]\d* announced", first["text"]), first["text"]
+
+    fired2, slack2 = split(second["requests"])
+    assert len(fired2) == 2 * len(fired)  # re-fired
+    assert len(slack2) == 1  # nothing new on Slack
+    assert "slack: 0 announced" in second["text"] and "already announced (not repeated)" in second["text"]
+    state = world["state"] / "autorun_incoming_measurements_prediction_alarming.slack.json"
+    sent = json.loads(state.read_text())["sent"]
+    assert sent["IncomingMeasurementsDrop|ooniprobe-android"]["open"] is True
 
 
 def test_per_country_notebook_finds_the_outage_and_lists_skipped_series(outputs, world):
@@ -217,3 +245,12 @@ def test_notebooks_succeed_on_an_empty_store(outputs, name):
     assert "alert:" not in text
     if name != EASY:
         assert "No measurements" in text or "no data" in text.lower(), text
+
+
+def test_committed_notebooks_are_built_from_the_script():
+    import subprocess
+    import sys
+
+    script = NOTEBOOKS / "tools" / "build_flow_notebooks.py"
+    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -182,9 +182,12 @@ def _run_notebook(tmp_path: Path) -> str:
 
 @pytest.mark.integration
 def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, monkeypatch):
+    """Not under jupycron: nothing sent. Under jupycron, twice: Alertmanager is fired on both
+    runs, Slack hears about the expiring certificate once."""
     srv, cafile = servers
     closed = free_port()
     monkeypatch.setenv("SSL_CERT_FILE", cafile)  # the kernel trusts the test CA
+    monkeypatch.setenv("JUPYCRON_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("OONI_TLS_HOSTS",
                        f"127.0.0.1:{srv['expiring'].port}, 127.0.0.1:{srv['ok'].port} "
                        f"127.0.0.1:{closed}")
@@ -194,21 +197,25 @@ def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, 
 
         text = _run_notebook(tmp_path)  # not under jupycron: no alert
         assert "3 hosts: 1 ok, 1 with a certificate problem, 1 whose certificate cannot be fetched" in text
-        assert f"127.0.0.1:{closed}" in text and "no alert sent" in text
-        assert hook.requests == []
+        assert f"127.0.0.1:{closed}" in text and "(AUTORUN unset): alerts not sent" in text
+        assert hook.requests == [] and not (tmp_path / "state").exists()
 
         monkeypatch.setenv("AUTORUN", "1")
-        _run_notebook(tmp_path)
+        first = _run_notebook(tmp_path)
+        after_first = hook.requests
+        second = _run_notebook(tmp_path)  # the next day: same certificate, same state
         reqs = hook.requests
     fired = [r for r in reqs if r.path == "/api/v2/alerts"]
-    assert len(fired) == 1 and len(reqs) == 2
+    slack = [r for r in reqs if r.path.startswith("/services/")]
+    assert len(after_first) == 2 and len(fired) == 2 and len(slack) == 1
     alert = fired[0].json()[0]
     assert alert["labels"]["alertname"] == "TLSCertExpiry"
     assert alert["labels"]["instance"] == f"127.0.0.1:{srv['expiring'].port}"
     assert "expires in" in alert["annotations"]["summary"]
-    slack = next(r for r in reqs if r.path.startswith("/services/"))
-    assert f"127.0.0.1:{srv['expiring'].port}" in slack.text()
-    assert f":{closed}" not in slack.text()  # unreachable hosts do not alert
+    assert f"127.0.0.1:{srv['expiring'].port}" in slack[0].text()
+    assert f":{closed}" not in slack[0].text()  # unreachable hosts do not alert
+    assert "slack: 1 announced" in first
+    assert "slack: 0 announced, 1 already announced (not repeated)" in second
 
 
 @pytest.mark.integration
@@ -218,4 +225,4 @@ def test_notebook_without_network_lists_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORUN", "1")
     text = _run_notebook(tmp_path)
     assert "2 hosts: 0 ok, 0 with a certificate problem, 2 whose certificate cannot be fetched" in text
-    assert "also-not.invalid:8443" in text and "no alert sent" in text
+    assert "also-not.invalid:8443" in text and "no current alarm" in text

@@ -486,22 +486,28 @@ def country_heatmap(counts: pd.DataFrame, since: datetime | None = None, top: in
     ).properties(width=max(120, 60 * g["helper"].nunique()))
 
 
-def alarm_message(current: pd.DataFrame, inventory: pd.DataFrame | None = None) -> str:
-    """Slack text for the helpers alarmed in ``current`` (rows of :func:`helper_alarms`)."""
-    lines = []
+def alarm_lines(current: pd.DataFrame, inventory: pd.DataFrame | None = None) -> dict[str, str]:
+    """One Slack line per helper alarmed in ``current`` (rows of :func:`helper_alarms`),
+    by helper host, in the order of ``current``: rate, baseline, p-value, the rate outside
+    the top country, and where the helper runs when ``inventory`` knows it."""
+    lines: dict[str, str] = {}
     inv = None
     if inventory is not None and not inventory.empty:
         # the current instance of each host is the last one (see helper_inventory)
         inv = inventory.drop_duplicates("host", keep="last").set_index("host")
-    for _, r in current[current["alarm"]].iterrows():
+    for _, r in current[current["alarm"].astype(bool)].iterrows():
         where = ""
         if inv is not None and r["helper"] in inv.index:
             i = inv.loc[r["helper"]]
             where = f" ({i['provider']} {i['region']}, {i['state']})"
-        lines.append(
-            f"• {r['helper']}{where}: {r['recent_rate']:.1%} of {r['recent_total']} measurements "
+        lines[str(r["helper"])] = (
+            f"{r['helper']}{where}: {r['recent_rate']:.1%} of {r['recent_total']} measurements "
             f"failed in the last hours vs baseline {r['baseline_rate']:.1%} "
             f"(p={r['p_value']:.1e}); still {r['rest_rate']:.1%} outside {r['top_cc']}"
         )
-    return "\n".join(lines)
+    return lines
 
+
+def alarm_message(current: pd.DataFrame, inventory: pd.DataFrame | None = None) -> str:
+    """Slack text for the helpers alarmed in ``current``: the :func:`alarm_lines` as bullets."""
+    return "\n".join(f"• {line}" for line in alarm_lines(current, inventory).values())
