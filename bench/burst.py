@@ -1,31 +1,40 @@
 """A burst: N notebooks (default 50) due in the same minute, run by one ``jupycron tick``.
 
-Each notebook is small (imports json, writes its start/end time); what is measured is the
-scheduler: kernel start-up, execution, HTML, history, under the global concurrency cap
-(default 2, the cores of the test machine). Prints the wall time until all are done, the
-per-run median, and the highest number of runs in progress at once (from the history's
-start/finish times: a run holds a global slot for longer than that), which must not exceed
-the cap; the notebooks' own timestamps are printed too.
+``--notebook small`` (default): one cell that imports json and writes its start/end time;
+``--notebook chart``: the pandas + Altair notebook of ``run_overhead.py`` (realistic cells).
+Runs once without the kernel pool and once with it (``pool_size = -1``), concurrency cap
+``--concurrency`` (default 2, the cores of the test machine). For each: wall time until all
+are done, the notebooks' total cell time (nbclient timestamps) and the target
+``1.5 x total cell time / cores + warm-up`` (warm-up: the median time to get a ready fresh
+kernel, measured in the same burst), the most runs in progress at once (history start..finish;
+must not exceed the cap) and the longest wait from the burst's start to a run's start (no run
+starved: runs start in path order).
 
-    python bench/burst.py [--count 50] [--concurrency 2]
+    python bench/burst.py [--count 50] [--concurrency 2] [--notebook small|chart]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-CELL = ('# jupycron: {"every": "1 minute"}\nimport os, time\nstart = time.time()\n'
-        'import json\nos.makedirs("stamps", exist_ok=True)\n'
-        'with open(f"stamps/{os.environ[\'JUPYCRON_RUN_ID\']}.txt", "w") as fh:\n'
-        '    fh.write(f"{start} {time.time()}")\nprint(json.dumps({"ok": True}))')
+sys.path.insert(0, str(Path(__file__).parent))
+from run_overhead import CELLS as CHART_CELLS  # noqa: E402
+
+SMALL = ('# jupycron: {"every": "1 minute"}\nimport os, time\nstart = time.time()\n'
+         'import json\nos.makedirs("stamps", exist_ok=True)\n'
+         'with open(f"stamps/{os.environ[\'JUPYCRON_RUN_ID\']}.txt", "w") as fh:\n'
+         '    fh.write(f"{start} {time.time()}")\nprint(json.dumps({"ok": True}))')
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -37,14 +46,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--count", type=int, default=50)
-    ap.add_argument("--concurrency", type=int, default=2)
-    args = ap.parse_args()
-
-    from jupycron import limits
-    from jupycron.config import Settings
+def burst(base, cells: list[str], count: int, pool: bool) -> None:
     from jupycron.history import History
     from jupycron.models import RunStatus
     from jupycron.scheduler import tick
@@ -52,31 +54,57 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="jupycron-burst-") as tmp:
         nbdir = Path(tmp) / "notebooks"
         nbdir.mkdir()
-        rels = [f"n{i:03d}_autorun.ipynb" for i in range(args.count)]
+        rels = [f"n{i:03d}_autorun.ipynb" for i in range(count)]
         for rel in rels:
-            nbformat.write(new_notebook(cells=[new_code_cell(CELL)]), nbdir / rel)
-        settings = Settings(notebooks=nbdir, output=Path(tmp) / "out", concurrency=args.concurrency)
+            nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), nbdir / rel)
+        settings = replace(base, notebooks=nbdir, output=Path(tmp) / "out",
+                           pool_size=-1 if pool else 0)
         History(settings.output_dir).mark_deleted(rels, datetime.now(UTC) - timedelta(minutes=5))
-
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        t0 = time.time()
         runs = tick(settings)
-        wall = time.perf_counter() - t0
-
+        wall = time.time() - t0
         ok = sum(r.status is RunStatus.SUCCESS for r in runs)
-        stamps = [tuple(map(float, p.read_text().split())) for p in (nbdir / "stamps").iterdir()]
-        durations = [r.duration_s for r in runs if r.duration_s is not None]
-        print(f"{args.count} notebooks due at once, concurrency {args.concurrency}: "
-              f"all done in {wall:.1f} s ({ok} succeeded)")
-        print(f"per run: median {statistics.median(durations):.2f} s, "
-              f"throughput {len(runs) / wall * 60:.0f} runs/min")
+        cells_s = sum(r.extra["timing"].get("cells_s", 0.0) for r in runs)
+        fresh = [r.extra["timing"].get("start_s", 0) + r.extra["timing"].get("ready_s", 0)
+                 for r in runs if not r.extra["timing"]["pooled"]]
+        warm = statistics.median(fresh) if fresh else 0.0
+        cores = os.cpu_count() or 1
+        target = 1.5 * cells_s / cores + warm
         spans = [(r.started_at.timestamp(), r.finished_at.timestamp()) for r in runs
                  if r.finished_at is not None]
         at_once = max_overlap(spans)
-        print(f"most runs at once (history start..finish, kernel to HTML): {at_once} "
-              f"(cap {args.concurrency}); most cells at once (notebook timestamps): "
-              f"{max_overlap(stamps)}")  # type: ignore[arg-type]
-        print(f"memory caps via {limits.describe_method()}")
-        assert ok == args.count and at_once <= args.concurrency
+        waits = [r.started_at.timestamp() - t0 for r in runs]
+        pooled = sum(bool(r.extra["timing"]["pooled"]) for r in runs)
+        print(f"{'pool' if pool else 'no pool':8s} {count} due at once, cap {settings.concurrency}: "
+              f"all done in {wall:5.1f} s ({ok} ok, {pooled} on pooled kernels); cell time "
+              f"{cells_s:.1f} s; target 1.5 x {cells_s:.1f}/{cores} + {warm:.2f} = {target:.1f} s "
+              f"-> {wall / target:.2f} x target; most at once {at_once}; longest wait to start "
+              f"{max(waits):.1f} s; per run median {statistics.median(r.duration_s for r in runs):.2f} s; "
+              f"load at start {load:.2f}")
+        assert ok == count and at_once <= settings.concurrency
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=50)
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--notebook", choices=("small", "chart"), default="small")
+    ap.add_argument("--only", choices=("pool", "nopool"), default=None)
+    args = ap.parse_args()
+
+    from jupycron import limits
+    from jupycron.config import Settings
+
+    base = Settings(concurrency=args.concurrency)
+    cells = CHART_CELLS if args.notebook == "chart" else [SMALL]
+    if args.notebook == "chart":
+        cells = [cells[0].replace('"1 day"', '"1 minute"'), *cells[1:]]
+    for pool in (False, True):
+        if args.only and (args.only == "pool") != pool:
+            continue
+        burst(base, cells, args.count, pool)
+    print(f"memory caps via {limits.describe_method()}")
 
 
 if __name__ == "__main__":
