@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
     if stale:
-        print("stale notebooks (rebuild with notebooks/tools/build_analysis_notebooks.py):", *stale)
+        print("stale notebooks (rebuild with notebooks/tools/build_analysis_notebooks.py):",  # noqa: T201
+              *stale)
         return 1
     return 0
 

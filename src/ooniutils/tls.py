@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 from cryptography import x509
@@ -215,31 +216,31 @@ def cert_problems(certs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return problems, certs[~fetched]
 
 
-def describe_cert_problem(row: object) -> str:
+def describe_cert_problem(row: Any) -> str:
     """One line for a problem row (a namedtuple from ``itertuples()`` or a Series)."""
-    target = f"{getattr(row, 'host')}:{getattr(row, 'port')}"
-    status = getattr(row, "status")
-    not_after = getattr(row, "not_after")
+    target = f"{row.host}:{row.port}"
+    status = row.status
+    not_after = row.not_after
     if status == "expired":
         return f"{target}: certificate EXPIRED on {not_after:%Y-%m-%d %H:%M} UTC"
     if status == "expiring":
-        return (f"{target}: certificate expires in {getattr(row, 'days_left')} days "
+        return (f"{target}: certificate expires in {row.days_left} days "
                 f"({not_after:%Y-%m-%d} UTC)")
-    return f"{target}: invalid certificate ({getattr(row, 'error')})"
+    return f"{target}: invalid certificate ({row.error})"
 
 
-def cert_alert_state(row: object, reminder_days: Iterable[int] = (7, 1)) -> str:
+def cert_alert_state(row: Any, reminder_days: Iterable[int] = (7, 1)) -> str:
     """The state announced for a problem row: ``expired``, ``invalid``, or ``expiring``
     refined by the smallest of ``reminder_days`` not below ``days_left``
     (``expiring<=7d``, ``expiring<=1d``). A change of state is announced again, so an
     expiring certificate is announced when it enters the warning window, at each reminder
     threshold, and when it expires — not on every daily run."""
-    status = getattr(row, "status")
+    status = row.status
     if status == "expired":
         return "expired"
     if status != "expiring":
         return "invalid"
-    left = getattr(row, "days_left")
+    left = row.days_left
     bands = sorted(int(d) for d in reminder_days if left is not None and not pd.isna(left)
                    and int(left) <= int(d))
     return f"expiring<={bands[0]}d" if bands else "expiring"

@@ -328,8 +328,8 @@ class SentLog:
             if dropped is not None:
                 dropped.extend(sorted(old))
             after = {k: e.to_json() for k, e in entries.items()}
-            if after == before and self.path.exists():
-                return
+            if after == before:
+                return  # nothing changed: no write (and no file created for nothing)
             data = {"version": FORMAT_VERSION, "sent": dict(sorted(after.items()))}
             atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
 

@@ -15,6 +15,7 @@ import html
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -36,7 +37,7 @@ def _check(df: pd.DataFrame) -> None:
         raise AnalysisError(f"changepoints lack column(s) {sorted(missing)}; need {REQUIRED}")
 
 
-def changepoint_key(row: pd.Series | dict) -> str:
+def changepoint_key(row: pd.Series | dict[str, Any]) -> str:
     """Stable identity of a changepoint: ``cc|ASn|domain|ts(ISO, seconds)|dir|block_type``."""
     ts = pd.Timestamp(row["ts"])
     if ts.tzinfo is not None:
@@ -48,7 +49,7 @@ def changepoint_key(row: pd.Series | dict) -> str:
             f"{ts.strftime('%Y-%m-%dT%H:%M:%S')}|{direction}|{block}")
 
 
-def explorer_url(row: pd.Series | dict, base_url: str, days_before: int = 7,
+def explorer_url(row: pd.Series | dict[str, Any], base_url: str, days_before: int = 7,
                  days_after: int = 1) -> str:
     """OONI Explorer measurement-aggregation chart for the changepoint's network and domain,
     from ``days_before`` days before the change to ``days_after`` days after it."""
@@ -65,7 +66,7 @@ def explorer_url(row: pd.Series | dict, base_url: str, days_before: int = 7,
     return f"{base_url.rstrip('/')}/chart/mat?{urlencode(query)}"
 
 
-def direction_label(change_dir: object) -> str:
+def direction_label(change_dir: Any) -> str:
     """``1`` → "blocking started", ``-1`` → "blocking ended", else "change"."""
     if change_dir is None or pd.isna(change_dir):
         return "change"
