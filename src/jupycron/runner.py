@@ -68,6 +68,8 @@ from nbclient.exceptions import DeadKernelError
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
+from ooniutils.atomicfile import atomic_write_text
+
 from . import limits
 from .config import Settings
 from .history import History
@@ -556,22 +558,7 @@ def export_html(nb: NotebookNode, dest: Path, title: str, folder: Path | None = 
     meta = {"name": title, **({"path": str(folder)} if folder is not None else {})}
     with _exporter() as exporter:
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": meta})
-    atomic_write_text(dest, body)
-
-
-def atomic_write_text(dest: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(dest, body, durable=False)
 
 
 # --- one run -----------------------------------------------------------------------------

@@ -51,6 +51,8 @@ from typing import Any
 
 import psutil
 
+from ooniutils.atomicfile import atomic_write_text
+
 from . import discovery, limits, schedule, summary
 from .config import Settings
 from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
@@ -58,7 +60,7 @@ from .history import History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import lock_file, scheduler_state_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
-from .runner import atomic_write_text, kill_marked, run_notebook, warm_exporters
+from .runner import kill_marked, run_notebook, warm_exporters
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +341,8 @@ class Scheduler:
                 "pool": self.pool.stats() if self.pool is not None else None,
             }
             try:
-                atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1))
+                atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1),
+                                  durable=False)
             except OSError as exc:
                 log.error("cannot write heartbeat: %s", exc)
             try:
@@ -421,7 +424,8 @@ def tick(settings: Settings, now: datetime | None = None,
     """
     now = now or datetime.now(UTC)
     sched = Scheduler(settings, "tick", stop_event)
-    notebooks = sched.scan(now)
+    # the cache file makes a tick (a new process every minute) re-read only changed notebooks
+    notebooks = sched.scan(now, discovery.ScanCache.for_output(sched.output))
     jobs = due_runs(notebooks, sched.history.load(), now)
     sched.next_wake = next_wake(notebooks, now)
     log.info("tick: %d notebook(s), %d due, memory caps via %s", len(notebooks), len(jobs),
@@ -450,7 +454,7 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
     run has been recorded.
     """
     sched = Scheduler(settings, "daemon", stop_event)
-    cache = discovery.ScanCache()
+    cache = discovery.ScanCache.for_output(sched.output)  # a restarted daemon starts warm
     inflight: dict[str, Future[Run | None]] = {}
     workers = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
     next_scan = 0.0
@@ -532,7 +536,8 @@ def run_now(settings: Settings, rel: str, stop_event: threading.Event | None = N
     """
     notebook = resolve_notebook(settings, rel)
     sched = Scheduler(settings, "run-now", stop_event)
-    sched.notebooks = discovery.scan(settings.notebooks, sched.output)
+    sched.notebooks = discovery.scan(settings.notebooks, sched.output,
+                                     discovery.ScanCache.for_output(sched.output))
     try:
         run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
     finally:
