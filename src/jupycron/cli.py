@@ -111,7 +111,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
 @click.option("--kernel", "kernel_name", help="Jupyter kernel used for runs [default python3].")
 @click.option("-v", "--verbose", count=True, help="Debug log output.")
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None, verbose: int, **overrides: Any) -> None:
+def main(ctx: click.Context, /, config_file: Path | None, verbose: int, **overrides: Any) -> None:
     """jupycron: run Jupyter notebooks on the schedule written in their first code cell."""
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -178,6 +178,8 @@ def list_(ctx: click.Context) -> None:
         console.width = 200
     console.print(f"memory limit method: {limits.describe_method()}  |  notebooks: "
                   f"{settings.notebooks}  |  output: {settings.output_dir}", highlight=False)
+    if (line := _scheduler_line(settings)) is not None:
+        console.print(line, highlight=False)
     table = Table(show_lines=False)
     table.add_column("notebook", overflow="fold")
     for col in ("schedule", "next run (UTC)", "last status", "last duration"):
@@ -189,6 +191,25 @@ def list_(ctx: click.Context) -> None:
         table.add_row(r.path, r.schedule or "-", nxt + (" (due)" if r.due_now else ""),
                       status, dur)
     console.print(table)
+
+
+def _scheduler_line(settings: Settings) -> str | None:
+    """The last scheduler heartbeat and its kernel pool, from ``<output>/.scheduler.json``."""
+    from .metrics import read_heartbeat
+
+    beat = read_heartbeat(settings)
+    if not beat:
+        return None
+    text = f"scheduler: {beat.get('mode', '?')} pid {beat.get('pid', '?')}, heartbeat {beat.get('heartbeat', '?')}"
+    pool = beat.get("pool")
+    if isinstance(pool, dict) and pool.get("size"):
+        pre = ",".join(pool.get("preimport") or []) or "off"
+        text += (f"  |  pool: {pool.get('idle', 0)}/{pool['size']} ready, "
+                 f"{pool.get('idle_rss_mb', 0):.0f} MB idle, preimport {pre}")
+        problems = {k: pool.get(k) for k in ("died_idle", "refused") if pool.get(k)}
+        if problems:
+            text += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in problems.items()) + ")"
+    return text
 
 
 @main.command(name="run-now")

@@ -3,6 +3,7 @@ run-now against real kernels. The public API of the package is checked here too.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +107,22 @@ def test_list_shows_method_and_notebooks(settings, jc):
     assert f"memory limit method: {limits.describe_method()}" in res.output
     assert "team/ok_autorun.ipynb" in res.output and "every 1 minute" in res.output
     assert "broken_autorun.ipynb" in res.output
+    assert "scheduler:" not in res.output  # no heartbeat yet
+
+
+def test_list_shows_the_scheduler_heartbeat_and_pool(settings):
+    from jupycron.paths import scheduler_state_file
+
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    scheduler_state_file(settings.output_dir).write_text(json.dumps({
+        "pid": 4242, "mode": "daemon", "heartbeat": "2026-11-28T22:00:00+00:00",
+        "pool": {"size": 2, "idle": 1, "idle_rss_mb": 48.2, "preimport": [], "died_idle": 3,
+                 "refused": 0}}))
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
+                                        "--output", str(settings.output_dir), "list"])
+    assert res.exit_code == 0, res.output
+    assert "scheduler: daemon pid 4242, heartbeat 2026-11-28T22:00:00+00:00" in res.output
+    assert "pool: 1/2 ready, 48 MB idle, preimport off (died idle 3)" in res.output
 
 
 @pytest.mark.integration
