@@ -496,7 +496,7 @@ def _find_in_fd(fd: int, st: os.stat_result) -> str | None:
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
         result = _find_in_text(text)
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def _describe_error(exc: BaseException) -> str:

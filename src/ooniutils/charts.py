@@ -180,4 +180,6 @@ def flow_chart(pred: pd.DataFrame, alarms: pd.DataFrame | None = None, title: st
         a = alarms[["start", "end", "severity"]].copy()
         layers.append(alt.Chart(a).mark_rect(color="red", opacity=0.3).encode(
             x="start:T", x2="end:T", tooltip=["start:T", "end:T", alt.Tooltip("severity:Q", format=".0%")]))
-    return alt.layer(*layers)
+    # LayerChart directly rather than alt.layer(), which may return a FacetChart when the
+    # layers share facet encodings; these have none.
+    return alt.LayerChart(layer=layers)

@@ -299,7 +299,7 @@ def iter_file(path: str) -> Iterator[bytes]:
 def ship(store: Store, cursor_file: Path, from_file: str | None = None,
          batch_size: int = 50_000, flush_interval: float = 2.0,
          stop: threading.Event | None = None,
-         popen: Callable[..., subprocess.Popen] = subprocess.Popen) -> ShipStats:
+         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> ShipStats:
     """Ship from ``from_file`` (a path or ``-``) or from ``journalctl --follow``."""
     shipper = Shipper(store, cursor_file, batch_size, flush_interval)
     start_cursor = shipper.stats.last_cursor

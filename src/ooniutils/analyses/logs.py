@@ -8,9 +8,14 @@ count as ``unknown`` and are neither.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from ..exceptions import AnalysisError
+
+if TYPE_CHECKING:  # altair is imported where a chart is drawn: analyses stay light
+    import altair as alt
 
 PRIORITY_NAMES = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice",
                   6: "info", 7: "debug"}
@@ -60,7 +65,7 @@ def error_counts(counts: pd.DataFrame, max_priority: int = ERROR_MAX_PRIORITY) -
             .sort_values(["t", "unit"]).reset_index(drop=True))
 
 
-def errors_chart(errors: pd.DataFrame, title: str = "Errors by unit and priority"):
+def errors_chart(errors: pd.DataFrame, title: str = "Errors by unit and priority") -> alt.Chart:
     """Altair stacked bars of :func:`error_counts`: time × lines, colour = unit, one row per
     priority."""
     import altair as alt

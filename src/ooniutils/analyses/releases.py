@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from ..exceptions import AnalysisError
+
+if TYPE_CHECKING:  # altair is imported where a chart is drawn: analyses stay light
+    import altair as alt
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ except ImportError:  # pragma: no cover - exercised only without packaging
 _TOKEN = re.compile(r"\d+|[A-Za-z]+")
 
 
-def _fallback_key(version: str) -> tuple:
+def _fallback_key(version: str) -> tuple[tuple[int, Any], ...]:
     """Tuple key from numeric and alphabetic runs: "3.10.0-beta.3" → (3, 10, 0, "beta", 3).
 
     Numbers compare as numbers; a pre-release word sorts before the plain release
@@ -59,7 +62,7 @@ def _fallback_key(version: str) -> tuple:
     return tuple(parts)
 
 
-def version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple[Any, ...]:
     """Sort key for probe versions: semantic, so "3.10.0" > "3.9.1".
 
     Uses :class:`packaging.version.Version` when it parses the string ("3.10.0-beta.3" is
@@ -222,7 +225,7 @@ def regression_message(software_name: str, result: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def rates_chart(stats_df: pd.DataFrame, title: str):
+def rates_chart(stats_df: pd.DataFrame, title: str) -> alt.FacetChart:
     """Altair chart: failure and anomaly rate per version (semantic order) and test_name."""
     import altair as alt
 

@@ -75,7 +75,7 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
     (as the detector records it), the accumulator of the change direction just above ``h``.
     ``ts`` is the incident's ``details.changepoint_ts``."""
     rng = np.random.default_rng([plan.seed, 3])
-    cols: dict[str, list] = {c: [] for c in (
+    cols: dict[str, list[Any]] = {c: [] for c in (
         "probe_asn", "probe_cc", "domain", "ts", "count_isp_resolver", "count_other_resolver", "count",
         "dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked", "change_dir", "s_pos",
         "s_neg", "current_state", "h", "block_type")}
