@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from ooniutils.journal_sample import journal_lines
 from ooniutils.logship import CursorFile, Shipper, ShipStats, parse_batch, ship, to_frame
 from ooniutils.store import get_store
-from ooniutils.journal_sample import journal_lines
 
 
 @pytest.fixture
