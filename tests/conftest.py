@@ -10,7 +10,8 @@ import pytest
 def _isolated_settings(monkeypatch, tmp_path_factory):
     """No test reads the machine's config or data: each gets empty, private locations."""
     for var in ("OONI_CLICKHOUSE_URL", "OONI_ALERTMANAGER_URL", "OONI_SLACK_WEBHOOK_URL",
-                "OONI_NTFY_URL", "OONI_NTFY_TOKEN", "JUPYCRON_CONFIG", "AUTORUN"):
+                "OONI_NTFY_URL", "OONI_NTFY_TOKEN", "JUPYCRON_CONFIG", "AUTORUN",
+                "JUPYCRON_STATE_DIR"):
         monkeypatch.delenv(var, raising=False)
     base = tmp_path_factory.mktemp("settings")
     empty = base / "config.toml"

@@ -347,7 +347,7 @@ class KernelPool:
         """Start, wait until ready, preimport. Any failure discards the kernel and raises."""
         name = limits.pool_cap_name(secrets.token_hex(4))
         cap = limits.create_cap(self.settings.max_mem_mb, name)
-        env = kernel_env(name, "")
+        env = kernel_env(name, "", self.settings.output_dir)
         try:
             handle = await start_kernel(self.settings.kernel_name, self.settings.notebooks, env,
                                         name, cap)

@@ -182,11 +182,18 @@ class KernelHandle:
         return proc.returncode
 
 
-def kernel_env(run_id: str, notebook_rel: str) -> dict[str, str]:
-    """The kernel's environment: ours plus ``AUTORUN=1`` and the run marker."""
+def kernel_env(run_id: str, notebook_rel: str, output_dir: Path | None = None) -> dict[str, str]:
+    """The kernel's environment: ours plus ``AUTORUN=1`` and the run marker.
+
+    ``JUPYCRON_STATE_DIR`` (where notebooks keep what they already alerted on) defaults to
+    ``<output>/.state``: writable under the hardened systemd units, never served (a dot
+    folder), and kept with the outputs it belongs to.
+    """
     env = dict(os.environ)
     env.update({"AUTORUN": "1", RUN_ID_ENV: run_id, "JUPYCRON_NOTEBOOK": notebook_rel,
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    if output_dir is not None:
+        env.setdefault("JUPYCRON_STATE_DIR", str(output_dir / ".state"))
     return env
 
 
@@ -601,7 +608,8 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
         cap = limits.create_cap(mem_mb, run.run_id)
         try:
             handle = await start_kernel(settings.kernel_name, settings.notebooks,
-                                        kernel_env(run.run_id, notebook.path), run.run_id, cap)
+                                        kernel_env(run.run_id, notebook.path, settings.output_dir),
+                                        run.run_id, cap)
         except Exception as exc:
             log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
                       settings.kernel_name, exc)

@@ -95,6 +95,7 @@ def test_success_sees_autorun_and_cwd(batch, jc):
     assert probe["autorun"] == "1"
     assert Path(probe["cwd"]) == settings.notebooks  # the kernel ran in the notebooks folder
     assert probe["notebook"] in ("ok_autorun.ipynb", WEIRD)  # both write the probe
+    assert probe["state_dir"] == str(settings.output_dir / ".state")  # alert sent-logs live here
     assert run.memory_limit == limits.detect_method()
     assert run.peak_mem_mb and run.peak_mem_mb > 1
     assert run.duration_s and run.duration_s > 0
