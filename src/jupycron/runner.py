@@ -604,6 +604,7 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
     (classification and HTML) before the kernel is reaped and its cap removed."""
     state = ExecState()
     t0 = time.monotonic()
+    cap: limits.MemoryCap | None
     if handle is None:
         cap = limits.create_cap(mem_mb, run.run_id)
         try:
@@ -802,8 +803,8 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
         run.extra["output_truncated"] = True
     if exit_code is not None and status is not RunStatus.SUCCESS:
         run.extra["kernel_exit_code"] = exit_code
-    timing = {k: round(state.extra[k], 3) for k in ("start_s", "ready_s", "cells_s")
-              if k in state.extra}
+    timing: dict[str, float] = {k: round(state.extra[k], 3)
+                                for k in ("start_s", "ready_s", "cells_s") if k in state.extra}
     if nb is not None:
         if state.current_cell is not None and status is not RunStatus.SUCCESS \
                 and state.current_cell < len(nb.cells) and state.kernel_died:

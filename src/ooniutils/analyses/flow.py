@@ -488,7 +488,10 @@ def score_frame(frame: pd.DataFrame, params: FlowParams | None = None, **options
     t, n = values.shape
     out = _Engine(n, p, capacity=t + 1).run_block(values)
     exp, score, alarm = out["expected"], out["score"], out["alarm"]
-    mk = lambda a: pd.DataFrame(a, index=frame.index, columns=frame.columns)  # noqa: E731
+
+    def mk(a: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(a, index=frame.index, columns=frame.columns)
+
     return {"expected": mk(exp), "score": mk(score), "alarm": mk(alarm)}
 
 

@@ -39,6 +39,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -46,6 +47,9 @@ import pandas as pd
 from scipy import stats
 
 from ..exceptions import AnalysisError
+
+if TYPE_CHECKING:  # altair is imported only where a chart is drawn
+    import altair as alt
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +155,8 @@ def _rolling_windows(grid: pd.DataFrame, p: AlarmParams) -> pd.DataFrame:
     return out
 
 
-def _rise_p(rf, rn, bf, bn, dispersion=1.0) -> np.ndarray:
+def _rise_p(rf: np.ndarray, rn: np.ndarray, bf: np.ndarray, bn: np.ndarray,
+            dispersion: float | np.ndarray = 1.0) -> np.ndarray:
     """One-sided p-value that the recent rate ``rf/rn`` exceeds the baseline ``bf/bn``.
 
     Pooled two-proportion z-test, vectorised; it accounts for the uncertainty of a short
@@ -451,7 +456,8 @@ def helper_summary(counts: pd.DataFrame, inventory: pd.DataFrame, since: datetim
     return out[cols].sort_values(["helper", "first_seen"], na_position="last").reset_index(drop=True)
 
 
-def failure_rate_chart(rates: pd.DataFrame, title: str = "Failure rate per test helper (hourly)"):
+def failure_rate_chart(rates: pd.DataFrame,
+                       title: str = "Failure rate per test helper (hourly)") -> alt.Chart:
     """Altair line chart of :func:`hourly_rates` output (hour × rate, one line per helper)."""
     import altair as alt
 
@@ -465,7 +471,7 @@ def failure_rate_chart(rates: pd.DataFrame, title: str = "Failure rate per test 
 
 
 def country_heatmap(counts: pd.DataFrame, since: datetime | None = None, top: int = 25,
-                    title: str = "Failure rate by probe country and helper"):
+                    title: str = "Failure rate by probe country and helper") -> alt.Chart:
     """Altair heatmap country × helper of the failure rate from ``since`` (top countries by
     measurements). A helper failing for everyone is a full column; a country's network
     problem is a full row."""
