@@ -93,6 +93,8 @@ def test_a_kernel_that_died_idle_is_replaced_not_handed_out(settings, jc):
         first = jc.wait_until(lambda: kernels.stats()["idle_pids"], timeout=60,
                               what="an idle kernel")[0]
         os.kill(first, signal.SIGKILL)
+        # kill() returns before the process is torn down: wait until it is really dead
+        jc.wait_until(lambda: not jc.alive(first), timeout=10, what="the killed kernel to die")
         handle = kernels.acquire(500, timeout=60)
         assert handle is not None and handle.pid != first and handle.alive()
         assert kernels.stats()["died_idle"] == 1
