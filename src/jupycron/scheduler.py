@@ -58,7 +58,7 @@ from .config import Settings
 from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
 from .history import History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
-from .paths import lock_file, scheduler_state_file, validate_rel
+from .paths import history_file, lock_file, scheduler_state_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
 from .runner import kill_marked, run_notebook, warm_exporters
 
@@ -77,6 +77,8 @@ __all__ = [
 INTERRUPTED_RETRIES = 3
 #: The daemon rescans the notebooks folder at least this often (seconds).
 RESCAN_S = 10.0
+SUMMARY_MAX_AGE_S = 60.0
+"""summary.html is rewritten at least this often (its "generated at" line), else only on change."""
 #: The background refresh waits this long after a change, so a short run's RUNNING and
 #: outcome rows make one summary write, and the page is never rendered on a run's
 #: critical path (it would compete with the run for the GIL).
@@ -262,6 +264,7 @@ class Scheduler:
         self.pool: KernelPool | None = None
         self._dirty = threading.Event()
         self._refresher: threading.Thread | None = None
+        self._summary_written: tuple[Any, float] = (None, 0.0)  # (fingerprint, monotonic time)
         self._closing = False
 
     def start_pool(self, budget: int | None = None, size: int | None = None) -> None:
@@ -309,7 +312,7 @@ class Scheduler:
         self._dirty.set()
         if t is not None:
             t.join(30)
-        self.refresh()
+        self.refresh(force=True)
 
     # -- bookkeeping --
     def scan(self, now: datetime, cache: discovery.ScanCache | None = None) -> list[Notebook]:
@@ -325,8 +328,9 @@ class Scheduler:
         self.history.purge(now, self.settings.deleted_grace_s)
         return self.notebooks
 
-    def refresh(self, now: datetime | None = None) -> None:
-        """Rewrite the heartbeat and summary.html (errors logged, never raised)."""
+    def refresh(self, now: datetime | None = None, force: bool = False) -> None:
+        """Rewrite the heartbeat, and summary.html when what it shows changed or it is older
+        than :data:`SUMMARY_MAX_AGE_S` (or ``force``). Errors are logged, never raised."""
         now = now or datetime.now(UTC)
         with self._lock:
             state: dict[str, Any] = {
@@ -345,11 +349,27 @@ class Scheduler:
                                   durable=False)
             except OSError as exc:
                 log.error("cannot write heartbeat: %s", exc)
+            fingerprint = self._summary_fingerprint(state)
+            if (not force and fingerprint == self._summary_written[0]
+                    and time.monotonic() - self._summary_written[1] < SUMMARY_MAX_AGE_S):
+                return  # nothing the page shows has changed: the idle daemon stays idle
             try:
                 rows = summary.build_rows(self.settings, self.notebooks, self.history.load(), now)
                 summary.write_summary(self.settings, rows, now, limits.detect_method())
+                self._summary_written = (fingerprint, time.monotonic())
             except Exception:
                 log.exception("cannot write summary.html")
+
+    def _summary_fingerprint(self, state: dict[str, Any]) -> tuple[Any, ...]:
+        """What summary.html depends on: the notebooks and their specs, the history file
+        (any recorded run changes its size or mtime) and the running set."""
+        try:
+            st = history_file(self.output).stat()
+            hist: tuple[int, int] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            hist = (0, 0)
+        nbs = tuple((n.path, n.spec, n.disabled_reason) for n in self.notebooks)
+        return nbs, hist, tuple(state["running"])
 
     def _changed(self, run: Run) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,3 +255,33 @@ def test_a_missing_notebooks_folder_marks_nothing_deleted(settings):
     settings.notebooks.rmdir()
     assert scheduler.tick(replace(settings, deleted_grace_s=1.0), now=now) == []
     assert history.load()["a_autorun.ipynb"].deleted_at is None
+
+
+def test_idle_refresh_rewrites_the_heartbeat_but_not_an_unchanged_summary(settings, jc):
+    """The daemon refreshes every rescan; summary.html is only re-rendered when something it
+    shows changed (a recorded run, a notebook added) or it is older than a minute."""
+
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks)
+    sched = scheduler.Scheduler(settings, "daemon", threading.Event())
+    try:
+        now = datetime.now(UTC)
+        sched.scan(now)
+        sched.refresh(now)
+        page = summary_file(settings.output_dir)
+        first = page.stat().st_mtime_ns
+        beat = scheduler_state_file(settings.output_dir)
+        beat_before = beat.read_text()
+        time.sleep(0.02)
+        sched.refresh(now + timedelta(seconds=10))
+        assert page.stat().st_mtime_ns == first  # unchanged: not rewritten
+        assert beat.read_text() != beat_before   # the heartbeat still moves
+        jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "new_autorun.ipynb")
+        sched.scan(now)
+        sched.refresh(now + timedelta(seconds=20))
+        assert page.stat().st_mtime_ns != first and "new_autorun.ipynb" in page.read_text()
+        second = page.stat().st_mtime_ns
+        sched._summary_written = (sched._summary_written[0], time.monotonic() - 61)
+        sched.refresh(now + timedelta(seconds=90))
+        assert page.stat().st_mtime_ns != second  # older than a minute: refreshed anyway
+    finally:
+        sched.close()
