@@ -383,3 +383,56 @@ def test_tiny_runs_still_produce_valid_frames():
     fp = frames["fastpath"]
     assert list(fp.columns) == TABLES["fastpath"].column_names and len(fp) < 10
     assert all(conforms(fp[c], t) for c, t in TABLES["fastpath"].columns)
+
+
+class FailingStore(CollectingStore):
+    """Collects frames like :class:`CollectingStore`, but its ``fail_at``-th insert (1-based,
+    over all tables) raises. ``order`` lists the tables of the inserts attempted."""
+
+    def __init__(self, fail_at: int | None) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.order: list[str] = []
+
+    def insert(self, table: str, df: pd.DataFrame) -> int:
+        self.order.append(table)
+        if len(self.order) == self.fail_at:
+            raise StoreError(f"disk full while writing insert {self.fail_at} ({table})")
+        return super().insert(table, df)
+
+
+SMALL = {"days": 2, "rows": 6000, "seed": 1, "end": END, "chunk_rows": 1500}
+DIMENSIONS = ["citizenlab", "test_helper_instances", "event_detector_changepoints"]  # written before fastpath
+
+
+def test_generate_reports_progress_in_order_after_each_chunk_is_written(tmp_path):
+    plan = make_plan(**SMALL)
+    assert len(plan.chunks) >= 4  # enough chunks for the insert of one to overlap the next
+    store = FailingStore(fail_at=None)
+    calls: list[tuple[int, int, int]] = []
+    truth = generate(store, progress=lambda done, total: calls.append((done, total, len(store.frames["fastpath"]))),
+                     truth_path=tmp_path / "t.json", **SMALL)
+    # one call per chunk, in order, each after its own chunk (and no later one) was written
+    assert calls == [(hi, len(plan.hours), i + 1) for i, (_, hi) in enumerate(plan.chunks)]
+    assert store.order == DIMENSIONS + ["fastpath"] * len(plan.chunks)
+    starts = [df["measurement_start_time"].min() for df in store.frames["fastpath"]]
+    assert starts == sorted(starts)  # chunks written oldest first
+    assert truth.rows["fastpath"] == sum(len(df) for df in store.frames["fastpath"])
+    assert (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("fail_at", [2, 5, -1], ids=["helpers-table", "second-fastpath-chunk", "last-chunk"])
+def test_generate_surfaces_an_insert_error_and_writes_nothing_after_it(tmp_path, fail_at):
+    n_inserts = len(DIMENSIONS) + len(make_plan(**SMALL).chunks)
+    fail_at = n_inserts if fail_at == -1 else fail_at
+    store = FailingStore(fail_at=fail_at)
+    calls: list[int] = []
+    with pytest.raises(StoreError, match=rf"disk full while writing insert {fail_at} \("):
+        generate(store, progress=lambda done, total: calls.append(done),
+                 truth_path=tmp_path / "t.json", **SMALL)
+    expected = (DIMENSIONS + ["fastpath"] * n_inserts)[:fail_at]
+    assert store.order == expected  # no insert was attempted after the failing one
+    assert sum(len(frames) for frames in store.frames.values()) == fail_at - 1
+    written_chunks = max(0, fail_at - 1 - len(DIMENSIONS))
+    assert len(calls) == written_chunks and calls == sorted(calls)  # progress only for written chunks
+    assert not (tmp_path / "t.json").exists()  # no truth for a partial run

@@ -8,11 +8,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from ooniutils.store.embedded import EmbeddedStore
+from ooniutils.store import params as P
+from ooniutils.store.embedded import EmbeddedStore, parquet_options
+from ooniutils.store.schema import FASTPATH
 from tests.support.services import REPO
 
 
@@ -62,6 +68,136 @@ def test_unwritable_folder_is_a_store_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot create the embedded store"):
         EmbeddedStore(blocker / "sub")
+
+
+def _encodings(path) -> dict[str, set[str]]:
+    """Encodings of each column chunk of the first row group of the Parquet file ``path``."""
+    md = pq.ParquetFile(path).metadata
+    rg = md.row_group(0)
+    return {rg.column(i).path_in_schema: set(rg.column(i).encodings) for i in range(md.num_columns)}
+
+
+def _dictionary_encoded(encodings: set[str]) -> bool:
+    return bool(encodings & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"})
+
+
+def test_parquet_options_use_dictionaries_only_where_values_repeat(tmp_path):
+    n = 4000
+    df = pd.DataFrame({
+        "measurement_uid": [f"uid-{i:06d}" for i in range(n)],  # unique
+        "input": [f"https://example.org/{i}" for i in range(n)],  # unique
+        "test_runtime": np.linspace(0.1, 9.9, n),  # unique floats
+        "probe_cc": pd.Categorical(np.array(["IT", "DE", "BR"])[np.arange(n) % 3]),  # Arrow dictionary
+        "platform": np.array(["android", "ios", "linux"])[np.arange(n) % 3],  # few values, plain strings
+        "probe_asn": np.arange(n) % 10,  # few numbers
+    })
+    arrow = P.to_arrow(FASTPATH, df, dictionary=True)
+    assert pa.types.is_dictionary(arrow.schema.field("probe_cc").type)
+    opts = parquet_options(arrow)
+    assert opts["compression"] == "zstd"
+    chosen = set(opts["use_dictionary"])
+    assert {"probe_cc", "platform", "probe_asn", "page_len"} <= chosen  # page_len: all default 0
+    assert not {"measurement_uid", "input", "test_runtime"} & chosen
+    pq.write_table(arrow, tmp_path / "p.parquet", **opts)
+    enc = _encodings(tmp_path / "p.parquet")
+    for name in ("probe_cc", "platform", "probe_asn"):
+        assert _dictionary_encoded(enc[name]), (name, enc[name])
+    for name in ("measurement_uid", "input", "test_runtime"):
+        assert not _dictionary_encoded(enc[name]), (name, enc[name])
+    assert pq.read_table(tmp_path / "p.parquet").cast(arrow.schema).equals(arrow)
+
+
+def test_parquet_options_sample_the_whole_column_not_its_head():
+    """A column constant for its first rows, then unique, is not worth a dictionary."""
+    n = 8192
+    head = pa.table({"v": pa.array(["same"] * 1024)})
+    tail = pa.table({"v": pa.array([f"x{i}" for i in range(n - 1024)])})
+    arrow = pa.concat_tables([head, tail])  # two chunks
+    assert parquet_options(arrow)["use_dictionary"] == []
+    repeated = pa.concat_tables([tail.slice(0, 100)] * 40)  # 100 values over 4000 rows, 40 chunks
+    assert parquet_options(repeated)["use_dictionary"] == ["v"]
+    assert parquet_options(pa.table({"v": pa.nulls(50, pa.string())}))["use_dictionary"] == ["v"]
+
+
+def test_insert_writes_categoricals_as_dictionaries_and_reads_them_back(embedded_store):
+    store = embedded_store
+    n = 600
+    df = pd.DataFrame({"measurement_uid": [f"u{i:05d}" for i in range(n)],
+                       "probe_cc": pd.Categorical(np.array(["IT", "DE", "BR"])[np.arange(n) % 3])})
+    store.insert("fastpath", df)
+    (part,) = store.parts("fastpath")
+    assert pa.types.is_dictionary(pq.read_schema(part).field("probe_cc").type)
+    enc = _encodings(part)
+    assert _dictionary_encoded(enc["probe_cc"]) and not _dictionary_encoded(enc["measurement_uid"])
+    got = store.query("SELECT probe_cc, count() AS n FROM fastpath GROUP BY probe_cc ORDER BY probe_cc")
+    assert got.to_dict("list") == {"probe_cc": ["BR", "DE", "IT"], "n": [200, 200, 200]}
+
+
+def _old_style_part(store, df: pd.DataFrame, stamp: str) -> None:
+    """A part as the store wrote it before dictionaries: dense strings, zstd, default options."""
+    path = store.current_dir("fastpath") / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+    pq.write_table(P.to_arrow(FASTPATH, df), path, compression="zstd")
+
+
+def _batch(first: int, n: int, ccs: list[str]) -> pd.DataFrame:
+    idx = np.arange(first, first + n)
+    return pd.DataFrame({
+        "measurement_uid": [f"uid-{i:06d}" for i in idx],
+        "input": [f"https://example.org/{i}" for i in idx],
+        "probe_cc": pd.Categorical(np.array(ccs)[idx % len(ccs)]),
+        "test_name": pd.Categorical(np.array(["web_connectivity", "signal", "dnscheck"])[idx % 3]),
+        "probe_asn": (idx % 11).astype("uint32"),
+        "measurement_start_time": pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(idx, unit="min"),
+    })
+
+
+@pytest.mark.parametrize("old_first", [True, False], ids=["old-part-first", "new-part-first"])
+def test_compact_mixes_old_dense_parts_and_new_dictionary_parts(embedded_store, old_first):
+    store = embedded_store
+    batches = [_batch(0, 700, ["IT", "DE"]), _batch(700, 500, ["BR", "IT", "RU"]), _batch(1200, 300, ["IR"])]
+    # old parts sort before (or after) the parts insert() names with today's time stamp
+    stamp = "20000101T000000" if old_first else "29991231T235959"
+    _old_style_part(store, batches[0], stamp)
+    store.insert("fastpath", batches[1])
+    _old_style_part(store, batches[2], stamp)
+    parts = store.parts("fastpath")
+    assert len(parts) == 3
+    kinds = [pa.types.is_dictionary(pq.read_schema(p).field("probe_cc").type) for p in parts]
+    assert kinds == ([False, False, True] if old_first else [True, False, False])
+
+    everything = pd.concat(batches, ignore_index=True)
+    cols = "measurement_uid, input, probe_cc, test_name, probe_asn, measurement_start_time"
+    queries = {
+        "count": "SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath",
+        "by_cc": "SELECT probe_cc, test_name, count() AS n FROM fastpath GROUP BY probe_cc, test_name "
+                 "ORDER BY probe_cc, test_name",
+        "rows": f"SELECT {cols} FROM fastpath WHERE measurement_uid IN ('uid-000000', 'uid-000699', "
+                "'uid-000700', 'uid-001199', 'uid-001499') ORDER BY measurement_uid",
+        "all": "SELECT * FROM fastpath ORDER BY measurement_uid",
+    }
+    before = {k: store.query(q) for k, q in queries.items()}
+    store.compact("fastpath")
+    (merged,) = store.parts("fastpath")
+    assert pq.read_schema(merged).field("probe_cc").type == pa.string()  # dense: parts' dictionaries differ
+    after = {k: store.query(q) for k, q in queries.items()}
+    for k in queries:
+        pd.testing.assert_frame_equal(before[k], after[k], obj=k)
+
+    assert after["count"].to_dict("list") == {"n": [1500], "u": [1500]}
+    expected = (everything.astype({"probe_cc": str, "test_name": str})
+                .groupby(["probe_cc", "test_name"]).size().reset_index(name="n"))
+    assert after["by_cc"][["probe_cc", "test_name"]].values.tolist() == expected[["probe_cc", "test_name"]].values.tolist()
+    assert after["by_cc"]["n"].tolist() == expected["n"].tolist()
+    rows = after["rows"]
+    want = everything.set_index("measurement_uid").loc[rows["measurement_uid"]]
+    assert rows["measurement_uid"].tolist() == ["uid-000000", "uid-000699", "uid-000700", "uid-001199", "uid-001499"]
+    assert rows["probe_cc"].tolist() == want["probe_cc"].astype(str).tolist()
+    assert rows["test_name"].tolist() == want["test_name"].astype(str).tolist()
+    assert rows["input"].tolist() == want["input"].tolist()
+    assert rows["probe_asn"].tolist() == want["probe_asn"].tolist()
+    got_times = pd.to_datetime(rows["measurement_start_time"], utc=True).tolist()
+    assert got_times == want["measurement_start_time"].tolist()
+    assert len(after["all"]) == 1500
 
 
 READER = textwrap.dedent("""

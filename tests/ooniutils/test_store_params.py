@@ -120,3 +120,61 @@ def test_fixedstring_is_stored_nul_padded_and_length_checked():
     assert t.column("cc")[0].as_py() == b"ZZ" + b"\0" * 30
     with pytest.raises(StoreError, match="'cc'.*longer than 32 bytes"):
         P.to_arrow(CITIZENLAB, pd.DataFrame({"cc": ["x" * 33]}))
+
+
+def _fastpath_frame_with_categoricals(n: int = 30) -> pd.DataFrame:
+    ccs = np.array(["IT", "DE", "BR", "IR"])
+    return pd.DataFrame({
+        "measurement_uid": [f"uid-{i:04d}" for i in range(n)],  # plain strings
+        "probe_cc": pd.Categorical(ccs[np.arange(n) % 4], categories=[*ccs, "unused"]),
+        "test_name": pd.Categorical(["web_connectivity", "signal"] * (n // 2)),
+        "probe_asn": np.arange(n) % 7,
+    })
+
+
+def test_to_arrow_dictionary_keeps_categoricals_encoded_with_the_same_values():
+    df = _fastpath_frame_with_categoricals()
+    dense = P.to_arrow(FASTPATH, df)
+    encoded = P.to_arrow(FASTPATH, df, dictionary=True)
+    for name in ("probe_cc", "test_name"):
+        assert dense.schema.field(name).type == pa.string()
+        t = encoded.schema.field(name).type
+        assert pa.types.is_dictionary(t) and t.value_type == pa.string(), (name, t)
+        assert not encoded.schema.field(name).nullable  # String, not Nullable(String)
+    # everything that was not a categorical keeps the declared type
+    for field in encoded.schema:
+        if field.name not in ("probe_cc", "test_name"):
+            assert field == dense.schema.field(field.name), field.name
+    assert encoded.schema.field("measurement_uid").type == pa.string()
+    decoded = encoded.cast(dense.schema)
+    assert decoded.equals(dense)
+    assert decoded.column("probe_cc").to_pylist() == list(df["probe_cc"].astype(str))
+
+
+def test_to_arrow_dictionary_handles_nulls_in_categoricals():
+    from ooniutils.store.schema import LOGS
+
+    base = {"host": ["h"] * 4, "__REALTIME_TIMESTAMP": [1, 2, 3, 4], "_MACHINE_ID": ["m"] * 4,
+            "_HOSTNAME": ["h"] * 4}
+    df = pd.DataFrame({**base, "LOGGER": pd.Categorical(["a", None, "b", "a"])})  # LowCardinality(Nullable(String))
+    encoded = P.to_arrow(LOGS, df, dictionary=True)
+    assert pa.types.is_dictionary(encoded.schema.field("LOGGER").type)
+    assert encoded.schema.field("LOGGER").nullable
+    assert encoded.column("LOGGER").to_pylist() == ["a", None, "b", "a"]
+    assert encoded.column("LOGGER").null_count == 1
+    assert encoded.cast(P.to_arrow(LOGS, df).schema).equals(P.to_arrow(LOGS, df))
+    # a null in a categorical of a non-Nullable String column is still refused
+    with pytest.raises(StoreError, match=r"'probe_cc'.*1 null value"):
+        P.to_arrow(FASTPATH, pd.DataFrame({"probe_cc": pd.Categorical(["IT", None])}), dictionary=True)
+
+
+def test_to_arrow_dictionary_leaves_other_columns_dense():
+    df = pd.DataFrame({
+        "probe_cc": ["IT", "DE"],  # plain strings
+        "probe_asn": pd.Categorical([3269, 3320]),  # categorical, but not of strings
+        "test_name": pd.Categorical([1, 2]).rename_categories(["a", "b"]).astype("object"),
+    })
+    encoded = P.to_arrow(FASTPATH, df, dictionary=True)
+    assert encoded.schema.equals(P.to_arrow(FASTPATH, pd.DataFrame()).schema)
+    assert encoded.column("probe_asn").to_pylist() == [3269, 3320]
+    assert encoded.column("test_name").to_pylist() == ["a", "b"]
