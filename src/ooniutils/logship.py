@@ -18,6 +18,7 @@ and skipped with a log message. Parsing is done a batch at a time by pyarrow's J
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import queue
@@ -43,6 +44,7 @@ from .store.schema import LOGS
 log = logging.getLogger(__name__)
 
 REQUIRED = ("__REALTIME_TIMESTAMP", "__CURSOR")
+READ_CHUNK = 8 << 20
 _JOURNAL_COLUMNS = [c for c in LOGS.column_names if c not in ("host", "message", "timestamp", "inserted_at")]
 
 
@@ -121,13 +123,15 @@ def parse_batch(lines: list[bytes], stats: ShipStats) -> pa.Table:
     if not lines:
         return _READ_SCHEMA.empty_table()
     try:
+        # 1 MiB blocks parse in parallel; fields we do not store are inferred then dropped
+        # (measured faster than "ignore").
         table = pajson.read_json(
             io.BytesIO(b"\n".join(lines)),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 24),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=1 << 20),
             parse_options=pajson.ParseOptions(explicit_schema=_READ_SCHEMA,
-                                              unexpected_field_behavior="ignore",
+                                              unexpected_field_behavior="infer",
                                               newlines_in_values=False),
-        )
+        ).select(_JOURNAL_COLUMNS)
         if table.num_rows != len(lines):
             raise pa.ArrowInvalid("row count mismatch")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -152,12 +156,14 @@ def to_frame(table: pa.Table, stats: ShipStats) -> pd.DataFrame:
         target = _TARGET_TYPES[c]
         arr = table[c]
         if target != pa.string():
-            ok = pc.match_substring_regex(arr, r"^-?[0-9]+$")
-            ok = pc.fill_null(ok, True)
-            if c == "__REALTIME_TIMESTAMP":
-                bad = pc.invert(ok)
-            arr = pc.if_else(ok, arr, pa.scalar(None, pa.string()))
-            arr = pc.cast(arr, target, safe=False)
+            try:
+                arr = pc.cast(arr, target)  # the common case: every value is an integer
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                ok = pc.fill_null(pc.match_substring_regex(arr, r"^-?[0-9]+$"), True)
+                if c == "__REALTIME_TIMESTAMP":
+                    bad = pc.invert(ok)
+                arr = pc.if_else(ok, arr, pa.scalar(None, pa.string()))
+                arr = pc.cast(arr, target, safe=False)
         cols[c] = arr
     out = pa.table(cols)
     if bad is not None and (n_bad := pc.sum(bad).as_py() or 0):
@@ -226,24 +232,17 @@ class Shipper:
     def ship_lines(self, lines: Iterable[bytes], skip_until_cursor: str | None = None) -> ShipStats:
         """Ship an iterable of lines (a file, stdin). With ``skip_until_cursor``, lines up to
         and including the one holding that cursor are skipped (resume after a restart)."""
-        skipping = skip_until_cursor is not None
-        needle = json.dumps(skip_until_cursor).encode() if skipping else b""
-        batch: list[bytes] = []
-        for raw in lines:
-            line = raw.strip()
-            if not line:
-                continue
-            if skipping:
-                if needle in line:
-                    skipping = False
-                continue
-            batch.append(line)
-            if len(batch) >= self.batch_size:
-                self.flush(batch)
-                batch = []
-        if skipping:
-            log.warning("cursor %s not found in the input; nothing after it was shipped", skip_until_cursor)
-        self.flush(batch)
+        it = iter(lines)
+        if skip_until_cursor is not None:
+            needle = json.dumps(skip_until_cursor).encode()
+            for raw in it:
+                if needle in raw:
+                    break
+            else:
+                log.warning("cursor %s not found in the input; nothing after it was shipped",
+                            skip_until_cursor)
+        while batch := list(itertools.islice(it, self.batch_size)):  # batches taken in C
+            self.flush([line for line in batch if not line.isspace() and line])
         return self.stats
 
     def ship_stream(self, stream: IO[bytes], stop: threading.Event | None = None) -> ShipStats:
@@ -293,7 +292,13 @@ def iter_file(path: str) -> Iterator[bytes]:
     except OSError as exc:
         raise LoadError(f"cannot read {exc.strerror.lower() if exc.strerror else exc}", source=path) from exc
     with fh:
-        yield from fh
+        rest = b""
+        while chunk := fh.read(READ_CHUNK):  # split big blocks rather than iterate lines
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
 
 
 def ship(store: Store, cursor_file: Path, from_file: str | None = None,
