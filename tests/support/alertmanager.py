@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from .services import free_port, require_program, running, stop_group, wait_for_http
+from .services import http_service, require_program
 
 CONFIG = """\
 # Minimal test configuration: every alert goes to a receiver without integrations.
@@ -31,7 +31,6 @@ receivers:
   - name: blackhole
 """
 
-_START_ATTEMPTS = 3  # a free port can be taken between probing and binding; try another one
 
 
 @contextlib.contextmanager
@@ -43,23 +42,9 @@ def alertmanager_server(tmp_path: Path, config: str = CONFIG) -> Iterator[str]:
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     config_file = workdir / "alertmanager.yml"
     config_file.write_text(config)
-    log = workdir / "alertmanager.log"
-    last_error: Exception | None = None
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        cmd = [binary, f"--config.file={config_file}", f"--storage.path={workdir / 'data'}",
-               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-               "--log.level=warn"]
-        with running(cmd, log, cwd=workdir) as proc:
-            try:
-                wait_for_http(base_url + "/-/ready", timeout=30, proc=proc,
-                              ok=lambda r: r.status_code == 200)
-            except (RuntimeError, TimeoutError) as exc:
-                last_error = exc
-                stop_group(proc)
-                continue
-            yield base_url
-            return
-    raise RuntimeError(f"Alertmanager did not start ({last_error}); log:\n"
-                       f"{log.read_text(errors='replace')[-2000:]}")
+    data = workdir / "data"
+    with http_service("Alertmanager", lambda port: [
+            binary, f"--config.file={config_file}", f"--storage.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+            "--log.level=warn"], workdir) as base_url:
+        yield base_url

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from .services import free_port, require_program, running, stop_group, wait_for_http
-
-_START_ATTEMPTS = 3
+from .services import http_service, require_program
 
 
 def _config(targets: Sequence[str], metrics_path: str, rule_files: Sequence[str]) -> str:
@@ -46,25 +44,11 @@ def prometheus_server(tmp_path: Path, targets: Sequence[str], metrics_path: str 
     (workdir / "data").mkdir(parents=True, exist_ok=True)
     config_file = workdir / "prometheus.yml"
     config_file.write_text(_config(targets, metrics_path, rule_files))
-    log = workdir / "prometheus.log"
-    last_error: Exception | None = None
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        cmd = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={workdir / 'data'}",
-               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
-        with running(cmd, log, cwd=workdir) as proc:
-            try:
-                wait_for_http(base_url + "/-/ready", timeout=30, proc=proc,
-                              ok=lambda r: r.status_code == 200)
-            except (RuntimeError, TimeoutError) as exc:
-                last_error = exc
-                stop_group(proc)
-                continue
-            yield base_url
-            return
-    raise RuntimeError(f"Prometheus did not start ({last_error}); log:\n"
-                       f"{log.read_text(errors='replace')[-2000:]}")
+    data = workdir / "data"
+    with http_service("Prometheus", lambda port: [
+            binary, f"--config.file={config_file}", f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], workdir) as base_url:
+        yield base_url
 
 
 def query(base_url: str, promql: str) -> list[dict]:

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -106,3 +106,31 @@ def stop_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout)
+
+
+START_ATTEMPTS = 3  # a free port can be taken between probing and binding; try another one
+
+
+@contextlib.contextmanager
+def http_service(name: str, command: Callable[[int], Sequence[str]], workdir: Path,
+                 ready_path: str = "/-/ready") -> Iterator[str]:
+    """Run ``command(port)`` on a free 127.0.0.1 port until ``ready_path`` answers 200;
+    yield its base URL; stop its process group afterwards. Retries on another port when
+    the first one was taken meanwhile; a failure quotes the end of the service's log."""
+    log = workdir / f"{name.lower()}.log"
+    last_error: Exception | None = None
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        with running(command(port), log, cwd=workdir) as proc:
+            try:
+                wait_for_http(base_url + ready_path, timeout=30, proc=proc,
+                              ok=lambda r: r.status_code == 200)
+            except (RuntimeError, TimeoutError) as exc:
+                last_error = exc
+                stop_group(proc)
+                continue
+            yield base_url
+            return
+    raise RuntimeError(f"{name} did not start ({last_error}); log:\n"
+                       f"{log.read_text(errors='replace')[-2000:]}")
