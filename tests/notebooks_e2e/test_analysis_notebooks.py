@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
@@ -22,6 +20,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
+from tests.support.fake_webhooks import fake_webhook_server
 from tests.support.services import REPO, require_shared_data
 
 NOTEBOOKS = REPO / "notebooks"
@@ -113,14 +112,14 @@ def outputs(world, tmp_path_factory):
            "JUPYCRON_STATE_DIR": str(world["state"]), "AUTORUN": "1"}
     empty_env = {**env, "OONI_DATA_DIR": str(tmp_path_factory.mktemp("empty-store"))}
     results: dict[str, object] = {}
-    with _SlackStandIn() as slack, ThreadPoolExecutor(max_workers=3) as pool:
-        slack_env = {**env, "OONI_SLACK_WEBHOOK_URL": slack.url}
+    with fake_webhook_server() as slack, ThreadPoolExecutor(max_workers=3) as pool:
+        slack_env = {**env, "OONI_SLACK_WEBHOOK_URL": slack.url("/hook")}
 
         def events_twice() -> tuple[str, list, str, list]:
             first = run_notebook("autorun_event_detector_alerts", slack_env)
-            after_first = list(slack.bodies)
+            after_first = [r.json() for r in slack.requests]
             second = run_notebook("autorun_event_detector_alerts", slack_env)
-            return first, after_first, second, list(slack.bodies)
+            return first, after_first, second, [r.json() for r in slack.requests]
 
         futures = {"events": pool.submit(events_twice),
                    "empty_logs": pool.submit(run_notebook, "autorun_fsn_logs", empty_env)}
@@ -138,37 +137,6 @@ def output(outputs: dict, key: str):
     if isinstance(value, Exception):
         raise value
     return value
-
-
-class _SlackStandIn:
-    """A local webhook that records the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                length = int(self.headers.get("Content-Length", 0))
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _SlackStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_helper_alarm_finds_the_injected_helper_failure(world, outputs):

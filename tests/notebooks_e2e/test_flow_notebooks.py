@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import nbformat
 import pandas as pd
@@ -24,6 +22,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
+from tests.support.fake_webhooks import FakeWebhook, fake_webhook_server
 from tests.support.services import REPO
 
 NOTEBOOKS = REPO / "notebooks"
@@ -37,36 +36,9 @@ EASY = "easy_charts"
 ALL = [FLOW, PER_COUNTRY, LONG_TERM, MSMTS, EASY]
 
 
-class _Recorder:
-    """A local HTTP endpoint standing in for Alertmanager and Slack: records every POST."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, object]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                recorder.requests.append((self.path, json.loads(body or b"null")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Recorder:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _recorded(hook: FakeWebhook) -> list[tuple[str, object]]:
+    """(path, JSON body) of every request the stand-in received so far."""
+    return [(r.path, r.json()) for r in hook.requests]
 
 
 def run_notebook(name: str, env: dict[str, str], overrides: str | None = None) -> dict:
@@ -122,18 +94,18 @@ def outputs(world):
     # make the injected android drop "current" so that the autorun run alerts on it
     hours = int((datetime.now(UTC) - drop.start).total_seconds() // 3600) + 2
     results: dict[str, object] = {}
-    with _Recorder() as rec, ThreadPoolExecutor(max_workers=3) as pool:
-        autorun_env = {**env, "AUTORUN": "1", "OONI_ALERTMANAGER_URL": rec.url + "/am",
-                       "OONI_SLACK_WEBHOOK_URL": rec.url + "/slack",
+    with fake_webhook_server() as rec, ThreadPoolExecutor(max_workers=3) as pool:
+        autorun_env = {**env, "AUTORUN": "1", "OONI_ALERTMANAGER_URL": rec.url("/am"),
+                       "OONI_SLACK_WEBHOOK_URL": rec.url("/slack"),
                        "OONI_OUTPUT_BASE_URL": "https://monitoring.example/outputs/",
                        "JUPYCRON_STATE_DIR": str(world["state"])}
 
         def autorun_twice() -> dict:
             """Two hourly runs seeing the same alarm: the requests after each are kept."""
             first = run_notebook(FLOW, autorun_env, f"ALERT_HOURS = {hours}")
-            first["requests"] = list(rec.requests)
+            first["requests"] = _recorded(rec)
             second = run_notebook(FLOW, autorun_env, f"ALERT_HOURS = {hours}")
-            second["requests"] = list(rec.requests)
+            second["requests"] = _recorded(rec)
             return {"first": first, "second": second}
 
         futures = {"autorun": pool.submit(autorun_twice)}  # the longest chain starts first
@@ -145,7 +117,7 @@ def outputs(world):
                 results[key] = fut.result()
             except Exception as exc:  # reported per test, with the notebook's traceback
                 results[key] = exc
-        results["requests"] = list(rec.requests)
+        results["requests"] = _recorded(rec)
     return results
 
 
