@@ -7,7 +7,6 @@ import csv
 import io
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import pytest
 from ooniutils.edge import HAPROXY_TEMPLATE, Backend, render_haproxy_config
 from ooniutils.exceptions import ConfigError
 from tests.deploy.conftest import Backend as Helper
-from tests.support.services import free_port, require_program, running, wait_for_http
+from tests.support.services import free_port, poll_until, require_program, running, wait_for_http
 
 AUTH = ("admin", "s3cret-stats")
 CLIENTS = [f"127.0.0.{i}" for i in range(2, 31)]
@@ -79,19 +78,8 @@ def proxy(tmp_path, make_backend) -> Iterator[Proxy]:
     with running([binary, "-db", "-f", str(cfg)], tmp_path / "haproxy.log") as proc:
         p = Proxy(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}/stats", helpers)
         wait_for_http(p.stats_url, proc=proc, ok=lambda r: r.status_code == 401)
-        _poll(lambda: set(p.server_status().values()) == {"UP"})
+        poll_until(lambda: set(p.server_status().values()) == {"UP"}, timeout=20.0)
         yield p
-
-
-def _poll(fn, timeout: float = 20.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s (last: {result!r})")
-        time.sleep(every)
 
 
 def test_production_config_is_valid(tmp_path):
@@ -140,7 +128,7 @@ def test_source_affinity_failover_and_return(proxy: Proxy):
         # ...and the proxy really did meet the dead helper and redispatch (not just skip it)
         row = proxy.server_rows()[victim]
         assert int(row["wredis"] or 0) >= 1, row
-        _poll(lambda: proxy.server_status()[victim].startswith("DOWN"))
+        poll_until(lambda: proxy.server_status()[victim].startswith("DOWN"), timeout=20.0)
         after_down = round_()
         assert victim not in after_down.values()
         for ip in CLIENTS:
@@ -151,7 +139,7 @@ def test_source_affinity_failover_and_return(proxy: Proxy):
 
         # Bring it back: once up (rise 2), consistent hashing gives it its clients back.
         proxy.helpers[victim].start()
-        _poll(lambda: proxy.server_status()[victim] == "UP")
+        poll_until(lambda: proxy.server_status()[victim] == "UP", timeout=20.0)
         assert round_() == before
     finally:
         for c in clients.values():

@@ -4,7 +4,6 @@ counting HTTP back-end on 127.0.0.1."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from ooniutils.cli import cli
 from ooniutils.edge import NGINX_TEMPLATE, render_nginx_config
 from ooniutils.exceptions import ConfigError
 from tests.deploy.conftest import Backend, nginx_main_conf
-from tests.support.services import free_port, require_program, running, wait_for_http
+from tests.support.services import free_port, poll_until, require_program, running, wait_for_http
 
 
 def test_template_placeholders_are_documented():
@@ -87,18 +86,6 @@ def _status(r: httpx.Response) -> str:
     return r.headers.get("x-cache-status", "")
 
 
-def _poll(fn, timeout: float = 15.0, every: float = 0.1):
-    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s (last: {result!r})")
-        time.sleep(every)
-
-
 @pytest.mark.integration
 def test_cache_hit_stale_and_purge(nginx: Nginx):
     with httpx.Client(base_url=nginx.url, timeout=10) as c:
@@ -114,7 +101,7 @@ def test_cache_hit_stale_and_purge(nginx: Nginx):
 
         # Back-end down, entry older than proxy_cache_valid (1 s here): served STALE.
         nginx.backend.stop()
-        stale = _poll(lambda: (r := c.get("/api/v1/x")).status_code == 200
+        stale = poll_until(lambda: (r := c.get("/api/v1/x")).status_code == 200
                       and _status(r) == "STALE" and r)
         assert stale.text == "api"
         assert _status(c.get("/long")) == "HIT"  # still fresh, the back-end is not asked
@@ -155,7 +142,7 @@ def test_access_log_anonymises_clients(nginx: Nginx):
         return text.splitlines()
 
     # the fixture's readiness probe is logged first
-    logged = _poll(lambda: len(lines()) >= 2 + len(posing_as) and lines())[-1 - len(posing_as):]
+    logged = poll_until(lambda: len(lines()) >= 2 + len(posing_as) and lines())[-1 - len(posing_as):]
     first_fields = [line.split(" ", 1)[0] for line in logged]
     assert first_fields == ["127.0.0.0", *posing_as.values()]
     text = "\n".join(logged)

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -134,3 +135,16 @@ def http_service(name: str, command: Callable[[int], Sequence[str]], workdir: Pa
             return
     raise RuntimeError(f"{name} did not start ({last_error}); log:\n"
                        f"{log.read_text(errors='replace')[-2000:]}")
+
+
+def poll_until(fn: Callable[[], object], timeout: float = 15.0, every: float = 0.1) -> Any:
+    """Call ``fn`` until it returns something truthy and return that; fail the test after
+    ``timeout`` seconds, quoting the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s (last: {result!r})")
+        time.sleep(every)
