@@ -198,6 +198,22 @@ def _window_bounds(df: pd.DataFrame, start: datetime | None, now: datetime | Non
     return first, last
 
 
+def _tested_windows(df: pd.DataFrame, key: str, now: datetime | None,
+                    p: AlarmParams) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Counts up to the last complete hour, and per (``key``, hour) the recent vs baseline
+    windows with the one-sided rise p-value; None when there is nothing to test."""
+    if df.empty:
+        return None
+    first, last = _window_bounds(df, None, now)
+    df = df[df["hour"] <= last]
+    if df.empty:
+        return None
+    w = _rolling_windows(_grid(df, key, first, last), p)
+    w["p_value"] = _rise_p(w["recent_failures"], w["recent_total"], w["baseline_failures"],
+                           w["baseline_total"], w["dispersion"])
+    return df, w
+
+
 def helper_alarms(counts: pd.DataFrame, now: datetime | None = None,
                   params: AlarmParams | None = None) -> pd.DataFrame:
     """Per helper and hour: recent vs baseline failure rate, p-value, status and scope.
@@ -214,15 +230,10 @@ def helper_alarms(counts: pd.DataFrame, now: datetime | None = None,
     cols = ["helper", "hour", "recent_total", "recent_failures", "recent_rate", "baseline_total",
             "baseline_rate", "dispersion", "p_value", "status", "alarm", "scope", "top_cc", "top_asn",
             "rest_rate", "rest_p_value", "others_rate"]
-    if df.empty:
+    windows = _tested_windows(df, "helper", now, p)
+    if windows is None:
         return pd.DataFrame(columns=cols)
-    first, last = _window_bounds(df, None, now)
-    df = df[df["hour"] <= last]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    w = _rolling_windows(_grid(df, "helper", first, last), p)
-    w["p_value"] = _rise_p(w["recent_failures"], w["recent_total"], w["baseline_failures"],
-                           w["baseline_total"], w["dispersion"])
+    df, w = windows
     n_helpers = max(df["helper"].nunique(), 1)
     w["status"] = _status(w, p, p.alpha / n_helpers)
     w["scope"] = ""
@@ -306,15 +317,10 @@ def network_problems(counts: pd.DataFrame, now: datetime | None = None,
     df = _check_counts(counts)
     cols = [by, "hour", "recent_total", "recent_failures", "recent_rate", "baseline_total",
             "baseline_rate", "dispersion", "p_value", "status", "helpers_seen", "helpers_elevated", "problem"]
-    if df.empty:
+    windows = _tested_windows(df, by, now, p)
+    if windows is None:
         return pd.DataFrame(columns=cols)
-    first, last = _window_bounds(df, None, now)
-    df = df[df["hour"] <= last]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    w = _rolling_windows(_grid(df, by, first, last), p)
-    w["p_value"] = _rise_p(w["recent_failures"], w["recent_total"], w["baseline_failures"],
-                           w["baseline_total"], w["dispersion"])
+    df, w = windows
     alpha = p.alpha / max(df[by].nunique(), 1)
     w["status"] = _status(w, p, alpha)
     w["helpers_seen"] = 0
