@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MODE = 0o644
@@ -27,24 +28,35 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = DEFAULT_MODE,
-                       durable: bool = True) -> Path:
-    """Replace ``path`` with ``data`` atomically. ``durable`` also fsyncs the folder, so the
-    rename itself survives a power cut (history, cursors); pass False for cheap rewrites."""
-    target = Path(path)
+def _replace(target: Path, fill: Callable[[str], object], mode: int) -> None:
+    """``fill`` a temporary file beside ``target``, give it ``mode``, rename it over ``target``;
+    on any error the temporary file is removed and the error raised."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fill(tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = DEFAULT_MODE,
+                       durable: bool = True) -> Path:
+    """Replace ``path`` with ``data`` atomically. ``durable`` also fsyncs the folder, so the
+    rename itself survives a power cut (history, cursors); pass False for cheap rewrites."""
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    target = Path(path)
+    _replace(target, fill, mode)
     if durable:
         _fsync_dir(target.parent)
     return target
@@ -59,15 +71,5 @@ def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                 mode: int = DEFAULT_MODE) -> Path:
     """Copy ``src`` over ``dst`` atomically (readers never see a half-copied ``dst``)."""
     target = Path(dst)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    _replace(target, lambda tmp: shutil.copyfile(src, tmp), mode)
     return target
