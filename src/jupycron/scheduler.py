@@ -43,29 +43,32 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
-from ooniutils.atomicfile import atomic_write_text
+from ooniutils.atomicfile import atomic_write_bytes, atomic_write_text
 
 from . import discovery, limits, schedule, summary
 from .config import Settings
 from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
 from .history import History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
-from .paths import history_file, lock_file, scheduler_state_file, validate_rel
+from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
 from .runner import kill_marked, run_notebook, warm_exporters
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = [
     "INTERRUPTED_RETRIES",
+    "CachedHistory",
     "due_runs",
     "reap_orphans",
     "run_forever",
@@ -79,6 +82,10 @@ INTERRUPTED_RETRIES = 3
 RESCAN_S = 10.0
 SUMMARY_MAX_AGE_S = 60.0
 """summary.html is rewritten at least this often (its "generated at" line), else only on change."""
+SUMMARY_RENDER_MAX_S = 600.0
+"""Between changes, rewrites only restamp the "generated at" line of the last rendered page;
+the rows are rendered again at least this often (and whenever a slot passes), which also
+picks up output files removed by hand."""
 #: The background refresh waits this long after a change, so a short run's RUNNING and
 #: outcome rows make one summary write, and the page is never rendered on a run's
 #: critical path (it would compete with the run for the GIL).
@@ -187,6 +194,97 @@ def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
     return min(slots, default=None)
 
 
+# --- the history, parsed once per change ------------------------------------------------
+
+#: A history file whose stamps are younger than this when read is parsed again next time: a
+#: rewrite within the same timestamp tick could otherwise keep (mtime, size, inode, ctime).
+_HISTORY_RACY_NS = 2_000_000_000
+
+_Stamp = tuple[int, int, int, int]
+
+
+class CachedHistory(History):
+    """A :class:`~jupycron.history.History` whose :meth:`load` parses the file only when it
+    changed, for the daemon.
+
+    An idle rescan reads the history several times (orphans, deletions, purge, due runs,
+    the summary page); parsing costs time proportional to notebooks × runs, a ``stat`` does
+    not. The parse is reused while the file's ``(mtime_ns, size, inode, ctime_ns)`` are
+    unchanged and were at least 2 s old when read. Writers replace the file by rename, so
+    every write also gives it a new inode. ``generation`` counts the parses: answers derived
+    from one parse (see :meth:`snapshot`) stay valid while it is unchanged.
+
+    Each :meth:`load` returns a new dict, but the :class:`NotebookHistory` values are shared
+    between calls: treat them as read-only (writes go through :meth:`update`, which reads
+    the file afresh under the lock). Thread-safe.
+    """
+
+    def __init__(self, output_dir: Path | str, keep: int = 100) -> None:
+        super().__init__(output_dir, keep)
+        self._cache_lock = threading.Lock()
+        self._stamp: _Stamp | None = None
+        self._data: dict[str, NotebookHistory] | None = None
+        self._trusted = False
+        self.generation = 0
+        self.parses = 0
+        self._derived: dict[str, Any] = {}
+
+    def _file_stamp(self) -> tuple[_Stamp | None, bool]:
+        """The file's stamp (None when absent) and whether it is old enough to trust."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None, True
+        except OSError:
+            return None, False  # let History.load report the error
+        newest = max(st.st_mtime_ns, st.st_ctime_ns)
+        return ((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns),
+                newest < time.time_ns() - _HISTORY_RACY_NS)
+
+    def snapshot(self) -> tuple[int, dict[str, NotebookHistory]]:
+        """``(generation, history)``: the parse of the current file and its generation."""
+        stamp, trusted = self._file_stamp()  # before reading: a later write changes it
+        with self._cache_lock:
+            if self._data is not None and self._trusted and stamp == self._stamp:
+                return self.generation, dict(self._data)
+        data = super().load()
+        with self._cache_lock:
+            self.generation += 1
+            self.parses += 1
+            self._stamp, self._data, self._trusted = stamp, data, trusted
+            self._derived = {}
+            return self.generation, dict(data)
+
+    def load(self) -> dict[str, NotebookHistory]:
+        """Every notebook's history, as :meth:`History.load` (values shared: read-only)."""
+        return self.snapshot()[1]
+
+    def _memo(self, name: str, fn: Callable[[dict[str, NotebookHistory]], T]) -> T:
+        """``fn(history)``, computed once per parse."""
+        generation, data = self.snapshot()
+        with self._cache_lock:
+            if generation == self.generation and name in self._derived:
+                return self._derived[name]
+        value = fn(data)
+        with self._cache_lock:
+            if generation == self.generation:
+                self._derived[name] = value
+        return value
+
+    def running_runs(self) -> list[Run]:
+        """Every RUNNING row (without walking every run of every notebook each time)."""
+        return list(self._memo("running", _running_runs))
+
+    def earliest_deleted(self) -> datetime | None:
+        """The oldest ``deleted_at`` of any notebook, None when none is marked deleted."""
+        return self._memo("deleted", lambda data: min(
+            (e.deleted_at for e in data.values() if e.deleted_at is not None), default=None))
+
+
+def _running_runs(data: dict[str, NotebookHistory]) -> list[Run]:
+    return [r for e in data.values() for r in e.runs if r.status is RunStatus.RUNNING]
+
+
 # --- orphans -----------------------------------------------------------------------------
 
 def _kill_orphan(run: Run) -> None:
@@ -208,17 +306,22 @@ def _kill_orphan(run: Run) -> None:
         shutil.rmtree(extra["sockets"], ignore_errors=True)
 
 
+def _running(history: History) -> list[Run]:
+    if isinstance(history, CachedHistory):
+        return history.running_runs()
+    return _running_runs(history.load())
+
+
 def reap_orphans(history: History) -> list[Run]:
     """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
     kernel and children they left behind and removing their cgroup."""
-    orphans = [r for e in history.load().values() for r in e.runs
-               if r.status is RunStatus.RUNNING and not runner_alive(r)]
+    orphans = [r for r in _running(history) if not runner_alive(r)]
     for r in orphans:
         log.warning("run %s of %s: runner %s is gone; killing what it left", r.run_id,
                     r.notebook, r.pid)
         _kill_orphan(r)
     reaped = history.reap_orphans() if orphans else []
-    live = frozenset(r.run_id for e in history.load().values() for r in e.running)
+    live = frozenset(r.run_id for r in _running(history))
     with contextlib.suppress(OSError):
         limits.sweep_stale_cgroups(keep=live)
     return reaped
@@ -254,8 +357,9 @@ class Scheduler:
         self.stop_event = stop_event or threading.Event()
         self.output = settings.output_dir
         self.output.mkdir(parents=True, exist_ok=True)
-        self.history = History(self.output, keep=settings.history_runs)
-        self.notebooks: list[Notebook] = []
+        self.history = CachedHistory(self.output, keep=settings.history_runs)
+        self._notebooks: list[Notebook] = []
+        self.notebooks_generation = 0
         self.queue: set[str] = set()
         self.running: dict[str, Run] = {}
         self.next_wake: datetime | None = None
@@ -265,7 +369,23 @@ class Scheduler:
         self._dirty = threading.Event()
         self._refresher: threading.Thread | None = None
         self._summary_written: tuple[Any, float] = (None, 0.0)  # (fingerprint, monotonic time)
+        self._page: _Page | None = None
         self._closing = False
+        # the due answer and what it was computed from (see due())
+        self._agenda: _Agenda | None = None
+        self._reconciled: tuple[int, int] | None = None  # (notebooks, history) generations
+
+    @property
+    def notebooks(self) -> list[Notebook]:
+        """The notebooks of the last scan, sorted by path."""
+        return self._notebooks
+
+    @notebooks.setter
+    def notebooks(self, value: list[Notebook]) -> None:
+        # An unchanged scan returns the cache's Notebook objects, so this compares pointers.
+        if value != self._notebooks:
+            self.notebooks_generation += 1
+        self._notebooks = value
 
     def start_pool(self, budget: int | None = None, size: int | None = None) -> None:
         """Start a kernel pool per the settings (no-op when ``pool_size`` is 0). A bad
@@ -324,9 +444,36 @@ class Scheduler:
             log.error("notebooks folder %s is missing: nothing runs, nothing is marked deleted",
                       self.settings.notebooks)
             return self.notebooks
-        self.history.mark_deleted([n.path for n in self.notebooks], now)
-        self.history.purge(now, self.settings.deleted_grace_s)
+        generation, _ = self.history.snapshot()
+        if self._reconciled != (self.notebooks_generation, generation):
+            # Same notebooks, same history: the reconciliation would find nothing to do.
+            self.history.mark_deleted([n.path for n in self.notebooks], now)
+            self._reconciled = (self.notebooks_generation, generation)
+        deleted = self.history.earliest_deleted()
+        if deleted is not None and now - deleted > timedelta(seconds=self.settings.deleted_grace_s):
+            self.history.purge(now, self.settings.deleted_grace_s)
         return self.notebooks
+
+    def due(self, now: datetime) -> list[tuple[Notebook, datetime]]:
+        """:func:`due_runs` over the scanned notebooks and the history; sets ``next_wake``.
+
+        The answer is reused while the notebooks and the history are unchanged and ``now``
+        lies between the time it was computed and the earliest next slot: every notebook's
+        latest and next slot are constant in that window, so the due rule gives the same
+        answer. An idle rescan thus costs no schedule maths at all.
+        """
+        generation, history = self.history.snapshot()
+        a = self._agenda
+        if (a is not None and a.notebooks == self.notebooks_generation
+                and a.history == generation and a.computed <= now
+                and (a.wake is None or now < a.wake)):
+            self.next_wake = a.wake
+            return list(a.jobs)
+        jobs = due_runs(self.notebooks, history, now)
+        wake = next_wake(self.notebooks, now)
+        self._agenda = _Agenda(self.notebooks_generation, generation, now, wake, tuple(jobs))
+        self.next_wake = wake
+        return jobs
 
     def refresh(self, now: datetime | None = None, force: bool = False) -> None:
         """Rewrite the heartbeat, and summary.html when what it shows changed or it is older
@@ -350,26 +497,56 @@ class Scheduler:
             except OSError as exc:
                 log.error("cannot write heartbeat: %s", exc)
             fingerprint = self._summary_fingerprint(state)
+            mono = time.monotonic()
             if (not force and fingerprint == self._summary_written[0]
-                    and time.monotonic() - self._summary_written[1] < SUMMARY_MAX_AGE_S):
+                    and mono - self._summary_written[1] < SUMMARY_MAX_AGE_S):
                 return  # nothing the page shows has changed: the idle daemon stays idle
             try:
-                rows = summary.build_rows(self.settings, self.notebooks, self.history.load(), now)
-                summary.write_summary(self.settings, rows, now, limits.detect_method())
-                self._summary_written = (fingerprint, time.monotonic())
+                self._write_page(fingerprint, now, mono, force)
+                self._summary_written = (fingerprint, mono)
             except Exception:
                 log.exception("cannot write summary.html")
 
+    def _write_page(self, fingerprint: tuple[Any, ...], now: datetime, mono: float,
+                    force: bool) -> None:
+        """Write summary.html: the last rendered page with a new "generated at" time when
+        its rows are still what :func:`summary.build_rows` would give, else a new render.
+
+        The rows depend on ``now`` only through each notebook's next/due slot, which is
+        constant until the earliest next slot (``next_wake``) passes."""
+        page = self._page
+        html = None
+        if (page is not None and not force and page.fingerprint == fingerprint
+                and page.computed <= now < page.valid_until
+                and mono - page.rendered < SUMMARY_RENDER_MAX_S):
+            html = summary.restamp_summary(page.html, now)
+        if html is None:
+            rows = summary.build_rows(self.settings, self.notebooks, self.history.load(), now)
+            html = summary.render_summary(rows, now, limits.detect_method())
+            self._page = _Page(fingerprint, html, now, self._rows_valid_until(now), mono)
+        target = summary_file(self.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, html.encode("utf-8"), durable=False)
+
+    def _rows_valid_until(self, now: datetime) -> datetime:
+        """Until when rows built at ``now`` stay right: the due answer's next slot when it
+        is current (``now`` itself, i.e. never, when there is none)."""
+        a = self._agenda
+        if (a is None or a.notebooks != self.notebooks_generation or now < a.computed
+                or (a.wake is not None and now >= a.wake)):
+            return now
+        return a.wake if a.wake is not None else datetime.max.replace(tzinfo=UTC)
+
     def _summary_fingerprint(self, state: dict[str, Any]) -> tuple[Any, ...]:
         """What summary.html depends on: the notebooks and their specs, the history file
-        (any recorded run changes its size or mtime) and the running set."""
+        (any recorded run changes its stamps) and the running set."""
         try:
             st = history_file(self.output).stat()
-            hist: tuple[int, int] = (st.st_mtime_ns, st.st_size)
+            hist: tuple[int, int, int, int] = (st.st_mtime_ns, st.st_size, st.st_ino,
+                                               st.st_ctime_ns)
         except OSError:
-            hist = (0, 0)
-        nbs = tuple((n.path, n.spec, n.disabled_reason) for n in self.notebooks)
-        return nbs, hist, tuple(state["running"])
+            hist = (0, 0, 0, 0)
+        return self.notebooks_generation, hist, tuple(state["running"])
 
     def _changed(self, run: Run) -> None:
         with self._lock:
@@ -432,6 +609,28 @@ class Scheduler:
         return runs
 
 
+@dataclass(frozen=True, slots=True)
+class _Agenda:
+    """A due answer (:meth:`Scheduler.due`) and what it was computed from."""
+
+    notebooks: int          # Scheduler.notebooks_generation
+    history: int            # CachedHistory.generation
+    computed: datetime
+    wake: datetime | None   # the earliest next slot: the answer holds until then
+    jobs: tuple[tuple[Notebook, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """The last rendered summary.html and how long its rows stay right."""
+
+    fingerprint: tuple[Any, ...]
+    html: str
+    computed: datetime
+    valid_until: datetime
+    rendered: float         # time.monotonic()
+
+
 # --- entry points ------------------------------------------------------------------------
 
 def tick(settings: Settings, now: datetime | None = None,
@@ -446,8 +645,7 @@ def tick(settings: Settings, now: datetime | None = None,
     sched = Scheduler(settings, "tick", stop_event)
     # the cache file makes a tick (a new process every minute) re-read only changed notebooks
     notebooks = sched.scan(now, discovery.ScanCache.for_output(sched.output))
-    jobs = due_runs(notebooks, sched.history.load(), now)
-    sched.next_wake = next_wake(notebooks, now)
+    jobs = sched.due(now)
     log.info("tick: %d notebook(s), %d due, memory caps via %s", len(notebooks), len(jobs),
              limits.describe_method())
     sched.refresh(now)
@@ -497,10 +695,9 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                 next_scan = time.monotonic() + RESCAN_S
             at_slot = sched.next_wake is not None and now >= sched.next_wake
             if scanned or done or at_slot:
-                for nb, slot in due_runs(sched.notebooks, sched.history.load(), now):
+                for nb, slot in sched.due(now):
                     if nb.path not in inflight:
                         inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
-                sched.next_wake = next_wake(sched.notebooks, now)
                 if started:
                     sched.request_refresh()
                 else:  # the heartbeat exists as soon as the daemon is up

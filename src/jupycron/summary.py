@@ -23,6 +23,8 @@ never                   ⌛    no run yet (a new notebook waits for its first sl
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +42,8 @@ from .models import JobSpec, Notebook, Run, RunStatus
 from .paths import output_html, summary_file
 from .schedule import due_slot, next_slot
 
-__all__ = ["ICONS", "SummaryRow", "build_rows", "jupyter_url", "render_summary", "write_summary"]
+__all__ = ["ICONS", "SummaryRow", "build_rows", "jupyter_url", "render_summary", "restamp_summary",
+           "write_summary"]
 
 ICONS = {
     "running": "▶",
@@ -170,7 +173,9 @@ def build_rows(settings: Settings, notebooks: Sequence[Notebook],
     return [_build_row(settings, nb, history.get(nb.path), now) for nb in notebooks]
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    # One per process: the template is compiled once (jinja2 renders are thread-safe).
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
@@ -187,6 +192,29 @@ def render_summary(rows: Sequence[SummaryRow], now: datetime,
         counts[r.state] = counts.get(r.state, 0) + 1
     return _environment().get_template("summary.html").render(
         rows=rows, now=now, memory_limit=memory_limit, counts=counts)
+
+
+_GENERATED_RE = re.compile(r'<time class="generated" datetime="[^"]*">[^<]*</time>')
+_GENERATED = '<time class="generated" datetime="{{ now.isoformat() }}">{{ now | utc }}</time>'
+
+
+@functools.cache
+def _generated_template() -> jinja2.Template:
+    return _environment().from_string(_GENERATED)
+
+
+def restamp_summary(page: str, now: datetime) -> str | None:
+    """``page`` (a :func:`render_summary` result) with its "Generated at" time set to ``now``;
+    None when the page has no such line.
+
+    The daemon rewrites an unchanged page every minute for that line alone: this costs a
+    string copy instead of building and rendering every row again.
+    """
+    m = _GENERATED_RE.search(page)
+    if m is None:
+        return None
+    stamp = _generated_template().render(now=now)
+    return page[:m.start()] + stamp + page[m.end():]
 
 
 def write_summary(settings: Settings, rows: Sequence[SummaryRow], now: datetime,
