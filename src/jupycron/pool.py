@@ -67,6 +67,7 @@ from .runner import (
     kernel_env,
     kill_kernel_tree,
     start_kernel,
+    wait_connected,
 )
 
 log = logging.getLogger(__name__)
@@ -350,7 +351,7 @@ class KernelPool:
         env = kernel_env(name, "", self.settings.output_dir)
         try:
             handle = await start_kernel(self.settings.kernel_name, self.settings.notebooks, env,
-                                        name, cap)
+                                        name, cap, fork=self.settings.kernel_forkserver)
         except BaseException:
             cap.close()
             raise
@@ -363,10 +364,10 @@ class KernelPool:
 
     async def _warm(self, handle: KernelHandle) -> None:
         kc = handle.km.client()
-        kc.start_channels()
+        kc.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         try:
-            await kc.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
-            reply = await kc.kernel_info(reply=True, timeout=KERNEL_START_TIMEOUT_S)
+            # not wait_for_ready: it sleeps 0.2 s after the kernel answered
+            reply = await wait_connected(kc, KERNEL_START_TIMEOUT_S, shell_wait=0.25)
             handle.language_info = reply["content"].get("language_info")
             if self.preimport:
                 code = "; ".join(f"__import__({m!r})" for m in self.preimport)

@@ -53,6 +53,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +73,7 @@ from ooniutils.atomicfile import atomic_write_text
 
 from . import limits
 from .config import Settings
+from .forkserver import ForkProvisioner
 from .history import History
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import output_html, validate_rel
@@ -129,13 +131,22 @@ def effective_limits(settings: Settings, notebook: Notebook) -> tuple[int, float
 # --- kernels -------------------------------------------------------------------------------
 
 class _CappedKernelManager(AsyncKernelManager):
-    """A kernel manager whose command goes through the memory cap (systemd-run wraps it)."""
+    """A kernel manager whose command goes through the memory cap (systemd-run wraps it),
+    launched through the fork server when ``fork`` is set (see :mod:`jupycron.forkserver`)."""
 
     cap: limits.MemoryCap | None = None
+    fork: bool = False
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
         return self.cap.wrap_command(cmd) if self.cap is not None else cmd
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+        if self.fork and self.provisioner is None:
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", None) or str(uuid.uuid4())
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id,
+                                               kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
 
 
 @dataclass
@@ -151,6 +162,7 @@ class KernelHandle:
     sockets: Path | None = None   # private folder of the connection file and ipc sockets
     language_info: dict[str, Any] | None = None  # from the pool's warm-up kernel_info reply
     serving: str | None = None  # the run id a pooled kernel runs (its children carry it)
+    forked: bool = False  # forked from the kernel template (jupycron.forkserver)
 
     def alive(self) -> bool:
         """Whether the kernel process still runs (not exited, not a zombie, same process)."""
@@ -198,11 +210,13 @@ def kernel_env(run_id: str, notebook_rel: str, output_dir: Path | None = None) -
 
 
 async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id: str,
-                       cap: limits.MemoryCap | None) -> KernelHandle:
+                       cap: limits.MemoryCap | None, *, fork: bool = False) -> KernelHandle:
     """Start a kernel in its own session (process group) and attach ``cap`` to it.
 
     jupyter_client starts kernels with ``start_new_session=True`` and sets JPY_PARENT_PID,
     so ipykernel exits by itself if this process dies. The command is an argv list: no shell.
+    ``fork``: fork it from the kernel template (:mod:`jupycron.forkserver`: the child calls
+    setsid, the template is its parent and exits with us), falling back to a normal start.
     """
     # Unix sockets in a private folder instead of TCP ports on localhost: other local users
     # cannot connect to the kernel, and no port can collide.
@@ -211,6 +225,7 @@ async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id:
                               ip=os.path.join(sockets, "k"),
                               connection_file=os.path.join(sockets, "kernel.json"))
     km.cap = cap
+    km.fork = fork
     # IPython history in memory: nothing written under $HOME (read-only under systemd).
     try:
         await km.start_kernel(cwd=str(cwd), env=env,
@@ -226,7 +241,8 @@ async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id:
     except (OSError, psutil.Error):
         pgid, create_time = pid, time.time()
     handle = KernelHandle(km=km, pid=pid, pgid=pgid, create_time=create_time, run_id=run_id,
-                          cap=cap, sockets=Path(sockets))
+                          cap=cap, sockets=Path(sockets),
+                          forked=bool(getattr(km.provisioner, "forked", False)))
     if cap is not None:
         try:
             cap.attach(pid)
@@ -415,7 +431,7 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
             client.kc.allow_stdin = False
             first = asyncio.ensure_future(asyncio.to_thread(before_cells)) if before_cells else None
             try:
-                await _connected(client.kc, KERNEL_START_TIMEOUT_S)
+                await wait_connected(client.kc, KERNEL_START_TIMEOUT_S)
             finally:
                 if first is not None:  # always finished before anything else is recorded
                     await asyncio.shield(first)
@@ -481,27 +497,30 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
                 client.kc.stop_channels()
 
 
-async def _connected(kc: Any, timeout: float) -> None:
-    """Wait until a new client's shell and IOPub channels both work, on a running kernel.
+async def wait_connected(kc: Any, timeout: float, shell_wait: float = 1.0) -> dict[str, Any]:
+    """Wait until a new client's shell and IOPub channels both work; returns the
+    kernel_info reply.
 
     jupyter_client's ``wait_for_ready`` waits 0.2 s for an IOPub message after each
     kernel_info reply; on a kernel that is already up the reply comes back in a millisecond,
     before the IOPub subscription has joined, so those 0.2 s are lost on every run. Here
-    kernel_info is repeated with a short IOPub wait until a status message arrives.
+    kernel_info is repeated with a short IOPub wait until a status message arrives. On a
+    kernel that is still starting (the pool's warm-up), ``shell_wait`` bounds each wait
+    for the reply, so a request sent before the kernel was listening is simply repeated.
     """
     deadline = time.monotonic() + timeout
     while True:
         msg_id = kc.kernel_info()
         with contextlib.suppress(queue.Empty):
             while True:
-                reply = await kc.shell_channel.get_msg(timeout=1)
+                reply: dict[str, Any] = await kc.shell_channel.get_msg(timeout=shell_wait)
                 if reply["parent_header"].get("msg_id") == msg_id:
                     break
             with contextlib.suppress(queue.Empty):
                 while True:  # this request's busy/idle status proves IOPub is subscribed
                     msg = await kc.iopub_channel.get_msg(timeout=0.02)
                     if msg["parent_header"].get("msg_id") == msg_id:
-                        return
+                        return reply
         if not await kc.is_alive():
             raise RuntimeError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
@@ -610,7 +629,7 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
         try:
             handle = await start_kernel(settings.kernel_name, settings.notebooks,
                                         kernel_env(run.run_id, notebook.path, settings.output_dir),
-                                        run.run_id, cap)
+                                        run.run_id, cap, fork=settings.kernel_forkserver)
         except Exception as exc:
             log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
                       settings.kernel_name, exc)
@@ -773,7 +792,7 @@ def _note_kernel(run: Run, handle: KernelHandle) -> None:
     """Record the kernel's ids in the run (orphan reaping kills by them)."""
     run.extra.update({"kernel_pid": handle.pid, "kernel_pgid": handle.pgid,
                       "kernel_create_time": handle.create_time,
-                      "sockets": str(handle.sockets)})
+                      "sockets": str(handle.sockets), "kernel_forked": handle.forked})
     if handle.run_id != run.run_id:
         run.extra["kernel_marker"] = handle.run_id  # a pooled kernel's own JUPYCRON_RUN_ID
     if handle.cap is not None:
