@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+
+from .schema import Table, get_table
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,20 @@ class Store(abc.ABC):
     def insert(self, table: str, df: pd.DataFrame) -> int:
         """Append ``df`` (columns = a subset of the table's; missing ones get defaults)
         atomically: readers see all of it or none. Returns the number of rows written."""
+
+    def insert_arrow(self, table: str | Table, arrow: pa.Table) -> int:
+        """Append an Arrow table atomically, like :meth:`insert`, without a pandas frame.
+
+        Columns are a subset of the table's; each is coerced by
+        :func:`~ooniutils.store.params.conform_arrow` (kept as is when it already has the
+        column's Arrow type, cast otherwise; errors name the column). Back-ends override
+        this with a path that never builds a DataFrame; this default goes through
+        :meth:`insert`. Returns the number of rows written.
+        """
+        from . import params as P
+
+        t = get_table(table if isinstance(table, str) else table.name)
+        return self.insert(t.name, P.conform_arrow(t, arrow).to_pandas())
 
     @abc.abstractmethod
     def init(self) -> None:

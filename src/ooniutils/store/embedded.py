@@ -212,11 +212,19 @@ class EmbeddedStore(Store):
     def insert(self, table: str, df: pd.DataFrame) -> int:
         t = get_table(table)
         arrow = P.to_arrow(t, df, dictionary=True)  # categoricals stay dictionaries in Parquet
-        return self.insert_arrow(t, arrow)
+        return self._write_part(t, arrow)
 
-    def insert_arrow(self, table: Table, arrow: pa.Table) -> int:
-        """Write ``arrow`` (already coerced by :func:`params.to_arrow`, dictionary columns
-        allowed) as one new part (options from :func:`parquet_options`)."""
+    def insert_arrow(self, table: str | Table, arrow: pa.Table) -> int:
+        """Write ``arrow`` as one new part, with no pandas round trip.
+
+        Columns are coerced by :func:`params.conform_arrow` (dictionary columns allowed and
+        written as they are; columns already of the right type are not copied)."""
+        t = get_table(table if isinstance(table, str) else table.name)
+        return self._write_part(t, P.conform_arrow(t, arrow, dictionary=True))
+
+    def _write_part(self, table: Table, arrow: pa.Table) -> int:
+        """Write ``arrow`` (coerced to ``table``'s schema) as one new part (options from
+        :func:`parquet_options`), visible to readers all at once."""
         if arrow.num_rows == 0:
             return 0
         tmp = self._new_part_path(table.name)

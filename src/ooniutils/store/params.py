@@ -355,3 +355,69 @@ def to_arrow(table: Table, df: pd.DataFrame, *, dictionary: bool = False) -> pa.
         fields.append(pa.field(col, arr.type if pa.types.is_dictionary(arr.type) else ct.arrow_type(),
                                nullable=ct.nullable))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The Arrow schema :func:`to_arrow` produces for ``table`` (dense columns)."""
+    fields = []
+    for col, type_text in table.columns:
+        ct = ColumnType.parse(type_text)
+        fields.append(pa.field(col, ct.arrow_type(), nullable=ct.nullable))
+    return pa.schema(fields)
+
+
+def _conform_column(name: str, arr: pa.ChunkedArray, ct: ColumnType, dictionary: bool) -> pa.ChunkedArray:
+    """``arr`` as ``ct``'s Arrow type: kept as is when it already is (no copy), else cast."""
+    at = ct.arrow_type()
+    what = f"column {name!r} (ClickHouse type {ct.declared})"
+    typ = arr.type
+    if pa.types.is_dictionary(typ) and typ.value_type == at:
+        if not dictionary:
+            arr = arr.cast(at)
+    elif typ != at:
+        if pa.types.is_fixed_size_binary(at):  # needs NUL padding: see ColumnType.arrow_type
+            raise StoreError(f"{what}: expected Arrow type {at} (NUL-padded), got {typ}")
+        try:
+            # Timestamps may lose sub-unit precision (as in to_arrow); other casts must be exact.
+            safe = not (pa.types.is_timestamp(typ) and pa.types.is_timestamp(at))
+            arr = arr.cast(at, safe=safe)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise StoreError(f"{what}: cannot convert Arrow values of type {typ}: {exc}") from exc
+    if arr.null_count and not ct.nullable:
+        raise StoreError(f"{what}: {arr.null_count} null value(s) in a column that is not Nullable")
+    if ct.base in ("IPv4", "IPv6"):
+        _validate_text(name, arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0), ct)
+    return arr
+
+
+def conform_arrow(table: Table, arrow: pa.Table, *, dictionary: bool = False) -> pa.Table:
+    """Coerce an Arrow table to ``table``'s columns and types, like :func:`to_arrow` does
+    for a DataFrame, without going through pandas.
+
+    Columns already of the target type are kept without a copy; others are cast (exact
+    casts only, except timestamps, which are truncated to the column's unit); missing
+    columns get their defaults. With ``dictionary=True``, dictionary columns whose values
+    have the target type stay dictionary-encoded. Unknown columns, impossible casts and
+    nulls in a column that is not Nullable raise :class:`StoreError` naming the column.
+    """
+    unknown = [c for c in arrow.column_names if c not in set(table.column_names)]
+    if unknown:
+        raise StoreError(
+            f"table {table.name} has no column(s) {', '.join(map(repr, unknown))}; "
+            f"its columns are: {', '.join(table.column_names)}"
+        )
+    if len(set(arrow.column_names)) != arrow.num_columns:
+        raise StoreError(f"an Arrow table for {table.name} has duplicate column names: {arrow.column_names}")
+    n = arrow.num_rows
+    arrays: list[pa.ChunkedArray | pa.Array] = []
+    fields = []
+    for col, type_text in table.columns:
+        ct = ColumnType.parse(type_text)
+        if col in arrow.column_names:
+            arr: pa.ChunkedArray | pa.Array = _conform_column(col, arrow.column(col), ct, dictionary)
+        else:
+            arr = _default_array(ct, n)
+        arrays.append(arr)
+        fields.append(pa.field(col, arr.type if pa.types.is_dictionary(arr.type) else ct.arrow_type(),
+                               nullable=ct.nullable))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

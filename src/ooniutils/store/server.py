@@ -15,11 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
+import pyarrow as pa
 
 from ..exceptions import ConfigError, QueryError, StoreError
 from . import params as P
 from .base import Store, TableInfo
-from .schema import TABLES, get_table
+from .schema import TABLES, Table, get_table
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,17 @@ class ServerStore(Store):
             raise self._fail(exc, sql, "statement") from exc
 
     def insert(self, table: str, df: pd.DataFrame) -> int:
+        t = get_table(table)
+        return self._send(t, P.to_arrow(t, df))
+
+    def insert_arrow(self, table: str | Table, arrow: pa.Table) -> int:
+        """Send ``arrow`` (coerced by :func:`params.conform_arrow`) as one Arrow insert."""
+        t = get_table(table if isinstance(table, str) else table.name)
+        return self._send(t, P.conform_arrow(t, arrow))
+
+    def _send(self, t: Table, arrow: pa.Table) -> int:
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
-        t = get_table(table)
-        arrow = P.to_arrow(t, df)
         if arrow.num_rows == 0:
             return 0
         try:
