@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ooniutils.journal_sample import journal_lines
-from ooniutils.logship import CursorFile, Shipper, ShipStats, parse_batch, ship, to_frame
+from ooniutils.logship import CursorFile, Shipper, ShipStats, parse_batch, ship, to_logs
 from ooniutils.store import get_store
 
 
@@ -36,7 +36,7 @@ def test_parse_keeps_valid_lines_and_counts_bad_ones():
     lines.insert(3, json.dumps({"MESSAGE": "no cursor or time"}).encode())
     lines.insert(4, b'["an", "array"]')
     stats = ShipStats()
-    df = to_frame(parse_batch(lines, stats), stats)
+    df = to_logs(parse_batch(lines, stats), stats).to_pandas()
     assert len(df) == 5
     assert stats.invalid == 3
     first = json.loads(journal_lines(1)[0])
@@ -52,7 +52,7 @@ def test_binary_message_field_is_decoded():
     entry = json.loads(journal_lines(1)[0])
     entry["MESSAGE"] = list("héllo".encode())
     stats = ShipStats()
-    df = to_frame(parse_batch([json.dumps(entry).encode()], stats), stats)
+    df = to_logs(parse_batch([json.dumps(entry).encode()], stats), stats).to_pandas()
     assert df["MESSAGE"].iloc[0] == "héllo"
     assert stats.invalid == 0
 
@@ -61,7 +61,7 @@ def test_non_integer_timestamp_is_skipped():
     entry = json.loads(journal_lines(1)[0])
     entry["__REALTIME_TIMESTAMP"] = "yesterday"
     stats = ShipStats()
-    df = to_frame(parse_batch([json.dumps(entry).encode(), journal_lines(2)[1]], stats), stats)
+    df = to_logs(parse_batch([json.dumps(entry).encode(), journal_lines(2)[1]], stats), stats).to_pandas()
     assert len(df) == 1 and stats.invalid == 1
 
 
