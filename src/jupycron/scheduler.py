@@ -25,7 +25,15 @@ Kernel pool (``settings.pool_size``, :mod:`jupycron.pool`): the daemon keeps up 
 ``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and
 builds its HTML exporters at start-up. The daemon rescans the notebooks folder
 :data:`PREPARE_S` before each slot, so at the slot it only reads the history and starts the
-due runs. A ``tick`` lives for one pass, so its pool only helps when more notebooks are due
+due runs.
+
+Idle cost: the daemon rescans every :data:`RESCAN_S` seconds, and a rescan in which nothing
+changed is a directory walk plus one ``stat`` per notebook and per history file. Parsed
+notebooks come from the :class:`~jupycron.discovery.ScanCache`, the parsed history from
+:class:`CachedHistory` (re-parsed only when the file's stamps change), the due answer and
+``next_wake`` from the last computation while the notebooks and the history are unchanged
+and no slot has passed (:meth:`Scheduler.due`), and summary.html only gets a new "generated
+at" line between changes (:data:`SUMMARY_RENDER_MAX_S`). A ``tick`` lives for one pass, so its pool only helps when more notebooks are due
 than the concurrency cap: it starts at most one kernel per due notebook, replacements
 starting while other runs execute. ``run_now`` uses no pool.
 """
