@@ -1,10 +1,18 @@
-"""Benchmark: journald JSON lines shipped into the embedded store (target ≥ 100k lines/s).
+"""Benchmark: `ooniutils logs ship --from-file` into a fresh embedded store (target ≥ 100k lines/s).
 
-Baseline, run side by side: the naive way — `json.loads` per line and `pandas.DataFrame`
-from the list of dicts — for the same lines (parsing only, no insert), to show what the
-batch pyarrow path buys.
+Compares the working tree's ooniutils with a baseline commit's, side by side: each run is
+a fresh Python process (as the CLI is) shipping the same journal file into a new embedded
+store, and runs alternate baseline / current so both see the same machine load.
 
-    .venv/bin/python bench/logship_speed.py [--lines 500000]
+What a number includes: the `ship()` call of a process whose Python modules are already
+imported (not chDB: its engine starts at the first store query, inside the call), from
+opening the file to the last batch committed and its cursor written: reading, JSON
+parsing, casting, the duplicate check against the store, the Parquet part writes and the
+cursor file writes. Not included: generating the file, importing modules, and the
+row-count check done after the timing. CPU seconds are the process's user + system time
+over the same span (all threads); the load average is read before each run.
+
+    .venv/bin/python bench/logship_speed.py [--lines 300000] [--repeat 3] [--baseline-commit ca65896]
 """
 
 from __future__ import annotations
@@ -12,49 +20,102 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
+import subprocess
+import sys
+import tarfile
 import tempfile
-import time
+from io import BytesIO
 from pathlib import Path
 
-import pandas as pd
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BASELINE = "ca658961b57db619706522594ffe99a4157e3fe0"
 
-from ooniutils.journal_sample import journal_lines
+_WORKER = r"""
+import json, resource, sys, time
+from pathlib import Path
 from ooniutils.logship import ship
-from ooniutils.store import get_store
+from ooniutils.store.embedded import EmbeddedStore
+
+src, data, cursor, expected = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+store = EmbeddedStore(data)
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+c0, t0 = cpu(), time.perf_counter()
+stats = ship(store, cursor, from_file=src)
+wall, used = time.perf_counter() - t0, cpu() - c0
+n = int(store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")["n"].iloc[0])
+if stats.inserted != expected or n != expected:
+    sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n}")
+print(json.dumps({"wall": wall, "cpu": used}))
+"""
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _export(commit: str, dest: Path) -> Path:
+    """The ``src`` folder of ``commit`` under ``dest`` (git archive, no worktree needed)."""
+    blob = subprocess.run(["git", "-C", str(REPO), "archive", commit, "src"], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / "src"
+
+
+def _run(src_dir: Path, journal: Path, work: Path, lines: int) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(src_dir)}
+    out = subprocess.run([sys.executable, "-c", _WORKER, str(journal), str(work / "data"),
+                          str(work / "cursor"), str(lines)],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"run with {src_dir} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lines", type=int, default=500_000)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=300_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--baseline-commit", default=DEFAULT_BASELINE)
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=SRC_DIR",
+                    help="another variant to run in the rotation (a folder holding ooniutils/)")
     args = ap.parse_args()
-    lines = journal_lines(args.lines)
-    ours, naive = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "journal.json"
-        src.write_bytes(b"\n".join(lines) + b"\n")
+    sys.path.insert(0, str(REPO / "src"))
+    from ooniutils.journal_sample import journal_lines
+
+    with tempfile.TemporaryDirectory() as tmp_text:
+        tmp = Path(tmp_text)
+        journal = tmp / "journal.json"
+        journal.write_bytes(b"\n".join(journal_lines(args.lines)) + b"\n")
+        variants = {"baseline": _export(args.baseline_commit, tmp / "baseline"), "current": REPO / "src"}
+        for spec in args.also:
+            name, sep, folder = spec.partition("=")
+            if not sep or not (Path(folder) / "ooniutils").is_dir():
+                ap.error(f"--also wants NAME=SRC_DIR with SRC_DIR/ooniutils, got {spec!r}")
+            variants[name] = Path(folder).resolve()
+        results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
+        print(f"lines: {args.lines:,} ({journal.stat().st_size / 1e6:.0f} MB)  repeats: {args.repeat}  "
+              f"cores: {os.cpu_count()}  baseline: {args.baseline_commit[:9]}")
         for i in range(args.repeat):
-            os.environ["OONI_DATA_DIR"] = f"{tmp}/data{i}"
-            store = get_store()
-            store.init()
-            t = time.perf_counter()
-            stats = ship(store, Path(tmp) / f"cursor{i}", from_file=str(src))
-            ours.append(time.perf_counter() - t)
-            assert stats.inserted == args.lines, stats
-            n = int(store.query("SELECT count() AS n FROM logs")["n"][0])
-            assert n == args.lines, n
-            store.close()
-            t = time.perf_counter()
-            pd.DataFrame([json.loads(x) for x in lines])
-            naive.append(time.perf_counter() - t)
-    o, b = statistics.median(ours), statistics.median(naive)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"lines: {args.lines:,}  repeats: {args.repeat}  cores: {os.cpu_count()}")
-    print(f"ooniutils logs ship (parse + insert + cursor): {o:.2f}s  -> {args.lines / o:,.0f} lines/s")
-    print(f"baseline json.loads + DataFrame (parse only): {b:.2f}s  -> {args.lines / b:,.0f} lines/s")
-    print(f"ratio baseline/ours: {b / o:.2f}x   peak RSS: {rss:,.0f} MB")
+            for name, src_dir in variants.items():
+                load = _load()
+                r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines)
+                results[name].append(r)
+                print(f"  run {i + 1} {name:8s} {args.lines / r['wall']:9,.0f} lines/s  wall {r['wall']:.2f}s  "
+                      f"cpu {r['cpu']:.2f}s  load before {load}")
+        for name, runs in results.items():
+            wall = statistics.median(r["wall"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
+            print(f"{name:8s} median {args.lines / wall:9,.0f} lines/s  wall {wall:.2f}s  cpu {cpu:.2f}s")
+        b = statistics.median(r["wall"] for r in results["baseline"])
+        c = statistics.median(r["wall"] for r in results["current"])
+        print(f"speed-up (median wall): {b / c:.2f}x   load now: {_load()}")
 
 
 if __name__ == "__main__":

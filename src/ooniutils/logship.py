@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,28 +302,55 @@ class Shipper:
     def ship_blocks(self, blocks: Iterable[bytes], skip_until_cursor: str | None = None) -> ShipStats:
         """Ship blocks of whole lines (each ending at a line end) in batches of
         ``batch_size`` rows. With ``skip_until_cursor``, lines up to and including the one
-        holding that cursor are skipped unparsed (resume after a restart)."""
+        holding that cursor are skipped unparsed (resume after a restart).
+
+        Batches are committed by one background thread while the next block is parsed, at
+        most one batch in flight: batch N+1 is handed over only after batch N and its
+        cursor are written, so a failure stops the shipping with no later batch committed.
+        Every store call happens on that thread; the first one (while the first block is
+        parsed) starts the engine.
+        """
         needle = json.dumps(skip_until_cursor).encode() if skip_until_cursor is not None else None
         pending: pa.Table | None = None
-        for block in blocks:
-            if needle is not None:
-                at = block.find(needle)
-                if at < 0:
-                    continue
-                end = block.find(b"\n", at)
-                block = block[end + 1:] if end >= 0 else b""
-                needle = None
-            rows = to_logs(parse_block(block, self.stats), self.stats)
-            pending = rows if pending is None else pa.concat_tables([pending, rows])
-            while pending.num_rows >= self.batch_size:  # slices: no copies
-                self.insert_batch(pending.slice(0, self.batch_size))
-                pending = pending.slice(self.batch_size)
-        if needle is not None:
-            log.warning("cursor %s not found in the input; nothing after it was shipped",
-                        skip_until_cursor)
-        if pending is not None:
-            self.insert_batch(pending)
+        with ThreadPoolExecutor(1, thread_name_prefix="logship-commit") as committer:
+            inflight: Future[None] | None = committer.submit(self._warm_up) if self._dedupe else None
+
+            def commit(batch: pa.Table) -> None:
+                nonlocal inflight
+                if inflight is not None:
+                    inflight.result()  # re-raises the previous batch's error
+                inflight = committer.submit(self.insert_batch, batch)
+
+            try:
+                for block in blocks:
+                    if needle is not None:
+                        at = block.find(needle)
+                        if at < 0:
+                            continue
+                        end = block.find(b"\n", at)
+                        block = block[end + 1:] if end >= 0 else b""
+                        needle = None
+                    rows = to_logs(parse_block(block, self.stats), self.stats)
+                    pending = rows if pending is None else pa.concat_tables([pending, rows])
+                    while pending.num_rows >= self.batch_size:  # slices: no copies
+                        commit(pending.slice(0, self.batch_size))
+                        pending = pending.slice(self.batch_size)
+                if needle is not None:
+                    log.warning("cursor %s not found in the input; nothing after it was shipped",
+                                skip_until_cursor)
+                if pending is not None:
+                    commit(pending)
+            except BaseException:
+                if inflight is not None and (exc := inflight.exception()) is not None:
+                    log.error("committing a batch failed too: %s", exc)  # the first error wins
+                raise
+            if inflight is not None:
+                inflight.result()
         return self.stats
+
+    def _warm_up(self) -> None:
+        """Start the store's engine (chDB loads in ~0.5 s) before the first duplicate check."""
+        self.store.query("SELECT 1 AS ok")
 
     def ship_lines(self, lines: Iterable[bytes], skip_until_cursor: str | None = None) -> ShipStats:
         """:meth:`ship_blocks` for an iterable of lines (with or without their newlines)."""
