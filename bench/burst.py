@@ -8,15 +8,21 @@ are done, the notebooks' total cell time (nbclient timestamps) and the target
 ``1.5 x total cell time / cores + warm-up`` (warm-up: the median time to get a ready fresh
 kernel, measured in the same burst), the most runs in progress at once (history start..finish;
 must not exceed the cap) and the longest wait from the burst's start to a run's start (no run
-starved: runs start in path order).
+starved: runs start in path order). With the pool, the warm-up is the time from the burst's
+start until the first kernel was ready (template and first pooled kernel).
 
-    python bench/burst.py [--count 50] [--concurrency 2] [--notebook small|chart]
+CPU: this process (``RUSAGE_SELF``) and its children (``RUSAGE_CHILDREN``: kernels it
+started, or the kernel template, whose forked kernels it reaps, stopped before measuring),
+per run. ``--fork on|off`` sets ``kernel_forkserver`` (ignored by code without it).
+
+    python bench/burst.py [--count 50] [--concurrency 2] [--notebook small|chart] [--fork on|off]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -61,14 +67,31 @@ def burst(base, cells: list[str], count: int, pool: bool) -> None:
                            pool_size=-1 if pool else 0)
         History(settings.output_dir).mark_deleted(rels, datetime.now(UTC) - timedelta(minutes=5))
         load = os.getloadavg()[0]
+        self0 = resource.getrusage(resource.RUSAGE_SELF)
+        child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         runs = tick(settings)
         wall = time.time() - t0
+        try:  # reap the kernel template, so its kernels' CPU is counted
+            from jupycron import forkserver
+            forkserver.shutdown_all()
+        except ImportError:
+            pass
+        self1 = resource.getrusage(resource.RUSAGE_SELF)
+        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_self = self1.ru_utime - self0.ru_utime + self1.ru_stime - self0.ru_stime
+        cpu_child = child1.ru_utime - child0.ru_utime + child1.ru_stime - child0.ru_stime
         ok = sum(r.status is RunStatus.SUCCESS for r in runs)
         cells_s = sum(r.extra["timing"].get("cells_s", 0.0) for r in runs)
         fresh = [r.extra["timing"].get("start_s", 0) + r.extra["timing"].get("ready_s", 0)
                  for r in runs if not r.extra["timing"]["pooled"]]
         warm = statistics.median(fresh) if fresh else 0.0
+        if pool:
+            first = min(runs, key=lambda r: r.started_at)
+            t = first.extra["timing"]
+            warm = first.started_at.timestamp() - t0 + t.get("pool_wait_s", 0.0) \
+                + t.get("start_s", 0.0) + t.get("ready_s", 0.0)
+        forked = sum(bool(r.extra.get("kernel_forked")) for r in runs)
         cores = os.cpu_count() or 1
         target = 1.5 * cells_s / cores + warm
         spans = [(r.started_at.timestamp(), r.finished_at.timestamp()) for r in runs
@@ -81,7 +104,8 @@ def burst(base, cells: list[str], count: int, pool: bool) -> None:
               f"{cells_s:.1f} s; target 1.5 x {cells_s:.1f}/{cores} + {warm:.2f} = {target:.1f} s "
               f"-> {wall / target:.2f} x target; most at once {at_once}; longest wait to start "
               f"{max(waits):.1f} s; per run median {statistics.median(r.duration_s for r in runs):.2f} s; "
-              f"load at start {load:.2f}")
+              f"load at start {load:.2f}; {forked} forked; CPU per run: this process "
+              f"{cpu_self / count:.3f} s + children {cpu_child / count:.3f} s")
         assert ok == count and at_once <= settings.concurrency
 
 
@@ -91,12 +115,17 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--notebook", choices=("small", "chart"), default="small")
     ap.add_argument("--only", choices=("pool", "nopool"), default=None)
+    ap.add_argument("--fork", choices=("on", "off"), default="on")
     args = ap.parse_args()
+
+    from dataclasses import fields
 
     from jupycron import limits
     from jupycron.config import Settings
 
     base = Settings(concurrency=args.concurrency)
+    if "kernel_forkserver" in {f.name for f in fields(Settings)}:
+        base = replace(base, kernel_forkserver=args.fork == "on")
     cells = CHART_CELLS if args.notebook == "chart" else [SMALL]
     if args.notebook == "chart":
         cells = [cells[0].replace('"1 day"', '"1 minute"'), *cells[1:]]
