@@ -28,6 +28,8 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
+from ooniutils.journal_sample import journal_lines
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINE = "ca658961b57db619706522594ffe99a4157e3fe0"
 
@@ -86,9 +88,6 @@ def main() -> None:
     ap.add_argument("--also", action="append", default=[], metavar="NAME=SRC_DIR",
                     help="another variant to run in the rotation (a folder holding ooniutils/)")
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO / "src"))
-    from ooniutils.journal_sample import journal_lines
-
     with tempfile.TemporaryDirectory() as tmp_text:
         tmp = Path(tmp_text)
         journal = tmp / "journal.json"

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import pytest
 
+from ooniutils import logship
 from ooniutils.journal_sample import journal_lines
-from ooniutils.logship import CursorFile, Shipper, ShipStats, parse_batch, ship, to_logs
+from ooniutils.logship import (
+    CursorFile,
+    Shipper,
+    ShipStats,
+    parse_batch,
+    read_blocks,
+    ship,
+    to_logs,
+)
 from ooniutils.store import get_store
 
 
@@ -151,3 +162,157 @@ def test_cli_ship_reports_counts(store, tmp_path):
                                    "--cursor-file", str(tmp_path / "cur")])
     assert res.exit_code == 0, res.output
     assert "inserted 10, skipped 1 invalid" in res.output
+
+
+def _entries(n: int, seed: int = 1) -> list[dict]:
+    return [json.loads(line) for line in journal_lines(n, seed=seed)]
+
+
+def test_bad_lines_inside_big_blocks_cost_only_themselves(store, tmp_path, monkeypatch):
+    # 5000 lines in one block, bad ones scattered: the block falls back to 1024-line
+    # chunks, and only the chunks holding bad lines are parsed line by line.
+    per_line: list[int] = []
+    real = logship._parse_per_line
+    monkeypatch.setattr(logship, "_parse_per_line", lambda lines, stats: (per_line.append(len(lines)),
+                                                                          real(lines, stats))[1])
+    entries = _entries(5000)
+    lines = [json.dumps(e).encode() for e in entries]
+    for at in (10, 2047, 4999):
+        lines[at] = b'{"__CURSOR": "broken", '
+    lines.insert(3000, b"")  # blank lines are neither rows nor invalid
+    lines.insert(3001, b"   \r")
+    src = tmp_path / "j.json"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    stats = ship(store, tmp_path / "cursor", from_file=str(src), batch_size=100_000)
+    assert (stats.read, stats.inserted, stats.invalid) == (5000, 4997, 3)
+    got = store.query("SELECT __CURSOR AS c FROM logs ORDER BY __REALTIME_TIMESTAMP")["c"].tolist()
+    assert got == [e["__CURSOR"] for i, e in enumerate(entries) if i not in (10, 2047, 4999)]
+    assert len(per_line) == 3 and sum(per_line) <= 3 * logship.FALLBACK_CHUNK
+
+
+def test_unknown_fields_are_ignored_even_when_their_types_clash():
+    entries = _entries(3)
+    entries[0]["SYSLOG_RAW"] = [60, 51, 62]  # journald's byte-array encoding
+    entries[1]["SYSLOG_RAW"] = "<3>text"
+    entries[2]["_SOURCE_BOOTTIME_TIMESTAMP"] = {"nested": True}
+    stats = ShipStats()
+    rows = to_logs(parse_batch([json.dumps(e).encode() for e in entries], stats), stats)
+    assert rows.num_rows == 3 and stats.invalid == 0
+
+
+def test_non_string_values_and_out_of_range_integers():
+    entries = _entries(3)
+    entries[0]["PRIORITY"] = 6  # a number, not journald's string: parsed line by line
+    entries[1]["PRIORITY"] = "300"  # does not fit UInt8: null, the line is kept
+    entries[2]["_PID"] = "-5"  # UInt32 cannot be negative
+    stats = ShipStats()
+    rows = to_logs(parse_batch([json.dumps(e).encode() for e in entries], stats), stats)
+    assert rows["PRIORITY"].to_pylist() == [6, None, int(entries[2]["PRIORITY"])]
+    assert rows["_PID"].to_pylist()[2] is None
+    assert stats.invalid == 0
+
+
+def test_to_logs_has_the_store_schema_and_derived_columns():
+    from ooniutils.store.params import arrow_schema
+    from ooniutils.store.schema import LOGS
+
+    stats = ShipStats()
+    entry = _entries(1)[0]
+    del entry["_HOSTNAME"]
+    now = datetime(2024, 5, 6, 7, 8, 9, 500, tzinfo=UTC)
+    rows = to_logs(parse_batch([json.dumps(entry).encode()], stats), stats, now=now)
+    assert rows.schema == arrow_schema(LOGS)
+    r = rows.to_pylist()[0]
+    assert (r["host"], r["_HOSTNAME"], r["message"]) == ("", "", entry["MESSAGE"])
+    assert r["inserted_at"] == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    assert r["__REALTIME_TIMESTAMP"] == int(entry["__REALTIME_TIMESTAMP"])
+
+
+@pytest.mark.parametrize("size", [1, 7, 300, 1 << 20])
+def test_read_blocks_cut_at_line_ends_whatever_the_read_size(size):
+    text = b'{"a": 1}\n{"b": "' + b"x" * 500 + b'"}\n\n{"c": 3}'  # no newline at the end
+    blocks = list(read_blocks(io.BytesIO(text), size))
+    assert b"".join(blocks) == text
+    assert all(b.endswith(b"\n") for b in blocks[:-1])
+    assert [line for b in blocks for line in b.split(b"\n") if line] == [x for x in text.split(b"\n") if x]
+
+
+def test_resume_cursor_found_in_a_later_block(store, tmp_path):
+    lines = journal_lines(3000)
+    src = tmp_path / "j.json"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    cursor = tmp_path / "cursor"
+    CursorFile(cursor).write(json.loads(lines[1999])["__CURSOR"])
+    shipper = Shipper(store, cursor, batch_size=250)
+    with open(src, "rb") as fh:
+        stats = shipper.ship_blocks(read_blocks(fh, 100_000), skip_until_cursor=shipper.stats.last_cursor)
+    assert (stats.read, stats.inserted, stats.batches) == (1000, 1000, 4)
+    first = store.query("SELECT min(__REALTIME_TIMESTAMP) AS t FROM logs")["t"].iloc[0]
+    assert first == int(json.loads(lines[2000])["__REALTIME_TIMESTAMP"])
+
+
+def test_unknown_resume_cursor_ships_nothing(store, tmp_path, caplog):
+    src = tmp_path / "j.json"
+    src.write_bytes(b"\n".join(journal_lines(50)) + b"\n")
+    cursor = tmp_path / "cursor"
+    CursorFile(cursor).write("s=not-in-this-file")
+    stats = ship(store, cursor, from_file=str(src))
+    assert stats.inserted == 0 and "not found in the input" in caplog.text
+
+
+def test_failed_insert_stops_shipping_and_keeps_the_cursor_of_the_last_commit(store, tmp_path):
+    from ooniutils.exceptions import StoreError
+
+    lines = journal_lines(1000)
+    cursor = tmp_path / "cursor"
+    real = store.insert_arrow
+    calls = {"n": 0}
+
+    def insert_arrow(table, arrow):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise StoreError("disk full")
+        return real(table, arrow)
+
+    store.insert_arrow = insert_arrow
+    with pytest.raises(StoreError, match="disk full"):
+        Shipper(store, cursor, batch_size=200).ship_lines(iter(lines))
+    assert calls["n"] == 2  # no batch after the failed one was committed
+    assert count(store) == (200, 200)
+    assert CursorFile(cursor).read() == json.loads(lines[199])["__CURSOR"]
+
+
+def test_cli_ship_from_stdin(store, tmp_path):
+    from click.testing import CliRunner
+
+    from ooniutils.cli import cli
+
+    data = b"\n".join(journal_lines(30)) + b"\n"
+    res = CliRunner().invoke(cli, ["logs", "ship", "--from-file", "-", "--batch-size", "7",
+                                   "--cursor-file", str(tmp_path / "cur")], input=data)
+    assert res.exit_code == 0, res.output
+    assert "read 30 line(s): inserted 30, skipped 0 invalid" in res.output
+    assert count(store) == (30, 30)
+
+
+def test_follow_mode_ships_journalctl_output_after_the_cursor(store, tmp_path):
+    lines = journal_lines(20)
+    cursor = tmp_path / "cursor"
+    CursorFile(cursor).write("s=earlier")
+    seen: list[list[str]] = []
+
+    class FakeJournalctl:
+        def __init__(self, cmd, stdout):
+            seen.append(cmd)
+            self.stdout = io.BytesIO(b"\n".join(lines) + b"\n{bad\n")
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout):
+            return 0
+
+    stats = ship(store, cursor, batch_size=8, flush_interval=60, popen=FakeJournalctl)
+    assert seen[0][-1] == "--after-cursor=s=earlier"
+    assert (stats.inserted, stats.invalid, stats.batches) == (20, 1, 3)
+    assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from ooniutils.exceptions import QueryError, StoreError
@@ -134,3 +135,80 @@ def test_init_is_idempotent(any_store):
     any_store.insert("fastpath", _fastpath(2))
     any_store.init()
     assert int(any_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 2
+
+
+def _arrow_rows() -> pa.Table:
+    return pa.table({
+        "measurement_uid": pa.array(["uid-a", "uid-b", "uid-c"]),
+        "probe_cc": pa.array(["IT", "DE", "IT"]).dictionary_encode(),
+        "probe_asn": pa.array([3269, 3320, 4294967295], pa.int64()),  # cast to UInt32
+        "measurement_start_time": pa.array(
+            [dt.datetime(2024, 3, 1, 0, 0, 0, 900_000, tzinfo=dt.UTC)] * 3, pa.timestamp("us", tz="UTC")),
+        "ooni_run_link_id": pa.array([7, None, 9], pa.int32()),
+    })
+
+
+def test_insert_arrow_casts_keeps_dictionaries_and_fills_defaults(any_store):
+    from ooniutils.store.schema import FASTPATH
+
+    assert any_store.insert_arrow("fastpath", _arrow_rows()) == 3
+    assert any_store.insert_arrow(FASTPATH, _arrow_rows().slice(0, 1)) == 1  # a Table works too
+    df = any_store.query("SELECT measurement_uid, probe_cc, probe_asn, measurement_start_time, "
+                         "ooni_run_link_id, input FROM fastpath ORDER BY measurement_uid, probe_asn")
+    assert list(df["measurement_uid"]) == ["uid-a", "uid-a", "uid-b", "uid-c"]
+    assert list(df["probe_cc"]) == ["IT", "IT", "DE", "IT"]
+    assert [int(v) for v in df["probe_asn"]] == [3269, 3269, 3320, 4294967295]
+    # DateTime has whole seconds: the sub-second part is dropped, as insert() does
+    assert pd.Timestamp(df["measurement_start_time"].iloc[0]).tz_localize(None) == pd.Timestamp("2024-03-01")
+    assert [None if pd.isna(v) else int(v) for v in df["ooni_run_link_id"]] == [7, 7, None, 9]
+    assert set(df["input"]) == {""}
+
+
+def test_insert_arrow_errors_name_the_column_and_write_nothing(any_store):
+    rows = _arrow_rows()
+    with pytest.raises(StoreError, match="'bogus'"):
+        any_store.insert_arrow("fastpath", rows.append_column("bogus", pa.array([1, 2, 3])))
+    with pytest.raises(StoreError, match="'probe_asn'"):  # -1 does not fit UInt32
+        any_store.insert_arrow("fastpath", rows.set_column(2, "probe_asn", pa.array([1, -1, 2])))
+    with pytest.raises(StoreError, match="'probe_asn'"):
+        any_store.insert_arrow("fastpath", rows.set_column(2, "probe_asn", pa.array(["AS3269"] * 3)))
+    with pytest.raises(StoreError, match="'measurement_uid'.*null"):
+        any_store.insert_arrow("fastpath", rows.set_column(0, "measurement_uid", pa.array(["a", None, "c"])))
+    with pytest.raises(StoreError, match="unknown table 'nope'"):
+        any_store.insert_arrow("nope", rows)
+    assert int(any_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 0
+
+
+def test_insert_arrow_default_goes_through_insert():
+    """A back-end that only implements insert() gets insert_arrow() with the same coercion."""
+    from ooniutils.store.base import Store
+
+    class FrameStore(Store):
+        kind = "test"
+
+        def __init__(self) -> None:
+            self.frames: list[tuple[str, pd.DataFrame]] = []
+
+        def query(self, sql, params=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def command(self, sql, params=None):  # type: ignore[no-untyped-def]
+            raise NotImplementedError
+
+        def insert(self, table: str, df: pd.DataFrame) -> int:
+            self.frames.append((table, df))
+            return len(df)
+
+        def init(self) -> None:
+            pass
+
+        def info(self):  # type: ignore[no-untyped-def]
+            return []
+
+    store = FrameStore()
+    assert store.insert_arrow("fastpath", _arrow_rows()) == 3
+    table, df = store.frames[0]
+    assert table == "fastpath" and list(df["probe_asn"]) == [3269, 3320, 4294967295]
+    assert list(df["probe_cc"]) == ["IT", "DE", "IT"] and set(df["input"]) == {""}
+    with pytest.raises(StoreError, match="'probe_asn'"):
+        store.insert_arrow("fastpath", _arrow_rows().set_column(2, "probe_asn", pa.array([1, -1, 2])))

@@ -260,3 +260,34 @@ def test_readers_appender_and_compaction_in_parallel(data_dir, tmp_path):
         seen.append(len(set(counts)))
     assert max(seen) > 3, f"readers saw too few intermediate states: {seen}"
     assert _count(store) == 2 ** n_parts - 1
+
+
+def test_insert_arrow_writes_dictionary_columns_as_dictionaries(embedded_store):
+    store = embedded_store
+    n = 600
+    arrow = pa.table({"measurement_uid": pa.array([f"u{i:05d}" for i in range(n)]),
+                      "probe_cc": pa.array(np.array(["IT", "DE", "BR"])[np.arange(n) % 3]).dictionary_encode(),
+                      "probe_asn": pa.array(np.arange(n) % 7, pa.int16())})
+    assert store.insert_arrow("fastpath", arrow) == n
+    (part,) = store.parts("fastpath")
+    schema = pq.read_schema(part)
+    assert pa.types.is_dictionary(schema.field("probe_cc").type)
+    assert schema.field("probe_asn").type == pa.uint32()  # cast to the column's type
+    assert schema.names == list(FASTPATH.column_names)
+    got = store.query("SELECT probe_cc, count() AS n, sum(probe_asn) AS s FROM fastpath "
+                      "GROUP BY probe_cc ORDER BY probe_cc")
+    assert got["probe_cc"].tolist() == ["BR", "DE", "IT"] and got["n"].tolist() == [200, 200, 200]
+    assert int(got["s"].sum()) == int((np.arange(n) % 7).sum())
+
+
+def test_conform_arrow_keeps_columns_already_of_the_right_type_without_a_copy():
+    from ooniutils.store.schema import LOGS
+
+    schema = P.arrow_schema(LOGS)
+    assert schema == P.to_arrow(LOGS, pd.DataFrame()).schema
+    rows = P.to_arrow(LOGS, pd.DataFrame({"__REALTIME_TIMESTAMP": [1, 2], "host": ["a", "b"],
+                                           "_HOSTNAME": ["a", "b"], "_MACHINE_ID": ["m", "m"]}))
+    out = P.conform_arrow(LOGS, rows)
+    assert out.equals(rows)
+    for name in ("__REALTIME_TIMESTAMP", "host", "inserted_at"):
+        assert out.column(name).chunk(0).buffers()[1].address == rows.column(name).chunk(0).buffers()[1].address
