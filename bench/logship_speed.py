@@ -10,7 +10,8 @@ opening the file to the last batch committed and its cursor written: reading, JS
 parsing, casting, the duplicate check against the store, the Parquet part writes and the
 cursor file writes. Not included: generating the file, importing modules, and the
 row-count check done after the timing. CPU seconds are the process's user + system time
-over the same span (all threads); the load average is read before each run.
+over the same span (all threads); the load average is read before each run; peak RSS is the
+process's, imports included.
 
     .venv/bin/python bench/logship_speed.py [--lines 300000] [--repeat 3] [--baseline-commit ca65896]
 """
@@ -52,7 +53,8 @@ wall, used = time.perf_counter() - t0, cpu() - c0
 n = int(store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")["n"].iloc[0])
 if stats.inserted != expected or n != expected:
     sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n}")
-print(json.dumps({"wall": wall, "cpu": used}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"wall": wall, "cpu": used, "rss": rss}))
 """
 
 
@@ -107,7 +109,7 @@ def main() -> None:
                 r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines)
                 results[name].append(r)
                 print(f"  run {i + 1} {name:8s} {args.lines / r['wall']:9,.0f} lines/s  wall {r['wall']:.2f}s  "
-                      f"cpu {r['cpu']:.2f}s  load before {load}")
+                      f"cpu {r['cpu']:.2f}s  peak RSS {r['rss']:.0f} MB  load before {load}")
         for name, runs in results.items():
             wall = statistics.median(r["wall"] for r in runs)
             cpu = statistics.median(r["cpu"] for r in runs)

@@ -316,3 +316,23 @@ def test_follow_mode_ships_journalctl_output_after_the_cursor(store, tmp_path):
     assert seen[0][-1] == "--after-cursor=s=earlier"
     assert (stats.inserted, stats.invalid, stats.batches) == (20, 1, 3)
     assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]
+
+
+def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
+    import threading
+
+    lines = journal_lines(900)
+    blocks = [b"\n".join(lines[i:i + 300]) + b"\n" for i in range(0, 900, 300)]
+    stop = threading.Event()
+    read: list[int] = []
+
+    def source():
+        for i, block in enumerate(blocks):
+            read.append(i)
+            yield block
+            stop.set()  # e.g. SIGTERM while the first block is being shipped
+
+    stats = Shipper(store, tmp_path / "cursor", batch_size=200).ship_blocks(source(), stop=stop)
+    assert read == [0, 1]  # the second block was fetched, seen after stop, and not parsed
+    assert (stats.read, stats.inserted) == (300, 300) and count(store) == (300, 300)
+    assert CursorFile(tmp_path / "cursor").read() == json.loads(lines[299])["__CURSOR"]
