@@ -137,12 +137,16 @@ def test_kill_9_during_shipping_loses_and_duplicates_nothing(store, tmp_path):
     env = {**os.environ, "OONI_DATA_DIR": os.environ["OONI_DATA_DIR"]}
     cmd = [sys.executable, "-m", "ooniutils", "logs", "ship", "--from-file", str(src),
            "--cursor-file", str(cursor), "--batch-size", "2000"]
-    for _ in range(3):  # kill it mid-way a few times, each after at least one committed batch
+    # Kill it mid-way a few times, each after at least one committed batch, then a little
+    # later each time, so the kill lands at different points (parsing, writing a part,
+    # writing the cursor) of the pipelined shipper.
+    for delay in (0.0, 0.03, 0.08):
         before = CursorFile(cursor).read()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while CursorFile(cursor).read() == before and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
+        time.sleep(delay)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -19,12 +19,13 @@ def group() -> None:
 @group.command("ship")
 @click.option("--from-file", "from_file", metavar="FILE",
               help="Read `journalctl -o json` lines from FILE ('-' for stdin) instead of "
-                   "following journalctl.")
+                   "following journalctl. Read in blocks of up to 16 MiB: meant for files "
+                   "and finished pipes, not for live streams.")
 @click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Where the last committed __CURSOR is kept. "
               "Default: <data dir>/logship.cursor")
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1),
-              help="Lines per insert.")
+              help="Valid lines per insert; the cursor is saved after each insert.")
 @click.option("--flush-interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds between inserts when following.")
 def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
