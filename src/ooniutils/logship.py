@@ -70,7 +70,7 @@ _READ_SCHEMA = pa.schema([(c, pa.string()) for c in _JOURNAL_COLUMNS])
 _PARSE_OPTIONS = pajson.ParseOptions(explicit_schema=_READ_SCHEMA, unexpected_field_behavior="ignore",
                                      newlines_in_values=False)
 _READ_OPTIONS = pajson.ReadOptions(use_threads=True, block_size=1 << 20)  # 1 MiB: parsed in parallel
-_INT_RE = r"^-?[0-9]{1,18}$"  # fits in int64; range-checked against the column type after
+_INT_RE = r"^-?[0-9]{1,18}$"  # fits int64 (then range-checked); used only for a column that failed a cast
 
 
 @dataclass
