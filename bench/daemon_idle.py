@@ -193,6 +193,7 @@ def measure(args: argparse.Namespace, count: int, pool: int, src: Path) -> dict[
         head, tail = rss[:30], rss[-30:]
         return {"pool": pool, "notebooks": count, "ready_s": round(ready_s, 1), "elapsed_s": round(elapsed, 1),
                 "rss_growth_mb": round(statistics.median(tail) - statistics.median(head), 2),
+                "rss_per_min": [round(statistics.median(rss[i:i + 60]), 1) for i in range(0, len(rss), 60)],
                 "daemon_cpu_pct": round(100 * d_cpu / elapsed, 3),
                 "kernels_cpu_pct": round(100 * k_cpu / elapsed, 3), "kernels": len(ks),
                 "kernels_after": len(after), "rss_first_mb": round(rss[0], 1), "rss_last_mb": round(rss[-1], 1),
@@ -215,12 +216,13 @@ def baseline_src(commit: str) -> Iterator[Path]:
 
 
 def report(name: str, r: dict[str, Any]) -> list[str]:
-    """The case's line, then a FAIL line per broken expectation."""
+    """The case's lines (results, RSS per minute), then a FAIL line per broken expectation."""
     lines = [f"{name:24} daemon CPU {r['daemon_cpu_pct']:.2f} % of a core, kernels CPU {r['kernels_cpu_pct']:.2f} % "
              f"({r['kernels']} kernel processes); daemon RSS {r['rss_first_mb']:.0f} → {r['rss_last_mb']:.0f} MB "
              f"(max {r['rss_max_mb']:.0f}, growth {r['rss_growth_mb']:+.1f}), kernels RSS {r['kernels_rss_mb']:.0f} MB; "
              f"{r['wakeups_per_s']} wake-ups/s, {r['threads']} threads; ready after {r['ready_s']}s; "
-             f"runs started {r['runs']}; load {r['load_before']} → {r['load_during']} over {r['elapsed_s']}s"]
+             f"runs started {r['runs']}; load {r['load_before']} → {r['load_during']} over {r['elapsed_s']}s",
+             f"  daemon RSS median per minute (MB): {', '.join(map(str, r['rss_per_min']))}"]
     if r["runs"]:
         lines.append(f"  FAIL: {r['runs']} run(s) started; the notebooks were meant to be idle")
     if r["pool"] == 0 and (r["kernels"] or r["kernels_after"]):
@@ -273,7 +275,7 @@ def main() -> None:
                     name = f"{label} {count} nb {f'pool {pool}' if pool else 'no pool'}"
                     lines = report(name, r)
                     print("\n".join(lines), flush=True)
-                    failed = failed or len(lines) > 1
+                    failed = failed or any(line.startswith("  FAIL") for line in lines)
                     table.append((name, r))
     print(f"\n{'case':32} {'CPU % core':>10} {'RSS MB':>7} {'growth MB':>9} {'wake/s':>6} {'load':>5}")
     for name, r in table:
