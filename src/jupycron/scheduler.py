@@ -25,17 +25,18 @@ Kernel pool (``settings.pool_size``, :mod:`jupycron.pool`): the daemon keeps up 
 ``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and
 builds its HTML exporters at start-up. The daemon rescans the notebooks folder
 :data:`PREPARE_S` before each slot, so at the slot it only reads the history and starts the
-due runs.
-
-Idle cost: the daemon rescans every :data:`RESCAN_S` seconds, and a rescan in which nothing
-changed is a directory walk plus one ``stat`` per notebook and per history file. Parsed
-notebooks come from the :class:`~jupycron.discovery.ScanCache`, the parsed history from
-:class:`CachedHistory` (re-parsed only when the file's stamps change), the due answer and
-``next_wake`` from the last computation while the notebooks and the history are unchanged
-and no slot has passed (:meth:`Scheduler.due`), and summary.html only gets a new "generated
-at" line between changes (:data:`SUMMARY_RENDER_MAX_S`). A ``tick`` lives for one pass, so its pool only helps when more notebooks are due
+due runs. A ``tick`` lives for one pass, so its pool only helps when more notebooks are due
 than the concurrency cap: it starts at most one kernel per due notebook, replacements
 starting while other runs execute. ``run_now`` uses no pool.
+
+Idle cost: the daemon rescans every :data:`RESCAN_S` seconds, and a rescan in which nothing
+changed is a directory walk plus one ``stat`` per notebook and one of the history file.
+Parsed notebooks come from the :class:`~jupycron.discovery.ScanCache`, the parsed history
+from :class:`CachedHistory` (parsed again only when the file's stamps change), the due
+answer and ``next_wake`` from the last computation while the notebooks and the history are
+unchanged and no slot has passed (:meth:`Scheduler.due`), and between changes summary.html
+only gets a new "generated at" line (rows rendered again every
+:data:`SUMMARY_RENDER_MAX_S`).
 """
 
 from __future__ import annotations
@@ -223,8 +224,8 @@ class CachedHistory(History):
     from one parse (see :meth:`snapshot`) stay valid while it is unchanged.
 
     Each :meth:`load` returns a new dict, but the :class:`NotebookHistory` values are shared
-    between calls: treat them as read-only (writes go through :meth:`update`, which reads
-    the file afresh under the lock). Thread-safe.
+    between calls: treat them as read-only (History's writes read the file afresh under its
+    lock). Thread-safe.
     """
 
     def __init__(self, output_dir: Path | str, keep: int = 100) -> None:
@@ -315,6 +316,7 @@ def _kill_orphan(run: Run) -> None:
 
 
 def _running(history: History) -> list[Run]:
+    """The RUNNING rows (memoised per parse for a :class:`CachedHistory`)."""
     if isinstance(history, CachedHistory):
         return history.running_runs()
     return _running_runs(history.load())
@@ -546,8 +548,8 @@ class Scheduler:
         return a.wake if a.wake is not None else datetime.max.replace(tzinfo=UTC)
 
     def _summary_fingerprint(self, state: dict[str, Any]) -> tuple[Any, ...]:
-        """What summary.html depends on: the notebooks and their specs, the history file
-        (any recorded run changes its stamps) and the running set."""
+        """What summary.html depends on: the scanned notebooks (their generation), the history
+        file (any recorded run changes its stamps) and the running set."""
         try:
             st = history_file(self.output).stat()
             hist: tuple[int, int, int, int] = (st.st_mtime_ns, st.st_size, st.st_ino,
