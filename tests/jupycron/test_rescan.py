@@ -253,7 +253,7 @@ def test_cached_history_parses_once_per_change(settings: Settings, monkeypatch: 
     assert h.earliest_deleted() == T0 + timedelta(hours=1)
 
 
-def test_purge_waits_for_the_grace_period_without_parsing(sched: scheduler.Scheduler) -> None:
+def test_purge_waits_for_the_grace_period(sched: scheduler.Scheduler) -> None:
     nbs = sched.settings.notebooks
     write_nb(nbs / "a_autorun.ipynb", '{"every": "30 minute"}')
     cache = discovery.ScanCache()
