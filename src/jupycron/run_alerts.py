@@ -71,6 +71,7 @@ from .config import Settings
 from .discovery import ScanCache, scan
 from .exceptions import ConfigError
 from .history import History
+from .models import Notebook
 from .schedule import next_slot
 from .summary import SummaryRow, build_rows
 
@@ -113,12 +114,19 @@ def parse_channels(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def current_rows(settings: Settings, now: datetime,
-                 cache: ScanCache | None = None) -> list[SummaryRow]:
-    """Scan the notebooks folder, load the history and build the dashboard rows."""
-    notebooks = scan(settings.notebooks, settings.output_dir, cache)
-    history = History(settings.output_dir, keep=settings.history_runs).load()
-    return build_rows(settings, notebooks, history, now)
+def current_rows(settings: Settings, now: datetime, cache: ScanCache | None = None, *,
+                 history: History | None = None,
+                 notebooks: Sequence[Notebook] | None = None) -> list[SummaryRow]:
+    """Scan the notebooks folder, load the history and build the dashboard rows.
+
+    ``notebooks`` (a scan the caller just made) skips the scan; ``history`` is loaded
+    instead of a new :class:`History` - pass a caching one (the scheduler's
+    :class:`jupycron.scheduler.CachedHistory`) to avoid parsing the whole file per call.
+    """
+    if notebooks is None:
+        notebooks = scan(settings.notebooks, settings.output_dir, cache)
+    history = history or History(settings.output_dir, keep=settings.history_runs)
+    return build_rows(settings, notebooks, history.load(), now)
 
 
 def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime | None:
@@ -293,11 +301,15 @@ def _transport(channel: str) -> Transport:
 
 
 def notify_changes(settings: Settings, now: datetime | None = None,
-                   rows: Sequence[SummaryRow] | None = None) -> list[Delivery]:
+                   rows: Sequence[SummaryRow] | None = None, *,
+                   history: History | None = None,
+                   notebooks: Sequence[Notebook] | None = None) -> list[Delivery]:
     """Send one message per changed condition to every configured channel; see module doc.
 
     ``now`` defaults to the current time; ``rows`` (from :func:`current_rows`) avoids a second
-    scan when the caller has them. Returns the attempted deliveries (empty when nothing
+    scan when the caller has them; otherwise they are built under the lock from ``history``
+    and ``notebooks`` when given (see :func:`current_rows`: the scheduler passes its cached
+    view, so a run's check costs a walk over the notebooks, not a parse of the history). Returns the attempted deliveries (empty when nothing
     changed, no channel is configured or another caller holds the lock). Raises ConfigError
     for an unknown channel name; delivery problems never raise.
     """
@@ -311,7 +323,7 @@ def notify_changes(settings: Settings, now: datetime | None = None,
             log.info("alert state is locked by another caller: skipping this check")
             return []
         if rows is None:
-            rows = current_rows(settings, now)
+            rows = current_rows(settings, now, history=history, notebooks=notebooks)
         state = _read_state(path)
         before = json.dumps(state, sort_keys=True)
         deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),

@@ -66,7 +66,7 @@ from ooniutils.atomicfile import atomic_write_bytes, atomic_write_text
 from . import discovery, limits, schedule, summary
 from .config import Settings
 from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
-from .history import History, NotebookHistory, runner_alive
+from .history import History, NotebookHistory, Stamp, file_stamp, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
@@ -99,6 +99,10 @@ picks up output files removed by hand."""
 #: outcome rows make one summary write, and the page is never rendered on a run's
 #: critical path (it would compete with the run for the GIL).
 REFRESH_DELAY_S = 0.5
+#: While changes keep coming (a burst of runs), the heartbeat and summary.html are rewritten
+#: at most this often, and once more when the burst ends: a render costs time proportional
+#: to the notebooks, and 50 runs a minute must not mean 100 renders.
+REFRESH_BURST_S = 2.0
 #: The daemon rescans this many seconds before a slot, so the slot itself starts runs at once.
 PREPARE_S = 1.0
 _SLOT_POLL_S = 0.2
@@ -209,8 +213,6 @@ def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
 #: rewrite within the same timestamp tick could otherwise keep (mtime, size, inode, ctime).
 _HISTORY_RACY_NS = 2_000_000_000
 
-_Stamp = tuple[int, int, int, int]
-
 
 class CachedHistory(History):
     """A :class:`~jupycron.history.History` whose :meth:`load` parses the file only when it
@@ -220,8 +222,12 @@ class CachedHistory(History):
     the summary page); parsing costs time proportional to notebooks × runs, a ``stat`` does
     not. The parse is reused while the file's ``(mtime_ns, size, inode, ctime_ns)`` are
     unchanged and were at least 2 s old when read. Writers replace the file by rename, so
-    every write also gives it a new inode. ``generation`` counts the parses: answers derived
-    from one parse (see :meth:`snapshot`) stay valid while it is unchanged.
+    every write also gives it a new inode. A write by this object itself (``record`` through
+    :meth:`~jupycron.history.History.update_entry`: a run's start and end) patches the one
+    entry it changed into the parse instead of dropping it, so during a burst of runs the
+    history is not parsed again per run. ``generation`` counts the changes of the view:
+    answers derived from one generation (see :meth:`snapshot`) stay valid while it is
+    unchanged; ``parses`` counts the full parses.
 
     Each :meth:`load` returns a new dict, but the :class:`NotebookHistory` values are shared
     between calls: treat them as read-only (History's writes read the file afresh under its
@@ -231,14 +237,14 @@ class CachedHistory(History):
     def __init__(self, output_dir: Path | str, keep: int = 100) -> None:
         super().__init__(output_dir, keep)
         self._cache_lock = threading.Lock()
-        self._stamp: _Stamp | None = None
+        self._stamp: Stamp | None = None
         self._data: dict[str, NotebookHistory] | None = None
         self._trusted = False
         self.generation = 0
         self.parses = 0
         self._derived: dict[str, Any] = {}
 
-    def _file_stamp(self) -> tuple[_Stamp | None, bool]:
+    def _file_stamp(self) -> tuple[Stamp | None, bool]:
         """The file's stamp (None when absent) and whether it is old enough to trust."""
         try:
             st = os.stat(self.path)
@@ -247,8 +253,24 @@ class CachedHistory(History):
         except OSError:
             return None, False  # let History.load report the error
         newest = max(st.st_mtime_ns, st.st_ctime_ns)
-        return ((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns),
-                newest < time.time_ns() - _HISTORY_RACY_NS)
+        return file_stamp(st), newest < time.time_ns() - _HISTORY_RACY_NS
+
+    def _entry_written(self, rel: str, text: str, before: Stamp | None, after: Stamp | None,
+                       own: bool) -> None:
+        """Patch the parse with the entry this object just wrote (see the class docstring).
+
+        Only when the parse was of the file just replaced (``before``), and that file was
+        either trusted or this object's own previous write (whose text it knows); otherwise
+        the next :meth:`load` parses the file."""
+        with self._cache_lock:
+            if (self._data is None or before is None or after is None or self._stamp != before
+                    or not (self._trusted or own)):
+                return
+            data = dict(self._data)
+            data[rel] = NotebookHistory.from_json(json.loads(text))  # a copy of nobody's objects
+            self._data, self._stamp, self._trusted = data, after, True
+            self.generation += 1
+            self._derived = {}
 
     def snapshot(self) -> tuple[int, dict[str, NotebookHistory]]:
         """``(generation, history)``: the parse of the current file and its generation."""
@@ -339,8 +361,13 @@ def reap_orphans(history: History) -> list[Run]:
 
 # --- the shared machinery of tick / daemon / run-now -------------------------------------
 
-def notify_alerts(settings: Settings, now: datetime | None = None) -> None:
-    """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent."""
+def notify_alerts(settings: Settings, now: datetime | None = None, *,
+                  history: History | None = None,
+                  notebooks: list[Notebook] | None = None) -> None:
+    """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent.
+
+    ``history`` (the scheduler's :class:`CachedHistory`) and ``notebooks`` (its last scan)
+    spare each call a scan and a parse of the whole history."""
     try:
         from . import run_alerts
     except ModuleNotFoundError as exc:
@@ -352,7 +379,8 @@ def notify_alerts(settings: Settings, now: datetime | None = None) -> None:
         log.exception("run alerts unavailable")
         return
     try:
-        run_alerts.notify_changes(settings, now or datetime.now(UTC))
+        run_alerts.notify_changes(settings, now or datetime.now(UTC), history=history,
+                                  notebooks=notebooks)
     except Exception:
         log.exception("run alerts failed (runs are not affected)")
 
@@ -381,6 +409,7 @@ class Scheduler:
         self._summary_written: tuple[Any, float] = (None, 0.0)  # (fingerprint, monotonic time)
         self._page: _Page | None = None
         self._closing = False
+        self._closed = threading.Event()  # wakes the refresher when closing
         # the due answer and what it was computed from (see due())
         self._agenda: _Agenda | None = None
         self._reconciled: tuple[int, int] | None = None  # (notebooks, history) generations
@@ -422,14 +451,16 @@ class Scheduler:
         self._dirty.set()
 
     def _refresh_loop(self) -> None:
+        last = -REFRESH_BURST_S
         while True:
             self._dirty.wait()
             if self._closing:
                 return
-            time.sleep(REFRESH_DELAY_S)
-            if self._closing:
-                return
+            delay = max(REFRESH_DELAY_S, last + REFRESH_BURST_S - time.monotonic())
+            if self._closed.wait(delay):
+                return  # close() writes the final state itself
             self._dirty.clear()
+            last = time.monotonic()
             self.refresh()
 
     def close(self) -> None:
@@ -439,6 +470,7 @@ class Scheduler:
         with self._lock:
             self._closing = True
             t, self._refresher = self._refresher, None
+        self._closed.set()
         self._dirty.set()
         if t is not None:
             t.join(30)
@@ -599,8 +631,12 @@ class Scheduler:
                                    pool=self.pool)
             finally:
                 release(fd)
-        notify_alerts(self.settings)
+        self.notify_alerts()
         return run
+
+    def notify_alerts(self) -> None:
+        """:func:`notify_alerts` over this scheduler's history view and scanned notebooks."""
+        notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None)
 
     def run_many(self, jobs: list[tuple[Notebook, datetime]]) -> list[Run]:
         """Run scheduled jobs on a thread pool (each run mostly waits on its kernel)."""
@@ -667,7 +703,7 @@ def tick(settings: Settings, now: datetime | None = None,
     finally:
         sched.close()
     if not runs:
-        notify_alerts(settings)  # late notebooks alert even when nothing ran
+        sched.notify_alerts()  # late notebooks alert even when nothing ran
     return runs
 
 

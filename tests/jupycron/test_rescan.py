@@ -253,6 +253,66 @@ def test_cached_history_parses_once_per_change(settings: Settings, monkeypatch: 
     assert h.earliest_deleted() == T0 + timedelta(hours=1)
 
 
+def test_cached_history_patches_its_own_writes(settings: Settings) -> None:
+    """A run's start and end recorded through the cached history patch its parse (no parse
+    of the whole file per run); a write by anyone else is still parsed, and the view always
+    equals a parse from scratch."""
+    h = scheduler.CachedHistory(settings.output_dir)
+    rels = [f"n{i}_autorun.ipynb" for i in range(4)]
+    for i, rel in enumerate(rels):
+        h.record(Run(notebook=rel, run_id=f"old-{i}", started_at=T0, status=RunStatus.SUCCESS))
+    h.load()
+    parses, generation = h.parses, h.generation
+    for i, rel in enumerate(rels):
+        run = Run(notebook=rel, run_id=f"new-{i}", started_at=T0 + timedelta(minutes=1),
+                  trigger=Trigger.SCHEDULE, slot=T0)
+        h.record(run)
+        assert h.load() == History(settings.output_dir).load()
+        run.status, run.finished_at = RunStatus.FAILED, T0 + timedelta(minutes=2)
+        assert h.load()[rel].runs[0].status is RunStatus.RUNNING  # not the caller's object
+        h.record(run)
+        assert h.load() == History(settings.output_dir).load()
+    assert h.parses == parses and h.generation == generation + 2 * len(rels)
+    History(settings.output_dir).record(Run(notebook=rels[0], run_id="elsewhere", started_at=T0))
+    assert h.load() == History(settings.output_dir).load() and h.parses == parses + 1
+
+
+def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -> None:
+    """Run threads record through one cached history while others load it and another
+    History writes too: nothing is lost and the final view is the file's."""
+    h = scheduler.CachedHistory(settings.output_dir)
+    other = History(settings.output_dir)
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            h.running_runs()
+            h.load()
+
+    def writer(w: int, hist: History) -> None:
+        for i in range(12):
+            run = Run(notebook=f"n{w}_autorun.ipynb", run_id=f"w{w}-{i}",
+                      started_at=T0 + timedelta(minutes=i))
+            hist.record(run)
+            run.status = RunStatus.SUCCESS
+            hist.record(run)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=(w, h)) for w in range(3)]
+    writers.append(threading.Thread(target=writer, args=(3, other)))
+    for t in threads + writers:
+        t.start()
+    for t in writers:
+        t.join(60)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    fresh = History(settings.output_dir).load()
+    assert {r.run_id for e in fresh.values() for r in e.runs} == {
+        f"w{w}-{i}" for w in range(4) for i in range(12)}
+    assert h.load() == fresh and h.running_runs() == []
+
+
 def test_purge_waits_for_the_grace_period(sched: scheduler.Scheduler) -> None:
     nbs = sched.settings.notebooks
     write_nb(nbs / "a_autorun.ipynb", '{"every": "30 minute"}')
