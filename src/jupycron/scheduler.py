@@ -279,7 +279,14 @@ class CachedHistory(History):
             if self._data is not None and self._trusted and stamp == self._stamp:
                 return self.generation, dict(self._data)
         data = super().load()
+        current, _ = self._file_stamp()
         with self._cache_lock:
+            if (current != stamp and self._data is not None and self._trusted
+                    and self._stamp == current):
+                # Our own writes patched the view up to the current file while this parse
+                # read an older one: keep the patched view (else, in a burst, every parse
+                # would be overtaken and every patch refused).
+                return self.generation, dict(self._data)
             self.generation += 1
             self.parses += 1
             self._stamp, self._data, self._trusted = stamp, data, trusted
