@@ -16,10 +16,18 @@ that slot is retried, at most :data:`INTERRUPTED_RETRIES` times. Failures are no
 Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, children and
 cgroup are killed, the row becomes ``interrupted``), marks vanished notebooks deleted and
 purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
-heartbeat ``<output>/.scheduler.json`` are rewritten after every change, by a background
-thread that coalesces bursts of changes (a run never waits for the page; the last state is
-written before ``tick``/``run_now`` return and when the daemon stops); run-state alerts
-(:mod:`jupycron.run_alerts`, when present) are sent after each run, errors only logged.
+heartbeat ``<output>/.scheduler.json`` are rewritten after a change, by a background
+thread that coalesces bursts of changes: at most once per :data:`REFRESH_BURST_S` while they
+keep coming (a run never waits for the page; the last state is written before
+``tick``/``run_now`` return and when the daemon stops); run-state alerts
+(:mod:`jupycron.run_alerts`, when present) are checked after each run over the scheduler's
+history view and last scan, errors only logged.
+
+Cost per run in a burst: the history is not parsed per run. A run's start and end rewrite
+its own entry (:meth:`jupycron.history.History.update_entry` copies the other entries as
+the text it last wrote) and patch the scheduler's parsed view (:class:`CachedHistory`), so
+the due check, the run-state alerts and the page read that view; the whole file is parsed
+again only after another process wrote it.
 
 Kernel pool (``settings.pool_size``, :mod:`jupycron.pool`): the daemon keeps up to
 ``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and

@@ -285,3 +285,48 @@ def test_idle_refresh_rewrites_the_heartbeat_but_not_an_unchanged_summary(settin
         assert page.stat().st_mtime_ns != second  # older than a minute: refreshed anyway
     finally:
         sched.close()
+
+
+def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
+        settings, monkeypatch):
+    """Runs finishing one after another must not each cost a summary render: while changes
+    keep coming the background refresh runs at most once per REFRESH_BURST_S, and close()
+    writes the final state, which shows every run recorded during the burst."""
+    monkeypatch.setattr(scheduler, "REFRESH_DELAY_S", 0.0)
+    monkeypatch.setattr(scheduler, "REFRESH_BURST_S", 3600.0)  # no second refresh in the test
+    rels = [f"n{i}_autorun.ipynb" for i in range(6)]
+    for rel in rels:
+        (settings.notebooks / rel).write_text(
+            '{"cells": [{"cell_type": "code", "source": "# jupycron: {\\"every\\": \\"1 hour\\"}", '
+            '"metadata": {}, "outputs": [], "execution_count": null}], "metadata": {}, '
+            '"nbformat": 4, "nbformat_minor": 5}')
+    sched = scheduler.Scheduler(settings, "tick", threading.Event())
+    refreshes: list[bool] = []
+    real_refresh = sched.refresh
+
+    def counting(now=None, force=False):
+        refreshes.append(force)
+        real_refresh(now, force)
+
+    monkeypatch.setattr(sched, "refresh", counting)
+    try:
+        sched.scan(T0)
+        statuses = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.OOM,
+                    RunStatus.INTERRUPTED, RunStatus.RUNNING]
+        first = True
+        for rel, status in zip(rels, statuses, strict=True):
+            run = Run(notebook=rel, run_id=f"r-{rel}", started_at=T0, status=status)
+            sched.history.record(run)
+            sched._changed(run)
+            if first:  # the first change is written promptly
+                deadline = time.monotonic() + 30
+                while not refreshes and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                first = False
+    finally:
+        sched.close()
+    assert refreshes == [False, True]
+    page = summary_file(settings.output_dir).read_text()
+    for rel, state in zip(rels, ("success", "failed", "timeout", "oom", "interrupted",
+                                 "running"), strict=True):
+        assert f'data-path="{rel}" data-state="{state}"' in page
