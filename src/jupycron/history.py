@@ -34,6 +34,8 @@ import json
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,7 +60,7 @@ from .paths import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REBUILT_NOTE", "History", "NotebookHistory", "Purged", "Stamp", "file_stamp",
+__all__ = ["REBUILT_NOTE", "CachedHistory", "History", "NotebookHistory", "Purged", "Stamp", "file_stamp",
            "runner_alive"]
 
 FORMAT_VERSION = 1
@@ -650,6 +652,122 @@ class History:
             data[nb] = NotebookHistory(runs=runs[: self.keep], last_success_output=kept_rel,
                                        first_seen=min(r.started_at for r in runs))
         return data
+
+
+# --- the history, parsed once per change ------------------------------------------------
+
+#: A history file whose stamps are younger than this when read is parsed again next time: a
+#: rewrite within the same timestamp tick could otherwise keep (mtime, size, inode, ctime).
+_HISTORY_RACY_NS = 2_000_000_000
+
+
+class CachedHistory(History):
+    """A :class:`~jupycron.history.History` whose :meth:`load` parses the file only when it
+    changed, for the daemon (the scheduler) and other long-lived readers.
+
+    An idle rescan reads the history several times (orphans, deletions, purge, due runs,
+    the summary page); parsing costs time proportional to notebooks × runs, a ``stat`` does
+    not. The parse is reused while the file's ``(mtime_ns, size, inode, ctime_ns)`` are
+    unchanged and were at least 2 s old when read. Writers replace the file by rename, so
+    every write also gives it a new inode. A write by this object itself (``record`` through
+    :meth:`~jupycron.history.History.update_entry`: a run's start and end) patches the one
+    entry it changed into the parse instead of dropping it, so during a burst of runs the
+    history is not parsed again per run. ``generation`` counts the changes of the view:
+    answers derived from one generation (see :meth:`snapshot`) stay valid while it is
+    unchanged; ``parses`` counts the full parses.
+
+    Each :meth:`load` returns a new dict, but the :class:`NotebookHistory` values are shared
+    between calls: treat them as read-only (History's writes read the file afresh under its
+    lock). Thread-safe.
+    """
+
+    def __init__(self, output_dir: Path | str, keep: int = 100) -> None:
+        super().__init__(output_dir, keep)
+        self._cache_lock = threading.Lock()
+        self._stamp: Stamp | None = None
+        self._data: dict[str, NotebookHistory] | None = None
+        self._trusted = False
+        self.generation = 0
+        self.parses = 0
+        self._derived: dict[str, Any] = {}
+
+    def _file_stamp(self) -> tuple[Stamp | None, bool]:
+        """The file's stamp (None when absent) and whether it is old enough to trust."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None, True
+        except OSError:
+            return None, False  # let History.load report the error
+        newest = max(st.st_mtime_ns, st.st_ctime_ns)
+        return file_stamp(st), newest < time.time_ns() - _HISTORY_RACY_NS
+
+    def _entry_written(self, rel: str, text: str, before: Stamp | None, after: Stamp | None,
+                       own: bool) -> None:
+        """Patch the parse with the entry this object just wrote (see the class docstring).
+
+        Only when the parse was of the file just replaced (``before``), and that file was
+        either trusted or this object's own previous write (whose text it knows); otherwise
+        the next :meth:`load` parses the file."""
+        with self._cache_lock:
+            if (self._data is None or before is None or after is None or self._stamp != before
+                    or not (self._trusted or own)):
+                return
+            data = dict(self._data)
+            data[rel] = NotebookHistory.from_json(json.loads(text))  # a copy of nobody's objects
+            self._data, self._stamp, self._trusted = data, after, True
+            self.generation += 1
+            self._derived = {}
+
+    def snapshot(self) -> tuple[int, dict[str, NotebookHistory]]:
+        """``(generation, history)``: the parse of the current file and its generation."""
+        stamp, trusted = self._file_stamp()  # before reading: a later write changes it
+        with self._cache_lock:
+            if self._data is not None and self._trusted and stamp == self._stamp:
+                return self.generation, dict(self._data)
+        data = super().load()
+        current, _ = self._file_stamp()
+        with self._cache_lock:
+            if (current != stamp and self._data is not None and self._trusted
+                    and self._stamp == current):
+                # Our own writes patched the view up to the current file while this parse
+                # read an older one: keep the patched view (else, in a burst, every parse
+                # would be overtaken and every patch refused).
+                return self.generation, dict(self._data)
+            self.generation += 1
+            self.parses += 1
+            self._stamp, self._data, self._trusted = stamp, data, trusted
+            self._derived = {}
+            return self.generation, dict(data)
+
+    def load(self) -> dict[str, NotebookHistory]:
+        """Every notebook's history, as :meth:`History.load` (values shared: read-only)."""
+        return self.snapshot()[1]
+
+    def _memo(self, name: str, fn: Callable[[dict[str, NotebookHistory]], T]) -> T:
+        """``fn(history)``, computed once per parse."""
+        generation, data = self.snapshot()
+        with self._cache_lock:
+            if generation == self.generation and name in self._derived:
+                return self._derived[name]
+        value = fn(data)
+        with self._cache_lock:
+            if generation == self.generation:
+                self._derived[name] = value
+        return value
+
+    def running_runs(self) -> list[Run]:
+        """Every RUNNING row (without walking every run of every notebook each time)."""
+        return list(self._memo("running", _running_runs))
+
+    def earliest_deleted(self) -> datetime | None:
+        """The oldest ``deleted_at`` of any notebook, None when none is marked deleted."""
+        return self._memo("deleted", lambda data: min(
+            (e.deleted_at for e in data.values() if e.deleted_at is not None), default=None))
+
+
+def _running_runs(data: dict[str, NotebookHistory]) -> list[Run]:
+    return [r for e in data.values() for r in e.runs if r.status is RunStatus.RUNNING]
 
 
 def _run_id_time(run_id: str) -> datetime | None:

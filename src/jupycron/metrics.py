@@ -3,8 +3,10 @@
 :class:`JupycronCollector` is a prometheus-client custom collector: every scrape scans the
 notebooks (through a shared :class:`~jupycron.discovery.ScanCache`, so unchanged notebooks
 are not re-read), loads ``.history.json`` and ``.scheduler.json`` and builds the same rows as
-the dashboard (:func:`jupycron.summary.build_rows`). Nothing is kept between scrapes, so the
-values are right whichever process (daemon, tick from cron, run-now) wrote the files.
+the dashboard (:func:`jupycron.summary.build_rows`). The history is parsed again only when
+the file changed (a :class:`~jupycron.history.CachedHistory` per collector, checked by its
+stamps at every scrape), so the values are right whichever process (daemon, tick from cron,
+run-now) wrote the files, and a scrape between runs costs no parse of a large history.
 
 Metrics (label ``notebook`` = path relative to the notebooks folder):
 
@@ -47,6 +49,7 @@ from prometheus_client.registry import Collector
 from .config import Settings
 from .discovery import ScanCache
 from .exceptions import JupycronError
+from .history import CachedHistory
 from .models import RunStatus
 from .paths import scheduler_state_file
 from .run_alerts import current_rows, late_since
@@ -109,6 +112,7 @@ class JupycronCollector(Collector):
     def __init__(self, settings: Settings, cache: ScanCache | None = None) -> None:
         self.settings = settings
         self.cache = cache if cache is not None else ScanCache()
+        self.history = CachedHistory(settings.output_dir, keep=settings.history_runs)
 
     def collect(self) -> Iterator[Metric]:
         now = datetime.now(UTC)
@@ -140,7 +144,7 @@ class JupycronCollector(Collector):
         errors = GaugeMetricFamily("jupycron_collector_errors",
                                    "1 when the history could not be read during this scrape")
         try:
-            rows = current_rows(self.settings, now, self.cache)
+            rows = current_rows(self.settings, now, self.cache, history=self.history)
             errors.add_metric([], 0)
         except (JupycronError, OSError) as exc:
             log.error("metrics: cannot read the history: %s", exc)

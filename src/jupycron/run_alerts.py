@@ -121,7 +121,7 @@ def current_rows(settings: Settings, now: datetime, cache: ScanCache | None = No
 
     ``notebooks`` (a scan the caller just made) skips the scan; ``history`` is loaded
     instead of a new :class:`History` - pass a caching one (the scheduler's
-    :class:`jupycron.scheduler.CachedHistory`) to avoid parsing the whole file per call.
+    :class:`jupycron.history.CachedHistory`) to avoid parsing the whole file per call.
     """
     if notebooks is None:
         notebooks = scan(settings.notebooks, settings.output_dir, cache)

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from jupycron import history as jhistory
 from jupycron.config import Settings
-from jupycron.metrics import make_registry, render_metrics
+from jupycron.history import History
+from jupycron.metrics import JupycronCollector, make_registry, render_metrics
 from jupycron.models import JobSpec, Run, RunStatus, Trigger
 from jupycron.paths import history_file, scheduler_state_file
 from jupycron.schedule import latest_slot
@@ -130,6 +133,29 @@ def test_unreadable_history_is_reported(site: Settings) -> None:
     m = samples(site)
     assert m[("jupycron_collector_errors", ())] == 1
     assert not any(k[0] == "jupycron_notebook_state" for k in m)
+
+
+def test_scrapes_parse_the_history_only_when_it_changed(site: Settings, monkeypatch) -> None:
+    """One collector keeps the parsed history between scrapes while the file is unchanged,
+    and a run recorded by any process shows at the next scrape."""
+    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)  # trust fresh files
+    collector = JupycronCollector(site)
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def scrape() -> dict[tuple[str, tuple], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in text_string_to_metric_families(render_metrics(registry).decode())
+                for s in fam.samples}
+
+    assert scrape()[("jupycron_notebook_consecutive_failures", nb("bad"))] == 2
+    parses = collector.history.parses
+    scrape()
+    assert collector.history.parses == parses
+    History(site.output_dir).record(Run("bad_autorun.ipynb", "later", NOW, RunStatus.OOM,
+                                        finished_at=NOW))
+    assert scrape()[("jupycron_notebook_consecutive_failures", nb("bad"))] == 3
+    assert collector.history.parses == parses + 1
 
 
 def test_alert_rules_pass_promtool() -> None:

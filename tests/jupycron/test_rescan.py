@@ -18,6 +18,7 @@ import nbformat
 import pytest
 
 from jupycron import discovery, scheduler, summary
+from jupycron import history as jhistory
 from jupycron.config import Settings
 from jupycron.history import History
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
@@ -30,7 +31,7 @@ T0 = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust files written a moment ago (normally re-read for 2 s after a change)."""
     monkeypatch.setattr(discovery, "_RACY_NS", -3600 * 10**9)
-    monkeypatch.setattr(scheduler, "_HISTORY_RACY_NS", -3600 * 10**9)
+    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)
 
 
 @pytest.fixture
@@ -240,7 +241,7 @@ def test_cached_history_parses_once_per_change(settings: Settings, monkeypatch: 
     h.load()
     parses = h.parses
     assert parses >= 2
-    monkeypatch.setattr(scheduler, "_HISTORY_RACY_NS", -3600 * 10**9)  # as if 2 s had passed
+    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)  # as if 2 s had passed
     h.load()
     first = h.load()
     assert h.parses == parses + 1
