@@ -29,6 +29,8 @@ def test_init_load_info_compact(data_dir):
     assert r.exit_code == 0
     r = _run("load-test-lists", str(lists))
     assert r.exit_code == 0 and "ZZ" in r.output and "13 lists" in r.output
+    r = _run("load-test-lists", str(lists))  # again: nothing new is inserted
+    assert r.exit_code == 0 and "were already stored and were not inserted again" in r.output
     r = CliRunner().invoke(cli, ["data", "info"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "fastpath" in r.output and "2,160" in r.output and "2021-07-08 06:41:03" in r.output

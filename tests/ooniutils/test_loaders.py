@@ -132,3 +132,33 @@ def test_sql_loader_into_server_store(server_store):
     path = require_shared_data("ooni-fastpath-sample.sql")
     assert load_sql_file(server_store, path).rows == {"fastpath": 1080}
     assert int(server_store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 1080
+
+
+def test_test_lists_reload_is_idempotent_and_adds_only_new_rows(embedded_store, tmp_path):
+    head = "url,category_code\n"
+    (tmp_path / "it.csv").write_text(head + "https://a.example/,NEWS\nhttps://a.example/,NEWS\n"
+                                     "https://b.example/,GAME\n")
+    (tmp_path / "global.csv").write_text(head + "https://a.example/,NEWS\n")
+
+    def stored() -> list[tuple[str, str, str]]:
+        df = embedded_store.query("SELECT url, toString(cc) AS cc, category_code FROM citizenlab "
+                                  "ORDER BY url, cc, category_code")
+        return [(u, c.rstrip("\0"), k) for u, c, k in zip(df["url"], df["cc"], df["category_code"],
+                                                          strict=True)]
+
+    first = load_test_lists(embedded_store, tmp_path)
+    assert first.rows == {"IT": 3, "ZZ": 1} and first.already_stored == 0
+    # a URL listed twice in one file is kept twice: the duplicates analysis reports it
+    assert stored() == [("https://a.example/", "IT", "NEWS"), ("https://a.example/", "IT", "NEWS"),
+                        ("https://a.example/", "ZZ", "NEWS"), ("https://b.example/", "IT", "GAME")]
+    again = load_test_lists(embedded_store, tmp_path)
+    assert again.rows == {"IT": 3, "ZZ": 1} and again.already_stored == 4
+    assert len(stored()) == 4
+    # the list gains a URL and a recategorised entry: only those two rows are added
+    (tmp_path / "it.csv").write_text(head + "https://a.example/,NEWS\nhttps://a.example/,NEWS\n"
+                                     "https://b.example/,GAME\nhttps://c.example/,NEWS\n"
+                                     "https://b.example/,GMB\n")
+    grown = load_test_lists(embedded_store, tmp_path)
+    assert grown.already_stored == 4
+    assert stored()[-3:] == [("https://b.example/", "IT", "GAME"), ("https://b.example/", "IT", "GMB"),
+                             ("https://c.example/", "IT", "NEWS")]

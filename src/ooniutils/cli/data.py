@@ -117,7 +117,9 @@ def load_sql(file: Path, progress: bool | None) -> None:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_progress_option
 def load_test_lists_cmd(folder: Path, progress: bool | None) -> None:
-    """Load Citizen Lab test lists (<cc>.csv, global.csv → ZZ) from FOLDER into citizenlab."""
+    """Load Citizen Lab test lists (<cc>.csv, global.csv → ZZ) from FOLDER into citizenlab.
+
+    Idempotent: rows the table already holds are not inserted again."""
     from ..store.loaders import load_test_lists
 
     with _errors(), _bar("loading test lists", progress) as cb:
@@ -126,6 +128,8 @@ def load_test_lists_cmd(folder: Path, progress: bool | None) -> None:
         click.echo(f"skipped {name}: its name is not a country code or 'global'", err=True)
     click.echo(f"citizenlab: {result.total:,} rows from {len(result.rows)} lists "
                f"({', '.join(sorted(result.rows))})")
+    if result.already_stored:
+        click.echo(f"  {result.already_stored:,} of them were already stored and were not inserted again")
 
 
 @group.command()

@@ -9,6 +9,10 @@ table), so a malformed file leaves the store as it was.
   shaped like ``schema.py``, then the rows are read back and inserted into the store.
 * :func:`load_test_lists` — Citizen Lab CSVs (``url,category_code,...``); the file stem is
   the country code (``it.csv`` → IT, ``global.csv`` → ZZ), other stems are skipped.
+  Loading is idempotent: ``citizenlab`` is a ReplacingMergeTree keyed by all its columns,
+  so only the rows beyond what the table already holds are inserted (loading the same
+  lists twice inserts nothing; a list that gained URLs adds just those). A row listed twice
+  in one file is kept twice the first time (the duplicates analysis reports it).
 """
 
 from __future__ import annotations
@@ -45,10 +49,12 @@ _UNQUOTED = re.compile(r"'(?:[^'\\]|\\.)*'")  # splits out quoted strings
 
 @dataclass
 class LoadResult:
-    """What a load wrote: rows per table (and, for test lists, the files skipped)."""
+    """What a load read: rows per table (per list for test lists), the files skipped, and
+    (test lists) how many of the rows read were already stored and so not inserted again."""
 
     rows: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    already_stored: int = 0
 
     @property
     def total(self) -> int:
@@ -205,7 +211,34 @@ def load_test_lists(store: Store, folder: str | Path, progress: Progress | None 
         rows.extend(got)
         if progress:
             progress(i, len(files))
-    if rows:
-        store.insert(CITIZENLAB.name, pd.DataFrame(rows))
-    log.info("loaded %d test-list rows from %s", len(rows), folder)
+    new = _not_yet_stored(store, rows) if rows else []
+    result.already_stored = len(rows) - len(new)
+    if new:
+        store.insert(CITIZENLAB.name, pd.DataFrame(new))
+    log.info("read %d test-list rows from %s, inserted %d (%d already stored)",
+             len(rows), folder, len(new), result.already_stored)
     return result
+
+
+def _not_yet_stored(store: Store, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` minus what ``citizenlab`` already holds, as multisets over the whole row.
+
+    A key stored ``k`` times and read ``n`` times is inserted ``max(0, n - k)`` times, so a
+    second identical load inserts nothing while a URL listed twice in a new file still lands
+    twice. ``cc`` is FixedString(32): its NUL padding is stripped before comparing.
+    """
+    stored = store.query(
+        "SELECT domain, url, toString(cc) AS cc, category_code, count() AS n FROM citizenlab "
+        "GROUP BY domain, url, cc, category_code")
+    have: dict[tuple[str, str, str, str], int] = {}
+    for d, u, c, k, n in zip(stored["domain"], stored["url"], stored["cc"], stored["category_code"],
+                             stored["n"], strict=True):
+        have[(str(d), str(u), str(c).rstrip("\x00"), str(k))] = int(n)
+    new = []
+    for r in rows:
+        key = (r["domain"], r["url"], r["cc"], r["category_code"])
+        if have.get(key, 0) > 0:
+            have[key] -= 1
+        else:
+            new.append(r)
+    return new
