@@ -19,6 +19,7 @@ from jupycron import run_alerts
 from jupycron.cli_web import alerts_command
 from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
+from jupycron.history import CachedHistory
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import history_file
 from jupycron.run_alerts import alert_state_file, notify_changes
@@ -315,3 +316,33 @@ def test_dashboard_server_checks_alerts_periodically(site: Settings, hook, jc) -
     finally:
         handle.stop()
     assert {r.path.split("/")[1] for r in hook.requests} == {"services", "jupycron-topic"}
+
+
+def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Settings, hook,
+                                                                   monkeypatch) -> None:
+    """The scheduler checks after every run from its own scan and cached history view: a
+    run recorded through that view fires once and recovers once, with no scan and no new
+    History per check."""
+    ten = NOW.replace(minute=0)
+    rel = "a_autorun.ipynb"
+    write_history(site, {rel: [run(rel, ten, RunStatus.SUCCESS)],
+                         "b_autorun.ipynb": [run("b_autorun.ipynb", ten, RunStatus.SUCCESS)]})
+    notebooks = run_alerts.scan(site.notebooks, site.output_dir)
+    view = CachedHistory(site.output_dir, keep=site.history_runs)
+    monkeypatch.setattr(run_alerts, "scan", lambda *a, **k: pytest.fail("scanned again"))
+    monkeypatch.setattr(run_alerts, "History", lambda *a, **k: pytest.fail("history re-read"))
+
+    def check(at: datetime) -> list[tuple[str, str, str, str]]:
+        return [(d.notebook, d.kind, d.channel, d.action) for d in
+                notify_changes(site, at, history=view, notebooks=notebooks)]
+
+    assert check(NOW) == []
+    view.record(failed(rel, ten, n=1))
+    assert check(NOW) == [(rel, "failing", "slack", "fire"), (rel, "failing", "ntfy", "fire")]
+    assert check(NOW + timedelta(minutes=1)) == []
+    view.record(run(rel, ten + timedelta(hours=1), RunStatus.SUCCESS, n=1))
+    view.record(run("b_autorun.ipynb", ten + timedelta(hours=1), RunStatus.SUCCESS, n=1))
+    later = NOW + timedelta(hours=1)
+    assert check(later) == [(rel, "failing", "slack", "resolve"),
+                            (rel, "failing", "ntfy", "resolve")]
+    assert check(later) == [] and len(hook.requests) == 4
