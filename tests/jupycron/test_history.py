@@ -21,6 +21,7 @@ import pytest
 from jupycron.history import REBUILT_NOTE, History, NotebookHistory
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import kept_html, output_html
+from tests.support.threads import readers_during_writers
 
 NB = "team/daily_autorun.ipynb"
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -152,10 +153,9 @@ def test_threads_sharing_one_history_lose_nothing(tmp_path: Path) -> None:
     """The daemon's run threads share one History and read it without the lock while they
     record; a second History (another process: its own idea of the file) records too."""
     h, other = History(tmp_path), History(tmp_path)
-    stop = threading.Event()
     loads = 0
 
-    def reader() -> None:
+    def reader(stop: threading.Event) -> None:
         nonlocal loads
         while not stop.is_set():
             h.load()
@@ -165,16 +165,7 @@ def test_threads_sharing_one_history_lose_nothing(tmp_path: Path) -> None:
         for i in range(15):
             hist.record(make_run(i, nb=f"n{w}_autorun.ipynb", run_id=f"w{w}-{i}"))
 
-    readers = [threading.Thread(target=reader) for _ in range(2)]
-    writers = [threading.Thread(target=writer, args=(w, h)) for w in range(3)]
-    writers.append(threading.Thread(target=writer, args=(3, other)))
-    for t in readers + writers:
-        t.start()
-    for t in writers:
-        t.join(60)
-    stop.set()
-    for t in readers:
-        t.join(60)
+    readers_during_writers(reader, 2, writer, [(0, h), (1, h), (2, h), (3, other)])
     data = History(tmp_path).load()
     assert {r.run_id for e in data.values() for r in e.runs} == {
         f"w{w}-{i}" for w in range(4) for i in range(15)}

@@ -23,6 +23,7 @@ from jupycron.config import Settings
 from jupycron.history import History
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.paths import summary_file
+from tests.support.threads import readers_during_writers
 
 T0 = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
 
@@ -283,9 +284,8 @@ def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -
     History writes too: nothing is lost and the final view is the file's."""
     h = scheduler.CachedHistory(settings.output_dir)
     other = History(settings.output_dir)
-    stop = threading.Event()
 
-    def reader() -> None:
+    def reader(stop: threading.Event) -> None:
         while not stop.is_set():
             h.running_runs()
             h.load()
@@ -298,16 +298,7 @@ def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -
             run.status = RunStatus.SUCCESS
             hist.record(run)
 
-    threads = [threading.Thread(target=reader) for _ in range(2)]
-    writers = [threading.Thread(target=writer, args=(w, h)) for w in range(3)]
-    writers.append(threading.Thread(target=writer, args=(3, other)))
-    for t in threads + writers:
-        t.start()
-    for t in writers:
-        t.join(60)
-    stop.set()
-    for t in threads:
-        t.join(60)
+    readers_during_writers(reader, 2, writer, [(0, h), (1, h), (2, h), (3, other)])
     fresh = History(settings.output_dir).load()
     assert {r.run_id for e in fresh.values() for r in e.runs} == {
         f"w{w}-{i}" for w in range(4) for i in range(12)}
