@@ -41,7 +41,7 @@ class Settings:
                                 metadata={"help": "A slot missed by more than this makes the notebook 'late' (alerts)."})
     alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert."})
     alert_channels: str = field(default="", metadata={"help": "Comma list of alertmanager,slack,ntfy for run-state alerts."})
-    pool_size: int = field(default=0, metadata={"help": "Pre-started kernels (0 = off, -1 = concurrency)."})
+    pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run)."})
     pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels."})
     kernel_forkserver: bool = field(default=True, metadata={
         "help": "Fork kernels from a template process with ipykernel imported (about 0.5 s of CPU less "
