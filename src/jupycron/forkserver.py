@@ -190,7 +190,7 @@ class ForkServer:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
-                [self.python, *self.options, "-c", _SOURCE.read_text(), str(theirs.fileno()),
+                [self.python, *self.options, str(_SOURCE), str(theirs.fileno()),
                  ",".join(self.preload)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, cwd="/",
                 start_new_session=True)

@@ -1,7 +1,9 @@
 """The fork server's template process: ipykernel imported once, one forked kernel per request.
 
-This file is run as a program (``python -c <this source> <fd> <modules>``, see
-:mod:`jupycron.forkserver`), never imported by jupycron itself: it must only use the
+This file is run as a program (``python <this file> <fd> <modules>``, see
+:mod:`jupycron.forkserver`; a short command line for ``ps``), never imported by jupycron
+itself, and its own folder is dropped from ``sys.path`` (so a notebook's ``import config``
+cannot find jupycron's modules): it must only use the
 standard library, so a kernel forked from it has exactly the modules a fresh
 ``python -m ipykernel_launcher`` would have, plus the ones listed to preload.
 
@@ -201,7 +203,8 @@ class Template:
 
 def main(argv: list[str]) -> int:
     """``argv``: [protocol fd, comma list of modules to preload]."""
-    if sys.path and sys.path[0] in ("", os.getcwd()):
+    here = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else ""
+    if sys.path and sys.path[0] in ("", os.getcwd(), here):
         del sys.path[0]
     sock = socket.socket(fileno=int(argv[0]))
     os.environ["JPY_PARENT_PID"] = str(os.getpid())

@@ -65,13 +65,18 @@ def test_forked_child_has_its_own_session_cwd_and_exactly_the_given_env(server, 
     out = tmp_path / "probe.json"
     code = ("import json, os, sys; json.dump({'cwd': os.getcwd(), 'env': dict(os.environ), "
             "'sid': os.getsid(0), 'pgid': os.getpgid(0), 'pid': os.getpid(), "
-            f"'ppid': os.getppid(), 'path0': sys.path[0]}}, open({str(out)!r}, 'w')); os._exit(0)")
+            f"'ppid': os.getppid(), 'path': sys.path}}, open({str(out)!r}, 'w')); os._exit(0)")
     proc = _fake_kernel(server, tmp_path, code, env={"AUTORUN": "1", "MARK": "x"})
     assert proc.wait(30) == 0
     probe = json.loads(out.read_text())
     assert probe["pid"] == proc.pid and probe["sid"] == proc.pid and probe["pgid"] == proc.pid
     assert probe["ppid"] == server.pid
-    assert Path(probe["cwd"]) == tmp_path and Path(probe["path0"]) == tmp_path
+    assert Path(probe["cwd"]) == tmp_path and Path(probe["path"][0]) == tmp_path
+    # the template runs as a script from jupycron's folder: that folder is not importable
+    # (a notebook's `import config` must not find jupycron/config.py)
+    assert str(Path(forkserver.__file__).parent) not in probe["path"]
+    cmdline = psutil.Process(server.pid).cmdline()
+    assert cmdline[-3] == str(Path(forkserver.__file__).with_name("kernel_template.py"))
     assert probe["env"]["AUTORUN"] == "1" and probe["env"]["MARK"] == "x"
     assert "JUPYCRON_TEMPLATE_ONLY" not in probe["env"]  # replaced, not merged
 
