@@ -38,6 +38,13 @@ def embedded_store(data_dir: Path) -> Store:
     return get_store()
 
 
+@pytest.fixture
+def store(embedded_store: Store) -> Store:
+    """The embedded store with every table created (closed by ``data_dir``'s teardown)."""
+    embedded_store.init()
+    return embedded_store
+
+
 @pytest.fixture(scope="session")
 def fake_clickhouse_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """Port of the chDB-backed ClickHouse HTTP stand-in (one process for the session)."""

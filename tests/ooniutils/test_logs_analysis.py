@@ -45,16 +45,6 @@ def journal_rows(now: pd.Timestamp = NOW) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "data"))
-    from ooniutils.store import get_store
-
-    s = get_store()
-    s.init()
-    return s
-
-
 def test_priority_names():
     assert [priority_name(p) for p in (0, 3, 4, 6, 7)] == ["emerg", "err", "warning", "info", "debug"]
     assert priority_name(None) == priority_name(float("nan")) == priority_name(9) == "unknown"

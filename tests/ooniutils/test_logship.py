@@ -24,16 +24,6 @@ from ooniutils.logship import (
     ship,
     to_logs,
 )
-from ooniutils.store import get_store
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "data"))
-    s = get_store()
-    s.init()
-    yield s
-    s.close()
 
 
 def count(store) -> tuple[int, int]:
