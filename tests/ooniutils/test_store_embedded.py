@@ -54,6 +54,60 @@ def test_compact_merges_parts_and_keeps_rows(embedded_store):
     assert _count(store) == 11
 
 
+class _RacingSession:
+    """A chDB session whose first ``SELECT`` loses the race the stress test below found in CI:
+    a compaction swaps ``current`` and removes the old folder while the query's glob lists
+    it, so the query reads no part at all and returns a result without any error."""
+
+    def __init__(self, real, store, table):
+        self.real, self.store, self.table, self.raced = real, store, table, 0
+
+    def query(self, sql, *args, **kwargs):
+        if self.raced or not sql.lstrip().upper().startswith("SELECT"):
+            return self.real.query(sql, *args, **kwargs)
+        self.raced += 1
+        old = self.store.current_dir(self.table)
+        self.store.compact(self.table)
+        assert not old.exists()
+        return self.real.query(sql.replace(f"FROM {self.table}", f"FROM file('{old}/*.parquet', Parquet, "
+                                           "'probe_asn UInt32')"), *args, **kwargs)
+
+
+def test_query_rerun_when_a_compaction_swaps_the_generation_under_it(embedded_store, monkeypatch):
+    from ooniutils.store import embedded
+
+    store = embedded_store
+    for i in range(3):
+        store.insert("fastpath", pd.DataFrame({"probe_asn": [i] * (i + 1)}))
+    _count(store)  # views created with the real session
+    racing = _RacingSession(embedded._session(), store, "fastpath")
+    monkeypatch.setattr(embedded, "_session", lambda: racing)
+    assert int(store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0]) == 6
+    assert racing.raced == 1 and len(store.parts("fastpath")) == 1
+
+
+def test_query_gives_up_with_a_clear_error_when_compactions_keep_swapping(embedded_store, monkeypatch):
+    from ooniutils.exceptions import QueryError
+    from ooniutils.store import embedded
+
+    store = embedded_store
+    store.insert("fastpath", pd.DataFrame({"probe_asn": [1]}))
+    _count(store)
+    real, n = embedded._session(), iter(range(100))
+
+    class Swapping:  # every query sees a new generation (a compaction per query)
+        def query(self, sql, *args, **kwargs):
+            store.insert("fastpath", pd.DataFrame({"probe_asn": [next(n)]}))
+            store.compact("fastpath")
+            return real.query(sql, *args, **kwargs)
+
+    monkeypatch.setattr(embedded, "_session", lambda: Swapping())
+    with pytest.raises(QueryError, match="compacted under it 4 times in a row"):
+        store.query("SELECT count() AS n FROM fastpath")
+    monkeypatch.undo()
+    assert _count(store) == 5  # nothing lost: 1 + the 4 rows inserted by the attempts
+
+
 def test_two_stores_in_one_process_do_not_mix(tmp_path):
     a, b = EmbeddedStore(tmp_path / "a"), EmbeddedStore(tmp_path / "b")
     a.insert("fastpath", pd.DataFrame({"probe_cc": ["IT"] * 2}))

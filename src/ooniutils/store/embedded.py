@@ -19,8 +19,10 @@ the glob at each query, so new parts show up at once; an empty generation reads 
   part + hard links to parts appended meanwhile) and swaps ``current`` with an atomic
   symlink rename. A reader therefore lists either the old or the new generation, never
   both (no double counting). A reader that listed the old one and opens a part after the
-  old generation was removed gets a missing-file error; :meth:`EmbeddedStore.query` then
-  re-runs the query (a few attempts), which sees the new generation.
+  old generation was removed gets a missing-file error, and one whose listing of the old
+  folder raced with the removal sees too few parts without any error. So
+  :meth:`EmbeddedStore.query` reads every ``current`` link before and after the query and
+  re-runs it (a few attempts) when either a file went missing or a link changed.
 
 chDB sessions in one process share one catalog, so the views are (re)created whenever a
 store for another folder queries; a process-wide lock serialises embedded queries.
@@ -188,15 +190,30 @@ class EmbeddedStore(Store):
             self._ensure_views()
             sess = _session()
             for attempt in range(1, _QUERY_ATTEMPTS + 1):
+                before = self._generations()
                 try:
-                    return sess.query(bound.sql, "DataFrame", params=escaped)
+                    result = sess.query(bound.sql, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
                     if attempt < _QUERY_ATTEMPTS and any(c in msg for c in _MISSING_FILE_CODES):
                         log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
                         continue
                     raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
-        raise AssertionError("unreachable")
+                if self._generations() == before:
+                    return result
+                # A compaction swapped a generation during the query: the glob may have
+                # listed the old folder while its parts were being removed, which reads as
+                # fewer rows (not as an error). Only a run with no swap is a snapshot.
+                log.debug("a generation changed under a query (compaction); retry %d", attempt)
+        raise QueryError(f"query failed: the store was compacted under it {_QUERY_ATTEMPTS} times in a row; "
+                         "retry when compaction is done", query=sql)
+
+    def _generations(self) -> tuple[str, ...]:
+        """Every table's ``current`` target (names only grow, so equal means no swap)."""
+        try:
+            return tuple(os.readlink(self.data_dir / name / "current") for name in TABLES)
+        except OSError as exc:
+            raise StoreError(f"the embedded store in {self.data_dir} is damaged: {exc}") from exc
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement in this process's session (not persisted: use :meth:`insert`)."""
