@@ -121,6 +121,7 @@ class EmbeddedStore(Store):
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self._links = [os.path.join(self.data_dir, name, "current") for name in TABLES]
         self.init()
 
     # ----------------------------------------------------------------- layout helpers
@@ -211,7 +212,7 @@ class EmbeddedStore(Store):
     def _generations(self) -> tuple[str, ...]:
         """Every table's ``current`` target (names only grow, so equal means no swap)."""
         try:
-            return tuple(os.readlink(self.data_dir / name / "current") for name in TABLES)
+            return tuple(map(os.readlink, self._links))
         except OSError as exc:
             raise StoreError(f"the embedded store in {self.data_dir} is damaged: {exc}") from exc
 
