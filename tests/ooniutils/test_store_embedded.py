@@ -108,6 +108,66 @@ def test_query_gives_up_with_a_clear_error_when_compactions_keep_swapping(embedd
     assert _count(store) == 5  # nothing lost: 1 + the 4 rows inserted by the attempts
 
 
+def test_two_compactions_at_once_do_not_double_rows(embedded_store, monkeypatch):
+    """Compaction A has merged the parts and is about to swap; B starts then. Without one
+    compaction at a time, B swaps first and A keeps B's merged part beside its own."""
+    import contextlib
+    import threading
+
+    store = embedded_store
+    for i in range(4):
+        store.insert("fastpath", pd.DataFrame({"probe_asn": [i] * (i + 1)}))
+    a_at_swap, b_done = threading.Event(), threading.Event()
+    real_lock = EmbeddedStore._writer_lock
+
+    @contextlib.contextmanager
+    def lock(self, table, name=".lock"):
+        if name == ".lock" and threading.current_thread().name == "A":
+            a_at_swap.set()
+            b_done.wait(1.5)  # B either finishes meanwhile (no guard) or waits for A
+        with real_lock(self, table, name):
+            yield
+
+    monkeypatch.setattr(EmbeddedStore, "_writer_lock", lock)
+    errors: list[BaseException] = []
+
+    def compact(name):
+        try:
+            store.compact("fastpath")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        if name == "B":
+            b_done.set()
+
+    a = threading.Thread(target=compact, args=("A",), name="A")
+    a.start()
+    assert a_at_swap.wait(30)
+    b = threading.Thread(target=compact, args=("B",), name="B")
+    b.start()
+    a.join(60), b.join(60)
+    assert not errors, errors
+    assert _count(store) == 10 and len(store.parts("fastpath")) == 1
+
+
+def test_info_measures_one_generation_when_a_compaction_swaps_under_it(embedded_store, monkeypatch):
+    from ooniutils.store import embedded
+
+    store = embedded_store
+    for i in range(3):
+        store.insert("fastpath", pd.DataFrame({"probe_asn": [i] * (i + 1)}))
+    real, compacted = embedded.pq.ParquetFile, []
+
+    def parquet_file(path, *args, **kwargs):
+        if not compacted and "fastpath" in str(path):
+            compacted.append(path)
+            store.compact("fastpath")  # removes `path` before it is opened
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(embedded.pq, "ParquetFile", parquet_file)
+    info = {t.name: t for t in store.info()}
+    assert compacted and info["fastpath"].rows == 6 and info["fastpath"].parts == 1
+
+
 def test_two_stores_in_one_process_do_not_mix(tmp_path):
     a, b = EmbeddedStore(tmp_path / "a"), EmbeddedStore(tmp_path / "b")
     a.insert("fastpath", pd.DataFrame({"probe_cc": ["IT"] * 2}))

@@ -5,7 +5,8 @@ Layout (one sub-folder per table)::
     <data>/<table>/current -> gen-000003     symlink: the generation readers see
     <data>/<table>/gen-000003/part-*.parquet  immutable parts
     <data>/<table>/tmp/                       parts being written (never globbed)
-    <data>/<table>/.lock                      writers' flock (insert / compact)
+    <data>/<table>/.lock                      writers' flock (insert / compact swap)
+    <data>/<table>/.compact.lock              one compaction at a time
 
 Why this shape: chDB locks an on-disk database to one process, yet several notebook
 kernels query at once while loaders append. So nothing is shared but files: every process
@@ -138,8 +139,8 @@ class EmbeddedStore(Store):
         return sorted(self.current_dir(table).glob("part-*.parquet"))
 
     @contextlib.contextmanager
-    def _writer_lock(self, table: str) -> Iterator[None]:
-        path = self.table_dir(table) / ".lock"
+    def _writer_lock(self, table: str, name: str = ".lock") -> Iterator[None]:
+        path = self.table_dir(table) / name
         with path.open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -262,6 +263,12 @@ class EmbeddedStore(Store):
             self._compact_one(get_table(name))
 
     def _compact_one(self, table: Table) -> None:
+        # One compaction per table at a time (inserts go on): two merging the same parts
+        # would each keep the other's merged part and double every row.
+        with self._writer_lock(table.name, ".compact.lock"):
+            self._merge_parts(table)
+
+    def _merge_parts(self, table: Table) -> None:
         old = self.parts(table.name)
         if len(old) <= 1:
             return
@@ -301,15 +308,31 @@ class EmbeddedStore(Store):
     def info(self) -> list[TableInfo]:
         out = []
         for name, table in TABLES.items():
-            parts = self.parts(name)
-            size = sum(p.stat().st_size for p in parts)
-            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+            parts, size, rows = self._parts_stats(name)
             tmin = tmax = None
             if table.time_column and rows:
                 df = self.query(f"SELECT min(`{table.time_column}`) AS a, max(`{table.time_column}`) AS b FROM `{name}`")
                 tmin, tmax = df["a"].iloc[0], df["b"].iloc[0]
             out.append(TableInfo(name, rows, size, len(parts), tmin, tmax))
         return out
+
+    def _parts_stats(self, table: str) -> tuple[list[Path], int, int]:
+        """One generation's parts, bytes and rows (read again if a compaction swapped it)."""
+        link = self.table_dir(table) / "current"
+        for _ in range(_QUERY_ATTEMPTS):
+            gen = os.readlink(link)
+            try:
+                parts = self.parts(table)
+                stats = (parts, sum(p.stat().st_size for p in parts),
+                         sum(pq.ParquetFile(p).metadata.num_rows for p in parts))
+            except FileNotFoundError as exc:
+                if os.readlink(link) == gen:
+                    raise StoreError(f"a part of {table} in {self.data_dir} vanished: {exc}") from exc
+                continue
+            if os.readlink(link) == gen:
+                return stats
+        raise StoreError(f"{table} in {self.data_dir} was compacted {_QUERY_ATTEMPTS} times in a row "
+                         "while being measured; retry when compaction is done")
 
     def close(self) -> None:
         """Sessions are per process and shared; nothing to release per store."""
