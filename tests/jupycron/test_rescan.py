@@ -69,6 +69,14 @@ def rescan(sched: scheduler.Scheduler, cache: discovery.ScanCache, now: datetime
     return [(nb.path, slot) for nb, slot in sched.due(now)]
 
 
+def scanned(sched: scheduler.Scheduler, line: str) -> tuple[Path, discovery.ScanCache]:
+    """``a_autorun.ipynb`` with ``line``, scanned once at T0 into a new cache."""
+    a = write_nb(sched.settings.notebooks / "a_autorun.ipynb", line)
+    cache = discovery.ScanCache()
+    rescan(sched, cache, T0)
+    return a, cache
+
+
 def specs(sched: scheduler.Scheduler) -> dict[str, str | None]:
     return {n.path: (n.spec.every or n.spec.cron) if n.spec else n.disabled_reason
             for n in sched.notebooks}
@@ -105,9 +113,7 @@ def test_an_unchanged_rescan_reuses_the_history_the_due_answer_and_the_page(
 # --- notebooks that change are noticed ---------------------------------------------------
 
 def test_an_in_place_edit_with_the_same_size_and_mtime_is_noticed(sched: scheduler.Scheduler) -> None:
-    a = write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "30 minute"}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    a, cache = scanned(sched, '{"every": "30 minute"}')
     assert sched.next_wake == T0.replace(minute=30)
     st = a.stat()
     with open(a, "r+b") as f:  # same file, same size: only the content (and ctime) change
@@ -123,9 +129,7 @@ def test_an_in_place_edit_with_the_same_size_and_mtime_is_noticed(sched: schedul
 
 
 def test_a_notebook_replaced_by_rename_is_noticed(sched: scheduler.Scheduler) -> None:
-    a = write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "30 minute"}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    a, cache = scanned(sched, '{"every": "30 minute"}')
     st = a.stat()
     tmp = write_nb(sched.settings.notebooks / ".a_autorun.ipynb.tmp", '{"every": "20 minute"}')
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -137,9 +141,7 @@ def test_a_notebook_replaced_by_rename_is_noticed(sched: scheduler.Scheduler) ->
 
 
 def test_an_edit_whose_mtime_goes_backwards_is_noticed(sched: scheduler.Scheduler) -> None:
-    a = write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "30 minute"}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    a, cache = scanned(sched, '{"every": "30 minute"}')
     st = a.stat()
     write_nb(a, '{"every": "1 hour"}')
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))  # e.g. restored from a backup
@@ -166,9 +168,7 @@ def test_a_deleted_notebook_is_marked_and_leaves_the_agenda(sched: scheduler.Sch
 
 
 def test_disabling_and_enabling_in_the_line_is_noticed(sched: scheduler.Scheduler) -> None:
-    a = write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "30 minute"}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    a, cache = scanned(sched, '{"every": "30 minute"}')
     write_nb(a, '{"every": "30 minute", "enabled": false}')
     rescan(sched, cache, T0 + timedelta(seconds=10))
     assert specs(sched) == {"a_autorun.ipynb": "30 minute"} and not sched.notebooks[0].schedulable
@@ -179,9 +179,7 @@ def test_disabling_and_enabling_in_the_line_is_noticed(sched: scheduler.Schedule
 
 
 def test_a_run_recorded_by_another_process_changes_the_due_answer(sched: scheduler.Scheduler) -> None:
-    write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "30 minute"}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    _, cache = scanned(sched, '{"every": "30 minute"}')
     slot = T0.replace(minute=30)
     assert rescan(sched, cache, slot + timedelta(seconds=5)) == [("a_autorun.ipynb", slot)]
     History(sched.output).record(Run(notebook="a_autorun.ipynb", run_id="x", started_at=slot,
@@ -335,9 +333,7 @@ def test_restamp_gives_the_page_a_fresh_render_would(settings: Settings) -> None
 
 def test_the_page_is_rendered_again_once_a_slot_passes(sched: scheduler.Scheduler,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    write_nb(sched.settings.notebooks / "a_autorun.ipynb", '{"every": "1 hour", "enabled": true}')
-    cache = discovery.ScanCache()
-    rescan(sched, cache, T0)
+    _, cache = scanned(sched, '{"every": "1 hour", "enabled": true}')
     sched.refresh(T0)
     build_rows = Counting(summary.build_rows)
     monkeypatch.setattr(summary, "build_rows", build_rows)
