@@ -12,6 +12,7 @@ from ooniutils.exceptions import LoadError
 from ooniutils.store.loaders import country_code, load_sql_file, load_test_lists
 from ooniutils.store.schema import FASTPATH
 from tests.support.services import require_shared_data
+from tests.support.threads import PausedRace
 
 pytestmark = pytest.mark.shared_data
 
@@ -80,6 +81,22 @@ def test_test_lists_sample_loads_exactly(embedded_store):
         assert len(hit) >= 1
         assert hit["category_code"].iloc[0] == rec["category_code"]
         assert hit["domain"].iloc[0] == re.match(r"\w+://([^/:]+)", rec["url"]).group(1).lower()
+
+
+def test_two_test_list_loads_at_once_insert_each_row_once(embedded_store, tmp_path, monkeypatch):
+    """Load A has worked out the missing rows and is about to insert them when load B
+    starts. B must wait for A (and then insert nothing), not insert the same rows too."""
+    (tmp_path / "it.csv").write_text("url,category_code\nhttps://a.example/,NEWS\nhttps://b.example/,GRP\n")
+    race, real_insert = PausedRace(), type(embedded_store).insert
+
+    def insert(self, table, df):
+        race.checkpoint()
+        return real_insert(self, table, df)
+
+    monkeypatch.setattr(type(embedded_store), "insert", insert)
+    results = race.run(lambda: load_test_lists(embedded_store, tmp_path))
+    assert len(embedded_store.query("SELECT url FROM citizenlab")) == 2
+    assert (results["A"].already_stored, results["B"].already_stored) == (0, 2)
 
 
 def test_country_codes():

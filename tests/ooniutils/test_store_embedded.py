@@ -20,6 +20,7 @@ from ooniutils.store import params as P
 from ooniutils.store.embedded import EmbeddedStore, parquet_options
 from ooniutils.store.schema import FASTPATH
 from tests.support.services import REPO
+from tests.support.threads import PausedRace
 
 
 def _count(store) -> int:
@@ -112,40 +113,21 @@ def test_two_compactions_at_once_do_not_double_rows(embedded_store, monkeypatch)
     """Compaction A has merged the parts and is about to swap; B starts then. Without one
     compaction at a time, B swaps first and A keeps B's merged part beside its own."""
     import contextlib
-    import threading
 
     store = embedded_store
     for i in range(4):
         store.insert("fastpath", pd.DataFrame({"probe_asn": [i] * (i + 1)}))
-    a_at_swap, b_done = threading.Event(), threading.Event()
-    real_lock = EmbeddedStore._writer_lock
+    race, real_lock = PausedRace(), EmbeddedStore._writer_lock
 
     @contextlib.contextmanager
     def lock(self, table, name=".lock"):
-        if name == ".lock" and threading.current_thread().name == "A":
-            a_at_swap.set()
-            b_done.wait(1.5)  # B either finishes meanwhile (no guard) or waits for A
+        if name == ".lock":  # the swap
+            race.checkpoint()
         with real_lock(self, table, name):
             yield
 
     monkeypatch.setattr(EmbeddedStore, "_writer_lock", lock)
-    errors: list[BaseException] = []
-
-    def compact(name):
-        try:
-            store.compact("fastpath")
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        if name == "B":
-            b_done.set()
-
-    a = threading.Thread(target=compact, args=("A",), name="A")
-    a.start()
-    assert a_at_swap.wait(30)
-    b = threading.Thread(target=compact, args=("B",), name="B")
-    b.start()
-    a.join(60), b.join(60)
-    assert not errors, errors
+    race.run(lambda: store.compact("fastpath"))
     assert _count(store) == 10 and len(store.parts("fastpath")) == 1
 
 

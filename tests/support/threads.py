@@ -1,4 +1,5 @@
-"""Running reader threads while writer threads finish (history concurrency tests)."""
+"""Thread harnesses for concurrency tests: readers while writers finish (history), and two
+runs of one job where the second starts while the first is paused inside (store writers)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,45 @@ def readers_during_writers(reader: Callable[[threading.Event], None], readers: i
         raise AssertionError(f"threads still running after {timeout} s")
     if errors:
         raise errors[0]
+
+
+class PausedRace:
+    """Run ``job`` twice: run "A" stops at :meth:`checkpoint` (called from the code under
+    test through a patch) and run "B" starts then. A waits there until B has finished, or
+    1.5 s if B is (rightly) waiting for A; so without the lock under test B runs entirely
+    inside A's critical section, and with it the two run one after the other.
+    """
+
+    def __init__(self) -> None:
+        self.a_at_checkpoint = threading.Event()
+        self.b_done = threading.Event()
+
+    def checkpoint(self) -> None:
+        if threading.current_thread().name == "A":
+            self.a_at_checkpoint.set()
+            self.b_done.wait(1.5)
+
+    def run(self, job: Callable[[], Any]) -> dict[str, Any]:
+        """``{"A": result, "B": result}``; an exception in either run is re-raised here."""
+        results: dict[str, Any] = {}
+        errors: list[BaseException] = []
+
+        def go(name: str) -> None:
+            try:
+                results[name] = job()
+            except BaseException as exc:  # re-raised in the test's thread below
+                errors.append(exc)
+            finally:
+                if name == "B":
+                    self.b_done.set()
+
+        a = threading.Thread(target=go, args=("A",), name="A")
+        a.start()
+        assert self.a_at_checkpoint.wait(30), "run A never reached the checkpoint"
+        b = threading.Thread(target=go, args=("B",), name="B")
+        b.start()
+        a.join(60)
+        b.join(60)
+        if errors:
+            raise errors[0]
+        return results

@@ -9,6 +9,7 @@ Both implementations pass one contract test suite (tests/ooniutils/test_store_co
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def info(self) -> list[TableInfo]:
         """Rows, size and time range of each table."""
+
+    def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
+        """Hold off other ``exclusive`` sections on ``table`` (read-then-insert loaders, so
+        two at once cannot both insert the same missing rows); inserts and queries go on.
+
+        The embedded store takes a file lock shared by every process using the folder. A
+        server has no cross-client lock: there ``citizenlab``'s ReplacingMergeTree drops
+        such duplicates at its next merge, so this default holds nothing.
+        """
+        return contextlib.nullcontext()
 
     def compact(self, table: str | None = None) -> None:  # noqa: B027 - optional on servers
         """Merge small parts (embedded store); a no-op where the engine merges by itself."""

@@ -7,6 +7,7 @@ Layout (one sub-folder per table)::
     <data>/<table>/tmp/                       parts being written (never globbed)
     <data>/<table>/.lock                      writers' flock (insert / compact swap)
     <data>/<table>/.compact.lock              one compaction at a time
+    <data>/<table>/.exclusive.lock            Store.exclusive (read-then-insert loaders)
 
 Why this shape: chDB locks an on-disk database to one process, yet several notebook
 kernels query at once while loaders append. So nothing is shared but files: every process
@@ -256,6 +257,10 @@ class EmbeddedStore(Store):
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
         log.info("inserted %d rows into %s (%s)", arrow.num_rows, table.name, tmp.name)
         return arrow.num_rows
+
+    def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
+        """A flock on ``<data>/<table>/.exclusive.lock`` (see :meth:`Store.exclusive`)."""
+        return self._writer_lock(get_table(table).name, ".exclusive.lock")
 
     def compact(self, table: str | None = None) -> None:
         """Merge each table's parts into one (all tables when ``table`` is None)."""

@@ -211,10 +211,11 @@ def load_test_lists(store: Store, folder: str | Path, progress: Progress | None 
         rows.extend(got)
         if progress:
             progress(i, len(files))
-    new = _not_yet_stored(store, rows) if rows else []
+    with store.exclusive(CITIZENLAB.name):  # a concurrent load must see what this one adds
+        new = _not_yet_stored(store, rows) if rows else []
+        if new:
+            store.insert(CITIZENLAB.name, pd.DataFrame(new))
     result.already_stored = len(rows) - len(new)
-    if new:
-        store.insert(CITIZENLAB.name, pd.DataFrame(new))
     log.info("read %d test-list rows from %s, inserted %d (%d already stored)",
              len(rows), folder, len(new), result.already_stored)
     return result
