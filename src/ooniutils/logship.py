@@ -10,6 +10,10 @@ Delivery is exactly-once across restarts and ``kill -9``:
   are already there are dropped — until one batch has no overlap, which ends the window in
   which duplicates can exist.
 
+One shipper per cursor file: :func:`ship` holds ``<cursor file>.lock`` (flock) while it
+runs, and a second one on the same cursor stops at once with an error naming the holder
+(two would read the same entries and both insert the lines after the cursor).
+
 Lines that are not valid JSON, or lack ``__REALTIME_TIMESTAMP`` / ``__CURSOR``, are counted
 and skipped with a log message.
 
@@ -24,8 +28,11 @@ rows (zero-copy slices), and each batch is committed, then its cursor written, i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -43,7 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from .atomicfile import atomic_write_text
-from .exceptions import LoadError
+from .exceptions import LoadError, StoreError
 from .store.base import Store
 from .store.params import arrow_schema
 from .store.schema import LOGS
@@ -479,7 +486,35 @@ def ship(store: Store, cursor_file: Path, from_file: str | None = None,
 
         stats = ship(get_store(), Path("/var/lib/ooni/logship.cursor"), from_file="journal.json")
     """
-    shipper = Shipper(store, cursor_file, batch_size, flush_interval)
+    with _sole_shipper(cursor_file):
+        return _ship(Shipper(store, cursor_file, batch_size, flush_interval), from_file, batch_size, stop, popen)
+
+
+@contextlib.contextmanager
+def _sole_shipper(cursor_file: Path) -> Iterator[None]:
+    """Hold ``<cursor_file>.lock`` (flock, released by the kernel even on kill -9); raise
+    :class:`StoreError` naming the holder's pid when another shipper has it."""
+    lock_path = Path(f"{cursor_file}.lock")
+    try:
+        fh = lock_path.open("a+")
+    except OSError as exc:
+        raise StoreError(f"cannot open the shipper lock {lock_path}: {exc}") from exc
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise StoreError(f"another shipper (pid {holder}) is using the cursor file {cursor_file}; "
+                             "run one shipper per cursor file") from None
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+
+
+def _ship(shipper: Shipper, from_file: str | None, batch_size: int, stop: threading.Event | None,
+          popen: Callable[..., subprocess.Popen[bytes]]) -> ShipStats:
     start_cursor = shipper.stats.last_cursor
     if from_file is not None:
         return shipper.ship_blocks(iter_blocks(from_file, _block_size(batch_size)),

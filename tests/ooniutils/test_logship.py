@@ -118,6 +118,33 @@ def test_missing_file_is_a_clear_error(store, tmp_path):
         ship(store, tmp_path / "c", from_file=str(tmp_path / "nope.json"))
 
 
+def test_a_second_shipper_on_the_same_cursor_is_refused(store, tmp_path):
+    from ooniutils.exceptions import StoreError
+
+    lines = journal_lines(40)
+    src = tmp_path / "journal.json"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    cursor = tmp_path / "cursor"
+    holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, f"{cursor}.lock"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(StoreError, match=rf"another shipper \(pid {holder.pid}\) is using the cursor file"):
+            ship(store, cursor, from_file=str(src))
+        assert count(store) == (0, 0) and CursorFile(cursor).read() is None
+    finally:
+        holder.kill()
+        holder.wait()
+    stats = ship(store, cursor, from_file=str(src))  # the lock died with its holder
+    assert stats.inserted == 40 and count(store) == (40, 40)
+    assert (tmp_path / "cursor.lock").read_text() == f"{os.getpid()}\n"
+
+
+_LOCK_HOLDER = ("import fcntl, os, sys, time; fh = open(sys.argv[1], 'a+'); fcntl.flock(fh, fcntl.LOCK_EX); "
+                "fh.truncate(0); fh.write(f'{os.getpid()}\\n'); fh.flush(); print('locked', flush=True); "
+                "time.sleep(600)")
+
+
 @pytest.mark.integration
 def test_kill_9_during_shipping_loses_and_duplicates_nothing(store, tmp_path):
     n = 60_000

@@ -23,7 +23,8 @@ def group() -> None:
                    "and finished pipes, not for live streams.")
 @click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Where the last committed __CURSOR is kept. "
-              "Default: <data dir>/logship.cursor")
+              "Default: <data dir>/logship.cursor. One shipper per cursor file "
+              "(<file>.lock beside it; a second one exits with an error).")
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1),
               help="Valid lines per insert; the cursor is saved after each insert.")
 @click.option("--flush-interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
