@@ -42,7 +42,8 @@ class Settings:
     alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert."})
     alert_channels: str = field(default="", metadata={"help": "Comma list of alertmanager,slack,ntfy for run-state alerts."})
     pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run)."})
-    pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels."})
+    pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels (once, in a template they are "
+        "forked from, when kernel_forkserver is on)."})
     kernel_forkserver: bool = field(default=True, metadata={
         "help": "Fork kernels from a template process with ipykernel imported (about 0.5 s of CPU less "
                 "per run); falls back to a normal start on any failure."})

@@ -410,16 +410,19 @@ def _running(pid: int) -> bool:
 
 # --- one template per interpreter, shared by the process ---------------------------------
 
-_servers: dict[tuple[str, tuple[str, ...]], ForkServer] = {}
-_failed_at: dict[tuple[str, tuple[str, ...]], float] = {}
+_Key = tuple[str, tuple[str, ...], tuple[str, ...]]
+_servers: dict[_Key, ForkServer] = {}
+_failed_at: dict[_Key, float] = {}
 _servers_lock = threading.Lock()
 
 
-def get_server(python: str, options: Sequence[str]) -> ForkServer | None:
-    """The serving template for this interpreter and options, started (or replaced, when it
-    died or is older than :data:`MAX_AGE_S`) on demand; None when it cannot start (then
-    not retried for :data:`RETRY_AFTER_S`, callers start kernels normally)."""
-    key = (python, tuple(options))
+def get_server(python: str, options: Sequence[str], extra: Sequence[str] = ()) -> ForkServer | None:
+    """The serving template for this interpreter and options, with ``extra`` modules
+    preloaded beyond :data:`PRELOAD` (the pool's ``pool_preimport``: one template per
+    list), started (or replaced, when it died or is older than :data:`MAX_AGE_S`) on
+    demand; None when it cannot start (then not retried for :data:`RETRY_AFTER_S`, callers
+    start kernels normally)."""
+    key = (python, tuple(options), tuple(extra))
     with _servers_lock:
         server = _servers.get(key)
         if server is not None and server.alive():
@@ -434,7 +437,7 @@ def get_server(python: str, options: Sequence[str]) -> ForkServer | None:
         if time.monotonic() - _failed_at.get(key, -RETRY_AFTER_S) < RETRY_AFTER_S:
             return None
         try:
-            server = ForkServer(python, options).start()
+            server = ForkServer(python, options, preload=(*PRELOAD, *extra)).start()
         except (TemplateError, OSError) as exc:
             _failed_at[key] = time.monotonic()
             log.warning("kernel template: %s; starting kernels normally for %.0f s", exc,
@@ -466,7 +469,10 @@ class ForkProvisioner(LocalProvisioner):
         extra = set(kwargs) - {"env", "cwd", "kernel_id", "extra_arguments"}
         server = None
         if parsed is not None and not extra:
-            server = get_server(parsed[0], parsed[1])
+            preload = tuple(getattr(self.parent, "preload", ()))  # the kernel manager's
+            server = get_server(parsed[0], parsed[1], preload)
+            if server is None and preload:  # e.g. a module that starts a thread: fork plain
+                server = get_server(parsed[0], parsed[1])
         if server is None or parsed is None:
             return await super().launch_kernel(cmd, **kwargs)
         env = dict(kwargs.get("env") or os.environ)

@@ -12,9 +12,9 @@ Life of the template:
 1. drop ``''`` from ``sys.path`` (as ``ipykernel_launcher`` does), set ``JPY_PARENT_PID`` to
    its own pid (ipykernel reads it at import: a forked kernel exits when its parent, this
    template, goes away), import ``ipykernel.kernelapp`` and the preload modules (a failing
-   optional module is skipped), and refuse to serve (exit 3) if anything started a thread:
-   a fork copies only the calling thread, so no ZeroMQ context, socket or thread may exist
-   before a fork;
+   optional module is skipped), and refuse to serve (exit 3) if anything started a thread
+   that makes forking unsafe (see :func:`_unsafe_threads`): a fork copies only the calling
+   thread, so no ZeroMQ context, socket or such thread may exist before a fork;
 2. say ``{"op": "ready", "pid": ..., "skipped": [...]}`` on the protocol socket (fd given
    on the command line), then serve JSON lines:
 
@@ -31,8 +31,9 @@ Life of the template:
 3. on end of file (jupycron closed the socket or died) SIGKILL the process group of every
    kernel still alive and exit: kernels never outlive their scheduler.
 
-The forked child reseeds ``random`` (``os.fork`` runs the at-fork hooks); the hash seed is
-the template's (one ``PYTHONHASHSEED`` for all kernels forked from one template).
+The forked child reseeds ``random`` (``os.fork`` runs the at-fork hooks) and, when a preload
+imported it, numpy's global generator; the hash seed is the template's (one
+``PYTHONHASHSEED`` for all kernels forked from one template).
 """
 
 from __future__ import annotations
@@ -60,12 +61,47 @@ def _launcher() -> str:
     return spec.origin if spec is not None and spec.origin else "ipykernel_launcher"
 
 
-def _threads() -> int:
-    """Threads of this process, native ones (e.g. a BLAS pool) included."""
+#: Native threads whose library makes a fork safe by itself: jemalloc's background purging
+#: thread (pyarrow's allocator, started by ``import pandas``) takes every jemalloc lock in
+#: its at-fork hook, and the child starts without it.
+FORK_AWARE_THREADS = frozenset({"jemalloc_bg_thd"})
+
+
+def _other_threads() -> list[str]:
+    """Names of this process's threads but the calling one, native ones included."""
+    own = str(threading.get_native_id())
     try:
-        return len(os.listdir("/proc/self/task"))
+        tids = [t for t in os.listdir("/proc/self/task") if t != own]
     except OSError:
-        return threading.active_count()
+        return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    names = []
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as fh:
+                names.append(fh.read().strip())
+        except OSError:  # it ended meanwhile
+            continue
+    return names
+
+
+def _unsafe_threads() -> list[str]:
+    """Threads that make forking this process unsafe (a fork copies only the calling thread,
+    so a lock another thread holds stays locked in the child).
+
+    Any Python thread is. A native one is unless it is gone after a trial fork (OpenBLAS,
+    which ``import numpy`` starts, stops its pool in an at-fork hook and restarts it only
+    when the template itself does linear algebra, which it never does) or is in
+    :data:`FORK_AWARE_THREADS`.
+    """
+    if threading.active_count() != 1:
+        return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if not _other_threads():
+        return []
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return [name for name in _other_threads() if name not in FORK_AWARE_THREADS]
 
 
 def _exit_code(status: os.waitid_result) -> int:
@@ -73,6 +109,15 @@ def _exit_code(status: os.waitid_result) -> int:
     if status.si_code == os.CLD_EXITED:
         return int(status.si_status)
     return -int(status.si_status)
+
+
+def _reseed() -> None:
+    """Fresh seeds for the random generators a preloaded module seeded at import (``random``
+    is reseeded by ``os.fork`` itself): numpy's global ``RandomState``, which every kernel
+    would otherwise share with the template, starting from the same state."""
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        np_random.seed()
 
 
 class Template:
@@ -177,6 +222,7 @@ class Template:
                 os.environ.update({str(k): str(v) for k, v in msg["env"].items()})
                 sys.path.insert(0, cwd)  # what `python -m ipykernel_launcher` run there has
                 sys.argv = [_launcher(), *(str(a) for a in msg["argv"])]
+                _reseed()
             except BaseException as exc:
                 os.write(ready_w, f"{type(exc).__name__}: {exc}".encode())
                 raise
@@ -220,9 +266,9 @@ def main(argv: list[str]) -> int:
         except BaseException as exc:
             skipped.append(f"{name}: {type(exc).__name__}: {exc}")
     del os.environ["JPY_PARENT_PID"]
-    if _threads() != 1:
-        names = ", ".join(t.name for t in threading.enumerate())
-        sock.sendall(json.dumps({"op": "unusable", "error": f"threads after import: {names}"})
+    unsafe = _unsafe_threads()
+    if unsafe:
+        sock.sendall(json.dumps({"op": "unusable", "error": f"threads after import: {', '.join(unsafe)}"})
                      .encode() + b"\n")
         return EXIT_UNUSABLE
     template = Template(sock)

@@ -20,7 +20,11 @@ fresh kernel; the pool starts a replacement at once. Isolation is that of a fres
   warm-up with ``__import__`` (no name is bound in the notebook's namespace, nothing enters
   the history or the execution count). This is global: a notebook that needs a clean
   interpreter (e.g. to set an environment variable before importing numpy) should not be
-  run with it. A failing import turns preimport off for the pool (logged).
+  run with it. A failing import turns preimport off for the pool (logged). With the fork
+  server on, the modules are imported once in a template of their own
+  (:mod:`jupycron.forkserver`, ``extra`` preloads) and each pooled kernel is forked with
+  them loaded, so a pooled kernel's warm-up no longer pays for the imports (numpy's global
+  generator is reseeded in each kernel); the ``__import__`` step then just confirms them.
 
 Memory bound: ``size`` is at most the concurrency cap; a kernel is only started while the
 machine has at least :func:`min_available_mb` free (room for one run at ``max_mem_mb`` plus
@@ -351,7 +355,8 @@ class KernelPool:
         env = kernel_env(name, "", self.settings.output_dir)
         try:
             handle = await start_kernel(self.settings.kernel_name, self.settings.notebooks, env,
-                                        name, cap, fork=self.settings.kernel_forkserver)
+                                        name, cap, fork=self.settings.kernel_forkserver,
+                                        preload=self.preimport)
         except BaseException:
             cap.close()
             raise

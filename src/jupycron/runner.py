@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +136,7 @@ class _CappedKernelManager(AsyncKernelManager):
 
     cap: limits.MemoryCap | None = None
     fork: bool = False
+    preload: tuple[str, ...] = ()  # modules the fork server's template imports (pool_preimport)
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
@@ -210,13 +211,15 @@ def kernel_env(run_id: str, notebook_rel: str, output_dir: Path | None = None) -
 
 
 async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id: str,
-                       cap: limits.MemoryCap | None, *, fork: bool = False) -> KernelHandle:
+                       cap: limits.MemoryCap | None, *, fork: bool = False,
+                       preload: Sequence[str] = ()) -> KernelHandle:
     """Start a kernel in its own session (process group) and attach ``cap`` to it.
 
     jupyter_client starts kernels with ``start_new_session=True`` and sets JPY_PARENT_PID,
     so ipykernel exits by itself if this process dies. The command is an argv list: no shell.
     ``fork``: fork it from the kernel template (:mod:`jupycron.forkserver`: the child calls
-    setsid, the template is its parent and exits with us), falling back to a normal start.
+    setsid, the template is its parent and exits with us), falling back to a normal start;
+    ``preload``: fork it from a template that has also imported these modules.
     """
     # Unix sockets in a private folder instead of TCP ports on localhost: other local users
     # cannot connect to the kernel, and no port can collide.
@@ -226,6 +229,7 @@ async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id:
                               connection_file=os.path.join(sockets, "kernel.json"))
     km.cap = cap
     km.fork = fork
+    km.preload = tuple(preload)
     # IPython history in memory: nothing written under $HOME (read-only under systemd).
     try:
         await km.start_kernel(cwd=str(cwd), env=env,

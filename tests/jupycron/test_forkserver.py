@@ -182,3 +182,41 @@ def test_template_refuses_to_serve_when_a_preload_starts_a_thread(tmp_path, monk
     with pytest.raises(forkserver.TemplateError, match="threads after import"):
         srv.start(timeout=60)
     assert srv.proc is not None and srv.proc.poll() is not None  # not left running
+
+
+@pytest.mark.integration
+def test_a_template_with_numpy_and_pandas_forks_kernels_that_use_them(tmp_path, jc):
+    """numpy starts OpenBLAS threads and pandas (pyarrow) jemalloc's background thread at
+    import. OpenBLAS stops its threads at a fork and jemalloc is fork-aware, so the template
+    serves: its kernels start with both imported, each with its own numpy random state, and
+    multi-threaded linear algebra works in them."""
+    srv = forkserver.ForkServer(sys.executable, ("-Xfrozen_modules=off",),
+                                preload=(*forkserver.PRELOAD, "numpy", "pandas")).start()
+    try:
+        assert srv.skipped == []
+        probes = []
+        for i in range(2):
+            out = tmp_path / f"probe{i}.json"
+            code = ("import json, os, sys; loaded = 'pandas' in sys.modules; import numpy as np; "
+                    "m = np.ones((400, 400)); s = float((m @ m).sum()); "
+                    f"json.dump({{'loaded': loaded, 'r': float(np.random.random()), 's': s}}, "
+                    f"open({str(out)!r}, 'w')); os._exit(0)")
+            assert _fake_kernel(srv, tmp_path, code).wait(60) == 0
+            probes.append(json.loads(out.read_text()))
+        assert all(p["loaded"] and p["s"] == 400.0 ** 3 for p in probes)
+        assert probes[0]["r"] != probes[1]["r"]
+    finally:
+        srv.close()
+
+
+@pytest.mark.integration
+def test_template_refuses_to_serve_when_a_preload_starts_a_native_thread(tmp_path, monkeypatch):
+    """A thread the threading module does not know of (started by ``_thread``, as C code
+    would) that is still there after the trial fork makes the template unusable."""
+    (tmp_path / "starts_native.py").write_text(
+        "import _thread, time\n_thread.start_new_thread(time.sleep, (60,))\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    srv = forkserver.ForkServer(sys.executable, (), preload=("starts_native",))
+    with pytest.raises(forkserver.TemplateError, match="threads after import: python"):
+        srv.start(timeout=60)
+    assert srv.proc is not None and srv.proc.poll() is not None

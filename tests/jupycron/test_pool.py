@@ -19,7 +19,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jupycron import discovery, limits, pool, runner, scheduler
+from jupycron import discovery, forkserver, limits, pool, runner, scheduler
 from jupycron.history import History
 from jupycron.models import Notebook, RunStatus
 from jupycron.paths import scheduler_state_file
@@ -112,9 +112,10 @@ def test_a_kernel_that_died_idle_is_replaced_not_handed_out(settings, jc):
 
 @pytest.mark.integration
 def test_a_kernel_above_the_notebooks_cap_is_refused_and_the_run_starts_fresh(settings, jc):
-    """A pooled kernel holding pandas and altair (~90 MB charged to its cap when forked from
-    the template, more when started) cannot take a 55 MB cap: it is discarded and the run
-    gets a fresh kernel, which fits (~8 MB forked, ~32 MB started)."""
+    """A pooled kernel holding pandas and altair it imported itself (~130 MB charged to its
+    cap; started, not forked, as when the fork server is off) cannot take a 55 MB cap: it is
+    discarded and the run gets a fresh kernel, which fits (~32 MB started)."""
+    settings = replace(settings, kernel_forkserver=False)
     nb = _write(settings, "small_autorun.ipynb")
     assert nb.spec is not None
     small = replace(nb, spec=replace(nb.spec, max_mem_mb=55))
@@ -128,6 +129,37 @@ def test_a_kernel_above_the_notebooks_cap_is_refused_and_the_run_starts_fresh(se
         assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
         assert _probe(settings, small.path)["wave_loaded"] is False
     jc.wait_until(lambda: not jc.alive(pid), timeout=10, what="the refused kernel to be killed")
+
+
+@pytest.mark.integration
+def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(settings, jc):
+    """With the fork server, pandas and altair are imported once in a template of their own
+    and each pooled kernel is forked with them loaded: its cap is charged only what the run
+    allocates (pages shared with the template are the template's), so the same kernel now
+    takes the 55 MB cap it could not take above."""
+    source = PROBE + "import numpy\nprobe['np'] = float(numpy.random.random())\n" \
+        "probe['pd_loaded'] = 'pandas' in sys.modules\n" \
+        "json.dump(probe, open(os.environ['JUPYCRON_NOTEBOOK'] + '.probe.json', 'w'))\n"
+    runs, rels = [], ("p_autorun.ipynb", "q_autorun.ipynb")
+    with pool.KernelPool(settings, 1, preimport=("pandas", "altair")) as kernels:
+        for rel in rels:
+            nb = _write(settings, rel, source)
+            assert nb.spec is not None
+            runs.append(runner.run_notebook(settings, replace(nb, spec=replace(nb.spec, max_mem_mb=55)),
+                                            pool=kernels))
+        assert "refused" not in kernels.stats()
+    key = next(k for k in forkserver._servers if k[2] == ("pandas", "altair"))
+    assert forkserver._servers[key].skipped == []  # both really preloaded in the template
+    for run in runs:
+        assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
+        assert run.extra["timing"]["pooled"] is True and run.extra["kernel_forked"] is True
+        if run.memory_limit in ("cgroup-v1", "cgroup-v2"):
+            assert run.peak_mem_mb is not None and run.peak_mem_mb < 55
+        jc.assert_no_leftovers(run)
+    first, second = (_probe(settings, rel) for rel in rels)
+    assert first["pd_loaded"] and second["pd_loaded"]
+    assert first["np"] != second["np"]  # numpy's global generator reseeded per kernel
+    print("peaks", [r.peak_mem_mb for r in runs])
 
 
 @pytest.mark.integration
