@@ -13,10 +13,11 @@ start until the first kernel was ready (template and first pooled kernel).
 
 CPU: this process (``RUSAGE_SELF``) and its children (``RUSAGE_CHILDREN``: kernels it
 started, or the kernel template, whose forked kernels it reaps, stopped before measuring),
-per run. ``--fork on|off`` sets ``kernel_forkserver`` (ignored by code without it).
+per run. ``--fork on|off`` sets ``kernel_forkserver`` (ignored by code without it);
+``--preimport pandas,altair`` sets ``pool_preimport``.
 
     python bench/burst.py [--count 50] [--concurrency 2] [--notebook small|chart] [--fork on|off]
-        [--history 100]
+        [--history 100] [--preimport MODULES]
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--fork", choices=("on", "off"), default="on")
     ap.add_argument("--history", type=int, default=0,
                     help="finished runs per notebook already in the history (steady state: 100)")
+    ap.add_argument("--preimport", default="", help="pool_preimport (e.g. pandas,altair)")
     args = ap.parse_args()
 
     from dataclasses import fields
@@ -149,7 +151,7 @@ def main() -> None:
     from jupycron import limits
     from jupycron.config import Settings
 
-    base = Settings(concurrency=args.concurrency)
+    base = Settings(concurrency=args.concurrency, pool_preimport=args.preimport)
     if "kernel_forkserver" in {f.name for f in fields(Settings)}:
         base = replace(base, kernel_forkserver=args.fork == "on")
     cells = CHART_CELLS if args.notebook == "chart" else [SMALL]
