@@ -21,7 +21,8 @@ Life of the template:
    * ``{"op": "spawn", "id": n, "argv": [...], "env": {...}, "cwd": "..."}`` forks a
      kernel and answers ``{"op": "spawned", "id": n, "pid": pid}`` once the child has set
      itself up (``setsid``: its own session and process group; cwd; the environment
-     replaced by ``env``; ``sys.path[0]`` = cwd as for ``python -m``), or
+     replaced by ``env``; ``sys.path`` starts with cwd and ``env``'s
+     ``PYTHONPATH``, as for ``python -m``), or
      ``{"op": "failed", "id": n, "error": "..."}``;
    * when a kernel exits, ``{"op": "exit", "pid": pid, "code": c}`` is sent (``c`` as a
      ``Popen.returncode``: ``-signal`` when killed). The kernel stays a zombie until
@@ -220,7 +221,11 @@ class Template:
                 os.chdir(cwd)
                 os.environ.clear()
                 os.environ.update({str(k): str(v) for k, v in msg["env"].items()})
-                sys.path.insert(0, cwd)  # what `python -m ipykernel_launcher` run there has
+                # what `python -m ipykernel_launcher` run there with this env has: cwd, then
+                # the PYTHONPATH entries the template did not start with
+                extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                         if p and os.path.abspath(p) not in sys.path]
+                sys.path[0:0] = [cwd, *(os.path.abspath(p) for p in extra)]
                 sys.argv = [_launcher(), *(str(a) for a in msg["argv"])]
                 _reseed()
             except BaseException as exc:

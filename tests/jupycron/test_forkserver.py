@@ -66,12 +66,14 @@ def test_forked_child_has_its_own_session_cwd_and_exactly_the_given_env(server, 
     code = ("import json, os, sys; json.dump({'cwd': os.getcwd(), 'env': dict(os.environ), "
             "'sid': os.getsid(0), 'pgid': os.getpgid(0), 'pid': os.getpid(), "
             f"'ppid': os.getppid(), 'path': sys.path}}, open({str(out)!r}, 'w')); os._exit(0)")
-    proc = _fake_kernel(server, tmp_path, code, env={"AUTORUN": "1", "MARK": "x"})
+    proc = _fake_kernel(server, tmp_path, code, env={"AUTORUN": "1", "MARK": "x",
+                                                     "PYTHONPATH": str(tmp_path / "lib")})
     assert proc.wait(30) == 0
     probe = json.loads(out.read_text())
     assert probe["pid"] == proc.pid and probe["sid"] == proc.pid and probe["pgid"] == proc.pid
     assert probe["ppid"] == server.pid
     assert Path(probe["cwd"]) == tmp_path and Path(probe["path"][0]) == tmp_path
+    assert Path(probe["path"][1]) == tmp_path / "lib"  # the run's PYTHONPATH, as python would
     # the template runs as a script from jupycron's folder: that folder is not importable
     # (a notebook's `import config` must not find jupycron/config.py)
     assert str(Path(forkserver.__file__).parent) not in probe["path"]

@@ -163,6 +163,27 @@ def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(
 
 
 @pytest.mark.integration
+def test_a_preimport_the_template_cannot_hold_falls_back_to_the_plain_template(settings, jc, tmp_path,
+                                                                            monkeypatch):
+    """A preimported module that starts a thread cannot be in a template (forking it would
+    be unsafe): the pooled kernel is forked from the plain template and imports it itself."""
+    (tmp_path / "starts_thread_pool.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    source = PROBE + "probe['mod_loaded'] = 'starts_thread_pool' in sys.modules\n" \
+        "json.dump(probe, open(os.environ['JUPYCRON_NOTEBOOK'] + '.probe.json', 'w'))\n"
+    nb = _write(settings, "t_autorun.ipynb", source)
+    with pool.KernelPool(settings, 1, preimport=("starts_thread_pool",)) as kernels:
+        run = runner.run_notebook(settings, nb, pool=kernels)
+    assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
+    assert run.extra["timing"]["pooled"] is True and run.extra["kernel_forked"] is True
+    assert _probe(settings, nb.path)["mod_loaded"] is True
+    assert not any(k[2] == ("starts_thread_pool",) for k in forkserver._servers)
+    assert any(k[2] == ("starts_thread_pool",) for k in forkserver._failed_at)
+    jc.assert_no_leftovers(run)
+
+
+@pytest.mark.integration
 def test_a_failing_preimport_turns_preimport_off(settings):
     with pool.KernelPool(settings, 1, preimport=("no_such_module_jupycron",)) as kernels:
         handle = kernels.acquire(500, timeout=60)  # waits through the failed warm-up
