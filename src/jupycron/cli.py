@@ -204,8 +204,11 @@ def _scheduler_line(settings: Settings) -> str | None:
     pool = beat.get("pool")
     if isinstance(pool, dict) and pool.get("size"):
         pre = ",".join(pool.get("preimport") or []) or "off"
-        text += (f"  |  pool: {pool.get('idle', 0)}/{pool['size']} ready, "
-                 f"{pool.get('idle_rss_mb', 0):.0f} MB idle, preimport {pre}")
+        idle_mb = pool.get("idle_pss_mb", pool.get("idle_rss_mb", 0))
+        text += f"  |  pool: {pool.get('idle', 0)}/{pool['size']} ready, {idle_mb:.0f} MB idle"
+        if pool.get("templates"):
+            text += f" + {pool.get('templates_pss_mb', 0):.0f} MB in {pool['templates']} kernel template(s)"
+        text += f", preimport {pre}"
         problems = {k: pool.get(k) for k in ("died_idle", "refused") if pool.get(k)}
         if problems:
             text += " (" + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in problems.items()) + ")"

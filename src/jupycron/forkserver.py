@@ -58,7 +58,7 @@ from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_AGE_S", "PRELOAD", "ForkProvisioner", "ForkServer", "ForkedProcess",
-           "TemplateError", "get_server", "kernel_args", "shutdown_all"]
+           "TemplateError", "get_server", "kernel_args", "shutdown_all", "template_pids"]
 
 #: Modules a fresh ipykernel 7 kernel imports while it starts (beyond ``ipykernel.kernelapp``):
 #: preloaded in the template, so a forked kernel has the same modules, already imported.
@@ -445,6 +445,12 @@ def get_server(python: str, options: Sequence[str], extra: Sequence[str] = ()) -
             return None
         _servers[key] = server
         return server
+
+
+def template_pids() -> list[int]:
+    """The pids of this process's serving templates."""
+    with _servers_lock:
+        return [s.pid for s in _servers.values() if s.pid is not None and s.alive()]
 
 
 def shutdown_all() -> None:

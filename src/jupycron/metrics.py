@@ -27,6 +27,12 @@ Metrics (label ``notebook`` = path relative to the notebooks folder):
 ``jupycron_scheduler_queue_length``             notebooks waiting for a run slot
 ``jupycron_scheduler_running``                  notebooks running according to the scheduler
 ``jupycron_scheduler_info``                     1, labels ``mode``, ``memory_limit``
+``jupycron_pool_size``                          kernels the scheduler's pool keeps ready
+``jupycron_pool_idle_kernels``                  ready kernels waiting for a run
+``jupycron_pool_idle_memory_bytes``             their memory (PSS: a page shared with their
+                                                template is split between the sharers)
+``jupycron_kernel_templates_memory_bytes``      the fork-server templates' memory (PSS; the
+                                                two add up to what kernels and templates hold)
 ``jupycron_collector_errors``                   1 when the history could not be read this scrape
 ==============================================  ===============================================
 
@@ -56,6 +62,8 @@ from .run_alerts import current_rows, late_since
 from .summary import ICONS
 
 log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
 
 __all__ = ["STATES", "JupycronCollector", "make_registry", "read_heartbeat", "render_metrics"]
 
@@ -160,7 +168,7 @@ class JupycronCollector(Collector):
                 if last.duration_s is not None:
                     duration.add_metric([r.path], last.duration_s)
                 if last.peak_mem_mb is not None:
-                    peak.add_metric([r.path], last.peak_mem_mb * 1024 * 1024)
+                    peak.add_metric([r.path], last.peak_mem_mb * MB)
             success = next((x for x in r.runs if x.status is RunStatus.SUCCESS), None)
             if success is not None:
                 last_ok.add_metric([r.path], success.started_at.timestamp())
@@ -192,6 +200,23 @@ class JupycronCollector(Collector):
                 running.add_metric([], n)
             info.add_metric([str(beat.get("mode") or ""), str(beat.get("memory_limit") or "")], 1)
         yield from (heartbeat, queue, running, info)
+        yield from self._pool(beat.get("pool") if beat is not None else None)
+
+    @staticmethod
+    def _pool(pool: Any) -> Iterator[Metric]:
+        """The pool's gauges, from the heartbeat (absent without a pool)."""
+        if not isinstance(pool, dict) or not pool.get("size"):
+            return
+        for name, doc, key, scale in (
+                ("jupycron_pool_size", "Kernels the pool keeps ready", "size", 1),
+                ("jupycron_pool_idle_kernels", "Ready kernels waiting for a run", "idle", 1),
+                ("jupycron_pool_idle_memory_bytes", "Memory of the idle kernels (PSS)", "idle_pss_mb", MB),
+                ("jupycron_kernel_templates_memory_bytes", "Memory of the fork-server templates (PSS)",
+                 "templates_pss_mb", MB)):
+            if (n := _count(pool.get(key))) is not None:
+                gauge = GaugeMetricFamily(name, doc)
+                gauge.add_metric([], n * scale)
+                yield gauge
 
 
 def make_registry(settings: Settings, cache: ScanCache | None = None) -> CollectorRegistry:

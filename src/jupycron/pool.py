@@ -33,8 +33,11 @@ kernels older than :data:`MAX_IDLE_S` are recycled (a package upgraded on disk i
 :meth:`KernelPool.stats` reports the idle kernels' memory (the scheduler's heartbeat carries
 it). Typical sizes on Python 3.11: ~45 MB RSS per idle kernel, ~150-200 MB with pandas and
 altair preimported in the kernel; forked from a template that preloaded them, 112 MB RSS of
-which 23 MB its own (USS), plus the template's 153 MB RSS (58 MB its own). ``idle_rss_mb``
-adds up RSS, so it counts the pages kernels share with their template once per kernel.
+which 23 MB its own (USS), plus the template's 153 MB RSS (58 MB its own). The stats give
+both ``idle_rss_mb`` (which counts the pages kernels share with their template in every
+one of them) and ``idle_pss_mb`` (a shared page split between its users), and the
+fork-server templates' PSS as ``templates_pss_mb``: the two PSS figures add up to what the
+idle kernels and their templates really hold.
 
 The pool runs its own asyncio loop in a daemon thread; kernels started there are used from
 the runs' threads (each with its own loop), which only create their own ZeroMQ client for
@@ -64,7 +67,7 @@ from typing import Any
 
 import psutil
 
-from . import limits
+from . import forkserver, limits
 from .config import Settings
 from .runner import (
     KERNEL_START_TIMEOUT_S,
@@ -78,8 +81,8 @@ from .runner import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHECK_INTERVAL_S", "MAX_IDLE_S", "KernelPool", "min_available_mb", "pool_size",
-           "preimport_modules"]
+__all__ = ["CHECK_INTERVAL_S", "MAX_IDLE_S", "KernelPool", "memory_mb", "min_available_mb",
+           "pool_size", "preimport_modules"]
 
 #: How often idle kernels are checked (alive, age, free memory).
 CHECK_INTERVAL_S = 2.0
@@ -114,16 +117,22 @@ def min_available_mb(settings: Settings) -> int:
     return settings.max_mem_mb + RESERVE_MB
 
 
-def _rss_mb(pids: Sequence[int]) -> float:
-    """Resident memory of the given kernels and their children, in MB."""
-    total = 0
+def memory_mb(pids: Sequence[int], children: bool = True) -> tuple[float, float]:
+    """(RSS, PSS) in MB of the given processes and (``children``) their descendants.
+
+    RSS counts a page shared by several processes (a forked kernel and its template) in
+    each of them; PSS splits it between them, so PSS adds up to what they really hold.
+    PSS is RSS where the system does not report it."""
+    rss = pss = 0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(pid)
-            for p in (root, *root.children(recursive=True)):
+            for p in (root, *(root.children(recursive=True) if children else ())):
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-    return total / MB
+                    info = p.memory_full_info()
+                    rss += info.rss
+                    pss += getattr(info, "pss", info.rss)
+    return rss / MB, pss / MB
 
 
 class _PreimportFailed(RuntimeError):
@@ -274,7 +283,11 @@ class KernelPool:
             pids = [item.handle.pid for item in self._idle]
             out = {"size": self.size, "idle": len(pids), "starting": self._starting,
                    "idle_pids": pids, "preimport": list(self.preimport), **dict(self.counts)}
-        out["idle_rss_mb"] = round(_rss_mb(pids), 1)
+        rss, pss = memory_mb(pids)
+        templates = forkserver.template_pids()
+        out.update({"idle_rss_mb": round(rss, 1), "idle_pss_mb": round(pss, 1),
+                    "templates": len(templates),
+                    "templates_pss_mb": round(memory_mb(templates, children=False)[1], 1)})
         return out
 
     # -- the pool's loop --

@@ -116,13 +116,14 @@ def test_list_shows_the_scheduler_heartbeat_and_pool(settings):
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     scheduler_state_file(settings.output_dir).write_text(json.dumps({
         "pid": 4242, "mode": "daemon", "heartbeat": "2026-11-28T22:00:00+00:00",
-        "pool": {"size": 2, "idle": 1, "idle_rss_mb": 48.2, "preimport": [], "died_idle": 3,
-                 "refused": 0}}))
+        "pool": {"size": 2, "idle": 1, "idle_rss_mb": 148.2, "idle_pss_mb": 48.2, "templates": 2,
+                 "templates_pss_mb": 80.4, "preimport": [], "died_idle": 3, "refused": 0}}))
     res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
                                         "--output", str(settings.output_dir), "list"])
     assert res.exit_code == 0, res.output
     assert "scheduler: daemon pid 4242, heartbeat 2026-11-28T22:00:00+00:00" in res.output
-    assert "pool: 1/2 ready, 48 MB idle, preimport off (died idle 3)" in res.output
+    assert "pool: 1/2 ready, 48 MB idle + 80 MB in 2 kernel template(s), preimport off (died idle 3)" \
+        in res.output
 
 
 @pytest.mark.integration

@@ -69,7 +69,9 @@ def site(tmp_path: Path, jc) -> Settings:
     scheduler_state_file(s.output_dir).write_text(json.dumps({
         "pid": 123, "mode": "daemon", "heartbeat": (NOW - timedelta(seconds=30)).isoformat(),
         "queue": ["x_autorun.ipynb", "y_autorun.ipynb"], "running": ["busy_autorun.ipynb"],
-        "memory_limit": "cgroup-v2"}))
+        "memory_limit": "cgroup-v2", "pool": {"size": 2, "idle": 1, "idle_rss_mb": 112.0,
+                                              "idle_pss_mb": 40.5, "templates": 1,
+                                              "templates_pss_mb": 90.25}}))
     return s
 
 
@@ -111,13 +113,16 @@ def test_collector_values(site: Settings) -> None:
     assert m[("jupycron_scheduler_running", ())] == 1
     assert m[("jupycron_scheduler_info", (("memory_limit", "cgroup-v2"), ("mode", "daemon")))] == 1
     assert m[("jupycron_collector_errors", ())] == 0
+    assert m[("jupycron_pool_size", ())] == 2 and m[("jupycron_pool_idle_kernels", ())] == 1
+    assert m[("jupycron_pool_idle_memory_bytes", ())] == 40.5 * 1024 * 1024
+    assert m[("jupycron_kernel_templates_memory_bytes", ())] == 90.25 * 1024 * 1024
 
 
 def test_heartbeat_absent_or_corrupt(site: Settings) -> None:
     hb = scheduler_state_file(site.output_dir)
     hb.unlink()
     m = samples(site)
-    assert not any(k[0].startswith("jupycron_scheduler_") for k in m)
+    assert not any(k[0].startswith(("jupycron_scheduler_", "jupycron_pool_")) for k in m)
     hb.write_text("{not json")
     m = samples(site)
     assert not any(k[0].startswith("jupycron_scheduler_") for k in m)
@@ -125,6 +130,7 @@ def test_heartbeat_absent_or_corrupt(site: Settings) -> None:
     m = samples(site)
     assert m[("jupycron_scheduler_heartbeat_timestamp_seconds", ())] == 1700000000
     assert m[("jupycron_scheduler_queue_length", ())] == 4
+    assert not any(k[0].startswith("jupycron_pool_") for k in m)  # no pool in this heartbeat
 
 
 def test_unreadable_history_is_reported(site: Settings) -> None:
@@ -196,6 +202,7 @@ def test_real_prometheus_scrapes_metrics(site: Settings, tmp_path: Path) -> None
             assert wait_for_value(prom, q) == 2
             assert wait_for_value(prom, 'jupycron_notebook_late{notebook="late_autorun.ipynb"}') == 1
             assert wait_for_value(prom, "jupycron_scheduler_queue_length") == 2
+            assert wait_for_value(prom, "jupycron_pool_idle_memory_bytes") == 40.5 * 1024 * 1024
             assert wait_for_value(prom, 'up{job="jupycron"}') == 1
             # the failing rule is evaluated by Prometheus itself (no "for:" delay)
             assert wait_for_value(

@@ -148,6 +148,11 @@ def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(
             runs.append(runner.run_notebook(settings, replace(nb, spec=replace(nb.spec, max_mem_mb=55)),
                                             pool=kernels))
         assert "refused" not in kernels.stats()
+        stats = jc.wait_until(lambda: (st := kernels.stats())["idle"] and st, timeout=60,
+                              what="a refilled pool")
+    # the idle kernel shares pandas and altair with its template: PSS splits those pages
+    assert 0 < stats["idle_pss_mb"] < stats["idle_rss_mb"] * 0.75
+    assert stats["templates"] >= 1 and stats["templates_pss_mb"] > 20
     key = next(k for k in forkserver._servers if k[2] == ("pandas", "altair"))
     assert forkserver._servers[key].skipped == []  # both really preloaded in the template
     for run in runs:
