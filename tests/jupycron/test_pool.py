@@ -60,6 +60,22 @@ def test_settings_map_to_pool_size_and_modules(settings):
         pool.preimport_modules(replace(settings, pool_preimport="os; rm -rf /"))
 
 
+def test_stats_measure_pss_at_most_once_a_minute(settings, monkeypatch):
+    """PSS costs a page-table walk per process: the heartbeat, written at every run start,
+    reuses the last figures for PSS_MAX_AGE_S (RSS is measured at every call)."""
+    calls, clock = [], [1000.0]
+    monkeypatch.setattr(pool, "memory_mb", lambda pids, children=True, pss=False: calls.append(pss) or 7.0)
+    monkeypatch.setattr(pool.time, "monotonic", lambda: clock[0])
+    kernels = pool.KernelPool(settings, 1)  # not started: no idle kernel, no template
+    assert kernels.stats()["idle_pss_mb"] == 7.0 and calls.count(True) == 2  # kernels + templates
+    clock[0] += pool.PSS_MAX_AGE_S - 1
+    kernels.stats()
+    assert calls.count(True) == 2 and calls.count(False) == 2
+    clock[0] += 1
+    kernels.stats()
+    assert calls.count(True) == 4
+
+
 @pytest.mark.integration
 def test_no_state_leaks_from_one_pooled_run_to_the_next(settings, jc):
     """Run A sets a global, a module attribute and an env var; run B (next pooled kernel)
@@ -148,8 +164,8 @@ def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(
             runs.append(runner.run_notebook(settings, replace(nb, spec=replace(nb.spec, max_mem_mb=55)),
                                             pool=kernels))
         assert "refused" not in kernels.stats()
-        stats = jc.wait_until(lambda: (st := kernels.stats())["idle"] and st, timeout=60,
-                              what="a refilled pool")
+        stats = jc.wait_until(lambda: (st := kernels.stats())["idle"] and st["idle_pss_mb"] and st,
+                              timeout=60, what="a refilled pool, measured")
     # the idle kernel shares pandas and altair with its template: PSS splits those pages
     assert 0 < stats["idle_pss_mb"] < stats["idle_rss_mb"] * 0.75
     assert stats["templates"] >= 1 and stats["templates_pss_mb"] > 20
