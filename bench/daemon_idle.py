@@ -143,9 +143,9 @@ def measure(args: argparse.Namespace, count: int, pool: int, src: Path) -> dict[
         seeded = (write_history(output, notebooks, args.spec, args.history_runs, datetime.now(UTC))
                   if args.history_runs else 0)
         cmd = [sys.executable, "-m", "jupycron", "--notebooks", str(notebooks), "--output", str(output)]
-        if pool:
-            (root / "jupycron.toml").write_text(f"pool_size = {pool}\n")
-            cmd += ["--config", str(root / "jupycron.toml")]
+        # always explicit: pool_size defaults to -1 (one kernel per concurrent run) since 27ae212
+        (root / "jupycron.toml").write_text(f"pool_size = {pool}\n")
+        cmd += ["--config", str(root / "jupycron.toml")]
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYCRON_")}
         env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [env.get("PYTHONPATH")])])
         log = (root / "daemon.log").open("w")
