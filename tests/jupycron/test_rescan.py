@@ -77,6 +77,14 @@ def scanned(sched: scheduler.Scheduler, line: str) -> tuple[Path, discovery.Scan
     return a, cache
 
 
+def rescanned_to(sched: scheduler.Scheduler, cache: discovery.ScanCache, every: str,
+                 wake: datetime) -> None:
+    """Rescan 10 s after T0: ``a_autorun.ipynb`` now runs ``every`` and the next wake is ``wake``."""
+    rescan(sched, cache, T0 + timedelta(seconds=10))
+    assert specs(sched) == {"a_autorun.ipynb": every}
+    assert sched.next_wake == wake
+
+
 def specs(sched: scheduler.Scheduler) -> dict[str, str | None]:
     return {n.path: (n.spec.every or n.spec.cron) if n.spec else n.disabled_reason
             for n in sched.notebooks}
@@ -123,9 +131,7 @@ def test_an_in_place_edit_with_the_same_size_and_mtime_is_noticed(sched: schedul
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
     after = a.stat()
     assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
-    rescan(sched, cache, T0 + timedelta(seconds=10))
-    assert specs(sched) == {"a_autorun.ipynb": "20 minute"}
-    assert sched.next_wake == T0.replace(minute=20)
+    rescanned_to(sched, cache, "20 minute", T0.replace(minute=20))
 
 
 def test_a_notebook_replaced_by_rename_is_noticed(sched: scheduler.Scheduler) -> None:
@@ -135,9 +141,7 @@ def test_a_notebook_replaced_by_rename_is_noticed(sched: scheduler.Scheduler) ->
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert tmp.stat().st_size == st.st_size
     os.replace(tmp, a)  # what editors and atomic writers do: a new inode
-    rescan(sched, cache, T0 + timedelta(seconds=10))
-    assert specs(sched) == {"a_autorun.ipynb": "20 minute"}
-    assert sched.next_wake == T0.replace(minute=20)
+    rescanned_to(sched, cache, "20 minute", T0.replace(minute=20))
 
 
 def test_an_edit_whose_mtime_goes_backwards_is_noticed(sched: scheduler.Scheduler) -> None:
@@ -145,9 +149,7 @@ def test_an_edit_whose_mtime_goes_backwards_is_noticed(sched: scheduler.Schedule
     st = a.stat()
     write_nb(a, '{"every": "1 hour"}')
     os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))  # e.g. restored from a backup
-    rescan(sched, cache, T0 + timedelta(seconds=10))
-    assert specs(sched) == {"a_autorun.ipynb": "1 hour"}
-    assert sched.next_wake == T0.replace(minute=0) + timedelta(hours=1)
+    rescanned_to(sched, cache, "1 hour", T0.replace(minute=0) + timedelta(hours=1))
 
 
 def test_a_deleted_notebook_is_marked_and_leaves_the_agenda(sched: scheduler.Scheduler) -> None:
