@@ -38,7 +38,7 @@ def run_case(kind: str, rows: int, days: int) -> dict:
             os.environ["OONI_DATA_DIR"] = tmp
             from ooniutils.store import get_store
 
-            store = get_store()
+            store = get_store(create=True)
             store.init()
             n = generate(store, days=days, rows=rows, seed=0, end=END).rows["fastpath"]
             store.close()

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
-from .config import Settings, load_settings
+from .config import Settings, apply_run_environment, load_settings
 from .exceptions import (
     AlreadyRunning,
     ConfigError,
@@ -59,11 +59,15 @@ def _fail(exc: JupycronError) -> NoReturn:
 
 
 def _settings(ctx: click.Context) -> Settings:
+    """The settings of this command, with the run environment applied (every run, alert check
+    and child process of this command sees the config file's ``[ooniutils]`` values)."""
     obj = ctx.find_root().obj
     try:
-        return load_settings(obj["overrides"], config_file=obj["config_file"])
+        settings = load_settings(obj["overrides"], config_file=obj["config_file"])
     except JupycronError as exc:
         _fail(exc)
+    apply_run_environment(settings)
+    return settings
 
 
 @contextlib.contextmanager
@@ -161,6 +165,8 @@ def list_(ctx: click.Context) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ooniutils.config import describe_data_source
+
     from . import discovery, limits, summary
     from .history import History
 
@@ -178,6 +184,7 @@ def list_(ctx: click.Context) -> None:
         console.width = 200
     console.print(f"memory limit method: {limits.describe_method()}  |  notebooks: "
                   f"{settings.notebooks}  |  output: {settings.output_dir}", highlight=False)
+    console.print(f"data source: {describe_data_source()}", highlight=False, soft_wrap=True)
     if (line := _scheduler_line(settings)) is not None:
         console.print(line, highlight=False)
     table = Table(show_lines=False)

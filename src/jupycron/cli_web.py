@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .config import Settings, load_settings
+from .config import Settings, apply_run_environment, load_settings
 from .exceptions import JupycronError
 
 __all__ = ["alerts_command", "passwd_command", "serve_command"]
@@ -36,9 +36,11 @@ def _settings(notebooks: Path | None, output: Path | None, config: Path | None) 
     overrides = {**(group.get("overrides") or {})}
     overrides.update({k: v for k, v in (("notebooks", notebooks), ("output", output)) if v is not None})
     try:
-        return load_settings(overrides, config_file=config or group.get("config_file"))
+        settings = load_settings(overrides, config_file=config or group.get("config_file"))
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc
+    apply_run_environment(settings)  # the run environment of every Run now and alert check
+    return settings
 
 
 def _common(fn: Any) -> Any:

@@ -1,23 +1,43 @@
-"""jupycron settings, declared once (name, type, default, help).
+"""jupycron settings, declared once (name, type, default, bounds, help).
 
 Precedence: command-line flag > environment variable ``JUPYCRON_<NAME>`` (or
 ``JUPYCRON_<NAME>_FILE`` holding the value) > TOML file (``--config`` / ``JUPYCRON_CONFIG``,
 keys are the lower-case names, e.g. ``concurrency = 4``) > default. The environment is read
 only in :func:`load_settings`, at the edge (CLI), so library code takes a ``Settings``.
+
+Every path is made absolute once, here: a relative path in the TOML file is relative to the
+file's folder, one from a flag or a variable to the working directory; ``config_file``
+itself is absolute. So a run started from anywhere (the dashboard's Run now, a kernel's
+``JUPYCRON_STATE_DIR``, the kernel template) sees the same folders.
+
+Numbers are checked against each setting's bounds (``metadata["min"]``/``["max"]``): NaN,
+infinities, out-of-range and non-integral values are refused with the key's name.
+
+The run environment: the ``[ooniutils]`` table (keys as in ooniutils' own config file, e.g.
+``data_dir = "data"``, ``clickhouse_url``, ``slack_webhook_url``) is what every run needs to
+read data and send alerts. :func:`run_environment` turns it into ``OONI_*`` variables and
+:func:`apply_run_environment` puts them into this process's environment at the CLI edge, so
+``tick``, ``daemon``, ``run-now``, the dashboard's Run now (a child process), the run-state
+alert checks and every kernel (they inherit the environment) see the same values.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_NOTEBOOKS = "/var/lib/jupyter/notebooks"
+_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -26,22 +46,30 @@ class Settings:
                             metadata={"help": "Folder scanned for **/*autorun*.ipynb."})
     output: Path | None = field(default=None,
                                 metadata={"help": "Outputs, history and summary.html. Default <notebooks>/jupycron."})
-    concurrency: int = field(default=0, metadata={"help": "Max notebooks running at once (0 = CPU count)."})
-    default_max_mem_mb: int = field(default=1000, metadata={"help": "MaxMem when a notebook sets none (MB)."})
-    max_mem_mb: int = field(default=1000, metadata={"help": "Upper bound on any notebook's MaxMem (MB)."})
-    default_max_runtime_s: float = field(default=3600.0, metadata={"help": "MaxRuntime when a notebook sets none (s)."})
-    max_runtime_s: float = field(default=86400.0, metadata={"help": "Upper bound on any notebook's MaxRuntime (s)."})
-    history_runs: int = field(default=100, metadata={"help": "Runs kept per notebook in .history.json."})
-    deleted_grace_s: float = field(default=7 * 86400.0,
-                                   metadata={"help": "How long a deleted notebook's history and outputs are kept (s)."})
+    concurrency: int = field(default=0, metadata={"help": "Max notebooks running at once (0 = CPU count).",
+                                                  "min": 0, "max": 1024})
+    default_max_mem_mb: int = field(default=1000, metadata={"help": "MaxMem when a notebook sets none (MB).",
+                                                            "min": 1, "max": 16 << 20})
+    max_mem_mb: int = field(default=1000, metadata={"help": "Upper bound on any notebook's MaxMem (MB).",
+                                                    "min": 1, "max": 16 << 20})
+    default_max_runtime_s: float = field(default=3600.0, metadata={
+        "help": "MaxRuntime when a notebook sets none (s).", "min": 0.0, "min_open": True, "max": 366 * _DAY})
+    max_runtime_s: float = field(default=86400.0, metadata={
+        "help": "Upper bound on any notebook's MaxRuntime (s).", "min": 0.0, "min_open": True, "max": 366 * _DAY})
+    history_runs: int = field(default=100, metadata={"help": "Runs kept per notebook in .history.json.",
+                                                     "min": 1, "max": 100_000})
+    deleted_grace_s: float = field(default=7 * 86400.0, metadata={
+        "help": "How long a deleted notebook's history and outputs are kept (s).", "min": 0.0, "max": 3660 * _DAY})
     kernel_name: str = field(default="python3", metadata={"help": "Jupyter kernel used for runs."})
     jupyter_base_url: str = field(default="", metadata={"help": "Jupyter base URL; links are <url>/notebooks/<path>."})
     output_base_url: str = field(default="", metadata={"help": "Public base URL of the outputs folder (alert links)."})
-    late_grace_s: float = field(default=600.0,
-                                metadata={"help": "A slot missed by more than this makes the notebook 'late' (alerts)."})
-    alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert."})
+    late_grace_s: float = field(default=600.0, metadata={
+        "help": "A slot missed by more than this makes the notebook 'late' (alerts).", "min": 0.0, "max": 366 * _DAY})
+    alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert.",
+                                                           "min": 1, "max": 100_000})
     alert_channels: str = field(default="", metadata={"help": "Comma list of alertmanager,slack,ntfy for run-state alerts."})
-    pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run)."})
+    pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run).",
+                                                 "min": -1, "max": 256})
     pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels (once, in a template they are "
         "forked from, when kernel_forkserver is on)."})
     kernel_forkserver: bool = field(default=True, metadata={
@@ -51,6 +79,13 @@ class Settings:
     web_proxy_auth_header: str = field(default="", metadata={"help": "Trust this header (set by a reverse proxy) as the user."})
     web_users: Mapping[str, str] = field(default_factory=dict,
                                          metadata={"help": "user = password hash (argon2); managed by `jupycron passwd`."})
+    ooniutils: Mapping[str, str] = field(default_factory=dict, metadata={
+        "help": "Table `[ooniutils]`: the run environment, i.e. the ooniutils settings every run, "
+                "Run now, alert check and (with OONI_MONITORING_CONFIG pointing at this file) "
+                "interactive kernel uses: `data_dir` (relative to this file's folder) or "
+                "`clickhouse_url`, alert endpoints (`alertmanager_url`, `slack_webhook_url`, "
+                "`ntfy_url`, ...), `output_base_url`; keys as in the ooniutils table below. "
+                "Passed to runs as OONI_* variables, over the inherited environment."})
     config_file: Path | None = field(default=None, metadata={"help": "The TOML file these were read from."})
 
     @property
@@ -62,17 +97,23 @@ class Settings:
         return self.concurrency if self.concurrency > 0 else (os.cpu_count() or 1)
 
 
-def _coerce(name: str, typ: Any, raw: Any) -> Any:
+def _coerce(name: str, typ: Any, raw: Any, meta: Mapping[str, Any] | None = None) -> Any:
     t = str(typ)
     try:
         if "Path" in t:
             return Path(str(raw)).expanduser() if raw not in (None, "") else None
         if t == "int" or typ is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            value: Any = int(raw.strip()) if isinstance(raw, str) else int(raw)
+            return _bounded(name, value, meta)
+        if t == "float" or typ is float:
             if isinstance(raw, bool):
                 raise ValueError
-            return int(raw)
-        if t == "float" or typ is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ConfigError(f"setting {name!r}: {raw!r} is not a finite number", name)
+            return _bounded(name, value, meta)
         if t == "bool" or typ is bool:
             if isinstance(raw, bool):
                 return raw
@@ -86,9 +127,28 @@ def _coerce(name: str, typ: Any, raw: Any) -> Any:
             if not isinstance(raw, Mapping):
                 raise ValueError
             return dict(raw)
+        if not isinstance(raw, str | int | float):
+            raise ValueError
         return str(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"setting {name!r}: invalid value {raw!r} (expected {t})", name) from None
+
+
+def _bounded(name: str, value: Any, meta: Mapping[str, Any] | None) -> Any:
+    """``value`` when within ``meta``'s ``min`` (``min_open``: excluded) and ``max``."""
+    lo, hi = (meta or {}).get("min"), (meta or {}).get("max")
+    open_lo = bool((meta or {}).get("min_open"))
+    if (lo is not None and (value < lo or (open_lo and value == lo))) or (hi is not None and value > hi):
+        low = ("" if lo is None else f"more than {fmt_bound(lo)}" if open_lo
+               else f"at least {fmt_bound(lo)}")
+        raise ConfigError(f"setting {name!r}: {value!r} is out of range (must be {low}"
+                          f"{f' and at most {fmt_bound(hi)}' if hi is not None else ''})", name)
+    return value
+
+
+def fmt_bound(value: float) -> str:
+    """A bound as people write it: ``31622400``, not ``3.16224e+07``."""
+    return f"{value:.0f}" if float(value).is_integer() else repr(value)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -101,15 +161,37 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}", "config") from exc
 
 
+def _ooniutils_table(raw: Any, base: Path, source: str) -> dict[str, str]:
+    """The ``[ooniutils]`` table checked against ooniutils' settings, relative paths made
+    absolute against ``base`` (the config file's folder)."""
+    from ooniutils import config as ooni_config
+    from ooniutils.exceptions import OoniUtilsError
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: 'ooniutils' must be a table ([ooniutils])", "ooniutils")
+    unknown = sorted(set(raw) - set(ooni_config.SETTINGS_BY_KEY))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [ooniutils] of {source}: {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(ooni_config.SETTINGS_BY_KEY))})", "ooniutils")
+    try:
+        return {k: ooni_config.file_value(k, v, base) for k, v in raw.items()}
+    except OoniUtilsError as exc:
+        raise ConfigError(f"[ooniutils] of {source}: {exc}", "ooniutils") from exc
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None,
                   env: Mapping[str, str] | None = None,
                   config_file: Path | str | None = None) -> Settings:
-    """Build Settings from flags (``overrides``, None values ignored), env, TOML, defaults."""
+    """Build Settings from flags (``overrides``, None values ignored), env, TOML, defaults.
+
+    Paths come out absolute (see the module doc); numbers within their bounds."""
     env = os.environ if env is None else env
-    cfg_path = config_file or env.get("JUPYCRON_CONFIG")
-    file_vals: dict[str, Any] = read_toml(Path(cfg_path)) if cfg_path else {}
+    cfg_raw = config_file or env.get("JUPYCRON_CONFIG")
+    cfg_path = Path(cfg_raw).expanduser().absolute() if cfg_raw else None
+    file_vals: dict[str, Any] = read_toml(cfg_path) if cfg_path else {}
+    base = cfg_path.parent if cfg_path else Path.cwd()
     known = {f.name: f for f in fields(Settings)}
-    unknown = set(file_vals) - set(known)
+    unknown = set(file_vals) - set(known) | ({"config_file"} & set(file_vals))
     if unknown:
         raise ConfigError(f"unknown key(s) in {cfg_path}: {', '.join(sorted(unknown))}", "config")
     values: dict[str, Any] = {}
@@ -117,6 +199,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         if name == "config_file":
             continue
         raw: Any = None
+        from_file = False
         if overrides and overrides.get(name) is not None:
             raw = overrides[name]
         elif (ev := env.get(f"JUPYCRON_{name.upper()}")) is not None:
@@ -127,16 +210,54 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             except OSError as exc:
                 raise ConfigError(f"cannot read JUPYCRON_{name.upper()}_FILE={fv}: {exc}", name) from exc
         elif name in file_vals:
-            raw = file_vals[name]
-        if raw is not None:
-            values[name] = _coerce(name, f.type, raw)
-    s = replace(Settings(), **values, config_file=Path(cfg_path) if cfg_path else None)
-    for name in ("max_mem_mb", "default_max_mem_mb", "history_runs"):
-        if getattr(s, name) <= 0:
-            raise ConfigError(f"setting {name!r} must be positive, got {getattr(s, name)}", name)
-    if s.default_max_runtime_s <= 0 or s.max_runtime_s <= 0:
-        raise ConfigError("runtime limits must be positive", "max_runtime_s")
+            raw, from_file = file_vals[name], True
+        if raw is None:
+            continue
+        if name == "ooniutils":
+            values[name] = _ooniutils_table(raw, base, str(cfg_path) if from_file else "the overrides")
+            continue
+        value = _coerce(name, f.type, raw, f.metadata)
+        if isinstance(value, Path):  # relative to the file's folder, or to the working directory
+            value = ((base if from_file else Path.cwd()) / value).absolute()
+        values[name] = value
+    s = replace(Settings(), **values, config_file=cfg_path)
+    if not s.notebooks.is_absolute():
+        s = replace(s, notebooks=s.notebooks.absolute())
+    table_url = s.ooniutils.get("output_base_url", "")
+    if table_url and s.output_base_url and table_url.rstrip("/") != s.output_base_url.rstrip("/"):
+        raise ConfigError(f"output_base_url ({s.output_base_url}) and [ooniutils] output_base_url "
+                          f"({table_url}) differ: set one of them", "output_base_url")
+    if table_url and not s.output_base_url:
+        s = replace(s, output_base_url=table_url)
     return s
+
+
+def run_environment(settings: Settings) -> dict[str, str]:
+    """The ``OONI_*`` variables every run of ``settings`` gets: the ``[ooniutils]`` table,
+    plus ``OONI_OUTPUT_BASE_URL`` from ``output_base_url`` (so a notebook's alarm links and
+    the run-state alerts' links agree)."""
+    out = {f"OONI_{k.upper()}": v for k, v in settings.ooniutils.items()}
+    if settings.output_base_url:
+        out.setdefault("OONI_OUTPUT_BASE_URL", settings.output_base_url)
+    return out
+
+
+def apply_run_environment(settings: Settings,
+                          environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Put :func:`run_environment` into ``environ`` (default: this process's environment,
+    which every kernel, the kernel template and a dashboard Run now inherit). A different
+    inherited value is replaced, with a warning naming the variable (never its value: it may
+    be a secret). Called once, at the CLI edge. Returns what was set."""
+    target = os.environ if environ is None else environ
+    wanted = run_environment(settings)
+    source = settings.config_file or "the settings"
+    for name, value in wanted.items():
+        old = target.get(name)
+        if old is not None and old != value:
+            log.warning("%s from the environment is replaced by the value in %s (one source "
+                        "of settings for every run)", name, source)
+        target[name] = value
+    return wanted
 
 
 def documented_settings() -> list[tuple[str, str, str]]:

@@ -3,8 +3,14 @@
 Values come from, in order: the environment variable, the ``<NAME>_FILE`` variable (a file
 holding the value, for secrets), the TOML config file (``OONI_MONITORING_CONFIG``, default
 ``/etc/ooni-monitoring/config.toml`` when it exists; keys are the lower-case setting names
-without the ``OONI_`` prefix, e.g. ``slack_webhook_url = "..."``), then the default.
+without the ``OONI_`` prefix, e.g. ``slack_webhook_url = "..."``, at the top level or in an
+``[ooniutils]`` table, so jupycron's config file can be this file too), then the default.
+Relative paths in the file (``data_dir``, ``nginx_cache_dir``) are relative to its folder.
 The environment is read only here, at call time, so tests can set variables freely.
+
+Runs started by jupycron get the ``[ooniutils]`` table of jupycron's config file as
+``OONI_*`` variables (:func:`jupycron.config.run_environment`), so a scheduled run, a
+dashboard Run now and an interactive kernel pointed at the same file see the same values.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .exceptions import ConfigError
 
@@ -23,14 +30,22 @@ class Setting:
     default: str | None
     help: str
     secret: bool = False
+    path: bool = False
+    """A folder or file: a relative value in the config file is relative to the file's folder."""
+
+    @property
+    def key(self) -> str:
+        """The TOML key: the name in lower case without ``OONI_``."""
+        return self.name.removeprefix("OONI_").lower()
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("OONI_MONITORING_CONFIG", "/etc/ooni-monitoring/config.toml",
             "Optional TOML file holding any of these settings (lower-case key, no OONI_ prefix)."),
     Setting("OONI_DATA_DIR", None,
-            "Folder of the embedded store (chDB over Parquet parts). Default "
-            "$XDG_DATA_HOME/ooni-monitoring, i.e. ~/.local/share/ooni-monitoring."),
+            "Folder of the embedded store (chDB over Parquet parts), created by "
+            "`ooniutils data init`. No default: with neither this nor OONI_CLICKHOUSE_URL "
+            "set, reading or writing data is an error that names both.", path=True),
     Setting("OONI_CLICKHOUSE_URL", None,
             "http(s)://user:pass@host:8123/db of a ClickHouse server; when set, queries go there "
             "instead of the embedded store.", secret=True),
@@ -48,24 +63,55 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OONI_HTTP_BACKOFF", "0.5",
             "Seconds before the first alert retry; doubles each attempt (capped at 10 s)."),
     Setting("OONI_NGINX_CACHE_DIR", "/var/cache/nginx/ooni-api",
-            "nginx proxy_cache_path folder emptied by `ooniutils cache purge`."),
+            "nginx proxy_cache_path folder emptied by `ooniutils cache purge`.", path=True),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def _config_file_values() -> dict[str, object]:
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS if s.name != "OONI_MONITORING_CONFIG"}
+"""The settings a config file (or jupycron's ``[ooniutils]`` table) may hold, by TOML key."""
+
+
+def config_file() -> Path | None:
+    """The ooniutils config file in use (None when the default one does not exist)."""
     path = os.environ.get("OONI_MONITORING_CONFIG") or _BY_NAME["OONI_MONITORING_CONFIG"].default
-    p = Path(path) if path else None
+    p = Path(path).expanduser() if path else None
     if p is None or not p.exists():
         if os.environ.get("OONI_MONITORING_CONFIG"):
             raise ConfigError(f"config file {path} does not exist", "OONI_MONITORING_CONFIG")
+        return None
+    return p
+
+
+def file_value(key: str, raw: object, base: Path) -> str:
+    """The string value of ``key`` read from a config file in folder ``base`` (relative
+    paths made absolute against ``base``; booleans as ``true``/``false``)."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if not isinstance(raw, str | int | float):
+        raise ConfigError(f"config key {key!r}: expected a string or a number, got {raw!r}",
+                          SETTINGS_BY_KEY[key].name if key in SETTINGS_BY_KEY else None)
+    text = str(raw)
+    setting = SETTINGS_BY_KEY.get(key)
+    if setting is not None and setting.path and text:
+        text = str((base / Path(text).expanduser()).absolute())
+    return text
+
+
+def _config_file_values() -> dict[str, object]:
+    p = config_file()
+    if p is None:
         return {}
     try:
         with p.open("rb") as fh:
-            return tomllib.load(fh)
+            doc = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {p}: {exc}", "OONI_MONITORING_CONFIG") from exc
+    table = doc.get("ooniutils")
+    values = {**doc, **table} if isinstance(table, dict) else doc
+    base = p.absolute().parent
+    return {k: file_value(k, v, base) for k, v in values.items() if k in SETTINGS_BY_KEY}
 
 
 def get(name: str, required: bool = False) -> str | None:
@@ -82,8 +128,7 @@ def get(name: str, required: bool = False) -> str | None:
         except OSError as exc:
             raise ConfigError(f"cannot read {name}_FILE={fname}: {exc}", name) from exc
     if val is None and name != "OONI_MONITORING_CONFIG":
-        key = name.removeprefix("OONI_").lower()
-        file_val = _config_file_values().get(key)
+        file_val = _config_file_values().get(_BY_NAME[name].key)
         if file_val is not None:
             val = str(file_val)
     if val is None:
@@ -105,10 +150,44 @@ def get_float(name: str) -> float:
         raise ConfigError(f"setting {name} must be a number, got {raw!r}", name) from exc
 
 
+NO_DATA_SOURCE = (
+    "no data source is configured: set OONI_DATA_DIR (a folder made by `ooniutils data init`) "
+    "or OONI_CLICKHOUSE_URL (a ClickHouse server), as an environment variable, as "
+    "'data_dir' / 'clickhouse_url' in the ooniutils config file (OONI_MONITORING_CONFIG), or "
+    "in the [ooniutils] table of jupycron's config file")
+
+
 def data_dir() -> Path:
-    """Folder of the embedded store."""
+    """Folder of the embedded store (absolute); :class:`ConfigError` naming the settings to
+    set when none is configured (there is no default folder: a store nobody configured
+    would be an empty one)."""
     explicit = get("OONI_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "ooni-monitoring"
+    if not explicit:
+        raise ConfigError(NO_DATA_SOURCE, "OONI_DATA_DIR")
+    return Path(explicit).expanduser().absolute()
+
+
+def store_initialised(folder: Path) -> bool:
+    """True when ``folder`` holds an embedded store made by ``ooniutils data init`` (a table
+    folder with its ``current`` generation link)."""
+    return folder.is_dir() and any(p.is_symlink() for p in folder.glob("*/current"))
+
+
+def describe_data_source() -> str:
+    """One line naming the data source these settings select (no secret) and whether it can
+    be read; ``jupycron list`` and the dashboard show it. Light: imports no store code."""
+    try:
+        url = get("OONI_CLICKHOUSE_URL")
+        if url:
+            parts = urlsplit(url)
+            where = f"{parts.scheme}://{parts.hostname or '?'}"
+            if parts.port:
+                where += f":{parts.port}"
+            return f"ClickHouse server {where}{parts.path} (OONI_CLICKHOUSE_URL)"
+        folder = data_dir()
+    except ConfigError as exc:
+        return f"NONE: {exc}"
+    if store_initialised(folder):
+        return f"embedded store {folder} (OONI_DATA_DIR)"
+    problem = "NOT INITIALISED" if folder.exists() else "MISSING"
+    return f"embedded store {folder} (OONI_DATA_DIR) - {problem}: run `ooniutils data init` or fix OONI_DATA_DIR"

@@ -49,7 +49,7 @@ def world(tmp_path_factory):
         cfg.write_text("")
         mp.setenv("OONI_MONITORING_CONFIG", str(cfg))
         _set_env(mp, world)
-        store = get_store()
+        store = get_store(create=True)
         store.init()
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         truth = generate(store, days=21, rows=400_000, seed=0, end=end, truth_path=world["truth"])
@@ -110,7 +110,11 @@ def outputs(world, tmp_path_factory):
     cfg.write_text("")
     env = {**base_env, "OONI_MONITORING_CONFIG": str(cfg), "OONI_DATA_DIR": str(world["data"]),
            "JUPYCRON_STATE_DIR": str(world["state"]), "AUTORUN": "1"}
-    empty_env = {**env, "OONI_DATA_DIR": str(tmp_path_factory.mktemp("empty-store"))}
+    empty = tmp_path_factory.mktemp("empty-store")
+    from ooniutils.store.embedded import EmbeddedStore
+
+    EmbeddedStore(empty)  # an initialised store without rows (`ooniutils data init`)
+    empty_env = {**env, "OONI_DATA_DIR": str(empty)}
     results: dict[str, object] = {}
     with fake_webhook_server() as slack, ThreadPoolExecutor(max_workers=3) as pool:
         slack_env = {**env, "OONI_SLACK_WEBHOOK_URL": slack.url("/hook")}

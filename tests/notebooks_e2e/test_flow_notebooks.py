@@ -75,10 +75,12 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OONI_MONITORING_CONFIG", str(cfg))
         mp.setenv("OONI_DATA_DIR", str(base / "data"))
-        store = get_store()
+        store = get_store(create=True)
         store.init()
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         truth = generate(store, days=28, seed=0, end=end, truth_path=base / "truth.json")
+        mp.setenv("OONI_DATA_DIR", str(base / "empty"))
+        get_store(create=True)  # an initialised store without rows (`ooniutils data init`)
         reset_stores()
     return {"data": base / "data", "config": cfg, "truth": truth, "empty": base / "empty",
             "state": base / "state"}

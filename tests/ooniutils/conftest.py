@@ -25,10 +25,12 @@ if __name__ != "__main__":
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """An empty OONI_DATA_DIR; stores cached for it are dropped afterwards."""
+    """OONI_DATA_DIR holding an empty store (as `ooniutils data init` makes it); stores cached
+    for it are dropped afterwards."""
     d = tmp_path / "ooni-data"
     monkeypatch.setenv("OONI_DATA_DIR", str(d))
     reset_stores()
+    get_store(create=True)
     yield d
     reset_stores()
 

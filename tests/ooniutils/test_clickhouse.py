@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,15 +13,58 @@ from ooniutils.exceptions import QueryError
 from ooniutils.store import get_store
 
 
-def test_works_with_no_configuration(monkeypatch, tmp_path):
-    # No OONI_DATA_DIR: the store goes to $XDG_DATA_HOME/ooni-monitoring (set by tests/conftest.py).
-    from ooniutils import config
+def test_no_data_source_is_an_error_naming_the_settings_and_creates_nothing(tmp_path):
+    # Nothing configured (tests/conftest.py clears OONI_DATA_DIR / OONI_CLICKHOUSE_URL and
+    # points XDG_DATA_HOME at a private folder): no store is made behind the user's back.
+    import os
+
+    from ooniutils.exceptions import ConfigError
     from ooniutils.store import reset_stores
 
     reset_stores()
+    with pytest.raises(ConfigError) as err:
+        click_query_fsn("SELECT count() AS n FROM fastpath")
+    for name in ("OONI_DATA_DIR", "OONI_CLICKHOUSE_URL", "data_dir", "[ooniutils]"):
+        assert name in str(err.value)
+    assert err.value.setting == "OONI_DATA_DIR"
+    xdg = Path(os.environ["XDG_DATA_HOME"])
+    assert not (xdg / "ooni-monitoring").exists()
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_a_folder_never_initialised_is_an_error_and_stays_untouched(tmp_path, monkeypatch, exists):
+    from ooniutils.exceptions import ConfigError
+    from ooniutils.store import reset_stores
+
+    folder = tmp_path / "nodata"
+    if exists:
+        folder.mkdir()
+    monkeypatch.setenv("OONI_DATA_DIR", str(folder))
+    reset_stores()
+    with pytest.raises(ConfigError, match=r"OONI_DATA_DIR=.*nodata .*ooniutils data init") as err:
+        click_query_fsn("SELECT count() AS n FROM fastpath")
+    assert err.value.setting == "OONI_DATA_DIR"
+    assert folder.exists() == exists and (not exists or not any(folder.iterdir()))
+
+
+def test_data_init_is_the_explicit_way_to_create_a_store(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ooniutils.cli import cli
+    from ooniutils.config import describe_data_source
+    from ooniutils.store import reset_stores
+
+    folder = tmp_path / "rel" / "data"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OONI_DATA_DIR", "rel/data")  # relative: made absolute once
+    reset_stores()
+    assert "MISSING" in describe_data_source()
+    res = CliRunner().invoke(cli, ["data", "generate", "--days", "1", "--rows", "10"])
+    assert res.exit_code != 0 and "ooniutils data init" in res.output and not folder.exists()
+    assert CliRunner().invoke(cli, ["data", "init"]).exit_code == 0
+    assert describe_data_source() == f"embedded store {folder} (OONI_DATA_DIR)"
     df = click_query_fsn("SELECT count() AS n FROM fastpath")
     assert int(df["n"].iloc[0]) == 0
-    assert (config.data_dir() / "fastpath" / "current").is_symlink()
     reset_stores()
 
 

@@ -124,7 +124,7 @@ def test_citizenlab_table_through_the_store(tmp_path, monkeypatch):
     from ooniutils.store import get_store
     from ooniutils.store.loaders import load_test_lists
 
-    store = get_store()
+    store = get_store(create=True)
     store.init()
     load_test_lists(store, folder)
     from_table = find_duplicate_test_list_urls()

@@ -351,7 +351,7 @@ def test_generate_into_the_embedded_store(tmp_path, monkeypatch):
     monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "data"))
     from ooniutils.store import get_store
 
-    store = get_store()
+    store = get_store(create=True)
     store.init()
     try:
         truth = generate(store, days=4, rows=30_000, seed=2, end=END, truth_path=tmp_path / "t.json")

@@ -36,15 +36,17 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -55,7 +57,9 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..config import Settings
+from ooniutils.config import describe_data_source
+
+from ..config import Settings, run_environment
 from ..discovery import ScanCache
 from ..exceptions import JupycronError
 from ..formatting import fmt_duration, fmt_mem, fmt_time_s
@@ -140,21 +144,41 @@ def run_now_argv(settings: Settings, rel: str) -> list[str]:
     return argv + ["run-now", "--", rel]
 
 
+LAUNCH_LOG_TAIL = 16 * 1024
+"""Bytes of a failed Run now's output shown on the notebook page (its end)."""
+
+
 @dataclass
 class _Launch:
     proc: subprocess.Popen[bytes]
     started: float
     by: str
+    output: IO[bytes]   # the process's stdout and stderr (an unnamed temporary file)
+    header: str
+
+
+@dataclass(frozen=True)
+class LaunchFailure:
+    """A Run now that did not succeed, shown to logged-in users on the notebook's page."""
+
+    code: int
+    message: str
+    log: str            # the end of what the run-now process printed
 
 
 class _Launcher:
-    """Run-now subprocesses started by this server: tracked to show "starting" and reaped."""
+    """Run-now subprocesses started by this server: tracked to show "starting" and reaped.
+
+    Each process writes to its own temporary file; when it ends, its output is appended to
+    ``<output>/.web-run-now.log`` (the record) and, when it did not succeed, kept in
+    :attr:`failures` so the notebook page shows the log's end (the dashboard never serves
+    the dot-file itself)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._active: dict[str, _Launch] = {}
-        self.failures: dict[str, str] = {}   # rel -> why the last launch ended abnormally
+        self.failures: dict[str, LaunchFailure] = {}   # rel -> the last launch that failed
 
     def poll(self) -> set[str]:
         """Reap finished processes; the notebooks whose run-now process is still alive."""
@@ -164,26 +188,48 @@ class _Launcher:
                 if code is None:
                     continue
                 del self._active[rel]
-                if code not in (0, 1):  # 0 success, 1 run not successful: both are in the history
-                    self.failures[rel] = (f"run-now exited with code {code}; see "
-                                          f"{self.settings.output_dir / RUN_LOG}")
+                tail = self._finish(launch, code)
+                if code != 0:
+                    what = ("the run did not succeed (see its row below)" if code == 1 else
+                            f"run-now exited with code {code} before or without recording a run")
+                    self.failures[rel] = LaunchFailure(code, what, tail)
                     log.warning("run-now of %s exited with code %s", rel, code)
             return set(self._active)
+
+    def _finish(self, launch: _Launch, code: int) -> str:
+        """Append the launch's output to the run-now log; return its end (decoded)."""
+        data = b""
+        try:
+            launch.output.seek(0)
+            data = launch.output.read()
+            with (self.settings.output_dir / RUN_LOG).open("ab") as logfh:
+                logfh.write(launch.header.encode() + data + f"--- exit code {code}\n".encode())
+        except OSError as exc:
+            log.warning("cannot keep the output of a run-now: %s", exc)
+        finally:
+            launch.output.close()
+        tail = data[-LAUNCH_LOG_TAIL:].decode("utf-8", "replace")
+        return ("[...]\n" if len(data) > LAUNCH_LOG_TAIL else "") + tail
 
     def start(self, rel: str, user: str) -> None:
         argv = run_now_argv(self.settings, rel)
         out = self.settings.output_dir
         out.mkdir(parents=True, exist_ok=True)
+        # the run environment again, for an app created without the CLI (which applied it)
+        env = {**os.environ, **run_environment(self.settings)}
         with self._lock:
             if rel in self._active and self._active[rel].proc.poll() is None:
                 raise HTTPException(409, f"{rel} is already starting")
-            with (out / RUN_LOG).open("ab") as logfh:
-                logfh.write(f"--- {datetime.now(UTC).isoformat()} {user}: {argv}\n".encode())
-                logfh.flush()
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logfh,
+            output = tempfile.TemporaryFile(prefix="jupycron-run-now-")
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output,
                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                        close_fds=True, cwd=str(out))
-            self._active[rel] = _Launch(proc, time.monotonic(), user)
+                                        close_fds=True, cwd=str(out), env=env)
+            except OSError:
+                output.close()
+                raise
+            header = f"--- {datetime.now(UTC).isoformat()} {user}: {argv}\n"
+            self._active[rel] = _Launch(proc, time.monotonic(), user, output, header)
             self.failures.pop(rel, None)
         log.info("run-now of %s started by %s (pid %d)", rel, user, proc.pid)
 
@@ -234,7 +280,7 @@ class _Dashboard:
         shown = [r for r in rows if not state_filter or _matches(r, state_filter, late, starting)]
         shown.sort(key=_sort_key(sort), reverse=desc)
         busy = any(r.state == "running" for r in rows) or bool(starting)
-        return self.render(request, "dashboard.html", rows=shown, total=len(rows), counts=counts,
+        return self.render(request, "dashboard.html", data_source=describe_data_source(), rows=shown, total=len(rows), counts=counts,
                            state_filter=state_filter, sort=sort, desc=desc, late=late,
                            starting=starting, now=now, user=ident, filters=FILTERS,
                            refresh_s=5 if busy else 30, strip=HISTORY_STRIP)
@@ -259,7 +305,8 @@ class _Dashboard:
                            mem_mb=mem_mb, runtime_s=runtime_s,
                            late=late_since(self.settings, row, now),
                            starting=rel in starting,
-                           launch_failure=self.launcher.failures.get(rel),
+                           launch_failure=self.launcher.failures.get(rel) if ident.can_write else None,
+                           data_source=describe_data_source(),
                            csrf=csrf_token(self.secret, ident.user) if ident.user else "",
                            refresh_s=5 if (row.state == "running" or rel in starting) else 30)
 

@@ -59,9 +59,12 @@ def group() -> None:
 
 @group.command()
 def init() -> None:
-    """Create the store's tables (idempotent; never drops data)."""
+    """Create the store (OONI_DATA_DIR's folder and tables, or the server's tables).
+
+    Idempotent; never drops data. The only command that creates a store: the others need
+    one made by this command."""
     with _errors():
-        store = get_store()
+        store = get_store(create=True)
         store.init()
     click.echo(f"store ready ({store.kind})")
 

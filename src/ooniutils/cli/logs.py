@@ -23,8 +23,9 @@ def group() -> None:
                    "and finished pipes, not for live streams.")
 @click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Where the last committed __CURSOR is kept. "
-              "Default: <data dir>/logship.cursor. One shipper per cursor file "
-              "(<file>.lock beside it; a second one exits with an error).")
+              "Default: <data dir>/logship.cursor. Its folder is created when missing. "
+              "One shipper per cursor file (<file>.lock beside it; a second one exits "
+              "with an error).")
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1),
               help="Valid lines per insert; the cursor is saved after each insert.")
 @click.option("--flush-interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
@@ -39,6 +40,11 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
     try:
         store = get_store()
         cursor = cursor_file or config.data_dir() / "logship.cursor"
+        try:
+            cursor.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the cursor file's folder {cursor.parent}: "
+                                       f"{exc.strerror or exc}") from exc
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         stats = ship(store, cursor, from_file=from_file, batch_size=batch_size,
