@@ -1,13 +1,21 @@
 """The demo behind `make demo`: build a sample world and run every shipped notebook.
 
 Steps (each one the real command an operator would type):
-  1. a notebooks folder under --dir with the shipped notebooks copied in;
+  1. a notebooks folder under --dir with the shipped notebooks copied in, and
+     --dir/jupycron.toml: the one settings file of the demo (relative paths; its [ooniutils]
+     table names the data folder, so every run, Run now and kernel reads the demo's data);
   2. the embedded store under --dir/data: `ooniutils data init`, `ooniutils data generate`
      (90 days, injected incidents, ground truth JSON), plus the real samples in
-     ../shared/data when they are there (`load-sql`, `load-test-lists`);
-  3. `jupycron run-now` for every autorun notebook, then `jupycron list`; the interactive
-     notebooks (no `autorun` in their name, never scheduled) with `jupyter nbconvert --execute`;
+     ../shared/data when they are there (`load-sql`, `load-test-lists`), and a sample
+     journal shipped with `ooniutils logs ship`;
+  3. `jupycron --config jupycron.toml run-now` for every autorun notebook (--jobs at a
+     time), then `jupycron list`; the interactive notebooks (no `autorun` in their name,
+     never scheduled) with `jupyter nbconvert --execute`;
   4. prints where to look.
+
+Every command reads its settings from jupycron.toml (ooniutils through
+OONI_MONITORING_CONFIG); inherited OONI_* / JUPYCRON_* variables are dropped so the demo
+never touches another store. --small generates a smaller world (30 days) for tests.
 
 Exit status is non-zero when any notebook did not succeed.
 """
@@ -20,7 +28,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,31 +41,63 @@ def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
+_print_lock = threading.Lock()
+
+
 def run(args: list[str], env: dict[str, str], check: bool = True, cwd: Path | None = None) -> int:
-    print("$ " + " ".join(args), flush=True)
-    return subprocess.run(args, env=env, check=check, cwd=cwd).returncode
+    """Run one command, its output printed as one block after it ends (commands may run in
+    parallel); raise on failure when ``check``."""
+    proc = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with _print_lock:
+        print("$ " + " ".join(args), flush=True)
+        sys.stdout.write(proc.stdout.decode("utf-8", "replace"))
+        sys.stdout.flush()
+    if check and proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, args)
+    return proc.returncode
+
+
+def write_config(demo: Path) -> Path:
+    """demo/jupycron.toml, paths relative to it (the folder can be moved)."""
+    cfg = demo / "jupycron.toml"
+    cfg.write_text(
+        "# jupycron settings for the demo (docs/CONFIGURATION.md); relative paths are\n"
+        "# relative to this file's folder.\n"
+        'notebooks = "notebooks"\n'
+        'output = "notebooks/jupycron"\n'
+        f"output_base_url = {json.dumps((demo / 'notebooks' / 'jupycron').as_uri())}\n"
+        "\n"
+        "# The run environment: what every notebook run (tick, daemon, run-now, the dashboard's\n"
+        "# Run now), the run-state alerts and, through OONI_MONITORING_CONFIG, ooniutils\n"
+        "# commands and interactive kernels read.\n"
+        "[ooniutils]\n"
+        'data_dir = "data"\n')
+    return cfg
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=REPO / "demo", help="demo folder (default ./demo)")
-    ap.add_argument("--days", type=int, default=90, help="days of generated measurements")
+    ap.add_argument("--days", type=int, default=None, help="days of generated measurements (default 90)")
     ap.add_argument("--rows", type=int, default=None, help="generated fastpath rows (default: generator's)")
+    ap.add_argument("--small", action="store_true",
+                    help="a smaller world for tests: 30 days, 300,000 rows, a 2,000-line journal")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="notebooks run at once (default: CPU count)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    days = args.days or (30 if args.small else 90)
+    rows = args.rows or (300_000 if args.small else None)
+    journal_lines = 2000 if args.small else 20000
 
     demo = args.dir.resolve()
     notebooks = demo / "notebooks"
     output = notebooks / "jupycron"
-    data = demo / "data"
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "OONI_DATA_DIR": str(data), "JUPYCRON_NOTEBOOKS": str(notebooks),
-           "JUPYCRON_OUTPUT": str(output),
-           "OONI_OUTPUT_BASE_URL": output.as_uri(),
-           "JUPYCRON_STATE_DIR": str(demo / "state"),
-           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("OONI_", "JUPYCRON_")) and k != "AUTORUN"}
+    base_env["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
     ooniutils = [str(bindir / "ooniutils")]
-    jupycron = [str(bindir / "jupycron")]
 
     step(f"Fresh demo folder {demo}")
     if demo.exists():
@@ -65,18 +107,18 @@ def main() -> int:
     for nb in shipped:
         shutil.copy2(nb, notebooks / nb.name)
     print(f"copied {len(shipped)} notebooks into {notebooks}")
-    (demo / "jupycron.toml").write_text(
-        f"# jupycron settings for the demo (see docs/CONFIGURATION.md)\n"
-        f"notebooks = {json.dumps(str(notebooks))}\n"
-        f"output = {json.dumps(str(output))}\n")
+    cfg = write_config(demo)
+    print(f"settings: {cfg}")
+    env = {**base_env, "OONI_MONITORING_CONFIG": str(cfg)}  # ooniutils reads [ooniutils] there
+    jupycron = [str(bindir / "jupycron"), "--config", str(cfg)]
 
     step("Measurement store (embedded chDB over Parquet parts)")
     t0 = time.monotonic()
     run(ooniutils + ["data", "init"], env)
-    gen = ooniutils + ["data", "generate", "--days", str(args.days), "--seed", str(args.seed),
+    gen = ooniutils + ["data", "generate", "--days", str(days), "--seed", str(args.seed),
                        "--truth", str(demo / "ground_truth.json")]
-    if args.rows:
-        gen += ["--rows", str(args.rows)]
+    if rows:
+        gen += ["--rows", str(rows)]
     run(gen, env)
     if SHARED.exists():
         run(ooniutils + ["data", "load-sql", str(SHARED / "ooni-fastpath-sample.sql")], env)
@@ -84,42 +126,50 @@ def main() -> int:
     else:
         print(f"({SHARED} is absent: only generated data is used)")
     journal = demo / "journal.json"
-    run(ooniutils + ["logs", "sample", str(journal), "--lines", "20000"], env)
+    run(ooniutils + ["logs", "sample", str(journal), "--lines", str(journal_lines)], env)
     run(ooniutils + ["logs", "ship", "--from-file", str(journal),
                      "--cursor-file", str(demo / "state" / "logship.cursor")], env)
-    run(ooniutils + ["data", "info"], env)
+    run(ooniutils + ["data", "info"], env, cwd=demo)
     print(f"store ready in {time.monotonic() - t0:.1f}s")
 
-    step("Running every autorun notebook with jupycron")
-    failed = []
+    step(f"Running every autorun notebook with jupycron ({args.jobs} at a time)")
     autorun = [nb for nb in shipped if "autorun" in nb.name]
-    for nb in autorun:
-        code = run(jupycron + ["run-now", nb.name], env, check=False)
-        if code != 0:
-            failed.append(nb.name)
-    run(jupycron + ["list"], env, check=False)
-
-    step("Executing the interactive notebooks (not scheduled) as an operator would")
+    interactive_nbs = [nb for nb in shipped if nb not in autorun]
     interactive = demo / "interactive"
-    for nb in shipped:
-        if nb in autorun:
-            continue
-        code = run([str(bindir / "jupyter"), "nbconvert", "--execute", "--to", "html",
+
+    def run_autorun(nb: Path) -> int:
+        return run(jupycron + ["run-now", nb.name], base_env, check=False)
+
+    def run_interactive(nb: Path) -> int:
+        # IPC: the kernel talks over Unix sockets, not loopback TCP (no plain-text transport
+        # warning); --log-level WARN keeps nbconvert's warnings but not its progress lines.
+        return run([str(bindir / "jupyter"), "nbconvert", "--execute", "--to", "html",
+                    "--KernelManager.transport=ipc", "--log-level=WARN",
                     "--output-dir", str(interactive), str(notebooks / nb.name)],
                    {**env, "PWD": str(notebooks)}, check=False, cwd=notebooks)
-        if code != 0:
-            failed.append(nb.name)
+
+    t1 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        codes = dict(zip(autorun, pool.map(run_autorun, autorun), strict=True))
+    run(jupycron + ["list"], base_env, check=False)
+    step("Executing the interactive notebooks (not scheduled) as an operator would")
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        codes |= dict(zip(interactive_nbs, pool.map(run_interactive, interactive_nbs), strict=True))
+    failed = [nb.name for nb, code in codes.items() if code != 0]
+    print(f"notebooks ran in {time.monotonic() - t1:.1f}s")
 
     step("Where to look")
     truth = json.loads((demo / "ground_truth.json").read_text())
     incidents = truth.get("incidents", truth if isinstance(truth, list) else [])
+    rel_cfg = os.path.relpath(cfg)
+    print(f"settings          {cfg}")
     print(f"summary page      {output / 'summary.html'}")
     print(f"notebook outputs  {output}/*.html")
     print(f"interactive ones  {interactive}/*.html")
     print(f"run history       {output / '.history.json'}")
     print(f"ground truth      {demo / 'ground_truth.json'} ({len(incidents)} injected incidents)")
-    print(f"dashboard         {' '.join(jupycron)} --config {demo / 'jupycron.toml'} passwd admin")
-    print(f"                  {' '.join(jupycron)} --config {demo / 'jupycron.toml'} serve"
+    print(f"dashboard         {bindir / 'jupycron'} --config {rel_cfg} passwd admin")
+    print(f"                  {bindir / 'jupycron'} --config {rel_cfg} serve"
           "   # http://127.0.0.1:8080")
     if failed:
         print(f"\n{len(failed)} notebook(s) did not succeed: {', '.join(failed)}")
@@ -127,7 +177,6 @@ def main() -> int:
     print(f"\nall {len(shipped)} notebooks succeeded ({len(autorun)} autorun through jupycron, "
           f"{len(shipped) - len(autorun)} interactive)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

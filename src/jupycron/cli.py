@@ -95,6 +95,13 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(exc)
 
 
+def _drop_missing_alt_text(record: logging.LogRecord) -> bool:
+    """Drop nbconvert's "Alternative text is missing on N image(s)": every chart a notebook
+    draws is an image without a description, nbconvert then writes a generic ``alt`` itself,
+    and the warning (one per run with a chart) only sends operators chasing nothing."""
+    return not str(record.msg).startswith("Alternative text is missing")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--notebooks", type=click.Path(file_okay=False, path_type=Path),
               help="Folder scanned for **/*autorun*.ipynb [env JUPYCRON_NOTEBOOKS].")
@@ -119,6 +126,7 @@ def main(ctx: click.Context, /, config_file: Path | None, verbose: int, **overri
     """jupycron: run Jupyter notebooks on the schedule written in their first code cell."""
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("traitlets").addFilter(_drop_missing_alt_text)
     ctx.obj = {"overrides": overrides, "config_file": config_file}
 
 

@@ -348,3 +348,92 @@ def test_errors_go_through_one_handler(site: Settings, monkeypatch) -> None:
     monkeypatch.setattr(web_app, "current_rows", bug)
     r = TestClient(create_app(site), raise_server_exceptions=False).get("/", auth=AUTH)
     assert r.status_code == 500 and "internal detail" not in r.text
+
+
+def test_a_failed_run_now_shows_its_log_to_the_logged_in_user(site: Settings, monkeypatch, jc) -> None:
+    script = ("import sys; print('Error: config file demo/jupycron.toml does not exist <b>x</b>'); "
+              "sys.exit(2)")
+    monkeypatch.setattr(web_app, "run_now_argv", lambda s, rel: [sys.executable, "-c", script])
+    c = client(site)
+    token = csrf_of(c.get("/notebook/ok_autorun.ipynb", auth=AUTH).text)
+    r = c.post("/run", data={"notebook": "ok_autorun.ipynb", "csrf_token": token}, auth=AUTH,
+               follow_redirects=False)
+    assert r.status_code == 303
+
+    def shown() -> str | None:
+        page = c.get("/notebook/ok_autorun.ipynb", auth=AUTH).text
+        return page if "launch-log" in page else None
+
+    page = jc.wait_until(shown, what="the failure on the notebook page")
+    assert 'data-code="2"' in page and "exit code 2" in page
+    assert "config file demo/jupycron.toml does not exist &lt;b&gt;x&lt;/b&gt;" in page  # escaped
+    assert ".web-run-now.log" not in page  # no pointer to a file the dashboard does not serve
+    record = (site.output_dir / web_app.RUN_LOG).read_text()
+    assert "does not exist" in record and "--- exit code 2" in record
+    # anonymous readers see the notebook, not the log
+    anon = client(replace(site, web_anonymous_read=True))
+    anon.app.state.dashboard.launcher.failures.update(c.app.state.dashboard.launcher.failures)
+    assert "launch-log" not in anon.get("/notebook/ok_autorun.ipynb").text
+
+
+def test_pages_show_the_effective_data_source(site: Settings, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "nodata"))
+    c = client(site)
+    for path in ("/", "/notebook/ok_autorun.ipynb"):
+        page = c.get(path, auth=AUTH).text
+        assert f"embedded store {tmp_path / 'nodata'} (OONI_DATA_DIR) - MISSING" in page
+    monkeypatch.delenv("OONI_DATA_DIR")
+    assert "NONE: no data source is configured" in c.get("/", auth=AUTH).text
+
+
+@pytest.mark.integration
+def test_run_now_with_a_relative_config_runs_with_the_files_settings(tmp_path: Path, jc, monkeypatch) -> None:
+    """`jupycron --config site/jupycron.toml serve` from another folder: the Run now it starts
+    finds the config, and the run sees the [ooniutils] values and an absolute state folder."""
+    import nbformat
+    from click.testing import CliRunner
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from jupycron import cli
+
+    site_dir = tmp_path / "site"
+    (site_dir / "nb").mkdir(parents=True)
+    nb = "env_autorun.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(
+        '# jupycron: {"every": "1 day"}\n'
+        "import os\n"
+        f"assert os.environ['OONI_DATA_DIR'] == {str(site_dir / 'data')!r}, os.environ['OONI_DATA_DIR']\n"
+        "assert os.environ['OONI_NTFY_URL'] == 'http://127.0.0.1:9/t'\n"
+        f"assert os.environ['JUPYCRON_STATE_DIR'] == {str(site_dir / 'nb' / 'jupycron' / '.state')!r}\n")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}),
+        site_dir / "nb" / nb)
+    (site_dir / "jupycron.toml").write_text(
+        'notebooks = "nb"\n[ooniutils]\ndata_dir = "data"\nntfy_url = "http://127.0.0.1:9/t"\n'
+        f'[web_users]\nalice = "{HASH}"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OONI_DATA_DIR", "/elsewhere")  # replaced by the file's value (restored after)
+    monkeypatch.setenv("OONI_NTFY_URL", "x")
+    seen = {}
+
+    def fake_serve(settings, host, port, **kw):
+        seen["settings"] = settings
+
+    monkeypatch.setattr("jupycron.web.server.serve", fake_serve)
+    res = CliRunner().invoke(cli.main, ["--config", "site/jupycron.toml", "serve"])
+    assert res.exit_code == 0, res.output
+    s = seen["settings"]
+    assert s.config_file == site_dir / "jupycron.toml"
+    argv = web_app.run_now_argv(s, nb)
+    assert argv[argv.index("--config") + 1] == str(site_dir / "jupycron.toml")
+    assert os.environ["OONI_DATA_DIR"] == str(site_dir / "data")
+    monkeypatch.setenv("OONI_DATA_DIR", "/elsewhere")  # the run gets the file's value anyway
+    c = TestClient(create_app(s), base_url="http://dash.test")
+    token = csrf_of(c.get(f"/notebook/{nb}", auth=AUTH).text)
+    monkeypatch.chdir("/")  # the launched run must not depend on the server's working directory
+    assert c.post("/run", data={"notebook": nb, "csrf_token": token}, auth=AUTH,
+                  follow_redirects=False).status_code == 303
+    jc.wait_until(lambda: rows_of(c.get("/", auth=AUTH).text)[nb] not in ("never", "running"),
+                  timeout=120, what="the run to finish")
+    page = c.get(f"/notebook/{nb}", auth=AUTH).text
+    assert "launch-log" not in page, page
+    assert rows_of(c.get("/", auth=AUTH).text)[nb] == "success", page
