@@ -64,7 +64,7 @@ class Settings:
     jupyter_base_url: str = field(default="", metadata={"help": "Jupyter base URL; links are <url>/notebooks/<path>."})
     output_base_url: str = field(default="", metadata={"help": "Public base URL of the outputs folder (alert links)."})
     late_grace_s: float = field(default=600.0, metadata={
-        "help": "A slot missed by more than this makes the notebook 'late' (alerts).", "min": 0.0, "max": 366 * _DAY})
+        "help": "A slot missed by more than this makes the notebook 'late' (alerts).", "min": 0.0, "max": 3660 * _DAY})
     alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert.",
                                                            "min": 1, "max": 100_000})
     alert_channels: str = field(default="", metadata={"help": "Comma list of alertmanager,slack,ntfy for run-state alerts."})

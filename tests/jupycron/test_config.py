@@ -160,3 +160,29 @@ def test_list_shows_the_effective_data_source_from_a_relative_config(tmp_path, m
     res = CliRunner().invoke(cli.main, ["--config", "jupycron.toml", "list"])
     assert f"data source: embedded store {tmp_path / 'data'} (OONI_DATA_DIR)\n" in res.output
     reset_stores()
+
+
+def test_alert_checks_use_the_channels_of_the_config_file(tmp_path, jc, monkeypatch):
+    """`jupycron alerts` with no OONI_* variable: the ntfy endpoint comes from [ooniutils]."""
+    from datetime import UTC, datetime, timedelta
+
+    from jupycron.history import History
+    from jupycron.models import Run, RunStatus
+    from tests.support.fake_webhooks import fake_webhook_server
+
+    nb = jc.copy_notebook("ok_autorun.ipynb", tmp_path / "nb", "a_autorun.ipynb", line='{"every": "1 hour"}')
+    now = datetime.now(UTC)
+    History(tmp_path / "nb" / "jupycron").record(Run(
+        nb, f"{now:%Y%m%dT%H%M%S}-000001", now - timedelta(minutes=1), RunStatus.FAILED,
+        finished_at=now, duration_s=1.0, error_name="ValueError", error_value="boom"))
+    with fake_webhook_server() as hook:
+        (tmp_path / "jupycron.toml").write_text(
+            'notebooks = "nb"\nalert_channels = "ntfy"\n'
+            f'[ooniutils]\nntfy_url = "{hook.url("/topic")}"\n')
+        monkeypatch.setenv("OONI_NTFY_URL", "http://127.0.0.1:9/not-this-one")  # restored after
+        monkeypatch.chdir(tmp_path)
+        res = CliRunner().invoke(cli.main, ["--config", "jupycron.toml", "alerts"])
+        assert res.exit_code == 0, res.output
+        assert res.output.splitlines() == [f"ntfy\tfire\tfailing\t{nb}\tok"]
+        assert [r.path for r in hook.requests] == ["/topic"]
+        assert "boom" in hook.requests[0].text()
