@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,13 +45,21 @@ def step(title: str) -> None:
 _print_lock = threading.Lock()
 
 
+HARMLESS = ("[NbConvertApp] WARNING | Alternative text is missing on",)
+"""nbconvert's accessibility nag for every chart (an image without a description): it then
+writes a generic ``alt`` itself, so there is nothing for an operator to do. Dropped from
+the demo's log (jupycron drops the same warning from its own)."""
+
+
 def run(args: list[str], env: dict[str, str], check: bool = True, cwd: Path | None = None) -> int:
     """Run one command, its output printed as one block after it ends (commands may run in
-    parallel); raise on failure when ``check``."""
+    parallel) without the :data:`HARMLESS` lines; raise on failure when ``check``."""
     proc = subprocess.run(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = "".join(line for line in proc.stdout.decode("utf-8", "replace").splitlines(keepends=True)
+                   if not line.startswith(HARMLESS))
     with _print_lock:
         print("$ " + " ".join(args), flush=True)
-        sys.stdout.write(proc.stdout.decode("utf-8", "replace"))
+        sys.stdout.write(text)
         sys.stdout.flush()
     if check and proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, args)
@@ -81,13 +90,13 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=None, help="days of generated measurements (default 90)")
     ap.add_argument("--rows", type=int, default=None, help="generated fastpath rows (default: generator's)")
     ap.add_argument("--small", action="store_true",
-                    help="a smaller world for tests: 30 days, 300,000 rows, a 2,000-line journal")
+                    help="a smaller world for tests: 30 days, 200,000 rows, a 2,000-line journal")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="notebooks run at once (default: CPU count)")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     days = args.days or (30 if args.small else 90)
-    rows = args.rows or (300_000 if args.small else None)
+    rows = args.rows or (200_000 if args.small else None)
     journal_lines = 2000 if args.small else 20000
 
     demo = args.dir.resolve()
@@ -140,12 +149,15 @@ def main() -> int:
     def run_autorun(nb: Path) -> int:
         return run(jupycron + ["run-now", nb.name], base_env, check=False)
 
+    ipc = Path(tempfile.mkdtemp(prefix="demo-ipc-"))  # short: Unix socket paths are limited
+
     def run_interactive(nb: Path) -> int:
-        # IPC: the kernel talks over Unix sockets, not loopback TCP (no plain-text transport
-        # warning); --log-level WARN keeps nbconvert's warnings but not its progress lines.
+        # IPC: the kernel talks over Unix sockets (one prefix per notebook, as they run in
+        # parallel), not plain-text loopback TCP, which ipykernel warns about;
+        # --log-level WARN keeps nbconvert's warnings but not its progress lines.
         return run([str(bindir / "jupyter"), "nbconvert", "--execute", "--to", "html",
-                    "--KernelManager.transport=ipc", "--log-level=WARN",
-                    "--output-dir", str(interactive), str(notebooks / nb.name)],
+                    "--KernelManager.transport=ipc", f"--KernelManager.ip={ipc / nb.stem}",
+                    "--log-level=WARN", "--output-dir", str(interactive), str(notebooks / nb.name)],
                    {**env, "PWD": str(notebooks)}, check=False, cwd=notebooks)
 
     t1 = time.monotonic()
@@ -153,8 +165,11 @@ def main() -> int:
         codes = dict(zip(autorun, pool.map(run_autorun, autorun), strict=True))
     run(jupycron + ["list"], base_env, check=False)
     step("Executing the interactive notebooks (not scheduled) as an operator would")
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        codes |= dict(zip(interactive_nbs, pool.map(run_interactive, interactive_nbs), strict=True))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            codes |= dict(zip(interactive_nbs, pool.map(run_interactive, interactive_nbs), strict=True))
+    finally:
+        shutil.rmtree(ipc, ignore_errors=True)
     failed = [nb.name for nb, code in codes.items() if code != 0]
     print(f"notebooks ran in {time.monotonic() - t1:.1f}s")
 
@@ -162,6 +177,7 @@ def main() -> int:
     truth = json.loads((demo / "ground_truth.json").read_text())
     incidents = truth.get("incidents", truth if isinstance(truth, list) else [])
     rel_cfg = os.path.relpath(cfg)
+    rel_cfg = cfg if rel_cfg.startswith("..") else rel_cfg  # as the README writes it, from the clone
     print(f"settings          {cfg}")
     print(f"summary page      {output / 'summary.html'}")
     print(f"notebook outputs  {output}/*.html")
