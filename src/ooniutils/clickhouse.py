@@ -9,8 +9,11 @@ Example::
         cc="IT", since=datetime(2024, 1, 1),
     )
 
-The same code runs on the embedded store and on a ClickHouse server
-(``OONI_CLICKHOUSE_URL``); see :func:`ooniutils.store.get_store`.
+The same code runs on the embedded store (``OONI_DATA_DIR``, made by ``ooniutils data
+init``) and on a ClickHouse server (``OONI_CLICKHOUSE_URL``); see
+:func:`ooniutils.store.get_store`. Neither configured, or a data folder never initialised:
+:class:`~ooniutils.exceptions.ConfigError` naming those settings (a query never creates an
+empty store, so a notebook cannot report on data it does not have).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
     placeholders ``{name:Type}`` or pyformat ``%(name)s`` (its type is inferred from the
     value: str→String, int→Int64, float→Float64, bool→Bool, datetime→DateTime64(3) in
     UTC, date→Date, list/tuple→Array(T)). With pyformat, write ``%%`` for a literal ``%``.
-    Raises :class:`ooniutils.exceptions.QueryError` carrying ClickHouse's message.
+    Raises :class:`ooniutils.exceptions.QueryError` carrying ClickHouse's message, and
+    :class:`ooniutils.exceptions.ConfigError` when no data source is configured.
     """
     return get_store().query(query, params)
 
