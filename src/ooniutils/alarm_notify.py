@@ -47,6 +47,8 @@ from .exceptions import AlertError
 if TYPE_CHECKING:  # the adapters only call DataFrame methods: importing stays light
     import pandas as pd
 
+    from .analyses.flow import TotalOutage
+
 log = logging.getLogger(__name__)
 
 MESSAGE_CHANNELS: dict[str, tuple[str, type[Transport]]] = {
@@ -234,12 +236,12 @@ def _notify_channel(sent_log: SentLog, transport: Transport, result: ChannelRepo
                     resolved_text: str, link: str, now: datetime,
                     repeat_after: timedelta | None, resolve_after: timedelta | None,
                     unknown: Iterable[str], max_lines: int) -> None:
-    by_key = {e.key: e for e in episodes}
     plan = sent_log.plan({e.key: e.state for e in episodes}, now, repeat_after=repeat_after,
                          resolve_after=resolve_after, unknown=unknown)
     result.ongoing, result.waiting = plan.ongoing, plan.waiting
     if plan.announce:
-        new = [by_key[k] for k in plan.announce]
+        announce = set(plan.announce)
+        new = [e for e in episodes if e.key in announce]  # the caller's order: worst first
         lines = [f"• {e.summary}" for e in new]
         colors = sorted((e.color for e in new), key=lambda c: _COLOR_RANK.get(c, 2))
         count = f" ({len(new)})" if len(new) > 1 else ""
@@ -293,9 +295,26 @@ def _stem(notebook_html: str) -> str:
 # --- the measurement-flow alarms -------------------------------------------------------------
 
 
+OUTAGE_ALERTNAME = "IncomingMeasurementsTotalOutage"
+
+
+def outage_episode(outage: TotalOutage | None, duration_min: float) -> list[Episode]:
+    """The total-outage episode (none when ``outage`` is None): key
+    ``IncomingMeasurementsTotalOutage|all``, Alertmanager ``severity=critical``, listed first."""
+    if outage is None:
+        return []
+    return [Episode(episode_key(OUTAGE_ALERTNAME, "all"), f"*{outage.describe()}*",
+                    subject="the measurement flow (all probe types)", alertname=OUTAGE_ALERTNAME,
+                    instance="all", labels={"severity": "critical"},
+                    annotations={"since": f"{outage.since:%Y-%m-%d %H:%M}",
+                                 "expected_per_" + outage.unit: f"{outage.expected:.0f}"},
+                    duration_min=duration_min, color="danger")]
+
+
 def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alertname: str, *,
                      send: bool, now: datetime | None = None, duration_min: float = 90,
-                     state_dir: str | Path | None = None) -> NotifyReport:
+                     state_dir: str | Path | None = None,
+                     outage: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the hourly measurement-flow notebooks.
 
     ``current``: alarms still open in the last complete hours (``latest_alarms`` rows:
@@ -305,9 +324,13 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
     message, once it has dropped out — i.e. no alarmed hour in the notebook's
     ``ALERT_HOURS`` window, which is the hysteresis. Alertmanager gets ``alertname`` with
     ``instance=<series>`` and the actual/expected counts on every run.
+
+    ``outage`` (:func:`~ooniutils.analyses.flow.total_outage`): no measurement at all in the
+    recent window while the history had some — announced first, as its own episode (see
+    :func:`outage_episode`), on top of the per-series drops.
     """
     link = output_link(notebook_html)
-    episodes = []
+    episodes = outage_episode(outage, duration_min)
     if len(current):
         latest = current.sort_values("end").drop_duplicates("series", keep="last")
         for row in latest.sort_values("series").itertuples():
@@ -319,7 +342,8 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
                 alertname=alertname, instance=str(row.series),
                 annotations={"actual": f"{row.actual:.0f}", "expected": f"{row.expected:.0f}"},
                 duration_min=duration_min))
-    return notify_episodes(_stem(notebook_html), episodes, title="Measurement drop",
+    return notify_episodes(_stem(notebook_html), episodes,
+                           title="Measurement outage" if outage else "Measurement drop",
                            resolved_title="Measurements recovered",
                            resolved_text="is back to the expected volume", link=link,
                            send=send, now=now, state_dir=state_dir)
@@ -327,16 +351,18 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
 
 def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str, *, send: bool,
                         now: datetime | None = None,
-                        state_dir: str | Path | None = None) -> NotifyReport:
+                        state_dir: str | Path | None = None,
+                        outage: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the daily long-term decline notebook.
 
     ``declining``: ``decline_table`` rows with ``alarm`` true (series, decline, level,
     p_value). One episode per probe type (key ``IncomingMeasurementsDecline|<series>``),
     over when the probe type is no longer declining significantly. Alertmanager gets
-    ``IncomingMeasurementsDecline`` for 26 hours on every (daily) run.
+    ``IncomingMeasurementsDecline`` for 26 hours on every (daily) run. ``outage``: no
+    measurement at all on the latest complete day(s), announced first (:func:`outage_episode`).
     """
     link = output_link(notebook_html)
-    episodes = [
+    episodes = outage_episode(outage, 60 * 26) + [
         Episode(episode_key("IncomingMeasurementsDecline", row.series),
                 f"probe type {row.series}: measurements declining {row.decline:.0%} over {weeks} "
                 f"weeks (level {row.level:,.0f}/day, p={row.p_value:.1e})",
@@ -344,7 +370,8 @@ def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str,
                 instance=str(row.series), annotations={"decline": f"{row.decline:.3f}"},
                 duration_min=60 * 26, color="warning")
         for row in (declining.sort_values("series").itertuples() if len(declining) else ())]
-    return notify_episodes(_stem(notebook_html), episodes, title="Measurement decline",
+    return notify_episodes(_stem(notebook_html), episodes,
+                           title="Measurement outage" if outage else "Measurement decline",
                            resolved_title="Measurement decline over",
                            resolved_text="is no longer declining", link=link, send=send,
                            now=now, state_dir=state_dir)

@@ -202,7 +202,7 @@ def test_duplicate_keys_are_refused():
 
 
 def test_decline_alerts_once_and_on_an_empty_table(hook):
-    html = "autorun_incoming_measurements_prediction_alarming_long_term.html"
+    html = "autorun_incoming_measurements_prediction_long_term_alarming.html"
     declining = pd.DataFrame([{"series": "ooniprobe-desktop", "decline": 0.4, "level": 12000.0,
                                "p_value": 1e-5, "alarm": True}])
     for day in range(2):
@@ -214,3 +214,24 @@ def test_decline_alerts_once_and_on_an_empty_table(hook):
     assert len(am) == 2 and am[0].json()[0]["labels"]["alertname"] == "IncomingMeasurementsDecline"
     assert [s["title"] for s in slack] == ["Measurement decline", "Measurement decline over"]
     assert "declining 40% over 8 weeks" in slack[0]["text"] and slack[0]["color"] == "warning"
+
+
+def test_total_outage_is_announced_first_as_critical(hook):
+    from ooniutils.analyses.flow import TotalOutage
+
+    outage = TotalOutage(since=pd.Timestamp("2024-05-01 06:00"), until=pd.Timestamp("2024-05-01 10:00"),
+                         last_seen=pd.Timestamp("2024-05-01 05:00"), expected=12000.0)
+    rep = send_flow_alerts(flow_current(), "probe type", FLOW_HTML, "IncomingMeasurementsDrop",
+                           send=True, now=T0, outage=outage)
+    rep.raise_for_errors()
+    assert str(rep).startswith("alert: *TOTAL OUTAGE: no measurements at all since 2024-05-01 06:00 UTC")
+    am, slack, _ = _split(hook.requests)
+    fired = [a for r in am for a in r.json()]
+    critical = [a for a in fired if a["labels"]["alertname"] == "IncomingMeasurementsTotalOutage"]
+    assert len(critical) == 1 and critical[0]["labels"]["severity"] == "critical"
+    assert critical[0]["labels"]["instance"] == "all"
+    assert len(slack) == 1 and slack[0]["title"] == "Measurement outage (2)"
+    assert slack[0]["text"].index("TOTAL OUTAGE") < slack[0]["text"].index("ooniprobe-android")
+    # the daily notebook sends the same episode
+    rep = send_decline_alerts(pd.DataFrame(), 8, "lt.html", send=True, now=T0, outage=outage)
+    assert [e.key for e in rep.active] == ["IncomingMeasurementsTotalOutage|all"]
