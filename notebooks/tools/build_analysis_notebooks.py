@@ -289,18 +289,22 @@ else:
 def tls_cert_expiry() -> list:
     return [
         new_code_cell(header("1 day", """
-import os
-
+from ooniutils import config
 from ooniutils.alarm_notify import send_tls_alerts
-from ooniutils.tls import cert_problems
+from ooniutils.exceptions import ConfigError
+from ooniutils.tls import cert_problems, expected_offline_targets, host_list
 
-# Hosts to check: OONI_TLS_HOSTS (comma- or space-separated "host" or "host:port", port 443 by
-# default), else the public OONI hosts below.
-DEFAULT_HOSTS = ["api.ooni.io", "api.ooni.org", "explorer.ooni.org", "ooni.org",
-                 "run.ooni.io", "0.th.ooni.org", "1.th.ooni.org"]
+# Hosts to check: the setting OONI_TLS_HOSTS (comma- or space-separated "host" or "host:port",
+# port 443 by default; default: the public OONI hosts). OONI_TLS_EXPECTED_OFFLINE lists the
+# ones that may be unreachable without alerting (e.g. a host in maintenance).
 WARN_DAYS = 30
-hosts = os.environ.get("OONI_TLS_HOSTS", "").replace(",", " ").split() or DEFAULT_HOSTS
-print(f"checking {len(hosts)} hosts, warning {WARN_DAYS} days before expiry")""")),
+hosts = host_list(config.get("OONI_TLS_HOSTS"))
+expected_offline = config.get("OONI_TLS_EXPECTED_OFFLINE") or ""
+offline = expected_offline_targets(expected_offline)
+if not hosts:
+    raise ConfigError("OONI_TLS_HOSTS is empty: no host to check", "OONI_TLS_HOSTS")
+print(f"checking {len(hosts)} hosts, warning {WARN_DAYS} days before expiry"
+      + (f"; expected offline: {', '.join(f'{h}:{p}' for h, p in sorted(offline))}" if offline else ""))""")),
         new_markdown_cell("""# TLS certificate expiry
 
 Each host is checked once with certificate verification (the reason is kept when it fails)
@@ -313,9 +317,12 @@ Alertmanager alert on every run (`TLSCertExpiry`, one per host, active 25 hours 
 up until the next daily run and resolves by itself once fixed). Slack and ntfy are not told
 daily: one message when a certificate enters the warning window, one when fewer than 7 and
 than 1 days are left, one when it expires, and one when it is valid again (what was announced
-is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`). Hosts that cannot be
-reached are listed below but do not alert: reachability is watched elsewhere, and a network
-outage would otherwise page once per host."""),
+is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`).
+
+A host that **cannot be reached** is not "no alarm": it is announced with the reason
+(`TLSHostUnreachable` to Alertmanager, once to Slack/ntfy, and "fixed" once it answers with a
+valid certificate), unless `OONI_TLS_EXPECTED_OFFLINE` lists it (then it is listed below as
+expected offline and neither alerted nor resolved)."""),
         new_code_cell("""certs = check_tls_certs(hosts, warn_days=WARN_DAYS, timeout=5)
 order = {"expired": 0, "expiring": 1, "error": 2, "ok": 3}
 certs = certs.sort_values(["status", "days_left"], key=lambda s: s.map(order) if s.name == "status" else s,
@@ -325,8 +332,10 @@ certs"""),
 print(f"{len(certs)} hosts: {(certs.status == 'ok').sum()} ok, {len(problems)} with a certificate problem, "
       f"{len(unreachable)} whose certificate cannot be fetched")
 for row in unreachable.itertuples():
-    print(f"  {row.error}")"""),
-        new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun)
+    note = "expected offline, not alerted" if (row.host, row.port) in offline else "ALERT"
+    print(f"  [{note}] {row.error}")"""),
+        new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun,
+                         expected_offline=expected_offline)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]

@@ -413,7 +413,8 @@ def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
 
 def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
                     reminder_days: Sequence[int] = (7, 1), now: datetime | None = None,
-                    state_dir: str | Path | None = None) -> NotifyReport:
+                    state_dir: str | Path | None = None,
+                    expected_offline: str | Iterable[str] = ()) -> NotifyReport:
     """Alerts for the daily TLS certificate notebook (``check_tls_certs`` output).
 
     One episode per host:port with a certificate problem (expiring, expired, or invalid for
@@ -421,13 +422,24 @@ def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
     expiring ones split by ``reminder_days`` (see :func:`~ooniutils.tls.cert_alert_state`),
     so Slack hears once when a certificate enters the warning window, once more when fewer
     than 7 and 1 days are left, once when it expires, and once ("fixed") when it is valid
-    again — not daily. Hosts whose certificate could not be fetched are unknown this run:
-    neither alerted (reachability is watched elsewhere) nor resolved. Alertmanager gets
-    ``TLSCertExpiry`` (job ``tls-cert-expiry``, ``severity`` critical when expired) for 25
-    hours on every daily run.
-    """
-    from .tls import cert_alert_state, cert_problems, describe_cert_problem
+    again — not daily. Alertmanager gets ``TLSCertExpiry`` (job ``tls-cert-expiry``,
+    ``severity`` critical when expired) for 25 hours on every daily run.
 
+    A host whose certificate could not be fetched is announced with the reason (same key,
+    state ``unreachable``; Alertmanager ``TLSHostUnreachable``): a check that cannot see is
+    not "no alarm". Hosts listed in ``expected_offline`` (``OONI_TLS_EXPECTED_OFFLINE``:
+    ``host[:port]`` items) are the exception: when unreachable they are unknown this run,
+    neither alerted nor resolved.
+    """
+    from .tls import (
+        cert_alert_state,
+        cert_problems,
+        describe_cert_problem,
+        describe_unreachable,
+        expected_offline_targets,
+    )
+
+    offline = expected_offline_targets(expected_offline)
     problems, unreachable = cert_problems(certs)
     episodes = []
     for row in problems.itertuples():
@@ -439,7 +451,17 @@ def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
             alertname="TLSCertExpiry", job="tls-cert-expiry", instance=target,
             labels={"severity": "critical" if expired else "warning"}, duration_min=25 * 60,
             color="danger" if expired else "warning"))
-    unknown = [episode_key("TLSCertExpiry", f"{r.host}:{r.port}") for r in unreachable.itertuples()]
+    unknown = []
+    for r in unreachable.itertuples():
+        target = f"{r.host}:{r.port}"
+        if (r.host, int(r.port)) in offline:
+            unknown.append(episode_key("TLSCertExpiry", target))
+            continue
+        episodes.append(Episode(
+            episode_key("TLSCertExpiry", target), describe_unreachable(r),
+            subject=f"{target} certificate", state="unreachable", alertname="TLSHostUnreachable",
+            job="tls-cert-expiry", instance=target, labels={"severity": "warning"},
+            annotations={"error": str(r.error)}, duration_min=25 * 60, color="danger"))
     return notify_episodes(_stem(notebook_html), episodes, title="TLS certificates need attention",
                            resolved_title="TLS certificates fixed",
                            resolved_text="is valid again", link=output_link(notebook_html),
