@@ -49,10 +49,12 @@ def test_helper_alarm() -> list:
     return [
         new_code_cell(header("1 hour", """
 from ooniutils.alarm_notify import send_helper_alerts
+from ooniutils.analyses.flow import total_outage
 from ooniutils.analyses.test_helpers import (
     AlarmParams, alarm_episodes, country_heatmap, failure_rate_chart, helper_alarms,
     helper_inventory, helper_summary, hourly_rates, network_problems)
 from ooniutils.datasets.flow import utcnow
+from ooniutils.datasets.source import require_rows
 from ooniutils.datasets.test_helpers import fetch_helper_counts, fetch_helper_instances
 
 import pandas as pd
@@ -81,11 +83,14 @@ Helpers are joined with `test_helper_instances` on `rdn.dns_zone` (e.g. `2.th.oo
 the host of fastpath's `test_helper_address`; a rotated rdn's hours are split between its
 old and new droplet at the old one's `draining_at`."""),
         new_code_cell("""counts = fetch_helper_counts(since, until)
+# no history at all: a data-path error (the run fails); silent recent hours: an alarm
+require_rows(counts, "fastpath", since, until, "web_connectivity measurements with a test helper address")
+silence = total_outage(counts, until - pd.Timedelta(hours=PARAMS.recent_hours), until,
+                       time_col="hour", value_col="total")
+if silence:
+    print("ALARM:", silence.describe("web_connectivity measurements with a test helper"))
 instances = fetch_helper_instances()
 inventory = helper_inventory(instances, now)
-if counts.empty:
-    print("no web_connectivity measurements with a test helper address in this period: "
-          "nothing to analyse, no alarm")
 if inventory.empty:
     print("test_helper_instances is empty: provider/region/state unknown")
 print(f"{len(counts)} hourly rows, {counts['helper'].nunique()} helpers, "
@@ -137,7 +142,7 @@ Under jupycron, each helper failing for all probes is fired to Alertmanager on e
 failing and one "recovered" message once it has not alarmed for two runs in a row (what was
 announced is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`)."""),
         new_code_cell("""report = send_helper_alerts(current, inventory, "autorun_test_helper_failure_rate_alarm.html",
-                            send=autorun)
+                            send=autorun, silence=silence)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]
@@ -207,12 +212,13 @@ reported as exact. The table has no `date_added` (it is empty here; the CSV fold
 `find_duplicate_test_list_urls("/path/to/lists")`)."""),
         new_code_cell("""import pandas as pd
 
+from ooniutils.datasets.source import require_rows
+
+n_lists = int(click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0])
+# an empty table is not "no duplicate": load the test lists (ooniutils.store.loaders.load_test_lists)
+require_rows(n_lists, "citizenlab", what="test-list entries")
 dups = find_duplicate_test_list_urls()
-n_lists = click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0]
-if n_lists == 0:
-    print("the citizenlab table is empty: load the test lists first "
-          "(ooniutils.store.loaders.load_test_lists)")
-elif dups.empty:
+if dups.empty:
     print(f"no duplicate among {n_lists} test-list entries")
 else:
     print(f"{dups['normalized_url'].nunique()} URLs listed more than once "
@@ -229,7 +235,9 @@ def events() -> list:
 from ooniutils import config
 from ooniutils.analyses.events import (
     SentLog, default_state_dir, new_changepoints, slack_message, summary_table, table_html)
-from ooniutils.datasets.events import fetch_changepoints
+from ooniutils.datasets.events import fetch_changepoints, newest_changepoint_time
+from ooniutils.datasets.flow import parse_when
+from ooniutils.datasets.source import require_recent
 
 LOOKBACK = "7 days"
 state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
@@ -238,10 +246,15 @@ state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
 Recent changepoints found by the event detector (`event_detector_changepoints`), newest
 first, each with a link to the OONI Explorer chart of that network and domain. Changepoints
 not announced before are sent to Slack (when run by jupycron); what was sent is recorded in
-the state file below only after Slack accepted it, so nothing is repeated on the next run."""),
+the state file below only after Slack accepted it, so nothing is repeated on the next run.
+No changepoint at all in `LOOKBACK` is not a quiet world but a stopped detector (or an empty
+table, or the wrong data source): the run fails with the newest changepoint's time."""),
         new_code_cell("""from IPython.display import HTML
 
 changepoints = fetch_changepoints(LOOKBACK)
+if changepoints.empty:  # fails the run: the detector stopped, or this is the wrong table
+    require_recent(newest_changepoint_time(), "event_detector_changepoints", parse_when(LOOKBACK),
+                   "changepoints", "the event detector")
 table = summary_table(changepoints, config.get("OONI_EXPLORER_URL"))
 sent = state.load()
 new = new_changepoints(table, sent)
@@ -260,7 +273,9 @@ def logs(every: str | None, recent: str, window: str, title: str) -> list:
     return [
         new_code_cell(header(every, f"""
 from ooniutils.analyses.logs import error_counts, errors_chart, recent_by_unit, unit_summary
-from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs
+from ooniutils.datasets.flow import parse_when
+from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs, newest_log_time
+from ooniutils.datasets.source import require_recent
 
 RECENT = "{recent}"   # newest lines shown
 WINDOW = "{window}"   # error counts and per-unit summary""")),
@@ -268,12 +283,14 @@ WINDOW = "{window}"   # error counts and per-unit summary""")),
 
 Journald lines shipped into the `logs` table (by Vector or `ooniutils logs ship`), in
 journald's own time order (`__REALTIME_TIMESTAMP`): the newest lines of each host and unit,
-then errors (priority err and worse) by unit and priority over time."""),
+then errors (priority err and worse) by unit and priority over time. No line at all in
+`WINDOW` means log shipping stopped (or the wrong data source): the run fails, naming the time
+of the newest line."""),
         new_code_cell("""lines = fetch_recent_logs(RECENT, limit=5000, per_unit=50)
 counts = fetch_log_counts(WINDOW, granularity="hour")
-if counts.empty:
-    print(f"the logs table has no line in the last {WINDOW}: nothing ships logs here "
-          "(start Vector or `ooniutils logs ship`)")
+if counts.empty:  # fails the run: an empty dashboard is not "no errors"
+    require_recent(newest_log_time(), "logs", parse_when(WINDOW), "log lines",
+                   "log shipping (Vector or `ooniutils logs ship`)")
 unit_summary(counts)"""),
         new_code_cell("""if lines.empty:
     print(f"no log line in the last {RECENT}")

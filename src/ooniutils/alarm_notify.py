@@ -379,11 +379,14 @@ def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str,
 
 # --- the test helper alarm -------------------------------------------------------------------
 
+HELPER_MEASUREMENTS = "web_connectivity measurements with a test helper"
+
 
 def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
                        notebook_html: str, *, send: bool, now: datetime | None = None,
                        resolve_after: timedelta = timedelta(minutes=90),
-                       state_dir: str | Path | None = None) -> NotifyReport:
+                       state_dir: str | Path | None = None,
+                       silence: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the hourly test helper failure-rate notebook.
 
     ``current``: :func:`~ooniutils.analyses.test_helpers.helper_alarms` rows of the hour
@@ -392,11 +395,22 @@ def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
     minutes: two hourly runs in a row without the alarm), so a rate hovering at the
     threshold does not post start/recovered pairs every hour. Alertmanager gets
     ``TestHelperFailing`` with ``instance=<host>`` on every alarmed run.
+
+    ``silence`` (:func:`~ooniutils.analyses.flow.total_outage` over the helper counts): no
+    web_connectivity measurement with a test helper in the recent hours while the history had
+    some — nothing can be judged, which is an alarm of its own (key
+    ``TestHelperNoMeasurements|all``, Alertmanager severity critical), announced first.
     """
     from .analyses.test_helpers import alarm_lines
 
     lines = alarm_lines(current, inventory) if len(current) else {}
-    episodes = [Episode(episode_key("TestHelperFailing", helper), text,
+    episodes = [] if silence is None else [Episode(
+        episode_key("TestHelperNoMeasurements", "all"),
+        f"*{silence.describe(HELPER_MEASUREMENTS)}: helper failures cannot be judged*",
+        subject="web_connectivity measurements with a test helper",
+        alertname="TestHelperNoMeasurements", instance="all", labels={"severity": "critical"},
+        color="danger")]
+    episodes += [Episode(episode_key("TestHelperFailing", helper), text,
                         subject=f"test helper {helper}", alertname="TestHelperFailing",
                         instance=str(helper))
                 for helper, text in sorted(lines.items())]

@@ -263,3 +263,21 @@ def test_tls_unreachable_host_alerts_with_the_reason_unless_expected_offline(hoo
     assert "refused" in slack[0]["text"] and ":8443" not in slack[0]["text"]
     with pytest.raises(AnalysisError, match="host"):
         send_tls_alerts(pd.DataFrame(down), "x.html", send=False, expected_offline="https://x/")
+
+
+def test_helper_silence_is_an_alarm(hook):
+    from ooniutils.analyses.flow import total_outage
+
+    t = pd.date_range("2024-05-01", periods=48, freq="h")
+    counts = pd.DataFrame({"hour": t, "helper": "0.th.ooni.org", "total": 100})
+    until = t[-1] + pd.Timedelta(hours=5)  # five silent hours
+    silence = total_outage(counts, until - pd.Timedelta(hours=3), until, time_col="hour",
+                           value_col="total")
+    rep = send_helper_alerts(pd.DataFrame(), None, "autorun_test_helper_failure_rate_alarm.html",
+                             send=True, now=T0, silence=silence)
+    rep.raise_for_errors()
+    assert [e.key for e in rep.active] == ["TestHelperNoMeasurements|all"]
+    assert "no web_connectivity measurements with a test helper at all since 2024-05-03 00:00" in str(rep)
+    am, slack, _ = _split(hook.requests)
+    assert am[0].json()[0]["labels"]["alertname"] == "TestHelperNoMeasurements"
+    assert len(slack) == 1 and "cannot be judged" in slack[0]["text"]

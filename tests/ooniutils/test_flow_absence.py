@@ -103,3 +103,17 @@ def test_describe_server_source_hides_credentials(monkeypatch):
     monkeypatch.setenv("OONI_CLICKHOUSE_URL", "https://reader:s3cret@ch.example:8443/ooni")
     text = describe_data_source()
     assert text == "ClickHouse server ch.example:8443/ooni" and "s3cret" not in text
+
+
+def test_require_recent_tells_empty_from_stopped(monkeypatch, tmp_path):
+    from ooniutils.datasets.source import require_recent
+
+    monkeypatch.delenv("OONI_CLICKHOUSE_URL", raising=False)
+    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path))
+    since = pd.Timestamp("2024-05-09")
+    require_recent(pd.Timestamp("2024-05-09 10:00"), "logs", since, "log lines", "Vector")
+    with pytest.raises(NoDataError, match="no log lines at all in the logs table"):
+        require_recent(None, "logs", since, "log lines", "Vector")
+    with pytest.raises(NoDataError, match=r"no log lines in the logs table since 2024-05-09 00:00:00 UTC: "
+                                          r"the newest is from 2024-05-01 08:00:00 UTC .*Vector has stopped"):
+        require_recent(pd.Timestamp("2024-05-01 08:00"), "logs", since, "log lines", "Vector")

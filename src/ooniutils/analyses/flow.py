@@ -654,8 +654,9 @@ class TotalOutage:
         """Buckets (hours or days) without any measurement up to ``until``."""
         return int((self.until - self.since) / _UNITS[self.unit])
 
-    def describe(self) -> str:
-        return (f"TOTAL OUTAGE: no measurements at all since {self.since:%Y-%m-%d %H:%M} UTC "
+    def describe(self, what: str = "measurements") -> str:
+        """One line: ``TOTAL OUTAGE: no <what> at all since …``."""
+        return (f"TOTAL OUTAGE: no {what} at all since {self.since:%Y-%m-%d %H:%M} UTC "
                 f"({self.buckets} {self.unit}s up to {self.until:%Y-%m-%d %H:%M}; last "
                 f"measurements in the {self.unit} of {self.last_seen:%Y-%m-%d %H:%M}, usually "
                 f"{self.expected:,.0f} per {self.unit})")

@@ -39,16 +39,33 @@ def describe_data_source() -> str:
     return f"embedded store at {config.data_dir()}"
 
 
-def require_rows(rows: Any, table: str, since: Any, until: Any, what: str = "rows") -> None:
+def require_rows(rows: Any, table: str, since: Any = None, until: Any = None,
+                 what: str = "rows") -> None:
     """Raise :class:`NoDataError` when ``rows`` (a DataFrame, or a count) is empty/zero.
 
-    ``table`` and ``what`` name what was expected, ``since``/``until`` the window searched.
+    ``table`` and ``what`` name what was expected, ``since``/``until`` the window searched
+    (both None: the whole table).
     """
     n = rows if isinstance(rows, int | float) else len(rows)
     if n:
         return
-    msg = (f"no {what} at all in the {table} table between {since} and {until} UTC "
-           f"(reading the {describe_data_source()}): the table is empty or this is the wrong "
-           f"data source; {SETTINGS_HINT}")
+    window = f" between {since} and {until} UTC" if since is not None or until is not None else ""
+    msg = (f"no {what} at all in the {table} table{window} (reading the "
+           f"{describe_data_source()}): the table is empty or this is the wrong data source; "
+           f"{SETTINGS_HINT}")
     log.error("%s", msg)
     raise NoDataError(msg, table=table)
+
+
+def require_recent(newest: Any, table: str, since: Any, what: str, producer: str) -> None:
+    """Raise :class:`NoDataError` when the newest row of ``table`` (``newest``: a timestamp,
+    None when the table is empty) is older than ``since``: whatever writes the table
+    (``producer``, named in the message) has stopped, and an empty window is not "quiet"."""
+    if newest is None or newest != newest:  # None or NaT
+        require_rows(0, table, what=what)
+    if newest < since:
+        msg = (f"no {what} in the {table} table since {since} UTC: the newest is from "
+               f"{newest} UTC (reading the {describe_data_source()}); {producer} has stopped "
+               f"writing here")
+        log.error("%s", msg)
+        raise NoDataError(msg, table=table)
