@@ -259,8 +259,9 @@ store holds), then the last weeks in detail with the week-over-week change per p
 No measurement at all in the window fails the run (empty table or wrong data source); no
 measurement on the last complete day is shown as a total outage (the alarm notebooks send it)."""),
         code("""YEARS = 3
-DETAIL_WEEKS = 6""", tags=["parameters"]),
-        code("""until = utcnow().floor("D")
+DETAIL_WEEKS = 6
+UNTIL = None        # end of the window (exclusive, a day); None = today 00:00 UTC""", tags=["parameters"]),
+        code("""until = (utcnow() if UNTIL is None else pd.Timestamp(UNTIL)).floor("D")
 since = until - pd.DateOffset(years=YEARS)
 daily = daily_counts_by_software(since=since, until=until)
 require_rows(daily, "fastpath", since, until, "measurements")  # no history at all: the run fails

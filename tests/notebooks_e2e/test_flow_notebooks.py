@@ -122,6 +122,11 @@ def outputs(world):
         futures = {"autorun": pool.submit(autorun_twice)}  # the longest chain starts first
         futures["outage"] = pool.submit(run_notebook, FLOW, outage_env,
                                         f"UNTIL = '{silent_until}'\nALERT_HOURS = 3")
+        # the daily notebooks, two days after the end of the data (not under jupycron)
+        futures |= {f"outage:{name}": pool.submit(run_notebook, name, env, until)
+                    for name, until in ((PER_COUNTRY, f"UNTIL = '{silent_until}'"),
+                                        (LONG_TERM, f"UNTIL = '{silent_until + pd.Timedelta(days=2)}'"),
+                                        (MSMTS, f"UNTIL = '{silent_until + pd.Timedelta(days=2)}'"))}
         futures |= {name: pool.submit(run_notebook, name, env) for name in ALL}
         futures |= {f"empty:{name}": pool.submit(run_notebook, name, {**empty_env, "AUTORUN": "1"})
                     for name in ALL}
@@ -263,3 +268,11 @@ def test_committed_notebooks_are_built_from_the_script():
     script = NOTEBOOKS / "tools" / "build_flow_notebooks.py"
     res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", [PER_COUNTRY, LONG_TERM, MSMTS])
+def test_other_flow_notebooks_flag_the_total_outage(outputs, name):
+    text = _ok(outputs, f"outage:{name}")["text"]
+    assert "TOTAL OUTAGE: no measurements at all since" in text, text[-3000:]
+    if name != MSMTS:  # the alarm notebooks list it among their alerts (not sent: no AUTORUN)
+        assert "alert: *TOTAL OUTAGE" in text and "(AUTORUN unset): alerts not sent" in text
