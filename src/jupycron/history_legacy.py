@@ -17,8 +17,8 @@ How a row maps to a run:
   and its schedule slot (so the due rule sees the slot as served); ``elapsed`` (seconds,
   ``null`` when unknown) gives ``duration_s`` and ``finished_at``;
 * ``success`` → SUCCESS, ``failed`` → FAILED (the old tool kept no error text: the run says
-  so), ``not run`` → no run: the notebook was seen but never run, which becomes its
-  ``first_seen``;
+  so), ``not run`` → no run: the notebook was seen but never run; its time (may be null, its
+  elapsed is ignored) becomes ``first_seen``;
 * the run's output is ``<path>.html``, the same layout as before; keys may be relative to
   the notebooks folder or absolute: an absolute key is made relative to the output folder's
   parent (the old default put the output inside the notebooks folder), else to the deepest
@@ -139,15 +139,16 @@ def convert(doc: Any, output_dir: Path | str, host: str | None = None) -> dict[s
         if len(row) != 3:
             raise ValueError(f"{key}: expected [time, status, elapsed], got {row!r}")
         stamp, status, elapsed = row
-        started = parse_timestamp(stamp)
-        seconds = _elapsed(elapsed, key)
         rel = _relative(key, out_dir)
         if rel in entries:
             raise ValueError(f"{key}: two rows for the notebook {rel}")
-        if status == _NOT_RUN:
+        if status == _NOT_RUN:  # seen, never run: no time or duration to trust beyond "seen"
+            seen = None if stamp is None else parse_timestamp(stamp)
             entries[rel] = {"runs": [], "deleted_at": None, "last_success_output": None,
-                            "first_seen": started.isoformat()}
+                            "first_seen": seen.isoformat() if seen else None}
             continue
+        started = parse_timestamp(stamp)
+        seconds = _elapsed(elapsed, key)
         if status not in _STATUSES:
             raise ValueError(f"{key}: status {status!r} is not one of success, failed, not run")
         run = _run(rel, started, _STATUSES[status], seconds, host)

@@ -33,6 +33,7 @@ def test_old_history_is_imported_as_last_runs(tmp_path: Path, caplog) -> None:
         "autorun_flow.ipynb": ["2024-03-05 07:00:12.345678", "success", 42.5],
         "team/autorun_tls.ipynb": ["2024-03-05T06:00:00", "failed", 3],
         "autorun_new.ipynb": ["2024-03-05 07:01:00", "not run", 0],
+        "autorun_never.ipynb": [None, "not run", None],
     }}
     path = write(tmp_path, original)
     data = History(tmp_path).load()
@@ -50,6 +51,7 @@ def test_old_history_is_imported_as_last_runs(tmp_path: Path, caplog) -> None:
     assert data["team/autorun_tls.ipynb"].consecutive_failures == 1
     assert data["autorun_new.ipynb"].runs == []  # seen, never run
     assert data["autorun_new.ipynb"].first_seen == datetime(2024, 3, 5, 7, 1, tzinfo=UTC)
+    assert data["autorun_never.ipynb"].runs == [] and data["autorun_never.ipynb"].first_seen is None
     backup = tmp_path / ".history.json.jupycron-legacy"
     assert json.loads(backup.read_text()) == original
     assert any("old jupycron format" in m for m in caplog.messages)
@@ -145,9 +147,10 @@ def test_plausible_old_files_are_imported(tmp_path_factory, rows) -> None:
 
 bad_row = st.one_of(
     st.tuples(st.text(max_size=8).filter(lambda t: not _is_iso(t)), status, elapsed).map(list),
+    st.tuples(st.none(), st.sampled_from(["success", "failed"]), elapsed).map(list),
     st.tuples(old_timestamp().map(lambda t: t[0]), st.text(max_size=8).filter(
         lambda s: s not in ("success", "failed", "not run")), elapsed).map(list),
-    st.tuples(old_timestamp().map(lambda t: t[0]), status,
+    st.tuples(old_timestamp().map(lambda t: t[0]), st.sampled_from(["success", "failed"]),
               st.one_of(st.integers(max_value=-1), st.text(max_size=3), st.just(float("inf")))
               ).map(list),
     st.lists(st.integers(), max_size=5).filter(lambda r: len(r) != 3),
