@@ -93,7 +93,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
              "from ooniutils.analyses.flow import (FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly,\n"
              "                                     predict_many, total_outage)\n"
              "from ooniutils.charts import flow_chart\n"
-             f"from ooniutils.datasets.flow import {fetch}, last_complete_hour\n"
+             f"from ooniutils.datasets.flow import {fetch}, last_complete_hour, newest_measurement_time\n"
              "from ooniutils.datasets.source import require_rows"),
         md(intro),
         code(params, tags=["parameters"]),
@@ -101,7 +101,8 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
 until = last_complete_hour() if UNTIL is None else pd.Timestamp(UNTIL).floor("h")
 since = until - pd.Timedelta(days=DAYS)
 counts = {fetch}(since=since, until=until)
-require_rows(counts, "fastpath", since, until, "measurements")  # no history at all: the run fails
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(counts, "fastpath", since, until, "measurements", newest=newest_measurement_time)
 wide = pivot_hourly(counts, "t", {keys}, start=since, end=until)
 outage = total_outage(counts, until - pd.Timedelta(hours=ALERT_HOURS), until)
 print(f"{{len(counts):,}} (hour, series) rows, {{counts['n'].sum():,}} measurements, "
@@ -182,7 +183,7 @@ def long_term_notebook() -> nbformat.NotebookNode:
              "from ooniutils.analyses.flow import total_outage\n"
              "from ooniutils.analyses.trend import decline_table\n"
              "from ooniutils.charts import stacked_counts_chart\n"
-             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow\n"
+             "from ooniutils.datasets.flow import daily_counts_by_software, newest_measurement_time, utcnow\n"
              "from ooniutils.datasets.source import require_rows"),
         md("""# Incoming measurements: slow declines over weeks
 
@@ -209,7 +210,8 @@ MIN_DECLINE = 0.15""", tags=["parameters"]),
         code("""until = (utcnow() if UNTIL is None else pd.Timestamp(UNTIL)).floor("D")   # complete days only
 since = until - pd.Timedelta(weeks=WEEKS)
 daily = daily_counts_by_software(since=since, until=until)
-require_rows(daily, "fastpath", since, until, "measurements")  # no history at all: the run fails
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(daily, "fastpath", since, until, "measurements", newest=newest_measurement_time)
 outage = total_outage(daily, until - pd.Timedelta(days=OUTAGE_DAYS), until, unit="day")
 wide = daily.pivot_table(index="t", columns="software_name", values="n", aggfunc="sum") if len(daily) else pd.DataFrame()
 if len(wide):
@@ -250,7 +252,7 @@ def incoming_msmts_notebook() -> nbformat.NotebookNode:
         code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
              "from ooniutils.analyses.flow import total_outage\n"
              "from ooniutils.charts import stacked_counts_chart\n"
-             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow\n"
+             "from ooniutils.datasets.flow import daily_counts_by_software, newest_measurement_time, utcnow\n"
              "from ooniutils.datasets.source import require_rows"),
         md("""# Measurement flow by probe type, multi-year
 
@@ -264,7 +266,8 @@ UNTIL = None        # end of the window (exclusive, a day); None = today 00:00 U
         code("""until = (utcnow() if UNTIL is None else pd.Timestamp(UNTIL)).floor("D")
 since = until - pd.DateOffset(years=YEARS)
 daily = daily_counts_by_software(since=since, until=until)
-require_rows(daily, "fastpath", since, until, "measurements")  # no history at all: the run fails
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(daily, "fastpath", since, until, "measurements", newest=newest_measurement_time)
 outage = total_outage(daily, until - pd.Timedelta(days=1), until, unit="day")
 if outage:
     print(outage.describe())

@@ -238,7 +238,7 @@ def test_an_empty_store_turns_the_notebooks_red(outputs, world, name):
     assert isinstance(res, Exception), f"{name} succeeded on an empty store"
     text = str(res)
     assert "NoDataError" in text and "no measurements at all in the fastpath table" in text
-    assert f"embedded store at {world['empty']}" in text
+    assert f"embedded store at {world['empty']}" in text and "the table is empty" in text
 
 
 def test_easy_charts_on_an_empty_store_do_not_alert(outputs):

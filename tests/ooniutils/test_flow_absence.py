@@ -117,3 +117,35 @@ def test_require_recent_tells_empty_from_stopped(monkeypatch, tmp_path):
     with pytest.raises(NoDataError, match=r"no log lines in the logs table since 2024-05-09 00:00:00 UTC: "
                                           r"the newest is from 2024-05-01 08:00:00 UTC .*Vector has stopped"):
         require_recent(pd.Timestamp("2024-05-01 08:00"), "logs", since, "log lines", "Vector")
+
+
+def test_require_rows_tells_empty_from_stopped(monkeypatch, tmp_path):
+    monkeypatch.delenv("OONI_CLICKHOUSE_URL", raising=False)
+    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path))
+    empty = hourly(1).iloc[:0]
+    with pytest.raises(NoDataError, match="the table is empty: this is the wrong data source"):
+        require_rows(empty, "fastpath", "a", "b", "measurements", newest=lambda: None)
+    with pytest.raises(NoDataError, match="the newest row is from 2024-03-01 10:00:00 UTC: nothing "
+                                          "arrived since"):
+        require_rows(empty, "fastpath", "a", "b", "measurements",
+                     newest=lambda: pd.Timestamp("2024-03-01 10:00"))
+    calls = []
+    require_rows(hourly(1), "fastpath", newest=lambda: calls.append(1))
+    assert calls == []  # only asked when there is nothing
+
+
+def test_newest_times_on_the_embedded_store(store):
+    """The look-ups the notebooks use to tell an empty table from a stopped one."""
+    from ooniutils.datasets.events import newest_changepoint_time
+    from ooniutils.datasets.flow import newest_measurement_time
+    from ooniutils.datasets.logs import newest_log_time
+
+    assert newest_measurement_time() is None and newest_log_time() is None
+    assert newest_changepoint_time() is None
+    store.insert("fastpath", pd.DataFrame({
+        "measurement_uid": ["a", "b"], "probe_cc": ["IT", "DE"],
+        "measurement_start_time": [pd.Timestamp("2024-05-01 10:00"), pd.Timestamp("2024-05-02 11:30")]}))
+    assert newest_measurement_time() == pd.Timestamp("2024-05-02 11:30")
+    store.insert("logs", pd.DataFrame({"host": ["h"], "MESSAGE": ["x"], "__REALTIME_TIMESTAMP": [
+        int(pd.Timestamp("2024-05-03 08:00", tz="UTC").value // 1000)]}))
+    assert newest_log_time() == pd.Timestamp("2024-05-03 08:00")

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,19 +41,28 @@ def describe_data_source() -> str:
 
 
 def require_rows(rows: Any, table: str, since: Any = None, until: Any = None,
-                 what: str = "rows") -> None:
+                 what: str = "rows", newest: Callable[[], Any] | None = None) -> None:
     """Raise :class:`NoDataError` when ``rows`` (a DataFrame, or a count) is empty/zero.
 
     ``table`` and ``what`` name what was expected, ``since``/``until`` the window searched
-    (both None: the whole table).
+    (both None: the whole table). ``newest`` (called only then) returns the time of the
+    table's newest row, or None when it is empty, so the message can tell an empty table
+    from one whose data stopped before the window.
     """
     n = rows if isinstance(rows, int | float) else len(rows)
     if n:
         return
     window = f" between {since} and {until} UTC" if since is not None or until is not None else ""
+    last = newest() if newest is not None else None
+    if last is not None and last == last:  # not NaT
+        cause = (f"the newest row is from {last} UTC: nothing arrived since (a pipeline "
+                 f"outage), or this data source is a stale copy")
+    elif newest is not None:
+        cause = "the table is empty: this is the wrong data source, or nothing was ever loaded"
+    else:
+        cause = "the table is empty or this is the wrong data source"
     msg = (f"no {what} at all in the {table} table{window} (reading the "
-           f"{describe_data_source()}): the table is empty or this is the wrong data source; "
-           f"{SETTINGS_HINT}")
+           f"{describe_data_source()}): {cause}; {SETTINGS_HINT}")
     log.error("%s", msg)
     raise NoDataError(msg, table=table)
 
