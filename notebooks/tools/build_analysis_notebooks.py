@@ -49,10 +49,12 @@ def test_helper_alarm() -> list:
     return [
         new_code_cell(header("1 hour", """
 from ooniutils.alarm_notify import send_helper_alerts
+from ooniutils.analyses.flow import total_outage
 from ooniutils.analyses.test_helpers import (
     AlarmParams, alarm_episodes, country_heatmap, failure_rate_chart, helper_alarms,
     helper_inventory, helper_summary, hourly_rates, network_problems)
 from ooniutils.datasets.flow import utcnow
+from ooniutils.datasets.source import require_rows
 from ooniutils.datasets.test_helpers import fetch_helper_counts, fetch_helper_instances
 
 import pandas as pd
@@ -81,11 +83,14 @@ Helpers are joined with `test_helper_instances` on `rdn.dns_zone` (e.g. `2.th.oo
 the host of fastpath's `test_helper_address`; a rotated rdn's hours are split between its
 old and new droplet at the old one's `draining_at`."""),
         new_code_cell("""counts = fetch_helper_counts(since, until)
+# no history at all: a data-path error (the run fails); silent recent hours: an alarm
+require_rows(counts, "fastpath", since, until, "web_connectivity measurements with a test helper address")
+silence = total_outage(counts, until - pd.Timedelta(hours=PARAMS.recent_hours), until,
+                       time_col="hour", value_col="total")
+if silence:
+    print("ALARM:", silence.describe("web_connectivity measurements with a test helper"))
 instances = fetch_helper_instances()
 inventory = helper_inventory(instances, now)
-if counts.empty:
-    print("no web_connectivity measurements with a test helper address in this period: "
-          "nothing to analyse, no alarm")
 if inventory.empty:
     print("test_helper_instances is empty: provider/region/state unknown")
 print(f"{len(counts)} hourly rows, {counts['helper'].nunique()} helpers, "
@@ -137,7 +142,7 @@ Under jupycron, each helper failing for all probes is fired to Alertmanager on e
 failing and one "recovered" message once it has not alarmed for two runs in a row (what was
 announced is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`)."""),
         new_code_cell("""report = send_helper_alerts(current, inventory, "autorun_test_helper_failure_rate_alarm.html",
-                            send=autorun)
+                            send=autorun, silence=silence)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]
@@ -207,12 +212,13 @@ reported as exact. The table has no `date_added` (it is empty here; the CSV fold
 `find_duplicate_test_list_urls("/path/to/lists")`)."""),
         new_code_cell("""import pandas as pd
 
+from ooniutils.datasets.source import require_rows
+
+n_lists = int(click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0])
+# an empty table is not "no duplicate": load the test lists (ooniutils.store.loaders.load_test_lists)
+require_rows(n_lists, "citizenlab", what="test-list entries")
 dups = find_duplicate_test_list_urls()
-n_lists = click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0]
-if n_lists == 0:
-    print("the citizenlab table is empty: load the test lists first "
-          "(ooniutils.store.loaders.load_test_lists)")
-elif dups.empty:
+if dups.empty:
     print(f"no duplicate among {n_lists} test-list entries")
 else:
     print(f"{dups['normalized_url'].nunique()} URLs listed more than once "
@@ -229,7 +235,9 @@ def events() -> list:
 from ooniutils import config
 from ooniutils.analyses.events import (
     SentLog, default_state_dir, new_changepoints, slack_message, summary_table, table_html)
-from ooniutils.datasets.events import fetch_changepoints
+from ooniutils.datasets.events import fetch_changepoints, newest_changepoint_time
+from ooniutils.datasets.flow import parse_when
+from ooniutils.datasets.source import require_recent
 
 LOOKBACK = "7 days"
 state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
@@ -238,10 +246,15 @@ state = SentLog(default_state_dir() / "event_detector_alerts.json")""")),
 Recent changepoints found by the event detector (`event_detector_changepoints`), newest
 first, each with a link to the OONI Explorer chart of that network and domain. Changepoints
 not announced before are sent to Slack (when run by jupycron); what was sent is recorded in
-the state file below only after Slack accepted it, so nothing is repeated on the next run."""),
+the state file below only after Slack accepted it, so nothing is repeated on the next run.
+No changepoint at all in `LOOKBACK` is not a quiet world but a stopped detector (or an empty
+table, or the wrong data source): the run fails with the newest changepoint's time."""),
         new_code_cell("""from IPython.display import HTML
 
 changepoints = fetch_changepoints(LOOKBACK)
+if changepoints.empty:  # fails the run: the detector stopped, or this is the wrong table
+    require_recent(newest_changepoint_time(), "event_detector_changepoints", parse_when(LOOKBACK),
+                   "changepoints", "the event detector")
 table = summary_table(changepoints, config.get("OONI_EXPLORER_URL"))
 sent = state.load()
 new = new_changepoints(table, sent)
@@ -260,7 +273,9 @@ def logs(every: str | None, recent: str, window: str, title: str) -> list:
     return [
         new_code_cell(header(every, f"""
 from ooniutils.analyses.logs import error_counts, errors_chart, recent_by_unit, unit_summary
-from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs
+from ooniutils.datasets.flow import parse_when
+from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs, newest_log_time
+from ooniutils.datasets.source import require_recent
 
 RECENT = "{recent}"   # newest lines shown
 WINDOW = "{window}"   # error counts and per-unit summary""")),
@@ -268,12 +283,14 @@ WINDOW = "{window}"   # error counts and per-unit summary""")),
 
 Journald lines shipped into the `logs` table (by Vector or `ooniutils logs ship`), in
 journald's own time order (`__REALTIME_TIMESTAMP`): the newest lines of each host and unit,
-then errors (priority err and worse) by unit and priority over time."""),
+then errors (priority err and worse) by unit and priority over time. No line at all in
+`WINDOW` means log shipping stopped (or the wrong data source): the run fails, naming the time
+of the newest line."""),
         new_code_cell("""lines = fetch_recent_logs(RECENT, limit=5000, per_unit=50)
 counts = fetch_log_counts(WINDOW, granularity="hour")
-if counts.empty:
-    print(f"the logs table has no line in the last {WINDOW}: nothing ships logs here "
-          "(start Vector or `ooniutils logs ship`)")
+if counts.empty:  # fails the run: an empty dashboard is not "no errors"
+    require_recent(newest_log_time(), "logs", parse_when(WINDOW), "log lines",
+                   "log shipping (Vector or `ooniutils logs ship`)")
 unit_summary(counts)"""),
         new_code_cell("""if lines.empty:
     print(f"no log line in the last {RECENT}")
@@ -289,18 +306,22 @@ else:
 def tls_cert_expiry() -> list:
     return [
         new_code_cell(header("1 day", """
-import os
-
+from ooniutils import config
 from ooniutils.alarm_notify import send_tls_alerts
-from ooniutils.tls import cert_problems
+from ooniutils.exceptions import ConfigError
+from ooniutils.tls import cert_problems, expected_offline_targets, host_list
 
-# Hosts to check: OONI_TLS_HOSTS (comma- or space-separated "host" or "host:port", port 443 by
-# default), else the public OONI hosts below.
-DEFAULT_HOSTS = ["api.ooni.io", "api.ooni.org", "explorer.ooni.org", "ooni.org",
-                 "run.ooni.io", "0.th.ooni.org", "1.th.ooni.org"]
+# Hosts to check: the setting OONI_TLS_HOSTS (comma- or space-separated "host" or "host:port",
+# port 443 by default; default: the public OONI hosts). OONI_TLS_EXPECTED_OFFLINE lists the
+# ones that may be unreachable without alerting (e.g. a host in maintenance).
 WARN_DAYS = 30
-hosts = os.environ.get("OONI_TLS_HOSTS", "").replace(",", " ").split() or DEFAULT_HOSTS
-print(f"checking {len(hosts)} hosts, warning {WARN_DAYS} days before expiry")""")),
+hosts = host_list(config.get("OONI_TLS_HOSTS"))
+expected_offline = config.get("OONI_TLS_EXPECTED_OFFLINE") or ""
+offline = expected_offline_targets(expected_offline)
+if not hosts:
+    raise ConfigError("OONI_TLS_HOSTS is empty: no host to check", "OONI_TLS_HOSTS")
+print(f"checking {len(hosts)} hosts, warning {WARN_DAYS} days before expiry"
+      + (f"; expected offline: {', '.join(f'{h}:{p}' for h, p in sorted(offline))}" if offline else ""))""")),
         new_markdown_cell("""# TLS certificate expiry
 
 Each host is checked once with certificate verification (the reason is kept when it fails)
@@ -313,9 +334,12 @@ Alertmanager alert on every run (`TLSCertExpiry`, one per host, active 25 hours 
 up until the next daily run and resolves by itself once fixed). Slack and ntfy are not told
 daily: one message when a certificate enters the warning window, one when fewer than 7 and
 than 1 days are left, one when it expires, and one when it is valid again (what was announced
-is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`). Hosts that cannot be
-reached are listed below but do not alert: reachability is watched elsewhere, and a network
-outage would otherwise page once per host."""),
+is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`).
+
+A host that **cannot be reached** is not "no alarm": it is announced with the reason
+(`TLSHostUnreachable` to Alertmanager, once to Slack/ntfy, and "fixed" once it answers with a
+valid certificate), unless `OONI_TLS_EXPECTED_OFFLINE` lists it (then it is listed below as
+expected offline and neither alerted nor resolved)."""),
         new_code_cell("""certs = check_tls_certs(hosts, warn_days=WARN_DAYS, timeout=5)
 order = {"expired": 0, "expiring": 1, "error": 2, "ok": 3}
 certs = certs.sort_values(["status", "days_left"], key=lambda s: s.map(order) if s.name == "status" else s,
@@ -325,8 +349,10 @@ certs"""),
 print(f"{len(certs)} hosts: {(certs.status == 'ok').sum()} ok, {len(problems)} with a certificate problem, "
       f"{len(unreachable)} whose certificate cannot be fetched")
 for row in unreachable.itertuples():
-    print(f"  {row.error}")"""),
-        new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun)
+    note = "expected offline, not alerted" if (row.host, row.port) in offline else "ALERT"
+    print(f"  [{note}] {row.error}")"""),
+        new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun,
+                         expected_offline=expected_offline)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]

@@ -71,10 +71,16 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "(`OONI_SLACK_WEBHOOK_URL`, `OONI_NTFY_URL`) get one message when a series starts alarming "
         "and one \"recovered\" message once it has had no alarmed hour for `ALERT_HOURS` hours; "
         "what was announced is kept under `$JUPYCRON_STATE_DIR` (`ooniutils.alarm_notify`). "
-        "A channel that is not configured is skipped with a note and the notebook still succeeds."
+        "A channel that is not configured is skipped with a note and the notebook still succeeds.\n\n"
+        "**Absence is an alarm.** No measurement at all in the last `ALERT_HOURS` hours while the "
+        "history had some is a *total outage* of the pipeline: the most severe alarm "
+        "(`IncomingMeasurementsTotalOutage`, severity critical), shown at the top and sent first. "
+        "No measurement in the whole `DAYS`-day window is not a quiet world but a data-path error "
+        "(empty table, wrong data source): the run fails with a message naming the data source."
     )
     params = (
         "DAYS = 36            # history fetched; the model uses up to 4 weeks + 1 day\n"
+        "UNTIL = None         # end of the window (exclusive); None = the current hour's start\n"
         "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
         "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
@@ -84,19 +90,26 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
     cells = [
         code('# jupycron: {"every": "1 hour"}\n' + IMPORTS + "\n"
              "from ooniutils.alarm_notify import send_flow_alerts\n"
-             "from ooniutils.analyses.flow import FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly, predict_many\n"
+             "from ooniutils.analyses.flow import (FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly,\n"
+             "                                     predict_many, total_outage)\n"
              "from ooniutils.charts import flow_chart\n"
-             f"from ooniutils.datasets.flow import {fetch}, last_complete_hour"),
+             f"from ooniutils.datasets.flow import {fetch}, last_complete_hour, newest_measurement_time\n"
+             "from ooniutils.datasets.source import require_rows"),
         md(intro),
         code(params, tags=["parameters"]),
-        code(f"""until = last_complete_hour()          # exclusive: the current hour is incomplete
+        code(f"""# exclusive: the current hour is incomplete
+until = last_complete_hour() if UNTIL is None else pd.Timestamp(UNTIL).floor("h")
 since = until - pd.Timedelta(days=DAYS)
 counts = {fetch}(since=since, until=until)
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(counts, "fastpath", since, until, "measurements", newest=newest_measurement_time)
 wide = pivot_hourly(counts, "t", {keys}, start=since, end=until)
+outage = total_outage(counts, until - pd.Timedelta(hours=ALERT_HOURS), until)
 print(f"{{len(counts):,}} (hour, series) rows, {{counts['n'].sum():,}} measurements, "
       f"{{wide.shape[1]}} series, {{since:%Y-%m-%d %H:%M}} to {{until:%Y-%m-%d %H:%M}} UTC")
-if wide.shape[1] == 0:
-    display(Markdown(f"**No measurements between {{since}} and {{until}} UTC: nothing to check.**"))"""),
+if outage:
+    print(outage.describe())
+    display(Markdown(f"## 🔴 {{outage.describe()}}"))"""),
     ]
     if per_country:
         cells.append(code("""params = FlowParams(threshold=THRESHOLD)
@@ -138,7 +151,9 @@ display(Markdown(f"### Series ({len(status)})"))
 display(status.sort_values(["state", "mean_per_hour"], ascending=[True, False]) if len(status)
         else Markdown("No series to check."))"""),
         code("""display(Markdown(f"### Current alarms (open in the last {ALERT_HOURS} complete hours)"))
-display(current if len(current) else Markdown("None."))
+if outage:
+    display(Markdown(f"**🔴 {outage.describe()}**"))
+display(current if len(current) else Markdown("None." if not outage else "No per-series alarm."))
 display(Markdown(f"### All alarms in the last {DAYS} days"))
 display(alarms if len(alarms) else Markdown("No alarm in the window."))"""),
         code("""shown = list(dict.fromkeys(list(current["series"]) + list(alarms["series"])
@@ -153,7 +168,8 @@ if charts:
     display(alt.vconcat(*charts))
 else:
     display(Markdown("No chart: no series."))"""),
-        code(f"""report = send_flow_alerts(current, "{what}", "{name}.html", "{alertname}", send=autorun)
+        code(f"""report = send_flow_alerts(current, "{what}", "{name}.html", "{alertname}", send=autorun,
+                          outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ]
@@ -164,9 +180,11 @@ def long_term_notebook() -> nbformat.NotebookNode:
     return notebook([
         code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
              "from ooniutils.alarm_notify import send_decline_alerts\n"
+             "from ooniutils.analyses.flow import total_outage\n"
              "from ooniutils.analyses.trend import decline_table\n"
              "from ooniutils.charts import stacked_counts_chart\n"
-             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow"),
+             "from ooniutils.datasets.flow import daily_counts_by_software, newest_measurement_time, utcnow\n"
+             "from ooniutils.datasets.source import require_rows"),
         md("""# Incoming measurements: slow declines over weeks
 
 The hourly alarms compare each hour with the previous weeks, so a decline spread over many
@@ -177,14 +195,24 @@ the decrease is significant (`p < ALPHA`) **and** large (`decline ≥ MIN_DECLIN
 over the window). Fewer than `MIN_WEEKS` weeks of data → no verdict (never an alarm on
 missing history). Alerts as in the hourly notebook, only under jupycron with endpoints set:
 Alertmanager on every run, Slack/ntfy once when a probe type starts declining and once when
-it no longer does."""),
+it no longer does.
+
+**Absence is an alarm.** No measurement at all on the last `OUTAGE_DAYS` complete day(s)
+while the weeks before had some is a *total outage* (`IncomingMeasurementsTotalOutage`,
+severity critical), announced first. No measurement in the whole window is a data-path error
+(empty table, wrong data source): the run fails with a message naming the data source."""),
         code("""WEEKS = 8
+UNTIL = None        # end of the window (exclusive, a day); None = today 00:00 UTC
+OUTAGE_DAYS = 1     # no measurement at all on these last complete days = total outage
 MIN_WEEKS = 3
 ALPHA = 0.01
 MIN_DECLINE = 0.15""", tags=["parameters"]),
-        code("""until = utcnow().floor("D")            # complete days only
+        code("""until = (utcnow() if UNTIL is None else pd.Timestamp(UNTIL)).floor("D")   # complete days only
 since = until - pd.Timedelta(weeks=WEEKS)
 daily = daily_counts_by_software(since=since, until=until)
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(daily, "fastpath", since, until, "measurements", newest=newest_measurement_time)
+outage = total_outage(daily, until - pd.Timedelta(days=OUTAGE_DAYS), until, unit="day")
 wide = daily.pivot_table(index="t", columns="software_name", values="n", aggfunc="sum") if len(daily) else pd.DataFrame()
 if len(wide):
     wide = wide.reindex(pd.date_range(since, until - pd.Timedelta(days=1), freq="D"))
@@ -193,8 +221,9 @@ if len(wide):
         wide.loc[wide.index >= first[c], c] = wide.loc[wide.index >= first[c], c].fillna(0)
 print(f"{daily['n'].sum() if len(daily) else 0:,} measurements, {wide.shape[1]} probe types, "
       f"{since:%Y-%m-%d} to {until:%Y-%m-%d}")
-if wide.shape[1] == 0:
-    display(Markdown(f"**No measurements between {since:%Y-%m-%d} and {until:%Y-%m-%d}: nothing to check.**"))"""),
+if outage:
+    print(outage.describe())
+    display(Markdown(f"## 🔴 {outage.describe()}"))"""),
         code("""table = decline_table(wide, weeks=WEEKS, min_weeks=MIN_WEEKS, alpha=ALPHA, min_decline=MIN_DECLINE)
 declining = table[table["alarm"]]
 display(Markdown(f"### Significant sustained decreases ({len(declining)})"))
@@ -211,8 +240,8 @@ display(table if len(table) else Markdown("No probe type with data."))"""),
         display((line + trend).properties(title=f"{c}: daily totals and linear trend", width=760, height=200))
 else:
     display(Markdown("No chart: no data."))"""),
-        code("""report = send_decline_alerts(declining, WEEKS, "autorun_incoming_measurements_prediction_alarming_long_term.html",
-                             send=autorun)
+        code("""report = send_decline_alerts(declining, WEEKS, "autorun_incoming_measurements_prediction_long_term_alarming.html",
+                             send=autorun, outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
     ])
@@ -221,22 +250,31 @@ report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows 
 def incoming_msmts_notebook() -> nbformat.NotebookNode:
     return notebook([
         code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
+             "from ooniutils.analyses.flow import total_outage\n"
              "from ooniutils.charts import stacked_counts_chart\n"
-             "from ooniutils.datasets.flow import daily_counts_by_software, utcnow"),
+             "from ooniutils.datasets.flow import daily_counts_by_software, newest_measurement_time, utcnow\n"
+             "from ooniutils.datasets.source import require_rows"),
         md("""# Measurement flow by probe type, multi-year
 
 Daily measurement counts stacked by `software_name` over the last `YEARS` years (whatever the
-store holds), then the last weeks in detail with the week-over-week change per probe type."""),
+store holds), then the last weeks in detail with the week-over-week change per probe type.
+No measurement at all in the window fails the run (empty table or wrong data source); no
+measurement on the last complete day is shown as a total outage (the alarm notebooks send it)."""),
         code("""YEARS = 3
-DETAIL_WEEKS = 6""", tags=["parameters"]),
-        code("""until = utcnow().floor("D")
-daily = daily_counts_by_software(since=until - pd.DateOffset(years=YEARS), until=until)
-if daily.empty:
-    display(Markdown(f"**No measurements in the last {YEARS} years: nothing to show.**"))
-else:
-    print(f"{daily['n'].sum():,} measurements from {daily['t'].min():%Y-%m-%d} to {daily['t'].max():%Y-%m-%d}, "
-          f"{daily['software_name'].nunique()} probe types")
-    display(stacked_counts_chart(daily, "t", "software_name", "n", title=f"Daily measurements by probe type (last {YEARS} years)"))"""),
+DETAIL_WEEKS = 6
+UNTIL = None        # end of the window (exclusive, a day); None = today 00:00 UTC""", tags=["parameters"]),
+        code("""until = (utcnow() if UNTIL is None else pd.Timestamp(UNTIL)).floor("D")
+since = until - pd.DateOffset(years=YEARS)
+daily = daily_counts_by_software(since=since, until=until)
+# no history at all: the run fails, saying whether the table is empty or stopped before `since`
+require_rows(daily, "fastpath", since, until, "measurements", newest=newest_measurement_time)
+outage = total_outage(daily, until - pd.Timedelta(days=1), until, unit="day")
+if outage:
+    print(outage.describe())
+    display(Markdown(f"## 🔴 {outage.describe()}"))
+print(f"{daily['n'].sum():,} measurements from {daily['t'].min():%Y-%m-%d} to {daily['t'].max():%Y-%m-%d}, "
+      f"{daily['software_name'].nunique()} probe types")
+display(stacked_counts_chart(daily, "t", "software_name", "n", title=f"Daily measurements by probe type (last {YEARS} years)"))"""),
         code("""recent = daily[daily["t"] >= until - pd.Timedelta(weeks=DETAIL_WEEKS)]
 if recent.empty:
     display(Markdown(f"No measurements in the last {DETAIL_WEEKS} weeks."))
@@ -281,7 +319,7 @@ def build() -> dict[str, nbformat.NotebookNode]:
     return {
         "autorun_incoming_measurements_prediction_alarming.ipynb": hourly_alarm_notebook(False),
         "autorun_incoming_measurements_prediction_alarming_per_country.ipynb": hourly_alarm_notebook(True),
-        "autorun_incoming_measurements_prediction_alarming_long_term.ipynb": long_term_notebook(),
+        "autorun_incoming_measurements_prediction_long_term_alarming.ipynb": long_term_notebook(),
         "autorun_incoming_msmts.ipynb": incoming_msmts_notebook(),
         "easy_charts.ipynb": easy_charts_notebook(),
     }

@@ -46,6 +46,7 @@ import psutil
 
 from ooniutils.atomicfile import atomic_copy, atomic_write_bytes
 
+from . import history_legacy
 from .exceptions import HistoryError
 from .models import Run, RunStatus, Trigger
 from .paths import (
@@ -300,6 +301,9 @@ class History:
             doc = json.loads(raw)
             if not isinstance(doc, dict):
                 raise ValueError("the top level is not an object")
+            if history_legacy.is_legacy(doc):  # the old jupycron's file: import its last runs
+                history_legacy.backup_legacy(self.path)
+                return history_legacy.convert(doc, self.output_dir)
             if doc.get("version") != FORMAT_VERSION:
                 raise ValueError(f"unsupported version {doc.get('version')!r}")
             notebooks = doc.get("notebooks")

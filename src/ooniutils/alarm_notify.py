@@ -47,6 +47,8 @@ from .exceptions import AlertError
 if TYPE_CHECKING:  # the adapters only call DataFrame methods: importing stays light
     import pandas as pd
 
+    from .analyses.flow import TotalOutage
+
 log = logging.getLogger(__name__)
 
 MESSAGE_CHANNELS: dict[str, tuple[str, type[Transport]]] = {
@@ -234,12 +236,12 @@ def _notify_channel(sent_log: SentLog, transport: Transport, result: ChannelRepo
                     resolved_text: str, link: str, now: datetime,
                     repeat_after: timedelta | None, resolve_after: timedelta | None,
                     unknown: Iterable[str], max_lines: int) -> None:
-    by_key = {e.key: e for e in episodes}
     plan = sent_log.plan({e.key: e.state for e in episodes}, now, repeat_after=repeat_after,
                          resolve_after=resolve_after, unknown=unknown)
     result.ongoing, result.waiting = plan.ongoing, plan.waiting
     if plan.announce:
-        new = [by_key[k] for k in plan.announce]
+        announce = set(plan.announce)
+        new = [e for e in episodes if e.key in announce]  # the caller's order: worst first
         lines = [f"• {e.summary}" for e in new]
         colors = sorted((e.color for e in new), key=lambda c: _COLOR_RANK.get(c, 2))
         count = f" ({len(new)})" if len(new) > 1 else ""
@@ -293,9 +295,26 @@ def _stem(notebook_html: str) -> str:
 # --- the measurement-flow alarms -------------------------------------------------------------
 
 
+OUTAGE_ALERTNAME = "IncomingMeasurementsTotalOutage"
+
+
+def outage_episode(outage: TotalOutage | None, duration_min: float) -> list[Episode]:
+    """The total-outage episode (none when ``outage`` is None): key
+    ``IncomingMeasurementsTotalOutage|all``, Alertmanager ``severity=critical``, listed first."""
+    if outage is None:
+        return []
+    return [Episode(episode_key(OUTAGE_ALERTNAME, "all"), f"*{outage.describe()}*",
+                    subject="the measurement flow (all probe types)", alertname=OUTAGE_ALERTNAME,
+                    instance="all", labels={"severity": "critical"},
+                    annotations={"since": f"{outage.since:%Y-%m-%d %H:%M}",
+                                 "expected_per_" + outage.unit: f"{outage.expected:.0f}"},
+                    duration_min=duration_min, color="danger")]
+
+
 def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alertname: str, *,
                      send: bool, now: datetime | None = None, duration_min: float = 90,
-                     state_dir: str | Path | None = None) -> NotifyReport:
+                     state_dir: str | Path | None = None,
+                     outage: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the hourly measurement-flow notebooks.
 
     ``current``: alarms still open in the last complete hours (``latest_alarms`` rows:
@@ -305,9 +324,13 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
     message, once it has dropped out — i.e. no alarmed hour in the notebook's
     ``ALERT_HOURS`` window, which is the hysteresis. Alertmanager gets ``alertname`` with
     ``instance=<series>`` and the actual/expected counts on every run.
+
+    ``outage`` (:func:`~ooniutils.analyses.flow.total_outage`): no measurement at all in the
+    recent window while the history had some — announced first, as its own episode (see
+    :func:`outage_episode`), on top of the per-series drops.
     """
     link = output_link(notebook_html)
-    episodes = []
+    episodes = outage_episode(outage, duration_min)
     if len(current):
         latest = current.sort_values("end").drop_duplicates("series", keep="last")
         for row in latest.sort_values("series").itertuples():
@@ -319,7 +342,8 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
                 alertname=alertname, instance=str(row.series),
                 annotations={"actual": f"{row.actual:.0f}", "expected": f"{row.expected:.0f}"},
                 duration_min=duration_min))
-    return notify_episodes(_stem(notebook_html), episodes, title="Measurement drop",
+    return notify_episodes(_stem(notebook_html), episodes,
+                           title="Measurement outage" if outage else "Measurement drop",
                            resolved_title="Measurements recovered",
                            resolved_text="is back to the expected volume", link=link,
                            send=send, now=now, state_dir=state_dir)
@@ -327,16 +351,18 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
 
 def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str, *, send: bool,
                         now: datetime | None = None,
-                        state_dir: str | Path | None = None) -> NotifyReport:
+                        state_dir: str | Path | None = None,
+                        outage: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the daily long-term decline notebook.
 
     ``declining``: ``decline_table`` rows with ``alarm`` true (series, decline, level,
     p_value). One episode per probe type (key ``IncomingMeasurementsDecline|<series>``),
     over when the probe type is no longer declining significantly. Alertmanager gets
-    ``IncomingMeasurementsDecline`` for 26 hours on every (daily) run.
+    ``IncomingMeasurementsDecline`` for 26 hours on every (daily) run. ``outage``: no
+    measurement at all on the latest complete day(s), announced first (:func:`outage_episode`).
     """
     link = output_link(notebook_html)
-    episodes = [
+    episodes = outage_episode(outage, 60 * 26) + [
         Episode(episode_key("IncomingMeasurementsDecline", row.series),
                 f"probe type {row.series}: measurements declining {row.decline:.0%} over {weeks} "
                 f"weeks (level {row.level:,.0f}/day, p={row.p_value:.1e})",
@@ -344,7 +370,8 @@ def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str,
                 instance=str(row.series), annotations={"decline": f"{row.decline:.3f}"},
                 duration_min=60 * 26, color="warning")
         for row in (declining.sort_values("series").itertuples() if len(declining) else ())]
-    return notify_episodes(_stem(notebook_html), episodes, title="Measurement decline",
+    return notify_episodes(_stem(notebook_html), episodes,
+                           title="Measurement outage" if outage else "Measurement decline",
                            resolved_title="Measurement decline over",
                            resolved_text="is no longer declining", link=link, send=send,
                            now=now, state_dir=state_dir)
@@ -352,11 +379,14 @@ def send_decline_alerts(declining: pd.DataFrame, weeks: int, notebook_html: str,
 
 # --- the test helper alarm -------------------------------------------------------------------
 
+HELPER_MEASUREMENTS = "web_connectivity measurements with a test helper"
+
 
 def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
                        notebook_html: str, *, send: bool, now: datetime | None = None,
                        resolve_after: timedelta = timedelta(minutes=90),
-                       state_dir: str | Path | None = None) -> NotifyReport:
+                       state_dir: str | Path | None = None,
+                       silence: TotalOutage | None = None) -> NotifyReport:
     """Alerts for the hourly test helper failure-rate notebook.
 
     ``current``: :func:`~ooniutils.analyses.test_helpers.helper_alarms` rows of the hour
@@ -365,11 +395,22 @@ def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
     minutes: two hourly runs in a row without the alarm), so a rate hovering at the
     threshold does not post start/recovered pairs every hour. Alertmanager gets
     ``TestHelperFailing`` with ``instance=<host>`` on every alarmed run.
+
+    ``silence`` (:func:`~ooniutils.analyses.flow.total_outage` over the helper counts): no
+    web_connectivity measurement with a test helper in the recent hours while the history had
+    some — nothing can be judged, which is an alarm of its own (key
+    ``TestHelperNoMeasurements|all``, Alertmanager severity critical), announced first.
     """
     from .analyses.test_helpers import alarm_lines
 
     lines = alarm_lines(current, inventory) if len(current) else {}
-    episodes = [Episode(episode_key("TestHelperFailing", helper), text,
+    episodes = [] if silence is None else [Episode(
+        episode_key("TestHelperNoMeasurements", "all"),
+        f"*{silence.describe(HELPER_MEASUREMENTS)}: helper failures cannot be judged*",
+        subject="web_connectivity measurements with a test helper",
+        alertname="TestHelperNoMeasurements", instance="all", labels={"severity": "critical"},
+        color="danger")]
+    episodes += [Episode(episode_key("TestHelperFailing", helper), text,
                         subject=f"test helper {helper}", alertname="TestHelperFailing",
                         instance=str(helper))
                 for helper, text in sorted(lines.items())]
@@ -386,7 +427,8 @@ def send_helper_alerts(current: pd.DataFrame, inventory: pd.DataFrame | None,
 
 def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
                     reminder_days: Sequence[int] = (7, 1), now: datetime | None = None,
-                    state_dir: str | Path | None = None) -> NotifyReport:
+                    state_dir: str | Path | None = None,
+                    expected_offline: str | Iterable[str] = ()) -> NotifyReport:
     """Alerts for the daily TLS certificate notebook (``check_tls_certs`` output).
 
     One episode per host:port with a certificate problem (expiring, expired, or invalid for
@@ -394,13 +436,24 @@ def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
     expiring ones split by ``reminder_days`` (see :func:`~ooniutils.tls.cert_alert_state`),
     so Slack hears once when a certificate enters the warning window, once more when fewer
     than 7 and 1 days are left, once when it expires, and once ("fixed") when it is valid
-    again — not daily. Hosts whose certificate could not be fetched are unknown this run:
-    neither alerted (reachability is watched elsewhere) nor resolved. Alertmanager gets
-    ``TLSCertExpiry`` (job ``tls-cert-expiry``, ``severity`` critical when expired) for 25
-    hours on every daily run.
-    """
-    from .tls import cert_alert_state, cert_problems, describe_cert_problem
+    again — not daily. Alertmanager gets ``TLSCertExpiry`` (job ``tls-cert-expiry``,
+    ``severity`` critical when expired) for 25 hours on every daily run.
 
+    A host whose certificate could not be fetched is announced with the reason (same key,
+    state ``unreachable``; Alertmanager ``TLSHostUnreachable``): a check that cannot see is
+    not "no alarm". Hosts listed in ``expected_offline`` (``OONI_TLS_EXPECTED_OFFLINE``:
+    ``host[:port]`` items) are the exception: when unreachable they are unknown this run,
+    neither alerted nor resolved.
+    """
+    from .tls import (
+        cert_alert_state,
+        cert_problems,
+        describe_cert_problem,
+        describe_unreachable,
+        expected_offline_targets,
+    )
+
+    offline = expected_offline_targets(expected_offline)
     problems, unreachable = cert_problems(certs)
     episodes = []
     for row in problems.itertuples():
@@ -412,7 +465,17 @@ def send_tls_alerts(certs: pd.DataFrame, notebook_html: str, *, send: bool,
             alertname="TLSCertExpiry", job="tls-cert-expiry", instance=target,
             labels={"severity": "critical" if expired else "warning"}, duration_min=25 * 60,
             color="danger" if expired else "warning"))
-    unknown = [episode_key("TLSCertExpiry", f"{r.host}:{r.port}") for r in unreachable.itertuples()]
+    unknown = []
+    for r in unreachable.itertuples():
+        target = f"{r.host}:{r.port}"
+        if (r.host, int(r.port)) in offline:
+            unknown.append(episode_key("TLSCertExpiry", target))
+            continue
+        episodes.append(Episode(
+            episode_key("TLSCertExpiry", target), describe_unreachable(r),
+            subject=f"{target} certificate", state="unreachable", alertname="TLSHostUnreachable",
+            job="tls-cert-expiry", instance=target, labels={"severity": "warning"},
+            annotations={"error": str(r.error)}, duration_min=25 * 60, color="danger"))
     return notify_episodes(_stem(notebook_html), episodes, title="TLS certificates need attention",
                            resolved_title="TLS certificates fixed",
                            resolved_text="is valid again", link=output_link(notebook_html),

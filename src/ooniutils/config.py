@@ -64,6 +64,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds before the first alert retry; doubles each attempt (capped at 10 s)."),
     Setting("OONI_NGINX_CACHE_DIR", "/var/cache/nginx/ooni-api",
             "nginx proxy_cache_path folder emptied by `ooniutils cache purge`.", path=True),
+    Setting("OONI_TLS_HOSTS", "api.ooni.io api.ooni.org explorer.ooni.org ooni.org run.ooni.io "
+            "0.th.ooni.org 1.th.ooni.org",
+            "Hosts whose TLS certificate autorun_tls_cert_expiry checks: comma- or space-separated "
+            "host or host:port (port 443 by default)."),
+    Setting("OONI_TLS_EXPECTED_OFFLINE", "",
+            "Hosts of OONI_TLS_HOSTS that may be unreachable (same syntax; a bare host means port "
+            "443): listed but not alerted when they cannot be reached. Every other unreachable "
+            "host alerts (TLSHostUnreachable) with the reason."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

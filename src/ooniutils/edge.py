@@ -1,8 +1,10 @@
 """Edge proxies: rendering the shipped nginx / HAProxy templates, and emptying the nginx cache.
 
-The templates live in ``deploy/nginx/`` and ``deploy/haproxy/`` of the source tree (they are
-deploy files, not package data). The renderers below are what the tests use to start the real
-proxies, so the file an operator installs is the file that was tested::
+The templates are package data (``ooniutils/edge_templates/``, the single copy; their notes
+stay in ``deploy/nginx/README.md`` and ``deploy/haproxy/README.md``), so an installed package
+renders them with ``ooniutils edge render nginx|haproxy``. The renderers below are what the
+tests use to start the real proxies, so the file an operator installs is the file that was
+tested::
 
     from ooniutils.edge import render_nginx_config
     text = render_nginx_config(upstream="127.0.0.1:8000", server_name="api.example.org",
@@ -29,9 +31,9 @@ from .exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
-NGINX_TEMPLATE = DEPLOY_DIR / "nginx" / "ooni-api-cache.conf.j2"
-HAPROXY_TEMPLATE = DEPLOY_DIR / "haproxy" / "ooni-test-helpers.cfg.j2"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "edge_templates"
+NGINX_TEMPLATE = TEMPLATES_DIR / "ooni-api-cache.conf.j2"
+HAPROXY_TEMPLATE = TEMPLATES_DIR / "ooni-test-helpers.cfg.j2"
 
 # nginx names a cache entry after the MD5 of its key; with use_temp_path=off the entry is
 # first written under a 10-digit temporary name in the same folder, then renamed.
@@ -49,8 +51,8 @@ _REFUSED_DIRS = {Path(p) for p in ("/", "/bin", "/boot", "/dev", "/etc", "/home"
 def _render(template: Path, **values: object) -> str:
     """Render ``template`` with Jinja2; a missing placeholder raises :class:`ConfigError`."""
     if not template.is_file():
-        raise ConfigError(f"template {template} not found (the deploy/ folder of the source "
-                          f"tree must sit beside src/)")
+        raise ConfigError(f"template {template} not found (a broken install? reinstall the "
+                          f"package: it ships them under ooniutils/edge_templates/)")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
     try:
@@ -74,7 +76,7 @@ def render_nginx_config(*, upstream: str, server_name: str, cache_dir: str | os.
                         cache_max_size: str = "1g", cache_valid: str = "10s",
                         real_ip_from: Sequence[str] = (),
                         template: Path = NGINX_TEMPLATE) -> str:
-    """Render ``deploy/nginx/ooni-api-cache.conf.j2`` (an http-context snippet) to text.
+    """Render ``ooniutils/edge_templates/ooni-api-cache.conf.j2`` (an http-context snippet).
 
     Each argument fills the placeholder of the same name (documented in deploy/nginx/README.md).
     ``outputs_dir`` loses any trailing slash (the template adds one for ``alias``).
@@ -110,7 +112,7 @@ def render_haproxy_config(*, bind: str, servers: Sequence[Backend], stats_bind: 
                           run_as: str | None = "haproxy", chroot: str | None = "/var/lib/haproxy",
                           log_target: str = "/dev/log", maxconn: int = 4096,
                           template: Path = HAPROXY_TEMPLATE) -> str:
-    """Render ``deploy/haproxy/ooni-test-helpers.cfg.j2`` (a whole haproxy.cfg) to text.
+    """Render ``ooniutils/edge_templates/ooni-test-helpers.cfg.j2`` (a whole haproxy.cfg).
 
     ``run_as`` / ``chroot`` are None when HAProxy runs unprivileged (the tests); ``stats_allow``
     lists the source networks that may open the stats page (it also needs ``stats_user`` and

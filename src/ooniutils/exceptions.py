@@ -6,7 +6,9 @@ Callers (notebooks, jupycron, the CLI) catch :class:`OoniUtilsError`; the tree i
     ├── ConfigError          a setting is missing or has a bad value (names the setting)
     ├── QueryError           ClickHouse rejected or failed a query (carries its message)
     ├── StoreError           the data folder / server cannot be used (layout, lock, I/O)
-    │   └── LoadError        input data (SQL dump, CSV, JSON lines) is malformed
+    │   ├── LoadError        input data (SQL dump, CSV, JSON lines) is malformed
+    │   └── NoDataError      a table an analysis needs holds no row at all (empty table or
+    │                        wrong data source): the run must fail, not report "all quiet"
     ├── AnalysisError        bad arguments to an analysis (lists what is allowed)
     └── AlertError           an alert channel failed; ``permanent`` says whether a retry helps
 
@@ -68,3 +70,12 @@ class AlertError(OoniUtilsError):
         self.channel = channel
         self.host = host
         self.permanent = permanent
+
+
+class NoDataError(StoreError):
+    """A query that must return rows returned none over the whole history it looked at: the
+    table is empty or the notebook reads the wrong data source. ``table`` names the table."""
+
+    def __init__(self, message: str, table: str | None = None) -> None:
+        super().__init__(message)
+        self.table = table

@@ -198,13 +198,29 @@ def check_tls_certs(hosts: Iterable[str], warn_days: float = 30, timeout: float 
 # --- alerting on the result (used by ooniutils.alarm_notify.send_tls_alerts) ------------------
 
 
+def host_list(text: str | Iterable[str] | None) -> list[str]:
+    """Hosts from a setting: comma- and/or space-separated ``host[:port]`` (or a list of
+    them); empty items are dropped. Items are checked by :func:`parse_host` when used."""
+    if text is None:
+        return []
+    items = [text] if isinstance(text, str) else list(text)
+    return [h for item in items for h in str(item).replace(",", " ").split()]
+
+
+def expected_offline_targets(hosts: str | Iterable[str] | None) -> set[tuple[str, int]]:
+    """``(host, port)`` pairs that may be unreachable (``OONI_TLS_EXPECTED_OFFLINE``);
+    a malformed item raises :class:`AnalysisError` naming it."""
+    return {parse_host(h) for h in host_list(hosts)}
+
+
 def cert_problems(certs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split :func:`check_tls_certs` rows into (problems, unreachable).
 
     ``problems``: a certificate was read and it is expired, expiring, or invalid for another
     reason (status ``error`` with ``not_after`` known). ``unreachable``: no certificate could
-    be read; these do not alert (reachability is watched elsewhere, and a network outage
-    would otherwise page once per host).
+    be read (``error`` says why). A host that cannot be reached is not "fine": the alerts
+    announce it (state ``unreachable``) unless the configuration marks it as expected
+    offline (:func:`expected_offline_targets`).
     """
     missing = {"host", "port", "status", "not_after"} - set(certs.columns)
     if missing:
@@ -227,6 +243,11 @@ def describe_cert_problem(row: Any) -> str:
         return (f"{target}: certificate expires in {row.days_left} days "
                 f"({not_after:%Y-%m-%d} UTC)")
     return f"{target}: invalid certificate ({row.error})"
+
+
+def describe_unreachable(row: Any) -> str:
+    """One line for an unreachable row: the target and why its certificate was not read."""
+    return f"{row.host}:{row.port}: UNREACHABLE, certificate not checked ({row.error})"
 
 
 def cert_alert_state(row: Any, reminder_days: Iterable[int] = (7, 1)) -> str:

@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ CLIENTS = [f"127.0.0.{i}" for i in range(2, 31)]
 
 
 def test_template_placeholders_are_documented():
-    readme = (HAPROXY_TEMPLATE.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "deploy" / "haproxy" / "README.md").read_text()
     template = HAPROXY_TEMPLATE.read_text()
     names = set(re.findall(r"\{\{\s*(\w+)", template))
     names |= set(re.findall(r"\{%-?\s*(?:if|for \w+ in)\s+(\w+)", template))

@@ -20,7 +20,7 @@ from tests.support.services import free_port, poll_until, require_program, runni
 
 
 def test_template_placeholders_are_documented():
-    readme = (NGINX_TEMPLATE.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "README.md").read_text()
     template = NGINX_TEMPLATE.read_text()
     names = set(re.findall(r"\{\{\s*(\w+)", template))
     names |= set(re.findall(r"\{%-?\s*(?:if|for \w+ in)\s+(\w+)", template))

@@ -1,7 +1,8 @@
 """End to end: the analysis notebooks run against a generated 21-day world and find the
 incidents the generator injected (a test helper failing for every probe, a regressing
 android version, blocking changepoints), announce new changepoints to a local Slack
-stand-in once, and handle empty tables (logs) and a missing query_log.
+stand-in once, and handle a missing query_log. Absence is not green: on an initialised but
+empty store every autorun analysis notebook fails with a message naming the empty table.
 
 One world is generated per session; notebooks execute in real kernels through nbclient,
 each once (three at a time), and the tests check their outputs.
@@ -93,6 +94,14 @@ def run_notebook(name: str, env: dict[str, str] | None = None) -> str:
     return "\n".join(parts)
 
 
+EMPTY_FAILS = {  # autorun notebook -> what its error names
+    "autorun_test_helper_failure_rate_alarm":
+        "no web_connectivity measurements with a test helper address at all in the fastpath table",
+    "autorun_android_probe_release": "no measurements from ooniprobe-android at all in the fastpath table",
+    "autorun_duplicate_test_list_urls": "no test-list entries at all in the citizenlab table",
+    "autorun_event_detector_alerts": "no changepoints at all in the event_detector_changepoints table",
+    "autorun_fsn_logs": "no log lines at all in the logs table",
+}
 WORLD_NOTEBOOKS = ["autorun_test_helper_failure_rate_alarm", "test_helpers",
                    "autorun_android_probe_release", "autorun_ios_probe_release",
                    "autorun_cli_probe_release", "autorun_duplicate_test_list_urls",
@@ -103,18 +112,18 @@ WORLD_NOTEBOOKS = ["autorun_test_helper_failure_rate_alarm", "test_helpers",
 def outputs(world, tmp_path_factory):
     """Every notebook executed once against the world, three kernels at a time (kernel
     start-up dominates). The event notebook runs twice in a row with a Slack stand-in;
-    the log dashboard also runs once on an empty store."""
+    the autorun analysis notebooks also run once on an empty store."""
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("OONI_", "JUPYCRON_")) and k != "AUTORUN"}
     cfg = tmp_path_factory.mktemp("nb-config") / "config.toml"
     cfg.write_text("")
     env = {**base_env, "OONI_MONITORING_CONFIG": str(cfg), "OONI_DATA_DIR": str(world["data"]),
            "JUPYCRON_STATE_DIR": str(world["state"]), "AUTORUN": "1"}
-    empty = tmp_path_factory.mktemp("empty-store")
+    empty_dir = tmp_path_factory.mktemp("empty-store")
     from ooniutils.store.embedded import EmbeddedStore
 
-    EmbeddedStore(empty)  # an initialised store without rows (`ooniutils data init`)
-    empty_env = {**env, "OONI_DATA_DIR": str(empty)}
+    EmbeddedStore(empty_dir)  # an initialised store without rows (`ooniutils data init`)
+    empty_env = {**env, "OONI_DATA_DIR": str(empty_dir)}
     results: dict[str, object] = {}
     with fake_webhook_server() as slack, ThreadPoolExecutor(max_workers=3) as pool:
         slack_env = {**env, "OONI_SLACK_WEBHOOK_URL": slack.url("/hook")}
@@ -125,8 +134,8 @@ def outputs(world, tmp_path_factory):
             second = run_notebook("autorun_event_detector_alerts", slack_env)
             return first, after_first, second, [r.json() for r in slack.requests]
 
-        futures = {"events": pool.submit(events_twice),
-                   "empty_logs": pool.submit(run_notebook, "autorun_fsn_logs", empty_env)}
+        futures = {"events": pool.submit(events_twice)}
+        futures |= {f"empty:{name}": pool.submit(run_notebook, name, empty_env) for name in EMPTY_FAILS}
         futures |= {name: pool.submit(run_notebook, name, env) for name in WORLD_NOTEBOOKS}
         for key, fut in futures.items():
             try:
@@ -213,9 +222,15 @@ def test_log_dashboards(outputs, name):
     assert "<svg chart>" in out  # the errors chart
 
 
-def test_log_dashboard_on_empty_logs(outputs):
-    out = output(outputs, "empty_logs")
-    assert "the logs table has no line" in out
+@pytest.mark.parametrize("name", EMPTY_FAILS)
+def test_an_empty_store_turns_the_notebooks_red(outputs, name):
+    """Before: "nothing to analyse, no alarm" / "nothing to compare" / "no changepoint" /
+    "the logs table has no line" — green. Now the run fails and says which table is empty."""
+    res = outputs[f"empty:{name}"]
+    assert isinstance(res, Exception), f"{name} succeeded on an empty store"
+    text = str(res)
+    assert "NoDataError" in text and EMPTY_FAILS[name] in text, text[-2000:]
+    assert "embedded store at" in text
 
 
 def test_heavy_queries_says_query_log_is_missing(outputs):

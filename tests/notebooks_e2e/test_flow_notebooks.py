@@ -2,8 +2,10 @@
 the incidents the generator injected (ooniprobe-android uploads halved for 6 h, an 8-hour
 outage in IR, a slow decline of ooniprobe-desktop); the hourly notebook under AUTORUN sends
 its alarm to local Alertmanager/Slack stand-ins, and a second run re-fires Alertmanager but
-sends nothing new to Slack; every notebook also succeeds on an empty store, saying what is
-missing.
+sends nothing new to Slack. Absence is an alarm: on an initialised but empty store every
+flow notebook fails (red) with a message naming the data source, and with the window moved
+past the end of the data (a silent pipeline) the hourly notebook raises the total-outage
+alarm through its alert path.
 
 One world per session; notebooks run in real kernels through nbclient, three at a time.
 """
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 FLOW = "autorun_incoming_measurements_prediction_alarming"
 PER_COUNTRY = "autorun_incoming_measurements_prediction_alarming_per_country"
-LONG_TERM = "autorun_incoming_measurements_prediction_alarming_long_term"
+LONG_TERM = "autorun_incoming_measurements_prediction_long_term_alarming"
 MSMTS = "autorun_incoming_msmts"
 EASY = "easy_charts"
 ALL = [FLOW, PER_COUNTRY, LONG_TERM, MSMTS, EASY]
@@ -80,10 +82,10 @@ def world(tmp_path_factory):
         end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         truth = generate(store, days=28, seed=0, end=end, truth_path=base / "truth.json")
         mp.setenv("OONI_DATA_DIR", str(base / "empty"))
-        get_store(create=True)  # an initialised store without rows (`ooniutils data init`)
+        get_store(create=True)  # an initialised store without rows: the notebooks must fail
         reset_stores()
     return {"data": base / "data", "config": cfg, "truth": truth, "empty": base / "empty",
-            "state": base / "state"}
+            "state": base / "state", "end": end}
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +98,8 @@ def outputs(world):
     # make the injected android drop "current" so that the autorun run alerts on it
     hours = int((datetime.now(UTC) - drop.start).total_seconds() // 3600) + 2
     results: dict[str, object] = {}
-    with fake_webhook_server() as rec, ThreadPoolExecutor(max_workers=3) as pool:
+    with fake_webhook_server() as rec, fake_webhook_server() as rec_outage, \
+            ThreadPoolExecutor(max_workers=3) as pool:
         autorun_env = {**env, "AUTORUN": "1", "OONI_ALERTMANAGER_URL": rec.url("/am"),
                        "OONI_SLACK_WEBHOOK_URL": rec.url("/slack"),
                        "OONI_OUTPUT_BASE_URL": "https://monitoring.example/outputs/",
@@ -110,16 +113,29 @@ def outputs(world):
             second["requests"] = _recorded(rec)
             return {"first": first, "second": second}
 
+        # the data ends at world["end"]: 6 hours later the pipeline has been silent for 6 hours
+        silent_until = pd.Timestamp(world["end"]).tz_convert(None) + pd.Timedelta(hours=6)
+        outage_env = {**autorun_env, "JUPYCRON_STATE_DIR": str(world["state"] / "outage"),
+                      "OONI_ALERTMANAGER_URL": rec_outage.url("/am"),
+                      "OONI_SLACK_WEBHOOK_URL": rec_outage.url("/slack")}
         futures = {"autorun": pool.submit(autorun_twice)}  # the longest chain starts first
+        futures["outage"] = pool.submit(run_notebook, FLOW, outage_env,
+                                        f"UNTIL = '{silent_until}'\nALERT_HOURS = 3")
+        # the daily notebooks, two days after the end of the data (not under jupycron)
+        futures |= {f"outage:{name}": pool.submit(run_notebook, name, env, until)
+                    for name, until in ((PER_COUNTRY, f"UNTIL = '{silent_until}'"),
+                                        (LONG_TERM, f"UNTIL = '{silent_until + pd.Timedelta(days=2)}'"),
+                                        (MSMTS, f"UNTIL = '{silent_until + pd.Timedelta(days=2)}'"))}
         futures |= {name: pool.submit(run_notebook, name, env) for name in ALL}
         futures |= {f"empty:{name}": pool.submit(run_notebook, name, {**empty_env, "AUTORUN": "1"})
-                    for name in ALL}
+                    for name in ALL if name != EASY}  # easy_charts is not scheduled
         for key, fut in futures.items():
             try:
                 results[key] = fut.result()
             except Exception as exc:  # reported per test, with the notebook's traceback
                 results[key] = exc
         results["requests"] = _recorded(rec)
+        results["outage_requests"] = _recorded(rec_outage)
     return results
 
 
@@ -213,12 +229,30 @@ def test_flow_and_easy_chart_notebooks(outputs):
     assert "AnalysisError: unknown dimension 'colour'" in _ok(outputs, EASY)["text"]
 
 
-@pytest.mark.parametrize("name", ALL)
-def test_notebooks_succeed_on_an_empty_store(outputs, name):
-    text = _ok(outputs, f"empty:{name}")["text"]
-    assert "alert:" not in text
-    if name != EASY:
-        assert "No measurements" in text or "no data" in text.lower(), text
+@pytest.mark.parametrize("name", [FLOW, PER_COUNTRY, LONG_TERM, MSMTS])
+def test_an_empty_store_turns_the_notebooks_red(outputs, world, name):
+    """No history at all is a data-path error, not "nothing to check": the run fails and
+    the error names the table and the data source."""
+    res = outputs[f"empty:{name}"]
+    assert isinstance(res, Exception), f"{name} succeeded on an empty store"
+    text = str(res)
+    assert "NoDataError" in text and "no measurements at all in the fastpath table" in text
+    assert f"embedded store at {world['empty']}" in text and "the table is empty" in text
+
+
+def test_silent_pipeline_raises_the_total_outage_alarm(outputs, world):
+    """The history has measurements, the last hours none: the most severe alarm, shown at
+    the top and sent to Alertmanager (critical) and Slack before any per-series drop."""
+    res = _ok(outputs, "outage")
+    text = res["text"]
+    assert "TOTAL OUTAGE: no measurements at all since" in text and "6 hours" in text, text[-3000:]
+    assert "alert: *TOTAL OUTAGE" in text
+    fired = [a for path, body in outputs["outage_requests"] if path == "/am/api/v2/alerts" for a in body
+             if a["labels"]["alertname"] == "IncomingMeasurementsTotalOutage"]
+    assert fired and fired[0]["labels"]["severity"] == "critical"
+    slack = [json.dumps(body) for path, body in outputs["outage_requests"]
+             if path == "/slack" and "TOTAL OUTAGE" in json.dumps(body)]
+    assert len(slack) == 1 and "Measurement outage" in slack[0]
 
 
 def test_committed_notebooks_are_built_from_the_script():
@@ -228,3 +262,11 @@ def test_committed_notebooks_are_built_from_the_script():
     script = NOTEBOOKS / "tools" / "build_flow_notebooks.py"
     res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("name", [PER_COUNTRY, LONG_TERM, MSMTS])
+def test_other_flow_notebooks_flag_the_total_outage(outputs, name):
+    text = _ok(outputs, f"outage:{name}")["text"]
+    assert "TOTAL OUTAGE: no measurements at all since" in text, text[-3000:]
+    if name != MSMTS:  # the alarm notebooks list it among their alerts (not sent: no AUTORUN)
+        assert "alert: *TOTAL OUTAGE" in text and "(AUTORUN unset): alerts not sent" in text

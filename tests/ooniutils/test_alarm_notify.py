@@ -17,7 +17,7 @@ from ooniutils.alarm_notify import (
     send_helper_alerts,
     send_tls_alerts,
 )
-from ooniutils.exceptions import AlertError
+from ooniutils.exceptions import AlertError, AnalysisError
 from ooniutils.tls import cert_alert_state
 from tests.support.fake_webhooks import fake_webhook_server
 
@@ -159,10 +159,11 @@ def _cert(port, status, days_left, error=None):
 
 
 def test_tls_announces_window_entry_reminders_expiry_and_fix_not_daily(hook):
-    def run(day, rows):
+    def run(day, rows, offline=()):
         certs = pd.DataFrame(rows)
         certs["not_after"] = pd.to_datetime(certs["not_after"], utc=True)
-        rep = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=True, now=T0 + day * 24 * H)
+        rep = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=True, now=T0 + day * 24 * H,
+                              expected_offline=offline)
         rep.raise_for_errors()
         return rep
 
@@ -170,7 +171,8 @@ def test_tls_announces_window_entry_reminders_expiry_and_fix_not_daily(hook):
     for day, left in days.items():
         status = "expired" if left < 0 else "expiring"
         run(day, [_cert(443, status, int(left)), _cert(8443, "ok", 90)])
-    run(23, [_cert(443, "unreachable", None, "refused"), _cert(8443, "ok", 90)])  # unknown: kept
+    # marked as expected offline: unknown this run, kept as it is (neither alerted nor fixed)
+    run(23, [_cert(443, "unreachable", None, "refused"), _cert(8443, "ok", 90)], offline="127.0.0.1:443")
     run(24, [_cert(443, "ok", 89), _cert(8443, "ok", 90)])
     run(25, [_cert(443, "ok", 88), _cert(8443, "ok", 90)])
     am, slack, _ = _split(hook.requests)
@@ -202,7 +204,7 @@ def test_duplicate_keys_are_refused():
 
 
 def test_decline_alerts_once_and_on_an_empty_table(hook):
-    html = "autorun_incoming_measurements_prediction_alarming_long_term.html"
+    html = "autorun_incoming_measurements_prediction_long_term_alarming.html"
     declining = pd.DataFrame([{"series": "ooniprobe-desktop", "decline": 0.4, "level": 12000.0,
                                "p_value": 1e-5, "alarm": True}])
     for day in range(2):
@@ -214,3 +216,68 @@ def test_decline_alerts_once_and_on_an_empty_table(hook):
     assert len(am) == 2 and am[0].json()[0]["labels"]["alertname"] == "IncomingMeasurementsDecline"
     assert [s["title"] for s in slack] == ["Measurement decline", "Measurement decline over"]
     assert "declining 40% over 8 weeks" in slack[0]["text"] and slack[0]["color"] == "warning"
+
+
+def test_total_outage_is_announced_first_as_critical(hook):
+    from ooniutils.analyses.flow import TotalOutage
+
+    outage = TotalOutage(since=pd.Timestamp("2024-05-01 06:00"), until=pd.Timestamp("2024-05-01 10:00"),
+                         last_seen=pd.Timestamp("2024-05-01 05:00"), expected=12000.0)
+    rep = send_flow_alerts(flow_current(), "probe type", FLOW_HTML, "IncomingMeasurementsDrop",
+                           send=True, now=T0, outage=outage)
+    rep.raise_for_errors()
+    assert str(rep).startswith("alert: *TOTAL OUTAGE: no measurements at all since 2024-05-01 06:00 UTC")
+    am, slack, _ = _split(hook.requests)
+    fired = [a for r in am for a in r.json()]
+    critical = [a for a in fired if a["labels"]["alertname"] == "IncomingMeasurementsTotalOutage"]
+    assert len(critical) == 1 and critical[0]["labels"]["severity"] == "critical"
+    assert critical[0]["labels"]["instance"] == "all"
+    assert len(slack) == 1 and slack[0]["title"] == "Measurement outage (2)"
+    assert slack[0]["text"].index("TOTAL OUTAGE") < slack[0]["text"].index("ooniprobe-android")
+    # the daily notebook sends the same episode
+    rep = send_decline_alerts(pd.DataFrame(), 8, "lt.html", send=True, now=T0, outage=outage)
+    assert [e.key for e in rep.active] == ["IncomingMeasurementsTotalOutage|all"]
+
+
+def test_tls_unreachable_host_alerts_with_the_reason_unless_expected_offline(hook):
+    def run(day, rows, offline=()):
+        certs = pd.DataFrame(rows)
+        certs["not_after"] = pd.to_datetime(certs["not_after"], utc=True)
+        rep = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=True,
+                              now=T0 + day * 24 * H, expected_offline=offline)
+        rep.raise_for_errors()
+        return rep
+
+    down = [_cert(443, "unreachable", None, "cannot fetch certificate from 127.0.0.1:443: refused"),
+            _cert(8443, "unreachable", None, "cannot fetch certificate from 127.0.0.1:8443: timed out")]
+    first = run(0, down, offline="127.0.0.1:8443")
+    assert [e.key for e in first.active] == ["TLSCertExpiry|127.0.0.1:443"]
+    assert "alert: 127.0.0.1:443: UNREACHABLE, certificate not checked" in str(first)
+    run(1, down, offline="127.0.0.1:8443")  # still down: Alertmanager again, Slack quiet
+    run(2, [_cert(443, "ok", 80), down[1]], offline=["127.0.0.1:8443"])  # back: "fixed" once
+    am, slack, _ = _split(hook.requests)
+    fired = [a for r in am for a in r.json()]
+    assert len(fired) == 2 and {a["labels"]["alertname"] for a in fired} == {"TLSHostUnreachable"}
+    assert fired[0]["labels"]["instance"] == "127.0.0.1:443" and "refused" in fired[0]["annotations"]["error"]
+    assert [s["title"] for s in slack] == ["TLS certificates need attention", "TLS certificates fixed"]
+    assert "refused" in slack[0]["text"] and ":8443" not in slack[0]["text"]
+    with pytest.raises(AnalysisError, match="host"):
+        send_tls_alerts(pd.DataFrame(down), "x.html", send=False, expected_offline="https://x/")
+
+
+def test_helper_silence_is_an_alarm(hook):
+    from ooniutils.analyses.flow import total_outage
+
+    t = pd.date_range("2024-05-01", periods=48, freq="h")
+    counts = pd.DataFrame({"hour": t, "helper": "0.th.ooni.org", "total": 100})
+    until = t[-1] + pd.Timedelta(hours=5)  # five silent hours
+    silence = total_outage(counts, until - pd.Timedelta(hours=3), until, time_col="hour",
+                           value_col="total")
+    rep = send_helper_alerts(pd.DataFrame(), None, "autorun_test_helper_failure_rate_alarm.html",
+                             send=True, now=T0, silence=silence)
+    rep.raise_for_errors()
+    assert [e.key for e in rep.active] == ["TestHelperNoMeasurements|all"]
+    assert "no web_connectivity measurements with a test helper at all since 2024-05-03 00:00" in str(rep)
+    am, slack, _ = _split(hook.requests)
+    assert am[0].json()[0]["labels"]["alertname"] == "TestHelperNoMeasurements"
+    assert len(slack) == 1 and "cannot be judged" in slack[0]["text"]

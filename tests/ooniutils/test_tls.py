@@ -183,7 +183,8 @@ def _run_notebook(tmp_path: Path) -> str:
 @pytest.mark.integration
 def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, monkeypatch):
     """Not under jupycron: nothing sent. Under jupycron, twice: Alertmanager is fired on both
-    runs, Slack hears about the expiring certificate once."""
+    runs, Slack hears about the expiring certificate once; the closed port is configured as
+    expected offline, so it is listed but does not alert."""
     srv, cafile = servers
     closed = free_port()
     monkeypatch.setenv("SSL_CERT_FILE", cafile)  # the kernel trusts the test CA
@@ -191,13 +192,15 @@ def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, 
     monkeypatch.setenv("OONI_TLS_HOSTS",
                        f"127.0.0.1:{srv['expiring'].port}, 127.0.0.1:{srv['ok'].port} "
                        f"127.0.0.1:{closed}")
+    monkeypatch.setenv("OONI_TLS_EXPECTED_OFFLINE", f"127.0.0.1:{closed}")
     with fake_webhook_server() as hook:
         monkeypatch.setenv("OONI_ALERTMANAGER_URL", hook.base_url)
         monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", hook.url("/services/T0/B0/secret"))
 
         text = _run_notebook(tmp_path)  # not under jupycron: no alert
         assert "3 hosts: 1 ok, 1 with a certificate problem, 1 whose certificate cannot be fetched" in text
-        assert f"127.0.0.1:{closed}" in text and "(AUTORUN unset): alerts not sent" in text
+        assert f"[expected offline, not alerted] cannot fetch certificate from 127.0.0.1:{closed}" in text
+        assert "(AUTORUN unset): alerts not sent" in text
         assert hook.requests == [] and not (tmp_path / "state").exists()
 
         monkeypatch.setenv("AUTORUN", "1")
@@ -213,16 +216,30 @@ def test_notebook_alerts_on_expiring_cert_only_under_autorun(servers, tmp_path, 
     assert alert["labels"]["instance"] == f"127.0.0.1:{srv['expiring'].port}"
     assert "expires in" in alert["annotations"]["summary"]
     assert f"127.0.0.1:{srv['expiring'].port}" in slack[0].text()
-    assert f":{closed}" not in slack[0].text()  # unreachable hosts do not alert
+    assert f":{closed}" not in slack[0].text()  # expected offline: not alerted
     assert "slack: 1 announced" in first
     assert "slack: 0 announced, 1 already announced (not repeated)" in second
 
 
 @pytest.mark.integration
-def test_notebook_without_network_lists_errors(tmp_path, monkeypatch):
-    """The default hosts cannot be reached from this machine: rows, not a crash."""
+def test_notebook_alerts_on_unreachable_hosts(tmp_path, monkeypatch):
+    """7 of 7 hosts unreachable is not "no current alarm": each is alerted with its reason
+    (Alertmanager TLSHostUnreachable, one Slack message), not a crash."""
     monkeypatch.setenv("OONI_TLS_HOSTS", "no-such-host.invalid,also-not.invalid:8443")
+    monkeypatch.delenv("OONI_TLS_EXPECTED_OFFLINE", raising=False)
     monkeypatch.setenv("AUTORUN", "1")
-    text = _run_notebook(tmp_path)
+    monkeypatch.setenv("JUPYCRON_STATE_DIR", str(tmp_path / "state"))
+    with fake_webhook_server() as hook:
+        monkeypatch.setenv("OONI_ALERTMANAGER_URL", hook.base_url)
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", hook.url("/services/T0/B0/secret"))
+        text = _run_notebook(tmp_path)
+        reqs = hook.requests
     assert "2 hosts: 0 ok, 0 with a certificate problem, 2 whose certificate cannot be fetched" in text
-    assert "also-not.invalid:8443" in text and "no current alarm" in text
+    assert "no current alarm" not in text
+    assert "alert: also-not.invalid:8443: UNREACHABLE, certificate not checked" in text
+    fired = [a for r in reqs if r.path == "/api/v2/alerts" for a in r.json()]
+    assert sorted(a["labels"]["instance"] for a in fired) == ["also-not.invalid:8443",
+                                                              "no-such-host.invalid:443"]
+    assert {a["labels"]["alertname"] for a in fired} == {"TLSHostUnreachable"}
+    slack = [r for r in reqs if r.path.startswith("/services/")]
+    assert len(slack) == 1 and "no-such-host.invalid:443" in slack[0].text()

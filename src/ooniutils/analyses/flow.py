@@ -627,3 +627,70 @@ def latest_alarms(alarms: pd.DataFrame, now: Any, hours: int = 3) -> pd.DataFram
         return alarms
     cutoff = _utc_hour(now) - pd.Timedelta(hours=hours)
     return alarms[pd.to_datetime(alarms["end"]) > cutoff].reset_index(drop=True)
+
+
+_UNITS = {"hour": pd.Timedelta(hours=1), "day": pd.Timedelta(days=1)}
+
+
+@dataclass(frozen=True)
+class TotalOutage:
+    """No measurement at all in the recent window while the history had some: the most
+    severe flow alarm (every probe type, every country: the pipeline itself is down).
+
+    ``since``: start of the silence (the hour or day after the last measurement seen, or the
+    start of the history window); ``until``: end of the window checked (exclusive);
+    ``last_seen``: the last bucket with measurements; ``expected``: the mean measurements
+    per bucket from the first to the last bucket with measurements (what is missing per bucket).
+    """
+
+    since: pd.Timestamp
+    until: pd.Timestamp
+    last_seen: pd.Timestamp
+    expected: float
+    unit: str = "hour"
+
+    @property
+    def buckets(self) -> int:
+        """Buckets (hours or days) without any measurement up to ``until``."""
+        return int((self.until - self.since) / _UNITS[self.unit])
+
+    def describe(self, what: str = "measurements") -> str:
+        """One line: ``TOTAL OUTAGE: no <what> at all since …``."""
+        return (f"TOTAL OUTAGE: no {what} at all since {self.since:%Y-%m-%d %H:%M} UTC "
+                f"({self.buckets} {self.unit}s up to {self.until:%Y-%m-%d %H:%M}; last "
+                f"measurements in the {self.unit} of {self.last_seen:%Y-%m-%d %H:%M}, usually "
+                f"{self.expected:,.0f} per {self.unit})")
+
+
+def total_outage(counts: pd.DataFrame, recent_from: Any, until: Any, time_col: str = "t",
+                 value_col: str = "n", unit: str = "hour") -> TotalOutage | None:
+    """Whether every series went silent: ``counts`` (long table: time, keys, count) holds
+    measurements before ``recent_from`` but none in ``[recent_from, until)``.
+
+    Returns a :class:`TotalOutage` then, else None. An empty ``counts`` (no history at all)
+    is not an outage but a data-path error: check it first with
+    :func:`ooniutils.datasets.source.require_rows`; here it raises :class:`AnalysisError`.
+    """
+    if unit not in _UNITS:
+        raise AnalysisError(f"unit must be 'hour' or 'day', got {unit!r}")
+    missing = [c for c in (time_col, value_col) if c not in counts.columns]
+    if missing:
+        raise AnalysisError(f"missing column(s) {missing}; the table has {list(counts.columns)}")
+    start, stop = _utc_hour(recent_from), _utc_hour(until)
+    if start >= stop:
+        raise AnalysisError(f"recent_from ({start}) must be before until ({stop})")
+    t = pd.to_datetime(counts[time_col])
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    n = pd.to_numeric(counts[value_col], errors="coerce").fillna(0)
+    seen = t[(n > 0).to_numpy() & (t < stop).to_numpy()]
+    if seen.empty:
+        raise AnalysisError("no measurements at all in the history: not an outage but a data "
+                            "path error (use ooniutils.datasets.source.require_rows first)")
+    if bool(((t >= start) & (t < stop) & (n > 0)).any()):
+        return None
+    step = _UNITS[unit]
+    first, last = seen.min().floor(step), seen.max().floor(step)
+    flowing = int((last - first) / step) + 1  # buckets from the first to the last measurement
+    return TotalOutage(since=last + step, until=stop, last_seen=last,
+                       expected=float(n[(t < stop).to_numpy()].sum()) / flowing, unit=unit)

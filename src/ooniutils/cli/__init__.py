@@ -1,5 +1,5 @@
 """The ``ooniutils`` command: a click group whose sub-groups live one per module
-(data.py, logs.py, cache.py). Each command parses options, calls the library and maps
+(data.py, logs.py, cache.py, edge.py). Each command parses options, calls the library and maps
 :class:`ooniutils.exceptions.OoniUtilsError` to a ClickException (exit 1)."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import logging
 
 import click
 
-SUBCOMMAND_MODULES = ("data", "logs", "cache")
+SUBCOMMAND_MODULES = ("data", "logs", "cache", "edge")
 
 
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
-    """OONI monitoring utilities: the measurement store, log shipping, caches."""
+    """OONI monitoring utilities: the measurement store, log shipping, caches, proxy configs."""
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -27,3 +27,12 @@ def fetch_changepoints(since: Any = "2 days", until: Any = None) -> pd.DataFrame
         if df["ts"].dt.tz is not None:
             df["ts"] = df["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
     return df
+
+
+def newest_changepoint_time() -> pd.Timestamp | None:
+    """``ts`` (naive UTC) of the newest changepoint; None when the table is empty."""
+    df = click_query_fsn("SELECT count() AS n, max(ts) AS newest FROM event_detector_changepoints")
+    if df.empty or int(df["n"].iloc[0]) == 0:
+        return None
+    ts = pd.Timestamp(df["newest"].iloc[0])
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts

@@ -148,6 +148,17 @@ def daily_counts_by_software(since: Any = "3 years", until: Any = None, **filter
     return measurement_counts("day", ["software_name"], since, until, **filters)
 
 
+def newest_measurement_time() -> pd.Timestamp | None:
+    """``measurement_start_time`` (naive UTC) of the newest fastpath row; None when empty.
+    The flow notebooks pass it to :func:`~ooniutils.datasets.source.require_rows`, so an
+    empty window tells "the table is empty" from "nothing arrived since <time>"."""
+    df = click_query_fsn("SELECT count() AS n, max(measurement_start_time) AS newest FROM fastpath")
+    if df.empty or int(df["n"].iloc[0]) == 0:
+        return None
+    ts = pd.Timestamp(df["newest"].iloc[0])
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
 def last_complete_hour(now: pd.Timestamp | None = None) -> pd.Timestamp:
     """Start of the current (incomplete) hour, i.e. the exclusive end of complete hours."""
     return (utcnow() if now is None else now).floor("h")

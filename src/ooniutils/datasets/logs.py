@@ -77,6 +77,15 @@ def fetch_log_counts(since: Any = "24 hours", until: Any = None, granularity: st
     return df
 
 
+def newest_log_time() -> pd.Timestamp | None:
+    """Time (naive UTC) of the newest line in ``logs``; None when the table is empty."""
+    df = click_query_fsn(f"SELECT count() AS n, max({_TIME}) AS newest FROM logs")
+    if df.empty or int(df["n"].iloc[0]) == 0:
+        return None
+    _naive(df, "newest")
+    return pd.Timestamp(df["newest"].iloc[0])
+
+
 def query_log_available() -> bool:
     """True when the engine has ``system.query_log`` (a ClickHouse server with query logging;
     embedded chDB has none)."""

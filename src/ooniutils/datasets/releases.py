@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..clickhouse import click_query_fsn
 from .flow import time_range
+from .source import require_rows
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
 
     Shows the per-version summary (semantic order), a chart, and the newest-vs-previous
     comparison of :func:`ooniutils.analyses.releases.compare_release` (``thresholds`` are
-    passed on). With ``send_alert`` (the notebooks pass ``autorun``) regressions go to Slack;
+    passed on). No measurement of ``software_name`` at all in the window raises
+    :class:`~ooniutils.exceptions.NoDataError` (the run fails). With ``send_alert`` (the notebooks pass ``autorun``) regressions go to Slack;
     an unset ``OONI_SLACK_WEBHOOK_URL`` prints "alert not sent: ... not configured" instead,
     and a failed delivery raises AlertError so the run fails visibly. Returns the comparison.
     """
@@ -82,11 +84,11 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
     from ..exceptions import ConfigError
 
     label = software_name if isinstance(software_name, str) else ", ".join(software_name)
-    stats_df = fetch_release_stats(software_name, since)
-    if stats_df.empty:
-        print(f"no measurements from {label} since {since}: nothing to compare")  # noqa: T201
-        return compare_release(pd.DataFrame(columns=["software_version", "test_name", "total",
-                                                     "failures", "anomalies"]))
+    start, stop = time_range(since)
+    stats_df = fetch_release_stats(software_name, start, stop)
+    # a probe type that sent nothing for the whole window: wrong data source or empty table
+    # (an outage of the probe type alone is the flow notebooks' alarm), never "no regression"
+    require_rows(stats_df, "fastpath", start, stop, f"measurements from {label}")
     summary = version_summary(stats_df)
     print(f"{label}: {len(summary)} version(s) measured since {since}")  # noqa: T201
     display(summary)
@@ -95,7 +97,7 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
     if len(versions) < 2:
         print(f"only one version ({versions[0]}) was measured: no previous version to compare with")  # noqa: T201
     compared = versions[-(previous + 1):]
-    runtimes = fetch_runtime_sample(software_name, compared, since)
+    runtimes = fetch_runtime_sample(software_name, compared, start, stop)
     result = compare_release(stats_df, runtimes, previous=previous, **thresholds)
     newest = versions[-1]
     base = versions[-(previous + 1):-1]
