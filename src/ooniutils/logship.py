@@ -15,7 +15,9 @@ runs, and a second one on the same cursor stops at once with an error naming the
 (two would read the same entries and both insert the lines after the cursor).
 
 Lines that are not valid JSON, or lack ``__REALTIME_TIMESTAMP`` / ``__CURSOR``, are counted
-and skipped with a log message.
+and skipped with a log message. Invalid UTF-8 inside a JSON string (journald writes raw
+bytes there when a program logs them) is replaced by U+FFFD, and the lines are counted in
+``ShipStats.replaced``: every stored value is text.
 
 Speed (the file and stdin modes): the input is read in blocks of whole lines that go to
 pyarrow's JSON reader (C++, parallel) as one buffer, never split into Python line objects;
@@ -86,6 +88,8 @@ class ShipStats:
     """Non-blank lines read (skipped ones before the resume cursor not counted)."""
     inserted: int = 0
     invalid: int = 0
+    replaced: int = 0
+    """Lines kept with invalid UTF-8 replaced by U+FFFD (counted once per line)."""
     duplicates: int = 0
     batches: int = 0
     last_cursor: str | None = None
@@ -118,11 +122,14 @@ def _read_json(data: Block) -> pa.Table:
 
 
 def _parse_per_line(lines: list[Block], stats: ShipStats) -> pa.Table:
-    """``json.loads`` line by line, for lines pyarrow rejected: keeps the valid ones."""
-    rows: dict[str, list[str | None]] = {c: [] for c in _JOURNAL_COLUMNS}
+    """``json.loads`` line by line, for lines pyarrow rejected: keeps the valid ones.
+
+    Like pyarrow's reader, it keeps a string's bytes as they are (invalid UTF-8 included,
+    which :func:`_repair_utf8` then replaces and counts for the rows that are kept)."""
+    rows: dict[str, list[bytes | None]] = {c: [] for c in _JOURNAL_COLUMNS}
     for raw in lines:
         try:
-            obj = json.loads(raw)
+            obj = json.loads(bytes(raw).decode("utf-8", "surrogateescape"))
         except ValueError as exc:
             stats.invalid += 1
             log.warning("skipping a line that is not valid JSON (%s): %.120r", exc, raw)
@@ -132,16 +139,66 @@ def _parse_per_line(lines: list[Block], stats: ShipStats) -> pa.Table:
             log.warning("skipping a JSON line that is not an object: %.120r", raw)
             continue
         for c in _JOURNAL_COLUMNS:
-            v = obj.get(c)
-            if isinstance(v, list):  # journald encodes non-UTF-8 fields as byte arrays
-                try:
-                    v = bytes(v).decode("utf-8", "replace")
-                except (TypeError, ValueError):
-                    v = None
-            elif v is not None and not isinstance(v, str):
-                v = str(v)
-            rows[c].append(v)
-    return pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()}, schema=_READ_SCHEMA)
+            rows[c].append(_field_bytes(obj.get(c)))
+    # binary viewed as string: no UTF-8 check here, as in pyarrow's reader
+    return pa.table({c: pa.array(v, pa.binary()).view(pa.string()) for c, v in rows.items()},
+                    schema=_READ_SCHEMA)
+
+
+def _field_bytes(v: object) -> bytes | None:
+    """A journald JSON field's value as the bytes it stands for."""
+    if v is None:
+        return None
+    if isinstance(v, list):  # journald writes fields that are not UTF-8 as byte arrays
+        try:
+            return bytes(v)
+        except (TypeError, ValueError):
+            return None
+    text = v if isinstance(v, str) else str(v)
+    try:
+        return text.encode("utf-8", "surrogateescape")  # the raw bytes of the line back
+    except UnicodeEncodeError:  # a lone surrogate written as a \\uXXXX escape
+        return text.encode("utf-8", "surrogatepass")  # invalid UTF-8: replaced later
+
+
+def _decode(raw: bytes) -> tuple[str, bool]:
+    """``raw`` as text, invalid UTF-8 replaced by U+FFFD; and whether any was."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), True
+
+
+def _repair_utf8(cols: dict[str, pa.ChunkedArray], stats: ShipStats) -> dict[str, pa.ChunkedArray]:
+    """Neither pyarrow's JSON reader nor :func:`_parse_per_line` checks that a string's bytes
+    are UTF-8; such values would reach pandas as bytes. Replace their invalid sequences by
+    U+FFFD (one fast validation per chunk; only a chunk that fails is decoded value by
+    value) and count the rows in ``stats.replaced``."""
+    bad_rows: set[int] = set()
+    out = dict(cols)
+    for name, col in cols.items():
+        if not pa.types.is_string(col.type):
+            continue
+        chunks, offset, changed = [], 0, False
+        for chunk in col.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                values: list[str | None] = []
+                for i, raw in enumerate(chunk.view(pa.binary()).to_pylist()):
+                    text, bad = (None, False) if raw is None else _decode(raw)
+                    values.append(text)
+                    if bad:
+                        bad_rows.add(offset + i)
+                chunk, changed = pa.array(values, pa.string()), True
+            chunks.append(chunk)
+            offset += len(chunk)
+        if changed:
+            out[name] = pa.chunked_array(chunks, pa.string())
+    if bad_rows:
+        stats.replaced += len(bad_rows)
+        log.warning("%d line(s) hold invalid UTF-8: stored with U+FFFD in its place", len(bad_rows))
+    return out
 
 
 def _parse_slow(data: Block, stats: ShipStats) -> pa.Table:
@@ -245,6 +302,7 @@ def to_logs(table: pa.Table, stats: ShipStats, now: datetime | None = None) -> p
         log.warning("skipping %d line(s) whose __REALTIME_TIMESTAMP is missing or not an integer", n_bad)
         keep = pc.invert(bad)
         cols = {c: pc.filter(a, keep) for c, a in cols.items()}
+    cols = _repair_utf8(cols, stats)
     n = len(cols["__REALTIME_TIMESTAMP"])
     cols["_HOSTNAME"] = pc.fill_null(cols["_HOSTNAME"], "")
     cols["_MACHINE_ID"] = pc.fill_null(cols["_MACHINE_ID"], "")

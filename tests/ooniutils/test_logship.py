@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ooniutils import logship
 from ooniutils.journal_sample import journal_lines
@@ -357,3 +359,76 @@ def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
     assert read == [0, 1]  # the second block was fetched, seen after stop, and not parsed
     assert (stats.read, stats.inserted) == (300, 300) and count(store) == (300, 300)
     assert CursorFile(tmp_path / "cursor").read() == json.loads(lines[299])["__CURSOR"]
+
+
+# --- invalid UTF-8 inside JSON strings ------------------------------------------------------------
+
+
+def _json_string(raw: bytes) -> bytes:
+    """``raw`` as a JSON string the way journald writes it: quote, backslash and control
+    bytes escaped, every other byte (invalid UTF-8 included) as is."""
+    out = bytearray(b'"')
+    for x in raw:
+        if x in (0x22, 0x5C) or x < 0x20:
+            out += b"\\u%04x" % x
+        else:
+            out.append(x)
+    return bytes(out + b'"')
+
+
+def _line(tag: str, i: int, message: bytes, unit: bytes) -> bytes:
+    return (b'{"__CURSOR":"s=%s;i=%d","__REALTIME_TIMESTAMP":"%d","_HOSTNAME":"h","MESSAGE":%s,'
+            b'"_COMM":%s}' % (tag.encode(), i, 1_700_000_000_000_000 + i, _json_string(message),
+                              _json_string(unit)))
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_invalid_utf8_in_a_string_is_replaced_and_counted():
+    lines = [_line("a", 1, b"caf\xc3\xa9 \xff\xfe end", b"ok"), _line("a", 2, b"fine", b"\xc3")]
+    for extra in ([], [b"{not json"]):  # pyarrow's reader, then the line-by-line fallback
+        stats = ShipStats()
+        df = to_logs(parse_batch(lines + extra, stats), stats).to_pandas()
+        assert df["MESSAGE"].tolist() == ["café \ufffd\ufffd end", "fine"]
+        assert df["message"].tolist() == df["MESSAGE"].tolist()
+        assert df["_COMM"].tolist() == ["ok", "\ufffd"]
+        assert (stats.replaced, stats.invalid) == (2, len(extra))
+
+
+_TAGS = iter(range(10**9))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(entries=st.lists(st.tuples(st.binary(max_size=24), st.binary(max_size=6)), min_size=1,
+                        max_size=40),
+       garbage=st.sets(st.integers(0, 40), max_size=3), cut=st.integers(0, 40),
+       batch_size=st.integers(1, 16))
+def test_arbitrary_bytes_in_journal_lines(store, tmp_path, entries, garbage, cut, batch_size):
+    tag = f"t{next(_TAGS)}"
+    lines = [_line(tag, i, msg, unit) for i, (msg, unit) in enumerate(entries)]
+    for at in sorted(garbage, reverse=True):
+        lines.insert(min(at, len(lines)), b'{"MESSAGE":"\xff no cursor"')
+    src, cursor = tmp_path / f"{tag}.json", tmp_path / f"{tag}.cursor"
+    total = ShipStats()
+    for part in (lines[:cut], lines, lines):  # journal grows, then a restart with nothing new
+        src.write_bytes(b"".join(line + b"\n" for line in part))
+        stats = ship(store, cursor, from_file=str(src), batch_size=batch_size)
+        assert stats.read == stats.inserted + stats.invalid + stats.duplicates
+        for k in ("read", "inserted", "invalid", "replaced", "duplicates"):
+            setattr(total, k, getattr(total, k) + getattr(stats, k))
+    df = store.query("SELECT __CURSOR, MESSAGE, message, _COMM FROM logs WHERE startsWith(__CURSOR, "
+                     "%(prefix)s) ORDER BY __REALTIME_TIMESTAMP", {"prefix": f"s={tag};"})
+    assert len(df) == len(entries) == total.inserted and total.duplicates == 0  # exactly once
+    assert df["__CURSOR"].tolist() == [f"s={tag};i={i}" for i in range(len(entries))]
+    for col in ("MESSAGE", "message", "_COMM"):
+        assert all(isinstance(v, str) for v in df[col]), col
+    assert df["MESSAGE"].tolist() == [m.decode("utf-8", "replace") for m, _ in entries]
+    assert df["_COMM"].tolist() == [u.decode("utf-8", "replace") for _, u in entries]
+    assert total.replaced == sum(not (_is_utf8(m) and _is_utf8(u)) for m, u in entries)

@@ -46,7 +46,8 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
     except OoniUtilsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"read {stats.read} line(s): inserted {stats.inserted}, skipped {stats.invalid} "
-               f"invalid, dropped {stats.duplicates} already stored; last cursor {stats.last_cursor}")
+               f"invalid, dropped {stats.duplicates} already stored, {stats.replaced} with invalid "
+               f"UTF-8 replaced; last cursor {stats.last_cursor}")
 
 
 @group.command("sample")
