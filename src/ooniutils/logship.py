@@ -63,6 +63,8 @@ Block = bytes | bytearray
 """Whole lines of ``journalctl -o json`` output, as read from a file or pipe."""
 
 REQUIRED = ("__REALTIME_TIMESTAMP", "__CURSOR")
+STOP_GRACE_S = 1.0
+"""How long an ended journalctl may precede our own stop request before it is an error."""
 READ_CHUNK = 16 << 20
 """Most bytes read (and parsed) at once from a file or stdin."""
 MIN_READ_CHUNK = 64 << 10
@@ -666,7 +668,9 @@ def _ship(shipper: Shipper, from_file: str | None, batch_size: int, stop: thread
     try:
         assert proc.stdout is not None
         stats = shipper.ship_stream(proc.stdout, stop)
-        if stop is None or not stop.is_set():  # `journalctl --follow` only ends on an error
+        # `journalctl --follow` ends by itself only on an error, or when it got the SIGTERM
+        # meant for both of us (systemd signals the whole unit): give ours a moment to arrive
+        if stop is None or not stop.wait(STOP_GRACE_S):
             try:
                 code: int | None = proc.wait(10)
             except subprocess.TimeoutExpired:

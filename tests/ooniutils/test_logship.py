@@ -381,6 +381,26 @@ def test_follow_mode_ships_journalctl_output_after_the_cursor(store, tmp_path):
     assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]
 
 
+def test_journalctl_ending_with_our_own_sigterm_is_a_clean_stop(store, tmp_path):
+    lines = journal_lines(5)
+    stop = threading.Event()
+
+    class Stopped:  # systemd's SIGTERM reached journalctl just before the shipper
+        def __init__(self, cmd, stdout, stderr):
+            self.stdout = io.BytesIO(b"\n".join(lines) + b"\n")
+            self.stderr = io.BytesIO(b"")
+            threading.Timer(0.3, stop.set).start()
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout):
+            return 0
+
+    stats = ship(store, tmp_path / "cursor", flush_interval=60, stop=stop, popen=Stopped)
+    assert stats.inserted == 5
+
+
 def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
     import threading
 
