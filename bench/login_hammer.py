@@ -123,10 +123,12 @@ def main() -> None:
     print(f"\n| variant | /healthz alone (median) | under {args.concurrency} wrong passwords: "
           "median / worst | hammer took | answers |")
     print("|---|---|---|---|---|")
+    def med(rs: list[dict[str, object]], key: str) -> float:
+        return statistics.median(float(r[key]) for r in rs)  # type: ignore[arg-type]
+
     for name, rs in results.items():
-        med = lambda k: statistics.median(float(r[k]) for r in rs)  # noqa: E731
-        print(f"| {name} | {med('alone_ms'):.1f} ms | {med('under_median_ms'):.1f} / "
-              f"{med('under_max_ms'):.0f} ms | {med('hammer_s'):.2f} s | {rs[-1]['codes']} |")
+        print(f"| {name} | {med(rs, 'alone_ms'):.1f} ms | {med(rs, 'under_median_ms'):.1f} / "
+              f"{med(rs, 'under_max_ms'):.0f} ms | {med(rs, 'hammer_s'):.2f} s | {rs[-1]['codes']} |")
 
 
 if __name__ == "__main__":
