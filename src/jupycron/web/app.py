@@ -1,7 +1,8 @@
 """The dashboard: a Starlette app over the history, the notebooks folder and the outputs.
 
 Routes (all pages need a user, see :mod:`jupycron.web.auth`, except ``/static`` and, unless
-``metrics_auth=True``, ``/metrics``):
+``metrics_auth=True``, ``/metrics``; refused: 401, 429 with ``Retry-After`` after too many
+failed logins from one address, 503 while the config file's users cannot be read):
 
 ===========================  =====================================================================
 ``GET /``                    every notebook (the rows of :func:`jupycron.summary.build_rows`),

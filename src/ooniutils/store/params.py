@@ -6,7 +6,11 @@ Two jobs, shared by both store back-ends so they behave the same:
   ``{name:Type}`` placeholders (type inferred from the Python value) and returns each value
   in ClickHouse's *escaped text* form, the form the engine parses for ``{name:Type}``
   (the same text the HTTP interface takes as ``param_<name>``). Values never enter the SQL
-  text: ClickHouse parses them as data of the declared type.
+  text: ClickHouse parses them as data of the declared type. Values the engine would
+  silently change are refused with :class:`~ooniutils.exceptions.QueryError` naming the
+  parameter: integers outside the declared (or inferred) type's range, which ClickHouse
+  wraps or saturates, and ``NaT``. Only placeholders in SQL code count: literals, quoted
+  identifiers and comments (``--``, ``#``, nested ``/* */``) are left as written.
 * **Coercion.** :func:`to_arrow` converts a DataFrame to a :class:`pyarrow.Table` with the
   column order and types of a :class:`~ooniutils.store.schema.Table` (missing columns get
   their defaults; unknown columns and impossible conversions raise
