@@ -30,7 +30,7 @@ from jupycron.web.auth import (
     set_password,
     verify_password,
 )
-from jupycron.web.throttle import FAILED_LOGIN_BURST, FailureThrottle
+from jupycron.web.throttle import FAILED_LOGIN_BURST, FailureThrottle, client_key
 from jupycron.web.users import UserTable
 from tests.support.services import http_service
 
@@ -142,6 +142,14 @@ def test_failed_checks_use_up_a_token_bucket_per_client() -> None:
     assert t.take("a") == 0.0 and t.take("a") == 0.0 and t.take("a") != 0.0
     assert FailureThrottle.retry_after_header(0.2) == "1"
     assert FailureThrottle.retry_after_header(5.01) == "6"
+
+
+def test_clients_are_told_apart_by_address_and_ipv6_network() -> None:
+    assert client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("testclient") == "testclient"
 
 
 def test_throttled_client_is_refused_without_argon2(tmp_path: Path, monkeypatch) -> None:

@@ -56,7 +56,7 @@ from ooniutils.atomicfile import atomic_write_bytes
 
 from ..config import Settings
 from ..exceptions import ConfigError
-from .throttle import FailureThrottle
+from .throttle import FailureThrottle, client_key
 from .users import UserTable
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class AuthMiddleware:
         if scope["type"] == "http":
             client = scope.get("client")
             scope[AUTH_SCOPE_KEY] = await self.authenticator.identify(
-                Headers(scope=scope), client[0] if client else "unknown")
+                Headers(scope=scope), client_key(client[0]) if client else "unknown")
         await self.app(scope, receive, send)
 
 

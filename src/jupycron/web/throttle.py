@@ -1,7 +1,7 @@
 """Failed-login limiting: a token bucket per client address.
 
-Each client (the TCP peer address; behind a reverse proxy that is the proxy, see the
-README) has a bucket of :data:`FAILED_LOGIN_BURST` tokens that refills by one token every
+Each client (the TCP peer address, an IPv6 one by its /64 network since a host usually
+holds a whole /64; behind a reverse proxy that is the proxy, see the README) has a bucket of :data:`FAILED_LOGIN_BURST` tokens that refills by one token every
 :data:`FAILED_LOGIN_REFILL_S` seconds. Checking a password (one not in the success cache)
 takes a token first; a correct password gives it back, so only failures use the bucket up.
 With the bucket empty, the request is refused with ``429 Too Many Requests`` and a
@@ -11,6 +11,7 @@ With the bucket empty, the request is refused with ``429 Too Many Requests`` and
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -20,13 +21,26 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FAILED_LOGIN_BURST", "FAILED_LOGIN_REFILL_S", "FailureThrottle"]
+__all__ = ["FAILED_LOGIN_BURST", "FAILED_LOGIN_REFILL_S", "FailureThrottle", "client_key"]
 
 FAILED_LOGIN_BURST = 10
 """Failed password checks a client may make in a row."""
 FAILED_LOGIN_REFILL_S = 6.0
 """Seconds for one more attempt to come back (10 a minute once the burst is spent)."""
 _MAX_CLIENTS = 4096  # full buckets are forgotten beyond this many clients
+
+
+def client_key(host: str) -> str:
+    """The bucket of a peer address: IPv4 as is, IPv6 by its /64 (IPv4-mapped ones as IPv4)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 @dataclass
