@@ -15,7 +15,9 @@ runs, and a second one on the same cursor stops at once with an error naming the
 (two would read the same entries and both insert the lines after the cursor).
 
 Lines that are not valid JSON, or lack ``__REALTIME_TIMESTAMP`` / ``__CURSOR``, are counted
-and skipped with a log message.
+and skipped with a log message. Invalid UTF-8 inside a JSON string (journald writes raw
+bytes there when a program logs them) is replaced by U+FFFD, and the lines are counted in
+``ShipStats.replaced``: every stored value is text.
 
 Speed (the file and stdin modes): the input is read in blocks of whole lines that go to
 pyarrow's JSON reader (C++, parallel) as one buffer, never split into Python line objects;
@@ -43,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Literal, Protocol, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +63,8 @@ Block = bytes | bytearray
 """Whole lines of ``journalctl -o json`` output, as read from a file or pipe."""
 
 REQUIRED = ("__REALTIME_TIMESTAMP", "__CURSOR")
+STOP_GRACE_S = 1.0
+"""How long an ended journalctl may precede our own stop request before it is an error."""
 READ_CHUNK = 16 << 20
 """Most bytes read (and parsed) at once from a file or stdin."""
 MIN_READ_CHUNK = 64 << 10
@@ -86,10 +90,42 @@ class ShipStats:
     """Non-blank lines read (skipped ones before the resume cursor not counted)."""
     inserted: int = 0
     invalid: int = 0
+    replaced: int = 0
+    """Lines kept with invalid UTF-8 replaced by U+FFFD (counted once per line)."""
     duplicates: int = 0
     batches: int = 0
     last_cursor: str | None = None
     errors: list[str] = field(default_factory=list)
+
+
+RESET_HINT = ("Restart with --reset-cursor=head (all of the input or journal; lines already "
+              "stored are skipped) or --reset-cursor=<ISO time> (from that time on).")
+
+
+class CursorNotFound(LoadError):
+    """The saved cursor names no entry of the input or journal (garbled, cut off, rotated
+    out): shipping stops instead of silently reading nothing ever after."""
+
+
+ResetCursor = Literal["head"] | datetime
+"""Where to start instead of after the saved cursor: ``"head"`` or an aware time."""
+
+
+def parse_reset_cursor(text: str) -> ResetCursor:
+    """``head`` or an ISO 8601 time (no zone: UTC) for ``--reset-cursor``; ValueError else."""
+    if text.strip().lower() == "head":
+        return "head"
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither 'head' nor an ISO time such as "
+                         "2024-11-19T07:00:00Z") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _epoch_us(when: datetime) -> int:
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 class CursorFile:
@@ -118,11 +154,14 @@ def _read_json(data: Block) -> pa.Table:
 
 
 def _parse_per_line(lines: list[Block], stats: ShipStats) -> pa.Table:
-    """``json.loads`` line by line, for lines pyarrow rejected: keeps the valid ones."""
-    rows: dict[str, list[str | None]] = {c: [] for c in _JOURNAL_COLUMNS}
+    """``json.loads`` line by line, for lines pyarrow rejected: keeps the valid ones.
+
+    Like pyarrow's reader, it keeps a string's bytes as they are (invalid UTF-8 included,
+    which :func:`_repair_utf8` then replaces and counts for the rows that are kept)."""
+    rows: dict[str, list[bytes | None]] = {c: [] for c in _JOURNAL_COLUMNS}
     for raw in lines:
         try:
-            obj = json.loads(raw)
+            obj = json.loads(bytes(raw).decode("utf-8", "surrogateescape"))
         except ValueError as exc:
             stats.invalid += 1
             log.warning("skipping a line that is not valid JSON (%s): %.120r", exc, raw)
@@ -132,16 +171,66 @@ def _parse_per_line(lines: list[Block], stats: ShipStats) -> pa.Table:
             log.warning("skipping a JSON line that is not an object: %.120r", raw)
             continue
         for c in _JOURNAL_COLUMNS:
-            v = obj.get(c)
-            if isinstance(v, list):  # journald encodes non-UTF-8 fields as byte arrays
-                try:
-                    v = bytes(v).decode("utf-8", "replace")
-                except (TypeError, ValueError):
-                    v = None
-            elif v is not None and not isinstance(v, str):
-                v = str(v)
-            rows[c].append(v)
-    return pa.table({c: pa.array(v, pa.string()) for c, v in rows.items()}, schema=_READ_SCHEMA)
+            rows[c].append(_field_bytes(obj.get(c)))
+    # binary viewed as string: no UTF-8 check here, as in pyarrow's reader
+    return pa.table({c: pa.array(v, pa.binary()).view(pa.string()) for c, v in rows.items()},
+                    schema=_READ_SCHEMA)
+
+
+def _field_bytes(v: object) -> bytes | None:
+    """A journald JSON field's value as the bytes it stands for."""
+    if v is None:
+        return None
+    if isinstance(v, list):  # journald writes fields that are not UTF-8 as byte arrays
+        try:
+            return bytes(v)
+        except (TypeError, ValueError):
+            return None
+    text = v if isinstance(v, str) else str(v)
+    try:
+        return text.encode("utf-8", "surrogateescape")  # the raw bytes of the line back
+    except UnicodeEncodeError:  # a lone surrogate written as a \\uXXXX escape
+        return text.encode("utf-8", "surrogatepass")  # invalid UTF-8: replaced later
+
+
+def _decode(raw: bytes) -> tuple[str, bool]:
+    """``raw`` as text, invalid UTF-8 replaced by U+FFFD; and whether any was."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), True
+
+
+def _repair_utf8(cols: dict[str, pa.ChunkedArray], stats: ShipStats) -> dict[str, pa.ChunkedArray]:
+    """Neither pyarrow's JSON reader nor :func:`_parse_per_line` checks that a string's bytes
+    are UTF-8; such values would reach pandas as bytes. Replace their invalid sequences by
+    U+FFFD (one fast validation per chunk; only a chunk that fails is decoded value by
+    value) and count the rows in ``stats.replaced``."""
+    bad_rows: set[int] = set()
+    out = dict(cols)
+    for name, col in cols.items():
+        if not pa.types.is_string(col.type):
+            continue
+        chunks, offset, changed = [], 0, False
+        for chunk in col.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid:
+                values: list[str | None] = []
+                for i, raw in enumerate(chunk.view(pa.binary()).to_pylist()):
+                    text, bad = (None, False) if raw is None else _decode(raw)
+                    values.append(text)
+                    if bad:
+                        bad_rows.add(offset + i)
+                chunk, changed = pa.array(values, pa.string()), True
+            chunks.append(chunk)
+            offset += len(chunk)
+        if changed:
+            out[name] = pa.chunked_array(chunks, pa.string())
+    if bad_rows:
+        stats.replaced += len(bad_rows)
+        log.warning("%d line(s) hold invalid UTF-8: stored with U+FFFD in its place", len(bad_rows))
+    return out
 
 
 def _parse_slow(data: Block, stats: ShipStats) -> pa.Table:
@@ -245,6 +334,7 @@ def to_logs(table: pa.Table, stats: ShipStats, now: datetime | None = None) -> p
         log.warning("skipping %d line(s) whose __REALTIME_TIMESTAMP is missing or not an integer", n_bad)
         keep = pc.invert(bad)
         cols = {c: pc.filter(a, keep) for c, a in cols.items()}
+    cols = _repair_utf8(cols, stats)
     n = len(cols["__REALTIME_TIMESTAMP"])
     cols["_HOSTNAME"] = pc.fill_null(cols["_HOSTNAME"], "")
     cols["_MACHINE_ID"] = pc.fill_null(cols["_MACHINE_ID"], "")
@@ -273,6 +363,14 @@ class Shipper:
         self.flush_interval = flush_interval
         self.stats = ShipStats(last_cursor=self.cursor.read())
         self._dedupe = True  # check against the store until a batch has no overlap
+        self._stored_until: int | None = None  # see dedupe_through_stored()
+        self._through_stored = False
+
+    def dedupe_through_stored(self) -> None:
+        """Check every batch against the store until the input passes the newest stored
+        entry, not only until a batch has no overlap: after ``--reset-cursor`` the input
+        starts anywhere before (or inside) what is stored, not just after it."""
+        self._through_stored = True
 
     def _already_stored(self, batch: pa.Table) -> pa.ChunkedArray:
         ts = batch["__REALTIME_TIMESTAMP"]
@@ -290,13 +388,17 @@ class Shipper:
             return
         last_cursor = str(batch["__CURSOR"][-1].as_py())
         if self._dedupe:
+            if self._through_stored and self._stored_until is None:
+                found = self.store.query("SELECT max(__REALTIME_TIMESTAMP) AS t, count() AS n FROM logs")
+                self._stored_until = int(found["t"].iloc[0]) if int(found["n"].iloc[0]) else -1
+            newest = pc.max(batch["__REALTIME_TIMESTAMP"]).as_py()
             dup = self._already_stored(batch)
             n_dup = pc.sum(dup).as_py() or 0
             if n_dup:
                 self.stats.duplicates += n_dup
                 log.info("dropping %d line(s) already stored by a previous run", n_dup)
                 batch = batch.filter(pc.invert(dup))
-            else:
+            elif not self._through_stored or newest > (self._stored_until or -1):
                 self._dedupe = False
         if batch.num_rows:
             self.stats.inserted += self.store.insert_arrow(LOGS, batch)
@@ -310,11 +412,13 @@ class Shipper:
             self.insert_batch(to_logs(parse_batch(lines, self.stats), self.stats))
 
     def ship_blocks(self, blocks: Iterable[Block], skip_until_cursor: str | None = None,
-                    stop: threading.Event | None = None) -> ShipStats:
+                    stop: threading.Event | None = None, since_us: int | None = None) -> ShipStats:
         """Ship blocks of whole lines (each ending at a line end) in batches of
         ``batch_size`` rows. With ``skip_until_cursor``, lines up to and including the one
-        holding that cursor are skipped unparsed (resume after a restart). When ``stop`` is
-        set, the rows parsed so far are committed and no further block is read.
+        holding that cursor are skipped unparsed (resume after a restart); when no line holds
+        it, :class:`CursorNotFound` is raised and nothing is shipped. With ``since_us``, lines
+        whose ``__REALTIME_TIMESTAMP`` is earlier are dropped (not counted as read). When
+        ``stop`` is set, the rows parsed so far are committed and no further block is read.
 
         Batches are committed by one background thread while the next block is parsed, at
         most one batch in flight: batch N+1 is handed over only after batch N and its
@@ -346,13 +450,17 @@ class Shipper:
                         block = block[end + 1:] if end >= 0 else b""
                         needle = None
                     rows = to_logs(parse_block(block, self.stats), self.stats)
+                    if since_us is not None:
+                        rows = self._drop_before(rows, since_us)
                     pending = rows if pending is None else pa.concat_tables([pending, rows])
                     while pending.num_rows >= self.batch_size:  # slices: no copies
                         commit(pending.slice(0, self.batch_size))
                         pending = pending.slice(self.batch_size)
                 if needle is not None and not (stop is not None and stop.is_set()):
-                    log.warning("cursor %s not found in the input; nothing after it was shipped",
-                                skip_until_cursor)
+                    raise CursorNotFound(
+                        f"the saved cursor {skip_until_cursor!r} ({self.cursor.path}) is not in the "
+                        f"input, so nothing was shipped: it is garbled or cut off, or its entry is "
+                        f"no longer in the journal. {RESET_HINT}")
                 if pending is not None:
                     commit(pending)
             except BaseException:
@@ -362,6 +470,12 @@ class Shipper:
             if inflight is not None:
                 inflight.result()
         return self.stats
+
+    def _drop_before(self, rows: pa.Table, since_us: int) -> pa.Table:
+        keep = pc.greater_equal(rows["__REALTIME_TIMESTAMP"], since_us)
+        n_kept = pc.sum(keep).as_py() or 0
+        self.stats.read -= rows.num_rows - n_kept
+        return rows if n_kept == rows.num_rows else rows.filter(keep)
 
     def _warm_up(self) -> None:
         """Start the store's engine (chDB loads in ~0.5 s) before the first duplicate check."""
@@ -467,27 +581,53 @@ def iter_blocks(path: str, size: int = READ_CHUNK) -> Iterator[Block]:
         yield from read_blocks(fh, size)
 
 
-def journalctl_command(after_cursor: str | None, journalctl: str = "journalctl") -> list[str]:
+def journalctl_command(after_cursor: str | None, journalctl: str = "journalctl", *,
+                       reset: ResetCursor | None = None,
+                       directory: Path | None = None) -> list[str]:
+    """``journalctl -o json --follow`` from after ``after_cursor``, or from ``reset``
+    (``head``: every entry; a time: ``--since``), of ``directory`` or the system journal.
+    Without either (the first start), journalctl's default: the last 10 entries, then new ones."""
     cmd = [journalctl, "-o", "json", "--follow", "--no-pager"]
-    if after_cursor:
-        cmd.append(f"--after-cursor={after_cursor}")
+    if directory is not None:
+        cmd.append(f"--directory={directory}")
+    if reset == "head":
+        cmd.append("--lines=all")
+    elif isinstance(reset, datetime):
+        us = _epoch_us(reset)
+        cmd += ["--lines=all", f"--since=@{us // 1_000_000}.{us % 1_000_000:06d}"]
+    elif after_cursor:
+        # --follow alone shows only the last 10 entries after the cursor: the rest of a
+        # downtime's entries would never be shipped
+        cmd += ["--lines=all", f"--after-cursor={after_cursor}"]
     return cmd
 
 
 def ship(store: Store, cursor_file: Path, from_file: str | None = None,
          batch_size: int = 50_000, flush_interval: float = 2.0,
          stop: threading.Event | None = None,
-         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen) -> ShipStats:
-    """Ship from ``from_file`` (a path or ``-``) or from ``journalctl --follow``.
+         popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen, *,
+         reset_cursor: ResetCursor | None = None, journal_dir: Path | None = None) -> ShipStats:
+    """Ship from ``from_file`` (a path or ``-``) or from ``journalctl --follow`` (of the
+    journal files in ``journal_dir``, default the system journal).
 
     ``stop`` (set by the CLI on SIGTERM) ends either mode after committing what was read.
+    A saved cursor that is not in the input raises :class:`CursorNotFound`; so does
+    journalctl refusing it. ``reset_cursor`` ignores the saved cursor for this run and
+    starts at the head of the input, or at a time (earlier lines are dropped); the cursor
+    file is rewritten after the first batch, and lines already stored are dropped by the
+    duplicate check.
 
     Example::
 
         stats = ship(get_store(), Path("/var/lib/ooni/logship.cursor"), from_file="journal.json")
     """
     with _sole_shipper(cursor_file):
-        return _ship(Shipper(store, cursor_file, batch_size, flush_interval), from_file, batch_size, stop, popen)
+        shipper = Shipper(store, cursor_file, batch_size, flush_interval)
+        if reset_cursor is not None:
+            shipper.dedupe_through_stored()
+            log.warning("ignoring the saved cursor %r: starting from %s", shipper.stats.last_cursor,
+                        reset_cursor if reset_cursor == "head" else reset_cursor.isoformat())
+        return _ship(shipper, from_file, batch_size, stop, popen, reset_cursor, journal_dir)
 
 
 @contextlib.contextmanager
@@ -514,17 +654,58 @@ def _sole_shipper(cursor_file: Path) -> Iterator[None]:
 
 
 def _ship(shipper: Shipper, from_file: str | None, batch_size: int, stop: threading.Event | None,
-          popen: Callable[..., subprocess.Popen[bytes]]) -> ShipStats:
-    start_cursor = shipper.stats.last_cursor
+          popen: Callable[..., subprocess.Popen[bytes]], reset: ResetCursor | None,
+          journal_dir: Path | None) -> ShipStats:
+    start_cursor = shipper.stats.last_cursor if reset is None else None
     if from_file is not None:
         return shipper.ship_blocks(iter_blocks(from_file, _block_size(batch_size)),
-                                   skip_until_cursor=start_cursor, stop=stop)
-    cmd = journalctl_command(start_cursor)
+                                   skip_until_cursor=start_cursor, stop=stop,
+                                   since_us=_epoch_us(reset) if isinstance(reset, datetime) else None)
+    cmd = journalctl_command(start_cursor, reset=reset, directory=journal_dir)
     log.info("reading %s", " ".join(cmd))
-    proc = popen(cmd, stdout=subprocess.PIPE)
+    proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = _Tail(proc.stderr)
     try:
         assert proc.stdout is not None
-        return shipper.ship_stream(proc.stdout, stop)
+        stats = shipper.ship_stream(proc.stdout, stop)
+        # `journalctl --follow` ends by itself only on an error, or when it got the SIGTERM
+        # meant for both of us (systemd signals the whole unit): give ours a moment to arrive
+        if stop is None or not stop.wait(STOP_GRACE_S):
+            try:
+                code: int | None = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            said = errors.text()
+            message = (f"journalctl stopped (exit code {code}) after {stats.read} line(s)"
+                       + (f": {said}" if said else ""))
+            if start_cursor and "cursor" in said.lower():
+                raise CursorNotFound(f"{message}. The saved cursor {start_cursor!r} "
+                                     f"({shipper.cursor.path}) is not valid for this journal. "
+                                     f"{RESET_HINT}")
+            raise LoadError(message)
+        return stats
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class _Tail:
+    """Reads a pipe to its end in a thread (so the writer never blocks), keeping its end."""
+
+    def __init__(self, pipe: IO[bytes] | None, keep: int = 4096) -> None:
+        self._buf = b""
+        self._keep = keep
+        self._thread: threading.Thread | None = None
+        if pipe is not None:
+            self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True,
+                                            name="journalctl-stderr")
+            self._thread.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        for chunk in iter(lambda: pipe.read1(4096) if hasattr(pipe, "read1") else pipe.read(4096), b""):
+            self._buf = (self._buf + chunk)[-self._keep:]
+
+    def text(self, timeout: float = 2.0) -> str:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._buf.decode("utf-8", "replace").strip()

@@ -4,6 +4,7 @@ counting HTTP back-end on 127.0.0.1."""
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from jupycron.web.app import _OUTPUT_CSP
 from ooniutils.cli import cli
 from ooniutils.edge import NGINX_TEMPLATE, render_nginx_config
 from ooniutils.exceptions import ConfigError
@@ -172,3 +174,56 @@ def test_outputs_are_read_only_without_listing_or_symlinks(nginx: Nginx, tmp_pat
         assert c.put("/outputs/new.html", content=b"x").status_code == 403
     assert not (nginx.outputs_dir / "new.html").exists()
     assert nginx.backend.hits == {}  # none of this reached the API
+
+
+STATE_FILES = {  # jupycron's own files in the outputs folder, and a notebook's hidden ones
+    ".history.json": '{"notebooks": {"secret-history": 1}}',
+    ".history.json.lock": "secret-lock",
+    ".scheduler.json": '{"pid": "secret-scheduler"}',
+    ".web-run-now.log": "--- alice: ['secret-argv']",
+    ".scan-cache.json": '{"secret-scan": 1}',
+    ".secret": "secret-key",
+    ".state/token": "secret-state",
+    ".locks/a_autorun.ipynb.lock": "secret-lock",
+    "sub/.hidden.html": "<p>secret-hidden</p>",
+    "sub/.cache/x.html": "<p>secret-cache</p>",
+}
+
+
+def _raw_get(url: str, target: str) -> tuple[int, bytes]:
+    """GET ``target`` byte for byte (httpx would normalise dots and escapes away)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.integration
+def test_outputs_hide_state_files_and_sandbox_html(nginx: Nginx):
+    for rel, text in STATE_FILES.items():
+        (nginx.outputs_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (nginx.outputs_dir / rel).write_text(text)
+    (nginx.outputs_dir / "nb_autorun.html").write_text("<script>fetch('/api/')</script>")
+    targets = [f"/outputs/{rel}" for rel in STATE_FILES] + [
+        "/outputs/%2ehistory.json", "/outputs/%2Esecret", "/outputs/sub/../.secret",
+        "/outputs/./.secret", "/outputs//.secret", "/outputs/sub/%2e%2e/.secret",
+        "/outputs/.state/", "/outputs/.locks/", "/outputs/sub/.cache/", "/outputs/x/../.state/token",
+    ]
+    for target in targets:
+        status, body = _raw_get(nginx.url, target)
+        assert status == 404 and b"secret" not in body, (target, status, body[:200])
+    with httpx.Client(base_url=nginx.url, timeout=10) as c:
+        assert c.head("/outputs/.history.json").status_code == 404
+        page = c.get("/outputs/nb_autorun.html")
+        assert page.status_code == 200 and "<script>" in page.text
+        # the same sandbox as the dashboard's /output/ (an opaque origin for the notebook's
+        # scripts), checked against the dashboard's own value so the two cannot drift apart
+        assert page.headers["content-security-policy"] == _OUTPUT_CSP
+        assert page.headers["x-content-type-options"] == "nosniff"
+        missing = c.get("/outputs/.secret")
+        assert missing.headers["content-security-policy"] == _OUTPUT_CSP  # errors too
+    assert nginx.backend.hits == {}

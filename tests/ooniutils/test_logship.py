@@ -8,10 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ooniutils import logship
 from ooniutils.journal_sample import journal_lines
@@ -24,6 +29,7 @@ from ooniutils.logship import (
     ship,
     to_logs,
 )
+from tests.support.services import poll_until, require_program
 
 
 def count(store) -> tuple[int, int]:
@@ -272,13 +278,46 @@ def test_resume_cursor_found_in_a_later_block(store, tmp_path):
     assert first == int(json.loads(lines[2000])["__REALTIME_TIMESTAMP"])
 
 
-def test_unknown_resume_cursor_ships_nothing(store, tmp_path, caplog):
+@pytest.mark.parametrize("saved", ["s=garbage", "CUT"])
+def test_a_cursor_not_in_the_input_is_an_error_until_reset(store, tmp_path, saved):
+    from click.testing import CliRunner
+
+    from ooniutils.cli import cli
+
+    lines = journal_lines(50)
     src = tmp_path / "j.json"
-    src.write_bytes(b"\n".join(journal_lines(50)) + b"\n")
+    src.write_bytes(b"\n".join(lines) + b"\n")
     cursor = tmp_path / "cursor"
-    CursorFile(cursor).write("s=not-in-this-file")
-    stats = ship(store, cursor, from_file=str(src))
-    assert stats.inserted == 0 and "not found in the input" in caplog.text
+    if saved == "CUT":  # a cursor cut off (e.g. a hand-edited file)
+        saved = json.loads(lines[20])["__CURSOR"][:-3]
+    CursorFile(cursor).write(saved)
+    with pytest.raises(logship.CursorNotFound, match="--reset-cursor=head"):
+        ship(store, cursor, from_file=str(src))
+    assert count(store) == (0, 0) and CursorFile(cursor).read() == saved
+    run = CliRunner().invoke(cli, ["logs", "ship", "--from-file", str(src), "--cursor-file", str(cursor)])
+    assert run.exit_code == 1 and "is not in the input" in run.output and "--reset-cursor" in run.output
+    # from a time: the lines from the 31st on
+    since = datetime.fromtimestamp(int(json.loads(lines[30])["__REALTIME_TIMESTAMP"]) / 1e6, UTC)
+    run = CliRunner().invoke(cli, ["logs", "ship", "--from-file", str(src), "--cursor-file", str(cursor),
+                                   "--reset-cursor", since.isoformat()])
+    assert run.exit_code == 0, run.output
+    assert "read 20 line(s): inserted 20" in run.output and count(store) == (20, 20)
+    # from the head: the other 30 (the 20 already stored are dropped)
+    stats = ship(store, cursor, from_file=str(src), reset_cursor=logship.parse_reset_cursor("head"))
+    assert (stats.inserted, stats.duplicates) == (30, 20) and count(store) == (50, 50)
+    assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]
+    assert ship(store, cursor, from_file=str(src)).inserted == 0  # and it resumes normally
+    bad = CliRunner().invoke(cli, ["logs", "ship", "--from-file", str(src), "--cursor-file",
+                                   str(cursor), "--reset-cursor", "yesterday"])
+    assert bad.exit_code == 2 and "neither 'head' nor an ISO time" in bad.output
+
+
+def test_parse_reset_cursor():
+    assert logship.parse_reset_cursor(" HEAD ") == "head"
+    assert logship.parse_reset_cursor("2024-11-19T07:00:00") == datetime(2024, 11, 19, 7, tzinfo=UTC)
+    assert logship.parse_reset_cursor("2024-11-19T09:00:00+02:00") == datetime(2024, 11, 19, 7, tzinfo=UTC)
+    with pytest.raises(ValueError, match="neither"):
+        logship.parse_reset_cursor("s=abc")
 
 
 def test_failed_insert_stops_shipping_and_keeps_the_cursor_of_the_last_commit(store, tmp_path):
@@ -322,10 +361,35 @@ def test_follow_mode_ships_journalctl_output_after_the_cursor(store, tmp_path):
     CursorFile(cursor).write("s=earlier")
     seen: list[list[str]] = []
 
-    class FakeJournalctl:
-        def __init__(self, cmd, stdout):
+    class FakeJournalctl:  # ends its output, as journalctl only does on an error
+        def __init__(self, cmd, stdout, stderr):
             seen.append(cmd)
             self.stdout = io.BytesIO(b"\n".join(lines) + b"\n{bad\n")
+            self.stderr = io.BytesIO(b"Journal file corrupted\n")
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout):
+            return 1
+
+    with pytest.raises(logship.LoadError, match=r"journalctl stopped \(exit code 1\) after 21 "
+                       r"line\(s\): Journal file corrupted"):
+        ship(store, cursor, batch_size=8, flush_interval=60, popen=FakeJournalctl)
+    assert seen[0][-1] == "--after-cursor=s=earlier"
+    assert count(store) == (20, 20)  # what was read before is committed
+    assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]
+
+
+def test_journalctl_ending_with_our_own_sigterm_is_a_clean_stop(store, tmp_path):
+    lines = journal_lines(5)
+    stop = threading.Event()
+
+    class Stopped:  # systemd's SIGTERM reached journalctl just before the shipper
+        def __init__(self, cmd, stdout, stderr):
+            self.stdout = io.BytesIO(b"\n".join(lines) + b"\n")
+            self.stderr = io.BytesIO(b"")
+            threading.Timer(0.3, stop.set).start()
 
         def terminate(self):
             pass
@@ -333,10 +397,8 @@ def test_follow_mode_ships_journalctl_output_after_the_cursor(store, tmp_path):
         def wait(self, timeout):
             return 0
 
-    stats = ship(store, cursor, batch_size=8, flush_interval=60, popen=FakeJournalctl)
-    assert seen[0][-1] == "--after-cursor=s=earlier"
-    assert (stats.inserted, stats.invalid, stats.batches) == (20, 1, 3)
-    assert CursorFile(cursor).read() == json.loads(lines[-1])["__CURSOR"]
+    stats = ship(store, tmp_path / "cursor", flush_interval=60, stop=stop, popen=Stopped)
+    assert stats.inserted == 5
 
 
 def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
@@ -357,3 +419,167 @@ def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
     assert read == [0, 1]  # the second block was fetched, seen after stop, and not parsed
     assert (stats.read, stats.inserted) == (300, 300) and count(store) == (300, 300)
     assert CursorFile(tmp_path / "cursor").read() == json.loads(lines[299])["__CURSOR"]
+
+
+# --- invalid UTF-8 inside JSON strings ------------------------------------------------------------
+
+
+def _json_string(raw: bytes) -> bytes:
+    """``raw`` as a JSON string the way journald writes it: quote, backslash and control
+    bytes escaped, every other byte (invalid UTF-8 included) as is."""
+    out = bytearray(b'"')
+    for x in raw:
+        if x in (0x22, 0x5C) or x < 0x20:
+            out += b"\\u%04x" % x
+        else:
+            out.append(x)
+    return bytes(out + b'"')
+
+
+def _line(tag: str, i: int, message: bytes, unit: bytes) -> bytes:
+    return (b'{"__CURSOR":"s=%s;i=%d","__REALTIME_TIMESTAMP":"%d","_HOSTNAME":"h","MESSAGE":%s,'
+            b'"_COMM":%s}' % (tag.encode(), i, 1_700_000_000_000_000 + i, _json_string(message),
+                              _json_string(unit)))
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def test_invalid_utf8_in_a_string_is_replaced_and_counted():
+    lines = [_line("a", 1, b"caf\xc3\xa9 \xff\xfe end", b"ok"), _line("a", 2, b"fine", b"\xc3")]
+    for extra in ([], [b"{not json"]):  # pyarrow's reader, then the line-by-line fallback
+        stats = ShipStats()
+        df = to_logs(parse_batch(lines + extra, stats), stats).to_pandas()
+        assert df["MESSAGE"].tolist() == ["café \ufffd\ufffd end", "fine"]
+        assert df["message"].tolist() == df["MESSAGE"].tolist()
+        assert df["_COMM"].tolist() == ["ok", "\ufffd"]
+        assert (stats.replaced, stats.invalid) == (2, len(extra))
+
+
+_TAGS = iter(range(10**9))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(entries=st.lists(st.tuples(st.binary(max_size=24), st.binary(max_size=6)), min_size=1,
+                        max_size=40),
+       garbage=st.sets(st.integers(0, 40), max_size=3), cut=st.integers(0, 40),
+       batch_size=st.integers(1, 16))
+def test_arbitrary_bytes_in_journal_lines(store, tmp_path, entries, garbage, cut, batch_size):
+    tag = f"t{next(_TAGS)}"
+    lines = [_line(tag, i, msg, unit) for i, (msg, unit) in enumerate(entries)]
+    for at in sorted(garbage, reverse=True):
+        lines.insert(min(at, len(lines)), b'{"MESSAGE":"\xff no cursor"')
+    src, cursor = tmp_path / f"{tag}.json", tmp_path / f"{tag}.cursor"
+    total = ShipStats()
+    for part in (lines[:cut], lines, lines):  # journal grows, then a restart with nothing new
+        src.write_bytes(b"".join(line + b"\n" for line in part))
+        stats = ship(store, cursor, from_file=str(src), batch_size=batch_size)
+        assert stats.read == stats.inserted + stats.invalid + stats.duplicates
+        for k in ("read", "inserted", "invalid", "replaced", "duplicates"):
+            setattr(total, k, getattr(total, k) + getattr(stats, k))
+    df = store.query("SELECT __CURSOR, MESSAGE, message, _COMM FROM logs WHERE startsWith(__CURSOR, "
+                     "%(prefix)s) ORDER BY __REALTIME_TIMESTAMP", {"prefix": f"s={tag};"})
+    assert len(df) == len(entries) == total.inserted and total.duplicates == 0  # exactly once
+    assert df["__CURSOR"].tolist() == [f"s={tag};i={i}" for i in range(len(entries))]
+    for col in ("MESSAGE", "message", "_COMM"):
+        assert all(isinstance(v, str) for v in df[col]), col
+    assert df["MESSAGE"].tolist() == [m.decode("utf-8", "replace") for m, _ in entries]
+    assert df["_COMM"].tolist() == [u.decode("utf-8", "replace") for _, u in entries]
+    assert total.replaced == sum(not (_is_utf8(m) and _is_utf8(u)) for m, u in entries)
+
+
+# --- the real journalctl, over a journal written by systemd-journal-remote --------------------
+
+
+@dataclass
+class Journal:
+    directory: Path
+    cursors: list[str]
+    times_us: list[int]
+
+
+@pytest.fixture
+def journal(tmp_path) -> Journal:
+    """A journal folder of 30 entries (journald's own file format, written by
+    systemd-journal-remote from the export format) and the cursors journalctl gives them."""
+    remote = require_program("systemd-journal-remote", "/lib/systemd/systemd-journal-remote",
+                             "/usr/lib/systemd/systemd-journal-remote", package="systemd-journal-remote")
+    journalctl = require_program("journalctl", "/usr/bin/journalctl", package="systemd")
+    d = tmp_path / "journal"
+    d.mkdir()
+    export = b"".join(
+        b"__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=%s\n_HOSTNAME=probe-7\n"
+        b"_SYSTEMD_UNIT=oonib.service\nPRIORITY=6\nMESSAGE=entry %d\n\n"
+        % (1_700_000_000_000_000 + i * 1000, 1_000 + i, b"0123456789abcdef" * 2, i)
+        for i in range(30))
+    subprocess.run([remote, f"--output={d / 'remote.journal'}", "-"], input=export, check=True,
+                   capture_output=True, timeout=60)
+    out = subprocess.run([journalctl, f"--directory={d}", "-o", "json", "--no-pager"],
+                         capture_output=True, check=True, timeout=60).stdout.splitlines()
+    entries = [json.loads(line) for line in out]
+    assert len(entries) == 30
+    return Journal(d, [e["__CURSOR"] for e in entries], [int(e["__REALTIME_TIMESTAMP"]) for e in entries])
+
+
+def _follow(store, cursor, journal: Journal, expect: int, **kw) -> ShipStats:
+    """`ship` following the real journalctl until ``expect`` rows are stored, then stopped."""
+    stop = threading.Event()
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["stats"] = ship(store, cursor, batch_size=7, flush_interval=0.2, stop=stop,
+                                   journal_dir=journal.directory, **kw)
+        except BaseException as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        poll_until(lambda: "error" in result or count(store)[0] >= expect, timeout=60)
+        time.sleep(0.5)  # nothing more arrives
+    finally:
+        stop.set()
+        t.join(30)
+    if "error" in result:
+        raise result["error"]
+    return result["stats"]
+
+
+@pytest.mark.integration
+def test_real_journalctl_resumes_after_the_saved_cursor(store, tmp_path, journal):
+    cursor = tmp_path / "cursor"
+    CursorFile(cursor).write(journal.cursors[9])
+    stats = _follow(store, cursor, journal, expect=20)
+    assert stats.inserted == 20 and count(store) == (20, 20)
+    stored = store.query("SELECT __CURSOR FROM logs ORDER BY __REALTIME_TIMESTAMP")["__CURSOR"].tolist()
+    assert stored == journal.cursors[10:]
+    assert CursorFile(cursor).read() == journal.cursors[-1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("garbled", ["s=garbage", "CUT"])
+def test_real_journalctl_refusing_the_cursor_is_an_error_until_reset(store, tmp_path, journal, garbled):
+    cursor = tmp_path / "cursor"
+    if garbled == "CUT":  # cut inside the boot id: journalctl cannot parse it
+        garbled = journal.cursors[9][:journal.cursors[9].index(";b=") + 12]
+    CursorFile(cursor).write(garbled)
+    with pytest.raises(logship.CursorNotFound, match=r"(?s)Failed to seek to cursor.*--reset-cursor=head"):
+        ship(store, cursor, flush_interval=0.2, journal_dir=journal.directory)
+    assert count(store) == (0, 0) and CursorFile(cursor).read() == garbled
+    # the CLI, as systemd runs it: a failure exit code and the reason
+    cli = subprocess.run([sys.executable, "-m", "ooniutils", "logs", "ship", "--cursor-file", str(cursor),
+                          "--journal-dir", str(journal.directory)], capture_output=True, timeout=120)
+    assert cli.returncode == 1 and b"not valid for this journal" in cli.stderr, cli.stderr
+    # restart from a time, then from the head: every entry once
+    since = datetime.fromtimestamp(journal.times_us[20] / 1e6, UTC)
+    assert _follow(store, cursor, journal, expect=10, reset_cursor=since).inserted == 10
+    stats = _follow(store, cursor, journal, expect=30, reset_cursor="head")
+    assert (stats.inserted, stats.duplicates) == (20, 10) and count(store) == (30, 30)
+    assert CursorFile(cursor).read() == journal.cursors[-1]

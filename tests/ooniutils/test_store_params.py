@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ooniutils.exceptions import QueryError, StoreError
 from ooniutils.store import params as P
@@ -178,3 +180,119 @@ def test_to_arrow_dictionary_leaves_other_columns_dense():
     assert encoded.schema.equals(P.to_arrow(FASTPATH, pd.DataFrame()).schema)
     assert encoded.column("probe_asn").to_pylist() == [3269, 3320]
     assert encoded.column("test_name").to_pylist() == ["a", "b"]
+
+
+# --- values the engine would change silently, and placeholders hidden in comments -------------
+
+INT_TYPES = {f"{'U' if unsigned else ''}Int{bits}":
+             (0, 2**bits - 1) if unsigned else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+             for bits in (8, 16, 32, 64) for unsigned in (False, True)}
+
+
+@pytest.mark.parametrize("sql, value", [
+    ("SELECT %(v)s", 2**64),
+    ("SELECT %(v)s", -2**63 - 1),
+    ("SELECT {v:Int8}", 128),
+    ("SELECT {v:Nullable(UInt8)}", -1),
+    ("SELECT {v:Array(Int16)}", [1, 2**15]),
+    ("SELECT %(v)s", [1, 2**64]),
+    ("SELECT {v:UInt64}", np.int64(-5)),
+])
+def test_out_of_range_integers_name_the_parameter(sql, value):
+    with pytest.raises(QueryError, match=r"parameter 'v': -?\d+ is outside U?Int\d+ \("):
+        P.bind(sql, {"v": value})
+
+
+@pytest.mark.parametrize("value", [pd.NaT, [dt.datetime(2024, 1, 1), pd.NaT]])
+def test_nat_is_refused_naming_the_parameter(value):
+    with pytest.raises(QueryError, match=r"parameter 'when' is NaT"):
+        P.bind("SELECT %(when)s", {"when": value})
+    with pytest.raises(QueryError, match=r"parameter 'when' is NaT"):
+        P.bind("SELECT {when:Array(DateTime)}" if isinstance(value, list) else "SELECT {when:DateTime}",
+               {"when": value})
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1 -- don't\nWHERE x = %(v)s AND y = 'a'",
+    "SELECT 1 # it's\nWHERE x = %(v)s AND y = 'a'",
+    "SELECT 1 /* it's /* nested's */ still' */ WHERE x = %(v)s AND y = 'a'",
+    "SELECT `it's` FROM t WHERE x = %(v)s AND y = 'a'",
+    "SELECT \"it's\" FROM t WHERE x = %(v)s AND y = 'a'",
+])
+def test_apostrophes_in_comments_and_identifiers_do_not_hide_placeholders(sql):
+    b = P.bind(sql, {"v": 5})
+    assert "{v:Int64}" in b.sql and "%(v)s" not in b.sql and b.values == {"v": 5}
+
+
+def test_placeholders_in_comments_are_not_parameters():
+    b = P.bind("SELECT %(a)s -- %(a)s and 100%%\n /* %(b)s */ # %(c)s\n", {"a": 1})
+    assert b.sql == "SELECT {a:Int64} -- %(a)s and 100%\n /* %(b)s */ # %(c)s\n"
+    assert P.bind("SELECT '{a:Int8}', {b:Int8}", {"a": 1000, "b": 1}).values == {"b": 1}
+
+
+# Property tests through the real embedded engine (chDB): what is bound comes back unchanged.
+
+ENGINE = settings(max_examples=60, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@ENGINE
+@given(value=st.integers(min_value=-2**70, max_value=2**70),
+       ch_type=st.sampled_from([None, *INT_TYPES]))
+def test_integers_bind_exactly_or_raise(embedded_store, value, ch_type):
+    sql = "SELECT %(n)s AS v" if ch_type is None else f"SELECT {{n:{ch_type}}} AS v"
+    lo, hi = INT_TYPES[ch_type] if ch_type else (-2**63, 2**64 - 1)
+    if lo <= value <= hi:
+        assert int(embedded_store.query(sql, {"n": value})["v"].iloc[0]) == value
+    else:
+        with pytest.raises(QueryError, match="parameter 'n'"):
+            embedded_store.query(sql, {"n": value})
+
+
+_TRICKY = st.sampled_from(["'", "''", '"', "`", "\\", "%", "%%", "%(v0)s", "--", "#", "# ", "/*",
+                           "*/", "\n", "{v0:Int8}", "x", "é", " "])
+_TEXT = st.lists(_TRICKY, max_size=8).map("".join)
+
+
+def _literal(text: str) -> str:
+    """``text`` as a ClickHouse string literal, with pyformat's %% for %."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("%", "%%") + "'"
+
+
+@st.composite
+def _comment(draw) -> str:
+    text = draw(_TEXT)
+    kind = draw(st.sampled_from(["line", "hash", "block"]))
+    if kind == "block":
+        return "/*" + text.replace("/*", "").replace("*/", "").replace("/", "").replace("*", "") + "*/"
+    return ("-- " if kind == "line" else "# ") + text.replace("\n", " ") + "\n"
+
+
+@st.composite
+def _select(draw) -> tuple[str, dict, list]:
+    """A SELECT of literals and %(vN)s placeholders with comments between the items; the
+    parameters; the values expected back, in column order."""
+    items, params, expected = [], {}, []
+    for i in range(draw(st.integers(1, 5))):
+        if draw(st.booleans()):
+            value = draw(st.one_of(st.integers(-2**63, 2**63 - 1), _TEXT))
+            params[f"v{i}"] = value
+            expr = f"%(v{i})s"
+        else:
+            value = draw(_TEXT)
+            expr = _literal(value)
+        expected.append(value)
+        items.append(f"{draw(st.lists(_comment(), max_size=2).map(' '.join))} {expr} AS c{i}")
+    return "SELECT " + ",".join(items) + draw(st.lists(_comment(), max_size=2).map("".join)), params, expected
+
+
+@ENGINE
+@given(query=_select())
+def test_only_real_placeholders_are_bound(embedded_store, query):
+    sql, params, expected = query
+    if not params:  # without placeholders pyformat does not apply: %% stays %%
+        sql = sql.replace("%%", "%")
+    bound = P.bind(sql, params)
+    assert set(bound.values) == set(params)
+    row = embedded_store.query(sql, params).iloc[0].tolist()
+    assert [int(v) if isinstance(e, int) else v for v, e in zip(row, expected, strict=True)] == expected

@@ -1,7 +1,8 @@
 """The dashboard: a Starlette app over the history, the notebooks folder and the outputs.
 
 Routes (all pages need a user, see :mod:`jupycron.web.auth`, except ``/static`` and, unless
-``metrics_auth=True``, ``/metrics``):
+``metrics_auth=True``, ``/metrics``; refused: 401, 429 with ``Retry-After`` after too many
+failed logins from one address, 503 while the config file's users cannot be read):
 
 ===========================  =====================================================================
 ``GET /``                    every notebook (the rows of :func:`jupycron.summary.build_rows`),
@@ -52,6 +53,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -68,7 +70,16 @@ from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
 from ..run_alerts import current_rows, late_since
 from ..summary import ICONS, SummaryRow
-from .auth import Identity, check_csrf_token, csrf_token, identify
+from .auth import (
+    AUTH_SCOPE_KEY,
+    Authenticator,
+    AuthMiddleware,
+    AuthOutcome,
+    Identity,
+    check_csrf_token,
+    csrf_token,
+)
+from .throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +259,18 @@ class _Dashboard:
 
     # auth ------------------------------------------------------------------------------
     def identity(self, request: Request) -> Identity:
-        ident = identify(self.settings, request.headers)
-        if ident is None:
+        """The requester found by :class:`AuthMiddleware`, or an HTTP error (401, 429, 503)."""
+        outcome = request.scope.get(AUTH_SCOPE_KEY)
+        if not isinstance(outcome, AuthOutcome):
+            raise JupycronError("the request was not authenticated (AuthMiddleware missing)")
+        if outcome.error is not None:
+            raise HTTPException(503, f"logins are refused: {outcome.error}")
+        if outcome.retry_after is not None:
+            raise HTTPException(429, "too many failed logins from your address; try again later",
+                                headers={"Retry-After": FailureThrottle.retry_after_header(outcome.retry_after)})
+        if outcome.identity is None:
             raise HTTPException(401, "log in with your team user name and password")
-        return ident
+        return outcome.identity
 
     def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(base=request.scope.get("root_path", ""),
@@ -423,6 +442,7 @@ async def error_response(request: Request, exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, HTTPException):
         status, message = exc.status_code, str(exc.detail)
+        headers.update(exc.headers or {})
         if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="jupycron", charset="UTF-8"'
     elif isinstance(exc, JupycronError):
@@ -460,7 +480,8 @@ def create_app(settings: Settings, *, metrics_auth: bool = False) -> Starlette:
     ]
     handlers: dict[Any, Any] = {HTTPException: error_response, JupycronError: error_response,
                                 Exception: error_response}
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(routes=routes, exception_handlers=handlers,
+                    middleware=[Middleware(AuthMiddleware, authenticator=Authenticator(settings))])
     app.state.dashboard = dash
     if not settings.web_users and not settings.web_proxy_auth_header and not settings.web_anonymous_read:
         log.warning("no web users, no proxy auth header and no anonymous read: every page will "

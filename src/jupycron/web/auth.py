@@ -1,6 +1,6 @@
 """Who is asking: team passwords (HTTP Basic), a trusted proxy header, or anonymous reads.
 
-Rules (checked in this order by :func:`identify`):
+Rules (checked in this order by :meth:`Authenticator.identify`):
 
 1. ``web_proxy_auth_header`` set (e.g. ``X-Remote-User``): the request's value of that header
    is the user. Only configure this when the dashboard is reachable *only* through the proxy
@@ -11,6 +11,14 @@ Rules (checked in this order by :func:`identify`):
    else refused (401 with a ``WWW-Authenticate`` challenge).
 
 POST requests always need a named user (anonymous readers cannot run notebooks).
+
+Serving: :class:`AuthMiddleware` identifies each request before the routes run. Users are
+re-read when the config file changes (``jupycron passwd`` takes effect at once, see
+:mod:`jupycron.web.users`); argon2 checks (tens of ms of CPU and 64 MiB each) run in at most
+:data:`ARGON2_THREADS` worker threads, never on the event loop; successful checks are
+cached (:class:`_SuccessCache`); failed checks are limited per client address
+(:mod:`jupycron.web.throttle`: 10 at once, then one every 6 s; beyond that ``429`` with
+``Retry-After``, without running argon2).
 
 Browsers: HTTP Basic is what Chromium/Firefox prompt for natively, and the headless test
 drives it by adding the ``Authorization`` header through the DevTools protocol
@@ -37,17 +45,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ooniutils.atomicfile import atomic_write_bytes
 
 from ..config import Settings
 from ..exceptions import ConfigError
+from .throttle import FailureThrottle, client_key
+from .users import UserTable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Identity", "dump_toml", "hash_password", "identify", "set_password", "verify_password"]
+__all__ = ["AUTH_SCOPE_KEY", "AuthMiddleware", "AuthOutcome", "Authenticator", "Identity", "dump_toml",
+           "hash_password", "set_password", "verify_password"]
+
+ARGON2_THREADS = 2
+"""Password checks run at once (each takes 64 MiB and a core for tens of ms); more wait."""
 
 _HASHER = PasswordHasher()
 # A hash of a random password, verified when the user is unknown so that the response time
@@ -159,24 +177,86 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def identify(settings: Settings, headers: Mapping[str, str]) -> Identity | None:
-    """The identity of a request with these headers, or None when it must be refused (401).
+@dataclass(frozen=True)
+class AuthOutcome:
+    """What :meth:`Authenticator.identify` found: the identity (None: refuse with 401), or
+    ``retry_after`` seconds when the client is throttled (429), or the ``error`` that stops
+    the users from being read (503)."""
 
-    ``headers`` is case-insensitive (Starlette's ``Headers``) or has lower-case names.
+    identity: Identity | None
+    retry_after: float | None = None
+    error: ConfigError | None = None
+
+
+class Authenticator:
+    """:func:`identify`'s rules for a served app, with the users re-read when the config file
+    changes (:class:`~jupycron.web.users.UserTable`), argon2 checks run in worker threads
+    (at most :data:`ARGON2_THREADS` at once, so the event loop keeps answering while
+    passwords are guessed) and failed checks limited per client
+    (:class:`~jupycron.web.throttle.FailureThrottle`).
     """
-    if settings.web_proxy_auth_header:
-        user = (headers.get(settings.web_proxy_auth_header.lower()) or "").strip()
-        if user:
-            return Identity(user, "proxy")
-    creds = parse_basic(headers.get("authorization"))
-    if creds is not None:
+
+    def __init__(self, settings: Settings, throttle: FailureThrottle | None = None,
+                 threads: int = ARGON2_THREADS) -> None:
+        self.settings = settings
+        self.users = UserTable(settings)
+        self.throttle = throttle or FailureThrottle()
+        self._threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    def _capacity(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:  # created in the event loop that uses it
+            self._limiter = anyio.CapacityLimiter(self._threads)
+        return self._limiter
+
+    async def identify(self, headers: Mapping[str, str], client: str) -> AuthOutcome:
+        """Who sends a request with these ``headers`` from the address ``client``."""
+        s = self.settings
+        if s.web_proxy_auth_header:
+            user = (headers.get(s.web_proxy_auth_header.lower()) or "").strip()
+            if user:
+                return AuthOutcome(Identity(user, "proxy"))
+        creds = parse_basic(headers.get("authorization"))
+        if creds is None:
+            return AuthOutcome(Identity(None, "anonymous") if s.web_anonymous_read else None)
         user, password = creds
-        if verify_password(settings.web_users, user, password):
-            return Identity(user, "basic")
-        return None
-    if settings.web_anonymous_read:
-        return Identity(None, "anonymous")
-    return None
+        try:
+            users = self.users.current()
+        except ConfigError as exc:
+            return AuthOutcome(None, error=exc)
+        stored = users.get(user)
+        if stored is not None and _CACHE.hit(user, password, stored):
+            return AuthOutcome(Identity(user, "basic"))  # proven recently: no token, no thread
+        wait = self.throttle.take(client)
+        if wait:
+            return AuthOutcome(None, retry_after=wait)
+        ok = await anyio.to_thread.run_sync(verify_password, users, user, password,
+                                            limiter=self._capacity())
+        if not ok:
+            log.info("failed login for %r from %s", user, client)
+            return AuthOutcome(None)
+        self.throttle.give_back(client)
+        return AuthOutcome(Identity(user, "basic"))
+
+
+AUTH_SCOPE_KEY = "jupycron.auth"
+
+
+class AuthMiddleware:
+    """ASGI middleware: runs :meth:`Authenticator.identify` for every HTTP request and puts
+    the :class:`AuthOutcome` in ``scope["jupycron.auth"]``; the routes decide what it means
+    for them (pages need a user, ``/healthz`` and ``/static`` do not)."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator) -> None:
+        self.app = app
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            client = scope.get("client")
+            scope[AUTH_SCOPE_KEY] = await self.authenticator.identify(
+                Headers(scope=scope), client_key(client[0]) if client else "unknown")
+        await self.app(scope, receive, send)
 
 
 def csrf_token(secret: bytes, user: str) -> str:

@@ -30,13 +30,28 @@ def group() -> None:
               help="Valid lines per insert; the cursor is saved after each insert.")
 @click.option("--flush-interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds between inserts when following.")
+@click.option("--reset-cursor", "reset_cursor", metavar="head|TIME", default=None,
+              help="Ignore the saved cursor for this run: start at the head of the input (or "
+                   "journal), or at an ISO time (e.g. 2024-11-19T07:00:00Z; no zone = UTC). "
+                   "Lines already stored are skipped. Needed when the saved cursor is not in "
+                   "the journal (garbled, cut off or rotated out): shipping then stops with "
+                   "an error rather than reading nothing.")
+@click.option("--journal-dir", "journal_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Follow the journal files in this folder (journalctl "
+              "--directory) instead of the system journal.")
 def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
-             flush_interval: float) -> None:
+             flush_interval: float, reset_cursor: str | None, journal_dir: Path | None) -> None:
     """Insert journald JSON lines into `logs`, resuming after the last committed cursor."""
     from .. import config
-    from ..logship import ship
+    from ..logship import parse_reset_cursor, ship
     from ..store import get_store
 
+    try:
+        reset = parse_reset_cursor(reset_cursor) if reset_cursor is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--reset-cursor") from exc
+    if journal_dir is not None and from_file is not None:
+        raise click.UsageError("--journal-dir and --from-file exclude each other")
     try:
         store = get_store()
         cursor = cursor_file or config.data_dir() / "logship.cursor"
@@ -48,11 +63,13 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         stats = ship(store, cursor, from_file=from_file, batch_size=batch_size,
-                     flush_interval=flush_interval, stop=stop)
+                     flush_interval=flush_interval, stop=stop, reset_cursor=reset,
+                     journal_dir=journal_dir)
     except OoniUtilsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"read {stats.read} line(s): inserted {stats.inserted}, skipped {stats.invalid} "
-               f"invalid, dropped {stats.duplicates} already stored; last cursor {stats.last_cursor}")
+               f"invalid, dropped {stats.duplicates} already stored, {stats.replaced} with invalid "
+               f"UTF-8 replaced; last cursor {stats.last_cursor}")
 
 
 @group.command("sample")

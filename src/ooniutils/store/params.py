@@ -6,7 +6,11 @@ Two jobs, shared by both store back-ends so they behave the same:
   ``{name:Type}`` placeholders (type inferred from the Python value) and returns each value
   in ClickHouse's *escaped text* form, the form the engine parses for ``{name:Type}``
   (the same text the HTTP interface takes as ``param_<name>``). Values never enter the SQL
-  text: ClickHouse parses them as data of the declared type.
+  text: ClickHouse parses them as data of the declared type. Values the engine would
+  silently change are refused with :class:`~ooniutils.exceptions.QueryError` naming the
+  parameter: integers outside the declared (or inferred) type's range, which ClickHouse
+  wraps or saturates, and ``NaT``. Only placeholders in SQL code count: literals, quoted
+  identifiers and comments (``--``, ``#``, nested ``/* */``) are left as written.
 * **Coercion.** :func:`to_arrow` converts a DataFrame to a :class:`pyarrow.Table` with the
   column order and types of a :class:`~ooniutils.store.schema.Table` (missing columns get
   their defaults; unknown columns and impossible conversions raise
@@ -34,10 +38,49 @@ from .schema import Table
 
 # --------------------------------------------------------------------------- binding
 
-# A single-quoted SQL string (skipped, so a literal like 'x%(y)s' stays as written),
-# a pyformat placeholder, or an escaped percent sign.
-_PYFORMAT = re.compile(r"'(?:[^'\\]|\\.|'')*'|%\((?P<name>[A-Za-z_]\w*)\)s|%%")
+# A pyformat placeholder or an escaped percent sign (searched in SQL code only, see _split_sql).
+_PYFORMAT = re.compile(r"%\((?P<name>[A-Za-z_]\w*)\)s|%%")
 _CH_PLACEHOLDER = re.compile(r"\{\s*(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>[^{}]+?)\s*\}")
+# Where a literal, a quoted identifier or a comment may start (ClickHouse's lexer: '...',
+# "...", `...`, -- to the line end, "# " or "#!" to the line end, nestable /* */).
+_NOT_CODE_START = re.compile(r"['\"`]|--|#[ !]|/\*")
+_QUOTED = {q: re.compile(q + r"(?:[^" + q + r"\\]|\\.|" + q + q + r")*" + q, re.S) for q in "'\"`"}
+_COMMENT_EDGE = re.compile(r"/\*|\*/")
+
+_INT_RANGES = {f"{'U' if unsigned else ''}Int{bits}": ((0, 2**bits - 1) if unsigned
+                                                         else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+               for bits in (8, 16, 32, 64, 128, 256) for unsigned in (False, True)}
+
+
+def _split_sql(sql: str) -> list[tuple[bool, str]]:
+    """``sql`` as consecutive (is_code, text) parts: code, and the literals, quoted
+    identifiers and comments in between (taken whole, so an apostrophe in a comment or a
+    ``%(x)s`` in a literal is never mistaken for SQL). An unterminated literal or comment
+    runs to the end (ClickHouse then reports it)."""
+    parts: list[tuple[bool, str]] = []
+    pos = 0
+    while (m := _NOT_CODE_START.search(sql, pos)) is not None:
+        start, token = m.start(), m.group()
+        if token in ("'", '"', "`"):
+            q = _QUOTED[token].match(sql, start)
+            end = q.end() if q else len(sql)
+        elif token == "/*":
+            depth, end = 0, len(sql)
+            for edge in _COMMENT_EDGE.finditer(sql, start):
+                depth += 1 if edge.group() == "/*" else -1
+                if depth == 0:
+                    end = edge.end()
+                    break
+        else:  # a line comment; its newline is code
+            nl = sql.find("\n", start)
+            end = len(sql) if nl < 0 else nl
+        if start > pos:
+            parts.append((True, sql[pos:start]))
+        parts.append((False, sql[start:end]))
+        pos = end
+    if pos < len(sql):
+        parts.append((True, sql[pos:]))
+    return parts
 
 
 def infer_type(value: Any) -> str:
@@ -137,23 +180,43 @@ def rewrite_pyformat(sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str
 
     ``%%`` becomes ``%`` (DB-API pyformat rules, also inside literals as in
     ``LIKE '%%.ru'``) only when the query has pyformat placeholders; placeholders inside
-    single-quoted literals are left alone.
+    literals, quoted identifiers and comments (``--``, ``#``, ``/* */``) are left alone.
     """
     types: dict[str, str] = {}
-    has_pyformat = any(m.group("name") for m in _PYFORMAT.finditer(sql))
-    if not has_pyformat:
+    parts = _split_sql(sql)
+    if not any(code and m.group("name") for code, text in parts for m in _PYFORMAT.finditer(text)):
         return sql, types
 
     def repl(m: re.Match[str]) -> str:
         name = m.group("name")
-        if name is None:  # "%%", or a quoted literal (where only "%%" is unescaped)
-            return m.group(0).replace("%%", "%")
+        if name is None:  # "%%"
+            return "%"
         if name not in params:
             raise QueryError(f"query uses parameter %({name})s but no value was given for it", sql)
         types[name] = infer_type(params[name])
         return "{" + f"{name}:{types[name]}" + "}"
 
-    return _PYFORMAT.sub(repl, sql), types
+    out = [_PYFORMAT.sub(repl, text) if code else text.replace("%%", "%") for code, text in parts]
+    return "".join(out), types
+
+
+def _check_value(name: str, value: Any, ch_type: str, sql: str) -> None:
+    """Refuse what the engine would silently change: an integer outside its type's range
+    (ClickHouse wraps or saturates it), and NaT (no time to send)."""
+    base = _strip_wrappers(ch_type)
+    if value is pd.NaT or (isinstance(value, np.datetime64) and np.isnat(value)):
+        raise QueryError(f"query parameter {name!r} is NaT (a missing time): pass a real time, "
+                         "or None with a Nullable type", sql)
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Series):
+        inner = base[len("Array("):-1] if base.startswith("Array(") and base.endswith(")") else base
+        for v in value:
+            _check_value(name, v, inner, sql)
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+        bounds = _INT_RANGES.get(base)
+        if bounds is not None and not bounds[0] <= int(value) <= bounds[1]:
+            raise QueryError(f"query parameter {name!r}: {int(value)} is outside {base} "
+                             f"({bounds[0]}..{bounds[1]})", sql)
 
 
 @dataclass(frozen=True)
@@ -173,8 +236,12 @@ def bind(sql: str, params: Mapping[str, Any] | None) -> Bound:
     """Prepare ``sql`` + ``params`` for engine-side binding (see module doc)."""
     params = dict(params or {})
     sql, inferred = rewrite_pyformat(sql, params)
-    declared = {m.group("name"): m.group("type") for m in _CH_PLACEHOLDER.finditer(sql)}
+    declared = {m.group("name"): m.group("type")
+                for code, text in _split_sql(sql) if code for m in _CH_PLACEHOLDER.finditer(text)}
     declared.update(inferred)
+    for name, ch_type in declared.items():
+        if name in params:
+            _check_value(name, params[name], ch_type, sql)
     values = {name: _normalize(v, declared.get(name)) for name, v in params.items() if name in declared}
     return Bound(sql, values)
 
