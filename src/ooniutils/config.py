@@ -34,6 +34,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OONI_CLICKHOUSE_URL", None,
             "http(s)://user:pass@host:8123/db of a ClickHouse server; when set, queries go there "
             "instead of the embedded store.", secret=True),
+    Setting("OONI_LOGS_CLICKHOUSE_URL", None,
+            "ClickHouse server holding the `logs` table when it is not the measurements' one "
+            "(OONI keeps logs on the monitoring host's ClickHouse). Used by `ooniutils logs ship` "
+            "and the log notebooks; default: the measurements' data source.", secret=True),
+    Setting("OONI_LOGS_DATA_DIR", None,
+            "Embedded store folder holding the `logs` table, when logs are kept apart from the "
+            "measurements and OONI_LOGS_CLICKHOUSE_URL is not set; default: the measurements' "
+            "data source."),
     Setting("OONI_ALERTMANAGER_URL", None,
             "Base URL of Prometheus Alertmanager, e.g. http://127.0.0.1:9093."),
     Setting("OONI_SLACK_WEBHOOK_URL", None, "Slack incoming-webhook URL.", secret=True),

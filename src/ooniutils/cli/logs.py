@@ -31,13 +31,16 @@ def group() -> None:
               help="Seconds between inserts when following.")
 def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
              flush_interval: float) -> None:
-    """Insert journald JSON lines into `logs`, resuming after the last committed cursor."""
+    """Insert journald JSON lines into `logs`, resuming after the last committed cursor.
+
+    The logs go to their own data source when OONI_LOGS_CLICKHOUSE_URL or OONI_LOGS_DATA_DIR
+    is set, else to the measurements' store."""
     from .. import config
     from ..logship import ship
-    from ..store import get_store
+    from ..store import get_logs_store
 
     try:
-        store = get_store()
+        store = get_logs_store()
         cursor = cursor_file or config.data_dir() / "logship.cursor"
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from .. import config
 from .base import Store, TableInfo
 from .schema import TABLES, Table, get_table
 
-__all__ = ["Store", "TABLES", "Table", "TableInfo", "get_store", "get_table", "reset_stores"]
+__all__ = ["Store", "TABLES", "Table", "TableInfo", "get_logs_store", "get_store", "get_table", "reset_stores"]
 
 _cache: dict[tuple[int, str, str], Store] = {}
 _cache_lock = threading.Lock()
@@ -23,8 +24,21 @@ _cache_lock = threading.Lock()
 
 def get_store() -> Store:
     """The store notebooks and commands use (settings are read at each call)."""
-    url = config.get("OONI_CLICKHOUSE_URL")
-    key = (os.getpid(), "server", url) if url else (os.getpid(), "embedded", str(config.data_dir()))
+    return _store_at(config.get("OONI_CLICKHOUSE_URL"), config.data_dir())
+
+
+def get_logs_store() -> Store:
+    """The store holding the ``logs`` table: ``OONI_LOGS_CLICKHOUSE_URL``, else an embedded
+    store in ``OONI_LOGS_DATA_DIR``, else the measurements' store (:func:`get_store`)."""
+    url = config.get("OONI_LOGS_CLICKHOUSE_URL")
+    folder = config.get("OONI_LOGS_DATA_DIR")
+    if not url and not folder:
+        return get_store()
+    return _store_at(url, Path(folder).expanduser() if folder else config.data_dir())
+
+
+def _store_at(url: str | None, folder: Path) -> Store:
+    key = (os.getpid(), "server", url) if url else (os.getpid(), "embedded", str(folder))
     with _cache_lock:
         store = _cache.get(key)
         if store is None:
@@ -35,7 +49,7 @@ def get_store() -> Store:
             else:
                 from .embedded import EmbeddedStore
 
-                store = EmbeddedStore(config.data_dir())
+                store = EmbeddedStore(folder)
             _cache[key] = store
         return store
 
