@@ -141,3 +141,15 @@ CREATE TABLE IF NOT EXISTS default.event_detector_changepoints
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (probe_asn, probe_cc, ts, domain);
+
+CREATE TABLE IF NOT EXISTS default.url_priorities
+(
+    `sign` Int8,
+    `category_code` String,
+    `cc` String,
+    `domain` String,
+    `url` String,
+    `priority` Int32
+)
+ENGINE = CollapsingMergeTree(sign)
+ORDER BY (category_code, cc, domain, url, priority);

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from .store import get_store
+from .store import get_logs_store, get_store
 
-__all__ = ["click_query", "click_query_fsn"]
+__all__ = ["click_query", "click_query_fsn", "click_query_logs"]
 
 
 def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
@@ -41,3 +41,10 @@ def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
 
 
 click_query = click_query_fsn
+
+
+def click_query_logs(query: str, **params: Any) -> pd.DataFrame:
+    """:func:`click_query_fsn` on the store holding the ``logs`` table, which may be another
+    ClickHouse than the measurements' (``OONI_LOGS_CLICKHOUSE_URL`` / ``OONI_LOGS_DATA_DIR``;
+    by default the same one)."""
+    return get_logs_store().query(query, params)

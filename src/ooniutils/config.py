@@ -49,6 +49,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("OONI_CLICKHOUSE_URL", None,
             "http(s)://user:pass@host:8123/db of a ClickHouse server; when set, queries go there "
             "instead of the embedded store.", secret=True),
+    Setting("OONI_LOGS_CLICKHOUSE_URL", None,
+            "ClickHouse server holding the `logs` table when it is not the measurements' one "
+            "(OONI keeps logs on the monitoring host's ClickHouse). Used by `ooniutils logs ship` "
+            "and the log notebooks; default: the measurements' data source.", secret=True),
+    Setting("OONI_LOGS_DATA_DIR", None,
+            "Embedded store folder holding the `logs` table, when logs are kept apart from the "
+            "measurements and OONI_LOGS_CLICKHOUSE_URL is not set (create it with "
+            "`OONI_DATA_DIR=<folder> ooniutils data init`); default: the measurements' data source.",
+            path=True),
     Setting("OONI_ALERTMANAGER_URL", None,
             "Base URL of Prometheus Alertmanager, e.g. http://127.0.0.1:9093."),
     Setting("OONI_SLACK_WEBHOOK_URL", None, "Slack incoming-webhook URL.", secret=True),
@@ -181,21 +190,26 @@ def store_initialised(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_symlink() for p in folder.glob("*/current"))
 
 
-def describe_data_source() -> str:
-    """One line naming the data source these settings select (no secret) and whether it can
-    be read; ``jupycron list`` and the dashboard show it. Light: imports no store code."""
+def describe_data_source(table: str | None = None) -> str:
+    """One line naming the data source these settings select for ``table`` (no secret) and
+    whether it can be read; ``jupycron list``, the dashboard and the notebooks' no-data
+    errors show it. The ``logs`` table has its own source when ``OONI_LOGS_CLICKHOUSE_URL``
+    or ``OONI_LOGS_DATA_DIR`` is set. Light: imports no store code."""
+    url_key, dir_key = "OONI_CLICKHOUSE_URL", "OONI_DATA_DIR"
+    if table == "logs" and (get("OONI_LOGS_CLICKHOUSE_URL") or get("OONI_LOGS_DATA_DIR")):
+        url_key, dir_key = "OONI_LOGS_CLICKHOUSE_URL", "OONI_LOGS_DATA_DIR"
     try:
-        url = get("OONI_CLICKHOUSE_URL")
+        url = get(url_key)
         if url:
             parts = urlsplit(url)
             where = f"{parts.scheme}://{parts.hostname or '?'}"
             if parts.port:
                 where += f":{parts.port}"
-            return f"ClickHouse server {where}{parts.path} (OONI_CLICKHOUSE_URL)"
-        folder = data_dir()
+            return f"ClickHouse server {where}{parts.path} ({url_key})"
+        folder = data_dir() if dir_key == "OONI_DATA_DIR" else Path(str(get(dir_key))).expanduser().absolute()
     except ConfigError as exc:
         return f"NONE: {exc}"
     if store_initialised(folder):
-        return f"embedded store {folder} (OONI_DATA_DIR)"
+        return f"embedded store {folder} ({dir_key})"
     problem = "NOT INITIALISED" if folder.exists() else "MISSING"
-    return f"embedded store {folder} (OONI_DATA_DIR) - {problem}: run `ooniutils data init` or fix OONI_DATA_DIR"
+    return f"embedded store {folder} ({dir_key}) - {problem}: run `ooniutils data init` or fix {dir_key}"

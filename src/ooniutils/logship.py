@@ -379,7 +379,9 @@ class Shipper:
             "SELECT __CURSOR FROM logs WHERE __REALTIME_TIMESTAMP BETWEEN {lo:Int64} AND {hi:Int64}",
             {"lo": lo, "hi": hi},
         )
-        stored = pa.array(found["__CURSOR"].dropna().tolist(), pa.string())
+        # a server answers an empty result with no columns at all (clickhouse-connect)
+        cursors = found["__CURSOR"].dropna().tolist() if "__CURSOR" in found.columns else []
+        stored = pa.array(cursors, pa.string())
         return pc.fill_null(pc.is_in(batch["__CURSOR"], value_set=stored), False)
 
     def insert_batch(self, batch: pa.Table) -> None:

@@ -94,7 +94,7 @@ def test_require_rows_names_the_table_window_and_source(monkeypatch, tmp_path):
     msg = str(exc.value)
     assert exc.value.table == "fastpath"
     assert "no measurements at all in the fastpath table between 2024-04-04 12:00:00" in msg
-    assert f"embedded store at {tmp_path / 'store'}" in msg and "OONI_DATA_DIR" in msg
+    assert f"embedded store {tmp_path / 'store'} (OONI_DATA_DIR)" in msg
     with pytest.raises(NoDataError):
         require_rows(0, "citizenlab", "-", "-")
 
@@ -102,7 +102,14 @@ def test_require_rows_names_the_table_window_and_source(monkeypatch, tmp_path):
 def test_describe_server_source_hides_credentials(monkeypatch):
     monkeypatch.setenv("OONI_CLICKHOUSE_URL", "https://reader:s3cret@ch.example:8443/ooni")
     text = describe_data_source()
-    assert text == "ClickHouse server ch.example:8443/ooni" and "s3cret" not in text
+    assert text == "ClickHouse server https://ch.example:8443/ooni (OONI_CLICKHOUSE_URL)" and "s3cret" not in text
+
+
+def test_describe_names_the_logs_own_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("OONI_LOGS_DATA_DIR", str(tmp_path / "logs"))
+    assert describe_data_source("logs").startswith(f"embedded store {tmp_path / 'logs'} (OONI_LOGS_DATA_DIR) - MISSING")
+    assert describe_data_source("fastpath").startswith(f"embedded store {tmp_path / 'm'} (OONI_DATA_DIR)")
 
 
 def test_require_recent_tells_empty_from_stopped(monkeypatch, tmp_path):

@@ -92,7 +92,8 @@ def test_same_seed_same_rows_and_different_seed_differs():
 
 def test_frames_match_schema_columns_and_dtypes(generated):
     store, *_ = generated
-    assert set(store.frames) == {"fastpath", "test_helper_instances", "event_detector_changepoints", "citizenlab"}
+    assert set(store.frames) == {"fastpath", "test_helper_instances", "event_detector_changepoints", "citizenlab",
+                                 "url_priorities"}
     for name, frames in store.frames.items():
         table = TABLES[name]
         for df in frames:
@@ -402,7 +403,7 @@ class FailingStore(CollectingStore):
 
 
 SMALL = {"days": 2, "rows": 6000, "seed": 1, "end": END, "chunk_rows": 1500}
-DIMENSIONS = ["citizenlab", "test_helper_instances", "event_detector_changepoints"]  # written before fastpath
+DIMENSIONS = ["citizenlab", "test_helper_instances", "event_detector_changepoints", "url_priorities"]  # before fastpath
 
 
 def test_generate_reports_progress_in_order_after_each_chunk_is_written(tmp_path):
@@ -421,7 +422,7 @@ def test_generate_reports_progress_in_order_after_each_chunk_is_written(tmp_path
     assert (tmp_path / "t.json").exists()
 
 
-@pytest.mark.parametrize("fail_at", [2, 5, -1], ids=["helpers-table", "second-fastpath-chunk", "last-chunk"])
+@pytest.mark.parametrize("fail_at", [2, 6, -1], ids=["helpers-table", "second-fastpath-chunk", "last-chunk"])
 def test_generate_surfaces_an_insert_error_and_writes_nothing_after_it(tmp_path, fail_at):
     n_inserts = len(DIMENSIONS) + len(make_plan(**SMALL).chunks)
     fail_at = n_inserts if fail_at == -1 else fail_at

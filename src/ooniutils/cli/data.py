@@ -135,6 +135,20 @@ def load_test_lists_cmd(folder: Path, progress: bool | None) -> None:
         click.echo(f"  {result.already_stored:,} of them were already stored and were not inserted again")
 
 
+@group.command("load-url-priorities")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_url_priorities_cmd(file: Path) -> None:
+    """Make url_priorities hold exactly the rules of the CSV FILE (header
+    category_code,cc,domain,url,priority; '*' matches anything). Rules no longer in the file
+    are cancelled (sign -1), new ones added: loading the same file twice changes nothing."""
+    from ..store.url_priorities import load_url_priorities
+
+    with _errors():
+        result = load_url_priorities(get_store(), file)
+    click.echo(f"url_priorities: {result.read:,} rules in {file.name}; "
+               f"{result.added:,} added, {result.cancelled:,} cancelled")
+
+
 @group.command()
 @click.option("--days", default=90, show_default=True, type=click.IntRange(min=1), help="Days of data.")
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="Total fastpath rows (default: by days).")

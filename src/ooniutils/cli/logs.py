@@ -41,10 +41,13 @@ def group() -> None:
               "--directory) instead of the system journal.")
 def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
              flush_interval: float, reset_cursor: str | None, journal_dir: Path | None) -> None:
-    """Insert journald JSON lines into `logs`, resuming after the last committed cursor."""
+    """Insert journald JSON lines into `logs`, resuming after the last committed cursor.
+
+    The logs go to their own data source when OONI_LOGS_CLICKHOUSE_URL or OONI_LOGS_DATA_DIR
+    is set, else to the measurements' store."""
     from .. import config
     from ..logship import parse_reset_cursor, ship
-    from ..store import get_store
+    from ..store import get_logs_store
 
     try:
         reset = parse_reset_cursor(reset_cursor) if reset_cursor is not None else None
@@ -53,7 +56,7 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
     if journal_dir is not None and from_file is not None:
         raise click.UsageError("--journal-dir and --from-file exclude each other")
     try:
-        store = get_store()
+        store = get_logs_store()
         cursor = cursor_file or config.data_dir() / "logship.cursor"
         try:
             cursor.parent.mkdir(parents=True, exist_ok=True)

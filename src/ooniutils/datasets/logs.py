@@ -1,5 +1,6 @@
-"""Queries behind the log dashboards (the journald ``logs`` table) and the heavy-queries
-dashboard (ClickHouse ``system.query_log``).
+"""Queries behind the log dashboards (the journald ``logs`` table, on the logs' data source:
+:func:`~ooniutils.clickhouse.click_query_logs`) and the heavy-queries dashboard (ClickHouse
+``system.query_log`` of the measurements' server).
 
 Log times come from ``__REALTIME_TIMESTAMP`` (microseconds since the epoch, journald's own
 clock), never from ``inserted_at``. ``unit`` is ``_SYSTEMD_UNIT``, else ``UNIT``, else
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..clickhouse import click_query_fsn
+from ..clickhouse import click_query_fsn, click_query_logs
 from .flow import time_range
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def fetch_recent_logs(since: Any = "1 hour", until: Any = None, limit: int = 500
     params: dict[str, Any] = {"since": _us(start), "until": _us(stop), "limit": int(limit)}
     if per_unit:
         params["per_unit"] = int(per_unit)
-    df = click_query_fsn(
+    df = click_query_logs(
         f"SELECT {_TIME} AS time, {_HOST} AS host_, {_UNIT} AS unit, PRIORITY AS priority, "
         "coalesce(MESSAGE, message, '') AS message FROM logs "
         "WHERE __REALTIME_TIMESTAMP >= %(since)s AND __REALTIME_TIMESTAMP < %(until)s "
@@ -66,7 +67,7 @@ def fetch_log_counts(since: Any = "24 hours", until: Any = None, granularity: st
 
         raise AnalysisError(f"granularity must be one of {', '.join(_GRANULARITY)}, got {granularity!r}")
     start, stop = time_range(since, until)
-    df = click_query_fsn(
+    df = click_query_logs(
         f"SELECT {_GRANULARITY[granularity]}({_TIME}) AS t, {_HOST} AS host_, {_UNIT} AS unit, "
         "PRIORITY AS priority, count() AS n FROM logs "
         "WHERE __REALTIME_TIMESTAMP >= %(since)s AND __REALTIME_TIMESTAMP < %(until)s "

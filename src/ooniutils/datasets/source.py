@@ -17,27 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from .. import config
+from ..config import describe_data_source
 from ..exceptions import NoDataError
 
 log = logging.getLogger(__name__)
 
 SETTINGS_HINT = ("check OONI_DATA_DIR / OONI_CLICKHOUSE_URL (or data_dir / clickhouse_url in "
                  "the config file) in the environment of the run")
-
-
-def describe_data_source() -> str:
-    """The store queries go to, without credentials: ``ClickHouse server host:port/db`` or
-    ``embedded store at <folder>``."""
-    url = config.get("OONI_CLICKHOUSE_URL")
-    if url:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-        return f"ClickHouse server {host}{port}{parts.path or ''}"
-    return f"embedded store at {config.data_dir()}"
 
 
 def require_rows(rows: Any, table: str, since: Any = None, until: Any = None,
@@ -62,7 +49,7 @@ def require_rows(rows: Any, table: str, since: Any = None, until: Any = None,
     else:
         cause = "the table is empty or this is the wrong data source"
     msg = (f"no {what} at all in the {table} table{window} (reading the "
-           f"{describe_data_source()}): {cause}; {SETTINGS_HINT}")
+           f"{describe_data_source(table)}): {cause}; {SETTINGS_HINT}")
     log.error("%s", msg)
     raise NoDataError(msg, table=table)
 
@@ -75,7 +62,7 @@ def require_recent(newest: Any, table: str, since: Any, what: str, producer: str
         require_rows(0, table, what=what)
     if newest < since:
         msg = (f"no {what} in the {table} table since {since} UTC: the newest is from "
-               f"{newest} UTC (reading the {describe_data_source()}); {producer} has stopped "
+               f"{newest} UTC (reading the {describe_data_source(table)}); {producer} has stopped "
                f"writing here")
         log.error("%s", msg)
         raise NoDataError(msg, table=table)

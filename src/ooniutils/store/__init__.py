@@ -23,7 +23,7 @@ from ..exceptions import ConfigError
 from .base import Store, TableInfo
 from .schema import TABLES, Table, get_table
 
-__all__ = ["Store", "TABLES", "Table", "TableInfo", "get_store",
+__all__ = ["Store", "TABLES", "Table", "TableInfo", "get_logs_store", "get_store",
            "get_table", "is_initialised", "reset_stores"]
 
 _cache: dict[tuple[int, str, str], Store] = {}
@@ -35,12 +35,13 @@ def is_initialised(folder: Path) -> bool:
     return config.store_initialised(folder)
 
 
-def _not_initialised(folder: Path) -> ConfigError:
+def _not_initialised(folder: Path, setting: str) -> ConfigError:
     what = "does not exist" if not folder.exists() else "is not an initialised store"
+    server = "OONI_LOGS_CLICKHOUSE_URL" if setting == "OONI_LOGS_DATA_DIR" else "OONI_CLICKHOUSE_URL"
     return ConfigError(
-        f"OONI_DATA_DIR={folder} {what}: set OONI_DATA_DIR to the folder that holds the data "
-        f"(or OONI_CLICKHOUSE_URL for a ClickHouse server), or create a store there with "
-        f"`ooniutils data init`", "OONI_DATA_DIR")
+        f"{setting}={folder} {what}: set {setting} to the folder that holds the data "
+        f"(or {server} for a ClickHouse server), or create a store there with "
+        f"`OONI_DATA_DIR={folder} ooniutils data init`", setting)
 
 
 def get_store(*, create: bool = False) -> Store:
@@ -52,7 +53,22 @@ def get_store(*, create: bool = False) -> Store:
     ``OONI_CLICKHOUSE_URL``.
     """
     url = config.get("OONI_CLICKHOUSE_URL")
-    folder = None if url else config.data_dir()
+    return _store_at(url, None if url else config.data_dir(), create, "OONI_DATA_DIR")
+
+
+def get_logs_store(*, create: bool = False) -> Store:
+    """The store holding the ``logs`` table: ``OONI_LOGS_CLICKHOUSE_URL``, else an embedded
+    store in ``OONI_LOGS_DATA_DIR``, else the measurements' store (:func:`get_store`).
+    Never creates one unless ``create`` (same rule as :func:`get_store`)."""
+    url = config.get("OONI_LOGS_CLICKHOUSE_URL")
+    folder = config.get("OONI_LOGS_DATA_DIR")
+    if not url and not folder:
+        return get_store(create=create)
+    return _store_at(url, None if url else Path(str(folder)).expanduser().absolute(), create,
+                     "OONI_LOGS_DATA_DIR")
+
+
+def _store_at(url: str | None, folder: Path | None, create: bool, setting: str) -> Store:
     key = (os.getpid(), "server", url) if url else (os.getpid(), "embedded", str(folder))
     with _cache_lock:
         store = _cache.get(key)
@@ -64,7 +80,7 @@ def get_store(*, create: bool = False) -> Store:
             else:
                 assert folder is not None
                 if not create and not is_initialised(folder):
-                    raise _not_initialised(folder)
+                    raise _not_initialised(folder, setting)
                 from .embedded import EmbeddedStore
 
                 store = EmbeddedStore(folder)

@@ -192,8 +192,27 @@ EVENT_DETECTOR_CHANGEPOINTS = Table(
     time_column="ts",
 )
 
+# OONI's URL prioritisation rules (its ``url_priorities`` table): a test-list URL's
+# priority in a country is the sum of ``priority`` over the rules it matches, where ``*``
+# (or '') in category_code, cc, domain or url matches anything. Rows are collapsed by
+# ``sign`` (+1 adds a rule, -1 cancels it), as OONI's rule editor writes them.
+URL_PRIORITIES = Table(
+    "url_priorities",
+    (
+        ("sign", "Int8"),
+        ("category_code", "String"),
+        ("cc", "String"),
+        ("domain", "String"),
+        ("url", "String"),
+        ("priority", "Int32"),
+    ),
+    engine="CollapsingMergeTree(sign)",
+    order_by=("category_code", "cc", "domain", "url", "priority"),
+)
+
 TABLES: dict[str, Table] = {
-    t.name: t for t in (FASTPATH, CITIZENLAB, TEST_HELPER_INSTANCES, LOGS, EVENT_DETECTOR_CHANGEPOINTS)
+    t.name: t for t in (FASTPATH, CITIZENLAB, TEST_HELPER_INSTANCES, LOGS, EVENT_DETECTOR_CHANGEPOINTS,
+                         URL_PRIORITIES)
 }
 
 

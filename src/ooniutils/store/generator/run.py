@@ -15,6 +15,7 @@ import pandas as pd
 from ..base import Store
 from .fastpath import fastpath_chunk
 from .plan import DEFAULT_CHUNK_ROWS, Plan, make_plan
+from .priorities import url_priorities_frame
 from .tables import changepoints_frame, citizenlab_frame, helpers_frame
 from .truth import GroundTruth
 
@@ -25,7 +26,7 @@ def generate_frames(days: int = 90, rows: int | None = None, seed: int = 0, end:
                     chunk_rows: int = DEFAULT_CHUNK_ROWS, plan: Plan | None = None,
                     ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Yield ``(table_name, DataFrame)`` pairs: citizenlab, test_helper_instances,
-    event_detector_changepoints, then fastpath in chunks of about ``chunk_rows`` rows
+    event_detector_changepoints, url_priorities, then fastpath in chunks of about ``chunk_rows`` rows
     (whole hours, oldest first). Same arguments → identical frames.
 
     Pass ``plan`` (from :func:`make_plan`) to reuse one and read its ``truth``; the other
@@ -36,6 +37,7 @@ def generate_frames(days: int = 90, rows: int | None = None, seed: int = 0, end:
     yield "citizenlab", citizenlab_frame()
     yield "test_helper_instances", helpers_frame(plan)
     yield "event_detector_changepoints", changepoints_frame(plan)
+    yield "url_priorities", url_priorities_frame()
     for i in range(len(plan.chunks)):
         yield "fastpath", fastpath_chunk(plan, i)
 
