@@ -42,8 +42,8 @@ M0 = 0.4178
 """Initial mean excess above ``u`` (normal distribution)."""
 SA_STEP = 0.02
 """Stochastic-approximation step of ``u`` (in z units)."""
-EXCESS_MEMORY = 200
-"""Exceedances remembered by the mean-excess estimate (EW weight 1/200 when warm)."""
+EXCESS_MEMORY = 100
+"""Exceedances remembered by the mean-excess estimate (EW weight 1/100 when warm)."""
 SCALE_MEMORY = 100
 """Points remembered by the scale estimate."""
 MISSING_MEMORY = 2000
