@@ -143,6 +143,8 @@ def to_value(value: Any) -> float:
         x = float(value)
     except (TypeError, ValueError) as exc:
         raise AnalysisError(f"value {value!r} is not a number") from exc
+    if math.isinf(x):
+        raise AnalysisError(f"value {x} is infinite; use None/NaN for a missing value")
     if abs(x) > 1e100:
         raise AnalysisError(f"value {x} is too large to score (limit 1e100)")
     return x

@@ -109,13 +109,20 @@ class Detector:
         step = self.step
         if step is None and n >= 16:
             step = infer_step(np.array(self._raw_t))
+        self.last = Point(to_timestamp(t), x, math.nan, 0.0, "", False)
         if step is not None:
-            span = t - self._raw_t[0]
-            if span >= (self.params.warmup_points(step) - 1) * step or n >= MAX_RAW:
+            first_bin = math.floor(self._raw_t[0] / step)
+            if math.floor(t / step) - first_bin >= self.params.warmup_points(step) or n >= MAX_RAW:
+                # the warm-up bins are complete: learn from them and score the open bin
                 self.step = step
                 self._finish_warmup()
-        self.last = Point(to_timestamp(t), x, math.nan, 0.0, "", False)
+                return self.score_bin(self._open_value())
         return 0.0
+
+    def _open_value(self) -> float:
+        if not self._cnt:
+            return 0.0 if self.kind == "count" else math.nan
+        return self._sum if self.kind == "count" else self._sum / self._cnt
 
     def _finish_warmup(self) -> None:
         assert self._raw_t is not None and self._raw_v is not None and self.step is not None
@@ -176,8 +183,7 @@ class Detector:
             else:
                 self._sum += x
                 self._cnt += 1
-        v = (self._sum if self.kind == "count" else self._sum / self._cnt) if self._cnt else math.nan
-        return self.score_bin(v)
+        return self.score_bin(self._open_value())
 
     def score_bin(self, v: float) -> float:
         """Score value ``v`` of the open bin (not learnt until :meth:`commit`)."""
@@ -207,7 +213,7 @@ class Detector:
         v = self._pending
         if v is None:
             # nothing scored yet in this bin (first bin after warm-up): score it now
-            v = (self._sum if self.kind == "count" else self._sum / self._cnt) if self._cnt else math.nan
+            v = self._open_value()
             self.score_bin(v)
         if v != v:
             core.learn_missing()
