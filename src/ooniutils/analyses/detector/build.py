@@ -92,10 +92,20 @@ def build_core(y: np.ndarray, first_bin: int, season: Season, alarm_p: float, ad
     h = min(len(y), max(period, half)) if period > 1 else 0
     replay(core, y[:h], phases[:h], h)
     core.n = 0
+    if h and h < len(y):
+        # out-of-sample scale: the second half against the profile learnt on the first
+        rest, ph = y[h:], phases[h:]
+        ok2 = np.isfinite(rest)
+        if ok2.any():
+            prof = np.asarray(core.S)[(ph[ok2] * core.kp).astype(np.int64)]
+            core.mad = float(np.mean(np.abs(rest[ok2] - core.L - prof)))
     core.u_up = core.u_dn = U0
     core.m_up = core.m_dn = M0
     core.n_up = core.n_dn = 0
+    g = core.g  # the second half counts as much as the first in the starting profile
+    core.g = 1.0 - 0.5 ** (core.nb / period) if period > 1 else 0.0
     replay(core, y[h:], phases[h:], len(y))
+    core.g = g
     core.q = (float((~ok).sum()) + 0.5) / (len(y) + 1)
     core.miss_run = 0
     return core

@@ -10,12 +10,17 @@ weighted), a seasonal profile ``S`` of at most :data:`MAX_BUCKETS` buckets per p
 residual ``e = y − ŷ`` is standardised by a robust scale ``σ = 1.2533 · EW mean |e|``
 (``|e|`` capped at ``CLIP``·σ, so one outlier cannot blow it up): ``z = e / σ``.
 
-**Calibration.** ``z`` is not assumed normal. Each tail of its distribution is learnt
-online by peaks-over-threshold: a stochastic-approximation estimate ``u`` of the 95 %
-quantile (of ``z`` for spikes, of ``−z`` for drops) and the exponentially weighted mean
-excess ``m`` above it; beyond ``u`` the tail is exponential, so::
+**Sustained evidence.** A small shift or a trend change hides in single points; an
+exponentially weighted mean of ``z`` (weight ``SUSTAIN``, z capped at ±6) standardised
+for independent noise, ``w``, pools it. The statistic tested is ``max(z, w)`` for spikes
+and ``max(−z, −w)`` for drops.
 
-    P(Z ≥ z) ≈ 0.05 · exp(−(z − u) / m)
+**Calibration.** The statistic is not assumed normal. Each tail of its distribution is learnt
+online by peaks-over-threshold: a stochastic-approximation estimate ``u`` of the 95 %
+quantile (of the spike statistic, of the drop statistic) and the exponentially weighted
+mean excess ``m`` above it; beyond ``u`` the tail is exponential, so::
+
+    P(X ≥ x) ≈ 0.05 · exp(−(x − u) / m)
 
 The score is ``1 − p`` with ``p`` that one-sided tail probability (drops or spikes) or
 ``min(1, 2 · min(p_up, p_down))`` for both directions. A score of 0.99 therefore means:
@@ -25,8 +30,8 @@ about 1 % of the points score ≥ 0.99 (tested in tests/ooniutils/test_detector.
 A missing point (non-count series) scores ``1 − q^k``: ``q`` the learnt rate of missing
 points, ``k`` the length of the current run of them.
 
-**Anomalies do not teach the model.** A point whose two-sided score reaches the alarm
-threshold only advances the level by the trend; after ``adapt_after`` consecutive such
+**Anomalies do not teach the model.** A point whose ``z`` alone reaches the alarm
+threshold (two-sided) only advances the level by the trend; after ``adapt_after`` consecutive such
 points the level is reset to the current value (the new normal; the alarm ends).
 """
 
@@ -49,11 +54,19 @@ SCALE_MEMORY = 100
 MISSING_MEMORY = 2000
 CLIP = 3.0
 MAX_BUCKETS = 288
-BETA = 0.05
+BETA = 0.0
+"""Trend smoothing (relative to alpha). 0: no trend term — a slowly starting trend must
+show as an anomaly, not be learnt as the new slope within a few hundred points."""
 PHI = 0.98
 GAMMA_CYCLE = 0.25
 """Weight of the newest cycle in a seasonal bucket (memory of about four periods)."""
 Z_CAP = 1e6
+SUSTAIN = 0.1
+"""Weight of the newest point in the sustained-evidence average of z."""
+SUSTAIN_SD = math.sqrt(SUSTAIN / (2 - SUSTAIN))
+"""Standard deviation of that average for independent unit-variance z."""
+CLIP_W = 6.0
+"""z is capped at this in the sustained average (one outlier is the point test's job)."""
 
 
 def tail(x: float, u: float, m: float) -> float:
@@ -69,7 +82,7 @@ class Core:
 
     __slots__ = ("period", "nb", "kp", "S", "L", "T", "alpha", "ab", "g", "mad", "floor",
                  "u_up", "m_up", "n_up", "u_dn", "m_dn", "n_dn", "q", "miss_run", "n",
-                 "alarm_p", "adapt_after", "run", "run_abs", "e", "z", "p_up", "p_dn", "yhat", "i0", "w",
+                 "alarm_p", "adapt_after", "run", "run_abs", "wz", "e", "z", "p_up", "p_dn", "yhat", "i0", "w",
                  "both", "up", "down")
 
     def __init__(self, period: int, alpha: float, floor: float, alarm_p: float, adapt_after: int,
@@ -95,6 +108,7 @@ class Core:
         self.adapt_after = adapt_after
         self.run = 0
         self.run_abs = 0.0
+        self.wz = 0.0
         self.e = self.z = self.yhat = self.w = 0.0
         self.p_up = self.p_dn = 1.0
         self.i0 = 0
@@ -130,8 +144,9 @@ class Core:
         if not -Z_CAP < z < Z_CAP:
             z = Z_CAP if e > 0 else -Z_CAP
         self.yhat, self.e, self.z = yhat, e, z
-        self.p_up = pu = tail(z, self.u_up, self.m_up)
-        self.p_dn = pd = tail(-z, self.u_dn, self.m_dn)
+        ws = (self.wz + SUSTAIN * (z - self.wz)) / SUSTAIN_SD
+        self.p_up = pu = tail(z if z > ws else ws, self.u_up, self.m_up)
+        self.p_dn = pd = tail(-z if z < ws else -ws, self.u_dn, self.m_dn)
         if self.up:
             return pu
         if self.down:
@@ -143,8 +158,12 @@ class Core:
         """Learn from the point last passed to :meth:`score`."""
         self.n += 1
         self.miss_run = 0
+        z = self.z
+        self.wz += SUSTAIN * ((z if -CLIP_W < z < CLIP_W else (CLIP_W if z > 0 else -CLIP_W)) - self.wz)
         self.q -= self.q / MISSING_MEMORY
-        pu, pd = self.p_up, self.p_dn
+        # only point evidence freezes learning: sustained evidence alone (a slow drift)
+        # keeps being learnt, or a random walk would be frozen until adapt_after
+        pu, pd = tail(z, self.u_up, self.m_up), tail(-z, self.u_dn, self.m_dn)
         p2 = 2.0 * (pu if pu < pd else pd)
         if p2 <= self.alarm_p:  # an anomaly: do not learn from it
             self.run += 1
@@ -152,6 +171,7 @@ class Core:
             self.run_abs += a
             if self.run >= self.adapt_after:  # a new normal: jump the level to it
                 self.L += self.e
+                self.wz = 0.0
                 # and let the scale grow if the anomaly was a burst of variance
                 self.mad = max(self.mad, 0.25 * self.run_abs / self.run)
                 self.run = 0
@@ -180,9 +200,9 @@ class Core:
         a = abs(e)
         lam = 1.0 / (self.n + 10) if self.n < SCALE_MEMORY - 10 else 1.0 / SCALE_MEMORY
         self.mad += lam * ((a if a < lim else lim) - self.mad)
-        z = self.z
-        self._tail_up(z)
-        self._tail_dn(-z)
+        ws = self.wz / SUSTAIN_SD
+        self._tail_up(z if z > ws else ws)
+        self._tail_dn(-z if z < ws else -ws)
 
     def _tail_up(self, x: float) -> None:
         u = self.u_up

@@ -8,7 +8,8 @@ monotonically falling ACF, which has no such peak). At most half the window is s
 
 1. weekly (``7 days / step``) when it qualifies and beats the daily lag by ``WEEK_MARGIN``
    (a weekly pattern adds information on top of a daily one);
-2. daily (``1 day / step``) when it qualifies;
+2. daily (``1 day / step``) when it qualifies, unless a shorter period that divides it
+   does as well (a 12-hour cycle is reported as such, not as daily);
 3. another period: the first ACF peak (lag 2 … n/3, three cycles seen) that qualifies and
    reaches 90 % of the highest qualifying peak (the fundamental, not a harmonic);
 4. none.
@@ -73,13 +74,20 @@ def detect_season(y: np.ndarray, step_seconds: float) -> Season:
     half = n // 2
     day = int(round(DAY / step_seconds))
     week = 7 * day
+    third = n // 3
+    peaks = [k for k in range(2, min(third, day)) if a[k] > a[k - 1] and a[k] >= a[k + 1] and _qualifies(a, k)]
+    fund = None
+    if peaks:
+        best = max(a[k] for k in peaks)
+        fund = next(k for k in peaks if a[k] >= 0.9 * best)
     ok_day = 2 <= day <= half and _qualifies(a, day)
     if 2 <= week <= half and _qualifies(a, week) and a[week] >= (a[day] if ok_day else 0) + WEEK_MARGIN:
         return Season(week, "weekly", float(a[week]))
-    if ok_day:
+    if ok_day and not (fund is not None and day % fund == 0 and a[fund] >= a[day] - WEEK_MARGIN):
         return Season(day, "daily", float(a[day]))
-    third = n // 3
-    peaks = [k for k in range(2, third) if a[k] > a[k - 1] and a[k] >= a[k + 1] and _qualifies(a, k)]
+    if fund is not None:
+        return Season(fund, "other", float(a[fund]))
+    peaks = [k for k in range(max(2, day), third) if a[k] > a[k - 1] and a[k] >= a[k + 1] and _qualifies(a, k)]
     if peaks:
         best = max(a[k] for k in peaks)
         k = next(k for k in peaks if a[k] >= 0.9 * best)
