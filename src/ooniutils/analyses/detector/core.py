@@ -27,6 +27,8 @@ The score is ``1 − p`` with ``p`` that one-sided tail probability (drops or sp
 under the model learnt from this series' recent normal behaviour, a point at least this
 extreme (in the watched direction) has an estimated probability of 1 %; on clean data
 about 1 % of the points score ≥ 0.99 (tested in tests/ooniutils/test_detector.py).
+Caveat: with a weekly season the profile needs weeks to settle and the score is
+conservative meanwhile (0.2–0.9 % instead of 1 % in the first two months of hourly data).
 A missing point (non-count series) scores ``1 − q^k``: ``q`` the learnt rate of missing
 points, ``k`` the length of the current run of them.
 

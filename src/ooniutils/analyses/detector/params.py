@@ -67,7 +67,7 @@ class DetectorParams:
     adapt_after: Any = "1D"
     """After alarming this long without a break, the current level becomes normal."""
     merge_gap: int = 2
-    """Alarmed points at most this many steps apart form one episode."""
+    """Alarmed points separated by at most this many non-alarmed points form one episode."""
     missing: bool = True
     """Score missing points of non-count series (a count series' missing bins are 0)."""
 
