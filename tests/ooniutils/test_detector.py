@@ -68,6 +68,19 @@ def test_score_099_is_calibrated_on_clean_data(kind):
     assert abs(rate - 0.01) <= tol, f"{kind}: {rate:.4f} of {n} points scored >= 0.99 (1 % ± {tol:.4f})"
 
 
+def test_weekly_season_is_calibrated_or_conservative():
+    """A weekly profile needs weeks to settle: the rate may be below 1 % (documented in
+    core.py), never above it beyond the binomial tolerance."""
+    rng = np.random.default_rng(21)
+    t = np.arange(24 * 120)
+    lam = 80 * (1 + 0.4 * np.sin(2 * np.pi * t / 24)) * (1 - 0.3 * ((t // 24) % 7 >= 5))
+    res = detect_anomalies(frame(rng.poisson(lam).astype(float), "1h"))
+    assert res.season is not None and res.season.name == "weekly"
+    s = res.scores.loc[~res.scores["warming_up"], "score"].to_numpy()
+    rate = float((s >= 0.99).mean())
+    assert 0.001 <= rate <= 0.01 + 4 * math.sqrt(0.01 * 0.99 / s.size)
+
+
 def test_five_minute_daily_waves_do_not_alarm_half_the_time():
     """Issue 18 #1: FlowDetector alarmed on 44-48 % of clean 5-minute daily waves."""
     values = daily_counts(288 * 40)
