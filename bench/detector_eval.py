@@ -12,7 +12,7 @@
    spike +6σ (1 point), dip −6σ (3 points), trend change (a slope reaching −6σ after
    100 points, to the end), variance change (σ × 4, to the end), missing data (6 points
    absent; in a count series they are zeros).
-   Scored with the defaults (threshold 0.999, direction both): an anomaly is *found*
+   Scored with the defaults (direction both; alarm threshold 0.999 or ``--threshold``): an anomaly is *found*
    when an alarm episode overlaps its labelled points; *recall* = found / anomalies;
    *precision* = episodes overlapping a labelled point / all episodes after warm-up;
    *time to detect* = first alarmed point − first anomalous point (in steps);
@@ -35,13 +35,14 @@ import os
 import time
 import zipfile
 from collections import defaultdict
+from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ooniutils.analyses.detector import DetectorParams, detect_anomalies
+from ooniutils.analyses.detector import DetectorParams, detect_anomalies, episodes
 
 STEPS = {"1 min": 60, "5 min": 300, "1 h": 3600, "1 day": 86400}
 SEASONS = ("none", "daily", "weekly", "other")
@@ -111,8 +112,11 @@ def make_series(step: int, season: str, kind: str, anomaly: str, seed: int) -> t
     return pd.DataFrame({"timestamp": times[keep], "value": v[keep]}), a0, a1, warm
 
 
-def evaluate(df: pd.DataFrame, a0: int, a1: int, warm: int, step: int, **options) -> dict:
-    res = detect_anomalies(df, step=step, **options)
+def evaluate(df: pd.DataFrame, a0: int, a1: int, warm: int, step: int, threshold: float) -> dict:
+    res = detect_anomalies(df, step=step)
+    if threshold != 0.999:
+        sc = res.scores.assign(alarm=res.scores["score"] >= threshold)
+        res = replace(res, scores=sc, episodes=episodes(sc, step))
     alarm = res.scores["alarm"].to_numpy()
     hits = np.flatnonzero(alarm[a0:a1 + 1])
     ep = res.episodes
@@ -143,7 +147,7 @@ def summarise(rows: list[dict], key: str) -> list[str]:
     return out
 
 
-def synthetic(seeds: list[int], quick: bool) -> list[dict]:
+def synthetic(seeds: list[int], quick: bool, threshold: float) -> list[dict]:
     rows = []
     steps = {"5 min": 300, "1 h": 3600} if quick else STEPS
     i = 0
@@ -156,7 +160,7 @@ def synthetic(seeds: list[int], quick: bool) -> list[dict]:
                     for seed in seeds:
                         i += 1
                         df, a0, a1, warm = make_series(step, season, kind, anomaly, 1000 * seed + i)
-                        r = evaluate(df, a0, a1, warm, step)
+                        r = evaluate(df, a0, a1, warm, step, threshold)
                         r.update(step=sname, season_true=season, kind=kind, anomaly=anomaly)
                         rows.append(r)
     return rows
@@ -186,10 +190,10 @@ def events(labels: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
-def real_series(name: str, values: np.ndarray, labels: np.ndarray, warm: int) -> str:
+def real_series(name: str, values: np.ndarray, labels: np.ndarray, warm: int, threshold: float) -> str:
     """Event-level scores on one real series placed on a 1-minute clock."""
     df = pd.DataFrame({"timestamp": START + pd.to_timedelta(np.arange(len(values)), unit="min"), "value": values})
-    res = detect_anomalies(df, step=60, warmup=f"{warm}min")
+    res = detect_anomalies(df, step=60, warmup=f"{warm}min", threshold=threshold)
     alarm = res.scores["alarm"].to_numpy()
     evs = [e for e in events(labels) if e[0] >= warm]
     found = [e for e in evs if alarm[e[0]:e[1] + 1].any()]
@@ -203,7 +207,7 @@ def real_series(name: str, values: np.ndarray, labels: np.ndarray, warm: int) ->
             f"{np.median(delays) if delays else float('nan'):.0f} |")
 
 
-def real(wheel: str | None) -> None:
+def real(wheel: str | None, threshold: float) -> None:
     files = aeon_files(wheel)
     if files is None:
         print("real series: SKIPPED — no aeon wheel (--aeon-wheel) and aeon not installed")
@@ -216,7 +220,7 @@ def real(wheel: str | None) -> None:
         if len(test) > len(train) and np.allclose(test["value"].to_numpy()[:len(train)], train["value"].to_numpy()) \
         else test["value"].to_numpy()
     labels = test["is_anomaly"].to_numpy()[-len(vals):]
-    print(real_series("KDD-TSAD 135 InternalBleeding16 (heart rate)", vals, labels, len(train)))
+    print(real_series("KDD-TSAD 135 InternalBleeding16 (heart rate)", vals, labels, len(train), threshold))
     d = pd.read_csv(io.BytesIO(files["daphnet"]))
     lab = d["is_anomaly"].to_numpy()
     if lab.any():
@@ -229,7 +233,7 @@ def real(wheel: str | None) -> None:
     for col in [c for c in d.columns if c not in ("timestamp", "is_anomaly")]:
         df = pd.DataFrame({"timestamp": START + pd.to_timedelta(np.arange(len(d)), unit="min"),
                            "value": d[col].to_numpy(float)})
-        res = detect_anomalies(df, step=60, warmup=f"{warm}min")
+        res = detect_anomalies(df, step=60, warmup=f"{warm}min", threshold=threshold)
         out.append(f"{col} {1000 * len(res.episodes) / (len(d) - warm):.2f}")
     print("; ".join(out))
 
@@ -239,10 +243,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--quick", action="store_true", help="5-minute and hourly steps only")
     ap.add_argument("--aeon-wheel", default=None)
+    ap.add_argument("--threshold", type=float, default=0.999, help="alarm threshold on the score")
     args = ap.parse_args()
-    print(f"load average: {os.getloadavg()[0]:.2f}; seeds {args.seeds}; defaults {DetectorParams()}")
+    print(f"load average: {os.getloadavg()[0]:.2f}; seeds {args.seeds}; threshold {args.threshold}; "
+          f"otherwise defaults {DetectorParams()}")
     t0 = time.perf_counter()
-    rows = synthetic(args.seeds, args.quick)
+    rows = synthetic(args.seeds, args.quick, args.threshold)
     print(f"{len(rows)} synthetic series in {time.perf_counter() - t0:.0f} s; {season_accuracy(rows)}")
     wrong = defaultdict(int)
     for r in rows:
@@ -256,7 +262,7 @@ def main() -> None:
         print("\n".join(summarise(rows, key)))
     allrow = summarise([{**r, "all": "all"} for r in rows], "all")
     print("\n" + head.format("total") + "\n" + "\n".join(allrow))
-    real(args.aeon_wheel)
+    real(args.aeon_wheel, args.threshold)
 
 
 if __name__ == "__main__":
