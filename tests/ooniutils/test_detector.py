@@ -334,3 +334,17 @@ def test_batch_scores_are_finite_for_any_values(values, step):
     res = detect_anomalies(frame(np.array(values), step))
     s = res.scores["score"].to_numpy()
     assert np.isfinite(s).all() and ((s >= 0) & (s <= 1)).all()
+
+
+def test_nan_count_is_unknown_not_zero():
+    """For counts a bin with no row is 0, but a NaN value says "unknown" (e.g. a failed
+    query): it is scored as missing, in streaming and batch alike."""
+    v = daily_counts(24 * 20, per_day=24, seed=22)
+    v[400] = np.nan
+    res = detect_anomalies(frame(v, "1h"), kind="count")
+    assert np.isnan(res.scores["value"].iloc[400]) and res.scores["direction"].iloc[400] == "missing"
+    det = Detector(step="1h", kind="count")
+    for i, x in enumerate(v[:401]):
+        det.update(START + timedelta(hours=i), x)
+    assert det.last is not None and det.last.direction == "missing"
+    assert math.isnan(det.last.value)

@@ -172,7 +172,8 @@ def resample(times: np.ndarray, values: np.ndarray, step: float, kind: str) -> t
     """The resampling rule: each value goes to the bin ``floor(t / step)`` (bins aligned to
     the Unix epoch, so 5-minute bins start at :00, :05 …, daily bins at 00:00 UTC); values
     in one bin are summed for counts and averaged otherwise (NaN values ignored); a bin
-    with no value is missing (NaN), except for counts where it is 0 (nothing happened).
+    with no value is missing (NaN), except for counts where a bin with no row is 0
+    (nothing happened) and one with only NaN rows is missing (unknown).
     Returns the first bin's number and one value per bin."""
     bins = np.floor(times / step).astype(np.int64)
     first = int(bins.min())
@@ -182,7 +183,8 @@ def resample(times: np.ndarray, values: np.ndarray, step: float, kind: str) -> t
     total = np.bincount(idx[ok], weights=values[ok], minlength=n)
     count = np.bincount(idx[ok], minlength=n)
     if kind == "count":
-        return first, total
+        unknown = (np.bincount(idx[~ok], minlength=n) > 0) & (count == 0)
+        return first, np.where(unknown, np.nan, total)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return first, out

@@ -58,7 +58,7 @@ class Detector:
     otherwise) and the bin is scored again: the model learns from a bin when the next
     one starts. Bins skipped between two updates are missing (0 for counts) and are
     scored as such; :attr:`gap_score` is the highest of those scores. ``value`` None or
-    NaN marks the bin as missing explicitly.
+    NaN marks the bin as missing (unknown) explicitly, for counts too.
 
     Memory is constant after the warm-up (:meth:`state_size`).
 
@@ -86,6 +86,8 @@ class Detector:
         self.gap_score = 0.0
         self.last: Point | None = None
         self._pending: float | None = None
+        self._guess: float | None = None
+        self._nan_in_bin = False
         self._alarm_score = self.params.threshold
 
     @property
@@ -108,7 +110,9 @@ class Detector:
         n = len(self._raw_t)
         step = self.step
         if step is None and n >= 16:
-            step = infer_step(np.array(self._raw_t))
+            if n & (n - 1) == 0:  # re-inferred at 16, 32, 64 … points: O(1) amortised
+                self._guess = infer_step(np.array(self._raw_t))
+            step = self._guess
         self.last = Point(to_timestamp(t), x, math.nan, 0.0, "", False)
         if step is not None:
             first_bin = math.floor(self._raw_t[0] / step)
@@ -120,8 +124,8 @@ class Detector:
         return 0.0
 
     def _open_value(self) -> float:
-        if not self._cnt:
-            return 0.0 if self.kind == "count" else math.nan
+        if not self._cnt:  # no value: 0 for a count (nothing happened) unless NaN said unknown
+            return 0.0 if self.kind == "count" and not self._nan_in_bin else math.nan
         return self._sum if self.kind == "count" else self._sum / self._cnt
 
     def _finish_warmup(self) -> None:
@@ -148,6 +152,7 @@ class Detector:
         self._bin = first + len(grid) - 1
         last = float(grid[-1])
         self._sum, self._cnt = (0.0, 0) if math.isnan(last) else (last, 1)
+        self._nan_in_bin = math.isnan(last)
         self._last_t = float(times.max())
         return first, grid
 
@@ -176,7 +181,10 @@ class Detector:
             self.gap_score = gap
             self._bin = b
             self._sum, self._cnt = 0.0, 0
-        if not math.isnan(x):
+            self._nan_in_bin = False
+        if math.isnan(x):
+            self._nan_in_bin = True
+        else:
             if self.kind == "count":
                 self._sum += x
                 self._cnt = 1
