@@ -1,7 +1,8 @@
 """Seasonality learned from the warm-up window, in units of the series' step.
 
 The autocorrelation function (ACF) of the linearly detrended warm-up values is computed
-with an FFT; a lag ``P`` is a season when ``acf[P] >= MIN_ACF`` *and* it stands out:
+with an FFT; a lag ``P`` is a season when ``acf[P] >= max(MIN_ACF, 3 / sqrt(n − P))``
+(above what white noise reaches by chance over the ``n − P`` pairs) *and* it stands out:
 ``acf[P] - min(acf[1..P]) >= MIN_PROMINENCE`` (a trend or a random walk has a high but
 monotonically falling ACF, which has no such peak). At most half the window is searched
 (two full cycles are needed). Candidates, in order of preference:
@@ -62,7 +63,10 @@ def acf(y: np.ndarray) -> np.ndarray:
 
 
 def _qualifies(a: np.ndarray, lag: int) -> bool:
-    return bool(a[lag] >= MIN_ACF and a[lag] - a[1:lag + 1].min() >= MIN_PROMINENCE)
+    # 3 / sqrt(pairs): an ACF that white noise reaches by chance (short windows, e.g.
+    # 60 daily points) does not count as a season
+    need = max(MIN_ACF, 3.0 / np.sqrt(len(a) - lag))
+    return bool(a[lag] >= need and a[lag] - a[1:lag + 1].min() >= MIN_PROMINENCE)
 
 
 def detect_season(y: np.ndarray, step_seconds: float) -> Season:
