@@ -55,7 +55,7 @@ KINDS = ["counts, 5 min, daily wave", "continuous, 1 h, daily", "negative, 1 h, 
 @pytest.mark.parametrize("kind", KINDS)
 def test_score_099_is_calibrated_on_clean_data(kind):
     """P(score >= 0.99) on clean in-distribution data is 1 %, within 4 binomial standard
-    deviations for the number of scored points (3,000 a series, two series)."""
+    deviations for the number of scored points (~8,000 a series, two series)."""
     hits = n = 0
     for seed in (1, 2):
         values, step = clean(kind, seed)
