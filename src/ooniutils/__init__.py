@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     # analyses (pure functions live in ooniutils.analyses.*; these are the notebook-facing ones)
     "FlowDetector": ".analyses.flow",
     "FlowParams": ".analyses.flow",
+    "Detector": ".analyses.detector",
     "detect_flow_alarms": ".analyses.flow:detect",
     "detect_decline": ".analyses.trend",
     "release_report": ".datasets.releases",
