@@ -55,6 +55,9 @@ def read_test_list_folder(folder: str | Path) -> pd.DataFrame:
             continue
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError as exc:
+            raise LoadError("empty file: a test list needs at least its header line "
+                            f"({','.join(_CSV_COLUMNS)})", source=str(path)) from exc
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise LoadError(f"cannot parse CSV: {exc}", source=str(path)) from exc
         lacking = {"url", "category_code"} - set(df.columns)
@@ -90,7 +93,7 @@ def find_duplicate_test_list_urls(source: str | Path | None = None) -> pd.DataFr
     ``source`` is a folder of Citizen Lab CSVs (``<cc>.csv`` and ``global.csv`` → ``ZZ``),
     or ``None`` to read the store's ``citizenlab`` table (which has no ``date_added``, so
     that column is ``NaT``). Columns: url, normalized_url, cc, category_code, date_added,
-    kind (``'exact'`` or ``'near'``; a row that is both is ``'exact'``).
+    kind (``'exact'``, ``'near'`` or ``'exact+near'``), exact, near (booleans).
     """
     entries = _read_citizenlab_table() if source is None else read_test_list_folder(source)
     return find_duplicates(entries)

@@ -173,7 +173,9 @@ def read_test_list(path: Path, cc: str) -> list[dict[str, str]]:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            missing = {"url", "category_code"} - set(reader.fieldnames or ())
+            if reader.fieldnames is None:
+                raise LoadError("empty file: a test list needs at least its header line", source)
+            missing = {"url", "category_code"} - set(reader.fieldnames)
             if missing:
                 raise LoadError(f"header lacks column(s) {', '.join(sorted(missing))}", source, 1)
             for rec in reader:
