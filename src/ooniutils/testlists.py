@@ -12,32 +12,26 @@ See :mod:`ooniutils.analyses.duplicates` for what counts as a duplicate.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from .analyses.duplicates import RESULT_COLUMNS, find_duplicates
 from .exceptions import LoadError
+from .store.loaders import country_code
 
 log = logging.getLogger(__name__)
 
 _CSV_COLUMNS = ["url", "category_code", "category_description", "date_added", "source", "notes"]
-_CC_STEM = re.compile(r"^[a-z]{2}$")
 
 __all__ = ["RESULT_COLUMNS", "find_duplicate_test_list_urls", "read_test_list_folder"]
 
 
-def _stem_to_cc(stem: str) -> str | None:
-    if stem == "global":
-        return "ZZ"
-    if _CC_STEM.match(stem):
-        return stem.upper()
-    return None
-
-
 def read_test_list_folder(folder: str | Path) -> pd.DataFrame:
     """Read every ``<cc>.csv`` (and ``global.csv`` as ``ZZ``) of a Citizen Lab lists folder.
+
+    ``cc`` is what the ``citizenlab`` table holds, as in OONI: the lowercase file stem
+    (``br``), ``ZZ`` for the global list (:func:`ooniutils.store.loaders.country_code`).
 
     Other files (``00-LEGEND-*.csv``, ``cctld.csv`` ...) are skipped with a log line.
     Returns columns url, cc, category_code, date_added (datetime64, ``NaT`` when blank).
@@ -49,7 +43,7 @@ def read_test_list_folder(folder: str | Path) -> pd.DataFrame:
         raise LoadError("not a folder of test lists", source=str(root))
     frames = []
     for path in sorted(root.glob("*.csv")):
-        cc = _stem_to_cc(path.stem)
+        cc = country_code(path.stem)
         if cc is None:
             log.info("skipping %s: file name is not a country code or 'global'", path.name)
             continue
@@ -90,7 +84,7 @@ def _read_citizenlab_table() -> pd.DataFrame:
 def find_duplicate_test_list_urls(source: str | Path | None = None) -> pd.DataFrame:
     """URLs listed more than once, one row per (url, list) occurrence.
 
-    ``source`` is a folder of Citizen Lab CSVs (``<cc>.csv`` and ``global.csv`` → ``ZZ``),
+    ``source`` is a folder of Citizen Lab CSVs (``br.csv`` → ``br``, ``global.csv`` → ``ZZ``),
     or ``None`` to read the store's ``citizenlab`` table (which has no ``date_added``, so
     that column is ``NaT``). Columns: url, normalized_url, cc, category_code, date_added,
     kind (``'exact'``, ``'near'`` or ``'exact+near'``), exact, near (booleans).

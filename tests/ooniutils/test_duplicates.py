@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ooniutils.analyses.duplicates import RESULT_COLUMNS, find_duplicates, normalize_url
@@ -83,6 +83,7 @@ def test_near_group_of_exact_duplicates_reports_both_relations():
     assert len(out) == 4
 
 
+@settings(deadline=None, max_examples=60)  # a shared, loaded machine: no per-example deadline
 @given(st.lists(st.tuples(
     st.sampled_from(["http", "https", "HTTP"]), st.sampled_from(["", "www."]),
     st.sampled_from(["a.org", "B.org", "a.org:443", "a.org:8080"]),
@@ -148,7 +149,7 @@ def _independent_expectation(folder) -> pd.DataFrame:
 
     rows = []
     for path in sorted(folder.glob("*.csv")):
-        cc = "ZZ" if path.stem == "global" else path.stem.upper()
+        cc = "ZZ" if path.stem == "global" else path.stem.lower()
         with path.open(newline="") as fh:
             rows += [(r["url"].strip(), cc) for r in csv.DictReader(fh)]
     by_url = Counter(u for u, _ in rows)
@@ -174,7 +175,7 @@ def test_sample_lists_match_an_independent_computation():
     assert (got["kind"] == "exact").any() and (got["kind"] == "near").any()
     assert (got["kind"] == "exact+near").any()
     assert got["date_added"].notna().all()
-    assert set(got["cc"]) <= {"ZZ", "BR", "CN", "DE", "EG", "IN", "IR", "IT", "MM", "RU", "TR", "US", "VE"}
+    assert set(got["cc"]) <= {"ZZ", "br", "cn", "de", "eg", "in", "ir", "it", "mm", "ru", "tr", "us", "ve"}
 
 
 @pytest.mark.shared_data
