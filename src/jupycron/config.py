@@ -34,7 +34,9 @@ class Settings:
     history_runs: int = field(default=100, metadata={"help": "Runs kept per notebook in .history.json."})
     deleted_grace_s: float = field(default=7 * 86400.0,
                                    metadata={"help": "How long a deleted notebook's history and outputs are kept (s)."})
-    kernel_name: str = field(default="python3", metadata={"help": "Jupyter kernel used for runs."})
+    kernel_name: str = field(default="python3", metadata={
+        "help": "Jupyter kernel for notebooks whose kernelspec names none (a notebook that names an "
+                "installed kernel runs with it; one naming a missing kernel fails)."})
     jupyter_base_url: str = field(default="", metadata={"help": "Jupyter base URL; links are <url>/notebooks/<path>."})
     output_base_url: str = field(default="", metadata={"help": "Public base URL of the outputs folder (alert links)."})
     late_grace_s: float = field(default=600.0,
