@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupycron import discovery, export, kernelspecs, runner
+from jupycron import discovery, export, kernelspecs, runner, summary
 from jupycron.history import History
 from jupycron.models import RunStatus, Trigger
 from jupycron.paths import output_html
@@ -92,7 +92,7 @@ def foreign(tmp_path_factory, jc):
             runs = {rel: runner.run_notebook(settings, discovery.read_notebook(settings.notebooks / rel, rel),
                                              Trigger.MANUAL, None, history, pool=pool)
                     for rel in NOTEBOOKS}
-    return {"settings": settings, "runs": runs}
+    return {"settings": settings, "runs": runs, "history": history}
 
 
 def _html(foreign, rel: str) -> str:
@@ -144,6 +144,19 @@ def test_export_failure_is_no_success(foreign):
     assert run.error_name == "ExportError"
     assert "not of type 'array'" in (run.error_value or "")
     assert run.output is None
+
+
+@pytest.mark.integration
+def test_export_and_kernel_failures_show_red_on_the_summary(foreign):
+    from datetime import UTC, datetime
+
+    settings = foreign["settings"]
+    notebooks = [discovery.read_notebook(settings.notebooks / rel, rel)
+                 for rel in ("bad_metadata_autorun.ipynb", "r_autorun.ipynb")]
+    rows = summary.build_rows(settings, notebooks, foreign["history"].load(), datetime.now(UTC))
+    for row, name in zip(rows, ("ExportError", "KernelNotInstalled"), strict=True):
+        assert row.state == "failed" and row.icon == "🔴", row
+        assert (row.reason or "").startswith(name), row.reason
 
 
 @pytest.mark.integration
