@@ -174,7 +174,10 @@ class EmbeddedStore(Store):
             raise StoreError(f"cannot create the embedded store in {self.data_dir}: {exc}") from exc
         from .loaders import seed_tables
 
-        seed_tables(self)  # fixed lookup rows (test_groups)
+        try:
+            seed_tables(self)  # fixed lookup rows (test_groups)
+        except (StoreError, OSError) as exc:  # e.g. a read-only copy made before test_groups
+            log.warning("cannot add the fixed rows of the lookup tables in %s: %s", self.data_dir, exc)
 
     def _ensure_views(self) -> None:
         pid = os.getpid()

@@ -265,13 +265,17 @@ def seed_tables(store: Store) -> int:
 
 
 def _seed_one(store: Store, table: Table) -> int:
-    cols = ", ".join(f"`{c}`" for c in table.column_names)
-    with store.exclusive(table.name):
+    def missing() -> list[tuple[str, ...]]:
+        cols = ", ".join(f"`{c}`" for c in table.column_names)
         have = store.query(f"SELECT {cols} FROM `{table.name}`")
         stored = {tuple(str(v) for v in row) for row in have.itertuples(index=False, name=None)}
-        missing = [row for row in table.seed if row not in stored]
-        if missing:
-            store.insert(table.name, pd.DataFrame(missing, columns=table.column_names))
-    if missing:
-        log.info("seeded %d row(s) of %s", len(missing), table.name)
-    return len(missing)
+        return [row for row in table.seed if row not in stored]
+
+    if not missing():  # the usual case: no lock, nothing written (a read-only store works)
+        return 0
+    with store.exclusive(table.name):
+        rows = missing()
+        if rows:
+            store.insert(table.name, pd.DataFrame(rows, columns=table.column_names))
+    log.info("seeded %d row(s) of %s", len(rows), table.name)
+    return len(rows)
