@@ -24,6 +24,8 @@ from tests.support.chromium import chromium_driver
 LINE = '# jupycron: {"every": "1 hour"}\n'
 MARKER = "JUPYCRON_TEST_KERNEL"
 PROBE = f"import os; print('kernel marker:', os.environ.get({MARKER!r}, 'none'))"
+# An R notebook's kernel; a host that has IRkernel installed gets a name nobody installs.
+MISSING = "ir" if "ir" not in kernelspecs.installed_kernels() else "ir-not-installed-here"
 SVG_NO_XMLNS = ('<svg width="120" height="80" viewBox="0 0 120 80">'
                 '<defs><rect id="r" width="120" height="80"/></defs>'
                 '<use xlink:href="#r" fill="rgb(200,30,30)"/></svg>')
@@ -51,7 +53,7 @@ NOTEBOOKS = {
                                  {"name": "python3", "display_name": "Python 3", "language": "python"}),
     "nameless_kernelspec_autorun.ipynb": _nb([_code(PROBE)], {"language": "python"}),
     "r_autorun.ipynb": _nb([_code("library(ggplot2)")],
-                           {"name": "ir", "display_name": "R", "language": "R"}),
+                           {"name": MISSING, "display_name": "R", "language": "R"}),
     # A cell whose metadata breaks nbformat's schema: the cells run, the export refuses it.
     "bad_metadata_autorun.ipynb": _nb([_code("print('ran')", tags="not-a-list")],
                                       None),
@@ -132,7 +134,7 @@ def test_kernel_not_installed_is_a_clear_failure(foreign):
     run = foreign["runs"]["r_autorun.ipynb"]
     assert run.status is RunStatus.FAILED
     assert run.error_name == "KernelNotInstalled"
-    assert "'ir'" in (run.error_value or "") and "python3" in (run.error_value or "")
+    assert f"'{MISSING}'" in (run.error_value or "") and "python3" in (run.error_value or "")
     assert "kernel_pid" not in run.extra  # nothing was started in another language
     assert run.output is None
 
@@ -215,9 +217,9 @@ def test_choose_kernel(monkeypatch, tmp_path):
     assert kernelspecs.choose_kernel({}, "python3") == kernelspecs.KernelChoice("python3", False)
     assert kernelspecs.choose_kernel({"kernelspec": {"language": "python"}}, "python3").named is False
     assert kernelspecs.choose_kernel({"kernelspec": {"name": "Python3"}}, "python3").name == "python3"
-    with pytest.raises(kernelspecs.KernelNotInstalled, match="'ir'"):
-        kernelspecs.choose_kernel({"kernelspec": {"name": "ir"}}, "python3")
-    Path(tmp_path, "kernels", "ir").mkdir(parents=True)
-    Path(tmp_path, "kernels", "ir", "kernel.json").write_text(
+    with pytest.raises(kernelspecs.KernelNotInstalled, match=f"'{MISSING}'"):
+        kernelspecs.choose_kernel({"kernelspec": {"name": MISSING}}, "python3")
+    Path(tmp_path, "kernels", MISSING).mkdir(parents=True)
+    Path(tmp_path, "kernels", MISSING, "kernel.json").write_text(
         json.dumps({"argv": ["R"], "display_name": "R", "language": "R"}))
-    assert kernelspecs.choose_kernel({"kernelspec": {"name": "ir"}}, "python3").name == "ir"
+    assert kernelspecs.choose_kernel({"kernelspec": {"name": MISSING}}, "python3").name == MISSING
