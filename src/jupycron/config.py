@@ -46,6 +46,9 @@ class Settings:
     pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run)."})
     pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels (once, in a template they are "
         "forked from, when kernel_forkserver is on)."})
+    run_new_at_once: bool = field(default=False, metadata={
+        "help": "Run a notebook seen for the first time at once (its latest slot) instead of at its "
+                "first slot after discovery; a notebook's \"RunAtOnce\" overrides it."})
     kernel_forkserver: bool = field(default=True, metadata={
         "help": "Fork kernels from a template process with ipykernel imported (about 0.5 s of CPU less "
                 "per run); falls back to a normal start on any failure."})
