@@ -7,9 +7,9 @@ CREATE TABLE IF NOT EXISTS default.fastpath
     `measurement_uid` String,
     `report_id` String,
     `input` String,
-    `probe_cc` String,
-    `probe_asn` UInt32,
-    `test_name` String,
+    `probe_cc` LowCardinality(String),
+    `probe_asn` Int32,
+    `test_name` LowCardinality(String),
     `test_start_time` DateTime,
     `measurement_start_time` DateTime,
     `filename` String,
@@ -29,19 +29,23 @@ CREATE TABLE IF NOT EXISTS default.fastpath
     `server_cc` String,
     `server_asn` Int8,
     `server_as_name` String,
-    `update_time` DateTime64(3),
+    `update_time` DateTime64(3) MATERIALIZED now64(),
     `test_version` String,
-    `test_runtime` Float32,
     `architecture` String,
-    `engine_name` String,
+    `engine_name` LowCardinality(String),
     `engine_version` String,
+    `test_runtime` Float32,
     `blocking_type` String,
     `test_helper_address` LowCardinality(String),
     `test_helper_type` LowCardinality(String),
-    `ooni_run_link_id` Nullable(UInt64)
+    `ooni_run_link_id` Nullable(UInt64),
+    `is_verified` LowCardinality(String),
+    INDEX fastpath_rid_idx report_id TYPE minmax GRANULARITY 1,
+    INDEX measurement_uid_idx measurement_uid TYPE minmax GRANULARITY 8
 )
 ENGINE = ReplacingMergeTree(update_time)
-ORDER BY (measurement_start_time, report_id, input, measurement_uid);
+ORDER BY (measurement_start_time, report_id, input, measurement_uid)
+SETTINGS index_granularity = 8192;
 
 CREATE TABLE IF NOT EXISTS default.citizenlab
 (
@@ -51,7 +55,15 @@ CREATE TABLE IF NOT EXISTS default.citizenlab
     `category_code` String
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (domain, url, cc, category_code);
+ORDER BY (domain, url, cc, category_code)
+SETTINGS index_granularity = 4;
+
+CREATE TABLE IF NOT EXISTS default.test_groups
+(
+    `test_name` String,
+    `test_group` String
+)
+ENGINE = Join(ANY, LEFT, test_name);
 
 CREATE TABLE IF NOT EXISTS default.test_helper_instances
 (
@@ -67,7 +79,8 @@ CREATE TABLE IF NOT EXISTS default.test_helper_instances
     `destroyed_at` Nullable(DateTime('UTC'))
 )
 ENGINE = CollapsingMergeTree(sign)
-ORDER BY (name);
+ORDER BY (name)
+SETTINGS index_granularity = 8;
 
 CREATE TABLE IF NOT EXISTS default.logs
 (
@@ -132,15 +145,29 @@ CREATE TABLE IF NOT EXISTS default.event_detector_changepoints
     `dns_other_blocked` Nullable(Float32),
     `tcp_blocked` Nullable(Float32),
     `tls_blocked` Nullable(Float32),
+    `dns_isp_blocked_current_state` String DEFAULT 'ok',
+    `dns_isp_blocked_s_pos` Nullable(Float32),
+    `dns_isp_blocked_s_neg` Nullable(Float32),
+    `dns_other_blocked_current_state` String DEFAULT 'ok',
+    `dns_other_blocked_s_pos` Nullable(Float32),
+    `dns_other_blocked_s_neg` Nullable(Float32),
+    `tcp_blocked_current_state` String DEFAULT 'ok',
+    `tcp_blocked_s_pos` Nullable(Float32),
+    `tcp_blocked_s_neg` Nullable(Float32),
+    `tls_blocked_current_state` String DEFAULT 'ok',
+    `tls_blocked_s_pos` Nullable(Float32),
+    `tls_blocked_s_neg` Nullable(Float32),
     `change_dir` Nullable(Int8),
+    `current_state` String DEFAULT 'ok',
     `s_pos` Nullable(Float32),
     `s_neg` Nullable(Float32),
-    `current_state` String,
     `h` Nullable(Float32),
     `block_type` String
 )
-ENGINE = ReplacingMergeTree
-ORDER BY (probe_asn, probe_cc, ts, domain);
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (probe_asn, probe_cc, ts, domain)
+SETTINGS index_granularity = 8192;
 
 CREATE TABLE IF NOT EXISTS default.url_priorities
 (
@@ -153,3 +180,5 @@ CREATE TABLE IF NOT EXISTS default.url_priorities
 )
 ENGINE = CollapsingMergeTree(sign)
 ORDER BY (category_code, cc, domain, url, priority);
+
+INSERT INTO default.test_groups (test_name, test_group) VALUES ('bridge_reachability', 'circumvention'), ('meek_fronted_requests_test', 'circumvention'), ('psiphon', 'circumvention'), ('riseupvpn', 'circumvention'), ('tcp_connect', 'circumvention'), ('tor', 'circumvention'), ('torsf', 'circumvention'), ('vanilla_tor', 'circumvention'), ('dnscheck', 'experimental'), ('urlgetter', 'experimental'), ('facebook_messenger', 'im'), ('signal', 'im'), ('telegram', 'im'), ('whatsapp', 'im'), ('dns_consistency', 'legacy'), ('http_host', 'legacy'), ('http_requests', 'legacy'), ('multi_protocol_traceroute', 'legacy'), ('http_header_field_manipulation', 'middlebox'), ('http_invalid_request_line', 'middlebox'), ('dash', 'performance'), ('ndt', 'performance'), ('web_connectivity', 'websites');

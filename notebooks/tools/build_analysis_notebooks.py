@@ -207,8 +207,9 @@ def duplicates() -> list:
 
 URLs listed more than once in the `citizenlab` table: **exact** (the same string in two
 places, or twice in one list) and **near** (different strings equal after folding http/https,
-`www.`, case of scheme and host, default ports and a trailing `/`). A row that is both is
-reported as exact. The table has no `date_added` (it is empty here; the CSV folders have it:
+`www.`, case of scheme and host, default ports, a trailing `/` and the `#fragment`, which
+never reaches the server). A row can be both (`kind` `exact+near`; columns `exact` and
+`near`). The table has no `date_added` (it is empty here; the CSV folders have it:
 `find_duplicate_test_list_urls("/path/to/lists")`)."""),
         new_code_cell("""import pandas as pd
 
@@ -222,7 +223,7 @@ if dups.empty:
     print(f"no duplicate among {n_lists} test-list entries")
 else:
     print(f"{dups['normalized_url'].nunique()} URLs listed more than once "
-          f"({(dups['kind'] == 'exact').sum()} exact rows, {(dups['kind'] == 'near').sum()} near rows) "
+          f"({dups['exact'].sum()} exact rows, {dups['near'].sum()} near rows) "
           f"among {n_lists} entries")
     display(dups.groupby(["cc", "kind"]).size().unstack(fill_value=0))
 dups"""),

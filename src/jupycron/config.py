@@ -60,7 +60,9 @@ class Settings:
                                                      "min": 1, "max": 100_000})
     deleted_grace_s: float = field(default=7 * 86400.0, metadata={
         "help": "How long a deleted notebook's history and outputs are kept (s).", "min": 0.0, "max": 3660 * _DAY})
-    kernel_name: str = field(default="python3", metadata={"help": "Jupyter kernel used for runs."})
+    kernel_name: str = field(default="python3", metadata={
+        "help": "Jupyter kernel for notebooks whose kernelspec names none (a notebook that names an "
+                "installed kernel runs with it; one naming a missing kernel fails)."})
     jupyter_base_url: str = field(default="", metadata={"help": "Jupyter base URL; links are <url>/notebooks/<path>."})
     output_base_url: str = field(default="", metadata={"help": "Public base URL of the outputs folder (alert links)."})
     late_grace_s: float = field(default=600.0, metadata={
@@ -72,6 +74,9 @@ class Settings:
                                                  "min": -1, "max": 256})
     pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels (once, in a template they are "
         "forked from, when kernel_forkserver is on)."})
+    run_new_at_once: bool = field(default=False, metadata={
+        "help": "Run a notebook seen for the first time at once (its latest slot) instead of at its "
+                "first slot after discovery; a notebook's \"RunAtOnce\" overrides it."})
     kernel_forkserver: bool = field(default=True, metadata={
         "help": "Fork kernels from a template process with ipykernel imported (about 0.5 s of CPU less "
                 "per run); falls back to a normal start on any failure."})

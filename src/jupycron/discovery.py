@@ -87,7 +87,7 @@ NO_LINE = "no jupycron line"
 DISABLED_IN_LINE = "disabled in its jupycron line"
 INVALID_PREFIX = "invalid jupycron line: "
 UNREADABLE_PREFIX = "cannot read notebook: "
-KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled")
+KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled", "RunAtOnce")
 #: name of the persisted :class:`ScanCache` inside the output folder
 SCAN_CACHE_FILE = ".scan-cache.json"
 
@@ -127,8 +127,9 @@ def parse_spec(json_text: str) -> JobSpec:
 
     Keys: exactly one of ``every`` ("N unit", see :func:`jupycron.schedule.parse_every`) or
     ``cron`` (5 fields) with optional ``tz`` (IANA name, cron only); optional ``MaxMem``
-    (MB, positive; fractions are rounded up), ``MaxRuntime`` (seconds, positive) and
-    ``enabled`` (bool). Unknown keys, wrong types and duplicate keys are errors.
+    (MB, positive; fractions are rounded up), ``MaxRuntime`` (seconds, positive),
+    ``enabled`` (bool) and ``RunAtOnce`` (bool: a new notebook runs at once, see
+    :func:`jupycron.schedule.due_slot`). Unknown keys, wrong types and duplicate keys are errors.
 
     >>> parse_spec('{"every": "30 mins", "MaxMem": 500}').every
     '30 minute'
@@ -169,9 +170,12 @@ def _parse_spec_cached(text: str) -> JobSpec:
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise SpecError(f'"enabled" must be true or false, got {json.dumps(enabled)}')
+    run_at_once = data.get("RunAtOnce")
+    if run_at_once is not None and not isinstance(run_at_once, bool):
+        raise SpecError(f'"RunAtOnce" must be true or false, got {json.dumps(run_at_once)}')
     return JobSpec(every=every, cron=cron, tz=tz,
                    max_mem_mb=math.ceil(max_mem) if max_mem is not None else None,
-                   max_runtime_s=max_runtime, enabled=enabled, raw=text)
+                   max_runtime_s=max_runtime, enabled=enabled, run_at_once=run_at_once, raw=text)
 
 
 def _line_in_source(source: Any) -> str | None:

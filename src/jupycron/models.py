@@ -57,6 +57,7 @@ class JobSpec:
     max_mem_mb: int | None = None     # MaxMem
     max_runtime_s: float | None = None  # MaxRuntime
     enabled: bool = True
+    run_at_once: bool | None = None   # RunAtOnce: a new notebook runs at once (None: the setting)
     raw: str = ""                     # the JSON text as written, for display
 
     def describe(self) -> str:

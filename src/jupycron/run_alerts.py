@@ -144,6 +144,10 @@ def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime |
     served = row.history.last_scheduled_slot if row.history else None
     if served is not None and row.notebook.spec is not None:
         first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+    elif served is None and row.history and row.history.first_seen:
+        # A new notebook run at once (RunAtOnce) is due from when it was seen, not from
+        # its latest slot, which may be older.
+        first_missed = max(first_missed, row.history.first_seen)
     return first_missed if (now - first_missed).total_seconds() > settings.late_grace_s else None
 
 

@@ -2,7 +2,8 @@
 
 :func:`run_notebook` is the whole life of a run::
 
-    record RUNNING (pid = this process)  ->  start a kernel (own session, cwd = notebooks folder,
+    record RUNNING (pid = this process)  ->  start a kernel (the one the notebook's
+    ``kernelspec`` names, else ``kernel_name``; own session, cwd = notebooks folder,
     AUTORUN=1, memory cap attached)  ->  execute every cell  ->  kill the kernel's process tree
     ->  write the HTML atomically  ->  record the outcome
 
@@ -12,7 +13,11 @@ Outcomes (:class:`jupycron.models.RunStatus`):
   also counts as success and **stops** the notebook there (like a script; papermill treats
   ``SystemExit`` with code 0 the same way). Any other ``sys.exit(code)`` stops it as ``failed``.
 * ``failed`` - a cell raised. Later cells still run (so the page shows everything); the first
-  error's class, message and cell index (position in ``nb.cells``, 0-based) are kept.
+  error's class, message and cell index (position in ``nb.cells``, 0-based) are kept. A cell
+  tagged ``raises-exception`` may raise (as in nbclient and papermill): its error shows in the
+  page and in ``run.extra["expected_errors"]``, and is no failure. Also ``failed``: the
+  notebook names a kernel that is not installed (``KernelNotInstalled``, nothing runs), or
+  the cells ran but the HTML page could not be written (``ExportError``): no page, no success.
 * ``timeout`` - ``MaxRuntime`` (whole notebook, seconds) passed: the kernel's process group and
   memory cgroup are killed with SIGKILL.
 * ``oom`` - the OOM killer fired inside the memory cap, or a cell raised ``MemoryError``.
@@ -73,8 +78,10 @@ from ooniutils.atomicfile import atomic_write_text
 
 from . import limits
 from .config import Settings
+from .export import prepare_for_export
 from .forkserver import ForkProvisioner
 from .history import History
+from .kernelspecs import KernelNotInstalled, choose_kernel
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import output_html, validate_rel
 
@@ -100,6 +107,8 @@ __all__ = [
 MAX_OUTPUT_BYTES = 20 * 1024 * 1024
 MAX_ERROR_VALUE = 2000
 RUN_ID_ENV = "JUPYCRON_RUN_ID"
+#: A cell tagged so may raise: its error shows in the page but does not fail the run.
+EXPECTED_ERROR_TAG = "raises-exception"
 KERNEL_START_TIMEOUT_S = 60
 _WATCH_INTERVAL_S = 0.1
 
@@ -338,6 +347,10 @@ class _Client(NotebookClient):
                        execute_reply: dict[str, Any]) -> None:
         content = execute_reply.get("content", {})
         ename, evalue = str(content.get("ename", "Error")), str(content.get("evalue", ""))
+        if ename != "SystemExit" and EXPECTED_ERROR_TAG in cell.get("metadata", {}).get("tags", ()):
+            # Expected, as in nbclient and papermill: shown in the page, not a failure.
+            self.state.extra.setdefault("expected_errors", []).append(cell_index)
+            return
         if ename == "SystemExit":
             self.state.exit_code = evalue
             if evalue in ("", "0", "None"):
@@ -622,21 +635,26 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
                      mem_mb: int, runtime_s: float, stop_event: threading.Event | None,
                      handle: KernelHandle | None, on_kernel: Callable[[KernelHandle], None],
                      finish: Callable[[ExecState], None],
-                     before_cells: Callable[[], None] | None = None) -> ExecState:
+                     before_cells: Callable[[], None] | None = None,
+                     kernel_name: str | None = None) -> ExecState:
     """Start (or take ``handle``, a pooled kernel), execute, kill; then ``finish(state)``
-    (classification and HTML) before the kernel is reaped and its cap removed."""
+    (classification and HTML) before the kernel is reaped and its cap removed.
+    ``kernel_name``: the notebook's kernel (default: the configured one); only the
+    configured kernel is forked from the kernel template."""
+    kernel_name = kernel_name or settings.kernel_name
     state = ExecState()
     t0 = time.monotonic()
     cap: limits.MemoryCap | None
     if handle is None:
         cap = limits.create_cap(mem_mb, run.run_id)
         try:
-            handle = await start_kernel(settings.kernel_name, settings.notebooks,
+            fork = settings.kernel_forkserver and kernel_name == settings.kernel_name
+            handle = await start_kernel(kernel_name, settings.notebooks,
                                         kernel_env(run.run_id, notebook.path, settings.output_dir),
-                                        run.run_id, cap, fork=settings.kernel_forkserver)
+                                        run.run_id, cap, fork=fork)
         except Exception as exc:
             log.error("run %s of %s: cannot start kernel %r: %s", run.run_id, notebook.path,
-                      settings.kernel_name, exc)
+                      kernel_name, exc)
             cap.close()
             state.kernel_died = True
             state.extra["start_error"] = f"cannot start kernel: {exc}"[:MAX_ERROR_VALUE]
@@ -717,6 +735,16 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         state.error_name, state.error_value = "FileNotFoundError", "the notebook was deleted before the run started"
     except Exception as exc:  # a corrupt notebook fails its run, it does not crash the scheduler
         state.error_name, state.error_value = type(exc).__name__, str(exc)[:MAX_ERROR_VALUE]
+    kernel_name = settings.kernel_name
+    if nb is not None:
+        try:
+            kernel_name = choose_kernel(nb.metadata, settings.kernel_name).name
+        except KernelNotInstalled as exc:  # never run it in another language's kernel
+            state.error_name, state.error_value = "KernelNotInstalled", str(exc)[:MAX_ERROR_VALUE]
+            nb = None
+    run.extra["kernel"] = kernel_name
+    # The pool's kernels (and the fork server's) are the configured kernel only.
+    pool = pool if pool is not None and kernel_name == pool.settings.kernel_name else None
 
     def record(r: Run) -> None:
         history.record(r)
@@ -768,7 +796,7 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         try:
             state = asyncio.run(_run_async(settings, notebook, nb, run, mem_mb, runtime_s,
                                            stop_event, handle, on_kernel, finish_once,
-                                           first_record))
+                                           first_record, kernel_name))
         except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
             log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
             state.kernel_died = True
@@ -824,6 +852,8 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
         run.extra["sys_exit"] = state.exit_code
     if state.truncated:
         run.extra["output_truncated"] = True
+    if state.extra.get("expected_errors"):
+        run.extra["expected_errors"] = state.extra["expected_errors"]
     if exit_code is not None and status is not RunStatus.SUCCESS:
         run.extra["kernel_exit_code"] = exit_code
     timing: dict[str, float] = {k: round(state.extra[k], 3)
@@ -835,11 +865,16 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
         dest = output_html(settings.output_dir, notebook.path)
         t = time.monotonic()
         try:
+            prepare_for_export(nb, str(run.extra.get("kernel") or settings.kernel_name))
             export_html(nb, dest, Path(notebook.path).stem, (settings.notebooks / notebook.path).parent)
             run.output = dest.relative_to(settings.output_dir).as_posix()
         except Exception as exc:
             log.error("run %s of %s: cannot write HTML %s: %s", run.run_id, notebook.path, dest, exc)
-            run.extra["html_error"] = str(exc)[:MAX_ERROR_VALUE]
+            run.extra["html_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_VALUE]
+            if run.status is RunStatus.SUCCESS:  # no page, no success: the operator would see nothing
+                run.status, run.error_name = RunStatus.FAILED, "ExportError"
+                run.error_value = f"the cells ran but the HTML page could not be written: " \
+                                  f"{run.extra['html_error']}"[:MAX_ERROR_VALUE]
         timing["export_s"] = round(time.monotonic() - t, 3)
         run.extra["html_written_at"] = datetime.now(UTC).isoformat()
     run.extra["timing"] = timing

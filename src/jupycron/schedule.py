@@ -27,7 +27,9 @@ scheduled run has served that slot yet. After downtime only the latest slot is c
 so a notebook catches up with *one* run, not one per missed slot. A notebook that has never
 had a scheduled run becomes due only at the first slot strictly after it was first seen
 (see :meth:`jupycron.history.NotebookHistory.first_seen`), so a new notebook shows "never
-run" until its first slot instead of running the moment it is saved.
+run" until its first slot instead of running the moment it is saved - unless it runs new
+notebooks at once (``"RunAtOnce": true`` in its line, or the ``run_new_at_once`` setting
+when the line says nothing): then its latest slot is due as soon as it is seen.
 """
 
 from __future__ import annotations
@@ -265,14 +267,16 @@ def next_slot(spec: JobSpec, after: datetime) -> datetime:
 
 
 def due_slot(spec: JobSpec, now: datetime, last_slot_run: datetime | None,
-             first_seen: datetime | None = None) -> datetime | None:
+             first_seen: datetime | None = None, run_new: bool = False) -> datetime | None:
     """The slot to run now, or None when nothing is due.
 
     ``last_slot_run`` is the slot of the most recent *scheduled* run in the history (any
     outcome: a slot is served once, failures are not retried until the next slot).
     ``first_seen`` is when the notebook was first discovered; it only matters while
     ``last_slot_run`` is None: then only a slot strictly after ``first_seen`` is due. With
-    both None the latest slot is due (catch-up). A disabled spec is never due.
+    both None the latest slot is due (catch-up). ``run_new`` (the ``run_new_at_once``
+    setting; the spec's ``RunAtOnce`` wins when given): ``first_seen`` does not hold a new
+    notebook back. A disabled spec is never due.
     """
     if not spec.enabled:
         return None
@@ -281,12 +285,13 @@ def due_slot(spec: JobSpec, now: datetime, last_slot_run: datetime | None,
         return None
     if last_slot_run is not None:
         return slot if slot > _require_aware(last_slot_run, "last_slot_run") else None
-    if first_seen is not None and slot <= _require_aware(first_seen, "first_seen"):
+    at_once = spec.run_at_once if spec.run_at_once is not None else run_new
+    if not at_once and first_seen is not None and slot <= _require_aware(first_seen, "first_seen"):
         return None
     return slot
 
 
 def is_due(spec: JobSpec, now: datetime, last_slot_run: datetime | None,
-           first_seen: datetime | None = None) -> bool:
+           first_seen: datetime | None = None, run_new: bool = False) -> bool:
     """Whether :func:`due_slot` has a slot to run now."""
-    return due_slot(spec, now, last_slot_run, first_seen) is not None
+    return due_slot(spec, now, last_slot_run, first_seen, run_new) is not None

@@ -184,8 +184,9 @@ def served_slot(entry: NotebookHistory | None) -> datetime | None:
 
 
 def due_runs(notebooks: Iterable[Notebook], history: dict[str, NotebookHistory],
-             now: datetime) -> list[tuple[Notebook, datetime]]:
-    """(notebook, slot) of every schedulable notebook due at ``now`` and not running."""
+             now: datetime, run_new: bool = False) -> list[tuple[Notebook, datetime]]:
+    """(notebook, slot) of every schedulable notebook due at ``now`` and not running
+    (``run_new``: the ``run_new_at_once`` setting, see :func:`jupycron.schedule.due_slot`)."""
     due = []
     for nb in notebooks:
         if not nb.schedulable or nb.spec is None:
@@ -195,7 +196,7 @@ def due_runs(notebooks: Iterable[Notebook], history: dict[str, NotebookHistory],
             continue
         try:
             slot = schedule.due_slot(nb.spec, now, served_slot(entry),
-                                     entry.first_seen if entry else now)
+                                     entry.first_seen if entry else now, run_new)
         except SpecError as exc:
             log.warning("notebook %s: %s", nb.path, exc)
             continue
@@ -409,7 +410,7 @@ class Scheduler:
                 and (a.wake is None or now < a.wake)):
             self.next_wake = a.wake
             return list(a.jobs)
-        jobs = due_runs(self.notebooks, history, now)
+        jobs = due_runs(self.notebooks, history, now, self.settings.run_new_at_once)
         wake = next_wake(self.notebooks, now)
         self._agenda = _Agenda(self.notebooks_generation, generation, now, wake, tuple(jobs))
         self.next_wake = wake

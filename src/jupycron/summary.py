@@ -138,7 +138,8 @@ def _build_row(settings: Settings, nb: Notebook, entry: NotebookHistory | None,
         # Not yet reconciled by the scheduler: it will record first_seen=now at its next tick.
         first_seen = entry.first_seen if entry and entry.first_seen else now
         last_slot = entry.last_scheduled_slot if entry else None
-        slot = due_slot(nb.spec, now, last_slot, first_seen) if running is None else None
+        slot = due_slot(nb.spec, now, last_slot, first_seen, settings.run_new_at_once) \
+            if running is None else None
         if slot is not None:
             next_run, due_now = slot, True
         else:

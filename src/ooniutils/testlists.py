@@ -12,32 +12,26 @@ See :mod:`ooniutils.analyses.duplicates` for what counts as a duplicate.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import pandas as pd
 
 from .analyses.duplicates import RESULT_COLUMNS, find_duplicates
 from .exceptions import LoadError
+from .store.loaders import country_code
 
 log = logging.getLogger(__name__)
 
 _CSV_COLUMNS = ["url", "category_code", "category_description", "date_added", "source", "notes"]
-_CC_STEM = re.compile(r"^[a-z]{2}$")
 
 __all__ = ["RESULT_COLUMNS", "find_duplicate_test_list_urls", "read_test_list_folder"]
 
 
-def _stem_to_cc(stem: str) -> str | None:
-    if stem == "global":
-        return "ZZ"
-    if _CC_STEM.match(stem):
-        return stem.upper()
-    return None
-
-
 def read_test_list_folder(folder: str | Path) -> pd.DataFrame:
     """Read every ``<cc>.csv`` (and ``global.csv`` as ``ZZ``) of a Citizen Lab lists folder.
+
+    ``cc`` is what the ``citizenlab`` table holds, as in OONI: the lowercase file stem
+    (``br``), ``ZZ`` for the global list (:func:`ooniutils.store.loaders.country_code`).
 
     Other files (``00-LEGEND-*.csv``, ``cctld.csv`` ...) are skipped with a log line.
     Returns columns url, cc, category_code, date_added (datetime64, ``NaT`` when blank).
@@ -49,12 +43,15 @@ def read_test_list_folder(folder: str | Path) -> pd.DataFrame:
         raise LoadError("not a folder of test lists", source=str(root))
     frames = []
     for path in sorted(root.glob("*.csv")):
-        cc = _stem_to_cc(path.stem)
+        cc = country_code(path.stem)
         if cc is None:
             log.info("skipping %s: file name is not a country code or 'global'", path.name)
             continue
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError as exc:
+            raise LoadError("empty file: a test list needs at least its header line "
+                            f"({','.join(_CSV_COLUMNS)})", source=str(path)) from exc
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise LoadError(f"cannot parse CSV: {exc}", source=str(path)) from exc
         lacking = {"url", "category_code"} - set(df.columns)
@@ -87,10 +84,10 @@ def _read_citizenlab_table() -> pd.DataFrame:
 def find_duplicate_test_list_urls(source: str | Path | None = None) -> pd.DataFrame:
     """URLs listed more than once, one row per (url, list) occurrence.
 
-    ``source`` is a folder of Citizen Lab CSVs (``<cc>.csv`` and ``global.csv`` → ``ZZ``),
+    ``source`` is a folder of Citizen Lab CSVs (``br.csv`` → ``br``, ``global.csv`` → ``ZZ``),
     or ``None`` to read the store's ``citizenlab`` table (which has no ``date_added``, so
     that column is ``NaT``). Columns: url, normalized_url, cc, category_code, date_added,
-    kind (``'exact'`` or ``'near'``; a row that is both is ``'exact'``).
+    kind (``'exact'``, ``'near'`` or ``'exact+near'``), exact, near (booleans).
     """
     entries = _read_citizenlab_table() if source is None else read_test_list_folder(source)
     return find_duplicates(entries)

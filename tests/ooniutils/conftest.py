@@ -99,7 +99,8 @@ def _serve(port: int) -> None:
     fmt_re = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
     insert_re = re.compile(r"^\s*INSERT\s+INTO\s+(?P<target>.+?)\s+FORMAT\s+(?P<fmt>\w+)\s*$",
                            re.IGNORECASE | re.DOTALL)
-    settings_passed = {"allow_suspicious_low_cardinality_types", "session_timezone"}
+    settings_passed = {"allow_suspicious_low_cardinality_types", "session_timezone",
+                       "insert_allow_materialized_columns"}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

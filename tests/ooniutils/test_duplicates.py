@@ -7,6 +7,8 @@ import re
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ooniutils.analyses.duplicates import RESULT_COLUMNS, find_duplicates, normalize_url
 from ooniutils.exceptions import AnalysisError, LoadError
@@ -42,7 +44,7 @@ def test_exact_and_near_duplicates():
     assert list(out.columns) == RESULT_COLUMNS
     got = {(r.url, r.cc): r.kind for r in out.itertuples()}
     assert got == {
-        ("https://a.org/", "ZZ"): "exact", ("https://a.org/", "IR"): "exact",
+        ("https://a.org/", "ZZ"): "exact+near", ("https://a.org/", "IR"): "exact+near",
         ("http://www.a.org", "BR"): "near",
         ("https://b.org/", "IT"): "exact",
     }
@@ -57,6 +59,67 @@ def test_empty_and_bad_input():
     assert blank.empty
     with pytest.raises(AnalysisError, match="category_code"):
         find_duplicates(pd.DataFrame({"url": ["x"], "cc": ["IT"]}))
+
+
+def test_fragments_do_not_distinguish_urls():
+    df = entries(("https://www.ted.com/", "ZZ"), ("https://www.ted.com/#/", "US"),
+                 ("http://twitter.com/#!/a", "IR"), ("http://twitter.com/#!/b", "IR"),
+                 ("https://c.org/page#top", "IT"))
+    out = find_duplicates(df)
+    got = {(r.url, r.normalized_url, r.kind) for r in out.itertuples()}
+    assert got == {  # the listed string, fragment included, stays in the report
+        ("https://www.ted.com/", "//ted.com", "near"), ("https://www.ted.com/#/", "//ted.com", "near"),
+        ("http://twitter.com/#!/a", "//twitter.com", "near"),
+        ("http://twitter.com/#!/b", "//twitter.com", "near"),
+    }
+
+
+def test_near_group_of_exact_duplicates_reports_both_relations():
+    df = entries(("http://1xbet.com/", "ZZ"), ("http://1xbet.com/", "RU"),
+                 ("https://1xbet.com/", "IR"), ("https://1xbet.com/", "TR"))
+    out = find_duplicates(df)
+    assert set(out["kind"]) == {"exact+near"}
+    assert out["exact"].all() and out["near"].all()
+    assert len(out) == 4
+
+
+@settings(deadline=None, max_examples=60)  # a shared, loaded machine: no per-example deadline
+@given(st.lists(st.tuples(
+    st.sampled_from(["http", "https", "HTTP"]), st.sampled_from(["", "www."]),
+    st.sampled_from(["a.org", "B.org", "a.org:443", "a.org:8080"]),
+    st.sampled_from(["", "/", "/x", "/x/", "/X"]), st.sampled_from(["", "?q=1"]),
+    st.sampled_from(["", "#", "#/", "#!/a", "#frag"]),
+    st.sampled_from(["ZZ", "IT", "BR"])), min_size=1, max_size=12))
+def test_duplicates_agree_with_their_definition(parts):
+    urls = [(f"{s}://{w}{h}{p}{q}{f}", cc) for s, w, h, p, q, f, cc in parts]
+    out = find_duplicates(entries(*urls))
+    # An independent statement of the rules: host case, www., default port, trailing
+    # slash, scheme and fragment never matter; path case, query and other ports do.
+    def form(u: str) -> tuple[str, str, str]:
+        m = re.match(r"^[a-zA-Z]+://([^/?#]*)([^?#]*)(\?[^#]*)?", u)
+        assert m is not None
+        host = re.sub(r":(80|443)$", "", m.group(1).lower()).removeprefix("www.")
+        return host, m.group(2).rstrip("/"), m.group(3) or ""
+
+    count = {u: sum(1 for v, _ in urls if v == u) for u, _ in urls}
+    forms: dict[tuple[str, str, str], set[str]] = {}
+    for u, _ in urls:
+        forms.setdefault(form(u), set()).add(u)
+    expected = sorted((u, cc, count[u] > 1, len(forms[form(u)]) > 1) for u, cc in urls
+                      if count[u] > 1 or len(forms[form(u)]) > 1)
+    got = sorted(zip(out["url"], out["cc"], out["exact"], out["near"], strict=True))
+    assert got == expected
+    assert all(k == "+".join(n for n, b in (("exact", e), ("near", nr)) if b)
+               for k, e, nr in zip(out["kind"], out["exact"], out["near"], strict=True))
+
+
+def test_empty_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "it.csv").write_text("")
+    with pytest.raises(LoadError, match=r"it\.csv.*empty file"):
+        find_duplicate_test_list_urls(tmp_path)
+    from ooniutils.store.loaders import read_test_list
+    with pytest.raises(LoadError, match=r"it\.csv.*empty file"):
+        read_test_list(tmp_path / "it.csv", "IT")
 
 
 def test_folder_errors(tmp_path):
@@ -80,16 +143,13 @@ def _independent_expectation(folder) -> pd.DataFrame:
         host = m.group(2).lower()
         host = re.sub(r":(80|443)$", "", host)
         host = host[4:] if host.startswith("www.") else host
-        rest = m.group(3)
-        path, sep, tail = rest.partition("?") if "?" in rest else (rest, "", "")
-        if "#" in path and not sep:
-            path, sep2, frag = path.partition("#")
-            tail, sep = frag, "#"
+        rest = m.group(3).split("#", 1)[0]  # the fragment never reaches the server
+        path, sep, tail = rest.partition("?")
         return host + path.rstrip("/") + sep + tail
 
     rows = []
     for path in sorted(folder.glob("*.csv")):
-        cc = "ZZ" if path.stem == "global" else path.stem.upper()
+        cc = "ZZ" if path.stem == "global" else path.stem.lower()
         with path.open(newline="") as fh:
             rows += [(r["url"].strip(), cc) for r in csv.DictReader(fh)]
     by_url = Counter(u for u, _ in rows)
@@ -98,10 +158,10 @@ def _independent_expectation(folder) -> pd.DataFrame:
         forms.setdefault(norm(u), set()).add(u)
     out = set()
     for u, cc in rows:
-        if by_url[u] > 1:
-            out.add((u, cc, "exact"))
-        elif len(forms[norm(u)]) > 1:
-            out.add((u, cc, "near"))
+        kinds = [k for k, holds in (("exact", by_url[u] > 1), ("near", len(forms[norm(u)]) > 1))
+                 if holds]
+        if kinds:
+            out.add((u, cc, "+".join(kinds)))
     return pd.DataFrame(sorted(out), columns=["url", "cc", "kind"])
 
 
@@ -113,8 +173,9 @@ def test_sample_lists_match_an_independent_computation():
     got_set = set(zip(got["url"], got["cc"], got["kind"], strict=True))
     assert got_set == set(expected.itertuples(index=False, name=None))
     assert (got["kind"] == "exact").any() and (got["kind"] == "near").any()
+    assert (got["kind"] == "exact+near").any()
     assert got["date_added"].notna().all()
-    assert set(got["cc"]) <= {"ZZ", "BR", "CN", "DE", "EG", "IN", "IR", "IT", "MM", "RU", "TR", "US", "VE"}
+    assert set(got["cc"]) <= {"ZZ", "br", "cn", "de", "eg", "in", "ir", "it", "mm", "ru", "tr", "us", "ve"}
 
 
 @pytest.mark.shared_data

@@ -34,9 +34,12 @@ def _parse_line(line: str) -> dict[str, str | None]:
 
 def test_fastpath_sample_loads_exactly(embedded_store):
     path = require_shared_data("ooni-fastpath-sample.sql")
+    before = pd.Timestamp.now(tz="UTC").floor("ms")
     result = load_sql_file(embedded_store, path)
+    after = pd.Timestamp.now(tz="UTC")
     assert result.rows == {"fastpath": 1080}
-    df = embedded_store.query("SELECT * FROM fastpath")
+    assert "update_time" not in embedded_store.query("SELECT * FROM fastpath LIMIT 1").columns
+    df = embedded_store.query("SELECT *, update_time FROM fastpath")
     assert len(df) == 1080
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("INSERT")]
     types = dict(FASTPATH.columns)
@@ -56,7 +59,8 @@ def test_fastpath_sample_loads_exactly(embedded_store):
                 assert pd.Timestamp(got) == pd.Timestamp(want), col
             else:
                 assert got == want, col
-        assert pd.Timestamp(row["update_time"]) == pd.Timestamp(0)  # not in the dump → default
+        # MATERIALIZED now64(): the time of the insert, as a server sets it
+        assert before <= pd.Timestamp(row["update_time"]).tz_localize(None).tz_localize("UTC") <= after
 
 
 def test_test_lists_sample_loads_exactly(embedded_store):
@@ -64,7 +68,7 @@ def test_test_lists_sample_loads_exactly(embedded_store):
     expected: dict[str, int] = {}
     samples = []
     for path in sorted(folder.glob("*.csv")):
-        cc = "ZZ" if path.stem == "global" else path.stem.upper()
+        cc = "ZZ" if path.stem == "global" else path.stem.lower()
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         expected[cc] = len(rows)
@@ -101,7 +105,7 @@ def test_two_test_list_loads_at_once_insert_each_row_once(embedded_store, tmp_pa
 
 def test_country_codes():
     assert (country_code("it"), country_code("global"), country_code("IT"), country_code("readme")) == \
-        ("IT", "ZZ", "IT", None)
+        ("it", "ZZ", "it", None)
 
 
 def test_test_lists_skip_other_files_and_reject_bad_rows(embedded_store, tmp_path):
@@ -109,7 +113,7 @@ def test_test_lists_skip_other_files_and_reject_bad_rows(embedded_store, tmp_pat
                                      "https://www.Example.org:8443/a,NEWS,News,2020-01-01,x,\n")
     (tmp_path / "00-LEGEND.csv").write_text("code,description\n")
     result = load_test_lists(embedded_store, tmp_path)
-    assert result.rows == {"IT": 1} and result.skipped == ["00-LEGEND.csv"]
+    assert result.rows == {"it": 1} and result.skipped == ["00-LEGEND.csv"]
     assert embedded_store.query("SELECT domain FROM citizenlab")["domain"].tolist() == ["www.example.org"]
     (tmp_path / "de.csv").write_text("url,category_code\nnot a url,NEWS\n")
     with pytest.raises(LoadError, match=r"de\.csv:2: no host name"):
@@ -164,12 +168,12 @@ def test_test_lists_reload_is_idempotent_and_adds_only_new_rows(embedded_store, 
                                                           strict=True)]
 
     first = load_test_lists(embedded_store, tmp_path)
-    assert first.rows == {"IT": 3, "ZZ": 1} and first.already_stored == 0
+    assert first.rows == {"it": 3, "ZZ": 1} and first.already_stored == 0
     # a URL listed twice in one file is kept twice: the duplicates analysis reports it
-    assert stored() == [("https://a.example/", "IT", "NEWS"), ("https://a.example/", "IT", "NEWS"),
-                        ("https://a.example/", "ZZ", "NEWS"), ("https://b.example/", "IT", "GAME")]
+    assert stored() == [("https://a.example/", "ZZ", "NEWS"), ("https://a.example/", "it", "NEWS"),
+                        ("https://a.example/", "it", "NEWS"), ("https://b.example/", "it", "GAME")]
     again = load_test_lists(embedded_store, tmp_path)
-    assert again.rows == {"IT": 3, "ZZ": 1} and again.already_stored == 4
+    assert again.rows == {"it": 3, "ZZ": 1} and again.already_stored == 4
     assert len(stored()) == 4
     # the list gains a URL and a recategorised entry: only those two rows are added
     (tmp_path / "it.csv").write_text(head + "https://a.example/,NEWS\nhttps://a.example/,NEWS\n"
@@ -177,5 +181,5 @@ def test_test_lists_reload_is_idempotent_and_adds_only_new_rows(embedded_store, 
                                      "https://b.example/,GMB\n")
     grown = load_test_lists(embedded_store, tmp_path)
     assert grown.already_stored == 4
-    assert stored()[-3:] == [("https://b.example/", "IT", "GAME"), ("https://b.example/", "IT", "GMB"),
-                             ("https://c.example/", "IT", "NEWS")]
+    assert stored()[-3:] == [("https://b.example/", "it", "GAME"), ("https://b.example/", "it", "GMB"),
+                             ("https://c.example/", "it", "NEWS")]

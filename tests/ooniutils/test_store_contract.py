@@ -141,7 +141,7 @@ def _arrow_rows() -> pa.Table:
     return pa.table({
         "measurement_uid": pa.array(["uid-a", "uid-b", "uid-c"]),
         "probe_cc": pa.array(["IT", "DE", "IT"]).dictionary_encode(),
-        "probe_asn": pa.array([3269, 3320, 4294967295], pa.int64()),  # cast to UInt32
+        "probe_asn": pa.array([3269, 3320, 2147483647], pa.int64()),  # cast to Int32 (OONI: probe_asn Int32)
         "measurement_start_time": pa.array(
             [dt.datetime(2024, 3, 1, 0, 0, 0, 900_000, tzinfo=dt.UTC)] * 3, pa.timestamp("us", tz="UTC")),
         "ooni_run_link_id": pa.array([7, None, 9], pa.int32()),
@@ -157,7 +157,7 @@ def test_insert_arrow_casts_keeps_dictionaries_and_fills_defaults(any_store):
                          "ooni_run_link_id, input FROM fastpath ORDER BY measurement_uid, probe_asn")
     assert list(df["measurement_uid"]) == ["uid-a", "uid-a", "uid-b", "uid-c"]
     assert list(df["probe_cc"]) == ["IT", "IT", "DE", "IT"]
-    assert [int(v) for v in df["probe_asn"]] == [3269, 3269, 3320, 4294967295]
+    assert [int(v) for v in df["probe_asn"]] == [3269, 3269, 3320, 2147483647]
     # DateTime has whole seconds: the sub-second part is dropped, as insert() does
     assert pd.Timestamp(df["measurement_start_time"].iloc[0]).tz_localize(None) == pd.Timestamp("2024-03-01")
     assert [None if pd.isna(v) else int(v) for v in df["ooni_run_link_id"]] == [7, 7, None, 9]
@@ -168,8 +168,8 @@ def test_insert_arrow_errors_name_the_column_and_write_nothing(any_store):
     rows = _arrow_rows()
     with pytest.raises(StoreError, match="'bogus'"):
         any_store.insert_arrow("fastpath", rows.append_column("bogus", pa.array([1, 2, 3])))
-    with pytest.raises(StoreError, match="'probe_asn'"):  # -1 does not fit UInt32
-        any_store.insert_arrow("fastpath", rows.set_column(2, "probe_asn", pa.array([1, -1, 2])))
+    with pytest.raises(StoreError, match="'probe_asn'"):  # 2**31 does not fit Int32
+        any_store.insert_arrow("fastpath", rows.set_column(2, "probe_asn", pa.array([1, 2**31, 2])))
     with pytest.raises(StoreError, match="'probe_asn'"):
         any_store.insert_arrow("fastpath", rows.set_column(2, "probe_asn", pa.array(["AS3269"] * 3)))
     with pytest.raises(StoreError, match="'measurement_uid'.*null"):
@@ -208,7 +208,33 @@ def test_insert_arrow_default_goes_through_insert():
     store = FrameStore()
     assert store.insert_arrow("fastpath", _arrow_rows()) == 3
     table, df = store.frames[0]
-    assert table == "fastpath" and list(df["probe_asn"]) == [3269, 3320, 4294967295]
+    assert table == "fastpath" and list(df["probe_asn"]) == [3269, 3320, 2147483647]
     assert list(df["probe_cc"]) == ["IT", "DE", "IT"] and set(df["input"]) == {""}
     with pytest.raises(StoreError, match="'probe_asn'"):
-        store.insert_arrow("fastpath", _arrow_rows().set_column(2, "probe_asn", pa.array([1, -1, 2])))
+        store.insert_arrow("fastpath", _arrow_rows().set_column(2, "probe_asn", pa.array([1, 2**31, 2])))
+
+
+def test_materialized_update_time_is_filled_on_insert_and_left_out_of_select_star(any_store):
+    before = pd.Timestamp.now(tz="UTC").floor("ms")
+    any_store.insert("fastpath", _fastpath(2))
+    after = pd.Timestamp.now(tz="UTC").ceil("ms")
+    star = any_store.query("SELECT * FROM fastpath")
+    assert "update_time" not in star.columns and "is_verified" in star.columns
+    stamped = any_store.query("SELECT update_time FROM fastpath")["update_time"]
+    assert all(before <= pd.Timestamp(t).tz_localize(None).tz_localize("UTC") <= after for t in stamped)
+    # a value given by the caller (the generator's processing time) is kept, as with
+    # ClickHouse's insert_allow_materialized_columns
+    given = _fastpath(1, cc="DE").assign(update_time=[dt.datetime(2024, 3, 1, 12)])
+    any_store.insert("fastpath", given)
+    kept = any_store.query("SELECT update_time FROM fastpath WHERE probe_cc = 'DE'")["update_time"]
+    assert pd.Timestamp(kept.iloc[0]).tz_localize(None) == pd.Timestamp("2024-03-01 12:00")
+
+
+def test_test_groups_are_seeded_once(any_store):
+    from ooniutils.store.loaders import seed_tables
+    from ooniutils.store.schema import TEST_GROUPS
+
+    any_store.init()  # a second init adds nothing
+    assert seed_tables(any_store) == 0
+    got = any_store.query("SELECT test_name, test_group FROM test_groups ORDER BY test_name")
+    assert list(zip(got["test_name"], got["test_group"], strict=True)) == sorted(TEST_GROUPS.seed)

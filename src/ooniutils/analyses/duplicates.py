@@ -6,12 +6,14 @@ Two kinds of duplicate are reported:
   in one list);
 * **near** — different strings that become equal after :func:`normalize_url`, which folds
   the scheme (``http`` and ``https`` are the same site), drops a leading ``www.``, lower-cases
-  scheme and host, drops the default ports ``:80``/``:443`` and a trailing ``/``.
+  scheme and host, drops the default ports ``:80``/``:443``, a trailing ``/`` and the
+  fragment (``#...`` never reaches the server: ``https://www.ted.com/`` and
+  ``https://www.ted.com/#/`` fetch the same page). The ``url`` column keeps the string as
+  listed, fragment included.
 
-A row that is an exact duplicate of another row *and* a near duplicate of a third gets
-``kind='exact'``: the identical string elsewhere is the stronger, actionable finding (the
-same entry is listed twice); ``near`` is reserved for rows whose string is unique but whose
-normalised form is not.
+Both relations are reported: ``exact`` and ``near`` columns (booleans) say which hold for a
+row, and ``kind`` is ``'exact'``, ``'near'`` or ``'exact+near'`` (``http://1xbet.com/`` in
+several lists and ``https://1xbet.com/`` in several others: each row is both).
 
 Pure functions over DataFrames: reading CSVs or the ``citizenlab`` table is in
 :mod:`ooniutils.testlists`.
@@ -28,7 +30,7 @@ from ..exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ["url", "normalized_url", "cc", "category_code", "date_added", "kind"]
+RESULT_COLUMNS = ["url", "normalized_url", "cc", "category_code", "date_added", "kind", "exact", "near"]
 _DEFAULT_PORTS = {None, 80, 443}
 
 
@@ -37,8 +39,9 @@ def normalize_url(url: str) -> str:
 
     ``"HTTP://www.Example.com:80/"`` and ``"https://example.com"`` both become
     ``"//example.com"``: the scheme is dropped because http and https point at the same
-    site for test-list purposes. Path, query and fragment keep their case
-    (paths are case-sensitive on most servers). A string that does not parse as a URL with a
+    site for test-list purposes. Path and query keep their case (paths are case-sensitive
+    on most servers); the fragment is dropped (the browser keeps it, the server never sees
+    it). A string that does not parse as a URL with a
     host is returned stripped but otherwise unchanged, so it can still match exactly.
     """
     text = url.strip()
@@ -57,8 +60,6 @@ def normalize_url(url: str) -> str:
     out = "//" + netloc + path
     if parts.query:
         out += "?" + parts.query
-    if parts.fragment:
-        out += "#" + parts.fragment
     return out
 
 
@@ -67,7 +68,8 @@ def find_duplicates(entries: pd.DataFrame) -> pd.DataFrame:
 
     ``entries`` needs columns ``url``, ``cc``, ``category_code`` (``date_added`` optional: it
     is filled with ``NaT`` when absent). Returns one row per input row that is a duplicate,
-    with columns :data:`RESULT_COLUMNS`, sorted by ``normalized_url``, ``url``, ``cc``.
+    with columns :data:`RESULT_COLUMNS` (``exact``: the same string occurs elsewhere;
+    ``near``: another string has the same normalised form; ``kind`` names both), sorted by ``normalized_url``, ``url``, ``cc``.
     An empty input gives an empty result with the same columns.
     """
     missing = {"url", "cc", "category_code"} - set(entries.columns)
@@ -88,9 +90,12 @@ def find_duplicates(entries: pd.DataFrame) -> pd.DataFrame:
     distinct_forms = df.groupby("normalized_url")["url"].transform("nunique") > 1
     keep = exact | distinct_forms
     out = df.loc[keep].copy()
-    out["kind"] = "near"
-    out.loc[exact[keep], "kind"] = "exact"
+    out["exact"] = exact[keep].to_numpy(dtype=bool)
+    out["near"] = distinct_forms[keep].to_numpy(dtype=bool)
+    out["kind"] = out["exact"].map({True: "exact", False: ""}) + \
+        out["near"].map({True: "+near", False: ""})
+    out["kind"] = out["kind"].str.removeprefix("+")
     out = out.sort_values(["normalized_url", "url", "cc"], kind="stable")
-    log.info("found %d duplicate rows (%d exact) among %d entries",
-             len(out), int((out["kind"] == "exact").sum()), len(df))
+    log.info("found %d duplicate rows (%d exact, %d near) among %d entries",
+             len(out), int(out["exact"].sum()), int(out["near"].sum()), len(df))
     return out[RESULT_COLUMNS].reset_index(drop=True)

@@ -172,6 +172,12 @@ class EmbeddedStore(Store):
                         raise
         except OSError as exc:
             raise StoreError(f"cannot create the embedded store in {self.data_dir}: {exc}") from exc
+        from .loaders import seed_tables
+
+        try:
+            seed_tables(self)  # fixed lookup rows (test_groups)
+        except (StoreError, OSError) as exc:  # e.g. a read-only copy made before test_groups
+            log.warning("cannot add the fixed rows of the lookup tables in %s: %s", self.data_dir, exc)
 
     def _ensure_views(self) -> None:
         pid = os.getpid()
@@ -180,10 +186,14 @@ class EmbeddedStore(Store):
             return
         for name, table in TABLES.items():
             pattern = str(self.data_dir / name / "current" / "*.parquet")
+            view = f"__{name}_parts" if table.materialized else name
             sess.query(
-                f"CREATE OR REPLACE VIEW `{name}` AS SELECT * FROM "
+                f"CREATE OR REPLACE VIEW `{view}` AS SELECT * FROM "
                 f"file({format_str(pattern)}, Parquet, {format_str(P.structure(table))})"
             )
+            if table.materialized:  # as on a server: the column is stored, not in SELECT *
+                sess.query(f"CREATE OR REPLACE TABLE `{name}` ({table.structure()}) "
+                           f"ENGINE = Merge(currentDatabase(), {format_str(f'^{view}$')})")
         _views_for[pid] = self.data_dir
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -7,12 +7,16 @@ table), so a malformed file leaves the store as it was.
   (empty lines and ``--``/``#`` comment lines skipped). The VALUES are parsed by
   ClickHouse itself: each statement runs in a private chDB database of Memory tables
   shaped like ``schema.py``, then the rows are read back and inserted into the store.
-* :func:`load_test_lists` — Citizen Lab CSVs (``url,category_code,...``); the file stem is
-  the country code (``it.csv`` → IT, ``global.csv`` → ZZ), other stems are skipped.
+* :func:`load_test_lists` — Citizen Lab CSVs (``url,category_code,...``); ``cc`` holds
+  what OONI's own loader stores: the file stem as it is, lowercase (``it.csv`` → ``it``),
+  and ``ZZ`` for ``global.csv``; other stems are skipped. OONI's queries rely on it
+  (``citizenlab.cc IN <lowercased countries> OR citizenlab.cc = 'ZZ'``).
   Loading is idempotent: ``citizenlab`` is a ReplacingMergeTree keyed by all its columns,
   so only the rows beyond what the table already holds are inserted (loading the same
   lists twice inserts nothing; a list that gained URLs adds just those). A row listed twice
   in one file is kept twice the first time (the duplicates analysis reports it).
+* :func:`seed_tables` — the fixed rows of lookup tables (``test_groups``), inserted by the
+  stores' ``init`` when missing.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import pandas as pd
 
 from ..exceptions import LoadError, StoreError
 from .base import Store
-from .schema import CITIZENLAB, TABLES
+from .schema import CITIZENLAB, TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +161,13 @@ def load_sql_file(store: Store, path: str | Path, progress: Progress | None = No
 
 
 def country_code(stem: str) -> str | None:
-    """Test-list file stem → country code (``global`` → ``ZZ``), or None when not a list."""
+    """Test-list file stem → ``citizenlab.cc`` as OONI stores it: the lowercase stem
+    (``br``), ``ZZ`` for ``global``; None when the file is not a list."""
     stem = stem.lower()
     if stem == "global":
         return "ZZ"
     if re.fullmatch(r"[a-z]{2}", stem):
-        return stem.upper()
+        return stem
     return None
 
 
@@ -173,7 +178,9 @@ def read_test_list(path: Path, cc: str) -> list[dict[str, str]]:
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            missing = {"url", "category_code"} - set(reader.fieldnames or ())
+            if reader.fieldnames is None:
+                raise LoadError("empty file: a test list needs at least its header line", source)
+            missing = {"url", "category_code"} - set(reader.fieldnames)
             if missing:
                 raise LoadError(f"header lacks column(s) {', '.join(sorted(missing))}", source, 1)
             for rec in reader:
@@ -232,6 +239,8 @@ def _not_yet_stored(store: Store, rows: list[dict[str, str]]) -> list[dict[str, 
         "SELECT domain, url, toString(cc) AS cc, category_code, count() AS n FROM citizenlab "
         "GROUP BY domain, url, cc, category_code")
     have: dict[tuple[str, str, str, str], int] = {}
+    if stored.empty:  # a server returns no columns for no rows
+        return list(rows)
     for d, u, c, k, n in zip(stored["domain"], stored["url"], stored["cc"], stored["category_code"],
                              stored["n"], strict=True):
         have[(str(d), str(u), str(c).rstrip("\x00"), str(k))] = int(n)
@@ -243,3 +252,30 @@ def _not_yet_stored(store: Store, rows: list[dict[str, str]]) -> list[dict[str, 
         else:
             new.append(r)
     return new
+
+
+def seed_tables(store: Store) -> int:
+    """Insert the :attr:`~ooniutils.store.schema.Table.seed` rows each table lacks; returns
+    how many were inserted (0 on a second call)."""
+    inserted = 0
+    for table in TABLES.values():
+        if table.seed:
+            inserted += _seed_one(store, table)
+    return inserted
+
+
+def _seed_one(store: Store, table: Table) -> int:
+    def missing() -> list[tuple[str, ...]]:
+        cols = ", ".join(f"`{c}`" for c in table.column_names)
+        have = store.query(f"SELECT {cols} FROM `{table.name}`")
+        stored = {tuple(str(v) for v in row) for row in have.itertuples(index=False, name=None)}
+        return [row for row in table.seed if row not in stored]
+
+    if not missing():  # the usual case: no lock, nothing written (a read-only store works)
+        return 0
+    with store.exclusive(table.name):
+        rows = missing()
+        if rows:
+            store.insert(table.name, pd.DataFrame(rows, columns=table.column_names))
+    log.info("seeded %d row(s) of %s", len(rows), table.name)
+    return len(rows)

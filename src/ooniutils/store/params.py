@@ -269,6 +269,8 @@ class ColumnType:
     @classmethod
     def parse(cls, text: str) -> ColumnType:
         declared, _, default = text.partition(" DEFAULT ")
+        if not default:  # filled on insert like a DEFAULT (the stores keep it out of SELECT *)
+            declared, _, default = text.partition(" MATERIALIZED ")
         declared = declared.strip()
         nullable = "Nullable(" in declared
         return cls(declared, _strip_wrappers(declared), nullable, default.strip() or None)
@@ -315,6 +317,8 @@ def _default_array(ct: ColumnType, n: int) -> pa.Array:
         if ct.default_expr.replace(" ", "") in ("now()", "now64()", "now64(3)"):
             now = dt.datetime.now(dt.UTC)
             return pa.array([now] * n, type=at)
+        if pa.types.is_string(at) and re.fullmatch(r"'[^'\\]*'", ct.default_expr):  # a literal
+            return pa.array([ct.default_expr[1:-1]] * n, type=at)
         raise StoreError(f"unsupported DEFAULT expression {ct.default_expr!r}")
     if ct.nullable:
         return pa.nulls(n, type=at)

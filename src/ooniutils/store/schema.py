@@ -3,10 +3,19 @@
 One declaration serves both back-ends: the embedded store derives its Parquet/chDB
 structure from it, the server DDL in ``deploy/clickhouse/`` is generated from it
 (``ooniutils data ddl``), and loaders use it to coerce input.
+
+The tables follow OONI's production DDL column by column (ooni/devops' ClickHouse schema,
+ooni/backend's migrations and ``docs/Database.md``); the differences kept, and why, are
+listed in ``deploy/clickhouse/README.md``. A column type may carry ``MATERIALIZED expr``
+(fastpath's ``update_time``): ClickHouse computes it on insert and leaves it out of
+``SELECT *``; the embedded store does the same (:attr:`Table.materialized`). ``seed`` rows
+are part of the table's definition (OONI's fixed ``test_groups`` lookup): every store
+holds them once ``init`` ran.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -20,21 +29,54 @@ class Table:
     order_by: tuple[str, ...]
     time_column: str | None = None
     """Column that `ooniutils data info` reports the time range of."""
+    indexes: tuple[str, ...] = ()
+    """Server-side data-skipping indexes (``INDEX name expr TYPE ... GRANULARITY n``)."""
+    settings: str | None = None
+    """The server DDL's SETTINGS clause, e.g. ``index_granularity = 8192``."""
+    seed: tuple[tuple[str, ...], ...] = ()
+    """Rows every store holds (a fixed lookup table), in column order."""
+    partition_by: str | None = None
+    """The server DDL's PARTITION BY expression."""
 
     @property
     def column_names(self) -> list[str]:
         return [c for c, _ in self.columns]
+
+    @property
+    def materialized(self) -> tuple[str, ...]:
+        """Columns declared ``MATERIALIZED``: filled on insert, not in ``SELECT *``."""
+        return tuple(c for c, t in self.columns if _MATERIALIZED.search(t))
 
     def structure(self) -> str:
         """ClickHouse structure string, e.g. ``"a String, b UInt32"`` (for file()/table functions)."""
         return ", ".join(f"`{c}` {t}" for c, t in self.columns)
 
     def ddl(self, database: str = "default") -> str:
-        cols = ",\n".join(f"    `{c}` {t}" for c, t in self.columns)
+        cols = ",\n".join([*(f"    `{c}` {t}" for c, t in self.columns),
+                           *(f"    INDEX {i}" for i in self.indexes)])
+        order = f"\nPARTITION BY {self.partition_by}" if self.partition_by else ""
+        order += f"\nORDER BY ({', '.join(self.order_by)})" if self.order_by else ""
+        settings = f"\nSETTINGS {self.settings}" if self.settings else ""
         return (
             f"CREATE TABLE IF NOT EXISTS {database}.{self.name}\n(\n{cols}\n)\n"
-            f"ENGINE = {self.engine}\nORDER BY ({', '.join(self.order_by)})"
+            f"ENGINE = {self.engine}{order}{settings}"
         )
+
+    def seed_sql(self, database: str = "default") -> str | None:
+        """``INSERT`` of the :attr:`seed` rows (None without any). The values are plain
+        identifiers, checked here, so no quoting question arises."""
+        if not self.seed:
+            return None
+        for row in self.seed:
+            if len(row) != len(self.columns) or not all(_PLAIN.fullmatch(v) for v in row):
+                raise ValueError(f"seed row {row!r} of {self.name} is not {len(self.columns)} plain words")
+        cols = ", ".join(self.column_names)
+        values = ", ".join("(" + ", ".join(f"'{v}'" for v in row) + ")" for row in self.seed)
+        return f"INSERT INTO {database}.{self.name} ({cols}) VALUES {values}"
+
+
+_MATERIALIZED = re.compile(r"\sMATERIALIZED\s")
+_PLAIN = re.compile(r"[A-Za-z0-9_]+")
 
 
 FASTPATH = Table(
@@ -43,9 +85,9 @@ FASTPATH = Table(
         ("measurement_uid", "String"),
         ("report_id", "String"),
         ("input", "String"),
-        ("probe_cc", "String"),
-        ("probe_asn", "UInt32"),
-        ("test_name", "String"),
+        ("probe_cc", "LowCardinality(String)"),
+        ("probe_asn", "Int32"),
+        ("test_name", "LowCardinality(String)"),
         ("test_start_time", "DateTime"),
         ("measurement_start_time", "DateTime"),
         ("filename", "String"),
@@ -65,20 +107,24 @@ FASTPATH = Table(
         ("server_cc", "String"),
         ("server_asn", "Int8"),
         ("server_as_name", "String"),
-        ("update_time", "DateTime64(3)"),
+        ("update_time", "DateTime64(3) MATERIALIZED now64()"),
         ("test_version", "String"),
-        ("test_runtime", "Float32"),
         ("architecture", "String"),
-        ("engine_name", "String"),
+        ("engine_name", "LowCardinality(String)"),
         ("engine_version", "String"),
+        ("test_runtime", "Float32"),
         ("blocking_type", "String"),
         ("test_helper_address", "LowCardinality(String)"),
         ("test_helper_type", "LowCardinality(String)"),
         ("ooni_run_link_id", "Nullable(UInt64)"),
+        ("is_verified", "LowCardinality(String)"),
     ),
     engine="ReplacingMergeTree(update_time)",
     order_by=("measurement_start_time", "report_id", "input", "measurement_uid"),
     time_column="measurement_start_time",
+    indexes=("fastpath_rid_idx report_id TYPE minmax GRANULARITY 1",
+             "measurement_uid_idx measurement_uid TYPE minmax GRANULARITY 8"),
+    settings="index_granularity = 8192",
 )
 
 CITIZENLAB = Table(
@@ -91,6 +137,31 @@ CITIZENLAB = Table(
     ),
     engine="ReplacingMergeTree",
     order_by=("domain", "url", "cc", "category_code"),
+    settings="index_granularity = 4",
+)
+
+# OONI's test name -> test group lookup (its API's test-coverage query joins it with
+# ``ANY LEFT JOIN test_groups USING (test_name)``); the rows are OONI's.
+TEST_GROUPS = Table(
+    "test_groups",
+    (
+        ("test_name", "String"),
+        ("test_group", "String"),
+    ),
+    engine="Join(ANY, LEFT, test_name)",
+    order_by=(),
+    seed=(
+        ("bridge_reachability", "circumvention"), ("meek_fronted_requests_test", "circumvention"),
+        ("psiphon", "circumvention"), ("riseupvpn", "circumvention"), ("tcp_connect", "circumvention"),
+        ("tor", "circumvention"), ("torsf", "circumvention"), ("vanilla_tor", "circumvention"),
+        ("dnscheck", "experimental"), ("urlgetter", "experimental"),
+        ("facebook_messenger", "im"), ("signal", "im"), ("telegram", "im"), ("whatsapp", "im"),
+        ("dns_consistency", "legacy"), ("http_host", "legacy"), ("http_requests", "legacy"),
+        ("multi_protocol_traceroute", "legacy"),
+        ("http_header_field_manipulation", "middlebox"), ("http_invalid_request_line", "middlebox"),
+        ("dash", "performance"), ("ndt", "performance"),
+        ("web_connectivity", "websites"),
+    ),
 )
 
 TEST_HELPER_INSTANCES = Table(
@@ -109,6 +180,7 @@ TEST_HELPER_INSTANCES = Table(
     ),
     engine="CollapsingMergeTree(sign)",
     order_by=("name",),
+    settings="index_granularity = 8",
 )
 
 # journald fields as shipped by Vector into OONI's logs table (plus Vector's own
@@ -166,6 +238,9 @@ LOGS = Table(
     time_column="inserted_at",
 )
 
+#: The event detector's per-signal columns (``<signal>_current_state``, ``_s_pos``, ``_s_neg``).
+CHANGEPOINT_SIGNALS = ("dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked")
+
 EVENT_DETECTOR_CHANGEPOINTS = Table(
     "event_detector_changepoints",
     (
@@ -180,16 +255,20 @@ EVENT_DETECTOR_CHANGEPOINTS = Table(
         ("dns_other_blocked", "Nullable(Float32)"),
         ("tcp_blocked", "Nullable(Float32)"),
         ("tls_blocked", "Nullable(Float32)"),
+        *((f"{sig}_{part}", "String DEFAULT 'ok'" if part == "current_state" else "Nullable(Float32)")
+          for sig in CHANGEPOINT_SIGNALS for part in ("current_state", "s_pos", "s_neg")),
         ("change_dir", "Nullable(Int8)"),
+        ("current_state", "String DEFAULT 'ok'"),
         ("s_pos", "Nullable(Float32)"),
         ("s_neg", "Nullable(Float32)"),
-        ("current_state", "String"),
         ("h", "Nullable(Float32)"),
         ("block_type", "String"),
     ),
-    engine="ReplacingMergeTree",
+    engine="MergeTree",
+    partition_by="toYYYYMM(ts)",
     order_by=("probe_asn", "probe_cc", "ts", "domain"),
     time_column="ts",
+    settings="index_granularity = 8192",
 )
 
 # OONI's URL prioritisation rules (its ``url_priorities`` table): a test-list URL's
@@ -211,8 +290,8 @@ URL_PRIORITIES = Table(
 )
 
 TABLES: dict[str, Table] = {
-    t.name: t for t in (FASTPATH, CITIZENLAB, TEST_HELPER_INSTANCES, LOGS, EVENT_DETECTOR_CHANGEPOINTS,
-                         URL_PRIORITIES)
+    t.name: t for t in (FASTPATH, CITIZENLAB, TEST_GROUPS, TEST_HELPER_INSTANCES, LOGS,
+                        EVENT_DETECTOR_CHANGEPOINTS, URL_PRIORITIES)
 }
 
 

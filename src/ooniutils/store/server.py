@@ -80,20 +80,28 @@ class ServerStore(Store):
 
     def insert(self, table: str, df: pd.DataFrame) -> int:
         t = get_table(table)
-        return self._send(t, P.to_arrow(t, df))
+        return self._send(t, P.to_arrow(t, df), given=set(map(str, df.columns)))
 
     def insert_arrow(self, table: str | Table, arrow: pa.Table) -> int:
         """Send ``arrow`` (coerced by :func:`params.conform_arrow`) as one Arrow insert."""
         t = get_table(table if isinstance(table, str) else table.name)
-        return self._send(t, P.conform_arrow(t, arrow))
+        return self._send(t, P.conform_arrow(t, arrow), given=set(arrow.column_names))
 
-    def _send(self, t: Table, arrow: pa.Table) -> int:
+    def _send(self, t: Table, arrow: pa.Table, given: set[str]) -> int:
+        """Insert ``arrow``. A MATERIALIZED column is left to the server (``now64()``)
+        unless the caller gave its values (the generator's update_time), which then go
+        with ``insert_allow_materialized_columns``."""
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         if arrow.num_rows == 0:
             return 0
+        computed = [c for c in t.materialized if c not in given]
+        if computed:
+            arrow = arrow.drop_columns(computed)
+        settings = {"insert_allow_materialized_columns": 1} \
+            if any(c in given for c in t.materialized) else None
         try:
-            self.client.insert_arrow(t.name, arrow, database=self.database)
+            self.client.insert_arrow(t.name, arrow, database=self.database, settings=settings)
         except ClickHouseError as exc:
             raise self._fail(exc, f"INSERT INTO {t.name}", "insert") from exc
         return arrow.num_rows
@@ -108,6 +116,9 @@ class ServerStore(Store):
                 self.client.command(ddl, settings={"allow_suspicious_low_cardinality_types": 1})
             except ClickHouseError as exc:
                 raise self._fail(exc, ddl, "CREATE TABLE") from exc
+        from .loaders import seed_tables
+
+        seed_tables(self)  # fixed lookup rows (test_groups)
 
     def info(self) -> list[TableInfo]:
         out = []

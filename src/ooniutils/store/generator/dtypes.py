@@ -29,7 +29,7 @@ def pandas_dtype(ch_type: str) -> str:
     >>> pandas_dtype("Nullable(DateTime('UTC'))")
     'datetime64[s, UTC]'
     """
-    t = ch_type.split(" DEFAULT ")[0].strip()
+    t = re.split(r" (?:DEFAULT|MATERIALIZED) ", ch_type)[0].strip()
     if t.startswith("LowCardinality("):
         t = t[len("LowCardinality("):-1]
     nullable = t.startswith("Nullable(")

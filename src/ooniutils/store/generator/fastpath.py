@@ -223,7 +223,7 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
         "report_id": report_ids,
         "input": categorical(inp, INPUTS),
         "probe_cc": categorical(cc, CCS),
-        "probe_asn": np.array([x.asn for x in plan.nets], np.uint32)[net],
+        "probe_asn": np.array([x.asn for x in plan.nets], np.int32)[net],
         "test_name": categorical(test, TEST_NAMES),
         "test_start_time": rep_tst[rep].astype("datetime64[s]"),
         "measurement_start_time": mst.astype("datetime64[s]"),
@@ -246,14 +246,15 @@ def fastpath_chunk(plan: Plan, chunk: int) -> pd.DataFrame:
         "server_as_name": categorical(zeros8, [""]),
         "update_time": update_ms.astype("datetime64[ms]"),
         "test_version": categorical(test, [t.version for t in world.TESTS], unique=False),
-        "test_runtime": runtime,
         "architecture": categorical(COMBO_ARCH[combo], ARCHS),
         "engine_name": categorical(zeros8, ["ooniprobe-engine"]),
         "engine_version": categorical(RELEASE_ENGINE[release], ENGINES),
+        "test_runtime": runtime,
         "blocking_type": categorical(bt, BLOCKING_TYPES),
         "test_helper_address": categorical((helper + 1).astype(np.int8), HELPER_URLS),
         "test_helper_type": categorical((helper >= 0).view(np.int8), ["", "https"]),
         "ooni_run_link_id": null_uint64(n),
+        "is_verified": categorical(zeros8, [""]),  # no anonymous-credentials status
     }, copy=False)
 
 

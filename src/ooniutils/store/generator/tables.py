@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..schema import CHANGEPOINT_SIGNALS
 from . import world
 from .plan import Plan
 from .truth import iso
@@ -75,10 +76,11 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
     (as the detector records it), the accumulator of the change direction just above ``h``.
     ``ts`` is the incident's ``details.changepoint_ts``."""
     rng = np.random.default_rng([plan.seed, 3])
+    per_signal = [f"{sig}_{part}" for sig in CHANGEPOINT_SIGNALS for part in ("current_state", "s_pos", "s_neg")]
     cols: dict[str, list[Any]] = {c: [] for c in (
         "probe_asn", "probe_cc", "domain", "ts", "count_isp_resolver", "count_other_resolver", "count",
-        "dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked", "change_dir", "s_pos",
-        "s_neg", "current_state", "h", "block_type")}
+        "dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked", *per_signal, "change_dir",
+        "current_state", "s_pos", "s_neg", "h", "block_type")}
     signal = {"dns_isp_block": "dns_isp_blocked", "tcp_block": "tcp_blocked", "tls_block": "tls_blocked"}
     for ev in plan.blocking:
         net = plan.nets[ev.net]
@@ -97,6 +99,11 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
             "s_neg": over if ev.direction < 0 else 0.0,
             "current_state": "ok" if ev.direction > 0 else "blk", "h": H, "block_type": ev.block_type,
         }
+        for sig in CHANGEPOINT_SIGNALS:  # the detector's own accumulators: only the changed one moved
+            moved = sig == signal[ev.block_type]
+            row[f"{sig}_current_state"] = row["current_state"] if moved else "ok"
+            row[f"{sig}_s_pos"] = row["s_pos"] if moved else 0.0
+            row[f"{sig}_s_neg"] = row["s_neg"] if moved else 0.0
         for k, v in row.items():
             cols[k].append(v)
     return pd.DataFrame({
@@ -106,10 +113,11 @@ def changepoints_frame(plan: Plan) -> pd.DataFrame:
         "ts": pd.Series(cols["ts"], dtype="datetime64[ms, UTC]"),
         **{k: pd.array(cols[k], dtype="UInt32") for k in ("count_isp_resolver", "count_other_resolver", "count")},
         **{k: pd.array(cols[k], dtype="Float32") for k in ("dns_isp_blocked", "dns_other_blocked", "tcp_blocked", "tls_blocked")},
+        **{k: pd.array(cols[k], dtype="str" if k.endswith("current_state") else "Float32") for k in per_signal},
         "change_dir": pd.array(cols["change_dir"], dtype="Int8"),
+        "current_state": pd.array(cols["current_state"], dtype="str"),
         "s_pos": pd.array(cols["s_pos"], dtype="Float32"),
         "s_neg": pd.array(cols["s_neg"], dtype="Float32"),
-        "current_state": pd.array(cols["current_state"], dtype="str"),
         "h": pd.array(cols["h"], dtype="Float32"),
         "block_type": pd.array(cols["block_type"], dtype="str"),
     })
