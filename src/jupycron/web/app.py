@@ -65,6 +65,7 @@ from ..models import Run, RunStatus
 from ..run_alerts import current_rows, late_since
 from ..summary import ICONS, SummaryRow
 from .auth import Identity, check_csrf_token, csrf_token, identify
+from .authoring import install as install_authoring
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +416,7 @@ def create_app(settings: Settings, *, metrics_auth: bool = False) -> Starlette:
                                 Exception: error_response}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.dashboard = dash
+    install_authoring(app)  # /auth/check for nginx in front of the editor; "last saved by"
     if not settings.web_users and not settings.web_proxy_auth_header and not settings.web_anonymous_read:
         log.warning("no web users, no proxy auth header and no anonymous read: every page will "
                     "answer 401 (add a user with `jupycron passwd USER`)")
