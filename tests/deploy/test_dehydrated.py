@@ -8,6 +8,7 @@ resolving the test name through pebble-challtestsrv and fetching the token from 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import trustme
 from cryptography import x509
@@ -170,6 +172,9 @@ def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site,
         row = poll_until(lambda: (r := _served(site, root))["not_after"]
                          == renewed.not_valid_after_utc and r)
         assert row["status"] == "ok"
+        # ... and so does the TLS notebook (run by hand: AUTORUN unset, nothing is sent).
+        shown = _run_tls_notebook(tmp_path, f"localhost:{site.https_port}")
+        assert str(pd.Timestamp(renewed.not_valid_after_utc)) in shown
 
         # The challenge cannot be reached (the name points elsewhere): reported, and the
         # renewed certificate stays deployed and served.
@@ -190,6 +195,25 @@ def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site,
         assert "Problem connecting to server" in down.stderr, down.stdout + down.stderr
         assert _cert_file(site.fullchain).serial_number == renewed.serial_number
         assert _served(site, root)["not_after"] == renewed.not_valid_after_utc
+
+
+def _run_tls_notebook(tmp_path: Path, host: str) -> str:
+    """Execute notebooks/autorun_tls_cert_expiry.ipynb for ``host``; the text of its outputs."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO / "notebooks" / "autorun_tls_cert_expiry.ipynb", as_version=4)
+    old = os.environ.get("OONI_TLS_HOSTS")
+    os.environ["OONI_TLS_HOSTS"] = host
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        if old is None:
+            os.environ.pop("OONI_TLS_HOSTS", None)
+        else:
+            os.environ["OONI_TLS_HOSTS"] = old
+    return json.dumps([c.get("outputs", []) for c in nb.cells])
 
 
 def _pem_pair(tmp_path: Path, name: str) -> tuple[Path, Path]:
