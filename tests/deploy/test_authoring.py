@@ -115,8 +115,7 @@ def stack(tmp_path, monkeypatch) -> Iterator[Stack]:
         reset_stores()
 
 
-@pytest.mark.integration
-def test_editor_login_is_the_dashboards(stack: Stack):
+def _check_login(stack: Stack) -> None:
     """One login: nginx asks the dashboard; a client cannot claim a user with the header."""
     api = stack.url + "/jupyter/api/contents/" + REL
     with httpx.Client(timeout=30) as c:
@@ -160,13 +159,14 @@ def _screenshot_on_failure(driver, folder: Path) -> Iterator[None]:
 
 
 @pytest.mark.integration
-def test_edit_run_save_then_tick_runs_the_saved_version(stack: Stack, tmp_path):
+def test_login_edit_run_save_then_tick_runs_the_saved_version(stack: Stack, tmp_path):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    _check_login(stack)
     with chromium_driver(tmp_path) as driver, _screenshot_on_failure(driver, tmp_path):
         set_basic_auth(driver, USER, PASSWORD)
         driver.get(f"{stack.url}/jupyter/notebooks/{REL}")

@@ -220,3 +220,29 @@ def test_site_placeholders_are_documented():
     assert names >= {"server_name", "dashboard", "editor", "challenge_dir", "tls_cert"}
     for name in names:
         assert f"`{name}`" in readme, f"placeholder {name} is not documented in README.md"
+
+
+def test_editor_kernels_never_get_autorun_whatever_the_server_or_request_says(monkeypatch,
+                                                                              tmp_path):
+    import asyncio
+
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    from jupycron.authoring_jupyter import EditorKernelManager
+
+    seen: dict = {}
+
+    async def fake_start(self, **kwargs):
+        seen.update(kwargs)
+        return "k1"
+
+    monkeypatch.setattr(AsyncMappingKernelManager, "start_kernel", fake_start)
+    monkeypatch.setenv("AUTORUN", "1")
+    monkeypatch.setenv("OONI_DATA_DIR", "/srv/data")
+    km = EditorKernelManager(root_dir=str(tmp_path))
+    got = asyncio.run(km.start_kernel(path="ops/x.ipynb",
+                                      env={"AUTORUN": "1", "JUPYCRON_RUN_ID": "r", "A": "b"}))
+    assert got == "k1"
+    assert "AUTORUN" not in seen["env"] and "JUPYCRON_RUN_ID" not in seen["env"]
+    assert seen["env"]["OONI_DATA_DIR"] == "/srv/data" and seen["env"]["A"] == "b"
+    assert km.cwd_for_path("ops/x.ipynb") == str(tmp_path)
