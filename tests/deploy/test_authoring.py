@@ -80,7 +80,7 @@ def stack(tmp_path, monkeypatch) -> Iterator[Stack]:
     notebooks, output = tmp_path / "notebooks", tmp_path / "output"
     _notebook(notebooks / REL)
     settings = Settings(notebooks=notebooks, output=output, concurrency=1, pool_size=0,
-                        web_users={USER: hash_password(PASSWORD)})
+                        web_users={USER: hash_password(PASSWORD)}, jupyter_base_url="/jupyter")
     env = {**os.environ, "JUPYCRON_POOL_SIZE": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("AUTORUN", None)
     dashboard = start_in_thread(settings, "127.0.0.1", 0)
@@ -169,8 +169,11 @@ def test_login_edit_run_save_then_tick_runs_the_saved_version(stack: Stack, tmp_
     _check_login(stack)
     with chromium_driver(tmp_path) as driver, _screenshot_on_failure(driver, tmp_path):
         set_basic_auth(driver, USER, PASSWORD)
-        driver.get(f"{stack.url}/jupyter/notebooks/{REL}")
+        # From the dashboard's notebook page to the editor: one login for both.
+        driver.get(f"{stack.url}/notebook/{REL}")
         wait = WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException])
+        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "a.jupyter"))).click()
+        wait.until(lambda d: d.current_url == f"{stack.url}/jupyter/notebooks/{REL}")
         # The editor started the notebook's kernel (the browser may still be connecting).
         poll_until(lambda: _kernel_idle(stack), timeout=120, every=0.5)
         editor = wait.until(ec.element_to_be_clickable(
