@@ -12,7 +12,8 @@ Every update holds an exclusive :func:`fcntl.flock` on ``<output>/.authors.json.
 saves at once both land) and replaces the file atomically (a reader never sees half a file).
 The file starts with a dot, so the dashboard never serves it as an output. A corrupt file is
 moved aside to ``.authors.json.corrupt-<ts>`` (logged) and a new one started: the record is a
-convenience, never a reason to refuse a save.
+convenience, never a reason to refuse a save. A notebook renamed in the editor has no author
+until its next save under the new name (the hook sees saves, not renames).
 """
 
 from __future__ import annotations

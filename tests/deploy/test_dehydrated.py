@@ -139,7 +139,8 @@ def _served(site: Site, cafile: Path) -> dict:
 
 
 @pytest.mark.integration
-def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site, resolve_name):
+def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site, resolve_name,
+                                                                 monkeypatch):
     placeholder = _cert_file(site.fullchain)
     with pebble_server(tmp_path, http_port=site.http_port) as pebble:
         pebble.set_a(NAME, "127.0.0.1")
@@ -173,7 +174,7 @@ def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site,
                          == renewed.not_valid_after_utc and r)
         assert row["status"] == "ok"
         # ... and so does the TLS notebook (run by hand: AUTORUN unset, nothing is sent).
-        shown = _run_tls_notebook(tmp_path, f"localhost:{site.https_port}")
+        shown = _run_tls_notebook(tmp_path, f"localhost:{site.https_port}", monkeypatch)
         assert str(pd.Timestamp(renewed.not_valid_after_utc)) in shown
 
         # The challenge cannot be reached (the name points elsewhere): reported, and the
@@ -197,22 +198,16 @@ def test_issue_serve_renew_and_failures_keep_the_old_certificate(tmp_path, site,
         assert _served(site, root)["not_after"] == renewed.not_valid_after_utc
 
 
-def _run_tls_notebook(tmp_path: Path, host: str) -> str:
+def _run_tls_notebook(tmp_path: Path, host: str, monkeypatch) -> str:
     """Execute notebooks/autorun_tls_cert_expiry.ipynb for ``host``; the text of its outputs."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(REPO / "notebooks" / "autorun_tls_cert_expiry.ipynb", as_version=4)
-    old = os.environ.get("OONI_TLS_HOSTS")
-    os.environ["OONI_TLS_HOSTS"] = host
-    try:
+    with monkeypatch.context() as mp:
+        mp.setenv("OONI_TLS_HOSTS", host)  # the kernel inherits it
         NotebookClient(nb, timeout=120, kernel_name="python3",
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        if old is None:
-            os.environ.pop("OONI_TLS_HOSTS", None)
-        else:
-            os.environ["OONI_TLS_HOSTS"] = old
     return json.dumps([c.get("outputs", []) for c in nb.cells])
 
 
