@@ -5,7 +5,9 @@ then `jupycron tick` runs what was saved and the dashboard names who saved it.""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,7 +57,8 @@ class Stack:
 
 def _notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("Counts the measurements in the store."),
+    nb.cells = [nbformat.v4.new_markdown_cell(
+        "Counts the measurements in the store: $n = \\sum_i 1$ (math is typeset offline)."),
                 nbformat.v4.new_code_cell(QUERY_CELL)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
@@ -127,6 +130,15 @@ def _check_login(stack: Stack) -> None:
         ok = c.get(api, auth=(USER, PASSWORD))
         assert ok.status_code == 200 and ok.json()["type"] == "notebook"
         assert c.get(stack.url + "/", auth=(USER, PASSWORD)).status_code == 200
+        # The server side of "no network": no news feed, no update check, no PyPI manager.
+        lab = stack.url + "/jupyter/lab/api"
+        assert c.get(lab + "/news", auth=(USER, PASSWORD)).json() == {"news": []}
+        assert c.get(lab + "/update", auth=(USER, PASSWORD)).json() == {"notification": None}
+        page = c.get(stack.url + "/jupyter/tree", auth=(USER, PASSWORD)).text
+        config = json.loads(re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page,
+                                      re.S).group(1))
+        assert config["extensionManager"]["name"] == "read-only"
+        assert "@jupyterlab/apputils-extension:announcements" in config["disabledExtensions"]
 
 
 def _kernel_idle(stack: Stack) -> bool:
@@ -178,6 +190,9 @@ def test_login_edit_run_save_then_tick_runs_the_saved_version(stack: Stack, tmp_
         poll_until(lambda: _kernel_idle(stack), timeout=120, every=0.5)
         editor = wait.until(ec.element_to_be_clickable(
             (By.CSS_SELECTOR, ".jp-CodeCell .cm-content")))
+        # the markdown cell's math is typeset by the bundled MathJax (the check below shows
+        # nothing was fetched from a CDN for it)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".jp-MarkdownCell mjx-container")))
         editor.click()
         editor.send_keys(Keys.CONTROL, Keys.END)
         editor.send_keys(Keys.ENTER, f"print('{MARKER}')")
