@@ -80,6 +80,7 @@ from .auth import (
     csrf_token,
 )
 from .throttle import FailureThrottle
+from .authoring import install as install_authoring
 
 log = logging.getLogger(__name__)
 
@@ -483,6 +484,7 @@ def create_app(settings: Settings, *, metrics_auth: bool = False) -> Starlette:
     app = Starlette(routes=routes, exception_handlers=handlers,
                     middleware=[Middleware(AuthMiddleware, authenticator=Authenticator(settings))])
     app.state.dashboard = dash
+    install_authoring(app)  # /auth/check for nginx in front of the editor; "last saved by"
     if not settings.web_users and not settings.web_proxy_auth_header and not settings.web_anonymous_read:
         log.warning("no web users, no proxy auth header and no anonymous read: every page will "
                     "answer 401 (add a user with `jupycron passwd USER`)")
