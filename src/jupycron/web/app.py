@@ -79,8 +79,8 @@ from .auth import (
     check_csrf_token,
     csrf_token,
 )
-from .throttle import FailureThrottle
 from .authoring import install as install_authoring
+from .throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
