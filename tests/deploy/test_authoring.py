@@ -72,7 +72,7 @@ def stack(tmp_path, monkeypatch) -> Iterator[Stack]:
     # The store: embedded, in this test's folder, with five measurements.
     monkeypatch.setenv("OONI_DATA_DIR", str(tmp_path / "store"))
     reset_stores()
-    store = get_store()
+    store = get_store(create=True)
     store.init()
     store.insert("fastpath", pd.DataFrame({
         "measurement_uid": [f"m{i}" for i in range(5)], "probe_cc": ["IT", "IT", "DE", "DE", "US"],

@@ -230,7 +230,7 @@ def test_an_empty_store_turns_the_notebooks_red(outputs, name):
     assert isinstance(res, Exception), f"{name} succeeded on an empty store"
     text = str(res)
     assert "NoDataError" in text and EMPTY_FAILS[name] in text, text[-2000:]
-    assert "embedded store at" in text
+    assert "embedded store " in text and "(OONI_DATA_DIR)" in text
 
 
 def test_heavy_queries_says_query_log_is_missing(outputs):

@@ -237,7 +237,7 @@ def test_an_empty_store_turns_the_notebooks_red(outputs, world, name):
     assert isinstance(res, Exception), f"{name} succeeded on an empty store"
     text = str(res)
     assert "NoDataError" in text and "no measurements at all in the fastpath table" in text
-    assert f"embedded store at {world['empty']}" in text and "the table is empty" in text
+    assert f"embedded store {world['empty']} (OONI_DATA_DIR)" in text and "the table is empty" in text
 
 
 def test_silent_pipeline_raises_the_total_outage_alarm(outputs, world):
