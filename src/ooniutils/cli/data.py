@@ -80,6 +80,10 @@ def info() -> None:
         table.add_row(i.name, f"{i.rows:,}", str(i.time_min or ""), str(i.time_max or ""),
                       _size(i.bytes_on_disk), "" if i.parts is None else str(i.parts))
     Console().print(table)
+    for i in infos:
+        if i.leftovers:
+            click.echo(f"{i.name}: {i.leftovers.describe()} ({_size(i.leftovers.bytes)}) left by an interrupted "
+                       "write or compaction; removed at the next write or `ooniutils data compact`")
 
 
 def _size(n: int) -> str:
@@ -94,7 +98,8 @@ def _size(n: int) -> str:
 @group.command()
 @click.argument("table", required=False, type=click.Choice(sorted(TABLES)))
 def compact(table: str | None) -> None:
-    """Merge each table's small parts into one (all tables without TABLE)."""
+    """Merge each table's parts by time range, and remove what interrupted writes left
+    (all tables without TABLE). Small parts are also merged automatically after inserts."""
     with _errors():
         get_store().compact(table)
     click.echo(f"compacted {table or 'all tables'}")
