@@ -37,8 +37,11 @@ from .parts import (
     PartInfo,
     info_from_keys,
     key_ints,
+    marked,
     open_locked,
     parquet_options,
+    sort_order,
+    sort_step,
 )
 
 AUTO_RUN = 4
@@ -55,8 +58,13 @@ class Job:
 
 
 def _ordered(parts: list[PartInfo]) -> list[PartInfo]:
-    return sorted(parts, key=lambda p: (p.lo if p.lo is not None else -math.inf,
-                                        p.hi if p.hi is not None else -math.inf, p.path.name))
+    """Parts in key order, compared in whole sort steps: parts that touch in one step
+    (an hour) come in an order that keeps the concatenation sorted by the step."""
+    def rank(p: PartInfo) -> tuple[float, float, str]:
+        lo = p.lo // p.step if p.lo is not None else -math.inf
+        hi = p.hi // p.step if p.hi is not None else -math.inf
+        return (lo, hi, p.path.name)
+    return sorted(parts, key=rank)
 
 
 def _job(inputs: list[PartInfo], keyed: bool) -> Job:
@@ -80,7 +88,7 @@ def _clusters(parts: list[PartInfo]) -> list[list[PartInfo]]:
     out: list[list[PartInfo]] = []
     hi: int | None = None
     for p in _ordered(parts):
-        if out and hi is not None and p.lo is not None and p.lo < hi:
+        if out and hi is not None and p.lo is not None and p.lo // p.step < hi // p.step:
             out[-1].append(p)
         else:
             out.append([p])
@@ -176,9 +184,9 @@ class _Output:
             path = self.new_path()
             fd = open_locked(path)
             try:
-                opts = parquet_options(head, self.key)
+                opts = parquet_options(head)
                 del opts["row_group_size"]  # given to each write_table
-                self._writer = pq.ParquetWriter(path, self.schema, **opts)
+                self._writer = pq.ParquetWriter(path, marked(self.schema, self.key), **opts)
             except BaseException:
                 os.close(fd)
                 path.unlink(missing_ok=True)
@@ -199,7 +207,8 @@ class _Output:
         self._writer = None
         last = self.written[-1]
         keys = np.concatenate(self._keys) if self._keys else None
-        last.info = info_from_keys(last.path, self._rows, keys)
+        step = sort_step(self.schema.field(self.key).type) if self.key else 1
+        last.info = info_from_keys(last.path, self._rows, keys, step)
         self._rows, self._keys = 0, []
 
     def close(self) -> list[Written]:
@@ -280,5 +289,5 @@ def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]
         if not pieces:
             continue
         data = pa.concat_tables(pieces)
-        k = key_ints(data.column(key))
-        yield data.take(pa.array(np.argsort(k, kind="stable"))) if data.num_rows > 1 else data
+        order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type))
+        yield data if order is None else data.take(pa.array(order))

@@ -66,6 +66,7 @@ from .parts import (
     relink,
     remember,
     sort_by_key,
+    sort_step,
     stale_temp_files,
 )
 from .schema import TABLES, Table, get_table
@@ -246,11 +247,12 @@ class EmbeddedStore(Store):
         fd = -1
         try:
             fd = open_locked(tmp)
-            pq.write_table(arrow, tmp, **parquet_options(arrow, key))
+            pq.write_table(arrow, tmp, **parquet_options(arrow))
             with self._writer_lock(table.name):
                 final = self.current_dir(table.name) / tmp.name
                 os.rename(tmp, final)
-            remember(info_from_keys(final, arrow.num_rows, keys), key)
+            step = sort_step(arrow.schema.field(key).type) if key else 1
+            remember(info_from_keys(final, arrow.num_rows, keys, step), key)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
