@@ -58,16 +58,15 @@ from .base import Leftovers, Store, TableInfo
 from .parts import (
     PartInfo,
     info_from_keys,
-    key_ints,
     open_locked,
     parquet_options,
     part_info,
     range_key,
     relink,
     remember,
-    sort_by_key,
     sort_step,
     stale_temp_files,
+    write_sorted,
 )
 from .schema import TABLES, Table, get_table
 
@@ -241,13 +240,11 @@ class EmbeddedStore(Store):
         if arrow.num_rows == 0:
             return 0
         key = range_key(table)
-        arrow = sort_by_key(arrow, key)
-        keys = key_ints(arrow.column(key)) if key else None
         tmp = self._new_part_path(table.name)
         fd = -1
         try:
             fd = open_locked(tmp)
-            pq.write_table(arrow, tmp, **parquet_options(arrow))
+            keys = write_sorted(arrow, tmp, key)
             with self._writer_lock(table.name):
                 final = self.current_dir(table.name) / tmp.name
                 os.rename(tmp, final)

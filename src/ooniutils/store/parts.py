@@ -39,8 +39,9 @@ from .schema import Table
 ROW_GROUP_ROWS = 65_536
 """Rows per row group: the unit ClickHouse skips by min/max (a one-day query on 10M rows
 over 90 days touches ~2 of them per part it opens)."""
-PART_ROWS = 1_048_576
-"""Most rows a compaction writes into one part (16 row groups)."""
+PART_ROWS = 2_097_152
+"""Most rows a compaction writes into one part (32 row groups): fewer, bigger parts cost
+less per query (each part's footer is read by every query: ~0.2 ms of CPU a part)."""
 TIME_STEP_SECONDS = 3600
 """A time key is sorted by this many seconds (see module doc); other keys exactly."""
 SORTED_BY = b"ooniutils.sorted_by"
@@ -96,14 +97,27 @@ def marked(schema: pa.Schema, key: str | None) -> pa.Schema:
     return schema.with_metadata({**(schema.metadata or {}), SORTED_BY: f"{key}/{step}".encode()})
 
 
-def sort_by_key(arrow: pa.Table, key: str | None) -> pa.Table:
-    """``arrow`` sorted by ``key`` (see :func:`sort_step`) and marked so (:func:`marked`)."""
+def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | None:
+    """Write ``arrow`` to ``path`` sorted by ``key`` and marked so (:func:`marked`); returns
+    the keys in written order (None without a key).
+
+    Unsorted input is taken one row group at a time, so the sorted copy is never whole in
+    memory (peak memory stays that of the input plus one row group)."""
+    opts = parquet_options(arrow)
     if key is None:
-        return arrow
-    order = sort_order(key_ints(arrow.column(key)), sort_step(arrow.schema.field(key).type))
-    if order is not None:
-        arrow = arrow.take(pa.array(order))
-    return arrow.replace_schema_metadata(marked(arrow.schema, key).metadata)
+        pq.write_table(arrow, path, **opts)
+        return None
+    k = key_ints(arrow.column(key))
+    order = sort_order(k, sort_step(arrow.schema.field(key).type))
+    schema = marked(arrow.schema, key)
+    if order is None:
+        pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, **opts)
+        return k
+    size = opts.pop("row_group_size")
+    with pq.ParquetWriter(path, schema, **opts) as writer:
+        for off in range(0, len(order), size):
+            writer.write_table(arrow.take(pa.array(order[off:off + size])), row_group_size=size)
+    return k[order]
 
 
 def parquet_options(arrow: pa.Table) -> dict[str, Any]:
