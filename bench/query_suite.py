@@ -123,12 +123,43 @@ def build_mergetree(sess: Any, store: Any) -> None:
         sess.query(f"OPTIMIZE TABLE bench.{name} FINAL")
 
 
+def run_suite(queries: dict[str, tuple[str, dict[str, Any]]], ours: Any, mergetree: Any, runs: int,
+              when: str) -> list[dict[str, Any]]:
+    """Times every query on both sides (interleaved), prints a Markdown table, returns rows."""
+    results: list[dict[str, Any]] = []
+    print(f"\n{when}:\n| query | embedded (ms) | MergeTree (ms) | wall ratio | CPU ratio | rows out |")
+    print("|---|---|---|---|---|---|")
+    for label, (sql, params) in queries.items():
+        a, b = ours(sql, params), mergetree(sql, params)  # warm-up + check
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False,
+                                      obj=label)
+        wall: dict[str, list[float]] = {"ours": [], "mt": []}
+        cpu: dict[str, list[float]] = {"ours": [], "mt": []}
+        for _ in range(runs):
+            for key, fn in (("ours", ours), ("mt", mergetree)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn(sql, params)
+                wall[key].append(time.perf_counter() - t0)
+                cpu[key].append(time.process_time() - c0)
+        m = {k: statistics.median(v) for k, v in wall.items()}
+        c = {k: statistics.median(v) for k, v in cpu.items()}
+        row = {"query": label, "ours_ms": m["ours"] * 1000, "mergetree_ms": m["mt"] * 1000,
+               "ratio": m["ours"] / m["mt"], "cpu_ratio": c["ours"] / max(c["mt"], 1e-6),
+               "ours_cpu_ms": c["ours"] * 1000, "mergetree_cpu_ms": c["mt"] * 1000, "rows_out": len(a),
+               "selective": label in SELECTIVE, "when": when, "load": os.getloadavg()[0]}
+        results.append(row)
+        print(f"| {label} | {row['ours_ms']:.1f} | {row['mergetree_ms']:.1f} | {row['ratio']:.2f} | "
+              f"{row['cpu_ratio']:.2f} | {len(a)} |", flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--log-lines", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None, help="data folder (kept; reused when it holds data)")
+    ap.add_argument("--compact", action="store_true", help="run the suite again after `data compact`")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ooni-suite-") as tmp:
@@ -141,7 +172,10 @@ def main() -> None:
 
         store = get_store()
         store.init()
-        print(f"ooniutils from {Path(ooniutils.__file__).parent}; load {os.getloadavg()} on {os.cpu_count()} CPUs")
+        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("model name")), "?")
+        print(f"ooniutils from {Path(ooniutils.__file__).parent}; load {os.getloadavg()} on {os.cpu_count()} CPUs "
+              f"({cpu_model})")
         fill_times: dict[str, float] = {}
         if not store.parts("fastpath"):
             fill_times = fill(store, args.rows, args.log_lines)
@@ -175,30 +209,13 @@ def main() -> None:
             with embedded._lock:
                 return sess.query(bound.sql, "DataFrame", params=bound.escaped())
 
-        results = []
-        print("\n| query | embedded (ms) | MergeTree (ms) | wall ratio | CPU ratio | rows out |")
-        print("|---|---|---|---|---|---|")
-        for label, (sql, params) in queries.items():
-            a, b = ours(sql, params), mergetree(sql, params)  # warm-up + check
-            pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False,
-                                          obj=label)
-            wall: dict[str, list[float]] = {"ours": [], "mt": []}
-            cpu: dict[str, list[float]] = {"ours": [], "mt": []}
-            for _ in range(args.runs):
-                for key, fn in (("ours", ours), ("mt", mergetree)):
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    fn(sql, params)
-                    wall[key].append(time.perf_counter() - t0)
-                    cpu[key].append(time.process_time() - c0)
-            m = {k: statistics.median(v) for k, v in wall.items()}
-            c = {k: statistics.median(v) for k, v in cpu.items()}
-            row = {"query": label, "ours_ms": m["ours"] * 1000, "mergetree_ms": m["mt"] * 1000,
-                   "ratio": m["ours"] / m["mt"], "cpu_ratio": c["ours"] / max(c["mt"], 1e-6),
-                   "ours_cpu_ms": c["ours"] * 1000, "mergetree_cpu_ms": c["mt"] * 1000, "rows_out": len(a),
-                   "selective": label in SELECTIVE, "load": os.getloadavg()[0]}
-            results.append(row)
-            print(f"| {label} | {row['ours_ms']:.1f} | {row['mergetree_ms']:.1f} | {row['ratio']:.2f} | "
-                  f"{row['cpu_ratio']:.2f} | {len(a)} |", flush=True)
+        results = run_suite(queries, ours, mergetree, args.runs, "as loaded")
+        if args.compact and hasattr(store, "compact"):
+            t0 = time.perf_counter()
+            store.compact()
+            print(f"\ndata compact: {time.perf_counter() - t0:.1f} s; fastpath now {len(store.parts('fastpath'))} parts, "
+                  f"logs {len(store.parts('logs'))} parts")
+            results += run_suite(queries, ours, mergetree, args.runs, "after data compact")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nload after: {os.getloadavg()}; peak RSS {peak:.0f} MiB")
         if args.json:
