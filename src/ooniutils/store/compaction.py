@@ -9,7 +9,7 @@ time filter skips whole parts' row groups and a query opens few files:
   ``PART_ROWS``) are concatenated; a big sorted part that overlaps nothing is kept as it
   is (hard-linked into the next generation), so a compaction rewrites what needs it,
   not the whole table.
-* **auto** (after each insert): only small parts (under a quarter of ``PART_ROWS``), and
+* **auto** (after each insert): only small parts (under :data:`AUTO_SMALL` rows), and
   only when :data:`AUTO_RUN` neighbours of the same size tier (a factor of 4) are there —
   MergeTree's rule of merging parts of similar sizes, so each row is rewritten a few times
   (log₄ of the size ratio), never once per insert.
@@ -46,8 +46,11 @@ from .parts import (
 
 AUTO_RUN = 4
 """Neighbouring small parts of one size tier that trigger an automatic merge."""
-AUTO_SMALL = PART_ROWS // 4
+AUTO_SMALL = 4 * ROW_GROUP_ROWS
+"""Parts under this many rows are merged automatically (a generator chunk or a big load
+is not: rewriting it would double the cost of loading; ``data compact`` joins those)."""
 FULL_BIG = PART_ROWS // 2
+"""Parts of at least this many rows that overlap nothing are kept by a full compaction."""
 
 
 @dataclass(frozen=True)
