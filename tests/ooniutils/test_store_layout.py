@@ -160,3 +160,18 @@ def test_parts_written_before_the_layout_are_sorted_by_compaction(tmp_path):
     uids = pq.read_table(info.path).column("measurement_uid").to_pylist()
     assert [set(uids[i:i + 2]) for i in (0, 2, 4)] == [{"old1-0", "old0-1"}, {"old1-1", "old0-3"},
                                                        {"old0-0", "old0-2"}]  # hour by hour
+
+
+def test_an_automatic_merge_gives_way_to_a_running_compaction(tmp_path, small_parts):
+    """Inserts never wait for a compaction: while another process holds the compaction
+    lock, the automatic merge is skipped, and the next insert after it does the merge."""
+    import fcntl
+
+    store = EmbeddedStore(tmp_path)
+    with (tmp_path / "fastpath" / ".compact.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        for i in range(4):
+            store.insert("fastpath", _batch([i * 10], f"s{i}"))
+        assert len(store.parts("fastpath")) == 4
+    store.insert("fastpath", _batch([50], "s4"))
+    assert [p.rows for p in store.part_infos("fastpath")] == [5]
