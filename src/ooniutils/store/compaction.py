@@ -187,7 +187,7 @@ class _Output:
             path = self.new_path()
             fd = open_locked(path)
             try:
-                opts = parquet_options(head)
+                opts = parquet_options(head, self.key)
                 del opts["row_group_size"]  # given to each write_table
                 self._writer = pq.ParquetWriter(path, marked(self.schema, self.key), **opts)
             except BaseException:

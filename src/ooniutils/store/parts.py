@@ -103,7 +103,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | N
 
     Unsorted input is taken one row group at a time, so the sorted copy is never whole in
     memory (peak memory stays that of the input plus one row group)."""
-    opts = parquet_options(arrow)
+    opts = parquet_options(arrow, key)
     if key is None:
         pq.write_table(arrow, path, **opts)
         return None
@@ -120,8 +120,8 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | N
     return k[order]
 
 
-def parquet_options(arrow: pa.Table) -> dict[str, Any]:
-    """``pyarrow.parquet`` writer options for a part holding ``arrow``.
+def parquet_options(arrow: pa.Table, key: str | None = None) -> dict[str, Any]:
+    """``pyarrow.parquet`` writer options for a part holding ``arrow`` (sorted by ``key``).
 
     zstd (Arrow's default level, 1): a third of lz4's or snappy's size for about 15 % more
     write CPU. Dictionary encoding only for the columns that profit: Arrow dictionary
@@ -129,9 +129,12 @@ def parquet_options(arrow: pa.Table) -> dict[str, Any]:
     over an evenly spaced sample. Trying a dictionary on unique values (ids, timestamps,
     floats) costs hashing every value before Parquet falls back to plain encoding; that
     was a third of the write time of generated fastpath rows. Row groups of
-    :data:`ROW_GROUP_ROWS`, statistics and a page index (what lets a reader skip row
-    groups and pages by ``key``). Not Parquet's ``sorting_columns``: the hour-wise order
-    of a time key is not the exact order a reader could rely on.
+    :data:`ROW_GROUP_ROWS` and a page index. Min/max statistics only for ``key`` when
+    there is one: in a part sorted by time every other column's row groups span about
+    all its values (no row group would be skipped on them), and leaving them out cuts
+    the write CPU by ~30 % and each footer, read by every query, by ~30 %. Not Parquet's
+    ``sorting_columns``: the hour-wise order of a time key is not the exact order a
+    reader could rely on.
     """
     use_dictionary = []
     for field in arrow.schema:
@@ -145,7 +148,7 @@ def parquet_options(arrow: pa.Table) -> dict[str, Any]:
                 continue
         use_dictionary.append(field.name)
     return {"compression": "zstd", "use_dictionary": use_dictionary, "row_group_size": ROW_GROUP_ROWS,
-            "write_statistics": True, "write_page_index": True}
+            "write_statistics": [key] if key else True, "write_page_index": True}
 
 
 # ----------------------------------------------------------------------------- footers
