@@ -116,6 +116,7 @@ def load_sql(file: Path, progress: bool | None) -> None:
         result = load_sql_file(get_store(), file, progress=cb)
     for name, rows in result.rows.items():
         click.echo(f"{name}: {rows:,} rows")
+    _compact_after_load(list(result.rows))
 
 
 @group.command("load-test-lists")
@@ -159,6 +160,17 @@ def generate(days: int, rows: int | None, seed: int, end: dt.datetime | None, tr
         truth.write_text(_truth_json(gt))
         click.echo(f"ground truth written to {truth}")
     click.echo("generated")
+    _compact_after_load(["fastpath"])
+
+
+def _compact_after_load(tables: list[str]) -> None:
+    """After a bulk load, merge the tables' parts by time range (what ``data compact``
+    does): loads write parts of up to a generator chunk, which the automatic merges after
+    each insert leave alone; fewer, bigger parts make every query cheaper."""
+    with _errors():
+        store = get_store()
+        for name in tables:
+            store.compact(name)
 
 
 def _truth_json(gt: Any) -> str:
