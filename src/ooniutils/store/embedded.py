@@ -15,16 +15,24 @@ opens its own in-memory chDB session whose tables are views over
 ``file('<data>/<table>/current/*.parquet', Parquet, '<structure>')``. ClickHouse expands
 the glob at each query, so new parts show up at once; an empty generation reads as 0 rows.
 
-* **insert** writes a part under ``tmp/`` then ``os.rename``-s it into the current
-  generation (under the writers' lock), so readers see all of a part or none of it.
-* **compact** merges the current parts into one, builds the next generation (the merged
-  part + hard links to parts appended meanwhile) and swaps ``current`` with an atomic
+* **insert** writes a part under ``tmp/`` (sorted by the table's range key, in row
+  groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
+  generation (under the writers' lock), so readers see all of a part or none of it. Then
+  small parts are merged when enough have piled up (``compact`` in automatic mode).
+* **compact** merges parts by key range (:mod:`.compaction` says which and writes the
+  merged parts), builds the next generation (the merged parts + hard links to every
+  other part, appended meanwhile or kept) and swaps ``current`` with an atomic
   symlink rename. A reader therefore lists either the old or the new generation, never
   both (no double counting). A reader that listed the old one and opens a part after the
   old generation was removed gets a missing-file error, and one whose listing of the old
   folder raced with the removal sees too few parts without any error. So
   :meth:`EmbeddedStore.query` reads every ``current`` link before and after the query and
   re-runs it (a few attempts) when either a file went missing or a link changed.
+
+A killed writer leaves a temp part (locked with ``flock`` while written, so a live
+writer's file is told apart) or, from a compaction, a next or old generation folder; the
+next write removes stale temp parts, the next compaction all of it, and
+:meth:`EmbeddedStore.leftovers` (shown by ``ooniutils data info``) reports them meanwhile.
 
 chDB sessions in one process share one catalog, so the views are (re)created whenever a
 store for another folder queries; a process-wide lock serialises embedded queries.
