@@ -83,6 +83,10 @@ def info() -> None:
         table.add_row(i.name, f"{i.rows:,}", str(i.time_min or ""), str(i.time_max or ""),
                       _size(i.bytes_on_disk), "" if i.parts is None else str(i.parts))
     Console().print(table)
+    for i in infos:
+        if i.leftovers:
+            click.echo(f"{i.name}: {i.leftovers.describe()} ({_size(i.leftovers.bytes)}) left by an interrupted "
+                       "write or compaction; removed at the next write or `ooniutils data compact`")
 
 
 def _size(n: int) -> str:
@@ -97,7 +101,8 @@ def _size(n: int) -> str:
 @group.command()
 @click.argument("table", required=False, type=click.Choice(sorted(TABLES)))
 def compact(table: str | None) -> None:
-    """Merge each table's small parts into one (all tables without TABLE)."""
+    """Merge each table's parts by time range, and remove what interrupted writes left
+    (all tables without TABLE). Small parts are also merged automatically after inserts."""
     with _errors():
         get_store().compact(table)
     click.echo(f"compacted {table or 'all tables'}")
@@ -114,6 +119,7 @@ def load_sql(file: Path, progress: bool | None) -> None:
         result = load_sql_file(get_store(), file, progress=cb)
     for name, rows in result.rows.items():
         click.echo(f"{name}: {rows:,} rows")
+    _compact_after_load(list(result.rows))
 
 
 @group.command("load-test-lists")
@@ -171,6 +177,17 @@ def generate(days: int, rows: int | None, seed: int, end: dt.datetime | None, tr
         truth.write_text(_truth_json(gt))
         click.echo(f"ground truth written to {truth}")
     click.echo("generated")
+    _compact_after_load(["fastpath"])
+
+
+def _compact_after_load(tables: list[str]) -> None:
+    """After a bulk load, merge the tables' parts by time range (what ``data compact``
+    does): loads write parts of up to a generator chunk, which the automatic merges after
+    each insert leave alone; fewer, bigger parts make every query cheaper."""
+    with _errors():
+        store = get_store()
+        for name in tables:
+            store.compact(name)
 
 
 def _truth_json(gt: Any) -> str:

@@ -21,6 +21,27 @@ from .schema import Table, get_table
 
 
 @dataclass(frozen=True)
+class Leftovers:
+    """Files an interrupted write or compaction left in a table's folder (not data: the
+    store removes them at its next write or compaction)."""
+
+    temp_parts: int
+    generations: int
+    bytes: int
+
+    def __bool__(self) -> bool:
+        return bool(self.temp_parts or self.generations)
+
+    def describe(self) -> str:
+        what = []
+        if self.temp_parts:
+            what.append(f"{self.temp_parts} temp part(s)")
+        if self.generations:
+            what.append(f"{self.generations} unfinished or old generation(s)")
+        return " and ".join(what)
+
+
+@dataclass(frozen=True)
 class TableInfo:
     name: str
     rows: int
@@ -29,6 +50,8 @@ class TableInfo:
     """Number of Parquet parts (embedded) or active parts (server); None when unknown."""
     time_min: Any | None
     time_max: Any | None
+    leftovers: Leftovers | None = None
+    """What interrupted writes left (embedded store; None where unknown)."""
 
 
 class Store(abc.ABC):

@@ -15,16 +15,24 @@ opens its own in-memory chDB session whose tables are views over
 ``file('<data>/<table>/current/*.parquet', Parquet, '<structure>')``. ClickHouse expands
 the glob at each query, so new parts show up at once; an empty generation reads as 0 rows.
 
-* **insert** writes a part under ``tmp/`` then ``os.rename``-s it into the current
-  generation (under the writers' lock), so readers see all of a part or none of it.
-* **compact** merges the current parts into one, builds the next generation (the merged
-  part + hard links to parts appended meanwhile) and swaps ``current`` with an atomic
+* **insert** writes a part under ``tmp/`` (sorted by the table's range key, in row
+  groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
+  generation (under the writers' lock), so readers see all of a part or none of it. Then
+  small parts are merged when enough have piled up (``compact`` in automatic mode).
+* **compact** merges parts by key range (:mod:`.compaction` says which and writes the
+  merged parts), builds the next generation (the merged parts + hard links to every
+  other part, appended meanwhile or kept) and swaps ``current`` with an atomic
   symlink rename. A reader therefore lists either the old or the new generation, never
   both (no double counting). A reader that listed the old one and opens a part after the
   old generation was removed gets a missing-file error, and one whose listing of the old
   folder raced with the removal sees too few parts without any error. So
   :meth:`EmbeddedStore.query` reads every ``current`` link before and after the query and
   re-runs it (a few attempts) when either a file went missing or a link changed.
+
+A killed writer leaves a temp part (locked with ``flock`` while written, so a live
+writer's file is told apart) or, from a compaction, a next or old generation folder; the
+next write removes stale temp parts, the next compaction all of it, and
+:meth:`EmbeddedStore.leftovers` (shown by ``ooniutils data info``) reports them meanwhile.
 
 chDB sessions in one process share one catalog, so the views are (re)created whenever a
 store for another folder queries; a process-wide lock serialises embedded queries.
@@ -33,6 +41,7 @@ store for another folder queries; a process-wide lock serialises embedded querie
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -47,14 +56,29 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.binding import format_str
 
 from ..exceptions import QueryError, StoreError
+from . import compaction
 from . import params as P
-from .base import Store, TableInfo
+from .base import Leftovers, Store, TableInfo
+from .parts import (
+    PartInfo,
+    info_from_keys,
+    open_locked,
+    parquet_options,
+    part_info,
+    range_key,
+    relink,
+    remember,
+    sort_step,
+    stale_temp_files,
+    write_sorted,
+)
 from .schema import TABLES, Table, get_table
+
+__all__ = ["EmbeddedStore", "parquet_options"]
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +86,8 @@ _GEN_RE = re.compile(r"^gen-(\d{6,})$")
 # ClickHouse error codes meaning "a file listed by the glob has gone": a compaction won.
 _MISSING_FILE_CODES = ("(FILE_DOESNT_EXIST)", "(CANNOT_OPEN_FILE)", "(CANNOT_STAT)", "(CANNOT_OPEN", "No such file")
 _QUERY_ATTEMPTS = 4
-_DICT_SAMPLE = (8, 512)
-"""Windows × rows sampled (evenly spaced windows) to decide if a column is worth a dictionary."""
+_STRAY_LINK_AGE = 60.0
+"""Seconds after which a ``.current-*`` link candidate is taken as left by a killed process."""
 
 _lock = threading.RLock()
 _views_for: dict[int, Path] = {}  # pid → data folder the process-wide views point at
@@ -89,31 +113,6 @@ def _session() -> Any:
 
 def _error_text(exc: BaseException) -> str:
     return str(exc).strip()
-
-
-def parquet_options(arrow: pa.Table) -> dict[str, Any]:
-    """``pyarrow.parquet`` writer options for a part holding ``arrow``.
-
-    zstd (Arrow's default level, 1): a third of lz4's or snappy's size for about 15 % more
-    write CPU. Dictionary encoding only for the columns that profit: Arrow dictionary
-    columns (written as they are) and columns with at most one distinct value in four
-    over an evenly spaced sample. Trying a dictionary on unique values (ids, timestamps,
-    floats) costs hashing every value before Parquet falls back to plain encoding; that
-    was a third of the write time of generated fastpath rows. The files stay ordinary
-    Parquet either way, so parts written before or after read alike.
-    """
-    use_dictionary = []
-    for field in arrow.schema:
-        col = arrow.column(field.name)
-        if not pa.types.is_dictionary(field.type) and len(col) > 0:
-            windows, size = _DICT_SAMPLE
-            step = max(size, len(col) // windows)
-            sample = pa.chunked_array([c for off in range(0, len(col), step) for c in col.slice(off, size).chunks],
-                                      type=col.type)  # zero-copy slices
-            if pc.count_distinct(sample, mode="all").as_py() > max(1, len(sample) // 4):
-                continue
-        use_dictionary.append(field.name)
-    return {"compression": "zstd", "use_dictionary": use_dictionary}
 
 
 class EmbeddedStore(Store):
@@ -253,19 +252,31 @@ class EmbeddedStore(Store):
         return self._write_part(t, P.conform_arrow(t, arrow, dictionary=True))
 
     def _write_part(self, table: Table, arrow: pa.Table) -> int:
-        """Write ``arrow`` (coerced to ``table``'s schema) as one new part (options from
-        :func:`parquet_options`), visible to readers all at once."""
+        """Write ``arrow`` (coerced to ``table``'s schema) as one new part sorted by the
+        table's range key (:mod:`.parts`), visible to readers all at once; then clean up
+        what a killed writer left and merge small parts when enough have piled up."""
         if arrow.num_rows == 0:
             return 0
+        key = range_key(table)
         tmp = self._new_part_path(table.name)
+        fd = -1
         try:
-            pq.write_table(arrow, tmp, **parquet_options(arrow))
+            fd = open_locked(tmp)
+            keys = write_sorted(arrow, tmp, key)
             with self._writer_lock(table.name):
-                os.rename(tmp, self.current_dir(table.name) / tmp.name)
+                final = self.current_dir(table.name) / tmp.name
+                os.rename(tmp, final)
+            step = sort_step(arrow.schema.field(key).type) if key else 1
+            remember(info_from_keys(final, arrow.num_rows, keys, step), key)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
+        finally:
+            if fd >= 0:
+                os.close(fd)
         log.info("inserted %d rows into %s (%s)", arrow.num_rows, table.name, tmp.name)
+        self._clean_temp(table.name)
+        self._compact_one(table, full=False)
         return arrow.num_rows
 
     def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
@@ -273,52 +284,123 @@ class EmbeddedStore(Store):
         return self._writer_lock(get_table(table).name, ".exclusive.lock")
 
     def compact(self, table: str | None = None) -> None:
-        """Merge each table's parts into one (all tables when ``table`` is None)."""
+        """Merge each table's parts (all tables when ``table`` is None): overlapping parts
+        are merge-sorted, neighbouring small ones joined (see :mod:`.compaction`); and
+        remove what a killed writer or compaction left behind."""
         for name in [get_table(table).name] if table else list(TABLES):
-            self._compact_one(get_table(name))
+            self._compact_one(get_table(name), full=True)
 
-    def _compact_one(self, table: Table) -> None:
+    def _compact_one(self, table: Table, full: bool) -> None:
         # One compaction per table at a time (inserts go on): two merging the same parts
-        # would each keep the other's merged part and double every row.
-        with self._writer_lock(table.name, ".compact.lock"):
-            self._merge_parts(table)
+        # would each keep the other's merged part and double every row. An automatic one
+        # (after an insert) gives way when another is running.
+        with self._try_lock(table.name, ".compact.lock", wait=full) as locked:
+            if not locked:
+                return
+            self._clean_generations(table.name)
+            self._merge_parts(table, full)
 
-    def _merge_parts(self, table: Table) -> None:
-        old = self.parts(table.name)
-        if len(old) <= 1:
+    @contextlib.contextmanager
+    def _try_lock(self, table: str, name: str, wait: bool) -> Iterator[bool]:
+        if wait:
+            with self._writer_lock(table, name):
+                yield True
             return
-        tmp = self._new_part_path(table.name)
-        try:
-            schema = P.to_arrow(table, pd.DataFrame()).schema  # dense: parts' dictionaries differ
-            writer = None
+        with (self.table_dir(table) / name).open("a") as fh:
             try:
-                for part in old:
-                    data = pq.read_table(part, schema=schema)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, schema, **parquet_options(data))
-                    writer.write_table(data)
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
-                if writer is not None:
-                    writer.close()
-            tdir = self.table_dir(table.name)
-            with self._writer_lock(table.name):
-                cur = self.current_dir(table.name)
-                num = int(_GEN_RE.match(cur.name).group(1))  # type: ignore[union-attr]
-                new = tdir / f"gen-{num + 1:06d}"
-                new.mkdir()
-                os.rename(tmp, new / tmp.name)
-                merged = {p.name for p in old}
-                for part in cur.glob("part-*.parquet"):
-                    if part.name not in merged:  # appended while we merged
-                        os.link(part, new / part.name)
-                link_tmp = tdir / f".current-{uuid.uuid4().hex}"
-                link_tmp.symlink_to(new.name)
-                os.rename(link_tmp, tdir / "current")
-            shutil.rmtree(cur, ignore_errors=True)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def part_infos(self, table: str) -> list[PartInfo]:
+        """Rows and key range of each part of the current generation (from the footers)."""
+        t = get_table(table)
+        key = range_key(t)
+        key_type = P.arrow_schema(t).field(key).type if key else None
+        return [part_info(p, key, key_type) for p in self.parts(t.name)]
+
+    def _merge_parts(self, table: Table, full: bool) -> None:
+        key = range_key(table)
+        try:
+            infos = self.part_infos(table.name)
+        except FileNotFoundError:  # a part vanished: only a compaction removes parts, and we hold its lock
+            raise StoreError(f"a part of {table.name} in {self.data_dir} vanished during a compaction") from None
+        jobs = compaction.plan(infos, full=full, keyed=key is not None)
+        if not jobs:
+            return
+        schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
+        written: list[compaction.Written] = []
+        try:
+            for job in jobs:
+                written += compaction.merge(job, schema, key, lambda: self._new_part_path(table.name))
+            replaced = {p.path.name for job in jobs for p in job.inputs}
+            self._swap(table.name, replaced, written)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot compact {table.name} in {self.data_dir}: {exc}") from exc
-        log.info("compacted %d parts of %s into %s", len(old), table.name, tmp.name)
+        finally:
+            for w in written:
+                w.path.unlink(missing_ok=True)  # renamed away when the swap succeeded
+                os.close(w.fd)
+        log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written),
+                 "full" if full else "automatic")
+
+    def _swap(self, table: str, replaced: set[str], written: list[compaction.Written]) -> None:
+        """Build the next generation (the merged parts + hard links to every other part,
+        including those appended meanwhile) and point ``current`` at it atomically."""
+        tdir = self.table_dir(table)
+        key = range_key(get_table(table))
+        with self._writer_lock(table):
+            cur = self.current_dir(table)
+            num = int(_GEN_RE.match(cur.name).group(1))  # type: ignore[union-attr]
+            new = tdir / f"gen-{num + 1:06d}"
+            new.mkdir()
+            for w in written:
+                os.rename(w.path, new / w.path.name)
+                remember(dataclasses.replace(w.info, path=new / w.path.name), key)
+            for part in cur.glob("part-*.parquet"):
+                if part.name not in replaced:  # untouched, or appended while we merged
+                    os.link(part, new / part.name)
+                    relink(part, new / part.name, key)
+            link_tmp = tdir / f".current-{uuid.uuid4().hex}"
+            link_tmp.symlink_to(new.name)
+            os.rename(link_tmp, tdir / "current")
+        shutil.rmtree(cur, ignore_errors=True)
+
+    # ----------------------------------------------------------------- crash leftovers
+    def _clean_temp(self, table: str) -> None:
+        """Remove temp parts no live process is writing (left by a killed writer)."""
+        for path in stale_temp_files(self.table_dir(table) / "tmp"):
+            log.warning("removing %s, a temp part left by an interrupted write", path)
+            path.unlink(missing_ok=True)
+
+    def _clean_generations(self, table: str) -> None:
+        """Under the compaction lock: remove temp parts, generations other than
+        ``current`` (an interrupted compaction's next one, or an old one it had not yet
+        removed) and stray ``current`` link candidates."""
+        self._clean_temp(table)
+        tdir = self.table_dir(table)
+        cur = os.readlink(tdir / "current")
+        for entry in tdir.iterdir():
+            if _GEN_RE.match(entry.name) and entry.name != cur:
+                log.warning("removing %s, left by an interrupted compaction", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name.startswith(".current-") and _older_than(entry, _STRAY_LINK_AGE):
+                entry.unlink(missing_ok=True)
+
+    def leftovers(self, table: str) -> Leftovers:
+        """What interrupted writes or compactions left in ``table``'s folder (not data)."""
+        tdir = self.table_dir(get_table(table).name)
+        temp = list(stale_temp_files(tdir / "tmp"))
+        temp_bytes = sum(_size(p) for p in temp)
+        cur = os.readlink(tdir / "current")
+        gens = [e for e in tdir.iterdir() if _GEN_RE.match(e.name) and e.name != cur]
+        gen_bytes = sum(_size(p) for g in gens for p in g.glob("*") if p.stat().st_nlink == 1)
+        return Leftovers(len(temp), len(gens), temp_bytes + gen_bytes)
 
     def info(self) -> list[TableInfo]:
         out = []
@@ -328,7 +410,7 @@ class EmbeddedStore(Store):
             if table.time_column and rows:
                 df = self.query(f"SELECT min(`{table.time_column}`) AS a, max(`{table.time_column}`) AS b FROM `{name}`")
                 tmin, tmax = df["a"].iloc[0], df["b"].iloc[0]
-            out.append(TableInfo(name, rows, size, len(parts), tmin, tmax))
+            out.append(TableInfo(name, rows, size, len(parts), tmin, tmax, self.leftovers(name)))
         return out
 
     def _parts_stats(self, table: str) -> tuple[list[Path], int, int]:
@@ -351,3 +433,17 @@ class EmbeddedStore(Store):
 
     def close(self) -> None:
         """Sessions are per process and shared; nothing to release per store."""
+
+
+def _older_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime > seconds
+    except FileNotFoundError:
+        return False
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

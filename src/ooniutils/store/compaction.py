@@ -1,0 +1,300 @@
+"""Which parts the embedded store merges, and the merge itself (writing the new parts).
+
+Parts are sorted by the table's range key (:mod:`.parts`). Compaction works toward parts
+whose key ranges do not overlap and that hold up to :data:`~.parts.PART_ROWS` rows, so a
+time filter skips whole parts' row groups and a query opens few files:
+
+* **full** (``ooniutils data compact``): parts whose ranges overlap are merge-sorted
+  together; runs of neighbouring parts (in key order) that are not yet big (under half of
+  ``PART_ROWS``) are concatenated; a big sorted part that overlaps nothing is kept as it
+  is (hard-linked into the next generation), so a compaction rewrites what needs it,
+  not the whole table.
+* **auto** (after each insert): only small parts (under :data:`AUTO_SMALL` rows), and
+  only when :data:`AUTO_RUN` neighbours of the same size tier (a factor of 4) are there —
+  MergeTree's rule of merging parts of similar sizes, so each row is rewritten a few times
+  (log₄ of the size ratio), never once per insert.
+
+A merge-sort reads its inputs window by window (key ranges of about ``PART_ROWS`` rows,
+estimated from the row groups' statistics), so memory stays bounded by one window
+whatever the inputs' size; a concatenation streams row group by row group.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .parts import (
+    PART_ROWS,
+    ROW_GROUP_ROWS,
+    PartInfo,
+    info_from_keys,
+    key_ints,
+    marked,
+    open_locked,
+    parquet_options,
+    sort_order,
+    sort_step,
+)
+
+AUTO_RUN = 4
+"""Neighbouring small parts of one size tier that trigger an automatic merge."""
+AUTO_SMALL = ROW_GROUP_ROWS // 2
+"""Parts under this many rows (half a row group) are merged automatically after an
+insert: the many tiny parts of ``logs ship --follow`` flushes or of notebooks' small
+inserts. A bulk load's parts (generator chunks, ``logs ship`` batches of 50k rows, a
+``load-sql`` file) are not rewritten while loading — that cost the load ~20 % of CPU and
+the merge's memory — but by ``data compact``, which ``data generate`` and ``data
+load-sql`` run at their end."""
+FULL_BIG = PART_ROWS // 2
+"""Parts of at least this many rows that overlap nothing are kept by a full compaction."""
+
+
+@dataclass(frozen=True)
+class Job:
+    inputs: tuple[PartInfo, ...]
+    sort: bool
+    """Inputs overlap or are not all sorted: merge-sort by key; else concatenate in key order."""
+
+
+def _ordered(parts: list[PartInfo]) -> list[PartInfo]:
+    """Parts in key order, compared in whole sort steps: parts that touch in one step
+    (an hour) come in an order that keeps the concatenation sorted by the step."""
+    def rank(p: PartInfo) -> tuple[float, float, str]:
+        lo = p.lo // p.step if p.lo is not None else -math.inf
+        hi = p.hi // p.step if p.hi is not None else -math.inf
+        return (lo, hi, p.path.name)
+    return sorted(parts, key=rank)
+
+
+def _job(inputs: list[PartInfo], keyed: bool) -> Job:
+    ordered = _ordered(inputs)
+    overlap = any(a.overlaps(b) for a, b in zip(ordered, ordered[1:], strict=False))
+    return Job(tuple(ordered), keyed and (overlap or not all(p.sorted for p in ordered)))
+
+
+def plan(parts: list[PartInfo], *, full: bool, keyed: bool) -> list[Job]:
+    """The merges to run over ``parts`` (one generation's); empty when nothing is worth it."""
+    if not keyed:  # no range key: merge everything (full) or when small parts pile up
+        if full:
+            return [Job(tuple(sorted(parts, key=lambda p: p.path.name)), False)] if len(parts) > 1 else []
+        small = [p for p in parts if p.rows < AUTO_SMALL]
+        return [Job(tuple(sorted(small, key=lambda p: p.path.name)), False)] if len(small) >= 4 * AUTO_RUN else []
+    return _plan_full(parts) if full else _plan_auto(parts)
+
+
+def _clusters(parts: list[PartInfo]) -> list[list[PartInfo]]:
+    """Parts in key order, grouped where their key ranges overlap."""
+    out: list[list[PartInfo]] = []
+    hi: int | None = None
+    for p in _ordered(parts):
+        if out and hi is not None and p.lo is not None and p.lo // p.step < hi // p.step:
+            out[-1].append(p)
+        else:
+            out.append([p])
+            hi = None
+        if p.hi is not None:
+            hi = p.hi if hi is None else max(hi, p.hi)
+    return out
+
+
+def _plan_full(parts: list[PartInfo]) -> list[Job]:
+    jobs: list[Job] = []
+    run: list[PartInfo] = []
+
+    def close_run() -> None:
+        if len(run) > 1 or (run and not run[0].sorted):
+            jobs.append(_job(run, True))
+        run.clear()
+
+    for cluster in _clusters(parts):
+        settled = len(cluster) == 1 and cluster[0].sorted and cluster[0].rows >= FULL_BIG
+        if settled:
+            close_run()
+        else:
+            run.extend(cluster)
+    close_run()
+    return jobs
+
+
+def _tier(rows: int) -> int:
+    return int(math.log(max(rows, 1), 4))
+
+
+def _plan_auto(parts: list[PartInfo]) -> list[Job]:
+    jobs: list[Job] = []
+    run: list[PartInfo] = []
+    for p in _ordered(parts):
+        if p.rows >= AUTO_SMALL or (run and _tier(p.rows) != _tier(run[0].rows)):
+            if len(run) >= AUTO_RUN:
+                jobs.append(_job(run, True))
+            run = []
+        if p.rows < AUTO_SMALL:
+            run.append(p)
+    if len(run) >= AUTO_RUN:
+        jobs.append(_job(run, True))
+    return jobs
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+@dataclass
+class Written:
+    """A merged part written under a temp path, locked by this process until renamed."""
+
+    path: Path
+    fd: int
+    info: PartInfo
+
+
+@dataclass
+class _Output:
+    """Writes sorted batches as parts of at most ``PART_ROWS`` rows and full row groups."""
+
+    new_path: Callable[[], Path]
+    schema: pa.Schema
+    key: str | None
+    written: list[Written] = field(default_factory=list)
+    _writer: pq.ParquetWriter | None = None
+    _buffer: list[pa.Table] = field(default_factory=list)
+    _buffered: int = 0
+    _rows: int = 0
+    _keys: list[np.ndarray] = field(default_factory=list)
+
+    def write(self, batch: pa.Table) -> None:
+        while batch.num_rows:
+            room = PART_ROWS - self._rows - self._buffered
+            take = batch.slice(0, room)
+            batch = batch.slice(room)
+            self._buffer.append(take)
+            self._buffered += take.num_rows
+            if self._buffered >= ROW_GROUP_ROWS:
+                self._flush(whole_groups=True)
+            if self._rows + self._buffered >= PART_ROWS:
+                self._finish()
+
+    def _flush(self, whole_groups: bool) -> None:
+        data = pa.concat_tables(self._buffer)
+        n = data.num_rows - data.num_rows % ROW_GROUP_ROWS if whole_groups else data.num_rows
+        if n == 0:
+            return
+        head, rest = data.slice(0, n), data.slice(n)
+        if self._writer is None:
+            path = self.new_path()
+            fd = open_locked(path)
+            try:
+                opts = parquet_options(head, self.key)
+                del opts["row_group_size"]  # given to each write_table
+                self._writer = pq.ParquetWriter(path, marked(self.schema, self.key), **opts)
+            except BaseException:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+            self.written.append(Written(path, fd, PartInfo(path, 0, None, None, False, ())))
+        self._writer.write_table(head, row_group_size=ROW_GROUP_ROWS)
+        if self.key is not None:
+            self._keys.append(key_ints(head.column(self.key)))
+        self._rows += n
+        self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def _finish(self) -> None:
+        if self._buffered:
+            self._flush(whole_groups=False)
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        last = self.written[-1]
+        keys = np.concatenate(self._keys) if self._keys else None
+        step = sort_step(self.schema.field(self.key).type) if self.key else 1
+        last.info = info_from_keys(last.path, self._rows, keys, step)
+        self._rows, self._keys = 0, []
+
+    def close(self) -> list[Written]:
+        self._finish()
+        return self.written
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for w in self.written:
+            w.path.unlink(missing_ok=True)
+            os.close(w.fd)
+        self.written = []
+
+
+def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], Path]) -> list[Written]:
+    """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`)."""
+    out = _Output(new_path, schema, key)
+    try:
+        batches = _sorted_windows(job, schema, key) if job.sort and key else _in_order(job, schema)
+        for batch in batches:
+            out.write(batch)
+        return out.close()
+    except BaseException:
+        out.abort()
+        raise
+
+
+def _read_groups(path: Path, groups: list[int], schema: pa.Schema) -> pa.Table:
+    pf = pq.ParquetFile(path)
+    return pf.read_row_groups(groups).cast(schema)
+
+
+def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
+    for part in job.inputs:
+        pf = pq.ParquetFile(part.path)
+        for g in range(pf.num_row_groups):
+            yield pf.read_row_group(g).cast(schema)
+
+
+def _windows(job: Job) -> list[tuple[int, int]]:
+    """Key ranges [a, b) (the last one closed) of about ``PART_ROWS`` rows each,
+    estimated from the inputs' row-group statistics (rows spread evenly in a group)."""
+    groups = np.array([g for p in job.inputs for g in p.groups], dtype=np.float64).reshape(-1, 3)
+    lo, hi = int(groups[:, 0].min()), int(groups[:, 1].max())
+    total = groups[:, 2].sum()
+    if total <= PART_ROWS or hi == lo:
+        return [(lo, hi)]
+    cand = np.unique(np.concatenate([groups[:, 0], groups[:, 1],
+                                     np.linspace(lo, hi, 64)]))
+    span = np.maximum(groups[:, 1] - groups[:, 0], 1.0)
+    below = (np.clip((cand[:, None] - groups[None, :, 0]) / span[None, :], 0.0, 1.0) * groups[None, :, 2]).sum(axis=1)
+    cuts, last = [lo], 0.0
+    for value, rows in zip(cand, below, strict=True):
+        if rows - last >= PART_ROWS and int(value) > cuts[-1]:
+            cuts.append(int(value))
+            last = rows
+    cuts.append(hi)
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a] or [(lo, hi)]
+
+
+def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]:
+    windows = _windows(job)
+    for i, (a, b) in enumerate(windows):
+        last = i == len(windows) - 1
+        pieces = []
+        for part in job.inputs:
+            want = [g for g, (glo, ghi, _) in enumerate(part.groups) if ghi >= a and (glo <= b if last else glo < b)]
+            if not want:
+                continue
+            data = _read_groups(part.path, want, schema)
+            k = key_ints(data.column(key))
+            keep = (k >= a) & ((k <= b) if last else (k < b))
+            if not keep.all():
+                data = data.filter(pa.array(keep))
+            pieces.append(data)
+        if not pieces:
+            continue
+        data = pa.concat_tables(pieces)
+        order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type))
+        yield data if order is None else data.take(pa.array(order))

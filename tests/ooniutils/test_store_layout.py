@@ -1,0 +1,177 @@
+"""The embedded store's part layout: sorted by the range key, row groups with statistics,
+disjoint key ranges after compaction, automatic merging of small parts (issue 16)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ooniutils.store import compaction, parts
+from ooniutils.store.embedded import EmbeddedStore
+from ooniutils.store.schema import TABLES
+
+T0 = pd.Timestamp("2025-01-01", tz="UTC")
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """Row groups of 8 rows, parts of at most 40: the layout rules at a testable size."""
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(compaction, "PART_ROWS", 40)
+    monkeypatch.setattr(compaction, "FULL_BIG", 20)
+    monkeypatch.setattr(compaction, "AUTO_SMALL", 10)
+
+
+def test_range_key_comes_from_the_schema():
+    keys = {name: parts.range_key(t) for name, t in TABLES.items()}
+    assert keys["fastpath"] == "measurement_start_time"
+    assert keys["logs"] == "__REALTIME_TIMESTAMP"
+    assert keys["event_detector_changepoints"] == "probe_asn"  # its ORDER BY leads with it
+    assert keys["citizenlab"] is None and keys["test_helper_instances"] is None  # strings
+
+
+def _batch(minutes: list[int], tag: str) -> pd.DataFrame:
+    return pd.DataFrame({"measurement_uid": [f"{tag}-{i}" for i in range(len(minutes))],
+                         "probe_cc": ["IT"] * len(minutes),
+                         "measurement_start_time": T0 + pd.to_timedelta(minutes, unit="min")})
+
+
+def test_insert_writes_a_sorted_part_with_row_groups_statistics_and_page_index(tmp_path, small_parts):
+    store = EmbeddedStore(tmp_path)
+    rng = np.random.default_rng(0)
+    minutes = rng.integers(0, 10_000, 30).tolist()
+    store.insert("fastpath", _batch(minutes, "a"))
+    (path,) = store.parts("fastpath")
+    t = pq.read_table(path)
+    hours = [x.replace(minute=0) for x in t.column("measurement_start_time").to_pylist()]
+    assert hours == sorted(hours)  # sorted by the hour, in insert order within an hour
+    md = pq.ParquetFile(path).metadata
+    assert [md.row_group(g).num_rows for g in range(md.num_row_groups)] == [8, 8, 8, 6]
+    key = t.schema.get_field_index("measurement_start_time")
+    for g in range(md.num_row_groups):
+        col = md.row_group(g).column(key)
+        assert col.statistics.has_min_max and col.has_column_index and col.has_offset_index
+    assert md.metadata[parts.SORTED_BY] == b"measurement_start_time/3600"
+    info = store.part_infos("fastpath")[0]
+    assert info.sorted and info.rows == 30 and len(info.groups) == 4
+    assert store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0] == 30
+
+
+def _rows(store: EmbeddedStore) -> list[tuple[str, int]]:
+    got = []
+    for p in store.parts("fastpath"):
+        t = pq.read_table(p, columns=["measurement_uid", "measurement_start_time"])
+        got += list(zip(t.column(0).to_pylist(), t.column(1).cast(pa.timestamp("s", tz="UTC")).cast("int64").to_pylist(), strict=True))
+    return sorted(got)
+
+
+def _check_layout(store: EmbeddedStore) -> None:
+    infos = sorted(store.part_infos("fastpath"), key=lambda p: (p.lo // 3600, p.hi // 3600))
+    for p in infos:
+        assert p.sorted and p.rows <= compaction.PART_ROWS
+        times = pq.read_table(p.path, columns=["measurement_start_time"]).column(0)
+        hours = [x // 3600 for x in times.cast(pa.timestamp("s", tz="UTC")).cast("int64").to_pylist()]
+        assert hours == sorted(hours)
+    for a, b in zip(infos, infos[1:], strict=False):
+        assert a.hi // 3600 <= b.lo // 3600, "compacted parts must not overlap (they may touch in an hour)"
+
+
+batches = st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 200), st.integers(1, 40)), min_size=1, max_size=8)
+"""(first minute, minutes spanned, rows) of each insert (one part each, ≤ PART_ROWS rows)."""
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=batches, seed=st.integers(0, 1000))
+def test_compaction_keeps_every_row_and_leaves_sorted_disjoint_parts(small_parts, batches, seed):
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EmbeddedStore(Path(tmp))
+        expected = []
+        for i, (start, span, n) in enumerate(batches):  # batches may overlap in time
+            minutes = (start + rng.integers(0, span, n)).tolist()
+            store.insert("fastpath", _batch(minutes, f"b{i}"))  # automatic merges may run
+            expected += [(f"b{i}-{j}", int((T0 + pd.Timedelta(minutes=m)).timestamp())) for j, m in enumerate(minutes)]
+        assert _rows(store) == sorted(expected)
+        store.compact("fastpath")
+        assert _rows(store) == sorted(expected)
+        _check_layout(store)
+        count = store.query("SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath")
+        assert count.to_dict("list") == {"n": [len(expected)], "u": [len(expected)]}
+
+
+def test_small_parts_are_merged_automatically_by_size_tier(tmp_path, small_parts):
+    store = EmbeddedStore(tmp_path)
+    for i in range(3):
+        store.insert("fastpath", _batch([i * 10, i * 10 + 1], f"s{i}"))
+    assert len(store.parts("fastpath")) == 3  # fewer than AUTO_RUN neighbours
+    store.insert("fastpath", _batch([30, 31], "s3"))
+    (merged,) = store.part_infos("fastpath")  # the 4th small neighbour triggered a merge
+    assert merged.rows == 8 and merged.sorted
+    store.insert("fastpath", _batch([100 + m for m in range(30)], "big"))  # not small: left alone
+    for i in range(3):
+        store.insert("fastpath", _batch([200 + i], f"t{i}"))
+    # tiers: the 8-row part (tier 1) and 1-row parts (tier 0) are not merged together
+    assert sorted(p.rows for p in store.part_infos("fastpath")) == [1, 1, 1, 8, 30]
+    store.insert("fastpath", _batch([300], "t3"))
+    assert sorted(p.rows for p in store.part_infos("fastpath")) == [4, 8, 30]
+    assert store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0] == 42
+
+
+def test_full_compaction_keeps_big_disjoint_parts_and_rewrites_the_rest(tmp_path, small_parts):
+    store = EmbeddedStore(tmp_path)
+    store.insert("fastpath", _batch(list(range(0, 30)), "big1"))
+    store.insert("fastpath", _batch(list(range(1000, 1300, 10)), "big2"))  # hours 16 to 21
+    store.insert("fastpath", _batch([2000, 2001], "small"))
+    store.insert("fastpath", _batch([1130, 1131], "overlap"))  # hour 18: inside big2's range
+    big1 = next(p for p in store.parts("fastpath") if pq.read_table(p).num_rows == 30
+                and pq.read_table(p).column("measurement_uid")[0].as_py().startswith("big1"))
+    inode = big1.stat().st_ino
+    store.compact("fastpath")
+    infos = sorted(store.part_infos("fastpath"), key=lambda p: p.lo)
+    assert [p.rows for p in infos] == [30, 34]  # big2 + overlap + small merged (≤ 40 rows)
+    assert infos[0].path.stat().st_ino == inode  # big1 was hard-linked, not rewritten
+    _check_layout(store)
+
+
+def test_parts_written_before_the_layout_are_sorted_by_compaction(tmp_path):
+    """Parts of the old layout (unsorted, one row group, no sorting marker) still read, and
+    a compaction rewrites them sorted."""
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import FASTPATH
+
+    store = EmbeddedStore(tmp_path)
+    for i in range(2):
+        df = _batch([170, 10, 130, 70] if i == 0 else [5, 100], f"old{i}")
+        pq.write_table(P.to_arrow(FASTPATH, df), store.current_dir("fastpath") / f"part-2000010{i}T000000-x.parquet",
+                       compression="zstd")
+    assert not any(p.sorted for p in store.part_infos("fastpath"))
+    store.compact("fastpath")
+    (info,) = store.part_infos("fastpath")
+    assert info.sorted and info.rows == 6
+    uids = pq.read_table(info.path).column("measurement_uid").to_pylist()
+    assert [set(uids[i:i + 2]) for i in (0, 2, 4)] == [{"old1-0", "old0-1"}, {"old1-1", "old0-3"},
+                                                       {"old0-0", "old0-2"}]  # hour by hour
+
+
+def test_an_automatic_merge_gives_way_to_a_running_compaction(tmp_path, small_parts):
+    """Inserts never wait for a compaction: while another process holds the compaction
+    lock, the automatic merge is skipped, and the next insert after it does the merge."""
+    import fcntl
+
+    store = EmbeddedStore(tmp_path)
+    with (tmp_path / "fastpath" / ".compact.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        for i in range(4):
+            store.insert("fastpath", _batch([i * 10], f"s{i}"))
+        assert len(store.parts("fastpath")) == 4
+    store.insert("fastpath", _batch([50], "s4"))
+    assert [p.rows for p in store.part_infos("fastpath")] == [5]
