@@ -629,7 +629,8 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
     t0 = time.monotonic()
     cap: limits.MemoryCap | None
     if handle is None:
-        cap = limits.create_cap(mem_mb, run.run_id)
+        cap = limits.create_cap(mem_mb, run.run_id,
+                                instance=limits.instance_key(settings.output_dir))
         try:
             handle = await start_kernel(settings.kernel_name, settings.notebooks,
                                         kernel_env(run.run_id, notebook.path, settings.output_dir),

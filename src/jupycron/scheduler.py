@@ -253,7 +253,7 @@ def reap_orphans(history: History) -> list[Run]:
     reaped = history.reap_orphans() if orphans else []
     live = frozenset(r.run_id for r in _running(history))
     with contextlib.suppress(OSError):
-        limits.sweep_stale_cgroups(keep=live)
+        limits.sweep_stale_cgroups(keep=live, instance=limits.instance_key(history.output_dir))
     return reaped
 
 
