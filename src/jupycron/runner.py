@@ -368,6 +368,8 @@ class _Client(NotebookClient):
 def _merge_streams(cell: NotebookNode) -> None:
     """Join adjacent stream outputs of the same name (stdout, stderr) into one.
 
+    Linear in the total text: each run of adjacent streams is joined once (repeated ``+``
+    copied the growing text again for every output: minutes for 100k ``print(flush=True)``).
     nbclient's own ``coalesce_streams`` also interprets ``\r`` and ``\b`` with regular
     expressions that are quadratic in the line length (minutes for a few MB of long lines).
     """
@@ -375,14 +377,28 @@ def _merge_streams(cell: NotebookNode) -> None:
     if not outs or len(outs) < 2:
         return
     merged: list[NotebookNode] = []
+    pieces: list[str] = []  # the texts of the stream run ending in merged[-1]
+
+    def close_run() -> None:
+        if len(pieces) > 1:
+            merged[-1]["text"] = "".join(pieces)
+
     for out in outs:
         prev = merged[-1] if merged else None
-        if prev is not None and out.get("output_type") == "stream" \
-                and prev.get("output_type") == "stream" and prev.get("name") == out.get("name"):
-            prev["text"] = prev["text"] + out["text"]
-        else:
-            merged.append(out)
+        is_stream = out.get("output_type") == "stream"
+        if is_stream and prev is not None and pieces and prev.get("name") == out.get("name"):
+            pieces.append(_stream_text(out))
+            continue
+        close_run()
+        merged.append(out)
+        pieces = [_stream_text(out)] if is_stream else []
+    close_run()
     cell.outputs = merged
+
+
+def _stream_text(out: NotebookNode) -> str:
+    text = out.get("text", "")
+    return "".join(text) if isinstance(text, list) else str(text)
 
 
 def _note_error(cell: NotebookNode, ename: str, evalue: str) -> None:
@@ -457,9 +473,11 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.extra["ready_s"] = time.monotonic() - t0
         for index, cell in enumerate(nb.cells):
             state.current_cell = index
-            await client.async_execute_cell(cell, index,
-                                            execution_count=client.code_cells_executed + 1)
-            _merge_streams(cell)
+            try:
+                await client.async_execute_cell(cell, index,
+                                                execution_count=client.code_cells_executed + 1)
+            finally:  # also the cell a kill interrupted: its page shows what it printed
+                _merge_streams(cell)
             state.extra["cells_s"] = state.extra.get("cells_s", 0.0) + _cell_seconds(cell)
             cell.get("metadata", {}).pop("execution", None)  # not part of the page
             if state.exit_code is not None:
@@ -467,24 +485,10 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.current_cell = None
 
     task = asyncio.ensure_future(cells())
-
-    async def watchdog() -> None:
-        while not task.done():
-            if handle.cap is not None:
-                handle.cap.sample()
-            reason = None
-            if time.monotonic() >= deadline:
-                reason = RunStatus.TIMEOUT
-            elif stop_event is not None and stop_event.is_set():
-                reason = RunStatus.INTERRUPTED
-            if reason is not None:
-                state.kill_reason = reason
-                kill_kernel_tree(handle)
-                task.cancel()
-                return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
-
-    watch = asyncio.ensure_future(watchdog())
+    loop = asyncio.get_running_loop()
+    watch = _Watchdog(handle, state, deadline, stop_event,
+                      on_kill=lambda: loop.call_soon_threadsafe(task.cancel))
+    watch.start()
     try:
         await task
     except (DeadKernelError, asyncio.CancelledError):
@@ -493,12 +497,57 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.kernel_died = True
         state.extra["start_error"] = str(exc)[:MAX_ERROR_VALUE]
     finally:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+        watch.finish()
         if client.kc is not None:
             with contextlib.suppress(Exception):
                 client.kc.stop_channels()
+
+
+class _Watchdog(threading.Thread):
+    """Kills the kernel's tree when the deadline passes or ``stop_event`` is set.
+
+    A thread of its own, not a task on the run's event loop: whatever keeps the loop busy
+    (a flood of outputs, a slow step of nbclient) cannot delay the kill. ``on_kill`` (thread
+    safe) then tells the loop to stop waiting for the cells.
+    """
+
+    def __init__(self, handle: KernelHandle, state: ExecState, deadline: float,
+                 stop_event: threading.Event | None, on_kill: Callable[[], object]) -> None:
+        super().__init__(name=f"watchdog-{handle.run_id}", daemon=True)
+        self.handle, self.state, self.deadline = handle, state, deadline
+        self.stop_event, self.on_kill = stop_event, on_kill
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._done.wait(_WATCH_INTERVAL_S):
+            if self.handle.cap is not None:
+                with contextlib.suppress(Exception):
+                    self.handle.cap.sample()
+            reason = None
+            if time.monotonic() >= self.deadline:
+                reason = RunStatus.TIMEOUT
+            elif self.stop_event is not None and self.stop_event.is_set():
+                reason = RunStatus.INTERRUPTED
+            if reason is None:
+                continue
+            with self._lock:
+                if self._done.is_set():  # the cells finished first: no verdict to give
+                    return
+                self.state.kill_reason = reason
+            log.info("run %s: %s; killing the kernel", self.handle.run_id,
+                     "MaxRuntime exceeded" if reason is RunStatus.TIMEOUT else "stop requested")
+            try:
+                kill_kernel_tree(self.handle)
+            finally:
+                self.on_kill()
+            return
+
+    def finish(self) -> None:
+        """The cells are over (or the kill landed): stop watching and wait for the thread."""
+        with self._lock:
+            self._done.set()
+        self.join()
 
 
 async def wait_connected(kc: Any, timeout: float, shell_wait: float = 1.0) -> dict[str, Any]:
