@@ -69,7 +69,7 @@ from ooniutils.exceptions import OoniUtilsError
 
 from .config import Settings
 from .discovery import ScanCache, scan
-from .exceptions import ConfigError
+from .exceptions import ConfigError, SpecError
 from .history import History
 from .models import Notebook
 from .schedule import next_slot
@@ -143,7 +143,10 @@ def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime |
     first_missed = row.next_run
     served = row.history.last_scheduled_slot if row.history else None
     if served is not None and row.notebook.spec is not None:
-        first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+        try:
+            first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+        except SpecError:  # the row is shown disabled with the reason; not "late"
+            return None
     return first_missed if (now - first_missed).total_seconds() > settings.late_grace_s else None
 
 

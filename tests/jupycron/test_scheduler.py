@@ -330,3 +330,45 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
     for rel, state in zip(rels, ("success", "failed", "timeout", "oom", "interrupted",
                                  "running"), strict=True):
         assert f'data-path="{rel}" data-state="{state}"' in page
+
+
+# --- a schedule that overflows disables only its notebook (issue 12 #3) --------------------
+
+@pytest.mark.integration
+def test_an_overflowing_schedule_disables_only_its_notebook(settings, jc):
+    """``{"every": "99999 month"}`` and friends used to crash tick, list and /metrics for
+    every notebook (OverflowError/ValueError out of the slot maths)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jupycron.metrics import make_registry, render_metrics
+
+    bad = {"m_autorun.ipynb": "99999 month", "w_autorun.ipynb": "1000000 week",
+           "n_autorun.ipynb": "99999999999999999999 minute"}
+    for rel, every in bad.items():
+        jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, rel, line=json.dumps({"every": every}))
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks)
+    now = datetime.now(UTC)
+    assert scheduler.tick(settings, now=now) == []
+    runs = scheduler.tick(settings, now=now + timedelta(minutes=2))
+    assert [(r.notebook, r.status) for r in runs] == [("ok_autorun.ipynb", RunStatus.SUCCESS)]
+    page = summary_file(settings.output_dir).read_text()
+    assert page.count("at most") == 3
+    out = subprocess.run(_jupycron(settings, "list"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("at most") == 3 and "ok_autorun.ipynb" in out.stdout
+    text = render_metrics(make_registry(settings)).decode()
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "jupycron_notebook_info" in names
+
+
+def test_a_schedule_out_of_range_at_display_time_is_a_disabled_row(settings):
+    """A spec that parses but has no slot at ``now`` (the year 9999 is near) is shown
+    disabled with the reason; the other rows are unaffected."""
+    from jupycron.summary import build_rows
+
+    late = datetime(9995, 1, 1, tzinfo=UTC)
+    nbs = [Notebook("far_autorun.ipynb", 0, 0, JobSpec(every="1200 month")),
+           Notebook("h_autorun.ipynb", 0, 0, JobSpec(every="1 hour"))]
+    far, hourly = build_rows(settings, nbs, {}, late)
+    assert far.state == "disabled" and "no slot near" in (far.reason or "")
+    assert hourly.state == "never" and hourly.next_run is not None
