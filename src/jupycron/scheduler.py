@@ -60,7 +60,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -261,7 +261,8 @@ def reap_orphans(history: History) -> list[Run]:
 
 def notify_alerts(settings: Settings, now: datetime | None = None, *,
                   history: History | None = None,
-                  notebooks: list[Notebook] | None = None) -> None:
+                  notebooks: list[Notebook] | None = None,
+                  cancel: threading.Event | None = None) -> None:
     """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent.
 
     ``history`` (the scheduler's :class:`CachedHistory`) and ``notebooks`` (its last scan)
@@ -278,9 +279,71 @@ def notify_alerts(settings: Settings, now: datetime | None = None, *,
         return
     try:
         run_alerts.notify_changes(settings, now or datetime.now(UTC), history=history,
-                                  notebooks=notebooks)
+                                  notebooks=notebooks, cancel=cancel)
     except Exception:
         log.exception("run alerts failed (runs are not affected)")
+
+
+#: How long closing a scheduler waits for its last alert check (each delivery is bounded by
+#: run_alerts.SEND_TIMEOUT_S, a check by CHECK_BUDGET_S after at most LOCK_WAIT_S).
+ALERT_FLUSH_S = 45.0
+
+
+class AlertWorker:
+    """Run-state alert checks on a thread of their own, never on a run's worker.
+
+    :meth:`request` only flags a check and returns; requests made while a check runs are
+    coalesced into one more check. :meth:`close` lets a pending check run and waits for it
+    up to ``flush_s``; the ``cancel`` event (the scheduler's stop event, set by SIGTERM)
+    aborts a delivery in flight.
+    """
+
+    def __init__(self, check: Callable[[], None], flush_s: float = ALERT_FLUSH_S) -> None:
+        self._check = check
+        self._flush_s = flush_s
+        self._cond = threading.Condition()
+        self._pending = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.checks = 0
+
+    def request(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="jupycron-alerts")
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                self._pending = False
+            try:
+                self._check()
+            except Exception:
+                log.exception("run alerts failed (runs are not affected)")
+            with self._cond:
+                self.checks += 1
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None:
+            t.join(self._flush_s)
+            if t.is_alive():
+                log.warning("run alerts: the last check is still sending after %.0f s; "
+                            "leaving it (unsent messages go at the next check)", self._flush_s)
 
 
 class Scheduler:
@@ -311,6 +374,7 @@ class Scheduler:
         # the due answer and what it was computed from (see due())
         self._agenda: _Agenda | None = None
         self._reconciled: tuple[int, int] | None = None  # (notebooks, history) generations
+        self.alerts = AlertWorker(self._check_alerts)
 
     @property
     def notebooks(self) -> list[Notebook]:
@@ -362,9 +426,11 @@ class Scheduler:
             self.refresh()
 
     def close(self) -> None:
-        """Stop the pool (killing idle kernels) and the refresher; write the final state."""
+        """Stop the pool (killing idle kernels), the refresher and the alert worker (after
+        its pending check, bounded); write the final state."""
         if self.pool is not None:
             self.pool.close()
+        self.alerts.close()
         with self._lock:
             self._closing = True
             t, self._refresher = self._refresher, None
@@ -533,8 +599,13 @@ class Scheduler:
         return run
 
     def notify_alerts(self) -> None:
+        """Ask the alert worker for a check (returns at once; see :class:`AlertWorker`)."""
+        self.alerts.request()
+
+    def _check_alerts(self) -> None:
         """:func:`notify_alerts` over this scheduler's history view and scanned notebooks."""
-        notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None)
+        notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None,
+                      cancel=self.stop_event)
 
     def run_many(self, jobs: list[tuple[Notebook, datetime]]) -> list[Run]:
         """Run scheduled jobs on a thread pool (each run mostly waits on its kernel)."""
@@ -598,10 +669,10 @@ def tick(settings: Settings, now: datetime | None = None,
         sched.start_pool(budget=len(jobs), size=min(pool_size(settings), len(jobs)))
     try:
         runs = sched.run_many(jobs)
+        if not runs:
+            sched.notify_alerts()  # late notebooks alert even when nothing ran
     finally:
-        sched.close()
-    if not runs:
-        sched.notify_alerts()  # late notebooks alert even when nothing ran
+        sched.close()  # waits for the alert check, bounded (ALERT_FLUSH_S, SIGTERM)
     return runs
 
 

@@ -372,3 +372,56 @@ def test_a_schedule_out_of_range_at_display_time_is_a_disabled_row(settings):
     far, hourly = build_rows(settings, nbs, {}, late)
     assert far.state == "disabled" and "no slot near" in (far.reason or "")
     assert hourly.state == "never" and hourly.next_run is not None
+
+
+# --- alerts never on a run's path (issue 12 #4) ---------------------------------------------
+
+@pytest.mark.integration
+def test_a_stuck_alert_channel_never_holds_a_run_worker(settings, jc, monkeypatch):
+    """A run's worker only asks for an alert check: with a channel that trickles its answer
+    (and a delivery allowed 10 minutes) run_job still returns at once, the next run starts,
+    and stopping the scheduler (SIGTERM sets the stop event) cancels the delivery."""
+    from jupycron import discovery, run_alerts
+    from tests.support.services import poll_until
+    from tests.support.trickle import trickling_server
+
+    monkeypatch.setattr(run_alerts, "SEND_TIMEOUT_S", 600.0)
+    settings = replace(settings, alert_channels="slack")
+    rel = jc.copy_notebook("raises_autorun.ipynb", settings.notebooks)
+    nb = discovery.read_notebook(settings.notebooks / rel, rel)
+    with trickling_server(every=0.3) as server:
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", server.url("/services/T0/B0/x"))
+        sched = scheduler.Scheduler(settings, "daemon", threading.Event())
+        try:
+            first = sched.run_job(nb, Trigger.MANUAL, None)
+            assert first is not None and first.status is RunStatus.FAILED
+            poll_until(lambda: server.requests, timeout=30)  # the failure alert is stuck
+            second = sched.run_job(nb, Trigger.MANUAL, None)
+            assert second is not None and second.status is RunStatus.FAILED
+            assert server.connections == 1  # still the first delivery: nothing waited on it
+            sched.stop_event.set()
+        finally:
+            sched.close()
+        assert not sched.alerts._thread.is_alive()
+    told = json.loads((settings.output_dir / ".alert-state.json").read_text())
+    slack = told["notebooks"][rel]["failing"]["channels"]["slack"]
+    assert slack["told"] == "resolved" and "cancelled" in slack["last_error"]
+
+
+def test_the_tick_unit_has_a_finite_start_timeout():
+    """A stuck tick must not hold the timer's unit for ever (systemd starts no new tick
+    while one is active): TimeoutStartSec is finite and above the default MaxRuntime."""
+    import configparser
+
+    from jupycron.config import Settings as S
+
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "jupycron-tick.service"
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(unit.read_text())
+    value = parser["Service"]["TimeoutStartSec"].strip()
+    assert value not in ("infinity", "0"), value
+    units = {"s": 1, "min": 60, "h": 3600}
+    num = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    seconds = float(num) * units[value[len(num):] or "s"]
+    default = S.__dataclass_fields__["default_max_runtime_s"].default
+    assert default + 60 <= seconds <= 6 * 3600
