@@ -47,6 +47,7 @@ import psutil
 from ooniutils.atomicfile import atomic_copy, atomic_write_bytes
 
 from .exceptions import HistoryError
+from .history_check import check_entry_fields, check_notebook_key, check_run
 from .models import Run, RunStatus, Trigger
 from .paths import (
     history_file,
@@ -194,20 +195,22 @@ class NotebookHistory:
         }
 
     @classmethod
-    def from_json(cls, d: Any) -> NotebookHistory:
-        if not isinstance(d, dict):
-            raise ValueError(f"a notebook entry must be an object, got {type(d).__name__}")
-        runs_raw = d.get("runs", [])
-        if not isinstance(runs_raw, list):
-            raise ValueError('"runs" must be a list')
+    def from_json(cls, d: Any, bad_runs: list[str] | None = None) -> NotebookHistory:
+        """Parse an entry, every field checked (:mod:`jupycron.history_check`); ValueError
+        names the first problem. With ``bad_runs``, unsound runs are left out instead and
+        their problems appended to it (the entry's own fields must still be sound)."""
+        check_entry_fields(d)
         runs = []
-        for r in runs_raw:
-            if not isinstance(r, dict):
-                raise ValueError("a run must be an object")
+        for r in d.get("runs", []):
+            try:
+                check_run(r)
+            except ValueError as exc:
+                if bad_runs is None:
+                    raise
+                bad_runs.append(str(exc))
+                continue
             runs.append(Run.from_json(r))
         lso = d.get("last_success_output")
-        if lso is not None and not isinstance(lso, str):
-            raise ValueError('"last_success_output" must be a string or null')
         runs.sort(key=_sort_key, reverse=True)
         return cls(runs=runs, deleted_at=_parse_dt(d.get("deleted_at")),
                    last_success_output=lso, first_seen=_parse_dt(d.get("first_seen")))
@@ -297,7 +300,10 @@ class History:
         except OSError as exc:
             raise HistoryError(f"cannot read {self.path}: {exc.strerror}") from exc
         try:
-            doc = json.loads(raw)
+            try:
+                doc = json.loads(raw)
+            except RecursionError:
+                raise ValueError("nested too deeply") from None
             if not isinstance(doc, dict):
                 raise ValueError("the top level is not an object")
             if doc.get("version") != FORMAT_VERSION:
@@ -316,9 +322,16 @@ class History:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _Corrupt(str(exc) or type(exc).__name__) from exc
 
+    @staticmethod
+    def _check_key(rel: Any) -> str:
+        try:
+            return check_notebook_key(rel)
+        except ValueError as exc:
+            raise _Corrupt(str(exc)) from exc
+
     def _read(self) -> dict[str, NotebookHistory]:
         """Parse the file; {} when absent; _Corrupt when unreadable as a history."""
-        return {str(k): self._parse_entry(v) for k, v in self._read_raw().items()}
+        return {self._check_key(k): self._parse_entry(v) for k, v in self._read_raw().items()}
 
     def _write_raw(self, notebooks: dict[str, Any]) -> None:
         texts = {k: _encode(v) for k, v in notebooks.items()}
@@ -354,6 +367,12 @@ class History:
             return self._recover(str(exc), now or datetime.now(UTC))
 
     def _recover(self, why: str, now: datetime) -> dict[str, NotebookHistory]:
+        """Move the damaged file aside; keep every sound entry and run of it, rebuild the
+        rest from the HTML outputs (all of it when the document itself is unreadable)."""
+        try:
+            raw: dict[str, Any] | None = self._read_raw()
+        except _Corrupt:
+            raw = None
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -361,9 +380,16 @@ class History:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             n += 1
         os.replace(self.path, aside)
-        data = self.rebuild_from_outputs(now)
-        log.warning("history %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
-                    "from the HTML outputs", self.path, why, aside.name, len(data))
+        rebuilt = self.rebuild_from_outputs(now)
+        if raw is None:
+            data = rebuilt
+            log.warning("history %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
+                        "from the HTML outputs", self.path, why, aside.name, len(data))
+        else:
+            data, kept, dropped = _salvage(raw, rebuilt)
+            log.warning("history %s is damaged (%s): kept it as %s; %d notebook(s) kept, "
+                        "%d damaged part(s) left out or rebuilt from the HTML outputs",
+                        self.path, why, aside.name, kept, dropped)
         self._write(data)
         return data
 
@@ -397,6 +423,7 @@ class History:
                     # edited): check every entry before copying them on.
                     notebooks = self._read_raw()
                     for other, raw in notebooks.items():
+                        self._check_key(other)
                         if other != rel:
                             self._parse_entry(raw)
                     texts = {k: _encode(v) for k, v in notebooks.items()}
@@ -764,6 +791,41 @@ class CachedHistory(History):
         """The oldest ``deleted_at`` of any notebook, None when none is marked deleted."""
         return self._memo("deleted", lambda data: min(
             (e.deleted_at for e in data.values() if e.deleted_at is not None), default=None))
+
+
+def _salvage(raw: dict[str, Any], rebuilt: dict[str, NotebookHistory],
+             ) -> tuple[dict[str, NotebookHistory], int, int]:
+    """The sound part of a damaged history: (entries, notebooks kept, damaged parts).
+
+    A bad key is left out; an entry whose own fields are bad is replaced by its rebuilt
+    one (from the HTML outputs) when there is one; a bad run is left out of its entry."""
+    data: dict[str, NotebookHistory] = {}
+    damaged = 0
+    for rel, entry in raw.items():
+        try:
+            check_notebook_key(rel)
+        except ValueError as exc:
+            log.warning("history: left out the entry %r: %s", rel[:80] if isinstance(rel, str)
+                        else rel, exc)
+            damaged += 1
+            continue
+        bad: list[str] = []
+        try:
+            data[rel] = NotebookHistory.from_json(entry, bad_runs=bad)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("history: the entry of %s is damaged (%s): %s", rel, exc,
+                        "rebuilt from its outputs" if rel in rebuilt else "left out")
+            damaged += 1
+            if rel in rebuilt:
+                data[rel] = rebuilt[rel]
+            continue
+        for problem in bad:
+            log.warning("history: left out a run of %s: %s", rel, problem)
+        damaged += len(bad)
+    kept = len(data)
+    for rel, entry in rebuilt.items():  # outputs of notebooks the file no longer named
+        data.setdefault(rel, entry)
+    return data, kept, damaged
 
 
 def _running_runs(data: dict[str, NotebookHistory]) -> list[Run]:

@@ -57,6 +57,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -231,8 +232,19 @@ def _kill_orphan(run: Run) -> None:
         cap = limits.cap_for_path(extra["cgroup"], run.memory_limit or "")
         if cap is not None:
             cap.close()
-    if extra.get("sockets"):
-        shutil.rmtree(extra["sockets"], ignore_errors=True)
+    sockets = extra.get("sockets")
+    if isinstance(sockets, str) and _is_kernel_sockets(sockets):
+        shutil.rmtree(sockets, ignore_errors=True)
+    elif sockets:
+        log.warning("run %s: not removing %r: not a kernel socket folder", run.run_id, sockets)
+
+
+def _is_kernel_sockets(path: str) -> bool:
+    """A kernel's private socket folder as the runner makes it (``<tmp>/jupycron-kernel-*``),
+    so a damaged history row can never make the orphan clean-up delete anything else."""
+    p = Path(path)
+    return p.is_absolute() and ".." not in p.parts and p.name.startswith("jupycron-kernel-") \
+        and p.parent == Path(tempfile.gettempdir())
 
 
 def _running(history: History) -> list[Run]:
