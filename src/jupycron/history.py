@@ -342,7 +342,11 @@ class History:
         remember it and return the new file's stamp."""
         body = b", ".join(members[k] for k in sorted(members))
         self._mirror = None
-        atomic_write_bytes(self.path, b'{"version": %d, "notebooks": {%s}}' % (FORMAT_VERSION, body))
+        try:
+            atomic_write_bytes(self.path,
+                               b'{"version": %d, "notebooks": {%s}}' % (FORMAT_VERSION, body))
+        except OSError as exc:  # e.g. ENOSPC: the old file is intact
+            raise HistoryError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:  # under the lock: nobody else has written since
             stamp = file_stamp(os.stat(self.path))
         except OSError:
@@ -496,15 +500,19 @@ class History:
             self._remove_other_kept(run.notebook, keep_rel=current_kept)
 
     def reap_orphans(self, is_alive: Callable[[int], bool] | None = None,
-                     now: datetime | None = None) -> list[Run]:
+                     now: datetime | None = None, *,
+                     run_alive: Callable[[Run], bool] | None = None) -> list[Run]:
         """Mark RUNNING runs whose runner process is gone as INTERRUPTED; return them.
 
         ``is_alive(pid)`` overrides the default test (:func:`runner_alive`, which also
-        detects reused pids and skips rows recorded on another host).
+        detects reused pids and skips rows recorded on another host); ``run_alive(run)``
+        overrides both (it is asked again under the lock, on the file as it is then).
         """
         now = now or datetime.now(UTC)
 
         def alive(run: Run) -> bool:
+            if run_alive is not None:
+                return run_alive(run)
             if is_alive is None:
                 return runner_alive(run)
             return run.pid is None or is_alive(run.pid)
@@ -523,8 +531,11 @@ class History:
                         r.finished_at = now
                         r.duration_s = max(0.0, (now - r.started_at).total_seconds())
                         r.error_name = "Interrupted"
-                        r.error_value = (f"the runner process {r.pid} on {r.host or 'this host'} "
-                                         "went away during the run (killed or crashed)")
+                        r.error_value = (
+                            f"the runner process {r.pid} on {r.host or 'this host'} went away "
+                            "during the run (killed or crashed)" if r.pid != os.getpid()
+                            else f"the outcome of this run could not be written by process "
+                            f"{r.pid} (e.g. the disk was full) and is lost")
                         r.extra["orphaned"] = True
                         reaped.append(r)
             return reaped

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import queue
@@ -71,8 +70,9 @@ from nbformat import NotebookNode
 
 from ooniutils.atomicfile import atomic_write_text
 
-from . import limits
+from . import limits, recording
 from .config import Settings
+from .exceptions import HistoryError, RunNotRecorded
 from .forkserver import ForkProvisioner
 from .history import History
 from .models import Notebook, Run, RunStatus, Trigger
@@ -773,30 +773,48 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         if on_change:
             on_change(r)
 
+    # This process owns the run until its outcome is written (orphan reaping: recording.py).
+    recording.claim(run.run_id)
+    # A RUNNING row that could not be written: nothing of the run is in the history, so it
+    # is abandoned before any cell runs (no outcome, no page over the last one).
+    not_started: list[HistoryError] = []
+
+    def record_first() -> None:
+        try:
+            record(run)
+        except HistoryError as exc:
+            not_started.append(exc)
+            raise
+
     # A pooled kernel ready now: one history write (RUNNING with the kernel's ids) before
     # the first cell. Otherwise RUNNING is recorded first, then the kernel is awaited/started.
     recorded = False
 
     def record_running() -> None:
         nonlocal recorded
-        record(run)
+        record_first()
         recorded = True
 
     t = time.monotonic()
-    handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
-    waited = time.monotonic() - t if recorded else 0.0
-    # The RUNNING row (with a pooled kernel's ids) is written while the client connects.
-    first_record: Callable[[], None] | None = None
-    if handle is not None:
-        _note_kernel(run, handle)
-        first_record = functools.partial(record, run)
-    elif not recorded:
-        record(run)
+    try:
+        handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
+        waited = time.monotonic() - t if recorded else 0.0
+        # The RUNNING row (with a pooled kernel's ids) is written while the client connects.
+        first_record: Callable[[], None] | None = None
+        if handle is not None:
+            _note_kernel(run, handle)
+            first_record = record_first
+        elif not recorded:
+            record_first()
+    except HistoryError:
+        recording.release(run.run_id)
+        raise
     log.info("run %s of %s started (cap %d MB via %s, max %g s%s)", run.run_id, notebook.path,
              mem_mb, run.memory_limit, runtime_s, ", pooled kernel" if handle else "")
 
     def finish(st: ExecState) -> None:
-        _finish(settings, notebook, nb, run, st, mem_mb, runtime_s)
+        if not not_started:
+            _finish(settings, notebook, nb, run, st, mem_mb, runtime_s)
 
     if nb is not None:
         for cell in nb.cells:  # stale outputs of cells that will not run must not show
@@ -806,7 +824,11 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         def on_kernel(h: KernelHandle) -> None:
             if run.extra.get("kernel_pid") != h.pid:
                 _note_kernel(run, h)
-                history.record(run)
+                try:
+                    history.record(run)
+                except HistoryError as exc:  # the run goes on; its outcome is retried
+                    log.warning("run %s of %s: cannot record the kernel's ids: %s", run.run_id,
+                                notebook.path, exc)
 
         finished = False
 
@@ -827,6 +849,9 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
                 finish(state)
     else:
         finish(state)
+    if not_started:
+        recording.release(run.run_id)
+        raise not_started[0]
 
     run.finished_at = datetime.now(UTC)
     run.duration_s = round(time.monotonic() - t0, 3)
@@ -834,7 +859,11 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     timing.update({"pooled": handle is not None, "total_s": run.duration_s})
     if waited:
         timing["pool_wait_s"] = round(waited, 3)
-    history.record(run)
+    try:
+        history.record(run)
+    except HistoryError as exc:  # still owned: the caller keeps the outcome and retries
+        raise RunNotRecorded(run, exc) from exc
+    recording.release(run.run_id)
     if on_change:
         on_change(run)
     log.info("run %s of %s: %s in %.1f s%s", run.run_id, notebook.path, run.status,

@@ -72,14 +72,14 @@ import psutil
 
 from ooniutils.atomicfile import atomic_write_bytes, atomic_write_text
 
-from . import discovery, limits, schedule, summary
+from . import discovery, limits, recording, schedule, summary
 from .config import Settings
-from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
+from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
 from .history import CachedHistory, History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
-from .runner import kill_marked, run_notebook, warm_exporters
+from .runner import kill_marked, new_run_id, run_notebook, warm_exporters
 
 log = logging.getLogger(__name__)
 
@@ -254,15 +254,32 @@ def _running(history: History) -> list[Run]:
     return [r for e in history.load().values() for r in e.runs if r.status is RunStatus.RUNNING]
 
 
+def _abandoned(run: Run) -> bool:
+    """A RUNNING row written by this process for a run it no longer owns: the run ended
+    but its outcome could not be written and the retries gave up (:mod:`jupycron.recording`).
+    Its kernel was killed when the run ended."""
+    return (run.pid == os.getpid() and run.host in (None, socket.gethostname())
+            and not recording.owned_here(run.run_id))
+
+
+def _still_running(run: Run) -> bool:
+    return runner_alive(run) and not _abandoned(run)
+
+
 def reap_orphans(history: History) -> list[Run]:
     """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
-    kernel and children they left behind and removing their cgroup."""
-    orphans = [r for r in _running(history) if not runner_alive(r)]
+    kernel and children they left behind and removing their cgroup; and rows of this
+    process whose run it no longer owns (:func:`_abandoned`)."""
+    orphans = [r for r in _running(history) if not _still_running(r)]
     for r in orphans:
+        if _abandoned(r):
+            log.warning("run %s of %s: its outcome was never written; marking it interrupted",
+                        r.run_id, r.notebook)
+            continue
         log.warning("run %s of %s: runner %s is gone; killing what it left", r.run_id,
                     r.notebook, r.pid)
         _kill_orphan(r)
-    reaped = history.reap_orphans() if orphans else []
+    reaped = history.reap_orphans(run_alive=_still_running) if orphans else []
     live = frozenset(r.run_id for r in _running(history))
     with contextlib.suppress(OSError):
         limits.sweep_stale_cgroups(keep=live, instance=limits.instance_key(history.output_dir))
@@ -387,6 +404,14 @@ class Scheduler:
         self._agenda: _Agenda | None = None
         self._reconciled: tuple[int, int] | None = None  # (notebooks, history) generations
         self.alerts = AlertWorker(self._check_alerts)
+        # Writes that fail (a full disk): logged once per episode; outcomes kept and retried;
+        # starts wait _start_delay (doubling) after a RUNNING row could not be written.
+        self.write_failures = recording.WriteFailures(f"the outputs folder {self.output}")
+        self.pending = recording.PendingOutcomes(self.history, self.write_failures,
+                                                 self._recorded_late)
+        self.recorded_late = threading.Event()  # wakes the daemon's due check
+        self._start_delay = 0.0
+        self._start_retry_at = 0.0
 
     @property
     def notebooks(self) -> list[Notebook]:
@@ -450,26 +475,37 @@ class Scheduler:
         self._dirty.set()
         if t is not None:
             t.join(30)
+        self.pending.close()  # a last attempt for outcomes not written yet
         self.refresh(force=True)
 
     # -- bookkeeping --
     def scan(self, now: datetime, cache: discovery.ScanCache | None = None) -> list[Notebook]:
-        """Scan, reap orphans, reconcile deletions and purge; returns the notebooks."""
-        reap_orphans(self.history)
+        """Scan, reap orphans, reconcile deletions and purge; returns the notebooks.
+
+        A history that cannot be written (a full disk) leaves that bookkeeping for the next
+        scan, logged by :attr:`write_failures`."""
+        try:
+            reap_orphans(self.history)
+        except HistoryError as exc:
+            self.write_failures.failed("history", exc)
         self.notebooks = discovery.scan(self.settings.notebooks, self.output, cache)
         if not self.settings.notebooks.is_dir():
             # An unmounted or renamed folder is not "every notebook was deleted".
             log.error("notebooks folder %s is missing: nothing runs, nothing is marked deleted",
                       self.settings.notebooks)
             return self.notebooks
-        generation, _ = self.history.snapshot()
-        if self._reconciled != (self.notebooks_generation, generation):
-            # Same notebooks, same history: the reconciliation would find nothing to do.
-            self.history.mark_deleted([n.path for n in self.notebooks], now)
-            self._reconciled = (self.notebooks_generation, generation)
-        deleted = self.history.earliest_deleted()
-        if deleted is not None and now - deleted > timedelta(seconds=self.settings.deleted_grace_s):
-            self.history.purge(now, self.settings.deleted_grace_s)
+        try:
+            generation, _ = self.history.snapshot()
+            if self._reconciled != (self.notebooks_generation, generation):
+                # Same notebooks, same history: the reconciliation would find nothing to do.
+                self.history.mark_deleted([n.path for n in self.notebooks], now)
+                self._reconciled = (self.notebooks_generation, generation)
+            deleted = self.history.earliest_deleted()
+            if deleted is not None and \
+                    now - deleted > timedelta(seconds=self.settings.deleted_grace_s):
+                self.history.purge(now, self.settings.deleted_grace_s)
+        except HistoryError as exc:
+            self.write_failures.failed("history", exc)
         return self.notebooks
 
     def due(self, now: datetime) -> list[tuple[Notebook, datetime]]:
@@ -508,12 +544,15 @@ class Scheduler:
                 "memory_limit": limits.describe_method(), "concurrency": self.cap,
                 "next_wake": self.next_wake.isoformat() if self.next_wake else None,
                 "pool": self.pool.stats() if self.pool is not None else None,
+                "unrecorded": sorted(r.run_id for r in self.pending.runs()),
+                "write_failures": self.write_failures.failing,
             }
             try:
                 atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1),
                                   durable=False)
+                self.write_failures.ok("heartbeat")
             except OSError as exc:
-                log.error("cannot write heartbeat: %s", exc)
+                self.write_failures.failed("heartbeat", exc)
             fingerprint = self._summary_fingerprint(state)
             mono = time.monotonic()
             if (not force and fingerprint == self._summary_written[0]
@@ -522,6 +561,9 @@ class Scheduler:
             try:
                 self._write_page(fingerprint, now, mono, force)
                 self._summary_written = (fingerprint, mono)
+                self.write_failures.ok("summary page")
+            except OSError as exc:
+                self.write_failures.failed("summary page", exc)
             except Exception:
                 log.exception("cannot write summary.html")
 
@@ -574,6 +616,23 @@ class Scheduler:
                 self.running.pop(run.run_id, None)
         self.request_refresh()
 
+    def _history_written(self) -> None:
+        """A history write worked: starts may go on, pending outcomes are tried at once."""
+        self.write_failures.ok("history")
+        self._start_delay = self._start_retry_at = 0.0
+        self.pending.poke()
+
+    def _recorded_late(self, run: Run) -> None:
+        """A pending outcome was written (:class:`recording.PendingOutcomes`)."""
+        self._start_delay = self._start_retry_at = 0.0
+        self.recorded_late.set()
+        self.request_refresh()
+        self.notify_alerts()
+
+    def _on_run_change(self, run: Run) -> None:
+        self._history_written()
+        self._changed(run)
+
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
                 strict: bool = False) -> Run | None:
@@ -582,6 +641,9 @@ class Scheduler:
         ``strict``: raise :class:`AlreadyRunning` instead of skipping (run-now).
         """
         rel = notebook.path
+        if not strict and time.monotonic() < self._start_retry_at:
+            log.debug("%s: not started, the history could not be written just before", rel)
+            return None
         with notebook_lock(self.output, rel) as mine:
             if not mine:
                 if strict:
@@ -601,10 +663,28 @@ class Scheduler:
             if fd is None:
                 log.info("%s: not started, the scheduler is stopping", rel)
                 return None
+            run_id = new_run_id()
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,
-                                   stop_event=self.stop_event, on_change=self._changed,
-                                   pool=self.pool)
+                                   stop_event=self.stop_event, on_change=self._on_run_change,
+                                   pool=self.pool, run_id=run_id)
+            except RunNotRecorded as exc:  # it ran: keep its outcome and retry the write
+                run = exc.run
+                self.pending.add(run, exc.__cause__ or exc)
+                self._changed(run)
+                return run
+            except HistoryError as exc:  # its RUNNING row could not be written: it never ran
+                recording.release(run_id)
+                self._start_delay = min(max(recording.RETRY_FIRST_S, 2 * self._start_delay),
+                                        recording.RETRY_MAX_S)
+                self._start_retry_at = time.monotonic() + self._start_delay
+                self.write_failures.failed("history", exc)
+                if strict:
+                    raise
+                return None
+            except BaseException:
+                recording.release(run_id)
+                raise
             finally:
                 release(fd)
         self.notify_alerts()
@@ -721,7 +801,9 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                 sched.scan(now, cache)
                 next_scan = time.monotonic() + RESCAN_S
             at_slot = sched.next_wake is not None and now >= sched.next_wake
-            if scanned or done or at_slot:
+            late = sched.recorded_late.is_set()  # an outcome written late: due again?
+            sched.recorded_late.clear()
+            if scanned or done or at_slot or late:
                 for nb, slot in sched.due(now):
                     if nb.path not in inflight:
                         inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
