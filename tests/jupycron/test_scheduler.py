@@ -315,7 +315,7 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
                     RunStatus.INTERRUPTED, RunStatus.RUNNING]
         first = True
         for rel, status in zip(rels, statuses, strict=True):
-            run = Run(notebook=rel, run_id=f"r-{rel}", started_at=T0, status=status)
+            run = Run(notebook=rel, run_id=f"r-{rel.removesuffix('.ipynb')}", started_at=T0, status=status)
             sched.history.record(run)
             sched._changed(run)
             if first:  # the first change is written promptly
