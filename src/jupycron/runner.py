@@ -741,7 +741,10 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     summary.html there. ``pool``: take a kernel started ahead of need (waiting for one the
     pool is starting), or start a fresh one when the pool has none or refuses (its kernel
     uses more memory than this notebook's cap). Never raises for anything the notebook does;
-    history I/O errors (:class:`jupycron.exceptions.HistoryError`) propagate.
+    history I/O errors (:class:`jupycron.exceptions.HistoryError`) propagate: when the
+    RUNNING row cannot be written nothing runs; when the outcome cannot be written,
+    :class:`~jupycron.exceptions.RunNotRecorded` carries the finished run, which this process
+    still owns (:func:`jupycron.recording.owned_here`) until the caller writes or drops it.
 
     Example::
 

@@ -14,7 +14,8 @@ except that ``interrupted`` runs (scheduler stopped, runner killed) do not serve
 that slot is retried, at most :data:`INTERRUPTED_RETRIES` times. Failures are not retried.
 
 Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, children and
-cgroup are killed, the row becomes ``interrupted``), marks vanished notebooks deleted and
+cgroup are killed, the row becomes ``interrupted``; and rows of this process for runs it no
+longer owns, see :mod:`jupycron.recording`), marks vanished notebooks deleted and
 purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
 heartbeat ``<output>/.scheduler.json`` are rewritten after a change, by a background
 thread that coalesces bursts of changes: at most once per :data:`REFRESH_BURST_S` while they
@@ -22,6 +23,11 @@ keep coming (a run never waits for the page; the last state is written before
 ``tick``/``run_now`` return and when the daemon stops); run-state alerts
 (:mod:`jupycron.run_alerts`, when present) are checked after each run over the scheduler's
 history view and last scan, errors only logged.
+
+A full disk (:mod:`jupycron.recording`): an outcome the history refuses is kept and its write
+retried until it lands (the row does not stay ``running``, later slots run); a RUNNING row
+that cannot be written starts nothing and backs starts off; failing writes of the history,
+the heartbeat and summary.html are logged once per episode, then once a minute.
 
 Cost per run in a burst: the history is not parsed per run. A run's start and end rewrite
 its own entry (:meth:`jupycron.history.History.update_entry` copies the other entries as
