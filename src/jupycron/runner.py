@@ -723,6 +723,8 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
 def _take_pooled(pool: KernelPool, mem_mb: int, on_wait: Callable[[], None]) -> KernelHandle | None:
     try:
         return pool.acquire(mem_mb, timeout=KERNEL_START_TIMEOUT_S, on_wait=on_wait)
+    except HistoryError:  # from on_wait: the RUNNING row could not be written
+        raise
     except Exception:  # the pool must never fail a run: fall back to a fresh kernel
         log.exception("kernel pool failed; starting a fresh kernel")
         return None
@@ -845,7 +847,8 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
                                            stop_event, handle, on_kernel, finish_once,
                                            first_record))
         except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
-            log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
+            if not not_started:  # else raised below, without a traceback per attempt
+                log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
             state.kernel_died = True
             state.extra["start_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_VALUE]
             if not finished:

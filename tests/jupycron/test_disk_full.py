@@ -140,16 +140,20 @@ def gated_notebook(settings, gate: Path) -> str:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("pool", [0, 1], ids=["fresh-kernel", "pooled-kernel"])
 def test_a_full_disk_before_a_slot_logs_one_traceback_and_the_run_starts_once_it_frees(
-        small_disk, tmp_path, jc, caplog):
-    settings = jc.make_settings(tmp_path, pool_size=0)
+        small_disk, tmp_path, jc, caplog, pool):
+    settings = jc.make_settings(tmp_path, pool_size=pool)
     assert settings.output_dir == small_disk
     rel = jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, line='{"every": "1 minute"}')
     jc.seen_long_ago(settings, [rel])
     sched = scheduler.Scheduler(settings, "daemon")
     try:
+        sched.start_pool()
         sched.scan(datetime.now(UTC))
         [(nb, slot)] = sched.due(datetime.now(UTC))
+        if pool:
+            jc.wait_until(lambda: sched.pool.stats()["idle"], what="a pooled kernel")
         filler = fill(small_disk)
         caplog.set_level(logging.INFO)
         caplog.clear()
