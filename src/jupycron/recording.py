@@ -136,13 +136,11 @@ class PendingOutcomes:
                   run.status, exc)
         self._failures.failed("history", exc)
         with self._cond:
-            if self._closed:
-                self._runs[run.run_id] = run
-                self._attempts[run.run_id] = 1
-                self._flush_locked()
-                return
             self._runs[run.run_id] = run
             self._attempts[run.run_id] = 1
+            if self._closed:
+                self._flush_locked()
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="jupycron-record-retry")
@@ -196,19 +194,22 @@ class PendingOutcomes:
                 log.exception("after recording run %s", run_id)
         return True
 
-    def _flush_locked(self) -> None:
-        if self._runs and self._try_all_locked():
-            return
-        for run_id, run in self._runs.items():
+    def _flush_locked(self) -> list[Run]:
+        if not self._runs or self._try_all_locked():
+            return []
+        given_up = list(self._runs.values())
+        for run in given_up:
             log.error("run %s of %s: gave up writing its outcome (%s) after %d attempt(s); the "
-                      "next jupycron pass marks its row interrupted", run_id, run.notebook,
-                      run.status, self._attempts.get(run_id, 0))
-            release(run_id)
+                      "next jupycron pass marks its row interrupted", run.run_id, run.notebook,
+                      run.status, self._attempts.get(run.run_id, 0))
+            release(run.run_id)
         self._runs.clear()
         self._attempts.clear()
+        return given_up
 
-    def close(self) -> None:
-        """One last attempt for every pending outcome, then give up on what still fails."""
+    def close(self) -> list[Run]:
+        """One last attempt for every pending outcome, then give up on what still fails;
+        returns the runs given up."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -216,7 +217,7 @@ class PendingOutcomes:
         if t is not None:
             t.join(30)
         with self._cond:
-            self._flush_locked()
+            return self._flush_locked()
 
 
 # --- the runs this process owns ----------------------------------------------------------

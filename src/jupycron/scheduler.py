@@ -416,6 +416,7 @@ class Scheduler:
         self.pending = recording.PendingOutcomes(self.history, self.write_failures,
                                                  self._recorded_late)
         self.recorded_late = threading.Event()  # wakes the daemon's due check
+        self.given_up: list[Run] = []  # outcomes still unwritten when closing
         self._start_delay = 0.0
         self._start_retry_at = 0.0
 
@@ -481,7 +482,7 @@ class Scheduler:
         self._dirty.set()
         if t is not None:
             t.join(30)
-        self.pending.close()  # a last attempt for outcomes not written yet
+        self.given_up = self.pending.close()  # a last attempt for outcomes not written yet
         self.refresh(force=True)
 
     # -- bookkeeping --
@@ -771,7 +772,17 @@ def tick(settings: Settings, now: datetime | None = None,
             sched.notify_alerts()  # late notebooks alert even when nothing ran
     finally:
         sched.close()  # waits for the alert check, bounded (ALERT_FLUSH_S, SIGTERM)
+    _raise_unrecorded(sched)
     return runs
+
+
+def _raise_unrecorded(sched: Scheduler) -> None:
+    """A pass whose outcomes could not all be written fails visibly (exit 4)."""
+    if sched.given_up:
+        raise HistoryError("the outcome of " + ", ".join(
+            f"run {r.run_id} of {r.notebook} ({r.status})" for r in sched.given_up)
+            + " could not be written to the history (disk full?); the next pass marks it "
+            "interrupted")
 
 
 def run_forever(settings: Settings, stop_event: threading.Event) -> None:
@@ -874,6 +885,7 @@ def run_now(settings: Settings, rel: str, stop_event: threading.Event | None = N
         run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
     finally:
         sched.close()
+    _raise_unrecorded(sched)
     if run is None:
         raise AlreadyRunning(f"{rel} was not started: the scheduler is stopping")
     return run

@@ -228,3 +228,40 @@ def test_a_history_that_cannot_be_written_raises_history_error(small_disk):
         history.record(Run("a_autorun.ipynb", "20240501T103000-aaaaaa", now, RunStatus.SUCCESS))
     assert not [p for p in small_disk.iterdir() if p.name.startswith(".history.json.")
                 and p.suffix == ".tmp"]
+
+
+@pytest.mark.integration
+def test_run_now_whose_outcome_cannot_be_written_fails_and_its_row_is_reaped(
+        small_disk, tmp_path, jc, caplog):
+    settings = jc.make_settings(tmp_path, pool_size=0)
+    gate = tmp_path / "gate"
+    rel = gated_notebook(settings, gate)
+    history = History(settings.output_dir)
+    result: list[BaseException | Run] = []
+
+    def run_now() -> None:
+        try:
+            result.append(scheduler.run_now(settings, rel))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    t = threading.Thread(target=run_now)
+    t.start()
+    try:
+        row = jc.wait_until(lambda: (e := history.load().get(rel)) and e.latest, timeout=60,
+                            what="the RUNNING row")
+        assert row.status is RunStatus.RUNNING and row.pid == os.getpid()
+        filler = fill(small_disk)
+        gate.touch()
+        t.join(60)
+    finally:
+        gate.touch()
+        t.join(60)
+    [exc] = result
+    assert isinstance(exc, HistoryError) and "could not be written" in str(exc)
+    assert any("gave up writing its outcome" in r.getMessage() for r in caplog.records)
+    filler.unlink()
+    # The row was written by this (live) process, which no longer owns the run: reaped.
+    reaped = scheduler.reap_orphans(CachedHistory(settings.output_dir))
+    assert [r.run_id for r in reaped] == [row.run_id]
+    assert history.load()[rel].latest.status is RunStatus.INTERRUPTED
