@@ -472,14 +472,16 @@ class History:
         """One notebook's history (an empty one when unknown)."""
         return self.load().get(rel) or NotebookHistory()
 
-    def record(self, run: Run) -> None:
+    def record(self, run: Run, *, retry: bool = False) -> None:
         """Insert or replace ``run`` (matched by run_id) and cap the notebook's runs.
 
         Keeps the newest ``keep`` runs plus any older RUNNING rows. For a SUCCESS run with
         an ``output``, the HTML is copied to :func:`jupycron.paths.kept_html` (unless already
         there), ``last_success_output`` points to it, and older kept copies are removed.
+        ``retry``: this write already failed once (a full disk), so a copy that fails again
+        is logged at debug level only.
         """
-        kept_rel = self._keep_success_copy(run) if run.status is RunStatus.SUCCESS else None
+        kept_rel = self._keep_success_copy(run, retry) if run.status is RunStatus.SUCCESS else None
 
         def apply(entry: NotebookHistory) -> str | None:
             if entry.first_seen is None:
@@ -607,7 +609,7 @@ class History:
     def _rel_out(self, p: Path) -> str:
         return p.relative_to(self.output_dir).as_posix()
 
-    def _keep_success_copy(self, run: Run) -> str | None:
+    def _keep_success_copy(self, run: Run, retry: bool = False) -> str | None:
         if not run.output:
             return None
         src = self.output_dir / run.output
@@ -617,8 +619,9 @@ class History:
         try:
             atomic_copy(src, dst)
         except OSError as exc:
-            log.warning("cannot keep a copy of %s's successful output %s: %s",
-                        run.notebook, src, exc)
+            log.log(logging.DEBUG if retry else logging.WARNING,
+                    "cannot keep a copy of %s's successful output %s: %s",
+                    run.notebook, src, exc)
             return None
         return self._rel_out(dst)
 

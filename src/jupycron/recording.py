@@ -98,7 +98,7 @@ class WriteFailures:
 
 
 class _Recorder(Protocol):
-    def record(self, run: Run) -> None: ...
+    def record(self, run: Run, *, retry: bool = False) -> None: ...
 
 
 class PendingOutcomes:
@@ -177,7 +177,7 @@ class PendingOutcomes:
         """Under the condition's lock: one attempt for each pending run; True when all landed."""
         for run_id, run in list(self._runs.items()):
             try:
-                self._history.record(run)
+                self._history.record(run, retry=True)
             except (HistoryError, OSError) as exc:
                 self._attempts[run_id] += 1
                 self._failures.failed("history", exc)

@@ -220,14 +220,20 @@ def test_an_outcome_the_full_disk_refused_is_recorded_when_it_frees_and_later_sl
     assert runs[0].slot == first.slot + timedelta(minutes=1)
 
 
-def test_a_history_that_cannot_be_written_raises_history_error(small_disk):
+def test_a_history_that_cannot_be_written_raises_history_error(small_disk, caplog):
     history = History(small_disk)
+    (small_disk / "a_autorun.html").write_text("<html>the run's page</html>")
     fill(small_disk)
-    now = datetime.now(UTC)
+    run = Run("a_autorun.ipynb", "20240501T103000-aaaaaa", datetime.now(UTC), RunStatus.SUCCESS,
+              output="a_autorun.html")
     with pytest.raises(HistoryError, match="No space left"):
-        history.record(Run("a_autorun.ipynb", "20240501T103000-aaaaaa", now, RunStatus.SUCCESS))
-    assert not [p for p in small_disk.iterdir() if p.name.startswith(".history.json.")
-                and p.suffix == ".tmp"]
+        history.record(run)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]   # the kept copy failed
+    caplog.clear()
+    with pytest.raises(HistoryError, match="No space left"):
+        history.record(run, retry=True)    # a retry: that warning is not repeated
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.integration
