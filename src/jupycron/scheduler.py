@@ -558,6 +558,9 @@ class Scheduler:
                 atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1),
                                   durable=False)
                 self.write_failures.ok("heartbeat")
+                if self.write_failures.failing:  # the disk has room again: try at once
+                    self._start_retry_at = 0.0
+                    self.pending.poke()
             except OSError as exc:
                 self.write_failures.failed("heartbeat", exc)
             fingerprint = self._summary_fingerprint(state)

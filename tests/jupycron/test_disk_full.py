@@ -209,6 +209,8 @@ def test_an_outcome_the_full_disk_refused_is_recorded_when_it_frees_and_later_sl
         done = history.load()[rel].latest
         assert done.run_id == first.run_id and done.status is RunStatus.SUCCESS
         assert done.slot == first.slot and done.finished_at is not None
+        assert len(_tracebacks(caplog)) == 1, [r.getMessage() for r in _tracebacks(caplog)]
+        assert any("recorded after" in r.getMessage() for r in caplog.records)
     finally:
         stop.set()
         daemon.join(60)
