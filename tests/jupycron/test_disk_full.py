@@ -16,6 +16,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import recording, scheduler
@@ -59,6 +61,55 @@ def test_write_failures_log_once_per_episode_then_once_a_minute(caplog):
     assert len(caplog.records) == 4
     failures.failed("history", full)  # a new episode: its traceback again
     assert len(_tracebacks(caplog)) == 2 and failures.episodes == 2
+
+
+class _Lines(logging.Handler):
+    """Keeps (fake clock time, record)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(logging.DEBUG)
+        self.clock = clock
+        self.lines: list[tuple[float, logging.LogRecord]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((self.clock.t, record))
+
+
+_EVENTS = st.lists(st.tuples(st.sampled_from(["fail", "ok"]),
+                             st.sampled_from(["heartbeat", "history", "summary page"]),
+                             st.floats(0, 200)), max_size=200)
+
+
+@given(_EVENTS)
+def test_write_failures_episodes_hold_for_any_sequence(events):
+    clock = FakeClock()
+    logger = logging.getLogger("test.write_failures")
+    logger.propagate, logger.level = False, logging.DEBUG
+    handler = _Lines(clock)
+    logger.handlers = [handler]
+    failures = recording.WriteFailures("/x", clock=clock, logger=logger)
+    failing: set[str] = set()
+    episodes = 0
+    for op, kind, dt in events:
+        clock.t += dt
+        if op == "fail":
+            episodes += not failing
+            failing.add(kind)
+            failures.failed(kind, OSError(errno.ENOSPC, "No space left on device"))
+        else:
+            failing.discard(kind)
+            failures.ok(kind)
+        assert set(failures.failing) == failing
+    starts = [t for t, r in handler.lines if r.exc_info]
+    recovered = [t for t, r in handler.lines if "work again (recovered" in r.getMessage()]
+    assert len(starts) == episodes == failures.episodes
+    assert len(recovered) == episodes - (1 if failing else 0)
+    # every line is an episode's start, its end, or at least a minute after the last line
+    previous = None
+    for t, r in handler.lines:
+        if not r.exc_info and "still cannot" in r.getMessage():
+            assert previous is not None and t - previous >= recording.LOG_EVERY_S
+        previous = None if "work again (recovered" in r.getMessage() else t
 
 
 def test_a_running_row_of_this_process_that_it_no_longer_owns_is_reaped(tmp_path):
