@@ -776,6 +776,9 @@ def tick(settings: Settings, now: datetime | None = None,
     finally:
         sched.close()  # waits for the alert check, bounded (ALERT_FLUSH_S, SIGTERM)
     _raise_unrecorded(sched)
+    if (why := sched.write_failures.failing.get("history")) is not None:
+        # e.g. a full disk: due runs could not start (their RUNNING row), or bookkeeping failed
+        raise HistoryError(f"the history in {sched.output} cannot be written: {why}")
     return runs
 
 

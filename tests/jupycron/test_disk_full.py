@@ -324,3 +324,16 @@ def test_run_now_whose_outcome_cannot_be_written_fails_and_its_row_is_reaped(
     reaped = scheduler.reap_orphans(CachedHistory(settings.output_dir))
     assert [r.run_id for r in reaped] == [row.run_id]
     assert history.load()[rel].latest.status is RunStatus.INTERRUPTED
+
+
+@pytest.mark.integration
+def test_a_tick_on_a_full_disk_fails_visibly_and_runs_once_it_frees(small_disk, tmp_path, jc):
+    settings = jc.make_settings(tmp_path, pool_size=0)
+    rel = jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, line='{"every": "1 minute"}')
+    jc.seen_long_ago(settings, [rel])
+    filler = fill(small_disk)
+    with pytest.raises(HistoryError, match="cannot be written"):
+        scheduler.tick(settings)
+    assert History(settings.output_dir).load()[rel].runs == []
+    filler.unlink()
+    assert [r.status for r in scheduler.tick(settings)] == [RunStatus.SUCCESS]
