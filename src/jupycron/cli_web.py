@@ -114,12 +114,16 @@ def passwd_command(user: str, config: Path | None, password_stdin: bool) -> None
 @_common
 def alerts_command(notebooks: Path | None, output: Path | None, config: Path | None) -> None:
     """Check run-state alerts once (failing, late, recovered) and send what changed."""
+    from .cli import _stop_on_signals
     from .run_alerts import notify_changes
 
     _logging()
     settings = _settings(notebooks, output, config)
     try:
-        deliveries = notify_changes(settings)
+        # SIGTERM/SIGINT cancel the delivery in flight; what was not sent is kept for the
+        # next check (recorded in the alert state) and the exit code is 1.
+        with _stop_on_signals() as stop:
+            deliveries = notify_changes(settings, cancel=stop)
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc
     for d in deliveries:

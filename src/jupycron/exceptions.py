@@ -6,12 +6,18 @@
     ├── NotebookNotFound     run-now of a path that is not an autorun notebook
     ├── AlreadyRunning       the notebook's lock is held by another live run
     └── HistoryError         the history file cannot be read or written
+        └── RunNotRecorded   a finished run whose outcome could not be written (``.run``)
 
 Run outcomes (failed, timeout, oom, crashed, interrupted) are *not* exceptions: they are
 values of :class:`jupycron.models.RunStatus` recorded in the history.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import Run
 
 
 class JupycronError(Exception):
@@ -38,3 +44,13 @@ class AlreadyRunning(JupycronError):
 
 class HistoryError(JupycronError):
     pass
+
+
+class RunNotRecorded(HistoryError):
+    """A run finished but its outcome could not be written; ``run`` holds it (the caller
+    keeps it and retries, see :class:`jupycron.recording.PendingOutcomes`)."""
+
+    def __init__(self, run: Run, cause: BaseException) -> None:
+        super().__init__(f"the outcome of run {run.run_id} of {run.notebook} could not be "
+                         f"written to the history: {cause}")
+        self.run = run

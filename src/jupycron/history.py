@@ -48,6 +48,7 @@ from ooniutils.atomicfile import atomic_copy, atomic_write_bytes
 
 from . import history_legacy
 from .exceptions import HistoryError
+from .history_check import check_entry_fields, check_notebook_key, check_run
 from .models import Run, RunStatus, Trigger
 from .paths import (
     history_file,
@@ -195,20 +196,22 @@ class NotebookHistory:
         }
 
     @classmethod
-    def from_json(cls, d: Any) -> NotebookHistory:
-        if not isinstance(d, dict):
-            raise ValueError(f"a notebook entry must be an object, got {type(d).__name__}")
-        runs_raw = d.get("runs", [])
-        if not isinstance(runs_raw, list):
-            raise ValueError('"runs" must be a list')
+    def from_json(cls, d: Any, bad_runs: list[str] | None = None) -> NotebookHistory:
+        """Parse an entry, every field checked (:mod:`jupycron.history_check`); ValueError
+        names the first problem. With ``bad_runs``, unsound runs are left out instead and
+        their problems appended to it (the entry's own fields must still be sound)."""
+        check_entry_fields(d)
         runs = []
-        for r in runs_raw:
-            if not isinstance(r, dict):
-                raise ValueError("a run must be an object")
+        for r in d.get("runs", []):
+            try:
+                check_run(r)
+            except ValueError as exc:
+                if bad_runs is None:
+                    raise
+                bad_runs.append(str(exc))
+                continue
             runs.append(Run.from_json(r))
         lso = d.get("last_success_output")
-        if lso is not None and not isinstance(lso, str):
-            raise ValueError('"last_success_output" must be a string or null')
         runs.sort(key=_sort_key, reverse=True)
         return cls(runs=runs, deleted_at=_parse_dt(d.get("deleted_at")),
                    last_success_output=lso, first_seen=_parse_dt(d.get("first_seen")))
@@ -298,7 +301,10 @@ class History:
         except OSError as exc:
             raise HistoryError(f"cannot read {self.path}: {exc.strerror}") from exc
         try:
-            doc = json.loads(raw)
+            try:
+                doc = json.loads(raw)
+            except RecursionError:
+                raise ValueError("nested too deeply") from None
             if not isinstance(doc, dict):
                 raise ValueError("the top level is not an object")
             if history_legacy.is_legacy(doc):  # the old jupycron's file: import its last runs
@@ -320,9 +326,16 @@ class History:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise _Corrupt(str(exc) or type(exc).__name__) from exc
 
+    @staticmethod
+    def _check_key(rel: Any) -> str:
+        try:
+            return check_notebook_key(rel)
+        except ValueError as exc:
+            raise _Corrupt(str(exc)) from exc
+
     def _read(self) -> dict[str, NotebookHistory]:
         """Parse the file; {} when absent; _Corrupt when unreadable as a history."""
-        return {str(k): self._parse_entry(v) for k, v in self._read_raw().items()}
+        return {self._check_key(k): self._parse_entry(v) for k, v in self._read_raw().items()}
 
     def _write_raw(self, notebooks: dict[str, Any]) -> None:
         texts = {k: _encode(v) for k, v in notebooks.items()}
@@ -333,7 +346,11 @@ class History:
         remember it and return the new file's stamp."""
         body = b", ".join(members[k] for k in sorted(members))
         self._mirror = None
-        atomic_write_bytes(self.path, b'{"version": %d, "notebooks": {%s}}' % (FORMAT_VERSION, body))
+        try:
+            atomic_write_bytes(self.path,
+                               b'{"version": %d, "notebooks": {%s}}' % (FORMAT_VERSION, body))
+        except OSError as exc:  # e.g. ENOSPC: the old file is intact
+            raise HistoryError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:  # under the lock: nobody else has written since
             stamp = file_stamp(os.stat(self.path))
         except OSError:
@@ -358,6 +375,12 @@ class History:
             return self._recover(str(exc), now or datetime.now(UTC))
 
     def _recover(self, why: str, now: datetime) -> dict[str, NotebookHistory]:
+        """Move the damaged file aside; keep every sound entry and run of it, rebuild the
+        rest from the HTML outputs (all of it when the document itself is unreadable)."""
+        try:
+            raw: dict[str, Any] | None = self._read_raw()
+        except _Corrupt:
+            raw = None
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         n = 1
@@ -365,9 +388,16 @@ class History:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
             n += 1
         os.replace(self.path, aside)
-        data = self.rebuild_from_outputs(now)
-        log.warning("history %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
-                    "from the HTML outputs", self.path, why, aside.name, len(data))
+        rebuilt = self.rebuild_from_outputs(now)
+        if raw is None:
+            data = rebuilt
+            log.warning("history %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
+                        "from the HTML outputs", self.path, why, aside.name, len(data))
+        else:
+            data, kept, dropped = _salvage(raw, rebuilt)
+            log.warning("history %s is damaged (%s): kept it as %s; %d notebook(s) kept, "
+                        "%d damaged part(s) left out or rebuilt from the HTML outputs",
+                        self.path, why, aside.name, kept, dropped)
         self._write(data)
         return data
 
@@ -401,6 +431,7 @@ class History:
                     # edited): check every entry before copying them on.
                     notebooks = self._read_raw()
                     for other, raw in notebooks.items():
+                        self._check_key(other)
                         if other != rel:
                             self._parse_entry(raw)
                     texts = {k: _encode(v) for k, v in notebooks.items()}
@@ -445,14 +476,16 @@ class History:
         """One notebook's history (an empty one when unknown)."""
         return self.load().get(rel) or NotebookHistory()
 
-    def record(self, run: Run) -> None:
+    def record(self, run: Run, *, retry: bool = False) -> None:
         """Insert or replace ``run`` (matched by run_id) and cap the notebook's runs.
 
         Keeps the newest ``keep`` runs plus any older RUNNING rows. For a SUCCESS run with
         an ``output``, the HTML is copied to :func:`jupycron.paths.kept_html` (unless already
         there), ``last_success_output`` points to it, and older kept copies are removed.
+        ``retry``: this write already failed once (a full disk), so a copy that fails again
+        is logged at debug level only.
         """
-        kept_rel = self._keep_success_copy(run) if run.status is RunStatus.SUCCESS else None
+        kept_rel = self._keep_success_copy(run, retry) if run.status is RunStatus.SUCCESS else None
 
         def apply(entry: NotebookHistory) -> str | None:
             if entry.first_seen is None:
@@ -473,15 +506,19 @@ class History:
             self._remove_other_kept(run.notebook, keep_rel=current_kept)
 
     def reap_orphans(self, is_alive: Callable[[int], bool] | None = None,
-                     now: datetime | None = None) -> list[Run]:
+                     now: datetime | None = None, *,
+                     run_alive: Callable[[Run], bool] | None = None) -> list[Run]:
         """Mark RUNNING runs whose runner process is gone as INTERRUPTED; return them.
 
         ``is_alive(pid)`` overrides the default test (:func:`runner_alive`, which also
-        detects reused pids and skips rows recorded on another host).
+        detects reused pids and skips rows recorded on another host); ``run_alive(run)``
+        overrides both (it is asked again under the lock, on the file as it is then).
         """
         now = now or datetime.now(UTC)
 
         def alive(run: Run) -> bool:
+            if run_alive is not None:
+                return run_alive(run)
             if is_alive is None:
                 return runner_alive(run)
             return run.pid is None or is_alive(run.pid)
@@ -500,8 +537,11 @@ class History:
                         r.finished_at = now
                         r.duration_s = max(0.0, (now - r.started_at).total_seconds())
                         r.error_name = "Interrupted"
-                        r.error_value = (f"the runner process {r.pid} on {r.host or 'this host'} "
-                                         "went away during the run (killed or crashed)")
+                        r.error_value = (
+                            f"the runner process {r.pid} on {r.host or 'this host'} went away "
+                            "during the run (killed or crashed)" if r.pid != os.getpid()
+                            else f"the outcome of this run could not be written by process "
+                            f"{r.pid} (e.g. the disk was full) and is lost")
                         r.extra["orphaned"] = True
                         reaped.append(r)
             return reaped
@@ -573,7 +613,7 @@ class History:
     def _rel_out(self, p: Path) -> str:
         return p.relative_to(self.output_dir).as_posix()
 
-    def _keep_success_copy(self, run: Run) -> str | None:
+    def _keep_success_copy(self, run: Run, retry: bool = False) -> str | None:
         if not run.output:
             return None
         src = self.output_dir / run.output
@@ -583,8 +623,9 @@ class History:
         try:
             atomic_copy(src, dst)
         except OSError as exc:
-            log.warning("cannot keep a copy of %s's successful output %s: %s",
-                        run.notebook, src, exc)
+            log.log(logging.DEBUG if retry else logging.WARNING,
+                    "cannot keep a copy of %s's successful output %s: %s",
+                    run.notebook, src, exc)
             return None
         return self._rel_out(dst)
 
@@ -768,6 +809,41 @@ class CachedHistory(History):
         """The oldest ``deleted_at`` of any notebook, None when none is marked deleted."""
         return self._memo("deleted", lambda data: min(
             (e.deleted_at for e in data.values() if e.deleted_at is not None), default=None))
+
+
+def _salvage(raw: dict[str, Any], rebuilt: dict[str, NotebookHistory],
+             ) -> tuple[dict[str, NotebookHistory], int, int]:
+    """The sound part of a damaged history: (entries, notebooks kept, damaged parts).
+
+    A bad key is left out; an entry whose own fields are bad is replaced by its rebuilt
+    one (from the HTML outputs) when there is one; a bad run is left out of its entry."""
+    data: dict[str, NotebookHistory] = {}
+    damaged = 0
+    for rel, entry in raw.items():
+        try:
+            check_notebook_key(rel)
+        except ValueError as exc:
+            log.warning("history: left out the entry %r: %s", rel[:80] if isinstance(rel, str)
+                        else rel, exc)
+            damaged += 1
+            continue
+        bad: list[str] = []
+        try:
+            data[rel] = NotebookHistory.from_json(entry, bad_runs=bad)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("history: the entry of %s is damaged (%s): %s", rel, exc,
+                        "rebuilt from its outputs" if rel in rebuilt else "left out")
+            damaged += 1
+            if rel in rebuilt:
+                data[rel] = rebuilt[rel]
+            continue
+        for problem in bad:
+            log.warning("history: left out a run of %s: %s", rel, problem)
+        damaged += len(bad)
+    kept = len(data)
+    for rel, entry in rebuilt.items():  # outputs of notebooks the file no longer named
+        data.setdefault(rel, entry)
+    return data, kept, damaged
 
 
 def _running_runs(data: dict[str, NotebookHistory]) -> list[Run]:

@@ -36,6 +36,11 @@ Usage::
     peak, oom = cap.peak_mb(), cap.oom_killed()
     cap.close()                               # kills leftovers, removes the cgroup
 
+Instances: several jupycron instances (different outputs folders) may share one parent
+cgroup. Each keeps its run cgroups under its own child, ``jupycron.o-<hash of the resolved
+outputs folder>`` (:func:`instance_key`), and :func:`sweep_stale_cgroups` only ever looks
+inside that child, so one instance can never kill another's runs.
+
 Pooled kernels (:mod:`jupycron.pool`) start under a cap at the configured maximum (named
 ``pool-<owner pid>-<hex>``) and get the notebook's own cap when handed a notebook:
 :meth:`MemoryCap.set_limit` lowers the limit on the live process (cgroup files, ``prlimit``)
@@ -48,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -69,6 +75,15 @@ SUPERVISOR_CGROUP = "jupycron-supervisor"  # cgroup v2: where we move ourselves 
 MB = 1024 * 1024
 #: Name prefix (after ``jupycron-``) of a pooled kernel's cap: ``pool-<owner pid>-<hex>``.
 POOL_PREFIX = "pool-"
+#: Prefix of an instance's own parent cgroup (no ``jupycron-``: never a run cgroup, so
+#: neither this version's sweep nor an older one's touches another instance's parent).
+INSTANCE_PREFIX = "jupycron.o-"
+
+
+def instance_key(output_dir: str | Path) -> str:
+    """The name of the parent cgroup of the instance writing to ``output_dir``."""
+    digest = hashlib.sha256(str(Path(output_dir).resolve()).encode()).hexdigest()
+    return f"{INSTANCE_PREFIX}{digest[:16]}"
 
 
 class CapError(RuntimeError):
@@ -675,14 +690,33 @@ class RlimitCap(MemoryCap):
         return False
 
 
-def create_cap(limit_mb: int, name: str, detected: Detected | None = None) -> MemoryCap:
-    """A fresh cap for one run, using the detected method (falls back to rlimit on error)."""
+def _instance_parent(d: Detected, instance: str | None) -> Path:
+    """The directory run cgroups of ``instance`` live in (created, with the memory
+    controller enabled for its children on cgroup v2); the shared parent when None."""
+    assert d.parent is not None
+    if instance is None:
+        return d.parent
+    if not instance.startswith(INSTANCE_PREFIX) or "/" in instance:
+        raise ValueError(f"not an instance key: {instance!r}")
+    parent = d.parent / instance
+    if d.method == "cgroup-v2":
+        _v2_prepare(d.parent)
+    parent.mkdir(exist_ok=True)
+    return parent
+
+
+def create_cap(limit_mb: int, name: str, detected: Detected | None = None, *,
+               instance: str | None = None) -> MemoryCap:
+    """A fresh cap for one run, using the detected method (falls back to rlimit on error).
+
+    ``instance`` (:func:`instance_key` of the outputs folder) puts a cgroup under that
+    instance's own parent, the only place its :func:`sweep_stale_cgroups` looks."""
     d = detected or _detected()
     try:
         if d.method == "cgroup-v1" and d.parent is not None:
-            return CgroupV1Cap(limit_mb, name, d.parent)
+            return CgroupV1Cap(limit_mb, name, _instance_parent(d, instance))
         if d.method == "cgroup-v2" and d.parent is not None:
-            return CgroupV2Cap(limit_mb, name, d.parent)
+            return CgroupV2Cap(limit_mb, name, _instance_parent(d, instance))
         if d.method == "systemd-run":
             return SystemdRunCap(limit_mb, name, user=d.user,
                                  systemd_run=shutil.which("systemd-run") or "systemd-run")
@@ -693,20 +727,27 @@ def create_cap(limit_mb: int, name: str, detected: Detected | None = None) -> Me
 
 
 def sweep_stale_cgroups(detected: Detected | None = None, keep: frozenset[str] = frozenset(),
-                        min_age_s: float = 60.0) -> list[Path]:
-    """Remove leftover ``jupycron-*`` run cgroups (their runner died with kill -9).
+                        min_age_s: float = 60.0, *, instance: str) -> list[Path]:
+    """Remove this instance's leftover ``jupycron-*`` run cgroups (their runner died with
+    kill -9).
 
+    Only the cgroups under ``instance``'s own parent (:func:`instance_key`) are looked at:
+    another instance's runs, and cgroups of older versions directly under the shared
+    parent, cannot be proven dead from this instance's history and are never touched.
     Processes still inside are killed first. Names in ``keep`` (run ids of runs that are
     live), cgroups younger than ``min_age_s`` (a concurrent runner may be setting one up)
     and pooled kernels' caps (``jupycron-pool-<pid>-*``) while process ``pid`` lives (a
     daemon's idle pool outlives any age limit) are left alone. Returns the removed directories.
     """
     d = detected or _detected()
-    if d.parent is None or not d.parent.is_dir():
+    if d.parent is None or not instance.startswith(INSTANCE_PREFIX) or "/" in instance:
+        return []
+    parent = d.parent / instance
+    if not parent.is_dir():
         return []
     removed = []
     now = time.time()
-    for child in d.parent.iterdir():
+    for child in parent.iterdir():
         name = child.name
         if not name.startswith(CGROUP_PREFIX) or name == SUPERVISOR_CGROUP or not child.is_dir():
             continue

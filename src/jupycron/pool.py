@@ -382,7 +382,8 @@ class KernelPool:
     async def _new_kernel(self) -> KernelHandle:
         """Start, wait until ready, preimport. Any failure discards the kernel and raises."""
         name = limits.pool_cap_name(secrets.token_hex(4))
-        cap = limits.create_cap(self.settings.max_mem_mb, name)
+        cap = limits.create_cap(self.settings.max_mem_mb, name,
+                                instance=limits.instance_key(self.settings.output_dir))
         env = kernel_env(name, "", self.settings.output_dir)
         try:
             handle = await start_kernel(self.settings.kernel_name, self.settings.notebooks, env,

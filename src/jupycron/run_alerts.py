@@ -19,8 +19,11 @@ server every minute when ``alert_channels`` is set, and standalone
    deleted or disabled while alerting gets its resolution message.
 
 Channels (``alert_channels``: comma list of ``alertmanager``, ``slack``, ``ntfy``) use the
-ooniutils transports with one attempt and a short timeout (:data:`SEND_TIMEOUT_S`): a channel
-that is down costs one timeout per call (it is skipped for the rest of that call), its error
+ooniutils transports with one attempt bounded as a whole by :data:`SEND_TIMEOUT_S` (an
+endpoint that trickles its answer is cut off too); a call stops sending after
+:data:`CHECK_BUDGET_S` (the rest waits for the next call) and at once when its ``cancel``
+event is set (SIGTERM). A channel that is down costs one timeout per call (it is skipped for
+the rest of that call), its error
 is logged and kept in the state file (``last_error``, ``error_at``), and the message is tried
 again at the next call. Alertmanager alerts (``JupycronRunFailing`` / ``JupycronRunLate``,
 labels ``notebook`` and ``job="jupycron"``) are fired for :data:`ALERTMANAGER_DURATION` and
@@ -48,6 +51,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,7 +73,7 @@ from ooniutils.exceptions import OoniUtilsError
 
 from .config import Settings
 from .discovery import ScanCache, scan
-from .exceptions import ConfigError
+from .exceptions import ConfigError, SpecError
 from .history import History
 from .models import Notebook
 from .schedule import next_slot
@@ -92,6 +96,8 @@ __all__ = [
 
 CHANNELS = ("alertmanager", "slack", "ntfy")
 SEND_TIMEOUT_S = 5.0
+#: Sending stops after this many seconds in one call; what is left goes at the next call.
+CHECK_BUDGET_S = 30.0
 LOCK_WAIT_S = 5.0
 ALERTMANAGER_DURATION = timedelta(hours=4)
 ALERTMANAGER_REFIRE = timedelta(hours=3)
@@ -143,7 +149,10 @@ def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime |
     first_missed = row.next_run
     served = row.history.last_scheduled_slot if row.history else None
     if served is not None and row.notebook.spec is not None:
-        first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+        try:
+            first_missed = min(first_missed, next_slot(row.notebook.spec, served))
+        except SpecError:  # the row is shown disabled with the reason; not "late"
+            return None
     elif served is None and row.history and row.history.first_seen:
         # A new notebook run at once (RunAtOnce) is due from when it was seen, not from
         # its latest slot, which may be older.
@@ -307,8 +316,12 @@ def _transport(channel: str) -> Transport:
 def notify_changes(settings: Settings, now: datetime | None = None,
                    rows: Sequence[SummaryRow] | None = None, *,
                    history: History | None = None,
-                   notebooks: Sequence[Notebook] | None = None) -> list[Delivery]:
+                   notebooks: Sequence[Notebook] | None = None,
+                   cancel: threading.Event | None = None) -> list[Delivery]:
     """Send one message per changed condition to every configured channel; see module doc.
+
+    ``cancel`` (e.g. the scheduler's stop event) aborts a delivery in flight and skips the
+    rest: they stay unsent in the state and go at the next call.
 
     ``now`` defaults to the current time; ``rows`` (from :func:`current_rows`) avoids a second
     scan when the caller has them; otherwise they are built under the lock from ``history``
@@ -331,14 +344,15 @@ def notify_changes(settings: Settings, now: datetime | None = None,
         state = _read_state(path)
         before = json.dumps(state, sort_keys=True)
         deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),
-                            channels, now)
+                            channels, now, cancel)
         if json.dumps(state, sort_keys=True) != before or not path.exists():
             _write_state(path, state)
     return deliveries
 
 
 def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condition],
-           channels: Sequence[str], now: datetime) -> list[Delivery]:
+           channels: Sequence[str], now: datetime,
+           cancel: threading.Event | None = None) -> list[Delivery]:
     by_key = {(c.notebook, c.kind): c for c in conds}
     present = {c.notebook for c in conds}
     # Entries of notebooks no longer present (deleted or renamed) resolve too.
@@ -347,7 +361,9 @@ def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condit
             if (rel, kind) not in by_key and kind in ALERTNAMES:
                 by_key[(rel, kind)] = Condition(rel, kind, False, kinds[kind].get("title", ""), "",
                                                 None)
-    policy = RetryPolicy(attempts=1, timeout=SEND_TIMEOUT_S, backoff=0)
+    policy = RetryPolicy(attempts=1, timeout=SEND_TIMEOUT_S, backoff=0, deadline=SEND_TIMEOUT_S,
+                         cancel=cancel)
+    budget_end = time.monotonic() + CHECK_BUDGET_S
     down: dict[str, str] = {}
     transports: dict[str, Transport] = {}
     deliveries: list[Delivery] = []
@@ -383,6 +399,12 @@ def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condit
             if channel in down:
                 ch.update(last_error=down[channel], error_at=_iso(now))
                 deliveries.append(Delivery(rel, kind, channel, action, False, down[channel]))
+                continue
+            if (cancel is not None and cancel.is_set()) or time.monotonic() >= budget_end:
+                why = "stopping" if cancel is not None and cancel.is_set() \
+                    else f"this check used its {CHECK_BUDGET_S:g} s"
+                deliveries.append(Delivery(rel, kind, channel, action, False,
+                                           f"deferred to the next check ({why})"))
                 continue
             alert = _message(channel, cond, entry, action, now, resolution)
             try:

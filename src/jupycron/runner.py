@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import queue
@@ -76,8 +75,9 @@ from nbformat import NotebookNode
 
 from ooniutils.atomicfile import atomic_write_text
 
-from . import limits
+from . import limits, recording
 from .config import Settings
+from .exceptions import HistoryError, RunNotRecorded
 from .export import prepare_for_export
 from .forkserver import ForkProvisioner
 from .history import History
@@ -381,6 +381,8 @@ class _Client(NotebookClient):
 def _merge_streams(cell: NotebookNode) -> None:
     """Join adjacent stream outputs of the same name (stdout, stderr) into one.
 
+    Linear in the total text: each run of adjacent streams is joined once (repeated ``+``
+    copied the growing text again for every output: minutes for 100k ``print(flush=True)``).
     nbclient's own ``coalesce_streams`` also interprets ``\r`` and ``\b`` with regular
     expressions that are quadratic in the line length (minutes for a few MB of long lines).
     """
@@ -388,14 +390,28 @@ def _merge_streams(cell: NotebookNode) -> None:
     if not outs or len(outs) < 2:
         return
     merged: list[NotebookNode] = []
+    pieces: list[str] = []  # the texts of the stream run ending in merged[-1]
+
+    def close_run() -> None:
+        if len(pieces) > 1:
+            merged[-1]["text"] = "".join(pieces)
+
     for out in outs:
         prev = merged[-1] if merged else None
-        if prev is not None and out.get("output_type") == "stream" \
-                and prev.get("output_type") == "stream" and prev.get("name") == out.get("name"):
-            prev["text"] = prev["text"] + out["text"]
-        else:
-            merged.append(out)
+        is_stream = out.get("output_type") == "stream"
+        if is_stream and prev is not None and pieces and prev.get("name") == out.get("name"):
+            pieces.append(_stream_text(out))
+            continue
+        close_run()
+        merged.append(out)
+        pieces = [_stream_text(out)] if is_stream else []
+    close_run()
     cell.outputs = merged
+
+
+def _stream_text(out: NotebookNode) -> str:
+    text = out.get("text", "")
+    return "".join(text) if isinstance(text, list) else str(text)
 
 
 def _note_error(cell: NotebookNode, ename: str, evalue: str) -> None:
@@ -470,9 +486,11 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.extra["ready_s"] = time.monotonic() - t0
         for index, cell in enumerate(nb.cells):
             state.current_cell = index
-            await client.async_execute_cell(cell, index,
-                                            execution_count=client.code_cells_executed + 1)
-            _merge_streams(cell)
+            try:
+                await client.async_execute_cell(cell, index,
+                                                execution_count=client.code_cells_executed + 1)
+            finally:  # also the cell a kill interrupted: its page shows what it printed
+                _merge_streams(cell)
             state.extra["cells_s"] = state.extra.get("cells_s", 0.0) + _cell_seconds(cell)
             cell.get("metadata", {}).pop("execution", None)  # not part of the page
             if state.exit_code is not None:
@@ -480,24 +498,10 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.current_cell = None
 
     task = asyncio.ensure_future(cells())
-
-    async def watchdog() -> None:
-        while not task.done():
-            if handle.cap is not None:
-                handle.cap.sample()
-            reason = None
-            if time.monotonic() >= deadline:
-                reason = RunStatus.TIMEOUT
-            elif stop_event is not None and stop_event.is_set():
-                reason = RunStatus.INTERRUPTED
-            if reason is not None:
-                state.kill_reason = reason
-                kill_kernel_tree(handle)
-                task.cancel()
-                return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
-
-    watch = asyncio.ensure_future(watchdog())
+    loop = asyncio.get_running_loop()
+    watch = _Watchdog(handle, state, deadline, stop_event,
+                      on_kill=lambda: loop.call_soon_threadsafe(task.cancel))
+    watch.start()
     try:
         await task
     except (DeadKernelError, asyncio.CancelledError):
@@ -506,12 +510,57 @@ async def execute(handle: KernelHandle, nb: NotebookNode, state: ExecState, *,
         state.kernel_died = True
         state.extra["start_error"] = str(exc)[:MAX_ERROR_VALUE]
     finally:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+        watch.finish()
         if client.kc is not None:
             with contextlib.suppress(Exception):
                 client.kc.stop_channels()
+
+
+class _Watchdog(threading.Thread):
+    """Kills the kernel's tree when the deadline passes or ``stop_event`` is set.
+
+    A thread of its own, not a task on the run's event loop: whatever keeps the loop busy
+    (a flood of outputs, a slow step of nbclient) cannot delay the kill. ``on_kill`` (thread
+    safe) then tells the loop to stop waiting for the cells.
+    """
+
+    def __init__(self, handle: KernelHandle, state: ExecState, deadline: float,
+                 stop_event: threading.Event | None, on_kill: Callable[[], object]) -> None:
+        super().__init__(name=f"watchdog-{handle.run_id}", daemon=True)
+        self.handle, self.state, self.deadline = handle, state, deadline
+        self.stop_event, self.on_kill = stop_event, on_kill
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self._done.wait(_WATCH_INTERVAL_S):
+            if self.handle.cap is not None:
+                with contextlib.suppress(Exception):
+                    self.handle.cap.sample()
+            reason = None
+            if time.monotonic() >= self.deadline:
+                reason = RunStatus.TIMEOUT
+            elif self.stop_event is not None and self.stop_event.is_set():
+                reason = RunStatus.INTERRUPTED
+            if reason is None:
+                continue
+            with self._lock:
+                if self._done.is_set():  # the cells finished first: no verdict to give
+                    return
+                self.state.kill_reason = reason
+            log.info("run %s: %s; killing the kernel", self.handle.run_id,
+                     "MaxRuntime exceeded" if reason is RunStatus.TIMEOUT else "stop requested")
+            try:
+                kill_kernel_tree(self.handle)
+            finally:
+                self.on_kill()
+            return
+
+    def finish(self) -> None:
+        """The cells are over (or the kill landed): stop watching and wait for the thread."""
+        with self._lock:
+            self._done.set()
+        self.join()
 
 
 async def wait_connected(kc: Any, timeout: float, shell_wait: float = 1.0) -> dict[str, Any]:
@@ -646,7 +695,8 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
     t0 = time.monotonic()
     cap: limits.MemoryCap | None
     if handle is None:
-        cap = limits.create_cap(mem_mb, run.run_id)
+        cap = limits.create_cap(mem_mb, run.run_id,
+                                instance=limits.instance_key(settings.output_dir))
         try:
             fork = settings.kernel_forkserver and kernel_name == settings.kernel_name
             handle = await start_kernel(kernel_name, settings.notebooks,
@@ -691,6 +741,8 @@ async def _run_async(settings: Settings, notebook: Notebook, nb: NotebookNode, r
 def _take_pooled(pool: KernelPool, mem_mb: int, on_wait: Callable[[], None]) -> KernelHandle | None:
     try:
         return pool.acquire(mem_mb, timeout=KERNEL_START_TIMEOUT_S, on_wait=on_wait)
+    except HistoryError:  # from on_wait: the RUNNING row could not be written
+        raise
     except Exception:  # the pool must never fail a run: fall back to a fresh kernel
         log.exception("kernel pool failed; starting a fresh kernel")
         return None
@@ -709,7 +761,10 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     summary.html there. ``pool``: take a kernel started ahead of need (waiting for one the
     pool is starting), or start a fresh one when the pool has none or refuses (its kernel
     uses more memory than this notebook's cap). Never raises for anything the notebook does;
-    history I/O errors (:class:`jupycron.exceptions.HistoryError`) propagate.
+    history I/O errors (:class:`jupycron.exceptions.HistoryError`) propagate: when the
+    RUNNING row cannot be written nothing runs; when the outcome cannot be written,
+    :class:`~jupycron.exceptions.RunNotRecorded` carries the finished run, which this process
+    still owns (:func:`jupycron.recording.owned_here`) until the caller writes or drops it.
 
     Example::
 
@@ -751,30 +806,48 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         if on_change:
             on_change(r)
 
+    # This process owns the run until its outcome is written (orphan reaping: recording.py).
+    recording.claim(run.run_id)
+    # A RUNNING row that could not be written: nothing of the run is in the history, so it
+    # is abandoned before any cell runs (no outcome, no page over the last one).
+    not_started: list[HistoryError] = []
+
+    def record_first() -> None:
+        try:
+            record(run)
+        except HistoryError as exc:
+            not_started.append(exc)
+            raise
+
     # A pooled kernel ready now: one history write (RUNNING with the kernel's ids) before
     # the first cell. Otherwise RUNNING is recorded first, then the kernel is awaited/started.
     recorded = False
 
     def record_running() -> None:
         nonlocal recorded
-        record(run)
+        record_first()
         recorded = True
 
     t = time.monotonic()
-    handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
-    waited = time.monotonic() - t if recorded else 0.0
-    # The RUNNING row (with a pooled kernel's ids) is written while the client connects.
-    first_record: Callable[[], None] | None = None
-    if handle is not None:
-        _note_kernel(run, handle)
-        first_record = functools.partial(record, run)
-    elif not recorded:
-        record(run)
+    try:
+        handle = _take_pooled(pool, mem_mb, record_running) if nb is not None and pool else None
+        waited = time.monotonic() - t if recorded else 0.0
+        # The RUNNING row (with a pooled kernel's ids) is written while the client connects.
+        first_record: Callable[[], None] | None = None
+        if handle is not None:
+            _note_kernel(run, handle)
+            first_record = record_first
+        elif not recorded:
+            record_first()
+    except HistoryError:
+        recording.release(run.run_id)
+        raise
     log.info("run %s of %s started (cap %d MB via %s, max %g s%s)", run.run_id, notebook.path,
              mem_mb, run.memory_limit, runtime_s, ", pooled kernel" if handle else "")
 
     def finish(st: ExecState) -> None:
-        _finish(settings, notebook, nb, run, st, mem_mb, runtime_s)
+        if not not_started:
+            _finish(settings, notebook, nb, run, st, mem_mb, runtime_s)
 
     if nb is not None:
         for cell in nb.cells:  # stale outputs of cells that will not run must not show
@@ -784,7 +857,11 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         def on_kernel(h: KernelHandle) -> None:
             if run.extra.get("kernel_pid") != h.pid:
                 _note_kernel(run, h)
-                history.record(run)
+                try:
+                    history.record(run)
+                except HistoryError as exc:  # the run goes on; its outcome is retried
+                    log.warning("run %s of %s: cannot record the kernel's ids: %s", run.run_id,
+                                notebook.path, exc)
 
         finished = False
 
@@ -798,13 +875,17 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
                                            stop_event, handle, on_kernel, finish_once,
                                            first_record, kernel_name))
         except Exception as exc:  # a bug or an I/O error around the kernel: record, don't crash
-            log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
+            if not not_started:  # else raised below, without a traceback per attempt
+                log.exception("run %s of %s failed inside jupycron", run.run_id, notebook.path)
             state.kernel_died = True
             state.extra["start_error"] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_VALUE]
             if not finished:
                 finish(state)
     else:
         finish(state)
+    if not_started:
+        recording.release(run.run_id)
+        raise not_started[0]
 
     run.finished_at = datetime.now(UTC)
     run.duration_s = round(time.monotonic() - t0, 3)
@@ -812,7 +893,11 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
     timing.update({"pooled": handle is not None, "total_s": run.duration_s})
     if waited:
         timing["pool_wait_s"] = round(waited, 3)
-    history.record(run)
+    try:
+        history.record(run)
+    except HistoryError as exc:  # still owned: the caller keeps the outcome and retries
+        raise RunNotRecorded(run, exc) from exc
+    recording.release(run.run_id)
     if on_change:
         on_change(run)
     log.info("run %s of %s: %s in %.1f s%s", run.run_id, notebook.path, run.status,

@@ -47,6 +47,8 @@ from .models import JobSpec
 
 __all__ = [
     "EPOCH",
+    "MAX_INTERVAL",
+    "MAX_MONTHS",
     "MIN_INTERVAL",
     "Months",
     "due_slot",
@@ -62,6 +64,10 @@ __all__ = [
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Shortest accepted ``every`` interval: the scheduler ticks once a minute.
 MIN_INTERVAL = timedelta(minutes=1)
+#: Longest accepted ``every`` interval (100 years): longer ones are typing mistakes, and
+#: slots that far out leave the range of ``datetime`` (year 9999).
+MAX_INTERVAL = timedelta(days=36525)
+MAX_MONTHS = 1200
 
 _UNITS: dict[str, str] = {
     "min": "minute", "mins": "minute", "minute": "minute", "minutes": "minute",
@@ -121,9 +127,17 @@ def parse_every(text: str) -> timedelta | Months:
         if amount != amount.to_integral_value():
             raise SpecError(f'"every": months must be whole, got {text!r} '
                             '(use e.g. "4 week" or "30 day" for shorter periods)')
+        if amount > MAX_MONTHS:
+            raise SpecError(f'"every": the interval must be at most {MAX_MONTHS} months '
+                            f"(100 years), got {text!r}")
         return Months(int(amount))
     unit_us = _UNIT_LENGTH[unit] // _US
-    interval = timedelta(microseconds=int((amount * unit_us).to_integral_value()))
+    micros = amount * unit_us
+    # Compared as decimals first: timedelta itself overflows (OverflowError) far beyond.
+    if micros > MAX_INTERVAL // _US:
+        raise SpecError(f'"every": the interval must be at most {MAX_INTERVAL.days} days '
+                        f"(100 years), got {text!r}")
+    interval = timedelta(microseconds=int(micros.to_integral_value()))
     if interval < MIN_INTERVAL:
         raise SpecError(f'"every": the interval must be at least 1 minute, got {text!r}')
     return interval
@@ -238,6 +252,19 @@ def latest_slot(spec: JobSpec, now: datetime) -> datetime | None:
         datetime.datetime(2024, 5, 1, 10, 30, tzinfo=datetime.timezone.utc)
     """
     now = _require_aware(now, "now")
+    try:
+        return _latest_slot(spec, now)
+    except (OverflowError, ValueError, CroniterError) as exc:
+        raise _out_of_range(spec, now, exc) from exc
+
+
+def _out_of_range(spec: JobSpec, at: datetime, exc: BaseException) -> SpecError:
+    """Date maths that left ``datetime``'s range (or croniter's): the spec's fault."""
+    what = f'"cron": {spec.cron!r}' if spec.cron else f'"every": {spec.every!r}'
+    return SpecError(f"{what} has no slot near {at:%Y-%m-%d %H:%M} UTC ({exc})")
+
+
+def _latest_slot(spec: JobSpec, now: datetime) -> datetime | None:
     if spec.cron:
         return _cron_prev(spec, now)
     if not spec.every:
@@ -254,12 +281,20 @@ def latest_slot(spec: JobSpec, now: datetime) -> datetime | None:
 def next_slot(spec: JobSpec, after: datetime) -> datetime:
     """The first slot strictly after ``after`` (UTC). Raises SpecError for a spec with no schedule."""
     after = _require_aware(after, "after")
+    if not spec.cron and not spec.every:
+        raise SpecError("the spec has neither every nor cron")
+    try:
+        return _next_slot(spec, after)
+    except (OverflowError, ValueError, CroniterError) as exc:
+        raise _out_of_range(spec, after, exc) from exc
+
+
+def _next_slot(spec: JobSpec, after: datetime) -> datetime:
     if spec.cron:
         return _cron_next(spec, after)
-    if not spec.every:
-        raise SpecError("the spec has neither every nor cron")
+    assert spec.every is not None
     interval = parse_every(spec.every)
-    latest = latest_slot(spec, after)
+    latest = _latest_slot(spec, after)
     assert latest is not None
     if isinstance(interval, Months):
         return _month_start(_month_index(latest) + interval.count)

@@ -14,7 +14,8 @@ except that ``interrupted`` runs (scheduler stopped, runner killed) do not serve
 that slot is retried, at most :data:`INTERRUPTED_RETRIES` times. Failures are not retried.
 
 Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, children and
-cgroup are killed, the row becomes ``interrupted``), marks vanished notebooks deleted and
+cgroup are killed, the row becomes ``interrupted``; and rows of this process for runs it no
+longer owns, see :mod:`jupycron.recording`), marks vanished notebooks deleted and
 purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
 heartbeat ``<output>/.scheduler.json`` are rewritten after a change, by a background
 thread that coalesces bursts of changes: at most once per :data:`REFRESH_BURST_S` while they
@@ -22,6 +23,11 @@ keep coming (a run never waits for the page; the last state is written before
 ``tick``/``run_now`` return and when the daemon stops); run-state alerts
 (:mod:`jupycron.run_alerts`, when present) are checked after each run over the scheduler's
 history view and last scan, errors only logged.
+
+A full disk (:mod:`jupycron.recording`): an outcome the history refuses is kept and its write
+retried until it lands (the row does not stay ``running``, later slots run); a RUNNING row
+that cannot be written starts nothing and backs starts off; failing writes of the history,
+the heartbeat and summary.html are logged once per episode, then once a minute.
 
 Cost per run in a burst: the history is not parsed per run. A run's start and end rewrite
 its own entry (:meth:`jupycron.history.History.update_entry` copies the other entries as
@@ -57,10 +63,11 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -71,14 +78,14 @@ import psutil
 
 from ooniutils.atomicfile import atomic_write_bytes, atomic_write_text
 
-from . import discovery, limits, schedule, summary
+from . import discovery, limits, recording, schedule, summary
 from .config import Settings
-from .exceptions import AlreadyRunning, NotebookNotFound, SpecError
+from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
 from .history import CachedHistory, History, NotebookHistory, runner_alive
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
 from .pool import KernelPool, pool_size, preimport_modules
-from .runner import kill_marked, run_notebook, warm_exporters
+from .runner import kill_marked, new_run_id, run_notebook, warm_exporters
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +239,19 @@ def _kill_orphan(run: Run) -> None:
         cap = limits.cap_for_path(extra["cgroup"], run.memory_limit or "")
         if cap is not None:
             cap.close()
-    if extra.get("sockets"):
-        shutil.rmtree(extra["sockets"], ignore_errors=True)
+    sockets = extra.get("sockets")
+    if isinstance(sockets, str) and _is_kernel_sockets(sockets):
+        shutil.rmtree(sockets, ignore_errors=True)
+    elif sockets:
+        log.warning("run %s: not removing %r: not a kernel socket folder", run.run_id, sockets)
+
+
+def _is_kernel_sockets(path: str) -> bool:
+    """A kernel's private socket folder as the runner makes it (``<tmp>/jupycron-kernel-*``),
+    so a damaged history row can never make the orphan clean-up delete anything else."""
+    p = Path(path)
+    return p.is_absolute() and ".." not in p.parts and p.name.startswith("jupycron-kernel-") \
+        and p.parent == Path(tempfile.gettempdir())
 
 
 def _running(history: History) -> list[Run]:
@@ -243,18 +261,35 @@ def _running(history: History) -> list[Run]:
     return [r for e in history.load().values() for r in e.runs if r.status is RunStatus.RUNNING]
 
 
+def _abandoned(run: Run) -> bool:
+    """A RUNNING row written by this process for a run it no longer owns: the run ended
+    but its outcome could not be written and the retries gave up (:mod:`jupycron.recording`).
+    Its kernel was killed when the run ended."""
+    return (run.pid == os.getpid() and run.host in (None, socket.gethostname())
+            and not recording.owned_here(run.run_id))
+
+
+def _still_running(run: Run) -> bool:
+    return runner_alive(run) and not _abandoned(run)
+
+
 def reap_orphans(history: History) -> list[Run]:
     """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
-    kernel and children they left behind and removing their cgroup."""
-    orphans = [r for r in _running(history) if not runner_alive(r)]
+    kernel and children they left behind and removing their cgroup; and rows of this
+    process whose run it no longer owns (:func:`_abandoned`)."""
+    orphans = [r for r in _running(history) if not _still_running(r)]
     for r in orphans:
+        if _abandoned(r):
+            log.warning("run %s of %s: its outcome was never written; marking it interrupted",
+                        r.run_id, r.notebook)
+            continue
         log.warning("run %s of %s: runner %s is gone; killing what it left", r.run_id,
                     r.notebook, r.pid)
         _kill_orphan(r)
-    reaped = history.reap_orphans() if orphans else []
+    reaped = history.reap_orphans(run_alive=_still_running) if orphans else []
     live = frozenset(r.run_id for r in _running(history))
     with contextlib.suppress(OSError):
-        limits.sweep_stale_cgroups(keep=live)
+        limits.sweep_stale_cgroups(keep=live, instance=limits.instance_key(history.output_dir))
     return reaped
 
 
@@ -262,7 +297,8 @@ def reap_orphans(history: History) -> list[Run]:
 
 def notify_alerts(settings: Settings, now: datetime | None = None, *,
                   history: History | None = None,
-                  notebooks: list[Notebook] | None = None) -> None:
+                  notebooks: list[Notebook] | None = None,
+                  cancel: threading.Event | None = None) -> None:
     """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent.
 
     ``history`` (the scheduler's :class:`CachedHistory`) and ``notebooks`` (its last scan)
@@ -279,9 +315,71 @@ def notify_alerts(settings: Settings, now: datetime | None = None, *,
         return
     try:
         run_alerts.notify_changes(settings, now or datetime.now(UTC), history=history,
-                                  notebooks=notebooks)
+                                  notebooks=notebooks, cancel=cancel)
     except Exception:
         log.exception("run alerts failed (runs are not affected)")
+
+
+#: How long closing a scheduler waits for its last alert check (each delivery is bounded by
+#: run_alerts.SEND_TIMEOUT_S, a check by CHECK_BUDGET_S after at most LOCK_WAIT_S).
+ALERT_FLUSH_S = 45.0
+
+
+class AlertWorker:
+    """Run-state alert checks on a thread of their own, never on a run's worker.
+
+    :meth:`request` only flags a check and returns; requests made while a check runs are
+    coalesced into one more check. :meth:`close` lets a pending check run and waits for it
+    up to ``flush_s``; the ``cancel`` event (the scheduler's stop event, set by SIGTERM)
+    aborts a delivery in flight.
+    """
+
+    def __init__(self, check: Callable[[], None], flush_s: float = ALERT_FLUSH_S) -> None:
+        self._check = check
+        self._flush_s = flush_s
+        self._cond = threading.Condition()
+        self._pending = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.checks = 0
+
+    def request(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="jupycron-alerts")
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                self._pending = False
+            try:
+                self._check()
+            except Exception:
+                log.exception("run alerts failed (runs are not affected)")
+            with self._cond:
+                self.checks += 1
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None:
+            t.join(self._flush_s)
+            if t.is_alive():
+                log.warning("run alerts: the last check is still sending after %.0f s; "
+                            "leaving it (unsent messages go at the next check)", self._flush_s)
 
 
 class Scheduler:
@@ -312,6 +410,16 @@ class Scheduler:
         # the due answer and what it was computed from (see due())
         self._agenda: _Agenda | None = None
         self._reconciled: tuple[int, int] | None = None  # (notebooks, history) generations
+        self.alerts = AlertWorker(self._check_alerts)
+        # Writes that fail (a full disk): logged once per episode; outcomes kept and retried;
+        # starts wait _start_delay (doubling) after a RUNNING row could not be written.
+        self.write_failures = recording.WriteFailures(f"the outputs folder {self.output}")
+        self.pending = recording.PendingOutcomes(self.history, self.write_failures,
+                                                 self._recorded_late)
+        self.recorded_late = threading.Event()  # wakes the daemon's due check
+        self.given_up: list[Run] = []  # outcomes still unwritten when closing
+        self._start_delay = 0.0
+        self._start_retry_at = 0.0
 
     @property
     def notebooks(self) -> list[Notebook]:
@@ -363,9 +471,11 @@ class Scheduler:
             self.refresh()
 
     def close(self) -> None:
-        """Stop the pool (killing idle kernels) and the refresher; write the final state."""
+        """Stop the pool (killing idle kernels), the refresher and the alert worker (after
+        its pending check, bounded); write the final state."""
         if self.pool is not None:
             self.pool.close()
+        self.alerts.close()
         with self._lock:
             self._closing = True
             t, self._refresher = self._refresher, None
@@ -373,26 +483,37 @@ class Scheduler:
         self._dirty.set()
         if t is not None:
             t.join(30)
+        self.given_up = self.pending.close()  # a last attempt for outcomes not written yet
         self.refresh(force=True)
 
     # -- bookkeeping --
     def scan(self, now: datetime, cache: discovery.ScanCache | None = None) -> list[Notebook]:
-        """Scan, reap orphans, reconcile deletions and purge; returns the notebooks."""
-        reap_orphans(self.history)
+        """Scan, reap orphans, reconcile deletions and purge; returns the notebooks.
+
+        A history that cannot be written (a full disk) leaves that bookkeeping for the next
+        scan, logged by :attr:`write_failures`."""
+        try:
+            reap_orphans(self.history)
+        except HistoryError as exc:
+            self.write_failures.failed("history", exc)
         self.notebooks = discovery.scan(self.settings.notebooks, self.output, cache)
         if not self.settings.notebooks.is_dir():
             # An unmounted or renamed folder is not "every notebook was deleted".
             log.error("notebooks folder %s is missing: nothing runs, nothing is marked deleted",
                       self.settings.notebooks)
             return self.notebooks
-        generation, _ = self.history.snapshot()
-        if self._reconciled != (self.notebooks_generation, generation):
-            # Same notebooks, same history: the reconciliation would find nothing to do.
-            self.history.mark_deleted([n.path for n in self.notebooks], now)
-            self._reconciled = (self.notebooks_generation, generation)
-        deleted = self.history.earliest_deleted()
-        if deleted is not None and now - deleted > timedelta(seconds=self.settings.deleted_grace_s):
-            self.history.purge(now, self.settings.deleted_grace_s)
+        try:
+            generation, _ = self.history.snapshot()
+            if self._reconciled != (self.notebooks_generation, generation):
+                # Same notebooks, same history: the reconciliation would find nothing to do.
+                self.history.mark_deleted([n.path for n in self.notebooks], now)
+                self._reconciled = (self.notebooks_generation, generation)
+            deleted = self.history.earliest_deleted()
+            if deleted is not None and \
+                    now - deleted > timedelta(seconds=self.settings.deleted_grace_s):
+                self.history.purge(now, self.settings.deleted_grace_s)
+        except HistoryError as exc:
+            self.write_failures.failed("history", exc)
         return self.notebooks
 
     def due(self, now: datetime) -> list[tuple[Notebook, datetime]]:
@@ -431,12 +552,18 @@ class Scheduler:
                 "memory_limit": limits.describe_method(), "concurrency": self.cap,
                 "next_wake": self.next_wake.isoformat() if self.next_wake else None,
                 "pool": self.pool.stats() if self.pool is not None else None,
+                "unrecorded": sorted(r.run_id for r in self.pending.runs()),
+                "write_failures": self.write_failures.failing,
             }
             try:
                 atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1),
                                   durable=False)
+                self.write_failures.ok("heartbeat")
+                if self.write_failures.failing:  # the disk has room again: try at once
+                    self._start_retry_at = 0.0
+                    self.pending.poke()
             except OSError as exc:
-                log.error("cannot write heartbeat: %s", exc)
+                self.write_failures.failed("heartbeat", exc)
             fingerprint = self._summary_fingerprint(state)
             mono = time.monotonic()
             if (not force and fingerprint == self._summary_written[0]
@@ -445,6 +572,9 @@ class Scheduler:
             try:
                 self._write_page(fingerprint, now, mono, force)
                 self._summary_written = (fingerprint, mono)
+                self.write_failures.ok("summary page")
+            except OSError as exc:
+                self.write_failures.failed("summary page", exc)
             except Exception:
                 log.exception("cannot write summary.html")
 
@@ -497,6 +627,23 @@ class Scheduler:
                 self.running.pop(run.run_id, None)
         self.request_refresh()
 
+    def _history_written(self) -> None:
+        """A history write worked: starts may go on, pending outcomes are tried at once."""
+        self.write_failures.ok("history")
+        self._start_delay = self._start_retry_at = 0.0
+        self.pending.poke()
+
+    def _recorded_late(self, run: Run) -> None:
+        """A pending outcome was written (:class:`recording.PendingOutcomes`)."""
+        self._start_delay = self._start_retry_at = 0.0
+        self.recorded_late.set()
+        self.request_refresh()
+        self.notify_alerts()
+
+    def _on_run_change(self, run: Run) -> None:
+        self._history_written()
+        self._changed(run)
+
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
                 strict: bool = False) -> Run | None:
@@ -505,6 +652,9 @@ class Scheduler:
         ``strict``: raise :class:`AlreadyRunning` instead of skipping (run-now).
         """
         rel = notebook.path
+        if not strict and time.monotonic() < self._start_retry_at:
+            log.debug("%s: not started, the history could not be written just before", rel)
+            return None
         with notebook_lock(self.output, rel) as mine:
             if not mine:
                 if strict:
@@ -524,18 +674,41 @@ class Scheduler:
             if fd is None:
                 log.info("%s: not started, the scheduler is stopping", rel)
                 return None
+            run_id = new_run_id()
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,
-                                   stop_event=self.stop_event, on_change=self._changed,
-                                   pool=self.pool)
+                                   stop_event=self.stop_event, on_change=self._on_run_change,
+                                   pool=self.pool, run_id=run_id)
+            except RunNotRecorded as exc:  # it ran: keep its outcome and retry the write
+                run = exc.run
+                self.pending.add(run, exc.__cause__ or exc)
+                self._changed(run)
+                return run
+            except HistoryError as exc:  # its RUNNING row could not be written: it never ran
+                recording.release(run_id)
+                self._start_delay = min(max(recording.RETRY_FIRST_S, 2 * self._start_delay),
+                                        recording.RETRY_MAX_S)
+                self._start_retry_at = time.monotonic() + self._start_delay
+                self.write_failures.failed("history", exc)
+                if strict:
+                    raise
+                return None
+            except BaseException:
+                recording.release(run_id)
+                raise
             finally:
                 release(fd)
         self.notify_alerts()
         return run
 
     def notify_alerts(self) -> None:
+        """Ask the alert worker for a check (returns at once; see :class:`AlertWorker`)."""
+        self.alerts.request()
+
+    def _check_alerts(self) -> None:
         """:func:`notify_alerts` over this scheduler's history view and scanned notebooks."""
-        notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None)
+        notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None,
+                      cancel=self.stop_event)
 
     def run_many(self, jobs: list[tuple[Notebook, datetime]]) -> list[Run]:
         """Run scheduled jobs on a thread pool (each run mostly waits on its kernel)."""
@@ -599,11 +772,24 @@ def tick(settings: Settings, now: datetime | None = None,
         sched.start_pool(budget=len(jobs), size=min(pool_size(settings), len(jobs)))
     try:
         runs = sched.run_many(jobs)
+        if not runs:
+            sched.notify_alerts()  # late notebooks alert even when nothing ran
     finally:
-        sched.close()
-    if not runs:
-        sched.notify_alerts()  # late notebooks alert even when nothing ran
+        sched.close()  # waits for the alert check, bounded (ALERT_FLUSH_S, SIGTERM)
+    _raise_unrecorded(sched)
+    if (why := sched.write_failures.failing.get("history")) is not None:
+        # e.g. a full disk: due runs could not start (their RUNNING row), or bookkeeping failed
+        raise HistoryError(f"the history in {sched.output} cannot be written: {why}")
     return runs
+
+
+def _raise_unrecorded(sched: Scheduler) -> None:
+    """A pass whose outcomes could not all be written fails visibly (exit 4)."""
+    if sched.given_up:
+        raise HistoryError("the outcome of " + ", ".join(
+            f"run {r.run_id} of {r.notebook} ({r.status})" for r in sched.given_up)
+            + " could not be written to the history (disk full?); the next pass marks it "
+            "interrupted")
 
 
 def run_forever(settings: Settings, stop_event: threading.Event) -> None:
@@ -639,7 +825,9 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                 sched.scan(now, cache)
                 next_scan = time.monotonic() + RESCAN_S
             at_slot = sched.next_wake is not None and now >= sched.next_wake
-            if scanned or done or at_slot:
+            late = sched.recorded_late.is_set()  # an outcome written late: due again?
+            sched.recorded_late.clear()
+            if scanned or done or at_slot or late:
                 for nb, slot in sched.due(now):
                     if nb.path not in inflight:
                         inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
@@ -704,6 +892,7 @@ def run_now(settings: Settings, rel: str, stop_event: threading.Event | None = N
         run = sched.run_job(notebook, Trigger.MANUAL, None, strict=True)
     finally:
         sched.close()
+    _raise_unrecorded(sched)
     if run is None:
         raise AlreadyRunning(f"{rel} was not started: the scheduler is stopping")
     return run

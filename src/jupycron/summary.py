@@ -36,6 +36,7 @@ import jinja2
 from ooniutils.atomicfile import atomic_write_bytes
 
 from .config import Settings
+from .exceptions import SpecError
 from .formatting import fmt_duration, fmt_time
 from .history import NotebookHistory
 from .models import JobSpec, Notebook, Run, RunStatus
@@ -138,12 +139,17 @@ def _build_row(settings: Settings, nb: Notebook, entry: NotebookHistory | None,
         # Not yet reconciled by the scheduler: it will record first_seen=now at its next tick.
         first_seen = entry.first_seen if entry and entry.first_seen else now
         last_slot = entry.last_scheduled_slot if entry else None
-        slot = due_slot(nb.spec, now, last_slot, first_seen, settings.run_new_at_once) \
-            if running is None else None
-        if slot is not None:
-            next_run, due_now = slot, True
-        else:
-            next_run = next_slot(nb.spec, now)
+        try:
+            slot = due_slot(nb.spec, now, last_slot, first_seen, settings.run_new_at_once) if running is None else None
+            if slot is not None:
+                next_run, due_now = slot, True
+            else:
+                next_run = next_slot(nb.spec, now)
+        except SpecError as exc:  # a schedule that cannot be computed: only this row
+            next_run, due_now = None, False
+            if state != "running":
+                state, label, kind = "disabled", "disabled", None
+            reason = f"invalid schedule: {exc}"
 
     out_rel = output_html(settings.output_dir, nb.path).relative_to(settings.output_dir)
     output_href = _href(out_rel.as_posix()) if (settings.output_dir / out_rel).is_file() else None

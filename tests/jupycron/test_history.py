@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -17,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 
 from jupycron.history import REBUILT_NOTE, History, NotebookHistory
 from jupycron.models import Run, RunStatus, Trigger
@@ -414,3 +417,130 @@ def test_record_checks_entries_written_by_someone_else(tmp_path: Path) -> None:
     h.record(make_run(2))
     assert [r.run_id for r in h.get(NB).runs] == [make_run(2).run_id]
     assert len(list(tmp_path.glob(".history.json.corrupt-*"))) == 1
+
+
+# --- valid JSON, wrong types (issue 12 #10) ------------------------------------------------
+
+OTHER = "other_autorun.ipynb"
+
+
+def _sound_history(tmp: Path) -> dict:
+    """Two notebooks, a RUNNING row among NB's runs; the document as written."""
+    h = History(tmp)
+    for i in range(3):
+        h.record(make_run(i, pid=os.getpid(), host=socket.gethostname(),
+                          extra={"kernel_pid": 123, "timing": {"total_s": 1.5}}))
+    h.record(make_run(3, RunStatus.RUNNING, pid=os.getpid(), host=socket.gethostname()))
+    h.record(make_run(4, nb=OTHER))
+    return json.loads((tmp / ".history.json").read_text())
+
+
+def _check_survives(tmp: Path, text: str, damaged_nb: str | None) -> None:
+    """load() never raises, tick/list's consumers work on what it returns, a damaged file
+    is moved aside and the notebook that was not touched keeps every run."""
+    from jupycron import scheduler, summary
+    from jupycron.config import Settings
+
+    before = History(tmp).load()[OTHER] if damaged_nb != OTHER else None
+    (tmp / ".history.json").write_text(text)
+    data = History(tmp).load()
+    aside = list(tmp.glob(".history.json.corrupt-*"))
+    assert len(aside) <= 1
+    if aside:
+        assert aside[0].read_text() == text
+    if before is not None and damaged_nb is not None:
+        assert data[OTHER].runs == before.runs
+    # what tick and list do with it next
+    scheduler.reap_orphans(History(tmp))
+    settings = Settings(notebooks=tmp / "nbs", output=tmp)
+    nbs = [scheduler.Notebook(rel, 0, 0, scheduler.schedule.JobSpec(every="1 hour"))
+           for rel in data if not rel.startswith("/")]
+    summary.build_rows(settings, nbs, History(tmp).load(), T0 + timedelta(hours=1))
+    History(tmp).record(make_run(9, nb=OTHER))  # and the next write works
+
+
+@pytest.mark.parametrize("field, value", [
+    ("pid", "abc"), ("duration_s", "12"), ("duration_s", 10**400), ("peak_mem_mb", 1e308 * 10),
+    ("started_at", 5), ("status", None), ("run_id", "../../x"), ("output", "../../etc/passwd"),
+    ("extra", {"cgroup": "DECOY"}), ("extra", {"sockets": "DECOY"}),
+    ("extra", {"kernel_pgid": "1"}), ("extra", [1]), ("error_cell", True),
+])
+def test_a_run_with_a_wrong_field_is_left_out_and_the_rest_kept(tmp_path: Path, field: str,
+                                                                 value: object) -> None:
+    """Used to crash tick (the orphan check) or list on every call; or worse, let the
+    orphan clean-up kill a cgroup or delete a folder that is not jupycron's."""
+    # A folder the orphan clean-up must never remove (before the checks, a RUNNING row's
+    # "sockets" was passed to shutil.rmtree as it was: never point it at anything real).
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "keep").write_text("x")
+    if isinstance(value, dict):
+        value = {k: str(decoy) if v == "DECOY" else v for k, v in value.items()}
+    doc = _sound_history(tmp_path)
+    running = next(r for r in doc["notebooks"][NB]["runs"] if r["status"] == "running")
+    running[field] = value
+    text = json.dumps(doc).replace("Infinity", "1e999")
+    _check_survives(tmp_path, text, NB)
+    runs = History(tmp_path).load()[NB].runs
+    assert [r.run_id for r in runs] == [make_run(i).run_id for i in (2, 1, 0)]  # only it went
+    assert len(list(tmp_path.glob(".history.json.corrupt-*"))) == 1
+    assert (decoy / "keep").exists()
+
+
+def test_a_deleted_entry_named_with_dotdot_is_never_purged(tmp_path: Path) -> None:
+    """Purging a deleted ``../victim_autorun.ipynb`` entry would remove files outside the
+    outputs folder: the entry is left out instead."""
+    out = tmp_path / "out"
+    doc = _sound_history(out)
+    victim = tmp_path / "victim_autorun.html"
+    victim.write_text("keep me")
+    doc["notebooks"]["../victim_autorun.ipynb"] = {
+        "runs": [], "deleted_at": "2020-01-01T00:00:00+00:00", "last_success_output": None,
+        "first_seen": "2020-01-01T00:00:00+00:00"}
+    _check_survives(out, json.dumps(doc), "../victim_autorun.ipynb")
+    History(out).purge(T0 + timedelta(days=3650), grace=0)
+    assert victim.read_text() == "keep me"
+    assert "../victim_autorun.ipynb" not in History(out).load()
+
+
+def test_deep_nesting_is_corrupt_not_a_crash(tmp_path: Path) -> None:
+    _sound_history(tmp_path)
+    deep = '{"version": 1, "notebooks": {"a_autorun.ipynb": ' + "[" * 200_000 + "]" * 200_000 + "}}"
+    _check_survives(tmp_path, deep, None)
+    assert len(list(tmp_path.glob(".history.json.corrupt-*"))) == 1
+
+
+_JSON_VALUES = hst.recursive(
+    hst.none() | hst.booleans() | hst.integers(min_value=-(10**400), max_value=10**400)
+    | hst.floats(allow_nan=False, allow_infinity=False) | hst.text(max_size=20)
+    | hst.sampled_from(["../x", "../x/y", "running", "2024-05-01T10:00:00+00:00", "a_autorun.ipynb"]),
+    lambda children: hst.lists(children, max_size=3) | hst.dictionaries(hst.text(max_size=8),
+                                                                        children, max_size=3),
+    max_leaves=8)
+_RUN_FIELDS = hst.sampled_from(["notebook", "run_id", "started_at", "status", "trigger", "slot",
+                               "finished_at", "duration_s", "error_name", "error_value",
+                               "error_cell", "peak_mem_mb", "output", "pid", "host",
+                               "memory_limit", "extra", "unknown_key"])
+_ENTRY_FIELDS = hst.sampled_from(["runs", "deleted_at", "last_success_output", "first_seen"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(where=hst.sampled_from(["run", "entry", "key", "top"]), run_field=_RUN_FIELDS,
+       entry_field=_ENTRY_FIELDS, value=_JSON_VALUES, index=hst.integers(0, 3))
+def test_damaged_history_files_never_crash_and_lose_nothing_else(
+        where: str, run_field: str, entry_field: str, value: object, index: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        doc = _sound_history(tmp)
+        damaged = NB
+        if where == "run":
+            doc["notebooks"][NB]["runs"][index][run_field] = value
+        elif where == "entry":
+            doc["notebooks"][NB][entry_field] = value
+        elif where == "key":
+            damaged = value if isinstance(value, str) else "../x_autorun.ipynb"
+            doc["notebooks"][damaged] = doc["notebooks"].pop(NB)
+        else:
+            doc["version"] = value
+            damaged = None
+        _check_survives(tmp, json.dumps(doc), damaged)

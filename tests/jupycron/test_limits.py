@@ -3,14 +3,19 @@ cgroup folders, and the detected method capping a real process on this machine."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from jupycron import limits
+from jupycron.history import History
+from jupycron.scheduler import reap_orphans
+from tests.support.services import IN_CI
 
 
 def fake_system(tmp: Path, *, pid1: str = "init", mountinfo: str = "", cgroup: str = "",
@@ -175,3 +180,61 @@ def test_a_live_cap_is_lowered_or_refused(method):
         proc.kill()
         proc.wait()
         cap.close()
+
+
+def _cgroup_method() -> limits.Detected:
+    d = limits._detected()
+    if d.method not in ("cgroup-v1", "cgroup-v2"):
+        msg = f"needs a writable memory cgroup (this machine: {d.describe()})"
+        if IN_CI:
+            pytest.fail(msg + " — CI=true, so this may not skip")
+        pytest.skip(msg)
+    return d
+
+
+def _age(path: Path) -> None:
+    """Back-date a cgroup past the sweep's 60 s grace (cgroupfs keeps utime)."""
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+
+
+@pytest.mark.integration
+def test_an_instance_sweeps_only_its_own_dead_cgroups(tmp_path):
+    """Instance Y's orphan sweep (its tick) must not kill instance X's long-running kernel,
+    even when X's cgroup is old and Y's history does not know the run; X's own sweep still
+    removes X's cgroup once X's history says the run is not live. A cgroup directly under
+    the shared parent (an older version's, or a test's) belongs to no instance: untouched."""
+    d = _cgroup_method()
+    out_x, out_y = tmp_path / "x", tmp_path / "y"
+    out_x.mkdir()
+    out_y.mkdir()
+    assert limits.instance_key(out_x) != limits.instance_key(out_y)
+    cap = limits.create_cap(200, "run-x", instance=limits.instance_key(out_x))
+    shared = limits.create_cap(200, f"shared-{os.getpid()}")
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+                for _ in range(2)]
+    try:
+        assert isinstance(cap, limits._CgroupCap) and isinstance(shared, limits._CgroupCap)
+        assert cap.path.parent == d.parent / limits.instance_key(out_x)
+        cap.attach(sleepers[0].pid)
+        shared.attach(sleepers[1].pid)
+        _age(cap.path)
+        _age(shared.path)
+        reap_orphans(History(out_y))  # Y's tick
+        assert limits.sweep_stale_cgroups(keep=frozenset(), min_age_s=0,
+                                          instance=limits.instance_key(out_y)) == []
+        time.sleep(0.2)
+        assert sleepers[0].poll() is None and cap.path.is_dir()
+        assert sleepers[1].poll() is None and shared.path.is_dir()
+        # X's own sweep keeps a live run, removes it once X's history no longer holds it.
+        assert limits.sweep_stale_cgroups(keep=frozenset({"run-x"}), min_age_s=0,
+                                          instance=limits.instance_key(out_x)) == []
+        assert sleepers[0].poll() is None
+        reap_orphans(History(out_x))  # X's tick: no RUNNING row for run-x
+        assert sleepers[0].wait(10) == -9 and not cap.path.exists()
+        assert sleepers[1].poll() is None and shared.path.is_dir()
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+        cap.close()
+        shared.close()

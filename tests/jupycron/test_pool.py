@@ -268,5 +268,6 @@ def test_daemon_sigterm_leaves_no_pooled_kernel(settings, jc, tmp_path):
                   what="the idle kernels to be gone")
     d = limits._detected()
     if d.parent is not None:
-        assert not list(d.parent.glob(f"{limits.CGROUP_PREFIX}{limits.POOL_PREFIX}{proc.pid}-*"))
+        own = d.parent / limits.instance_key(settings.output_dir)
+        assert not list(own.glob(f"{limits.CGROUP_PREFIX}{limits.POOL_PREFIX}{proc.pid}-*"))
     assert not History(settings.output_dir).load()  # nothing ran

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,8 @@ from jupycron.paths import history_file
 from jupycron.run_alerts import alert_state_file, notify_changes
 from tests.support.alertmanager import alertmanager_server
 from tests.support.fake_webhooks import fake_webhook_server
-from tests.support.services import free_port
+from tests.support.services import free_port, poll_until
+from tests.support.trickle import trickling_server
 
 NOW = datetime(2024, 5, 1, 10, 40, tzinfo=UTC)
 HOURLY = '{"every": "1 hour"}'
@@ -346,3 +348,66 @@ def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Setting
     assert check(later) == [(rel, "failing", "slack", "resolve"),
                             (rel, "failing", "ntfy", "resolve")]
     assert check(later) == [] and len(hook.requests) == 4
+
+
+# --- a trickling endpoint, SIGTERM and the run workers (issue 12 #4) ----------------------------
+
+def test_a_trickling_channel_costs_one_bounded_delivery(site: Settings, monkeypatch) -> None:
+    """An endpoint sending one byte every 0.3 s (never a per-read timeout) is cut off at
+    SEND_TIMEOUT_S, skipped for the rest of the check, and the message is kept for the next
+    check. Before, the check (``jupycron alerts``, a tick) never ended."""
+    monkeypatch.setattr(run_alerts, "SEND_TIMEOUT_S", 1.0)
+    site = replace(site, alert_channels="slack", late_grace_s=1e12)
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)],
+                         "b_autorun.ipynb": [failed("b_autorun.ipynb", ten)]})
+    with trickling_server(every=0.3) as server:
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", server.url("/services/T0/B0/secretpath"))
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(notify_changes(site, NOW)), daemon=True)
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "the alert check did not end"
+    sent = result[0]
+    assert [(d.notebook, d.ok) for d in sent] == [("a_autorun.ipynb", False),
+                                                   ("b_autorun.ipynb", False)]
+    assert "1 s deadline" in (sent[0].error or "") and server.connections == 1
+    assert state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]["told"] == "resolved"
+
+
+def test_a_cancelled_check_defers_what_it_did_not_send(site: Settings, hook) -> None:
+    site = replace(site, late_grace_s=1e12)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    stop = threading.Event()
+    stop.set()
+    sent = notify_changes(site, NOW, cancel=stop)
+    assert {d.ok for d in sent} == {False} and "stopping" in (sent[0].error or "")
+    assert hook.requests == []
+    assert [d.ok for d in notify_changes(site, NOW)] == [True, True]  # sent at the next check
+
+
+def test_the_alerts_command_stops_on_sigterm(site: Settings, tmp_path: Path) -> None:
+    """``jupycron alerts`` against a trickling endpoint ends on SIGTERM, recording the
+    delivery as cancelled (kept for the next check)."""
+    import signal
+    import subprocess
+    import sys
+
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    with trickling_server(every=0.3) as server:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'notebooks = "{site.notebooks}"\noutput = "{site.output_dir}"\n'
+                       'alert_channels = "slack"\nlate_grace_s = 1e12\n')
+        env = {**os.environ, "OONI_SLACK_WEBHOOK_URL": server.url("/services/T0/B0/x")}
+        proc = subprocess.Popen([sys.executable, "-m", "jupycron", "--config", str(cfg), "alerts"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            poll_until(lambda: server.requests, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "cancelled" in out, (out, err)
+    assert "cancelled" in state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]["last_error"]

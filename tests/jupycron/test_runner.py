@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jupycron import discovery, limits, runner
 from jupycron.history import History
@@ -270,3 +272,110 @@ def test_fixture_notebooks_are_valid(jc):
 
     for p in jc.FIXTURES.glob("*.ipynb"):
         nbformat.validate(nbformat.read(p, as_version=4))
+
+
+# --- output floods and the time limit (issue 12 #2) ---------------------------------------
+
+def _write_nb(settings, rel: str, max_runtime: int, *sources: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    first = f'# jupycron: {{"every": "1 hour", "MaxRuntime": {max_runtime}}}\n'
+    nb.cells = [nbformat.v4.new_code_cell(first + sources[0]),
+                *(nbformat.v4.new_code_cell(s) for s in sources[1:])]
+    nbformat.write(nb, settings.notebooks / rel)
+    return discovery.read_notebook(settings.notebooks / rel, rel)
+
+
+def _streams(n: int, text: str = "x\n"):
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{i} {text}")
+                    for i in range(n)]
+    return cell
+
+
+def test_merging_100k_stream_outputs_joins_them_once():
+    """The 100k outputs of a print(flush=True) loop become one output with every line, in
+    order (the old repeated ``+`` copied the growing text for each: minutes at this size)."""
+    cell = _streams(100_000, "y" * 100 + "\n")
+    runner._merge_streams(cell)
+    assert len(cell.outputs) == 1
+    lines = cell.outputs[0]["text"].splitlines()
+    assert len(lines) == 100_000 and lines[0].startswith("0 y") and lines[-1].startswith("99999 y")
+
+
+@given(st.lists(st.one_of(
+    st.tuples(st.sampled_from(["stdout", "stderr"]), st.text(max_size=5)),
+    st.tuples(st.just("display"), st.text(max_size=3))), max_size=30))
+def test_merge_streams_keeps_every_text_in_order(items):
+    """Adjacent streams of one name are joined; nothing else moves or is lost."""
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("stream", name=k, text=t) if k != "display"
+                    else nbformat.v4.new_output("display_data", data={"text/plain": t})
+                    for k, t in items]
+    expected: list[tuple[str, str]] = []
+    for k, t in items:
+        if expected and k != "display" and expected[-1][0] == k:
+            expected[-1] = (k, expected[-1][1] + t)
+        else:
+            expected.append((k, t))
+    runner._merge_streams(cell)
+    got = [(o["name"], o["text"]) if o["output_type"] == "stream"
+           else ("display", o["data"]["text/plain"]) for o in cell.outputs]
+    assert got == expected
+
+
+@pytest.mark.integration
+def test_the_time_limit_holds_while_the_run_loop_is_busy(settings, monkeypatch, jc):
+    """Whatever keeps the run's event loop busy (here a merge that does not return until
+    the kernel is gone, at most 30 s), MaxRuntime kills the kernel on time: the watchdog
+    does not wait for a turn on the loop."""
+    nb = _write_nb(settings, "busy_autorun.ipynb", 2, 'print("hello", flush=True)',
+                   "import time\ntime.sleep(600)")
+    seen: dict[str, object] = {}
+    merge = runner._merge_streams
+
+    def busy_merge(cell) -> None:
+        if "killed_while_busy" not in seen:  # the first cell: hold the loop
+            runs = History(settings.output_dir).load()["busy_autorun.ipynb"].runs
+            pids = [runs[0].extra["kernel_pid"]]
+            assert jc.alive(pids[0])
+            seen["killed_while_busy"] = _gone_within(jc, pids, 30)
+        merge(cell)
+
+    monkeypatch.setattr(runner, "_merge_streams", busy_merge)
+    run = runner.run_notebook(settings, nb, history=History(settings.output_dir))
+    assert seen["killed_while_busy"] is True
+    assert run.status is RunStatus.TIMEOUT, (run.status, run.error_value)
+    jc.assert_no_leftovers(run)
+
+
+def _gone_within(jc, pids, timeout: float) -> bool:
+    try:
+        jc.wait_until(lambda: not any(jc.alive(p) for p in pids), timeout=timeout,
+                      what="the kernel to be killed")
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.mark.integration
+def test_a_chatty_notebook_still_times_out_at_its_limit(settings, jc):
+    """5000 print(flush=True) of 2000 characters (10 MB, under the output cap), then a
+    sleep, with MaxRuntime 10 s: ends as ``timeout`` near 10 s, with the output kept as one
+    block (before: the quadratic merge held the loop for 10-45 s first, so the run ended
+    long after its limit; with a single cell it even ended as ``success``)."""
+    nb = _write_nb(settings, "chatty_autorun.ipynb", 10,
+                   'for i in range(5000):\n    print(i, "x" * 2000, flush=True)',
+                   "import time\ntime.sleep(600)")
+    run = runner.run_notebook(settings, nb, history=History(settings.output_dir))
+    assert run.status is RunStatus.TIMEOUT, (run.status, run.error_value)
+    assert run.duration_s is not None and run.duration_s < 10 + 8, run.extra.get("timing")
+    page = output_html(settings.output_dir, "chatty_autorun.ipynb").read_text(encoding="utf-8")
+    # What arrived before the kill (all of it unless the machine is very busy) is one block.
+    assert "<pre>0 xxx" in page and "\n1 xxx" in page and page.count("<pre>") < 10
+    jc.assert_no_leftovers(run)

@@ -3,11 +3,15 @@ and the due rule (catch-up once, new notebooks wait for their first slot)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from jupycron.discovery import notebook_from_line
 from jupycron.exceptions import SpecError
 from jupycron.models import JobSpec
 from jupycron.schedule import (
@@ -254,3 +258,81 @@ def test_disabled_spec_never_due() -> None:
 def test_spec_changed_to_shorter_interval_is_due() -> None:
     # the last scheduled run served a daily slot; now the notebook says every hour
     assert due_slot(every("1 hour"), utc(2024, 5, 1, 10, 1), utc(2024, 5, 1)) == utc(2024, 5, 1, 10)
+
+
+# --- schedules that overflow (issue 12 #3) -------------------------------------------------
+
+_NOWS = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2400, 1, 1),
+                     timezones=st.just(UTC))
+_NUMBERS = st.one_of(
+    st.integers(min_value=0, max_value=10**30).map(str),
+    st.decimals(min_value=0, max_value=10**12, allow_nan=False, allow_infinity=False,
+                places=4).map(lambda d: format(d, "f")))
+_UNITS = st.sampled_from(["minute", "min", "hour", "hours", "day", "week", "weeks", "month",
+                          "months", "year", "sec"])
+
+
+def _slots_or_spec_error(json_line: str, now: datetime, last: datetime | None) -> None:
+    """parse_spec, latest/next/due slot: a result or a SpecError, never anything else."""
+    from jupycron.discovery import parse_spec
+
+    try:
+        spec = parse_spec(json_line)
+    except SpecError:
+        return
+    for fn in (lambda: latest_slot(spec, now), lambda: next_slot(spec, now),
+               lambda: due_slot(spec, now, last, now - timedelta(days=1))):
+        try:
+            fn()
+        except SpecError:
+            pass
+
+
+@pytest.mark.parametrize("text", ["99999 month", "1000000 week", "99999999999999999999 minute",
+                                  "1201 month", "36526 day", "5300 week"])
+def test_an_overflowing_every_is_a_spec_error(text: str) -> None:
+    """Used to raise OverflowError/ValueError out of timedelta or next_slot, crashing
+    list, tick, daemon and /metrics for every notebook."""
+    with pytest.raises(SpecError, match="at most"):
+        parse_every(text)
+    nb = notebook_from_line("big_autorun.ipynb", 0.0, 0, json.dumps({"every": text}))
+    assert not nb.schedulable and "at most" in (nb.disabled_reason or "")
+
+
+def test_the_longest_intervals_still_have_slots() -> None:
+    for text in ("1200 month", "36525 day"):
+        spec = every(text)
+        assert next_slot(spec, utc(2026, 12, 6)) > latest_slot(spec, utc(2026, 12, 6))  # type: ignore[operator]
+
+
+def test_a_slot_beyond_the_year_9999_is_a_spec_error() -> None:
+    with pytest.raises(SpecError, match="no slot near"):
+        next_slot(every("1200 month"), datetime(9990, 1, 1, tzinfo=UTC))
+    with pytest.raises(SpecError, match="no slot near"):
+        next_slot(JobSpec(cron="0 0 1 1 *"), datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(number=_NUMBERS, unit=_UNITS, now=_NOWS, last=st.none() | _NOWS)
+def test_every_values_give_slots_or_a_spec_error(number: str, unit: str, now: datetime,
+                                                 last: datetime | None) -> None:
+    _slots_or_spec_error(json.dumps({"every": f"{number} {unit}"}), now, last)
+
+
+_CRON_FIELD = st.one_of(
+    st.just("*"), st.integers(min_value=0, max_value=99).map(str),
+    st.builds(lambda a, b: f"{a}-{b}", st.integers(0, 70), st.integers(0, 70)),
+    st.builds(lambda a, b: f"{a}/{b}", st.sampled_from(["*", "0", "5", "1-20"]),
+              st.integers(0, 99)),
+    st.lists(st.integers(0, 60).map(str), min_size=2, max_size=3).map(",".join),
+    st.sampled_from(["L", "jan", "mon-fri", "sun", "?", "#", "5#2", "W", "1L"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.lists(_CRON_FIELD, min_size=4, max_size=6),
+       tz=st.none() | st.sampled_from(["UTC", "Europe/Berlin", "Australia/Lord_Howe", "Nope/Zone"]),
+       now=_NOWS, last=st.none() | _NOWS)
+def test_cron_strings_give_slots_or_a_spec_error(fields: list[str], tz: str | None,
+                                                 now: datetime, last: datetime | None) -> None:
+    spec = {"cron": " ".join(fields), **({"tz": tz} if tz else {})}
+    _slots_or_spec_error(json.dumps(spec), now, last)

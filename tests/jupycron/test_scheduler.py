@@ -315,7 +315,7 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
                     RunStatus.INTERRUPTED, RunStatus.RUNNING]
         first = True
         for rel, status in zip(rels, statuses, strict=True):
-            run = Run(notebook=rel, run_id=f"r-{rel}", started_at=T0, status=status)
+            run = Run(notebook=rel, run_id=f"r-{rel.removesuffix('.ipynb')}", started_at=T0, status=status)
             sched.history.record(run)
             sched._changed(run)
             if first:  # the first change is written promptly
@@ -330,3 +330,98 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
     for rel, state in zip(rels, ("success", "failed", "timeout", "oom", "interrupted",
                                  "running"), strict=True):
         assert f'data-path="{rel}" data-state="{state}"' in page
+
+
+# --- a schedule that overflows disables only its notebook (issue 12 #3) --------------------
+
+@pytest.mark.integration
+def test_an_overflowing_schedule_disables_only_its_notebook(settings, jc):
+    """``{"every": "99999 month"}`` and friends used to crash tick, list and /metrics for
+    every notebook (OverflowError/ValueError out of the slot maths)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from jupycron.metrics import make_registry, render_metrics
+
+    bad = {"m_autorun.ipynb": "99999 month", "w_autorun.ipynb": "1000000 week",
+           "n_autorun.ipynb": "99999999999999999999 minute"}
+    for rel, every in bad.items():
+        jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, rel, line=json.dumps({"every": every}))
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks)
+    now = datetime.now(UTC)
+    assert scheduler.tick(settings, now=now) == []
+    runs = scheduler.tick(settings, now=now + timedelta(minutes=2))
+    assert [(r.notebook, r.status) for r in runs] == [("ok_autorun.ipynb", RunStatus.SUCCESS)]
+    page = summary_file(settings.output_dir).read_text()
+    assert page.count("at most") == 3
+    out = subprocess.run(_jupycron(settings, "list"), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("at most") == 3 and "ok_autorun.ipynb" in out.stdout
+    text = render_metrics(make_registry(settings)).decode()
+    names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "jupycron_notebook_info" in names
+
+
+def test_a_schedule_out_of_range_at_display_time_is_a_disabled_row(settings):
+    """A spec that parses but has no slot at ``now`` (the year 9999 is near) is shown
+    disabled with the reason; the other rows are unaffected."""
+    from jupycron.summary import build_rows
+
+    late = datetime(9995, 1, 1, tzinfo=UTC)
+    nbs = [Notebook("far_autorun.ipynb", 0, 0, JobSpec(every="1200 month")),
+           Notebook("h_autorun.ipynb", 0, 0, JobSpec(every="1 hour"))]
+    far, hourly = build_rows(settings, nbs, {}, late)
+    assert far.state == "disabled" and "no slot near" in (far.reason or "")
+    assert hourly.state == "never" and hourly.next_run is not None
+
+
+# --- alerts never on a run's path (issue 12 #4) ---------------------------------------------
+
+@pytest.mark.integration
+def test_a_stuck_alert_channel_never_holds_a_run_worker(settings, jc, monkeypatch):
+    """A run's worker only asks for an alert check: with a channel that trickles its answer
+    (and a delivery allowed 10 minutes) run_job still returns at once, the next run starts,
+    and stopping the scheduler (SIGTERM sets the stop event) cancels the delivery."""
+    from jupycron import discovery, run_alerts
+    from tests.support.services import poll_until
+    from tests.support.trickle import trickling_server
+
+    monkeypatch.setattr(run_alerts, "SEND_TIMEOUT_S", 600.0)
+    settings = replace(settings, alert_channels="slack")
+    rel = jc.copy_notebook("raises_autorun.ipynb", settings.notebooks)
+    nb = discovery.read_notebook(settings.notebooks / rel, rel)
+    with trickling_server(every=0.3) as server:
+        monkeypatch.setenv("OONI_SLACK_WEBHOOK_URL", server.url("/services/T0/B0/x"))
+        sched = scheduler.Scheduler(settings, "daemon", threading.Event())
+        try:
+            first = sched.run_job(nb, Trigger.MANUAL, None)
+            assert first is not None and first.status is RunStatus.FAILED
+            poll_until(lambda: server.requests, timeout=30)  # the failure alert is stuck
+            second = sched.run_job(nb, Trigger.MANUAL, None)
+            assert second is not None and second.status is RunStatus.FAILED
+            assert server.connections == 1  # still the first delivery: nothing waited on it
+            sched.stop_event.set()
+        finally:
+            sched.close()
+        assert not sched.alerts._thread.is_alive()
+    told = json.loads((settings.output_dir / ".alert-state.json").read_text())
+    slack = told["notebooks"][rel]["failing"]["channels"]["slack"]
+    assert slack["told"] == "resolved" and "cancelled" in slack["last_error"]
+
+
+def test_the_tick_unit_has_a_finite_start_timeout():
+    """A stuck tick must not hold the timer's unit for ever (systemd starts no new tick
+    while one is active): TimeoutStartSec is finite and above the default MaxRuntime."""
+    import configparser
+
+    from jupycron.config import Settings as S
+
+    unit = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "jupycron-tick.service"
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read_string(unit.read_text())
+    value = parser["Service"]["TimeoutStartSec"].strip()
+    assert value not in ("infinity", "0"), value
+    units = {"s": 1, "min": 60, "h": 3600}
+    num = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    seconds = float(num) * units[value[len(num):] or "s"]
+    default = S.__dataclass_fields__["default_max_runtime_s"].default
+    assert default + 60 <= seconds <= 6 * 3600

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.header
 import logging
+import threading
 
 import pytest
 
@@ -19,7 +20,8 @@ from ooniutils.alerts import (
 from ooniutils.alerts import http as alert_http
 from ooniutils.exceptions import ConfigError
 from tests.support.fake_webhooks import Reply, fake_webhook_server
-from tests.support.services import free_port
+from tests.support.services import free_port, poll_until
+from tests.support.trickle import trickling_server
 
 SECRET_PATH = "/services/T0001/B0002/s3cr3tW3bh00k"
 TOKEN = "tk_supersecrettoken42"
@@ -215,3 +217,58 @@ def _assert_no_secret(err: AlertError, caplog, secret: str) -> None:
     assert cause is None or secret not in str(cause)
     for record in caplog.records:
         assert secret not in record.getMessage(), record.name
+
+
+# --- a whole-delivery deadline (issue 12 #4) ---------------------------------------------------
+
+def _in_thread(fn) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, errors
+
+
+def test_a_trickling_endpoint_is_cut_off_at_the_deadline():
+    """One byte every 0.3 s never trips httpx's 2 s per-read timeout: only the 1.5 s
+    deadline of the whole delivery (both attempts, the wait between) ends it."""
+    with trickling_server(every=0.3) as server:
+        policy = RetryPolicy(attempts=2, timeout=2.0, backoff=0.1, deadline=1.5)
+        request = HttpRequest("POST", server.url(SECRET_PATH), json={"text": "t"})
+        t, errors = _in_thread(lambda: alert_http.send("slack", request, policy))
+        t.join(30)  # without the deadline: 100 000 bytes at 0.3 s, i.e. for ever
+        assert not t.is_alive(), "the delivery did not end"
+    assert len(errors) == 1 and isinstance(errors[0], AlertError)
+    err = errors[0]
+    assert err.permanent is False and "1.5 s deadline" in str(err)
+    assert "s3cr3tW3bh00k" not in str(err) and server.connections >= 1
+
+
+def test_the_default_deadline_covers_every_attempt_and_wait():
+    policy = RetryPolicy(attempts=3, timeout=10.0, backoff=0.5)
+    assert policy.total_deadline() == 3 * 10.0 + 2 * alert_http.RETRY_AFTER_CAP
+    assert RetryPolicy(attempts=1, timeout=5.0, deadline=2.0).total_deadline() == 2.0
+    with pytest.raises(ValueError, match="deadline"):
+        RetryPolicy(deadline=0)
+
+
+def test_cancel_aborts_a_delivery_in_flight():
+    """A SIGTERM handler sets the policy's cancel event: the blocked read gives up within
+    a poll interval, long before the deadline."""
+    cancel = threading.Event()
+    with trickling_server(every=0.3) as server:
+        policy = RetryPolicy(attempts=3, timeout=5.0, deadline=600.0, cancel=cancel)
+        request = HttpRequest("POST", server.url("/hook"), json={"text": "t"})
+        t, errors = _in_thread(lambda: alert_http.send("ntfy", request, policy))
+        poll_until(lambda: server.requests, timeout=10)
+        cancel.set()
+        t.join(10)
+        assert not t.is_alive(), "cancel did not stop the delivery"
+    assert len(errors) == 1 and "cancelled" in str(errors[0])
+    assert server.connections == 1  # not retried

@@ -13,6 +13,13 @@ Retry policy (:class:`RetryPolicy`, read from the settings ``OONI_HTTP_TIMEOUT``
 * any other 4xx (and 3xx, since redirects are not followed) fails at once with
   ``AlertError(permanent=True)``.
 
+Deadline: httpx's timeout bounds each socket operation, so an endpoint that trickles one
+byte every few seconds would hold a request for ever. :func:`send` also bounds the whole
+delivery (every attempt, every wait) by ``RetryPolicy.deadline`` (default: what the attempts
+and waits could take without a trickle): each connect, read and write gets at most the time
+left, through a network back-end wrapped around httpcore's. ``RetryPolicy.cancel`` (an
+event, e.g. set by SIGTERM) aborts a delivery within :data:`CANCEL_POLL_S`.
+
 Secrets: webhook paths (Slack's URL *is* the credential, an ntfy topic is one too), query
 strings, userinfo and tokens never appear in error messages or log records. Errors name the
 endpoint host only, and while a request is in flight a logging filter scrubs those secrets from
@@ -25,6 +32,7 @@ import contextlib
 import contextvars
 import email.utils
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from .. import config
@@ -46,6 +55,8 @@ RETRY_AFTER_CAP = 30.0
 TRANSIENT_STATUS = frozenset({408, 429})
 """4xx statuses worth retrying; every 5xx is retried too."""
 _BODY_EXCERPT = 200
+CANCEL_POLL_S = 0.2
+"""How often a blocked socket operation checks ``RetryPolicy.cancel``."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,10 @@ class RetryPolicy:
     attempts: int = 3
     timeout: float = 10.0
     backoff: float = 0.5
+    #: Bound on the whole delivery (seconds); None: :meth:`total_deadline`'s default.
+    deadline: float | None = None
+    #: Set (e.g. by a SIGTERM handler) to abort the delivery at once.
+    cancel: threading.Event | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -93,6 +108,16 @@ class RetryPolicy:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.backoff < 0:
             raise ValueError(f"backoff must be >= 0 seconds, got {self.backoff}")
+        if self.deadline is not None and not self.deadline > 0:
+            raise ValueError(f"deadline must be > 0 seconds, got {self.deadline}")
+
+    def total_deadline(self) -> float:
+        """``deadline``, or every attempt at its timeout plus the longest wait allowed
+        between attempts (a capped ``Retry-After``)."""
+        if self.deadline is not None:
+            return self.deadline
+        wait = max(RETRY_AFTER_CAP, BACKOFF_CAP)
+        return self.attempts * self.timeout + (self.attempts - 1) * wait
 
     @classmethod
     def from_settings(cls) -> RetryPolicy:
@@ -226,6 +251,114 @@ def _scrubbing(secrets: tuple[str, ...]) -> Iterator[None]:
         _ACTIVE_SECRETS.reset(token)
 
 
+# --- a deadline for the whole delivery ---------------------------------------------------------
+
+class DeliveryCancelled(Exception):
+    """The policy's ``cancel`` event was set while a delivery was in flight."""
+
+
+class _Deadline:
+    """The end of a delivery (monotonic clock) and its cancel event."""
+
+    def __init__(self, seconds: float, cancel: threading.Event | None) -> None:
+        self.end = time.monotonic() + seconds
+        self.cancel = cancel
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def bound(self, timeout: float | None, expired: type[Exception]) -> float:
+        """``timeout`` cut to the time left; raises ``expired`` (or cancelled) when none is."""
+        if self.cancelled():
+            raise DeliveryCancelled("cancelled")
+        left = self.left() if timeout is None else min(self.left(), timeout)
+        if left <= 0:
+            raise expired("the delivery's deadline passed")
+        return left
+
+    def step(self, timeout: float | None, expired: type[Exception]) -> tuple[float, bool]:
+        """(seconds this socket operation may block next, whether that is its last chance).
+
+        Raises ``expired`` once the operation's own timeout or the deadline has passed and
+        :class:`DeliveryCancelled` once cancelled."""
+        left = self.bound(timeout, expired)
+        if self.cancel is not None and left > CANCEL_POLL_S:
+            return CANCEL_POLL_S, False
+        return left, True
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read and write ends by the delivery's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait, last = self._deadline.step(
+                None if end is None else end - time.monotonic(), httpcore.ReadTimeout)
+            try:
+                return self._inner.read(max_bytes, wait)
+            except httpcore.ReadTimeout:
+                if last:
+                    raise
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # Alerts are small: one write bounded by the time left (no cancel slices).
+        self._inner.write(buffer, self._deadline.bound(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname,
+                                      self._deadline.bound(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's back-end with every connection bounded by one :class:`_Deadline`."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._inner, self._deadline = inner, deadline
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port,
+                                         self._deadline.bound(timeout, httpcore.ConnectTimeout),
+                                         local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        wait = self._deadline.bound(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.connect_unix_socket(path, wait, socket_options),
+                               self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(min(seconds, max(0.0, self._deadline.left())))
+
+
+def _bounded_transport(deadline: _Deadline) -> httpx.HTTPTransport:
+    """httpx's own transport (same TLS, pool and settings), its sockets under ``deadline``."""
+    transport = httpx.HTTPTransport()
+    pool = transport._pool
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore.NetworkBackend):  # pragma: no cover - httpcore changed
+        raise RuntimeError("httpcore's connection pool has no network back-end to bound")
+    pool._network_backend = _DeadlineBackend(backend, deadline)
+    return transport
+
+
 # --- sending ----------------------------------------------------------------------------------
 
 _sleep = time.sleep  # the one name tests patch to observe waits without waiting
@@ -261,15 +394,25 @@ def send(channel: str, request: HttpRequest, policy: RetryPolicy | None = None) 
 
     last_problem = ""
     last_exc: Exception | None = None
-    with _scrubbing(secrets), httpx.Client(timeout=policy.timeout, follow_redirects=False) as client:
+    total = policy.total_deadline()
+    deadline = _Deadline(total, policy.cancel)
+    attempts_made = 0
+    with _scrubbing(secrets), httpx.Client(timeout=policy.timeout, follow_redirects=False,
+                                           transport=_bounded_transport(deadline)) as client:
         for attempt in range(1, policy.attempts + 1):
             retry_after: float | None = None
+            attempts_made = attempt
             try:
                 response = client.request(request.method, request.url, headers=dict(request.headers),
                                           json=request.json, content=request.content)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 last_exc = exc
                 last_problem = redact(f"{type(exc).__name__}: {exc}".rstrip(": "), secrets)
+                if deadline.left() <= 0:
+                    last_problem = f"no answer within the {total:g} s deadline; {last_problem}"
+            except DeliveryCancelled:
+                raise AlertError(f"{channel}: delivery to {host} cancelled (shutting down)",
+                                 channel, host, permanent=False) from None
             except httpx.HTTPError as exc:  # unsupported protocol, invalid header, ...
                 raise AlertError(
                     redact(f"{channel}: request to {host} failed: {type(exc).__name__}: {exc}",
@@ -294,11 +437,19 @@ def send(channel: str, request: HttpRequest, policy: RetryPolicy | None = None) 
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if attempt < policy.attempts:
                 delay = retry_delay(attempt, policy.backoff, retry_after)
+                if delay >= deadline.left():
+                    last_problem += f"; no time left for a retry within the {total:g} s deadline"
+                    break
                 log.warning("%s: attempt %d/%d to %s failed (%s); retrying in %.2fs",
                             channel, attempt, policy.attempts, host, last_problem, delay)
-                _sleep(delay)
-    message = (f"{channel}: could not deliver to {host} after {policy.attempts} "
-               f"attempt{'s' if policy.attempts > 1 else ''} ({last_problem})")
+                if policy.cancel is not None:
+                    if policy.cancel.wait(delay):
+                        raise AlertError(f"{channel}: delivery to {host} cancelled (shutting down)",
+                                         channel, host, permanent=False)
+                else:
+                    _sleep(delay)
+    message = (f"{channel}: could not deliver to {host} after {attempts_made} "
+               f"attempt{'s' if attempts_made > 1 else ''} ({last_problem})")
     error = AlertError(message, channel, host, permanent=False)
     if last_exc is not None and not _leaks(last_exc, secrets):
         raise error from last_exc
