@@ -397,7 +397,7 @@ def test_the_alerts_command_stops_on_sigterm(site: Settings, tmp_path: Path) -> 
     with trickling_server(every=0.3) as server:
         cfg = tmp_path / "c.toml"
         cfg.write_text(f'notebooks = "{site.notebooks}"\noutput = "{site.output_dir}"\n'
-                       'alert_channels = "slack"\nlate_grace_s = 1e12\n')
+                       'alert_channels = "slack"\nlate_grace_s = 3e8\n')
         env = {**os.environ, "OONI_SLACK_WEBHOOK_URL": server.url("/services/T0/B0/x")}
         proc = subprocess.Popen([sys.executable, "-m", "jupycron", "--config", str(cfg), "alerts"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
