@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pandas as pd
 
@@ -58,7 +59,7 @@ def fold_episodes(alarms: pd.DataFrame, gap_hours: int = 0) -> pd.DataFrame:
     a["_group"] = [_split(s)[0] for s in a["series"]]
     rows = []
     for group, part in a.sort_values(["start", "end"]).groupby("_group", sort=True):
-        current: list = []
+        current: list[Any] = []
         cur_end = None
         for r in part.itertuples():
             if current and r.start > cur_end + gap:
@@ -71,7 +72,7 @@ def fold_episodes(alarms: pd.DataFrame, gap_hours: int = 0) -> pd.DataFrame:
     return out.sort_values(["missing", "severity", "start"], ascending=[False, False, True], ignore_index=True)
 
 
-def _episode(group: str, members: list) -> dict:
+def _episode(group: str, members: list[Any]) -> dict[str, Any]:
     start = min(r.start for r in members)
     end = max(r.end for r in members)
     expected = float(sum(float(r.expected) for r in members))
