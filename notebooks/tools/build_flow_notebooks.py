@@ -76,7 +76,10 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         + ("**One episode per country outage.** Alarms of one country's probe types that overlap in "
            "time are folded into one episode (`ooniutils.analyses.flow_episodes`; the probe types are "
            "listed in its detail), episodes are ranked by measurements missing, and each gets one "
-           "message. The charts show every series alarmed in the alert window first.\n\n"
+           "message. Each country's total (`CC/*`, every probe type) is checked beside its probe "
+           "types, and the evidence needed is stricter than in the global notebook (`ALPHA`): it "
+           "checks ~36x more series, so the same per-series alpha would give ~36x more false alarms. "
+           "The charts show every series alarmed in the alert window first.\n\n"
            if per_country else "")
         + "**Absence is an alarm.** No measurement at all in the last `ALERT_HOURS` hours while the "
         "history had some is a *total outage* of the pipeline: the most severe alarm "
@@ -90,6 +93,8 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
         "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
+           "ALPHA = 1e-7         # evidence needed for a run of hours (~36x more series than the global\n"
+           "ALPHA_SINGLE = 1e-9  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
            "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
         + "CHART_DAYS = 7"
     )
@@ -97,7 +102,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         code('# jupycron: {"every": "1 hour"}\n' + IMPORTS + "\n"
              "from ooniutils.alarm_notify import send_flow_alerts\n"
              "from ooniutils.analyses.flow import (FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly,\n"
-             "                                     predict_many, total_outage)\n"             "from ooniutils.analyses.flow_episodes import episode_series, fold_episodes\n"
+             "                                     predict_many, total_outage)\n"             "from ooniutils.analyses.flow_episodes import episode_series, fold_episodes, with_country_totals\n"
              "from ooniutils.charts import flow_chart\n"
              f"from ooniutils.datasets.flow import {fetch}, last_complete_hour, newest_measurement_time\n"
              "from ooniutils.datasets.source import require_rows"),
@@ -118,7 +123,7 @@ if outage:
     display(Markdown(f"## 🔴 {{outage.describe()}}"))"""),
     ]
     if per_country:
-        cells.append(code("""params = FlowParams(threshold=THRESHOLD)
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE)
 history_h = (wide > 0).cumsum().iloc[-1] if len(wide) else pd.Series(dtype=float)
 mean_h = wide.mean() if len(wide) else pd.Series(dtype=float)
 first_seen = {c: (wide.index[(wide[c] > 0).to_numpy()].min() if (wide[c] > 0).any() else None) for c in wide.columns}
@@ -130,7 +135,8 @@ for c in wide.columns:
         reasons[c] = f"too little history: first seen {first_seen[c]}, warm-up needs {params.warmup_hours} h"
 skipped = pd.DataFrame([{"series": c, "mean_per_hour": round(mean_h[c], 2), "reason": r} for c, r in reasons.items()],
                        columns=["series", "mean_per_hour", "reason"])
-checked = wide[[c for c in wide.columns if c not in reasons]]
+# each country's total ("CC/*", every probe type) is checked too: a country-wide drop shows there first
+checked = with_country_totals(wide[[c for c in wide.columns if c not in reasons]], counts, since, until)
 print(f"{checked.shape[1]} series checked, {len(skipped)} skipped (too little data, listed below)")
 display(skipped.sort_values("mean_per_hour", ascending=False).head(50) if len(skipped) else Markdown("No series skipped."))"""))
     else:

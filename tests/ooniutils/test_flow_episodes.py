@@ -77,3 +77,17 @@ def test_episodes_partition_the_alarms_and_never_overlap_within_a_country(spec):
         cc = a.series.split("/")[0]
         inside = ep[(ep["series"] == cc) & (ep["start"] <= a.start) & (ep["end"] >= a.end)]
         assert len(inside) == 1
+
+
+def test_country_totals_sum_every_probe_type_and_fold_into_the_country_episode():
+    from ooniutils.analyses.flow import pivot_hourly
+    from ooniutils.analyses.flow_episodes import with_country_totals
+
+    counts = pd.DataFrame({"t": [T, T, T + H, T], "probe_cc": ["IR", "IR", "IR", "BR"],
+                           "software_name": ["a", "tiny", "a", "a"], "n": [5, 1, 7, 3]})
+    wide = pivot_hourly(counts, "t", ["probe_cc", "software_name"], start=T, end=T + 2 * H)
+    checked = with_country_totals(wide[["IR/a"]], counts, T, T + 2 * H)
+    assert list(checked.columns) == ["IR/a", "IR/*"]  # BR has no checked series: no total
+    assert list(checked["IR/*"]) == [6.0, 7.0]        # the skipped tiny probe type counts too
+    ep = fold_episodes(pd.DataFrame([alarm("IR/*", 0, 4, 500, 20), alarm("IR/a", 1, 3, 100, 5)]))
+    assert len(ep) == 1 and ep.iloc[0]["probe_types"] == "a" and ep.iloc[0]["members"] == "IR/*, IR/a"

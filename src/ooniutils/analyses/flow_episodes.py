@@ -35,6 +35,25 @@ EPISODE_COLUMNS = ["series", "start", "end", "hours", "expected", "actual", "mis
 parts of the member series' names, comma-separated; ``members``: the member series, comma-separated."""
 
 
+TOTAL = "*"
+"""Second part of the name of a country's total series (``"IR/*"``, see :func:`with_country_totals`)."""
+
+
+def with_country_totals(wide: pd.DataFrame, counts: pd.DataFrame, since: Any, until: Any,
+                        time_col: str = "t", cc_col: str = "probe_cc", value_col: str = "n") -> pd.DataFrame:
+    """``wide`` (per-country series ``"CC/probe type"``) plus one total series per country,
+    ``"CC/*"``, summed over *every* probe type of ``counts`` (also those too small to be
+    checked alone). A country-wide drop of 30 % is much more significant on the total than on
+    each probe type; the total's alarms fold into the country's episode."""
+    from .flow import pivot_hourly
+
+    totals = pivot_hourly(counts, time_col, cc_col, value_col=value_col, start=since, end=until)
+    totals.columns = [f"{c}/{TOTAL}" for c in totals.columns]
+    ccs = {str(c).split("/")[0] for c in wide.columns}
+    keep = [c for c in totals.columns if c.split("/")[0] in ccs]
+    return pd.concat([wide, totals[keep].reindex(wide.index).fillna(0.0)], axis=1)
+
+
 def _split(series: str) -> tuple[str, str]:
     group, _, rest = str(series).partition("/")
     return group, rest
@@ -78,7 +97,7 @@ def _episode(group: str, members: list[Any]) -> dict[str, Any]:
     expected = float(sum(float(r.expected) for r in members))
     actual = float(sum(float(r.actual) for r in members))
     series = list(dict.fromkeys(str(r.series) for r in members))
-    types = list(dict.fromkeys(_split(s)[1] for s in series if _split(s)[1]))
+    types = list(dict.fromkeys(_split(s)[1] for s in series if _split(s)[1] not in ("", TOTAL)))
     return {"series": group, "start": start, "end": end,
             "hours": int((end - start) / pd.Timedelta(hours=1)),
             "expected": round(expected, 1), "actual": actual, "missing": round(max(expected - actual, 0.0), 1),
