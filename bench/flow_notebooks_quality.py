@@ -9,8 +9,12 @@ queries count it; then the notebooks' own analysis functions run on the counts:
 * **global** (``..._alarming``): ``pivot_hourly`` per software_name → ``predict_many`` →
   ``alarms_from_predictions`` → ``fold_episodes`` (identity here: one series per group);
 * **per country** (``..._alarming_per_country``): per (probe_cc, software_name), the
-  notebook's skip rule (mean < ``MIN_HOURLY`` = 2/h, or less than the warm-up of history),
-  then the same functions; one *episode* per country outage;
+  notebook's skip rule (mean < ``MIN_HOURLY`` = 2/h; series younger than the warm-up are
+  not alarmed by the model either), each country's total ``CC/*``, then the same
+  functions; one *episode* per country outage;
+
+The knobs (THRESHOLD, ALPHA, MIN_HOURLY, WEEKS …) are read from each notebook's
+``parameters`` cell, so the bench measures what ships.
 * **long term**: ``decline_table`` on the daily totals per software_name over the last 8
   weeks, evaluated as the daily notebook would run on each of the last 14 days.
 
@@ -40,6 +44,10 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+from pathlib import Path
+from typing import Any
+
+import nbformat
 import numpy as np
 import pandas as pd
 
@@ -51,11 +59,22 @@ from ooniutils.store.generator import world as gworld
 
 END = datetime(2025, 6, 2, tzinfo=UTC)
 COUNT_TYPES = ("country_outage", "probe_type_drop", "short_drop")
-MIN_HOURLY = 2.0
 FLOOR_Z = 5.0
 MIN_DROP = 0.3
-PER_COUNTRY = {"alpha": 1e-6, "alpha_single": 1e-8}
-"""The per-country notebook's ALPHA / ALPHA_SINGLE (it checks ~30x more series than the global one)."""
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+GLOBAL_NB = "autorun_incoming_measurements_prediction_alarming.ipynb"
+PER_COUNTRY_NB = "autorun_incoming_measurements_prediction_alarming_per_country.ipynb"
+LONG_TERM_NB = "autorun_incoming_measurements_prediction_long_term_alarming.ipynb"
+
+
+def notebook_parameters(name: str) -> dict[str, Any]:
+    """The knobs of a shipped notebook: its cell tagged ``parameters`` (plain assignments),
+    so the bench measures the settings the notebook runs with."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    ns: dict[str, Any] = {}
+    exec(cell.source, {}, ns)  # noqa: S102 - our own committed notebook's constants
+    return ns
 
 
 def counts(days: int, seed: int, rows_per_day: int):
@@ -120,10 +139,12 @@ def _compatible(group: str, members: list[str], keys: list[str], inc) -> bool:
 def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -> dict:
     truth = plan.truth
     since, until = _naive(truth.start), _naive(truth.end)
-    params = FlowParams(**(PER_COUNTRY if per_country else {}))
+    knobs = notebook_parameters(PER_COUNTRY_NB if per_country else GLOBAL_NB)
+    params = FlowParams(threshold=knobs["THRESHOLD"], alpha=knobs.get("ALPHA", FlowParams.alpha),
+                        alpha_single=knobs.get("ALPHA_SINGLE", FlowParams.alpha_single))
     wide = pivot_hourly(long, "t", keys, start=since, end=until)
     if per_country:  # the notebook's skip rule (too few measurements), plus each country's total
-        wide = with_country_totals(wide.loc[:, wide.mean() >= MIN_HOURLY], long, since, until)
+        wide = with_country_totals(wide.loc[:, wide.mean() >= knobs["MIN_HOURLY"]], long, since, until)
     alarms = alarms_from_predictions(predict_many(wide, params))
     episodes = fold_episodes(alarms)
     t0 = since + pd.Timedelta(hours=params.warmup_hours)
@@ -168,8 +189,10 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
             "series_alarms": len(alarms)}
 
 
-def score_long_term(plan, long: pd.DataFrame, weeks: int = 8, eval_days: int = 14) -> dict:
+def score_long_term(plan, long: pd.DataFrame, eval_days: int = 14) -> dict:
     truth = plan.truth
+    knobs = notebook_parameters(LONG_TERM_NB)
+    weeks = knobs["WEEKS"]
     daily = long.assign(t=long["t"].dt.floor("D")).groupby(["t", "software_name"])["n"].sum().reset_index()
     end = _naive(truth.end).floor("D")
     decl = truth.of_type("slow_decline")
@@ -182,7 +205,8 @@ def score_long_term(plan, long: pd.DataFrame, weeks: int = 8, eval_days: int = 1
         part = daily[(daily["t"] >= since) & (daily["t"] < until)]
         wide = part.pivot_table(index="t", columns="software_name", values="n", aggfunc="sum")
         wide = wide.reindex(pd.date_range(since, until - pd.Timedelta(days=1), freq="D"))
-        table = decline_table(wide, weeks=weeks, min_weeks=3, alpha=0.01, min_decline=0.15)
+        table = decline_table(wide, weeks=weeks, min_weeks=knobs["MIN_WEEKS"], alpha=knobs["ALPHA"],
+                              min_decline=knobs["MIN_DECLINE"])
         for r in table[table["alarm"]].itertuples():
             if r.series == target:
                 true += 1
