@@ -43,7 +43,6 @@ import argparse
 import time
 from collections import Counter
 from datetime import UTC, datetime
-
 from pathlib import Path
 from typing import Any
 
