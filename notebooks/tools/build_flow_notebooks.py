@@ -169,6 +169,10 @@ display(status.sort_values(["state", "mean_per_hour"], ascending=[True, False]) 
 if outage:
     display(Markdown(f"**🔴 {outage.describe()}**"))
 display(current if len(current) else Markdown("None." if not outage else "No per-series alarm."))
+for ep in episodes[pd.to_datetime(episodes["end"]) > until - pd.Timedelta(days=CHART_DAYS)].itertuples():
+    print(f"episode {ep.series}: {ep.start:%Y-%m-%d %H:%M:%S} to {ep.end:%Y-%m-%d %H:%M:%S} UTC, "
+          f"{ep.missing:,.0f} of {ep.expected:,.0f} measurements missing ({ep.severity:.0%}), "
+          f"{ep.alarms} series alarm(s)" + (f", probe types: {ep.probe_types}" if ep.probe_types else ""))
 display(Markdown(f"### All alarm episodes in the last {DAYS} days ({len(episodes)} episodes from {len(alarms)} series alarms)"))
 display(episodes if len(episodes) else Markdown("No alarm in the window."))
 if len(alarms):
