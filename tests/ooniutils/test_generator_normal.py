@@ -74,3 +74,14 @@ def test_upload_batches_and_local_weekends_shape_the_volumes(plan):
     vol = plan.lam[:, desk].sum(axis=1)
     assert vol[first_weeks & (dow == 4)].sum() < 0.85 * vol[first_weeks & (dow == 0)].sum()
     assert vol[first_weeks & (dow == 5)].sum() > 0.9 * vol[first_weeks & (dow == 0)].sum()
+
+
+def test_holidays_are_whole_local_days_whatever_the_end_hour():
+    odd = make_plan(30, None, 3, datetime(2025, 6, 2, 13, tzinfo=UTC))
+    offsets = {c.cc: c.utc_offset for c in world.COUNTRIES}
+    holidays = [e for e in odd.truth.normal_traffic if e["kind"] == "holiday"]
+    assert holidays
+    for e in holidays:
+        local = parse_iso(e["start"]).timestamp() + offsets[e["keys"]["probe_cc"]] * 3600
+        assert local % 86400 in (0, 86400 - 1800), e  # local midnight (23:30 in :30 zones: hour grid)
+        assert (parse_iso(e["end"]) - parse_iso(e["start"])).total_seconds() == 86400

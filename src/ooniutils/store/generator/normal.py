@@ -114,7 +114,7 @@ def normal_traffic(hours: np.ndarray, nets: list[world.Network], base: np.ndarra
         for _ in range(n_hol):
             for _try in range(20):
                 d = int(rng.integers(1, max(2, int(days) - 1)))
-                start = t0 + d * DAY - int(c.utc_offset * HOUR)
+                start = (t0 // DAY + d) * DAY - int(c.utc_offset * HOUR)  # local midnight
                 start -= start % HOUR
                 end = start + DAY
                 if t0 <= start and end <= t1 and _free(start, end, busy):
