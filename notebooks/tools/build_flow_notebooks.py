@@ -56,6 +56,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
     fetch = "hourly_counts_by_country_software" if per_country else "hourly_counts_by_software"
     what = "country/probe type" if per_country else "probe type"
     alertname = "IncomingMeasurementsDropPerCountry" if per_country else "IncomingMeasurementsDrop"
+    episode = "country (every probe type)" if per_country else "probe type"
     intro = (
         f"# Incoming measurements: prediction and alarms per {what}\n\n"
         "Every hour: the hourly measurement counts of the last `DAYS` days, "
@@ -68,11 +69,19 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "probe type is never alarmed on). Alarms still open in the last `ALERT_HOURS` complete hours "
         "are current. When the notebook runs under jupycron, every current alarm is (re-)fired to "
         "Alertmanager on each run (`OONI_ALERTMANAGER_URL`), while Slack and ntfy "
-        "(`OONI_SLACK_WEBHOOK_URL`, `OONI_NTFY_URL`) get one message when a series starts alarming "
+        "(`OONI_SLACK_WEBHOOK_URL`, `OONI_NTFY_URL`) get one message when an episode starts "
         "and one \"recovered\" message once it has had no alarmed hour for `ALERT_HOURS` hours; "
         "what was announced is kept under `$JUPYCRON_STATE_DIR` (`ooniutils.alarm_notify`). "
         "A channel that is not configured is skipped with a note and the notebook still succeeds.\n\n"
-        "**Absence is an alarm.** No measurement at all in the last `ALERT_HOURS` hours while the "
+        + ("**One episode per country outage.** Alarms of one country's probe types that overlap in "
+           "time are folded into one episode (`ooniutils.analyses.flow_episodes`; the probe types are "
+           "listed in its detail), episodes are ranked by measurements missing, and each gets one "
+           "message. Each country's total (`CC/*`, every probe type) is checked beside its probe "
+           "types, and the evidence needed is stricter than in the global notebook (`ALPHA`): it "
+           "checks ~36x more series, so the same per-series alpha would give ~36x more false alarms. "
+           "The charts show every series alarmed in the alert window first.\n\n"
+           if per_country else "")
+        + "**Absence is an alarm.** No measurement at all in the last `ALERT_HOURS` hours while the "
         "history had some is a *total outage* of the pipeline: the most severe alarm "
         "(`IncomingMeasurementsTotalOutage`, severity critical), shown at the top and sent first. "
         "No measurement in the whole `DAYS`-day window is not a quiet world but a data-path error "
@@ -84,6 +93,8 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
         "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
+           "ALPHA = 1e-7         # evidence needed for a run of hours (~36x more series than the global\n"
+           "ALPHA_SINGLE = 1e-9  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
            "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
         + "CHART_DAYS = 7"
     )
@@ -91,7 +102,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         code('# jupycron: {"every": "1 hour"}\n' + IMPORTS + "\n"
              "from ooniutils.alarm_notify import send_flow_alerts\n"
              "from ooniutils.analyses.flow import (FlowParams, alarms_from_predictions, latest_alarms, pivot_hourly,\n"
-             "                                     predict_many, total_outage)\n"
+             "                                     predict_many, total_outage)\n"             "from ooniutils.analyses.flow_episodes import episode_series, fold_episodes, with_country_totals\n"
              "from ooniutils.charts import flow_chart\n"
              f"from ooniutils.datasets.flow import {fetch}, last_complete_hour, newest_measurement_time\n"
              "from ooniutils.datasets.source import require_rows"),
@@ -112,7 +123,7 @@ if outage:
     display(Markdown(f"## 🔴 {{outage.describe()}}"))"""),
     ]
     if per_country:
-        cells.append(code("""params = FlowParams(threshold=THRESHOLD)
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE)
 history_h = (wide > 0).cumsum().iloc[-1] if len(wide) else pd.Series(dtype=float)
 mean_h = wide.mean() if len(wide) else pd.Series(dtype=float)
 first_seen = {c: (wide.index[(wide[c] > 0).to_numpy()].min() if (wide[c] > 0).any() else None) for c in wide.columns}
@@ -124,7 +135,8 @@ for c in wide.columns:
         reasons[c] = f"too little history: first seen {first_seen[c]}, warm-up needs {params.warmup_hours} h"
 skipped = pd.DataFrame([{"series": c, "mean_per_hour": round(mean_h[c], 2), "reason": r} for c, r in reasons.items()],
                        columns=["series", "mean_per_hour", "reason"])
-checked = wide[[c for c in wide.columns if c not in reasons]]
+# each country's total ("CC/*", every probe type) is checked too: a country-wide drop shows there first
+checked = with_country_totals(wide[[c for c in wide.columns if c not in reasons]], counts, since, until)
 print(f"{checked.shape[1]} series checked, {len(skipped)} skipped (too little data, listed below)")
 display(skipped.sort_values("mean_per_hour", ascending=False).head(50) if len(skipped) else Markdown("No series skipped."))"""))
     else:
@@ -133,12 +145,15 @@ checked = wide"""))
     cells += [
         code("""preds = predict_many(checked, params)       # one vectorised pass over every series
 alarms = alarms_from_predictions(preds)
-current = latest_alarms(alarms, now=until, hours=ALERT_HOURS)
+# one episode per {episode}: alarms of its series overlapping in time folded together
+episodes = fold_episodes(alarms)
+current = latest_alarms(episodes, now=until, hours=ALERT_HOURS)
+alarmed_now = set(episode_series(current))
 status = []
 for c, p in preds.items():
     last = p.iloc[-1] if len(p) else None
     state = ("no data" if last is None else "warming up (no history yet)" if pd.isna(last["expected"])
-             else "ALARM" if c in set(current["series"]) else "ok")
+             else "ALARM" if c in alarmed_now else "ok")
     status.append({"series": c, "state": state,
                    "last_hour": None if last is None else last.name,
                    "actual": None if last is None else last["actual"],
@@ -149,26 +164,38 @@ status = pd.DataFrame(status, columns=["series", "state", "last_hour", "actual",
                                        "mean_per_hour", "alarms_in_window"])
 display(Markdown(f"### Series ({len(status)})"))
 display(status.sort_values(["state", "mean_per_hour"], ascending=[True, False]) if len(status)
-        else Markdown("No series to check."))"""),
-        code("""display(Markdown(f"### Current alarms (open in the last {ALERT_HOURS} complete hours)"))
+        else Markdown("No series to check."))""".replace("{episode}", episode)),
+        code("""display(Markdown(f"### Current alarms (episodes open in the last {ALERT_HOURS} complete hours, most severe first)"))
 if outage:
     display(Markdown(f"**🔴 {outage.describe()}**"))
 display(current if len(current) else Markdown("None." if not outage else "No per-series alarm."))
-display(Markdown(f"### All alarms in the last {DAYS} days"))
-display(alarms if len(alarms) else Markdown("No alarm in the window."))"""),
-        code("""shown = list(dict.fromkeys(list(current["series"]) + list(alarms["series"])
-                           + list(checked.sum().sort_values(ascending=False).index if checked.shape[1] else [])))
-shown = shown[:MAX_CHARTS]
+for ep in episodes[pd.to_datetime(episodes["end"]) > until - pd.Timedelta(days=CHART_DAYS)].itertuples():
+    print(f"episode {ep.series}: {ep.start:%Y-%m-%d %H:%M:%S} to {ep.end:%Y-%m-%d %H:%M:%S} UTC, "
+          f"{ep.missing:,.0f} of {ep.expected:,.0f} measurements missing ({ep.severity:.0%}), "
+          f"{ep.alarms} series alarm(s)" + (f", probe types: {ep.probe_types}" if ep.probe_types else ""))
+display(Markdown(f"### All alarm episodes in the last {DAYS} days ({len(episodes)} episodes from {len(alarms)} series alarms)"))
+display(episodes if len(episodes) else Markdown("No alarm in the window."))
+if len(alarms):
+    display(Markdown("### The series alarms folded into those episodes"))
+    display(alarms)"""),
+        code("""# every series alarmed in the alert window is charted (most severe episode first), then series
+# alarmed in the charted days, then the busiest series, up to MAX_CHARTS
+chart_from = until - pd.Timedelta(days=CHART_DAYS)
+recent = episodes[pd.to_datetime(episodes["end"]) > chart_from] if len(episodes) else episodes
+shown = episode_series(current)
+shown += [c for c in episode_series(recent)
+          + list(checked.sum().sort_values(ascending=False).index if checked.shape[1] else [])
+          if c not in shown][:max(0, MAX_CHARTS - len(shown))]
 charts = []
 for c in shown:
-    p = preds[c].loc[preds[c].index >= until - pd.Timedelta(days=CHART_DAYS)]
-    a = alarms[(alarms["series"] == c) & (alarms["end"] > until - pd.Timedelta(days=CHART_DAYS))]
+    p = preds[c].loc[preds[c].index >= chart_from]
+    a = alarms[(alarms["series"] == c) & (alarms["end"] > chart_from)]
     charts.append(flow_chart(p, a, title=f"{c}: actual (blue), predicted (dashed), alarm band, alarms (red)"))
 if charts:
     display(alt.vconcat(*charts))
 else:
     display(Markdown("No chart: no series."))"""),
-        code(f"""report = send_flow_alerts(current, "{what}", "{name}.html", "{alertname}", send=autorun,
+        code(f"""report = send_flow_alerts(current, "{"country" if per_country else what}", "{name}.html", "{alertname}", send=autorun,
                           outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),

@@ -318,7 +318,9 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
     """Alerts for the hourly measurement-flow notebooks.
 
     ``current``: alarms still open in the last complete hours (``latest_alarms`` rows:
-    series, start, end, actual, expected, severity). One episode per series (key
+    series, start, end, actual, expected, severity), or the episodes of
+    :func:`~ooniutils.analyses.flow_episodes.fold_episodes` (``series`` = the country, its
+    ``probe_types`` listed in the message). One episode per series (key
     ``<alertname>|<series>``; of several alarms of one series the latest is described): it
     starts when the series first appears in ``current`` and is over, with a "recovered"
     message, once it has dropped out — i.e. no alarmed hour in the notebook's
@@ -337,6 +339,9 @@ def send_flow_alerts(current: pd.DataFrame, what: str, notebook_html: str, alert
             text = (f"{what} {row.series}: {row.actual:,.0f} measurements from "
                     f"{row.start:%Y-%m-%d %H:%M} to {row.end:%H:%M} UTC, {row.expected:,.0f} "
                     f"expected ({row.severity:.0%} missing)")
+            types = str(getattr(row, "probe_types", "") or "")
+            if types:
+                text += f"; probe types: {types}"
             episodes.append(Episode(
                 episode_key(alertname, row.series), text, subject=f"{what} {row.series}",
                 alertname=alertname, instance=str(row.series),

@@ -212,6 +212,14 @@ def test_per_country_notebook_finds_the_outage_and_lists_skipped_series(outputs,
     cc = outage.keys["probe_cc"]
     rows = [line for line in text.splitlines() if f"{cc}/" in line and _stamp(outage.start) in line]
     assert rows, text
+    # one episode for the country outage, its probe types folded in and listed
+    end = outage.end.astimezone(UTC).replace(tzinfo=None)
+    episodes = [line for line in text.splitlines() if line.startswith(f"episode {cc}: ")
+                and pd.Timestamp(line.split(": ")[1][:19]) < end]
+    eps = [e for e in episodes if pd.Timestamp(e.split(" to ")[1][:19]) > pd.Timestamp(_stamp(outage.start))]
+    assert len(eps) == 1, episodes
+    types = eps[0].split("probe types: ")[1].split(", ")
+    assert len(types) >= 3 and "ooniprobe-android" in types, eps
     assert "too few measurements" in text and "skipped" in text
 
 

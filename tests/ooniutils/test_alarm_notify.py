@@ -281,3 +281,18 @@ def test_helper_silence_is_an_alarm(hook):
     am, slack, _ = _split(hook.requests)
     assert am[0].json()[0]["labels"]["alertname"] == "TestHelperNoMeasurements"
     assert len(slack) == 1 and "cannot be judged" in slack[0]["text"]
+
+
+def test_a_country_outage_on_several_probe_types_is_one_message_listing_them(hook):
+    from ooniutils.analyses.flow_episodes import fold_episodes
+
+    alarms = pd.concat([flow_current(series=(f"IR/{sw}",)) for sw in
+                        ("ooniprobe-android", "ooniprobe-ios", "miniooni")], ignore_index=True)
+    rep = send_flow_alerts(fold_episodes(alarms), "country", FLOW_HTML, "IncomingMeasurementsDropPerCountry",
+                           send=True, now=T0)
+    rep.raise_for_errors()
+    am, slack, _ = _split(hook.requests)
+    assert len(slack) == 1 and len(am[0].json()) == 1
+    assert am[0].json()[0]["labels"]["instance"] == "IR"
+    assert "probe types: miniooni, ooniprobe-android, ooniprobe-ios" in slack[0]["text"]
+    assert rep.channel("slack").announced == ["IncomingMeasurementsDropPerCountry|IR"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import world
+from .normal import normal_traffic, weekend_mask
 from .truth import GroundTruth, Incident, iso
 from .urls import TEST_LIST, domain_of
 
@@ -120,7 +121,7 @@ def _base_volume(hours: np.ndarray, nets: list[world.Network]) -> np.ndarray:
     offsets = np.array([c.utc_offset for c in world.COUNTRIES]) * HOUR
     local = hours[:, None] + offsets[None, :]                       # (H, n_cc)
     local_hour = (local % DAY) / HOUR
-    weekend = ((local // DAY + 3) % 7) >= 5                           # 1970-01-01 was a Thursday
+    weekend = weekend_mask(local, [c.cc for c in world.COUNTRIES])    # local weekend days
     shares = world.software_shares()                                  # (n_cc, n_sw)
     f = np.empty((len(hours), len(world.COUNTRIES), len(world.SOFTWARE)))
     for j, s in enumerate(world.SOFTWARE):
@@ -330,6 +331,9 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
 
     changes = _volume_changes(w, seed)
     base = _base_volume(hours, nets)
+    normal, truth.normal_traffic = normal_traffic(
+        hours, nets, base, seed, [(c.start, c.end) for c, _, _ in changes if not c.linear])
+    base *= normal
     mult = np.ones_like(base)
     for c, _, _ in changes:
         _apply(mult, hours, c, nets)

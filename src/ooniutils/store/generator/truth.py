@@ -13,7 +13,9 @@ JSON layout (``version`` 1)::
                     "metric": "measurement_count", "magnitude": -0.97,
                     "description": "...", "details": {...}}, ...],
      "skipped": [{"type": "slow_decline", "reason": "..."}],
-     "releases": [...], "test_helpers": [...]}
+     "releases": [...], "test_helpers": [...],
+     "normal_traffic": [{"kind": "holiday", "start": "...", "end": "...",
+                         "keys": {"probe_cc": "IT"}, "factor": 1.0, "description": "..."}, ...]}
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ class GroundTruth:
     """Rows actually written per table (filled in as the data is generated)."""
     releases: list[dict[str, Any]] = field(default_factory=list)
     test_helpers: list[dict[str, Any]] = field(default_factory=list)
+    normal_traffic: list[dict[str, Any]] = field(default_factory=list)
+    """Untidy *normal* traffic (not incidents; an alarm on them is a false one): local
+    weekends, holidays, growth, probes away, daily upload batches, ingestion lag — each
+    ``{"kind", "start", "end", "keys", "factor", "description"}``
+    (:mod:`ooniutils.store.generator.normal`)."""
 
     def of_type(self, type_: str) -> list[Incident]:
         """Incidents of one type, in time order."""
@@ -136,6 +143,7 @@ class GroundTruth:
             "skipped": list(self.skipped),
             "releases": list(self.releases),
             "test_helpers": list(self.test_helpers),
+            "normal_traffic": list(self.normal_traffic),
         }
 
     def to_json(self) -> str:
@@ -161,6 +169,7 @@ class GroundTruth:
             incidents=[Incident.from_dict(i) for i in d["incidents"]],
             skipped=list(d.get("skipped", [])), rows=dict(d.get("rows", {})),
             releases=list(d.get("releases", [])), test_helpers=list(d.get("test_helpers", [])),
+            normal_traffic=list(d.get("normal_traffic", [])),
         )
 
     @classmethod
