@@ -254,9 +254,10 @@ def _register_web_commands() -> None:
     main.add_command(serve_command, "serve")
     main.add_command(passwd_command, "passwd")
     main.add_command(alerts_command, "alerts")
-    from .cli_authoring import notebook_server_command
+    from .cli_authoring import nginx_site_command, notebook_server_command
 
     main.add_command(notebook_server_command, "notebook-server")
+    main.add_command(nginx_site_command, "nginx-site")
 
 
 _register_web_commands()

@@ -13,7 +13,7 @@ import click
 from .cli_web import _common, _logging, _settings, _UsageError
 from .exceptions import JupycronError
 
-__all__ = ["notebook_server_command"]
+__all__ = ["nginx_site_command", "notebook_server_command"]
 
 
 @click.command("notebook-server")
@@ -48,3 +48,48 @@ def notebook_server_command(notebooks: Path | None, output: Path | None, config:
         serve_editor(settings, host, port, base_url, allow_root=allow_root)
     except (JupycronError, OSError) as exc:
         raise _UsageError(str(exc)) from exc
+
+
+@click.command("nginx-site")
+@click.option("--server-name", help="Public name of the site (and of its certificate).")
+@click.option("--dashboard", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Where `jupycron serve` listens.")
+@click.option("--editor", default="127.0.0.1:8888", show_default=True, metavar="HOST:PORT",
+              help="Where `jupycron notebook-server` listens.")
+@click.option("--challenge-dir", default="/var/lib/dehydrated/acme-challenges", show_default=True,
+              metavar="DIR", help="dehydrated's WELLKNOWN folder, served at /.well-known/acme-challenge/.")
+@click.option("--listen", multiple=True, metavar="ADDR:PORT",
+              help="Plain-HTTP listen address (repeatable; default 80 and [::]:80).")
+@click.option("--listen-tls", multiple=True, metavar="ADDR:PORT",
+              help="HTTPS listen address with --tls-cert (repeatable; default 443 and [::]:443).")
+@click.option("--tls-cert", default="", metavar="FILE",
+              help="Certificate chain deployed by deploy/dehydrated/hook.sh (none: HTTP only).")
+@click.option("--tls-key", default="", metavar="FILE", help="Its private key (with --tls-cert).")
+@click.option("--acme-only", is_flag=True,
+              help="Print only the /.well-known/acme-challenge/ location, for another site.")
+def nginx_site_command(server_name: str | None, dashboard: str, editor: str, challenge_dir: str,
+                       listen: tuple[str, ...], listen_tls: tuple[str, ...], tls_cert: str,
+                       tls_key: str, acme_only: bool) -> None:
+    """Print the nginx site of the dashboard and the notebook editor (one login, ACME
+    challenges) from the template shipped in the package; every placeholder is an option.
+
+        jupycron nginx-site --server-name monitoring.example.org \\
+            --tls-cert /etc/nginx/tls/monitoring.example.org/fullchain.pem \\
+            --tls-key /etc/nginx/tls/monitoring.example.org/privkey.pem \\
+            > /etc/nginx/conf.d/jupycron-notebooks.conf
+    """
+    from .nginx_site import render_acme_location, render_notebooks_site
+
+    try:
+        if acme_only:
+            text = render_acme_location(challenge_dir)
+        else:
+            if not server_name:
+                raise click.UsageError("--server-name is required (or --acme-only)")
+            text = render_notebooks_site(
+                server_name=server_name, dashboard=dashboard, editor=editor,
+                challenge_dir=challenge_dir, listen=listen or ("80", "[::]:80"),
+                listen_tls=listen_tls or ("443", "[::]:443"), tls_cert=tls_cert, tls_key=tls_key)
+    except JupycronError as exc:
+        raise _UsageError(str(exc)) from exc
+    click.echo(text, nl=False)

@@ -1,9 +1,11 @@
-"""Rendering ``deploy/nginx/jupycron-notebooks.conf.j2`` (dashboard + editor + ACME challenges)
-and ``deploy/nginx/acme-challenge.conf.j2`` (the challenge location alone, for other sites).
+"""Rendering ``site_templates/jupycron-notebooks.conf.j2`` (dashboard + editor + ACME
+challenges) and ``site_templates/acme-challenge.conf.j2`` (the challenge location alone, for
+other sites).
 
-The templates are deploy files of the source tree, read from there like
-:mod:`ooniutils.edge` reads its own; the tests start the real nginx on what these return, so
-the file an operator installs is the file that was tested::
+The templates ship inside the package (package data, the only copy), so an installed
+jupycron renders them with no source tree: ``jupycron nginx-site --help`` prints the site
+from the command line; the tests start the real nginx on what these return, so the file an
+operator installs is the file that was tested::
 
     from jupycron.nginx_site import render_notebooks_site
     text = render_notebooks_site(server_name="monitoring.example.org",
@@ -26,7 +28,7 @@ from .exceptions import ConfigError
 __all__ = ["ACME_TEMPLATE", "NGINX_DIR", "SITE_TEMPLATE", "render_acme_location",
            "render_notebooks_site"]
 
-NGINX_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
+NGINX_DIR = Path(__file__).resolve().parent / "site_templates"
 SITE_TEMPLATE = NGINX_DIR / "jupycron-notebooks.conf.j2"
 ACME_TEMPLATE = NGINX_DIR / "acme-challenge.conf.j2"
 
@@ -42,8 +44,8 @@ def _safe(name: str, value: str | os.PathLike[str]) -> str:
 
 def _render(template: Path, **values: object) -> str:
     if not template.is_file():
-        raise ConfigError(f"template {template} not found (the deploy/ folder of the source "
-                          f"tree must sit beside src/)", "template")
+        raise ConfigError(f"template {template} not found (a broken installation: it ships "
+                          f"as package data of jupycron)", "template")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(template.parent),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)

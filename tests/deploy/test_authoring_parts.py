@@ -30,6 +30,7 @@ from jupycron.nginx_site import (
 from jupycron.runner import kernel_env
 from jupycron.web.app import create_app
 from jupycron.web.auth import hash_password
+from tests.support.services import REPO
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:
@@ -212,7 +213,7 @@ def test_site_refuses_values_that_inject_directives(field):
 
 
 def test_site_placeholders_are_documented():
-    readme = (SITE_TEMPLATE.parent / "README.md").read_text()
+    readme = (REPO / "deploy" / "nginx" / "README.md").read_text()
     text = SITE_TEMPLATE.read_text() + ACME_TEMPLATE.read_text()  # the site includes it
     names = set(re.findall(r"\{\{\s*(\w+)", text))
     names |= set(re.findall(r"\{%-?\s*(?:if|for \w+ in)\s+(\w+)", text))

@@ -126,9 +126,9 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _run(bin_dir: Path, *args: str, env: dict[str, str] | None = None,
-         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+         cwd: Path | None = None, program: str = "ooniutils") -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return subprocess.run([str(bin_dir / "ooniutils"), *args], capture_output=True, text=True,
+    return subprocess.run([str(bin_dir / program), *args], capture_output=True, text=True,
                           env={**clean, **(env or {})}, cwd=cwd, timeout=120)
 
 
@@ -171,3 +171,27 @@ def test_installed_wheel_renders_configs_nginx_and_haproxy_accept(installed, tmp
     checked = subprocess.run([haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True,
                              timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.integration
+def test_installed_wheel_renders_the_notebooks_site_nginx_accepts(installed, tmp_path):
+    """The dashboard + editor site (with its ACME location) from the installed package."""
+    nginx = require_program("nginx", "/usr/sbin/nginx", package="nginx")
+    prefix = tmp_path / "nginx"
+    for sub in ("logs", "acme", "tmp"):
+        (prefix / sub).mkdir(parents=True)
+    res = _run(installed, "nginx-site", "--server-name", "localhost", "--listen", "127.0.0.1:8083",
+               "--challenge-dir", str(prefix / "acme"), cwd=tmp_path, program="jupycron")
+    assert res.returncode == 0, res.stderr
+    assert "auth_request" in res.stdout and "/.well-known/acme-challenge/" in res.stdout
+    site = prefix / "site.conf"
+    site.write_text(res.stdout)
+    main = prefix / "nginx.conf"
+    main.write_text(nginx_main_conf(str(prefix), str(site)))
+    checked = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(main), "-g",
+                              f"pid {prefix}/nginx.pid; error_log {prefix}/logs/error.log;"],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    bad = _run(installed, "nginx-site", "--server-name", "x; include /etc/passwd", cwd=tmp_path,
+               program="jupycron")
+    assert bad.returncode == 2 and "server_name" in bad.stderr
