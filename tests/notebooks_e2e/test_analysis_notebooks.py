@@ -19,9 +19,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from tests.support.fake_webhooks import fake_webhook_server
+from tests.support.notebooks import execute, output_text
 from tests.support.services import REPO, require_shared_data
 
 NOTEBOOKS = REPO / "notebooks"
@@ -74,24 +74,9 @@ def world(tmp_path_factory):
 
 
 def run_notebook(name: str, env: dict[str, str] | None = None) -> str:
-    """Execute notebooks/<name>.ipynb (cwd = notebooks folder) in a fresh kernel whose
-    environment is ``env`` (default: this process's) and return its text output.
-    Fails with the traceback when a cell raises."""
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
-    client.execute(env=env) if env is not None else client.execute()
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.output_type == "stream":
-                parts.append(out.text)
-            elif out.output_type in ("execute_result", "display_data"):
-                data = out.get("data", {})
-                parts.append(data.get("text/html") or data.get("text/plain", ""))
-                if "image/svg+xml" in data:
-                    parts.append("<svg chart>")
-    return "\n".join(parts)
+    """Execute notebooks/<name>.ipynb in a fresh kernel (see tests.support.notebooks) and
+    return its text output. Fails with the traceback when a cell raises."""
+    return output_text(execute(name, env), chart="<svg chart>")
 
 
 EMPTY_FAILS = {  # autorun notebook -> what its error names

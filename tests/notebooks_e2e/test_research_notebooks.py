@@ -10,14 +10,11 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tests.support.services import REPO
+from tests.support.notebooks import NOTEBOOKS, execute, output_text
 
-NOTEBOOKS = REPO / "notebooks"
 pytestmark = pytest.mark.integration
 
 
@@ -43,43 +40,22 @@ def world_env(tmp_path_factory):
     return env
 
 
-def execute(name: str, env: dict[str, str]) -> nbformat.NotebookNode:
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute(env=env)
-    return nb
-
-
-def text(nb: nbformat.NotebookNode) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.output_type == "stream":
-                parts.append(out.text)
-            elif out.output_type in ("execute_result", "display_data"):
-                data = out.get("data", {})
-                parts.append(data.get("text/html") or data.get("text/plain", ""))
-                if "image/svg+xml" in data or "image/png" in data:
-                    parts.append("<chart>")
-    return "\n".join(parts)
-
-
 def test_prioritisation_notebook_shows_priorities_and_coverage(world_env):
-    out = text(execute("url_prioritisation", world_env))
+    out = output_text(execute("url_prioritisation", world_env))
     assert "active rules" in out and "web_connectivity measurements in the last 7 days" in out
     assert "https://meduza.io/" in out        # top URL: NEWS 100 + its URL rule 40 (+50 in RU)
     assert "spearman" in out and "<chart>" in out
 
 
 def test_experiments_notebook_compares_every_weighting(world_env):
-    out = text(execute("url_priority_experiments", world_env))
+    out = output_text(execute("url_priority_experiments", world_env))
     for name in ("in force", "news and rights x2", "circumvention x3", "categories only", "all equal"):
         assert name in out
     assert "<chart>" in out
 
 
 def test_campaign_notebook_reports_per_country_and_network(world_env):
-    out = text(execute("campaign_investigation", world_env))
+    out = output_text(execute("campaign_investigation", world_env))
     assert "campaign " in out and "baseline from" in out
     assert "per_day_during" in out and "coverage_during" in out and "probe_asn" in out
     assert out.count("<chart>") == 2

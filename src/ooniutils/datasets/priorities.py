@@ -60,29 +60,26 @@ def fetch_priority_rules() -> pd.DataFrame:
 
 
 def fetch_url_counts(countries: str | Sequence[str], since: Any = "7 days", until: Any = None,
-                     test_name: str = "web_connectivity") -> pd.DataFrame:
-    """Measurements per (probe_cc, input) in ``[since, until)``: columns cc, url, n."""
+                     test_name: str = "web_connectivity", daily: bool = False) -> pd.DataFrame:
+    """Measurements per (probe_cc, input) in ``[since, until)``: columns cc, url, n (and
+    ``day`` first with ``daily=True``: one row per day, the input of
+    :func:`ooniutils.analyses.priorities.compare_weightings`)."""
     start, stop = time_range(since, until)
+    keys = "day, cc, url" if daily else "cc, url"
+    day = "toDate(measurement_start_time) AS day, " if daily else ""
     df = click_query_fsn(
-        "SELECT probe_cc AS cc, input AS url, count() AS n FROM fastpath "
+        f"SELECT {day}probe_cc AS cc, input AS url, count() AS n FROM fastpath "
         "WHERE measurement_start_time >= %(since)s AND measurement_start_time < %(until)s "
         "AND test_name = %(test)s AND probe_cc IN %(ccs)s AND input != '' "
-        "GROUP BY cc, url ORDER BY cc, url",
+        f"GROUP BY {keys} ORDER BY {keys}",
         since=start.to_pydatetime(), until=stop.to_pydatetime(), test=test_name, ccs=_countries(countries))
     df["n"] = df["n"].astype("int64")
+    if daily:
+        df["day"] = pd.to_datetime(df["day"])
     return df
 
 
 def fetch_daily_url_counts(countries: str | Sequence[str], since: Any = "28 days", until: Any = None,
                            test_name: str = "web_connectivity") -> pd.DataFrame:
-    """Measurements per (day, probe_cc, input) in ``[since, until)``: columns day, cc, url, n."""
-    start, stop = time_range(since, until)
-    df = click_query_fsn(
-        "SELECT toDate(measurement_start_time) AS day, probe_cc AS cc, input AS url, count() AS n "
-        "FROM fastpath WHERE measurement_start_time >= %(since)s AND measurement_start_time < %(until)s "
-        "AND test_name = %(test)s AND probe_cc IN %(ccs)s AND input != '' "
-        "GROUP BY day, cc, url ORDER BY day, cc, url",
-        since=start.to_pydatetime(), until=stop.to_pydatetime(), test=test_name, ccs=_countries(countries))
-    df["n"] = df["n"].astype("int64")
-    df["day"] = pd.to_datetime(df["day"])
-    return df
+    """:func:`fetch_url_counts` per day: columns day, cc, url, n."""
+    return fetch_url_counts(countries, since, until, test_name, daily=True)
