@@ -11,14 +11,13 @@ in ``ooniutils.alarm_notify`` (tested without a kernel); the notebooks only call
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-NOTEBOOKS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nbbuild  # noqa: E402  (the builders' shared helpers, beside this file)
 
 
 def header(every: str | None, imports: str) -> str:
@@ -389,7 +388,7 @@ heavy"""),
     ]
 
 
-BUILDERS = {
+BUILDERS: nbbuild.Builders = {
     "autorun_test_helper_failure_rate_alarm.ipynb": test_helper_alarm,
     "test_helpers.ipynb": test_helpers_overview,
     "autorun_android_probe_release.ipynb": lambda: release("ooniprobe-android", "Android"),
@@ -404,36 +403,5 @@ BUILDERS = {
 }
 
 
-def build(name: str) -> nbformat.NotebookNode:
-    nb = new_notebook(cells=BUILDERS[name]())
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding does not churn the diff
-        cell["id"] = f"{Path(name).stem[:40]}-{i}"
-    return nb
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="fail if a committed notebook is stale")
-    args = ap.parse_args(argv)
-    stale = []
-    for name in BUILDERS:
-        nb = build(name)
-        nbformat.validate(nb)
-        text = nbformat.writes(nb) + "\n"
-        path = NOTEBOOKS / name
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(name)
-        else:
-            path.write_text(text)
-    if stale:
-        print("stale notebooks (rebuild with notebooks/tools/build_analysis_notebooks.py):",  # noqa: T201
-              *stale)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nbbuild.main(BUILDERS, Path(__file__).name, __doc__.splitlines()[0]))
