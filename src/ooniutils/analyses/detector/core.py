@@ -203,34 +203,8 @@ class Core:
         lam = 1.0 / (self.n + 10) if self.n < SCALE_MEMORY - 10 else 1.0 / SCALE_MEMORY
         self.mad += lam * ((a if a < lim else lim) - self.mad)
         ws = self.wz / SUSTAIN_SD
-        self._tail_up(z if z > ws else ws)
-        self._tail_dn(-z if z < ws else -ws)
-
-    def _tail_up(self, x: float) -> None:
-        u = self.u_up
-        if x > u:
-            self.u_up = u + SA_STEP * (1.0 - TAU)
-            self.n_up += 1
-            m = self.m_up
-            ex = x - u
-            cap = 10.0 * m
-            lam = 1.0 / (self.n_up + 10) if self.n_up < EXCESS_MEMORY else 1.0 / EXCESS_MEMORY
-            self.m_up = max(m + lam * ((ex if ex < cap else cap) - m), 1e-3)
-        else:
-            self.u_up = u - SA_STEP * TAU
-
-    def _tail_dn(self, x: float) -> None:
-        u = self.u_dn
-        if x > u:
-            self.u_dn = u + SA_STEP * (1.0 - TAU)
-            self.n_dn += 1
-            m = self.m_dn
-            ex = x - u
-            cap = 10.0 * m
-            lam = 1.0 / (self.n_dn + 10) if self.n_dn < EXCESS_MEMORY else 1.0 / EXCESS_MEMORY
-            self.m_dn = max(m + lam * ((ex if ex < cap else cap) - m), 1e-3)
-        else:
-            self.u_dn = u - SA_STEP * TAU
+        self.u_up, self.n_up, self.m_up = _tail_step(z if z > ws else ws, self.u_up, self.n_up, self.m_up)
+        self.u_dn, self.n_dn, self.m_dn = _tail_step(-z if z < ws else -ws, self.u_dn, self.n_dn, self.m_dn)
 
     def score_missing(self) -> float:
         """p-value of one more missing point (``q`` to the power of the run length)."""
@@ -254,3 +228,15 @@ class Core:
     def state_size(self) -> int:
         """Number of floats held (constant once built: it does not grow with points)."""
         return len(self.S) + len(self.__slots__)
+
+
+def _tail_step(x: float, u: float, n: int, m: float) -> tuple[float, int, float]:
+    """One step of a tail's tracker (either side): the threshold ``u`` follows the
+    (1 - TAU) quantile by stochastic approximation; above it, the mean excess ``m`` over
+    ``u`` is updated (exceedances capped at 10 m, memory EXCESS_MEMORY) and counted in ``n``."""
+    if x > u:
+        ex = x - u
+        cap = 10.0 * m
+        lam = 1.0 / (n + 11) if n + 1 < EXCESS_MEMORY else 1.0 / EXCESS_MEMORY
+        return u + SA_STEP * (1.0 - TAU), n + 1, max(m + lam * ((ex if ex < cap else cap) - m), 1e-3)
+    return u - SA_STEP * TAU, n, m
