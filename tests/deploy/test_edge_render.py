@@ -132,6 +132,18 @@ def _run(bin_dir: Path, *args: str, env: dict[str, str] | None = None,
                           env={**clean, **(env or {})}, cwd=cwd, timeout=120)
 
 
+def _assert_nginx_accepts(nginx: str, prefix: Path, site_text: str) -> None:
+    """``nginx -t`` on ``site_text`` included in a minimal main config under ``prefix``."""
+    site = prefix / "site.conf"
+    site.write_text(site_text)
+    main = prefix / "nginx.conf"
+    main.write_text(nginx_main_conf(str(prefix), str(site)))
+    checked = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(main), "-g",
+                              f"pid {prefix}/nginx.pid; error_log {prefix}/logs/error.log;"],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+
+
 @pytest.mark.integration
 def test_installed_wheel_renders_configs_nginx_and_haproxy_accept(installed, tmp_path):
     where = subprocess.run([str(installed / "python"), "-c",
@@ -149,14 +161,7 @@ def test_installed_wheel_renders_configs_nginx_and_haproxy_accept(installed, tmp
                "--outputs-dir", str(prefix / "outputs"), "--listen", "127.0.0.1:8081",
                "--access-log", str(prefix / "logs" / "access.log"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    site = prefix / "site.conf"
-    site.write_text(res.stdout)
-    main = prefix / "nginx.conf"
-    main.write_text(nginx_main_conf(str(prefix), str(site)))
-    checked = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(main), "-g",
-                              f"pid {prefix}/nginx.pid; error_log {prefix}/logs/error.log;"],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    _assert_nginx_accepts(nginx, prefix, res.stdout)
 
     haproxy = require_program("haproxy", "/usr/sbin/haproxy", package="haproxy")
     pw = tmp_path / "stats-password"
@@ -184,14 +189,7 @@ def test_installed_wheel_renders_the_notebooks_site_nginx_accepts(installed, tmp
                "--challenge-dir", str(prefix / "acme"), cwd=tmp_path, program="jupycron")
     assert res.returncode == 0, res.stderr
     assert "auth_request" in res.stdout and "/.well-known/acme-challenge/" in res.stdout
-    site = prefix / "site.conf"
-    site.write_text(res.stdout)
-    main = prefix / "nginx.conf"
-    main.write_text(nginx_main_conf(str(prefix), str(site)))
-    checked = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(main), "-g",
-                              f"pid {prefix}/nginx.pid; error_log {prefix}/logs/error.log;"],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0 and "test is successful" in checked.stderr, checked.stderr
+    _assert_nginx_accepts(nginx, prefix, res.stdout)
     bad = _run(installed, "nginx-site", "--server-name", "x; include /etc/passwd", cwd=tmp_path,
                program="jupycron")
     assert bad.returncode == 2 and "server_name" in bad.stderr
