@@ -15,7 +15,8 @@ shape        states            drawing
 ===========  ================  ==========================================
 
 :func:`status_icon` returns the ``<svg>`` element (14 × 14 px, ``role="img"`` with the state
-as its accessible name); pages put the state word beside it. Text outputs (``jupycron
+as its accessible name); pages put the state word beside it. :func:`glyph` draws the same
+shapes (and a ``pencil``) as decoration for buttons and links, hidden from screen readers. Text outputs (``jupycron
 list``) show the state words alone.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-__all__ = ["SHAPES", "STATE_SHAPES", "status_icon"]
+__all__ = ["GLYPHS", "SHAPES", "STATE_SHAPES", "glyph", "status_icon"]
 
 STATE_SHAPES = {
     "running": "play",
@@ -51,6 +52,22 @@ SHAPES = {
            '<path d="M3.4 12.6l9.2-9.2" stroke="#6e7781" stroke-width="2"/>',
 }
 
+GLYPHS = {
+    **SHAPES,
+    "pencil": '<path d="M2 11.5V14h2.5l7.4-7.4-2.5-2.5zM13.7 4.8a.7.7 0 000-1l-1.5-1.5a.7.7 0 00-1 0'
+              'L10 3.5 12.5 6z" fill="currentColor"/>',
+}
+
+
+def _svg(name: str, css: str, attrs: str) -> Markup:
+    return Markup(f'<svg class="{css}" data-shape="{name}" width="14" height="14" '
+                  f'viewBox="0 0 16 16" {attrs} focusable="false">{GLYPHS[name]}</svg>')
+
+
+def glyph(name: str) -> Markup:
+    """A decorative ``<svg class="glyph">`` (``aria-hidden``) of :data:`GLYPHS` ``name``."""
+    return _svg(name, f"glyph shape-{name}", 'aria-hidden="true"')
+
 
 def status_icon(state: str) -> Markup:
     """The inline ``<svg class="status-icon ...">`` for ``state`` (a row or run state).
@@ -58,7 +75,4 @@ def status_icon(state: str) -> Markup:
     Raises KeyError for an unknown state, so a new state cannot silently render blank.
     """
     shape = STATE_SHAPES[state]
-    return Markup(
-        f'<svg class="status-icon shape-{shape}" data-shape="{shape}" width="14" height="14" '
-        f'viewBox="0 0 16 16" role="img" aria-label="{escape(state)}" focusable="false">'
-        f"{SHAPES[shape]}</svg>")
+    return _svg(shape, f"status-icon shape-{shape}", f'role="img" aria-label="{escape(state)}"')

@@ -94,8 +94,11 @@ def build_status_site(root: Path, **settings_kw: object) -> Settings:
         html = Path(rel).with_suffix(".html").as_posix()
         (out / html).parent.mkdir(parents=True, exist_ok=True)
         for i in range(12):   # a history strip: mostly successes
-            rec(rel, RunStatus.SUCCESS if i % 5 else RunStatus.FAILED, timedelta(hours=40 - i),
-                error_name="ValueError", error_value="no rows")
+            if i % 5:
+                rec(rel, RunStatus.SUCCESS, timedelta(hours=40 - i))
+            else:
+                rec(rel, RunStatus.FAILED, timedelta(hours=40 - i), error_name="ValueError",
+                    error_value="no rows")
         if state in ("success", "failed"):
             (out / html).write_text("<p>output</p>")
         if state == "success":
