@@ -118,3 +118,21 @@ def test_long_error_is_one_line_until_clicked(site, page: str, width: int) -> No
     after = driver.execute_script(REASON, row)
     assert after["open"] and after["height"] > 5 * after["line"], after
     assert after["scrollWidth"] <= after["clientWidth"], f"the opened error overflows: {after}"
+
+
+def test_notebook_page_icons_are_svg(site) -> None:
+    driver, urls = site
+    _load(driver, urls["dashboard"] + f"notebook/{FAILED_NB}", 1280)
+    m = driver.execute_script(r"""
+const de = document.documentElement;
+const svgs = [...document.querySelectorAll("h1 .icon svg.status-icon, tr.run-row svg.status-icon")];
+return {emoji: [...de.outerHTML.matchAll(/\p{Extended_Pictographic}/gu)].map(m => m[0]),
+        runs: document.querySelectorAll("tr.run-row").length,
+        labels: svgs.map(s => s.getAttribute("aria-label")),
+        sizes: svgs.map(s => s.getBoundingClientRect().width),
+        scrollWidth: de.scrollWidth, clientWidth: de.clientWidth};
+""")
+    assert m["emoji"] == []
+    assert m["runs"] >= 2 and len(m["labels"]) == m["runs"] + 1, m
+    assert m["labels"][:2] == ["failed", "failed"] and min(m["sizes"]) >= 10, m
+    assert m["scrollWidth"] <= m["clientWidth"], m

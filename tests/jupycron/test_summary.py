@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from jupycron.config import Settings
+from jupycron.formatting import path_breaks
 from jupycron.history import History, NotebookHistory
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.summary import build_rows, write_summary
@@ -251,3 +255,12 @@ def test_empty_page(settings: Settings) -> None:
     page = render(settings, [], {})
     assert page.rows == {}
     assert "No autorun notebooks found" in (settings.output_dir / "summary.html").read_text()
+
+
+@given(hs.lists(hs.text(alphabet=hs.sampled_from("ab_/<&'\" ."), max_size=6), min_size=1, max_size=5))
+def test_path_breaks_keeps_the_text_and_breaks_only_after_slash_and_underscore(parts) -> None:
+    path = "/".join(parts)
+    html = str(path_breaks(path))
+    assert html_unescape(html.replace("<wbr>", "")) == path
+    assert "<" not in html.replace("<wbr>", "")
+    assert html.count("<wbr>") == path.count("/") + path.count("_")
