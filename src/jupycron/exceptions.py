@@ -2,7 +2,7 @@
 
     JupycronError
     ├── ConfigError          bad option / env / TOML value (``setting`` names it)
-    ├── SpecError            an invalid ``# jupycron:`` line (makes the notebook 🛇 disabled)
+    ├── SpecError            an invalid ``# jupycron:`` line (makes the notebook disabled)
     ├── NotebookNotFound     run-now of a path that is not an autorun notebook
     ├── AlreadyRunning       the notebook's lock is held by another live run
     └── HistoryError         the history file cannot be read or written

@@ -1,8 +1,11 @@
-"""How times, durations and memory are shown on the summary page and the dashboard."""
+"""How times, durations, memory and paths are shown on the summary page and the dashboard."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+
+from markupsafe import Markup, escape
 
 
 def fmt_time(d: datetime | None, seconds: bool = False) -> str:
@@ -31,3 +34,10 @@ def fmt_duration(s: float | None) -> str:
 
 def fmt_mem(mb: float | None) -> str:
     return "—" if mb is None else (f"{mb:.0f} MB" if mb >= 100 else f"{mb:.1f} MB")
+
+
+def path_breaks(path: str) -> Markup:
+    """``path`` escaped for HTML with a line-break opportunity (``<wbr>``) after each ``/``
+    and ``_``, so a narrow column wraps a notebook path between folders or words rather than
+    at any letter."""
+    return Markup(re.sub(r"([/_])", r"\1<wbr>", str(escape(path))))

@@ -5,20 +5,21 @@
 shown). :func:`write_summary` renders ``templates/summary.html`` (Jinja, autoescaped, CSS
 inline, no JavaScript, no external resources) and writes it atomically.
 
-States and icons (first match wins):
+States and icon shapes (first match wins; HTML draws them as inline SVG, see
+:mod:`jupycron.status_icons`, next to the state word):
 
-======================  ====  ============================================================
-state                   icon  when
-======================  ====  ============================================================
-running                 ▶     a RUNNING row exists (also for a disabled notebook run by hand)
-disabled                🛇     no/invalid jupycron line, ``"enabled": false``, unreadable
-success                 🟢    the newest finished run succeeded
-failed/timeout/oom/     🔴    the newest finished run failed; ``kind`` is error, timeout,
-crashed                       oom or crashed
-interrupted             ⏹     the newest finished run was interrupted (shutdown, orphaned,
-                              or rebuilt from outputs with an unknown outcome)
-never                   ⌛    no run yet (a new notebook waits for its first slot)
-======================  ====  ============================================================
+======================  =====  ===========================================================
+state                   shape  when
+======================  =====  ===========================================================
+running                 play   a RUNNING row exists (also for a disabled notebook run by hand)
+disabled                off    no/invalid jupycron line, ``"enabled": false``, unreadable
+success                 ok     the newest finished run succeeded
+failed/timeout/oom/     fail   the newest finished run failed; ``kind`` is error, timeout,
+crashed                        oom or crashed
+interrupted             stop   the newest finished run was interrupted (shutdown, orphaned,
+                               or rebuilt from outputs with an unknown outcome)
+never                   wait   no run yet (a new notebook waits for its first slot)
+======================  =====  ===========================================================
 """
 
 from __future__ import annotations
@@ -37,26 +38,18 @@ from ooniutils.atomicfile import atomic_write_bytes
 
 from .config import Settings
 from .exceptions import SpecError
-from .formatting import fmt_duration, fmt_time
+from .formatting import fmt_duration, fmt_time, path_breaks
 from .history import NotebookHistory
 from .models import JobSpec, Notebook, Run, RunStatus
 from .paths import output_html, summary_file
 from .schedule import due_slot, next_slot
+from .status_icons import STATE_SHAPES, status_icon
 
 __all__ = ["ICONS", "SummaryRow", "build_rows", "jupyter_url", "render_summary", "restamp_summary",
            "write_summary"]
 
-ICONS = {
-    "running": "▶",
-    "disabled": "🛇",
-    "success": "🟢",
-    "failed": "🔴",
-    "timeout": "🔴",
-    "oom": "🔴",
-    "crashed": "🔴",
-    "interrupted": "⏹",
-    "never": "⌛",
-}
+ICONS = STATE_SHAPES
+"""State -> icon shape name (:data:`jupycron.status_icons.SHAPES`)."""
 _FAILURE_KIND = {RunStatus.FAILED: "error", RunStatus.TIMEOUT: "timeout",
                  RunStatus.OOM: "oom", RunStatus.CRASHED: "crashed"}
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -68,7 +61,7 @@ class SummaryRow:
 
     path: str                       # relative to the notebooks folder
     state: str                      # see the module docstring
-    icon: str
+    icon: str                       # shape name, see jupycron.status_icons
     label: str                      # short text, e.g. "failed (timeout)", "never run"
     reason: str | None              # disabled reason, "<ErrorName>: <message>", interruption
     kind: str | None                # failure kind: error/timeout/oom/crashed, else None
@@ -188,6 +181,7 @@ def _environment() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["utc"] = fmt_time
     env.filters["duration"] = fmt_duration
+    env.globals.update(status_icon=status_icon, wrap_path=path_breaks)
     return env
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from jupycron.config import Settings
+from jupycron.formatting import path_breaks
 from jupycron.history import History, NotebookHistory
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.summary import build_rows, write_summary
@@ -45,13 +49,14 @@ class Rows(HTMLParser):
         if tag == "span" and a.get("class") == "memory-limit":
             self._capture = "memory"
         if tag == "tr" and "data-path" in a:
-            self.row = {"state": a["data-state"], "text": {}, "links": {}, "title": None}
+            self.row = {"state": a["data-state"], "text": {}, "links": {}, "icon": None}
             self.rows[a["data-path"]] = self.row
         elif tag == "td" and self.row is not None:
             self.cell = a["class"]
             self.row["text"][self.cell] = ""
-            if self.cell == "icon":
-                self.row["title"] = a.get("title")
+        elif tag == "svg" and self.row is not None:  # the status icon: (shape, accessible name)
+            assert self.row["icon"] is None, "one status icon per row"
+            self.row["icon"] = (a.get("data-shape"), a.get("aria-label"))
         elif tag == "a" and self.row is not None and self.cell:
             self.row["links"].setdefault(self.cell, []).append(a["href"])
 
@@ -144,7 +149,7 @@ def test_every_status(settings: Settings) -> None:
     r = page.rows
 
     ok = r["ok_autorun.ipynb"]
-    assert (ok["state"], ok["text"]["icon"], ok["text"]["label"]) == ("success", "🟢", "success")
+    assert (ok["state"], ok["icon"], ok["text"]["label"]) == ("success", ("ok", "success"), "success")
     assert ok["text"]["last-run"] == "2024-05-01 10:00 UTC"
     assert ok["text"]["duration"] == "1 min 15 s"
     assert ok["text"]["next-run"] == "2024-05-01 11:00 UTC"
@@ -155,7 +160,7 @@ def test_every_status(settings: Settings) -> None:
     assert ok["links"]["notebook"] == ["https://lab.example.org/jupyter/notebooks/ok_autorun.ipynb"]
 
     fail = r["fail_autorun.ipynb"]
-    assert (fail["state"], fail["text"]["icon"]) == ("failed", "🔴")
+    assert (fail["state"], fail["icon"]) == ("failed", ("fail", "failed"))
     assert fail["text"]["label"] == "failed (error)ZeroDivisionError: division by zero"
     assert fail["text"]["failures"] == "2"
     assert fail["text"]["output"] == "—" and "output" not in fail["links"]
@@ -166,17 +171,17 @@ def test_every_status(settings: Settings) -> None:
         ("crash_autorun.ipynb", "crashed", "failed (crashed)", "DeadKernelError: kernel died (signal 11)"),
     ]:
         row = r[path]
-        assert (row["state"], row["text"]["icon"], row["title"]) == (state, "🔴", label)
+        assert (row["state"], row["icon"]) == (state, ("fail", state))
         assert row["text"]["label"] == label + err
         assert row["text"]["failures"] == "1"
 
     intr = r["intr_autorun.ipynb"]
-    assert (intr["state"], intr["text"]["icon"]) == ("interrupted", "⏹")
+    assert (intr["state"], intr["icon"]) == ("interrupted", ("stop", "interrupted"))
     assert intr["text"]["label"] == "interruptedInterrupted: scheduler shut down"
     assert intr["text"]["failures"] == "0"
 
     busy = r["busy_autorun.ipynb"]
-    assert (busy["state"], busy["text"]["icon"]) == ("running", "▶")
+    assert (busy["state"], busy["icon"]) == ("running", ("play", "running"))
     assert busy["text"]["label"] == "running since 2024-05-01 10:00 UTC"
     assert busy["text"]["next-run"] == "2024-05-01 11:00 UTC"
 
@@ -185,7 +190,7 @@ def test_every_status(settings: Settings) -> None:
     assert late["text"]["next-run"] == "due now (slot 2024-05-01 10:00 UTC)"
 
     new = r["new_autorun.ipynb"]
-    assert (new["state"], new["text"]["icon"], new["text"]["label"]) == ("never", "⌛", "never run")
+    assert (new["state"], new["icon"], new["text"]["label"]) == ("never", ("wait", "never"), "never run")
     assert (new["text"]["last-run"], new["text"]["duration"]) == ("—", "—")
     assert new["text"]["next-run"] == "2024-05-01 11:00 UTC"
 
@@ -193,7 +198,7 @@ def test_every_status(settings: Settings) -> None:
                          ("bad_autorun.ipynb", "invalid jupycron line: \"every\": unknown unit 'x'"),
                          ("off_autorun.ipynb", "disabled in its jupycron line")]:
         row = r[path]
-        assert (row["state"], row["text"]["icon"]) == ("disabled", "🛇")
+        assert (row["state"], row["icon"]) == ("disabled", ("off", "disabled"))
         assert row["text"]["label"] == "disabled" + reason
         assert row["text"]["next-run"] == "—"
 
@@ -243,10 +248,19 @@ def test_running_disabled_notebook_shows_running_with_reason(settings: Settings)
     history = {"m_autorun.ipynb": NotebookHistory(runs=[run("m_autorun.ipynb", 0, RunStatus.RUNNING,
                                                             trigger=Trigger.MANUAL, slot=None)])}
     (row,) = build_rows(settings, [nb("m_autorun.ipynb", None, "no jupycron line")], history, NOW)
-    assert (row.state, row.icon, row.reason, row.next_run) == ("running", "▶", "no jupycron line", None)
+    assert (row.state, row.icon, row.reason, row.next_run) == ("running", "play", "no jupycron line", None)
 
 
 def test_empty_page(settings: Settings) -> None:
     page = render(settings, [], {})
     assert page.rows == {}
     assert "No autorun notebooks found" in (settings.output_dir / "summary.html").read_text()
+
+
+@given(hs.lists(hs.text(alphabet=hs.sampled_from("ab_/<&'\" ."), max_size=6), min_size=1, max_size=5))
+def test_path_breaks_keeps_the_text_and_breaks_only_after_slash_and_underscore(parts) -> None:
+    path = "/".join(parts)
+    html = str(path_breaks(path))
+    assert html_unescape(html.replace("<wbr>", "")) == path
+    assert "<" not in html.replace("<wbr>", "")
+    assert html.count("<wbr>") == path.count("/") + path.count("_")

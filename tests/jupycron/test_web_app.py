@@ -318,7 +318,8 @@ def test_run_recorded_as_running_shows_running(site: Settings) -> None:
     c = client(site)
     assert rows_of(c.get("/", auth=AUTH).text)["ok_autorun.ipynb"] == "running"
     page = c.get("/notebook/ok_autorun.ipynb", auth=AUTH).text
-    assert "▶" in page and 'data-status="running"' in page
+    assert '<svg class="status-icon shape-play"' in page and 'aria-label="running"' in page
+    assert 'data-status="running"' in page
     token = csrf_of(page)
     r = c.post("/run", data={"notebook": "ok_autorun.ipynb", "csrf_token": token}, auth=AUTH)
     assert r.status_code == 409

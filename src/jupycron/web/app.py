@@ -64,11 +64,12 @@ from ooniutils.config import describe_data_source
 from ..config import Settings, run_environment
 from ..discovery import ScanCache
 from ..exceptions import JupycronError
-from ..formatting import fmt_duration, fmt_mem, fmt_time_s
+from ..formatting import fmt_duration, fmt_mem, fmt_time_s, path_breaks
 from ..history import NotebookHistory
 from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
 from ..run_alerts import current_rows, late_since
+from ..status_icons import glyph, status_icon
 from ..summary import ICONS, SummaryRow
 from .auth import (
     AUTH_SCOPE_KEY,
@@ -108,7 +109,7 @@ def _templates() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(utc=fmt_time_s, duration=fmt_duration, mem=fmt_mem,
                        urlpath=lambda p: quote(str(p)))
-    env.globals["icons"] = ICONS
+    env.globals.update(status_icon=status_icon, glyph=glyph, wrap_path=path_breaks)
     return env
 
 
@@ -427,14 +428,12 @@ def _kept_run_id(entry: NotebookHistory) -> str | None:
 @dataclass(frozen=True)
 class _RunView:
     run: Run
-    icon: str
     latest_href: str | None
     kept_href: str | None
 
 
 def _run_view(run: Run, latest: str | None, kept: str | None) -> _RunView:
-    icon = ICONS.get(str(run.status), "?")
-    return _RunView(run, icon, latest, kept)
+    return _RunView(run, latest, kept)
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

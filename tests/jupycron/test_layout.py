@@ -1,0 +1,138 @@
+"""The summary page and the dashboard at a glance, in headless Chromium (issue 14 §4).
+
+At 1280 and 1920 px wide, with every state present and a 2,000-character error: the page
+does not overflow horizontally, notebook names keep at least 15 characters of width, the long
+error is one line until clicked (no JavaScript), and the status icons are SVG elements with
+a size and the state as their name - no emoji code point is left (this machine has no emoji
+font: they rendered as empty boxes).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from jupycron.run_alerts import current_rows
+from jupycron.summary import ICONS, write_summary
+from jupycron.web import start_in_thread
+from tests.support.chromium import chromium_driver
+from tests.support.status_site import LONG_ERROR_CHARS, NOTEBOOKS, build_status_site, long_error
+
+pytestmark = pytest.mark.integration
+
+WIDTHS = (1280, 1920)
+FAILED_NB = next(rel for rel, (_, state) in NOTEBOOKS.items() if state == "failed")
+
+# Everything measured in one script: [overflow, names, icons, emoji, reason] facts.
+MEASURE = r"""
+const de = document.documentElement;
+const ctx = document.createElement("canvas").getContext("2d");
+const rows = [...document.querySelectorAll("tr[data-path]")];
+const names = rows.map(tr => {
+  const cell = tr.querySelector("td.notebook");
+  const link = cell.querySelector("a") || cell;
+  const cs = getComputedStyle(cell);
+  ctx.font = getComputedStyle(link).font;
+  return {path: tr.dataset.path,
+          width: cell.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight),
+          need: ctx.measureText(tr.dataset.path.slice(0, 15)).width};
+});
+const icons = rows.map(tr => [...tr.querySelectorAll("svg.status-icon")].map(svg => {
+  const r = svg.getBoundingClientRect();
+  return {state: tr.dataset.state, label: svg.getAttribute("aria-label"),
+          tag: svg.namespaceURI, w: r.width, h: r.height, shapes: svg.childElementCount};
+}));
+const emoji = [...de.outerHTML.matchAll(/\p{Extended_Pictographic}/gu)].map(m => m[0]);
+return {scrollWidth: de.scrollWidth, clientWidth: de.clientWidth, innerWidth: window.innerWidth,
+        names: names, icons: icons, emoji: emoji, states: rows.map(tr => tr.dataset.state)};
+"""
+
+REASON = """
+const s = document.querySelector(arguments[0] + ' details.reason > summary');
+const line = parseFloat(getComputedStyle(s).lineHeight) || 20;
+return {height: s.getBoundingClientRect().height, line: line, text: s.textContent,
+        open: s.parentElement.open, scrollWidth: document.documentElement.scrollWidth,
+        clientWidth: document.documentElement.clientWidth};
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("layout")
+    settings = build_status_site(root, web_anonymous_read=True)
+    now = datetime.now(UTC)
+    summary = write_summary(settings, current_rows(settings, now), now)
+    handle = start_in_thread(settings, "127.0.0.1", 0)
+    try:
+        with chromium_driver(root) as driver:
+            yield driver, {"summary": summary.as_uri(), "dashboard": handle.url + "/",
+                           "failing filter": handle.url + "/?state=failing"}
+    finally:
+        handle.stop()
+
+
+def _load(driver, url: str, width: int) -> None:
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    driver.get(url)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("page", ["summary", "dashboard", "failing filter"])
+def test_page_fits_the_window_and_icons_need_no_emoji_font(site, page: str, width: int) -> None:
+    driver, urls = site
+    _load(driver, urls[page], width)
+    m = driver.execute_script(MEASURE)
+
+    assert m["innerWidth"] == width
+    assert m["scrollWidth"] <= m["clientWidth"] <= m["innerWidth"], \
+        f"{page} overflows at {width} px: {m['scrollWidth']} > {m['clientWidth']}"
+    every = set(ICONS)   # every state a row can show
+    expected = every if page != "failing filter" else {"failed", "timeout", "oom", "crashed"}
+    assert set(m["states"]) == expected
+    for name in m["names"]:
+        assert name["width"] >= name["need"], f"{name['path']} squeezed at {width} px: {name}"
+    for per_row in m["icons"]:
+        assert len(per_row) == 1, per_row
+        (icon,) = per_row
+        assert icon["tag"] == "http://www.w3.org/2000/svg" and icon["shapes"] >= 1
+        assert icon["w"] >= 10 and icon["h"] >= 10, icon
+        assert icon["label"] == icon["state"]
+    assert m["emoji"] == [], f"emoji code points left in the {page}: {m['emoji']}"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("page", ["summary", "dashboard"])
+def test_long_error_is_one_line_until_clicked(site, page: str, width: int) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, urls = site
+    _load(driver, urls[page], width)
+    row = f'tr[data-path="{FAILED_NB}"]'
+    before = driver.execute_script(REASON, row)
+    assert not before["open"]
+    assert before["height"] < 1.6 * before["line"], f"not one line: {before}"
+    assert long_error() in before["text"] and len(before["text"]) >= LONG_ERROR_CHARS
+    driver.find_element(By.CSS_SELECTOR, f"{row} details.reason > summary").click()
+    after = driver.execute_script(REASON, row)
+    assert after["open"] and after["height"] > 5 * after["line"], after
+    assert after["scrollWidth"] <= after["clientWidth"], f"the opened error overflows: {after}"
+
+
+def test_notebook_page_icons_are_svg(site) -> None:
+    driver, urls = site
+    _load(driver, urls["dashboard"] + f"notebook/{FAILED_NB}", 1280)
+    m = driver.execute_script(r"""
+const de = document.documentElement;
+const svgs = [...document.querySelectorAll("h1 .icon svg.status-icon, tr.run-row svg.status-icon")];
+return {emoji: [...de.outerHTML.matchAll(/\p{Extended_Pictographic}/gu)].map(m => m[0]),
+        runs: document.querySelectorAll("tr.run-row").length,
+        labels: svgs.map(s => s.getAttribute("aria-label")),
+        sizes: svgs.map(s => s.getBoundingClientRect().width),
+        scrollWidth: de.scrollWidth, clientWidth: de.clientWidth};
+""")
+    assert m["emoji"] == []
+    assert m["runs"] >= 2 and len(m["labels"]) == m["runs"] + 1, m
+    assert m["labels"][:2] == ["failed", "failed"] and min(m["sizes"]) >= 10, m
+    assert m["scrollWidth"] <= m["clientWidth"], m
