@@ -120,7 +120,7 @@ print(f"{{len(counts):,}} (hour, series) rows, {{counts['n'].sum():,}} measureme
       f"{{wide.shape[1]}} series, {{since:%Y-%m-%d %H:%M}} to {{until:%Y-%m-%d %H:%M}} UTC")
 if outage:
     print(outage.describe())
-    display(Markdown(f"## 🔴 {{outage.describe()}}"))"""),
+    display(Markdown(f"## {{outage.describe()}}"))"""),
     ]
     if per_country:
         cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE)
@@ -167,7 +167,7 @@ display(status.sort_values(["state", "mean_per_hour"], ascending=[True, False]) 
         else Markdown("No series to check."))""".replace("{episode}", episode)),
         code("""display(Markdown(f"### Current alarms (episodes open in the last {ALERT_HOURS} complete hours, most severe first)"))
 if outage:
-    display(Markdown(f"**🔴 {outage.describe()}**"))
+    display(Markdown(f"**{outage.describe()}**"))
 display(current if len(current) else Markdown("None." if not outage else "No per-series alarm."))
 for ep in episodes[pd.to_datetime(episodes["end"]) > until - pd.Timedelta(days=CHART_DAYS)].itertuples():
     print(f"episode {ep.series}: {ep.start:%Y-%m-%d %H:%M:%S} to {ep.end:%Y-%m-%d %H:%M:%S} UTC, "
@@ -250,7 +250,7 @@ print(f"{daily['n'].sum() if len(daily) else 0:,} measurements, {wide.shape[1]} 
       f"{since:%Y-%m-%d} to {until:%Y-%m-%d}")
 if outage:
     print(outage.describe())
-    display(Markdown(f"## 🔴 {outage.describe()}"))"""),
+    display(Markdown(f"## {outage.describe()}"))"""),
         code("""table = decline_table(wide, weeks=WEEKS, min_weeks=MIN_WEEKS, alpha=ALPHA, min_decline=MIN_DECLINE)
 declining = table[table["alarm"]]
 display(Markdown(f"### Significant sustained decreases ({len(declining)})"))
@@ -298,7 +298,7 @@ require_rows(daily, "fastpath", since, until, "measurements", newest=newest_meas
 outage = total_outage(daily, until - pd.Timedelta(days=1), until, unit="day")
 if outage:
     print(outage.describe())
-    display(Markdown(f"## 🔴 {outage.describe()}"))
+    display(Markdown(f"## {outage.describe()}"))
 print(f"{daily['n'].sum():,} measurements from {daily['t'].min():%Y-%m-%d} to {daily['t'].max():%Y-%m-%d}, "
       f"{daily['software_name'].nunique()} probe types")
 display(stacked_counts_chart(daily, "t", "software_name", "n", title=f"Daily measurements by probe type (last {YEARS} years)"))"""),
