@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ooniutils.atomicfile import atomic_write_bytes
+from safefiles.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import psutil
 
-from ooniutils.atomicfile import atomic_copy, atomic_write_bytes
+from safefiles.atomic import atomic_copy, atomic_write_bytes
 
 from . import history_legacy
 from .exceptions import HistoryError

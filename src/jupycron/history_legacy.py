@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ooniutils.atomicfile import atomic_copy
+from safefiles.atomic import atomic_copy
 
 from .models import Run, RunStatus, Trigger
 

@@ -68,8 +68,8 @@ from ooniutils.alerts import (
     SlackTransport,
     Transport,
 )
-from ooniutils.atomicfile import atomic_write_bytes
 from ooniutils.exceptions import OoniUtilsError
+from safefiles.atomic import atomic_write_bytes
 
 from .config import Settings
 from .discovery import ScanCache, scan

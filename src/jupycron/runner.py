@@ -73,7 +73,7 @@ from nbclient.exceptions import DeadKernelError
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
-from ooniutils.atomicfile import atomic_write_text
+from safefiles.atomic import atomic_write_text
 
 from . import limits, recording
 from .config import Settings

@@ -76,7 +76,7 @@ from typing import Any
 
 import psutil
 
-from ooniutils.atomicfile import atomic_write_bytes, atomic_write_text
+from safefiles.atomic import atomic_write_bytes, atomic_write_text
 
 from . import discovery, limits, recording, schedule, summary
 from .config import Settings

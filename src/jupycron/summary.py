@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from ooniutils.atomicfile import atomic_write_bytes
+from safefiles.atomic import atomic_write_bytes
 
 from .config import Settings
 from .exceptions import SpecError

@@ -51,7 +51,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from .atomicfile import atomic_write_text
+from safefiles.atomic import atomic_write_text
+
 from .exceptions import LoadError, StoreError
 from .store.base import Store
 from .store.params import arrow_schema

@@ -52,7 +52,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ooniutils.atomicfile import atomic_write_bytes
+from safefiles.atomic import atomic_write_bytes
 
 from ..config import Settings
 from ..exceptions import ConfigError

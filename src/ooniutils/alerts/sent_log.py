@@ -24,7 +24,7 @@ inactive for ``resolve_after``. Callers record a key only *after* the channel ac
 message, so a failed send is retried on the next run and a delivered one is never repeated.
 
 Every change is a read-modify-write under an exclusive ``fcntl`` lock on the state folder
-and replaces the file atomically (:mod:`ooniutils.atomicfile`), so two runs of one notebook
+and replaces the file atomically (:mod:`safefiles.atomic`), so two runs of one notebook
 (a scheduled run and a manual "run now") cannot lose each other's records. A file that
 cannot be read is moved aside (``<name>.corrupt-<unix time>``) and treated as empty:
 announcing again beats failing the hourly job forever. Entries whose last activity is older
@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..atomicfile import atomic_write_text
+from safefiles.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

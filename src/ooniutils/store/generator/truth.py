@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ...atomicfile import atomic_write_text
+from safefiles.atomic import atomic_write_text
+
 from ...exceptions import StoreError
 
 log = logging.getLogger(__name__)
