@@ -88,6 +88,52 @@ def _dt(v: str | None) -> datetime | None:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
+class FindingLevel(StrEnum):
+    """What a notebook found (its second axis beside the run status), mildest first."""
+
+    OK = "ok"
+    WARNING = "warning"
+    ALARM = "alarm"
+    NO_DATA = "no_data"    # the notebook could not see: no rows, no connection
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a run reported with ``ooniutils.report_finding`` (the last report in a run wins)."""
+
+    level: FindingLevel
+    summary: str                                      # one line, e.g. "IR: measurements down 40 %"
+    detail: list[dict[str, Any]] | None = None        # an optional short table (rows of columns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": str(self.level), "summary": self.summary, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Finding:
+        return cls(FindingLevel(d["level"]), str(d.get("summary", "")), d.get("detail"))
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """Who ran a notebook's cells, recorded while the run is RUNNING so that a scheduler
+    that finds the row orphaned (its runner died) can kill exactly what was left behind."""
+
+    pid: int
+    pgid: int
+    create_time: float                # the pid's start time: a reused pid is never killed
+    sockets: str | None = None        # the kernel's private socket folder (<tmp>/jupycron-kernel-*)
+    marker: str | None = None         # a pooled kernel's own JUPYCRON_RUN_ID
+    cgroup: str | None = None         # the memory cgroup folder (cgroup memory caps only)
+    forked: bool = False              # started by the fork server
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> KernelInfo:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
 @dataclass
 class Run:
     """One execution of one notebook (a history row)."""
@@ -108,6 +154,8 @@ class Run:
     pid: int | None = None             # runner process while RUNNING (to detect orphans)
     host: str | None = None
     memory_limit: str | None = None    # how the cap was enforced: cgroup-v1/cgroup-v2/systemd-run/rlimit/none
+    kernel: KernelInfo | None = None   # set while RUNNING (orphan reaping kills by it)
+    finding: Finding | None = None     # what the notebook reported (None: it never reported)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +164,8 @@ class Run:
             d[k] = d[k].isoformat() if d[k] is not None else None
         d["status"] = str(self.status)
         d["trigger"] = str(self.trigger)
+        d["kernel"] = self.kernel.to_json() if self.kernel else None
+        d["finding"] = self.finding.to_json() if self.finding else None
         return d
 
     @classmethod
@@ -126,6 +176,8 @@ class Run:
         d["finished_at"] = _dt(d.get("finished_at"))
         d["status"] = RunStatus(d.get("status", "running"))
         d["trigger"] = Trigger(d.get("trigger", "schedule"))
+        d["kernel"] = KernelInfo.from_json(d["kernel"]) if d.get("kernel") else None
+        d["finding"] = Finding.from_json(d["finding"]) if d.get("finding") else None
         known = set(cls.__dataclass_fields__)
         extra = {k: v for k, v in d.items() if k not in known}
         d = {k: v for k, v in d.items() if k in known}
