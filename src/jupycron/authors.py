@@ -8,7 +8,7 @@ separated)::
      "notebooks": {"ops/autorun_x.ipynb": {"user": "alice",
                                            "saved_at": "2026-12-06T10:40:00+00:00"}}}
 
-Every update holds an exclusive :func:`fcntl.flock` on ``<output>/.authors.json.lock`` (two
+Every update holds an exclusive :func:`safefiles.locks.locked` on ``<output>/.authors.json.lock`` (two
 saves at once both land) and replaces the file atomically (a reader never sees half a file).
 The file starts with a dot, so the dashboard never serves it as an output. A corrupt file is
 moved aside to ``.authors.json.corrupt-<ts>`` (logged) and a new one started: the record is a
@@ -19,7 +19,6 @@ until its next save under the new name (the hook sees saves, not renames).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from safefiles.atomic import atomic_write_bytes
+from safefiles.locks import locked
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,8 @@ def last_saved(output_dir: Path, rel: str) -> Authorship | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locked(f"{path}.lock"):
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def record_save(output_dir: Path, rel: str, user: str, now: datetime | None = None) -> Authorship:

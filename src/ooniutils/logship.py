@@ -31,7 +31,6 @@ rows (zero-copy slices), and each batch is committed, then its cursor written, i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from safefiles.atomic import atomic_write_text
+from safefiles.locks import LockTimeout, locked
 
 from .exceptions import LoadError, StoreError
 from .store.base import Store
@@ -638,21 +638,21 @@ def _sole_shipper(cursor_file: Path) -> Iterator[None]:
     """Hold ``<cursor_file>.lock`` (flock, released by the kernel even on kill -9); raise
     :class:`StoreError` naming the holder's pid when another shipper has it."""
     lock_path = Path(f"{cursor_file}.lock")
+    stack = contextlib.ExitStack()
     try:
-        fh = lock_path.open("a+")
+        fd = stack.enter_context(locked(lock_path, timeout=0))
+    except LockTimeout:
+        try:
+            holder = lock_path.read_text().strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise StoreError(f"another shipper (pid {holder}) is using the cursor file {cursor_file}; "
+                         "run one shipper per cursor file") from None
     except OSError as exc:
         raise StoreError(f"cannot open the shipper lock {lock_path}: {exc}") from exc
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            raise StoreError(f"another shipper (pid {holder}) is using the cursor file {cursor_file}; "
-                             "run one shipper per cursor file") from None
-        fh.truncate(0)
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+    with stack:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
         yield
 
 

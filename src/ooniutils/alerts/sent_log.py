@@ -35,7 +35,6 @@ than ``keep_days`` are dropped on every write. The older format of the event not
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from safefiles.atomic import atomic_write_text
+from safefiles.locks import locked
 
 log = logging.getLogger(__name__)
 
@@ -340,12 +340,8 @@ class SentLog:
         # serialising every log of the folder costs nothing.
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked(folder):
             yield
-        finally:
-            os.close(fd)  # closing drops the lock
 
     def _corrupt(self, exc: BaseException) -> dict[str, Entry]:
         stamp = int(datetime.now(UTC).timestamp())

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import re
@@ -58,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.binding import format_str
+from safefiles.locks import locked, try_locked
 
 from ..exceptions import QueryError, StoreError
 from . import compaction
@@ -140,13 +140,8 @@ class EmbeddedStore(Store):
 
     @contextlib.contextmanager
     def _writer_lock(self, table: str, name: str = ".lock") -> Iterator[None]:
-        path = self.table_dir(table) / name
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with locked(self.table_dir(table) / name):
+            yield
 
     def _new_part_path(self, table: str) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -306,16 +301,8 @@ class EmbeddedStore(Store):
             with self._writer_lock(table, name):
                 yield True
             return
-        with (self.table_dir(table) / name).open("a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with try_locked(self.table_dir(table) / name) as got:
+            yield got
 
     def part_infos(self, table: str) -> list[PartInfo]:
         """Rows and key range of each part of the current generation (from the footers)."""

@@ -20,7 +20,6 @@ valid part (parts written before this layout are read alike and re-sorted when c
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from safefiles.locks import LockTimeout, lock_fd
 
 from . import params as P
 from .schema import Table
@@ -258,7 +258,7 @@ def open_locked(path: Path) -> int:
     (the kernel drops a dead process's locks). Raises ``FileExistsError`` when taken."""
     for _ in range(10):
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_fd(fd, path=path)
         try:  # a cleaner may have removed it between create and lock: make a new one
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -284,8 +284,8 @@ def stale_temp_files(folder: Path) -> Iterator[Path]:
             continue
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                lock_fd(fd, timeout=0, path=path)
+            except LockTimeout:
                 continue  # a live writer
             try:
                 if os.stat(path).st_ino != os.fstat(fd).st_ino:
