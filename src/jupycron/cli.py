@@ -173,9 +173,8 @@ def list_(ctx: click.Context) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ooniutils.config import describe_data_source
-
     from . import discovery, limits, summary
+    from .environment import describe_data_source
     from .history import History
 
     settings = _settings(ctx)

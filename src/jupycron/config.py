@@ -15,10 +15,13 @@ infinities, out-of-range and non-integral values are refused with the key's name
 
 The run environment: the ``[ooniutils]`` table (keys as in ooniutils' own config file, e.g.
 ``data_dir = "data"``, ``clickhouse_url``, ``slack_webhook_url``) is what every run needs to
-read data and send alerts. :func:`run_environment` turns it into ``OONI_*`` variables and
-:func:`apply_run_environment` puts them into this process's environment at the CLI edge, so
-``tick``, ``daemon``, ``run-now``, the dashboard's Run now (a child process), the run-state
-alert checks and every kernel (they inherit the environment) see the same values.
+read data and send alerts. jupycron does not interpret it: the package registered as the
+table's run-environment plugin (:mod:`jupycron.environment`; ooniutils registers
+``ooniutils.jupycron_plugin``) checks it at load and spells it as variables.
+:func:`run_environment` returns them and :func:`apply_run_environment` puts them into this
+process's environment at the CLI edge, so ``tick``, ``daemon``, ``run-now``, the dashboard's
+Run now (a child process), the run-state alert checks and every kernel (they inherit the
+environment) see the same values.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from . import environment
 from .exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -86,11 +90,11 @@ class Settings:
                                          metadata={"help": "user = password hash (argon2); managed by `jupycron passwd`."})
     ooniutils: Mapping[str, str] = field(default_factory=dict, metadata={
         "help": "Table `[ooniutils]`: the run environment, i.e. the ooniutils settings every run, "
-                "Run now, alert check and (with OONI_MONITORING_CONFIG pointing at this file) "
-                "interactive kernel uses: `data_dir` (relative to this file's folder) or "
+                "Run now, alert check and kernel uses (checked by ooniutils' run-environment plugin): `data_dir` (relative to this file's folder) or "
                 "`clickhouse_url`, alert endpoints (`alertmanager_url`, `slack_webhook_url`, "
                 "`ntfy_url`, ...), `output_base_url`; keys as in the ooniutils table below. "
-                "Passed to runs as OONI_* variables, over the inherited environment."})
+                "Passed to runs as OONI_* variables, over the inherited environment, with "
+                "OONI_MONITORING_CONFIG naming this file (one config file for everything)."})
     config_file: Path | None = field(default=None, metadata={"help": "The TOML file these were read from."})
 
     @property
@@ -166,24 +170,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc}", "config") from exc
 
 
-def _ooniutils_table(raw: Any, base: Path, source: str) -> dict[str, str]:
-    """The ``[ooniutils]`` table checked against ooniutils' settings, relative paths made
-    absolute against ``base`` (the config file's folder)."""
-    from ooniutils import config as ooni_config
-    from ooniutils.exceptions import OoniUtilsError
-
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: 'ooniutils' must be a table ([ooniutils])", "ooniutils")
-    unknown = sorted(set(raw) - set(ooni_config.SETTINGS_BY_KEY))
-    if unknown:
-        raise ConfigError(f"unknown key(s) in [ooniutils] of {source}: {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(ooni_config.SETTINGS_BY_KEY))})", "ooniutils")
-    try:
-        return {k: ooni_config.file_value(k, v, base) for k, v in raw.items()}
-    except OoniUtilsError as exc:
-        raise ConfigError(f"[ooniutils] of {source}: {exc}", "ooniutils") from exc
-
-
 def load_settings(overrides: Mapping[str, Any] | None = None,
                   env: Mapping[str, str] | None = None,
                   config_file: Path | str | None = None) -> Settings:
@@ -219,7 +205,8 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         if raw is None:
             continue
         if name == "ooniutils":
-            values[name] = _ooniutils_table(raw, base, str(cfg_path) if from_file else "the overrides")
+            values[name] = environment.check_table(
+                name, raw, base, str(cfg_path) if from_file else "the overrides")
             continue
         value = _coerce(name, f.type, raw, f.metadata)
         if isinstance(value, Path):  # relative to the file's folder, or to the working directory
@@ -238,13 +225,19 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
 
 
 def run_environment(settings: Settings) -> dict[str, str]:
-    """The ``OONI_*`` variables every run of ``settings`` gets: the ``[ooniutils]`` table,
-    plus ``OONI_OUTPUT_BASE_URL`` from ``output_base_url`` (so a notebook's alarm links and
-    the run-state alerts' links agree)."""
-    out = {f"OONI_{k.upper()}": v for k, v in settings.ooniutils.items()}
+    """The variables every run of ``settings`` gets from the ``[ooniutils]`` table, as its
+    plugin (:mod:`jupycron.environment`) spells them, with ``output_base_url`` filled in from
+    the setting (so a notebook's alarm links and the run-state alerts' links agree).
+
+    Empty when there is no table and no installed plugin for it; the table's plugin also
+    names this config file, so every reader of those settings reads this one file."""
+    table = dict(settings.ooniutils)
     if settings.output_base_url:
-        out.setdefault("OONI_OUTPUT_BASE_URL", settings.output_base_url)
-    return out
+        table.setdefault("output_base_url", settings.output_base_url)
+    if not settings.ooniutils and "ooniutils" not in environment.plugin_names():
+        return {}
+    return environment.environment("ooniutils", table,
+                                   settings.config_file if settings.ooniutils else None)
 
 
 def apply_run_environment(settings: Settings,

@@ -14,7 +14,6 @@ pay for pandas/Altair start-up; ``__all__`` is the public API and is tested.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 # public name -> module that defines it (relative to this package), or "module:attribute"
@@ -69,7 +68,9 @@ def _setup_display() -> None:
 def __getattr__(name: str) -> Any:
     if name == "autorun":
         _setup_display()
-        return bool(os.environ.get("AUTORUN"))
+        from .jupycron_plugin import scheduled_run
+
+        return scheduled_run()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'ooniutils' has no attribute {name!r}")

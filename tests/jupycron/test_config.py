@@ -129,7 +129,47 @@ def test_run_environment_carries_the_table_and_the_output_url(tmp_path):
     assert run_environment(s) == {"OONI_DATA_DIR": str(tmp_path / "d"),
                                   "OONI_SLACK_WEBHOOK_URL": "https://hooks/x",
                                   "OONI_OUTPUT_BASE_URL": "https://mon/out/",
-                                  "OONI_HTTP_RETRIES": "2"}
+                                  "OONI_HTTP_RETRIES": "2",
+                                  # one config file: ooniutils reads the rest from this one too
+                                  "OONI_MONITORING_CONFIG": str(cfg)}
+    # no table: only the output URL, and ooniutils keeps its own config file
+    s = load_settings(config_file=_write(tmp_path / "d.toml", 'output_base_url = "https://o/"\n'),
+                      env={})
+    assert run_environment(s) == {"OONI_OUTPUT_BASE_URL": "https://o/"}
+    assert run_environment(load_settings(env={})) == {}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_table_nobody_handles_or_a_broken_plugin_is_a_config_error(tmp_path, monkeypatch):
+    from jupycron import environment
+
+    cfg = _write(tmp_path / "c.toml", '[ooniutils]\ndata_dir = "d"\n')
+    environment.load_plugin.cache_clear()
+    monkeypatch.setattr(environment, "entry_points", lambda group: [])
+    try:
+        with pytest.raises(ConfigError, match=r"no installed package handles the \[ooniutils\] table"):
+            load_settings(config_file=cfg, env={})
+        assert environment.describe_data_source().startswith("not described")
+    finally:
+        environment.load_plugin.cache_clear()
+
+    class Broken:
+        name, value = "ooniutils", "nowhere.at_all:plugin"
+
+        def load(self):
+            raise ImportError("No module named 'nowhere'")
+
+    monkeypatch.setattr(environment, "entry_points", lambda group: [Broken()])
+    try:
+        with pytest.raises(ConfigError, match="cannot load the \\[ooniutils\\] table's plugin "
+                                              "nowhere.at_all:plugin: ImportError"):
+            load_settings(config_file=cfg, env={})
+    finally:
+        environment.load_plugin.cache_clear()
 
 
 def test_applied_run_environment_replaces_an_inherited_value_and_says_so(tmp_path, caplog):

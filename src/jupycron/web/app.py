@@ -59,10 +59,9 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ooniutils.config import describe_data_source
-
 from ..config import Settings, run_environment
 from ..discovery import ScanCache
+from ..environment import describe_data_source
 from ..exceptions import JupycronError
 from ..formatting import fmt_duration, fmt_mem, fmt_time_s, path_breaks
 from ..history import NotebookHistory

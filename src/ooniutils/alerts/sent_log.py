@@ -47,9 +47,11 @@ from typing import Any
 from safefiles.atomic import atomic_write_text
 from safefiles.locks import locked
 
+from ..jupycron_plugin import STATE_DIR_ENV, jupycron_state_dir
+
 log = logging.getLogger(__name__)
 
-STATE_ENV = "JUPYCRON_STATE_DIR"
+STATE_ENV = STATE_DIR_ENV  # jupycron's kernel-environment contract (ooniutils.jupycron_plugin)
 FORMAT_VERSION = 2
 KEY_SEPARATOR = "|"
 
@@ -57,9 +59,9 @@ KEY_SEPARATOR = "|"
 def default_state_dir() -> Path:
     """``$JUPYCRON_STATE_DIR``, else ``$XDG_STATE_HOME/ooni-monitoring`` (XDG default
     ``~/.local/state``). Nothing is created here; writers create the folder when needed."""
-    env = os.environ.get(STATE_ENV)
-    if env:
-        return Path(env).expanduser()
+    given = jupycron_state_dir()
+    if given is not None:
+        return given
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "ooni-monitoring"
 

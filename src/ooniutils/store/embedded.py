@@ -57,6 +57,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from clickhouse_connect.driver.binding import format_str
+
 from safefiles.locks import locked, try_locked
 
 from ..exceptions import QueryError, StoreError

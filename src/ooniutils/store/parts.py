@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from safefiles.locks import LockTimeout, lock_fd
 
 from . import params as P
