@@ -167,7 +167,7 @@ class EmbeddedStore(Store):
                         raise
         except OSError as exc:
             raise StoreError(f"cannot create the embedded store in {self.data_dir}: {exc}") from exc
-        from .loaders import seed_tables
+        from .seed import seed_tables
 
         try:
             seed_tables(self)  # fixed lookup rows (test_groups)

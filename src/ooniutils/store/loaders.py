@@ -15,8 +15,8 @@ table), so a malformed file leaves the store as it was.
   so only the rows beyond what the table already holds are inserted (loading the same
   lists twice inserts nothing; a list that gained URLs adds just those). A row listed twice
   in one file is kept twice the first time (the duplicates analysis reports it).
-* :func:`seed_tables` — the fixed rows of lookup tables (``test_groups``), inserted by the
-  stores' ``init`` when missing.
+* :func:`seed_tables` (from :mod:`.seed`) — the fixed rows of lookup tables
+  (``test_groups``), inserted by the stores' ``init`` when missing.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import pandas as pd
 
 from ..exceptions import LoadError, StoreError
 from .base import Store
-from .schema import CITIZENLAB, TABLES, Table
+from .schema import CITIZENLAB, TABLES
+from .seed import seed_tables as seed_tables  # re-exported (it lives in .seed: no cycle)
 
 log = logging.getLogger(__name__)
 
@@ -252,30 +253,3 @@ def _not_yet_stored(store: Store, rows: list[dict[str, str]]) -> list[dict[str, 
         else:
             new.append(r)
     return new
-
-
-def seed_tables(store: Store) -> int:
-    """Insert the :attr:`~ooniutils.store.schema.Table.seed` rows each table lacks; returns
-    how many were inserted (0 on a second call)."""
-    inserted = 0
-    for table in TABLES.values():
-        if table.seed:
-            inserted += _seed_one(store, table)
-    return inserted
-
-
-def _seed_one(store: Store, table: Table) -> int:
-    def missing() -> list[tuple[str, ...]]:
-        cols = ", ".join(f"`{c}`" for c in table.column_names)
-        have = store.query(f"SELECT {cols} FROM `{table.name}`")
-        stored = {tuple(str(v) for v in row) for row in have.itertuples(index=False, name=None)}
-        return [row for row in table.seed if row not in stored]
-
-    if not missing():  # the usual case: no lock, nothing written (a read-only store works)
-        return 0
-    with store.exclusive(table.name):
-        rows = missing()
-        if rows:
-            store.insert(table.name, pd.DataFrame(rows, columns=table.column_names))
-    log.info("seeded %d row(s) of %s", len(rows), table.name)
-    return len(rows)

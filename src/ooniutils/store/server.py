@@ -116,7 +116,7 @@ class ServerStore(Store):
                 self.client.command(ddl, settings={"allow_suspicious_low_cardinality_types": 1})
             except ClickHouseError as exc:
                 raise self._fail(exc, ddl, "CREATE TABLE") from exc
-        from .loaders import seed_tables
+        from .seed import seed_tables
 
         seed_tables(self)  # fixed lookup rows (test_groups)
 

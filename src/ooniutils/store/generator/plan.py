@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import world
+from .fleet import helpers_truth
 from .normal import normal_traffic, weekend_mask
 from .truth import GroundTruth, Incident, iso
 from .urls import TEST_LIST, domain_of
@@ -356,9 +357,7 @@ def make_plan(days: int = 90, rows: int | None = None, seed: int = 0, end: datet
                 rotation_time=t_end - round(min(world.ROTATION_DAYS_BEFORE_END, 0.5 * days) * 24) * HOUR,
                 blocking=_blocking(w, nets), truth=truth)
     plan.chunks = _chunks(lam.sum(axis=1), chunk_rows)
-    from .tables import helpers_truth  # tables builds on Plan
-
-    truth.test_helpers = helpers_truth(plan)
+    truth.test_helpers = helpers_truth(plan.rotation_time)
     return plan
 
 

@@ -3,16 +3,14 @@ with one rotated droplet) and event_detector_changepoints (one row per blocking 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..schema import CHANGEPOINT_SIGNALS
-from . import world
+from .fleet import helper_instances
 from .plan import Plan
-from .truth import iso
 from .urls import TEST_LIST, domain_of
 
 
@@ -26,30 +24,8 @@ def citizenlab_frame() -> pd.DataFrame:
     })
 
 
-def helper_instances(plan: Plan) -> list[dict[str, Any]]:
-    """The fleet as dicts (also stored in the ground truth): rdn 2's droplet is drained at
-    the rotation time and destroyed DRAINING_MINUTES later; its successor, created ten
-    minutes before, takes over rdn 2 (so ``https://2.th.ooni.org`` never goes away)."""
-    rot = plan.rotation_time
-    out: list[dict[str, Any]] = []
-    for h in world.HELPERS:
-        row: dict[str, Any] = {"rdn": h.rdn, "dns_zone": world.DNS_ZONE, "name": h.name, "provider": h.provider,
-               "region": h.region, "ipaddr": h.ipaddr, "ipv6addr": h.ipv6addr,
-               "draining_at": None, "sign": 1, "destroyed_at": None}
-        if h.rotated:
-            row["draining_at"] = datetime.fromtimestamp(rot, UTC)
-            row["destroyed_at"] = datetime.fromtimestamp(rot + world.DRAINING_MINUTES * 60, UTC)
-        out.append(row)
-    s = world.ROTATION_SUCCESSOR
-    created = datetime.fromtimestamp(rot - 600, UTC)
-    out.append({"rdn": s.rdn, "dns_zone": world.DNS_ZONE, "name": s.name.format(created=created.strftime("%Y%m%d%H%M%S")),
-                "provider": s.provider, "region": s.region, "ipaddr": s.ipaddr, "ipv6addr": s.ipv6addr,
-                "draining_at": None, "sign": 1, "destroyed_at": None})
-    return out
-
-
 def helpers_frame(plan: Plan) -> pd.DataFrame:
-    rows = helper_instances(plan)
+    rows = helper_instances(plan.rotation_time)
     df = pd.DataFrame({k: pd.array([r[k] for r in rows], dtype="str")
                        for k in ("rdn", "dns_zone", "name", "provider", "region", "ipaddr", "ipv6addr")})
     for col in ("draining_at", "destroyed_at"):
@@ -57,12 +33,6 @@ def helpers_frame(plan: Plan) -> pd.DataFrame:
     df["sign"] = np.ones(len(rows), np.int8)
     return df[["rdn", "dns_zone", "name", "provider", "region", "ipaddr", "ipv6addr",
                "draining_at", "sign", "destroyed_at"]]
-
-
-def helpers_truth(plan: Plan) -> list[dict[str, Any]]:
-    return [{**r, "url": world.helper_url(r["rdn"]),
-             "draining_at": r["draining_at"] and iso(r["draining_at"]),
-             "destroyed_at": r["destroyed_at"] and iso(r["destroyed_at"])} for r in helper_instances(plan)]
 
 
 EDD = 10
