@@ -82,8 +82,8 @@ class Settings:
         "help": "Run a notebook seen for the first time at once (its latest slot) instead of at its "
                 "first slot after discovery; a notebook's \"RunAtOnce\" overrides it."})
     kernel_forkserver: bool = field(default=True, metadata={
-        "help": "Fork kernels from a template process with ipykernel imported (about 0.5 s of CPU less "
-                "per run); falls back to a normal start on any failure."})
+        "help": "Fork kernels from a template process with ipykernel imported (less CPU per run: "
+                "BENCHMARKS.md); falls back to a normal start on any failure."})
     web_anonymous_read: bool = field(default=False, metadata={"help": "Allow read-only access without login."})
     web_proxy_auth_header: str = field(default="", metadata={"help": "Trust this header (set by a reverse proxy) as the user."})
     web_users: Mapping[str, str] = field(default_factory=dict,

@@ -305,7 +305,7 @@ def _to_int(name: str, arr: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedA
 def _iso_time(us: pa.ChunkedArray) -> pa.ChunkedArray:
     """Microseconds since the epoch as ``2024-11-19T07:06:40.000000Z``.
 
-    Casting a naive timestamp to text and patching it is ~20x faster than
+    Casting a naive timestamp to text and patching it is much faster than
     ``pc.strftime`` (which goes through a time-zone library for each value)."""
     text = pc.cast(pc.cast(us, pa.timestamp("us")), pa.string())  # "2024-11-19 07:06:40.000000"
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
@@ -481,7 +481,7 @@ class Shipper:
         return rows if n_kept == rows.num_rows else rows.filter(keep)
 
     def _warm_up(self) -> None:
-        """Start the store's engine (chDB loads in ~0.5 s) before the first duplicate check."""
+        """Start the store's engine (loading chDB is slow) before the first duplicate check."""
         self.store.query("SELECT 1 AS ok")
 
     def ship_lines(self, lines: Iterable[bytes], skip_until_cursor: str | None = None) -> ShipStats:

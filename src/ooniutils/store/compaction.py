@@ -50,8 +50,8 @@ AUTO_SMALL = ROW_GROUP_ROWS // 2
 """Parts under this many rows (half a row group) are merged automatically after an
 insert: the many tiny parts of ``logs ship --follow`` flushes or of notebooks' small
 inserts. A bulk load's parts (generator chunks, ``logs ship`` batches of 50k rows, a
-``load-sql`` file) are not rewritten while loading — that cost the load ~20 % of CPU and
-the merge's memory — but by ``data compact``, which ``data generate`` and ``data
+``load-sql`` file) are not rewritten while loading — that cost the load CPU and the
+merge's memory — but by ``data compact``, which ``data generate`` and ``data
 load-sql`` run at their end."""
 FULL_BIG = PART_ROWS // 2
 """Parts of at least this many rows that overlap nothing are kept by a full compaction."""

@@ -6,7 +6,7 @@ A part is sorted by the table's *range key* — the leading ORDER BY column of
 primary index would prune on. A time key is sorted by the hour (a stable sort on the key
 truncated to :data:`TIME_STEP_SECONDS`): row groups still cover bounded, non-overlapping
 hours, and rows keep their order within an hour — the generator's order by test and
-network compresses 15 % smaller and writes ~15 % faster than an exact sort. Rows go in
+network compresses smaller and writes faster than an exact sort. Rows go in
 row groups of :data:`ROW_GROUP_ROWS` with min/max statistics and a page index, so
 ClickHouse's Parquet reader skips the row groups (and pages) a ``WHERE`` on the key rules
 out; compaction (:mod:`.compaction`) keeps parts' key ranges disjoint, so a one-day query
@@ -42,7 +42,7 @@ ROW_GROUP_ROWS = 65_536
 over 90 days touches ~2 of them per part it opens)."""
 PART_ROWS = 2_097_152
 """Most rows a compaction writes into one part (32 row groups): fewer, bigger parts cost
-less per query (each part's footer is read by every query: ~0.2 ms of CPU a part)."""
+less per query (each part's footer is read by every query)."""
 TIME_STEP_SECONDS = 3600
 """A time key is sorted by this many seconds (see module doc); other keys exactly."""
 SORTED_BY = b"ooniutils.sorted_by"
@@ -124,16 +124,16 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | N
 def parquet_options(arrow: pa.Table, key: str | None = None) -> dict[str, Any]:
     """``pyarrow.parquet`` writer options for a part holding ``arrow`` (sorted by ``key``).
 
-    zstd (Arrow's default level, 1): a third of lz4's or snappy's size for about 15 % more
+    zstd (Arrow's default level, 1): much smaller than lz4 or snappy for a little more
     write CPU. Dictionary encoding only for the columns that profit: Arrow dictionary
     columns (written as they are) and columns with at most one distinct value in four
     over an evenly spaced sample. Trying a dictionary on unique values (ids, timestamps,
-    floats) costs hashing every value before Parquet falls back to plain encoding; that
-    was a third of the write time of generated fastpath rows. Row groups of
+    floats) costs hashing every value before Parquet falls back to plain encoding, a large
+    share of the write time of generated fastpath rows. Row groups of
     :data:`ROW_GROUP_ROWS` and a page index. Min/max statistics only for ``key`` when
     there is one: in a part sorted by time every other column's row groups span about
     all its values (no row group would be skipped on them), and leaving them out cuts
-    the write CPU by ~30 % and each footer, read by every query, by ~30 %. Not Parquet's
+    the write CPU and the size of each footer, read by every query. Not Parquet's
     ``sorting_columns``: the hour-wise order of a time key is not the exact order a
     reader could rely on.
     """

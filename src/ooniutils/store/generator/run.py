@@ -30,8 +30,8 @@ def generate_frames(days: int = 90, rows: int | None = None, seed: int = 0, end:
     (whole hours, oldest first). Same arguments → identical frames.
 
     Pass ``plan`` (from :func:`make_plan`) to reuse one and read its ``truth``; the other
-    arguments are then ignored. Memory is bounded by one chunk (~0.5 GB per million rows
-    while a chunk is built), whatever the total.
+    arguments are then ignored. Memory is bounded by one chunk (the rows of one chunk while
+    it is built), whatever the total.
     """
     plan = plan or make_plan(days, rows, seed, end, chunk_rows)
     yield "citizenlab", citizenlab_frame()

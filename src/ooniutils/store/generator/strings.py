@@ -32,7 +32,7 @@ _COLUMNS: dict[int, tuple[np.ndarray, list[tuple[int, np.ndarray]]]] = {}
 def _u64_columns(table: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Split a (K, w) byte table into (byte offset, zero-padded uint64 column) of <= 8 bytes.
 
-    Gathering from a contiguous uint64 column is ~10x faster than from a strided view.
+    Gathering from a contiguous uint64 column is much faster than from a strided view.
     Read-only tables (the constants here, cached day tables) are split once.
     """
     if not table.flags.writeable:
