@@ -11,5 +11,20 @@ beyond the standard library (a leaf: it imports nothing from either package).
 from __future__ import annotations
 
 from .atomic import DEFAULT_MODE, atomic_copy, atomic_write_bytes, atomic_write_text
+from .locks import LockTimeout, lock_fd, locked, try_locked
+from .stamps import RACY_WINDOW_NS, Stamp, stamp, trusted
 
-__all__ = ["DEFAULT_MODE", "atomic_copy", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "DEFAULT_MODE",
+    "LockTimeout",
+    "RACY_WINDOW_NS",
+    "Stamp",
+    "atomic_copy",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "lock_fd",
+    "locked",
+    "stamp",
+    "trusted",
+    "try_locked",
+]

@@ -59,3 +59,15 @@ def test_trusted_exactly_when_the_newest_time_is_older_than_the_window(m, c, sta
     # the boundary: exactly one window old is still racy
     assert not trusted(Stamp(started - window, 0, 1, started - window), started, window)
     assert trusted(Stamp(started - window - 1, 0, 1, started - window - 1), started, window)
+
+
+
+def test_the_package_exports_its_helpers_in_a_sorted_all():
+    import safefiles
+    from safefiles import atomic, locks, stamps
+
+    assert safefiles.__all__ == sorted(safefiles.__all__)
+    modules = (atomic, locks, stamps)
+    for name in safefiles.__all__:
+        assert any(getattr(m, name, None) is getattr(safefiles, name) for m in modules), name
+    assert set(locks.__all__) | set(stamps.__all__) <= set(safefiles.__all__)
