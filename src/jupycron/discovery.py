@@ -14,11 +14,30 @@ The config line is a whole-line comment in a **code** cell, ``# jupycron: {"ever
 notebook order is used. The same text in a markdown/raw cell, in an output, in the metadata,
 or after code on the same line does not count.
 
-How a notebook is read: the whole file is decoded as JSON (``json.loads``) and its cells
-searched in order (``cells``, or nbformat 3's ``worksheets``; code in ``source``, or
-nbformat 3's ``input``). Any JSON layout works; a file that is not a notebook (invalid or
-truncated JSON, not UTF-8, no cells) is listed disabled with the reason. Decoding is the
-cost of a *changed* file only: :class:`ScanCache` answers for unchanged ones.
+How a notebook is read (the scan of 10,000 notebooks, some of them megabytes of base64
+images, has to stay well under a second):
+
+* **Jupyter's layout** (``nbformat.write``: one-space indent, so a cell is ``\\n  {\\n`` ...
+  ``\\n  }`` and its keys are ``\\n   "key": ``; JSON strings hold no raw newline, so these
+  byte sequences are always structure). The raw bytes are searched for candidates, a ``#``
+  (``memchr``) followed by JSON-encoded blanks and ``jupycron``. Neither ``#`` nor the
+  letters of ``jupycron`` are escaped by any JSON writer (``json.dumps`` escapes only
+  quotes, backslashes, control and, optionally, non-ASCII characters), so a file without a
+  candidate has no line and is not decoded at all. For a candidate, the enclosing cell and
+  key are found with ``rfind``/``find`` on those markers; only when the key is ``source`` of a
+  ``code`` cell is that one JSON value decoded and checked with the exact line rule. Big
+  outputs (images) before the line are skipped, never decoded. The first 16 KiB are read
+  first; the rest only when the answer is not in them. Newlines may be ``\\n`` or ``\\r\\n``.
+* **Any other layout** (compact JSON, another indent, nbformat 3 ``worksheets``, a BOM...)
+  falls back to decoding: the cells of the first 16 KiB one by one,
+  then the rest is searched for ``jupycron`` and only the cells around an occurrence are
+  decoded (or the whole document when ``"cells"`` is not its first key).
+
+Only what is decoded is validated. A notebook truncated after its jupycron line is still
+listed (its run fails). In Jupyter's layout a notebook without any candidate is checked only
+for truncation (it must end with ``}``); damage inside it goes unnoticed until it is run.
+Known limits of the byte search (no JSON writer produces these): a marker spelled with
+``\\uXXXX`` escapes, or a line split across two strings of a ``source`` list, is not found.
 
 Nothing here raises out of :func:`scan` or :func:`read_notebook`: an unreadable or corrupt
 notebook is returned disabled with ``disabled_reason = "cannot read notebook: ..."``.
@@ -77,6 +96,11 @@ SCAN_CACHE_FILE = ".scan-cache.json"
 
 _MARKER = "jupycron"
 _LINE_RE = re.compile(r"^\s*#\s*jupycron\s*:(.*)$")
+_HEAD_RE = re.compile(r'\s*\{\s*"cells"\s*:\s*\[')
+_CELL_START = '\n  {\n   "'
+_WS_RE = re.compile(r"\s*")
+_FIRST_CHUNK = 16 * 1024
+_DECODER = json.JSONDecoder()
 
 
 # --- the jupycron line -------------------------------------------------------------------
@@ -198,14 +222,252 @@ def find_spec_text(nb: Any) -> str | None:
     return None
 
 
+# --- any other layout: decoding (the general, slower path) -------------------------------
+
+@dataclass
+class _Walk:
+    line: str | None
+    done: bool      # False: ran out of text at ``pos`` (an incomplete cell)
+    pos: int
+    index: int
+    expect_value: bool
+
+
+def _walk_cells(text: str, pos: int, index: int, final: bool,
+                expect_value: bool = True) -> _Walk:
+    """Decode cells one by one from ``pos`` (just after ``[`` when ``index`` is 0) until the
+    line is found, the list ends, or (when not ``final``) the text runs out mid-cell."""
+    while True:
+        pos = _WS_RE.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text):
+            if not final:
+                return _Walk(None, False, pos, index, expect_value)
+            raise ValueError('truncated notebook: the "cells" list never ends')
+        c = text[pos]
+        if c == "]" and (index == 0 or not expect_value):
+            return _Walk(None, True, pos, index, expect_value)
+        if not expect_value:
+            if c != ",":
+                raise ValueError(f"invalid JSON after cell {index - 1}: unexpected {c!r}")
+            pos += 1
+            expect_value = True
+            continue
+        try:
+            cell, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            if not final:
+                return _Walk(None, False, pos, index, expect_value)
+            raise ValueError(f"invalid JSON in cell {index}: {exc.msg}") from None
+        line = _line_in_cell(cell, index)
+        if line is not None:
+            return _Walk(line, True, end, index, False)
+        pos, index, expect_value = end, index + 1, False
+
+
+def _search_rest(text: str, walk: _Walk) -> str | None:
+    """Find the line in the cells from ``pos`` on without decoding every cell.
+
+    The marker has no characters JSON escapes, so a cell holding the line contains the
+    literal text ``jupycron``: when it does not occur, there is no line. Otherwise the
+    cell around an occurrence is located by Jupyter's layout (a cell starts with
+    ``\\n  {\\n   "``, which only a top-level list element can look like since JSON strings
+    hold no raw newlines), decoded and checked; cells without an occurrence are skipped.
+    When the layout does not fit, the remaining cells are decoded one by one.
+    """
+    start = walk.pos
+    while True:
+        p = text.find(_MARKER, start)
+        if p < 0:
+            return None
+        # the cell the first walk stopped in starts just before walk.pos
+        s = text.rfind(_CELL_START, max(0, start - 3), p)
+        if s < 0:
+            break
+        try:
+            cell, end = _DECODER.raw_decode(text, s + 3)
+        except json.JSONDecodeError:
+            break
+        if not end > p:
+            break
+        line = _line_in_cell(cell, -1)
+        if line is not None:
+            return line
+        start = end
+    return _walk_cells(text, walk.pos, walk.index, True, walk.expect_value).line
+
+
+def _find_in_text(text: str) -> str | None:
+    """The line of a whole decoded notebook in any layout (the slow, general path)."""
+    m = _HEAD_RE.match(text)
+    if m:
+        head = text[:_FIRST_CHUNK]
+        walk = _walk_cells(head, m.end(), 0, final=len(head) == len(text))
+        if walk.done:
+            return walk.line
+        return _search_rest(text, walk)
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return find_spec_text(nb)
+
+
+# --- Jupyter's layout, searched as bytes -------------------------------------------------
+
+class _Outcome:
+    """A sentinel from :func:`_find_in_layout` (see there)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_MORE = _Outcome("MORE")          # the answer lies beyond the bytes read so far
+_FALLBACK = _Outcome("FALLBACK")  # not Jupyter's layout after all: decode instead
+
+# After "#": blanks as JSON writes them (space, \t-style and \uXXXX escapes, raw non-ASCII
+# such as U+00A0), more permissively than the line rule; the exact rule runs on the decoded
+# source. Then the marker.
+_CANDIDATE_TAIL = re.compile(rb'(?:[ \x80-\xff]|\\[^u]|\\u[0-9A-Fa-f]{4})*jupycron')
+# A run of "#" that are not comments (an ASCII-art output, a progress bar) would cost one
+# regex call each; past this many misses in one file the search switches to the marker.
+_MAX_HASH_MISSES = 2000
+
+
+class _Candidates:
+    """Positions, in order, of text that may be a ``# jupycron`` comment (a superset)."""
+
+    __slots__ = ("data", "misses")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.misses = 0
+
+    def next(self, pos: int) -> int:
+        """The first candidate at or after ``pos``, or -1."""
+        data = self.data
+        while self.misses <= _MAX_HASH_MISSES:
+            i = data.find(b"#", pos)
+            if i < 0:
+                return -1
+            if _CANDIDATE_TAIL.match(data, i + 1):
+                return i
+            self.misses += 1
+            pos = i + 1
+        return data.find(b"jupycron", pos)
+
+
+class _Layout:
+    """Byte patterns of Jupyter's layout for one newline convention."""
+
+    __slots__ = ("prefix", "cell_open", "cell_close", "key", "cell_type")
+
+    def __init__(self, nl: bytes) -> None:
+        self.prefix = b'{' + nl + b' "cells": [' + nl
+        self.cell_open = nl + b"  {" + nl
+        self.cell_close = nl + b"  }"
+        self.key = nl + b'   "'
+        self.cell_type = self.key + b'cell_type": "'
+
+
+_LAYOUTS = (_Layout(b"\n"), _Layout(b"\r\n"))
+
+
+def _layout_of(data: bytes) -> _Layout | None:
+    for layout in _LAYOUTS:
+        if data.startswith(layout.prefix):
+            return layout
+    return None
+
+
+def _ends_with_brace(data: bytes) -> bool:
+    return data[-64:].rstrip().endswith(b"}")
+
+
+def _decode_json(data: bytes, start: int, end: int) -> Any:
+    """Decode the JSON value in ``data[start:end]`` (a trailing comma and blanks allowed)."""
+    raw = data[start:end].rstrip()
+    if raw.endswith(b","):
+        raw = raw[:-1]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {start + exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return _FALLBACK
+
+
+def _find_in_layout(data: bytes, complete: bool, layout: _Layout) -> Any:
+    """The line in ``data`` (Jupyter's layout), ``None`` for no line, or :data:`_MORE` /
+    :data:`_FALLBACK`. ``complete`` says whether ``data`` is the whole file.
+
+    Each candidate is placed by the nearest cell opening before it and that cell's closing
+    after it, then by the last cell key before it; a candidate outside a ``code`` cell's
+    ``source`` moves the search past that key's value (or the cell). Anything that does not
+    fit the layout returns :data:`_FALLBACK` rather than guessing.
+    """
+    candidates = _Candidates(data)
+    pos = len(layout.prefix)
+    while True:
+        p = candidates.next(pos)
+        if p >= 0:
+            s = data.rfind(layout.cell_open, 0, p)
+            if s < 0:
+                return _FALLBACK
+            e = data.find(layout.cell_close, s)
+            if e < 0:
+                return _FALLBACK if complete else _MORE
+        if p < 0 or e < p:
+            # no candidate left in the cells (what follows the list does not count)
+            if not complete:
+                return _MORE
+            if not _ends_with_brace(data):
+                raise ValueError("truncated notebook: it does not end with '}'")
+            return None
+        k = data.rfind(layout.key, s, p)
+        if k < 0:
+            return _FALLBACK
+        name_start = k + len(layout.key)
+        colon = data.find(b'": ', name_start, p)
+        if colon < 0:
+            return _FALLBACK
+        following = data.find(layout.key, p, e)
+        value_end = e if following < 0 else following
+        if data[name_start:colon] != b"source":
+            pos = value_end
+            continue
+        t = data.find(layout.cell_type, s, e)
+        if t < 0:
+            return _FALLBACK
+        if not data.startswith(b'code"', t + len(layout.cell_type), e):
+            pos = e
+            continue
+        source = _decode_json(data, colon + 3, value_end)
+        if source is _FALLBACK:
+            return _FALLBACK
+        line = _line_in_source(source)
+        if line is not None:
+            return line
+        pos = e
+
+
 # --- reading files -----------------------------------------------------------------------
 
+# Read first: the line is usually in the first cell. A bigger head costs more copying for
+# nothing; a smaller one is no cheaper (BENCHMARKS.md, "Numbers moved out of code comments").
+_HEAD_BYTES = 16 * 1024
+
+
 def _read_all(fd: int, size_hint: int) -> bytes:
-    """The whole file (it may have grown since ``fstat``)."""
+    """The whole file, from its start (the head is read again: cheaper than joining)."""
     data = os.pread(fd, size_hint + 1, 0)
     if len(data) <= size_hint:
         return data
-    parts = [data]
+    parts = [data]  # the file grew since fstat
     offset = len(data)
     while chunk := os.pread(fd, 1 << 20, offset):
         parts.append(chunk)
@@ -213,25 +475,36 @@ def _read_all(fd: int, size_hint: int) -> bytes:
     return b"".join(parts)
 
 
-def _find_in_bytes(data: bytes) -> str | None:
-    """The text after the first code cell's ``# jupycron:`` in a notebook's bytes, or None;
-    ``ValueError`` naming the problem when it is not a notebook."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        nb = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if text.strip() and exc.pos >= len(text.rstrip()):
-            raise ValueError("truncated notebook: the JSON ends before the notebook does") from None
-        raise ValueError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    return find_spec_text(nb)
-
-
 def _find_in_fd(fd: int, st: os.stat_result) -> str | None:
-    """The text after the first ``# jupycron:`` of a code cell in the open file ``fd``."""
-    return _find_in_bytes(_read_all(fd, st.st_size))
+    """The text after the first ``# jupycron:`` of a code cell in the open file ``fd``.
+
+    The file is read into fresh ``bytes``: faster than reusing a buffer or than ``mmap``
+    once copying is counted, and unlike ``mmap`` a notebook truncated while it is read
+    cannot kill the process with SIGBUS.
+    """
+    data = os.pread(fd, _HEAD_BYTES, 0)
+    # a regular file reads short only at its end; the size from fstat confirms it
+    complete = len(data) < _HEAD_BYTES and len(data) >= st.st_size
+    if len(data) < _HEAD_BYTES and not complete:
+        data = _read_all(fd, max(st.st_size, _HEAD_BYTES))
+        complete = True
+    layout = _layout_of(data)
+    result: Any = _FALLBACK
+    if layout is not None:
+        result = _find_in_layout(data, complete, layout)
+        if result is _MORE:
+            data = _read_all(fd, st.st_size)
+            complete = True
+            result = _find_in_layout(data, True, layout)
+    if result is _FALLBACK:
+        if not complete:
+            data = _read_all(fd, st.st_size)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        result = _find_in_text(text)
+    return result
 
 
 def _describe_error(exc: BaseException) -> str:
