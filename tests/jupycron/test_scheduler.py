@@ -171,7 +171,7 @@ def _wait_kernel(settings, rel: str, jc) -> Run:
         entry = History(settings.output_dir).load().get(rel)
         run = entry.runs[0] if entry and entry.runs else None
         pids = settings.notebooks / "sleeps-pids.txt"
-        ok = run and run.status is RunStatus.RUNNING and run.extra.get("kernel_pid") \
+        ok = run and run.status is RunStatus.RUNNING and run.kernel is not None \
             and pids.exists() and len(pids.read_text().split()) == 2
         return run if ok else None
 
@@ -202,7 +202,7 @@ def test_kill_9_of_the_tick_is_reaped_by_the_next_tick(settings, jc, tmp_path):
     run = History(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id
     assert run.status is RunStatus.INTERRUPTED and run.extra.get("orphaned") is True
-    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+    jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
 
 
 @pytest.mark.integration
@@ -220,7 +220,7 @@ def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
     children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
     run = History(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
-    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+    jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
     state = json.loads(scheduler_state_file(settings.output_dir).read_text())
     assert state["mode"] == "stopped" and state["running"] == []
 
@@ -317,7 +317,10 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
         for rel, status in zip(rels, statuses, strict=True):
             run = Run(notebook=rel, run_id=f"r-{rel.removesuffix('.ipynb')}", started_at=T0, status=status)
             sched.history.record(run)
-            sched._changed(run)
+            if status is RunStatus.RUNNING:
+                sched.events.started(run)
+            else:
+                sched.events.finished(run)
             if first:  # the first change is written promptly
                 deadline = time.monotonic() + 30
                 while not refreshes and time.monotonic() < deadline:
