@@ -1,8 +1,8 @@
 """Kernels forked from a template process instead of started from scratch.
 
 A fresh ``python -m ipykernel_launcher`` spends most of its start-up importing (IPython,
-ipykernel, ZeroMQ, tornado, debugpy: ~0.5 s of CPU on Python 3.11), and does so for every
-run. A :class:`ForkServer` starts one *template* process (:mod:`jupycron.kernels.template`)
+ipykernel, ZeroMQ, tornado, debugpy; BENCHMARKS.md has the CPU it costs), and does so for
+every run. A :class:`ForkServer` starts one *template* process (:mod:`jupycron.kernels.template`)
 that imports all that once, with no thread, ZeroMQ context or socket created, and forks one
 kernel per request. The forked kernel then only builds its sockets, threads and shell.
 

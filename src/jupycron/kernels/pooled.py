@@ -31,8 +31,8 @@ machine has at least :func:`min_available_mb` free (room for one run at ``max_me
 a reserve), idle kernels are discarded when free memory drops below ``max_mem_mb``, and idle
 kernels older than :data:`MAX_IDLE_S` are recycled (a package upgraded on disk is picked up).
 :meth:`KernelPool.stats` reports the idle kernels' memory (the scheduler's heartbeat carries
-it; measured sizes are in BENCHMARKS.md). The stats give both ``idle_rss_mb`` (which counts the pages kernels share with their template in every
-one of them) and ``idle_pss_mb`` (a shared page split between its users), and the
+it; measured sizes are in BENCHMARKS.md). The stats give both ``idle_rss_mb`` (which
+counts the pages kernels share with their template in every one of them) and ``idle_pss_mb`` (a shared page split between its users), and the
 fork-server templates' PSS as ``templates_pss_mb``: the two PSS figures add up to what the
 idle kernels and their templates really hold (measured every :data:`PSS_MAX_AGE_S`, or
 :data:`PSS_MIN_AGE_S` after the idle kernels changed).
