@@ -90,7 +90,7 @@ from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRe
 from .export import warm_exporters
 from .history import CachedHistory, History, NotebookHistory, runner_alive
 from .kernels import KernelPool, kill_marked, pool_size, preimport_modules
-from .models import KernelInfo, Notebook, Run, RunStatus, Trigger
+from .models import Notebook, Run, RunStatus, Trigger
 from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
 from .runner import new_run_id, run_notebook
 
@@ -233,7 +233,7 @@ def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
 
 def _kill_orphan(run: Run) -> None:
     """Kill what a dead runner left: the kernel's group, marked processes, the cgroup."""
-    kernel = run.kernel or KernelInfo.from_legacy_extra(run.extra)
+    kernel = run.kernel  # rows written before it existed: mapped on load (Run.from_json)
     if kernel is not None and kernel.pid and kernel.pgid and kernel.create_time:
         with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
             if abs(psutil.Process(kernel.pid).create_time() - kernel.create_time) < 0.01:
