@@ -426,7 +426,7 @@ class Scheduler:
         self.events = RunEvents(_Bookkeeping(self), _PageRefresh(self), _AlertCheck(self.alerts))
         self.pending = recording.PendingOutcomes(self.history, self.write_failures,
                                                  self.events.finished)
-        self.recorded_late = threading.Event()  # wakes the daemon's due check
+        self.outcome_written = threading.Event()  # wakes the daemon's due check
         self.given_up: list[Run] = []  # outcomes still unwritten when closing
         self._start_delay = 0.0
         self._start_retry_at = 0.0
@@ -764,7 +764,7 @@ class _Bookkeeping:
         with self.sched._lock:
             self.sched.running.pop(run.run_id, None)
         self.sched.history_written()
-        self.sched.recorded_late.set()
+        self.sched.outcome_written.set()
 
 
 class _PageRefresh:
@@ -889,8 +889,8 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                 sched.scan(now, cache)
                 next_scan = time.monotonic() + RESCAN_S
             at_slot = sched.next_wake is not None and now >= sched.next_wake
-            late = sched.recorded_late.is_set()  # an outcome was written (late too): due again?
-            sched.recorded_late.clear()
+            late = sched.outcome_written.is_set()  # a run ended (or was recorded late): due again?
+            sched.outcome_written.clear()
             if scanned or done or at_slot or late:
                 sched.tick_once(now)
                 if started:
