@@ -98,7 +98,7 @@ def burst(base, cells: list[str], count: int, pool: bool, history: int = 0) -> N
         runs = tick(settings)
         wall = time.time() - t0
         try:  # reap the kernel template, so its kernels' CPU is counted
-            from jupycron import forkserver
+            from jupycron.kernels import forkserver
             forkserver.shutdown_all()
         except ImportError:
             pass
@@ -116,7 +116,7 @@ def burst(base, cells: list[str], count: int, pool: bool, history: int = 0) -> N
             t = first.extra["timing"]
             warm = first.started_at.timestamp() - t0 + t.get("pool_wait_s", 0.0) \
                 + t.get("start_s", 0.0) + t.get("ready_s", 0.0)
-        forked = sum(bool(r.extra.get("kernel_forked")) for r in runs)
+        forked = sum(bool(r.kernel and r.kernel.forked) for r in runs)
         cores = os.cpu_count() or 1
         target = 1.5 * cells_s / cores + warm
         spans = [(r.started_at.timestamp(), r.finished_at.timestamp()) for r in runs

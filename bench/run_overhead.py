@@ -76,7 +76,7 @@ def main() -> None:
         def jupycron(settings: Settings) -> list[tuple[float, float, float, dict]]:
             sched = Scheduler(settings, "daemon")
             sched.start_pool()
-            from jupycron.runner import warm_exporters
+            from jupycron.export import warm_exporters
             warm_exporters(1)
             rows = []
             try:

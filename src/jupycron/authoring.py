@@ -8,7 +8,7 @@ itself (``exec``) with ``python -m notebook`` and the flags of :func:`server_arg
   (``auth_request`` to the dashboard's ``/auth/check``) and passes the user name in the
   ``X-Jupycron-User`` header (:mod:`jupycron.authoring_jupyter`);
 * kernels get the environment scheduled runs get (:func:`editor_env`: the same
-  :func:`jupycron.runner.kernel_env`, so the same data source, alert channels and state
+  :func:`jupycron.kernels.env.kernel_env`, so the same data source, alert channels and state
   folder) minus ``AUTORUN`` and the run markers, start in the notebooks folder and use the
   runs' kernel (``kernel_name``);
 * each save of a notebook records its author in ``<output>/.authors.json``
@@ -53,9 +53,9 @@ def without_run_markers(env: Mapping[str, str]) -> dict[str, str]:
 
 def editor_env(settings: Settings) -> dict[str, str]:
     """The environment of the server and so of every kernel it starts: what a scheduled run's
-    kernel gets (:func:`jupycron.runner.kernel_env`) without the run markers, plus our
+    kernel gets (:func:`jupycron.kernels.env.kernel_env`) without the run markers, plus our
     Jupyter configuration folder first on ``JUPYTER_CONFIG_PATH``."""
-    from .runner import kernel_env  # the runner's own rule, not a copy of it
+    from .kernels.env import kernel_env  # the runs' own rule, not a copy of it
 
     env = without_run_markers(kernel_env("editor", "", settings.output_dir))
     paths = [str(JUPYTER_CONFIG_DIR)] + [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(

@@ -1,4 +1,9 @@
-"""Make an executed notebook fit for the HTML export.
+"""Write an executed notebook as an offline HTML page.
+
+:func:`export_html` writes the page atomically with the "lab" template, its CSS embedded and
+no CDN script (require.js, MathJax, Mermaid, widgets); building an exporter (templates, CSS,
+Pygments) costs more than a small export, so idle exporters are kept and reused, one per
+thread at a time (:func:`warm_exporters` builds them ahead, the daemon at start-up).
 
 :func:`prepare_for_export` runs on the run's in-memory copy (the notebook file is never
 written) just before nbconvert:
@@ -17,10 +22,84 @@ written) just before nbconvert:
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-__all__ = ["fix_svg", "normalise_kernelspec", "prepare_for_export"]
+import jinja2
+import nbformat
+from nbconvert import HTMLExporter
+from nbformat import NotebookNode
+
+from safefiles.atomic import atomic_write_text
+
+__all__ = ["export_html", "fix_svg", "normalise_kernelspec", "prepare_for_export",
+           "warm_exporters"]
+
+# An offline page: the "lab" template embeds its CSS; the blocks below would add
+# <script src="https://cdn..."> for require.js, MathJax, Mermaid and widgets.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+# Idle exporters: one exporter must not serve two threads at once, so each export borrows
+# one and gives it back.
+_exporters: queue.SimpleQueue[HTMLExporter] = queue.SimpleQueue()
+_exporters_built = 0
+_exporters_lock = threading.Lock()
+
+
+def _new_exporter() -> HTMLExporter:
+    global _exporters_built
+    exporter = HTMLExporter(
+        template_name="lab", embed_images=True,
+        extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="jupycron.html.j2")
+    # Render once: jinja compiles the templates on first use.
+    exporter.from_notebook_node(nbformat.v4.new_notebook(), resources={"metadata": {"name": "warm"}})
+    with _exporters_lock:
+        _exporters_built += 1
+    return exporter
+
+
+@contextlib.contextmanager
+def _exporter() -> Iterator[HTMLExporter]:
+    try:
+        exporter = _exporters.get_nowait()
+    except queue.Empty:
+        exporter = _new_exporter()
+    try:
+        yield exporter
+    finally:
+        _exporters.put(exporter)
+
+
+def warm_exporters(count: int) -> None:
+    """Build HTML exporters until ``count`` exist, so no run pays for building one (the
+    daemon calls it in the background at start-up, one per concurrent run)."""
+    while _exporters_built < count:
+        _exporters.put(_new_exporter())
+
+
+def export_html(nb: NotebookNode, dest: Path, title: str, folder: Path | None = None) -> None:
+    """Write ``nb`` as a self-contained, offline HTML page to ``dest`` atomically.
+
+    The "lab" template with its CSS embedded; require.js, MathJax, Mermaid and widget
+    scripts (CDN links) are left out, so LaTeX in markdown shows as source text. Images,
+    markdown attachments and files relative to ``folder`` (the notebook's), are embedded
+    as data URIs.
+    """
+    meta = {"name": title, **({"path": str(folder)} if folder is not None else {})}
+    with _exporter() as exporter:
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": meta})
+    atomic_write_text(dest, body, durable=False)
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"

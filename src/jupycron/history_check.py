@@ -5,7 +5,9 @@ valid JSON of the wrong shape: ``"pid": "abc"`` on a RUNNING row (the orphan che
 crashes every tick), ``"duration_s": "12"``, numbers beyond a float (``10**400``), a notebook
 key with ``..`` (purging it would delete files outside the outputs folder), a run id or an
 output path that leaves its folder, a cgroup or socket folder that is not jupycron's (the
-orphan clean-up would kill or delete it). Each check raises :class:`ValueError` naming the
+orphan clean-up would kill or delete it). The kernel's ids are checked in the typed
+``kernel`` object and, for rows written before it existed, in the ``extra`` keys
+:meth:`jupycron.models.KernelInfo.from_legacy_extra` reads. Each check raises :class:`ValueError` naming the
 field; :mod:`jupycron.history` then keeps what is sound and moves the file aside.
 """
 
@@ -17,7 +19,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from .models import RunStatus, Trigger
+from .models import KernelInfo, RunStatus, Trigger
 from .paths import _RUN_ID_RE, validate_rel
 
 __all__ = ["MAX_EXTRA_DEPTH", "check_entry_fields", "check_notebook_key", "check_run"]
@@ -29,7 +31,6 @@ _STATUSES = frozenset(s.value for s in RunStatus)
 _TRIGGERS = frozenset(t.value for t in Trigger)
 _STRINGS = ("error_name", "error_value", "host", "memory_limit", "notebook")
 _NUMBERS = ("duration_s", "peak_mem_mb")
-_EXTRA_INTS = ("kernel_pid", "kernel_pgid")
 
 
 def check_notebook_key(rel: Any) -> str:
@@ -52,26 +53,28 @@ def _iso(raw: Mapping[str, Any], key: str, required: bool = False) -> None:
         raise ValueError(f'"{key}" is not an ISO time: {_short(v)}') from None
 
 
-def _number(raw: Mapping[str, Any], key: str) -> None:
+def _number(raw: Mapping[str, Any], key: str, where: str = "") -> None:
     v = raw.get(key)
     if v is None:
         return
+    name = f"{where}.{key}" if where else key
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f'"{key}" must be a number, got {_short(v)}')
+        raise ValueError(f'"{name}" must be a number, got {_short(v)}')
     try:
         ok = math.isfinite(float(v)) and v >= 0
     except OverflowError:
         ok = False
     if not ok:
-        raise ValueError(f'"{key}" must be a finite number >= 0, got {_short(v)}')
+        raise ValueError(f'"{name}" must be a finite number >= 0, got {_short(v)}')
 
 
-def _int(raw: Mapping[str, Any], key: str, low: int, high: int) -> None:
+def _int(raw: Mapping[str, Any], key: str, low: int, high: int, where: str = "") -> None:
     v = raw.get(key)
     if v is None:
         return
     if isinstance(v, bool) or not isinstance(v, int) or not low <= v < high:
-        raise ValueError(f'"{key}" must be an integer in [{low}, {high}), got {_short(v)}')
+        name = f"{where}.{key}" if where else key
+        raise ValueError(f'"{name}" must be an integer in [{low}, {high}), got {_short(v)}')
 
 
 def _rel_path(raw: Mapping[str, Any], key: str) -> None:
@@ -96,24 +99,44 @@ def _check_extra(extra: Any) -> None:
         raise ValueError(f'"extra" must be an object, got {_short(extra)}')
     if _depth(extra, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
         raise ValueError(f'"extra" is nested deeper than {MAX_EXTRA_DEPTH} levels')
-    for key in _EXTRA_INTS:
-        _int(extra, key, 1, _MAX_PID)
-    ctime = extra.get("kernel_create_time")
-    if ctime is not None:
-        _number(extra, "kernel_create_time")
-    cgroup = extra.get("cgroup")
+    # rows written before Run.kernel existed: read with KernelInfo.from_legacy_extra
+    _check_kernel(extra, "extra", {v: k for k, v in KernelInfo.LEGACY_EXTRA_KEYS.items()})
+
+
+def _check_kernel(raw: Mapping[str, Any], where: str, names: Mapping[str, str]) -> None:
+    """The kernel's ids (``raw[names[field]]`` for each :class:`KernelInfo` field): what the
+    orphan clean-up signals and deletes must be a process and jupycron's own folders."""
+    for field in ("pid", "pgid"):
+        _int(raw, names[field], 1, _MAX_PID, where)
+    _number(raw, names["create_time"], where)
+    cgroup = raw.get(names["cgroup"])
     if cgroup is not None and not (isinstance(cgroup, str) and cgroup.startswith("/")
                                    and PurePosixPath(cgroup).name.startswith("jupycron-")
                                    and ".." not in PurePosixPath(cgroup).parts):
-        raise ValueError(f'"extra.cgroup" is not a jupycron cgroup: {_short(cgroup)}')
-    sockets = extra.get("sockets")
+        raise ValueError(f'"{where}.{names["cgroup"]}" is not a jupycron cgroup: {_short(cgroup)}')
+    sockets = raw.get(names["sockets"])
     if sockets is not None and not (isinstance(sockets, str) and sockets.startswith("/")
                                     and PurePosixPath(sockets).name.startswith("jupycron-kernel-")
                                     and ".." not in PurePosixPath(sockets).parts):
-        raise ValueError(f'"extra.sockets" is not a kernel socket folder: {_short(sockets)}')
-    marker = extra.get("kernel_marker")
+        raise ValueError(f'"{where}.{names["sockets"]}" is not a kernel socket folder: '
+                         f'{_short(sockets)}')
+    marker = raw.get(names["marker"])
     if marker is not None and not isinstance(marker, str):
-        raise ValueError(f'"extra.kernel_marker" must be a string, got {_short(marker)}')
+        raise ValueError(f'"{where}.{names["marker"]}" must be a string, got {_short(marker)}')
+    forked = raw.get(names["forked"])
+    if forked is not None and not isinstance(forked, bool):
+        raise ValueError(f'"{where}.{names["forked"]}" must be true or false, got {_short(forked)}')
+
+
+def _check_typed_kernel(kernel: Any) -> None:
+    if kernel is None:
+        return
+    if not isinstance(kernel, dict):
+        raise ValueError(f'"kernel" must be an object, got {_short(kernel)}')
+    for field in ("pid", "pgid", "create_time"):
+        if kernel.get(field) is None:
+            raise ValueError(f'"kernel.{field}" is missing')
+    _check_kernel(kernel, "kernel", {f: f for f in KernelInfo.__dataclass_fields__})
 
 
 def check_run(raw: Any) -> None:
@@ -142,6 +165,7 @@ def check_run(raw: Any) -> None:
     _int(raw, "error_cell", 0, 10**9)
     _rel_path(raw, "output")
     _check_extra(raw.get("extra", {}))
+    _check_typed_kernel(raw.get("kernel"))
 
 
 def check_entry_fields(raw: Any) -> None:

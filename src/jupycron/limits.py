@@ -41,7 +41,7 @@ cgroup. Each keeps its run cgroups under its own child, ``jupycron.o-<hash of th
 outputs folder>`` (:func:`instance_key`), and :func:`sweep_stale_cgroups` only ever looks
 inside that child, so one instance can never kill another's runs.
 
-Pooled kernels (:mod:`jupycron.pool`) start under a cap at the configured maximum (named
+Pooled kernels (:mod:`jupycron.kernels.pooled`) start under a cap at the configured maximum (named
 ``pool-<owner pid>-<hex>``) and get the notebook's own cap when handed a notebook:
 :meth:`MemoryCap.set_limit` lowers the limit on the live process (cgroup files, ``prlimit``)
 and raises :class:`CapError` when the kernel already uses more than the new limit, and
@@ -342,6 +342,12 @@ class MemoryCap(ABC):
         """Kill leftovers and release the cap (remove the cgroup). Idempotent."""
         self.kill_all()
 
+    @property
+    def cgroup_path(self) -> Path | None:
+        """The cap's own cgroup folder (cgroup methods only): a history row keeps it so an
+        orphan's cgroup can be removed; None for caps without one."""
+        return None
+
     def describe(self) -> str:
         return f"{self.method} {self.limit_mb} MB"
 
@@ -366,6 +372,10 @@ class _CgroupCap(MemoryCap):
         except OSError:
             self._rmdir()
             raise
+
+    @property
+    def cgroup_path(self) -> Path | None:
+        return self.path
 
     @classmethod
     def adopt(cls, path: Path) -> _CgroupCap:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class RunStatus(StrEnum):
@@ -133,6 +133,32 @@ class KernelInfo:
     def from_json(cls, d: dict[str, Any]) -> KernelInfo:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
+    #: Where rows written before ``Run.kernel`` existed kept these fields in ``Run.extra``.
+    LEGACY_EXTRA_KEYS: ClassVar[dict[str, str]] = {
+        "kernel_pid": "pid", "kernel_pgid": "pgid", "kernel_create_time": "create_time",
+        "sockets": "sockets", "kernel_marker": "marker", "cgroup": "cgroup",
+        "kernel_forked": "forked"}
+
+    @classmethod
+    def from_legacy_extra(cls, extra: dict[str, Any]) -> KernelInfo | None:
+        """The kernel of a row written before ``Run.kernel`` existed (its ids were ``extra``
+        keys, see :data:`LEGACY_EXTRA_KEYS`); None when it names no kernel pid. A missing
+        start time stays 0: such a kernel is never killed by process group."""
+        pid = extra.get("kernel_pid")
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            return None
+        pgid = extra.get("kernel_pgid")
+        ctime = extra.get("kernel_create_time")
+
+        def text(key: str) -> str | None:
+            v = extra.get(key)
+            return v if isinstance(v, str) and v else None
+
+        return cls(pid=pid, pgid=pgid if isinstance(pgid, int) and not isinstance(pgid, bool) else pid,
+                   create_time=float(ctime) if isinstance(ctime, int | float) else 0.0,
+                   sockets=text("sockets"), marker=text("kernel_marker"), cgroup=text("cgroup"),
+                   forked=extra.get("kernel_forked") is True)
+
 
 @dataclass
 class Run:
@@ -177,6 +203,12 @@ class Run:
         d["status"] = RunStatus(d.get("status", "running"))
         d["trigger"] = Trigger(d.get("trigger", "schedule"))
         d["kernel"] = KernelInfo.from_json(d["kernel"]) if d.get("kernel") else None
+        if d["kernel"] is None and isinstance(d.get("extra"), dict) and "kernel_pid" in d["extra"]:
+            legacy = dict(d["extra"])  # a row written before Run.kernel existed
+            d["kernel"] = KernelInfo.from_legacy_extra(legacy)
+            for key in KernelInfo.LEGACY_EXTRA_KEYS:
+                legacy.pop(key, None)
+            d["extra"] = legacy
         d["finding"] = Finding.from_json(d["finding"]) if d.get("finding") else None
         known = set(cls.__dataclass_fields__)
         extra = {k: v for k, v in d.items() if k not in known}

@@ -35,7 +35,7 @@ the text it last wrote) and patch the scheduler's parsed view (:class:`CachedHis
 the due check, the run-state alerts and the page read that view; the whole file is parsed
 again only after another process wrote it.
 
-Kernel pool (``settings.pool_size``, :mod:`jupycron.pool`): the daemon keeps up to
+Kernel pool (``settings.pool_size``, :mod:`jupycron.kernels.pooled`): the daemon keeps up to
 ``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and
 builds its HTML exporters at start-up. The daemon rescans the notebooks folder
 :data:`PREPARE_S` before each slot, so at the slot it only reads the history and starts the
@@ -51,6 +51,11 @@ answer and ``next_wake`` from the last computation while the notebooks and the h
 unchanged and no slot has passed (:meth:`Scheduler.due`), and between changes summary.html
 only gets a new "generated at" line (rows rendered again every
 :data:`SUMMARY_RENDER_MAX_S`).
+
+Events: runs publish ``run_started`` / ``run_finished`` (:mod:`jupycron.events`) to the
+scheduler's listeners: its running set and the history's health, the heartbeat and
+summary refresh, the run-state alerts. :meth:`Scheduler.tick_once` is one unit of work
+(start the due runs on the run workers); ``tick`` and ``run_forever`` are built on it.
 """
 
 from __future__ import annotations
@@ -80,12 +85,14 @@ from safefiles.atomic import atomic_write_bytes, atomic_write_text
 
 from . import discovery, limits, recording, schedule, summary
 from .config import Settings
+from .events import RunEvents
 from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
+from .export import warm_exporters
 from .history import CachedHistory, History, NotebookHistory, runner_alive
+from .kernels import KernelPool, kill_marked, pool_size, preimport_modules
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
-from .pool import KernelPool, pool_size, preimport_modules
-from .runner import kill_marked, new_run_id, run_notebook, warm_exporters
+from .runner import new_run_id, run_notebook
 
 log = logging.getLogger(__name__)
 
@@ -226,20 +233,21 @@ def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
 
 def _kill_orphan(run: Run) -> None:
     """Kill what a dead runner left: the kernel's group, marked processes, the cgroup."""
-    extra = run.extra
-    pid, pgid, ctime = extra.get("kernel_pid"), extra.get("kernel_pgid"), extra.get("kernel_create_time")
-    if pid and pgid and ctime:
+    kernel = run.kernel  # rows written before it existed: mapped on load (Run.from_json)
+    if kernel is not None and kernel.pid and kernel.pgid and kernel.create_time:
         with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if abs(psutil.Process(pid).create_time() - float(ctime)) < 0.01:
-                os.killpg(int(pgid), signal.SIGKILL)
+            if abs(psutil.Process(kernel.pid).create_time() - kernel.create_time) < 0.01:
+                os.killpg(kernel.pgid, signal.SIGKILL)
     kill_marked(run.run_id)
-    if extra.get("kernel_marker"):  # a pooled kernel carries its pool marker
-        kill_marked(str(extra["kernel_marker"]))
-    if extra.get("cgroup"):
-        cap = limits.cap_for_path(extra["cgroup"], run.memory_limit or "")
+    if kernel is None:
+        return
+    if kernel.marker:  # a pooled kernel carries its pool marker
+        kill_marked(kernel.marker)
+    if kernel.cgroup:
+        cap = limits.cap_for_path(kernel.cgroup, run.memory_limit or "")
         if cap is not None:
             cap.close()
-    sockets = extra.get("sockets")
+    sockets = kernel.sockets
     if isinstance(sockets, str) and _is_kernel_sockets(sockets):
         shutil.rmtree(sockets, ignore_errors=True)
     elif sockets:
@@ -414,12 +422,17 @@ class Scheduler:
         # Writes that fail (a full disk): logged once per episode; outcomes kept and retried;
         # starts wait _start_delay (doubling) after a RUNNING row could not be written.
         self.write_failures = recording.WriteFailures(f"the outputs folder {self.output}")
+        # Runs publish their start and outcome here (an outcome written late too).
+        self.events = RunEvents(_Bookkeeping(self), _PageRefresh(self), _AlertCheck(self.alerts))
         self.pending = recording.PendingOutcomes(self.history, self.write_failures,
-                                                 self._recorded_late)
-        self.recorded_late = threading.Event()  # wakes the daemon's due check
+                                                 self.events.finished)
+        self.outcome_written = threading.Event()  # wakes the daemon's due check
         self.given_up: list[Run] = []  # outcomes still unwritten when closing
         self._start_delay = 0.0
         self._start_retry_at = 0.0
+        # runs started by tick_once, by notebook, in start order
+        self.inflight: dict[str, Future[Run | None]] = {}
+        self._workers: ThreadPoolExecutor | None = None
 
     @property
     def notebooks(self) -> list[Notebook]:
@@ -619,30 +632,11 @@ class Scheduler:
             hist = (0, 0, 0, 0)
         return self.notebooks_generation, hist, tuple(state["running"])
 
-    def _changed(self, run: Run) -> None:
-        with self._lock:
-            if run.status is RunStatus.RUNNING:
-                self.running[run.run_id] = run
-            else:
-                self.running.pop(run.run_id, None)
-        self.request_refresh()
-
-    def _history_written(self) -> None:
+    def history_written(self) -> None:
         """A history write worked: starts may go on, pending outcomes are tried at once."""
         self.write_failures.ok("history")
         self._start_delay = self._start_retry_at = 0.0
         self.pending.poke()
-
-    def _recorded_late(self, run: Run) -> None:
-        """A pending outcome was written (:class:`recording.PendingOutcomes`)."""
-        self._start_delay = self._start_retry_at = 0.0
-        self.recorded_late.set()
-        self.request_refresh()
-        self.notify_alerts()
-
-    def _on_run_change(self, run: Run) -> None:
-        self._history_written()
-        self._changed(run)
 
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
@@ -677,12 +671,14 @@ class Scheduler:
             run_id = new_run_id()
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,
-                                   stop_event=self.stop_event, on_change=self._on_run_change,
-                                   pool=self.pool, run_id=run_id)
+                                   stop_event=self.stop_event, events=self.events,
+                                   kernels=self.pool, run_id=run_id)
             except RunNotRecorded as exc:  # it ran: keep its outcome and retry the write
                 run = exc.run
                 self.pending.add(run, exc.__cause__ or exc)
-                self._changed(run)
+                with self._lock:
+                    self.running.pop(run.run_id, None)
+                self.request_refresh()
                 return run
             except HistoryError as exc:  # its RUNNING row could not be written: it never ran
                 recording.release(run_id)
@@ -698,7 +694,6 @@ class Scheduler:
                 raise
             finally:
                 release(fd)
-        self.notify_alerts()
         return run
 
     def notify_alerts(self) -> None:
@@ -710,21 +705,93 @@ class Scheduler:
         notify_alerts(self.settings, history=self.history, notebooks=self._notebooks or None,
                       cancel=self.stop_event)
 
-    def run_many(self, jobs: list[tuple[Notebook, datetime]]) -> list[Run]:
-        """Run scheduled jobs on a thread pool (each run mostly waits on its kernel)."""
-        if not jobs:
-            return []
+    # -- one unit of work --
+    def tick_once(self, now: datetime) -> bool:
+        """Start every notebook due at ``now`` that is not already in flight, on the run
+        workers (up to the concurrency cap run at once; each mostly waits on its kernel).
+        Returns whether runs are in flight: more work is waiting to finish."""
+        self.collect_finished()
+        for nb, slot in self.due(now):
+            if nb.path not in self.inflight:
+                if self._workers is None:
+                    self._workers = ThreadPoolExecutor(max_workers=self.cap,
+                                                       thread_name_prefix="jupycron-run")
+                self.inflight[nb.path] = self._workers.submit(self.run_job, nb,
+                                                              Trigger.SCHEDULE, slot)
+        return bool(self.inflight)
+
+    def any_finished(self) -> bool:
+        """Whether a run started by :meth:`tick_once` has ended since the last collection."""
+        return any(f.done() for f in self.inflight.values())
+
+    def collect_finished(self, wait: bool = False) -> list[Run]:
+        """The runs in flight that ended (``wait``: all of them, waiting), in start order;
+        forgotten from the in-flight set. A run that failed inside jupycron is logged."""
         runs: list[Run] = []
-        with ThreadPoolExecutor(max_workers=min(len(jobs), self.cap),
-                                thread_name_prefix="jupycron-run") as pool:
-            futures = [pool.submit(self.run_job, nb, Trigger.SCHEDULE, slot) for nb, slot in jobs]
-            for f in futures:
-                try:
-                    if (run := f.result()) is not None:
-                        runs.append(run)
-                except Exception:
-                    log.exception("a run failed inside jupycron")
+        for rel, f in list(self.inflight.items()):
+            if not wait and not f.done():
+                continue
+            del self.inflight[rel]
+            try:
+                if (run := f.result()) is not None:
+                    runs.append(run)
+            except Exception:
+                log.exception("the run of %s failed inside jupycron", rel)
         return runs
+
+    def stop_workers(self) -> None:
+        """Drop queued runs and wait for the running ones (their kernels are killed by the
+        stop event)."""
+        if self._workers is not None:
+            self._workers.shutdown(wait=True, cancel_futures=True)
+            self._workers = None
+
+
+class _Bookkeeping:
+    """The scheduler's own view of runs: the running set (heartbeat, page) and the
+    history's health (a written row means starts may go on, pending outcomes retried); an
+    outcome wakes the daemon's due check (a long run may be due again)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+
+    def run_started(self, run: Run) -> None:
+        with self.sched._lock:
+            self.sched.running[run.run_id] = run
+        self.sched.history_written()
+
+    def run_finished(self, run: Run) -> None:
+        with self.sched._lock:
+            self.sched.running.pop(run.run_id, None)
+        self.sched.history_written()
+        self.sched.outcome_written.set()
+
+
+class _PageRefresh:
+    """Rewrite the heartbeat and summary.html soon after a run starts or ends (coalesced by
+    the refresher thread; ``/metrics`` reads the heartbeat)."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+
+    def run_started(self, run: Run) -> None:
+        self.sched.request_refresh()
+
+    def run_finished(self, run: Run) -> None:
+        self.sched.request_refresh()
+
+
+class _AlertCheck:
+    """A run-state alert check after each outcome (on the alert worker's thread)."""
+
+    def __init__(self, alerts: AlertWorker) -> None:
+        self.alerts = alerts
+
+    def run_started(self, run: Run) -> None:
+        pass
+
+    def run_finished(self, run: Run) -> None:
+        self.alerts.request()
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,10 +838,12 @@ def tick(settings: Settings, now: datetime | None = None,
         # Kernels for the runs after the first `cap` start while those run.
         sched.start_pool(budget=len(jobs), size=min(pool_size(settings), len(jobs)))
     try:
-        runs = sched.run_many(jobs)
+        sched.tick_once(now)
+        runs = sched.collect_finished(wait=True)
         if not runs:
             sched.notify_alerts()  # late notebooks alert even when nothing ran
     finally:
+        sched.stop_workers()
         sched.close()  # waits for the alert check, bounded (ALERT_FLUSH_S, SIGTERM)
     _raise_unrecorded(sched)
     if (why := sched.write_failures.failing.get("history")) is not None:
@@ -804,8 +873,6 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
     """
     sched = Scheduler(settings, "daemon", stop_event)
     cache = discovery.ScanCache.for_output(sched.output)  # a restarted daemon starts warm
-    inflight: dict[str, Future[Run | None]] = {}
-    workers = ThreadPoolExecutor(max_workers=sched.cap, thread_name_prefix="jupycron-run")
     next_scan = 0.0
     started = False
     log.info("daemon: watching %s (output %s), up to %d at once, memory caps via %s",
@@ -816,21 +883,16 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
                          name="jupycron-warm").start()
         while not stop_event.is_set():
             now = datetime.now(UTC)
-            done = [rel for rel, f in inflight.items() if f.done()]
-            for rel in done:
-                if (exc := inflight.pop(rel).exception()) is not None:
-                    log.error("run of %s failed inside jupycron: %r", rel, exc)
+            done = sched.any_finished()
             scanned = time.monotonic() >= next_scan
             if scanned:
                 sched.scan(now, cache)
                 next_scan = time.monotonic() + RESCAN_S
             at_slot = sched.next_wake is not None and now >= sched.next_wake
-            late = sched.recorded_late.is_set()  # an outcome written late: due again?
-            sched.recorded_late.clear()
+            late = sched.outcome_written.is_set()  # a run ended (or was recorded late): due again?
+            sched.outcome_written.clear()
             if scanned or done or at_slot or late:
-                for nb, slot in sched.due(now):
-                    if nb.path not in inflight:
-                        inflight[nb.path] = workers.submit(sched.run_job, nb, Trigger.SCHEDULE, slot)
+                sched.tick_once(now)
                 if started:
                     sched.request_refresh()
                 else:  # the heartbeat exists as soon as the daemon is up
@@ -847,7 +909,7 @@ def run_forever(settings: Settings, stop_event: threading.Event) -> None:
     finally:
         stop_event.set()
         log.info("daemon: stopping (%d run(s) in flight)", len(sched.running))
-        workers.shutdown(wait=True, cancel_futures=True)
+        sched.stop_workers()
         sched.mode = "stopped"
         sched.queue.clear()
         sched.close()

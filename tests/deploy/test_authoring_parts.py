@@ -21,13 +21,13 @@ from jupycron.authoring_jupyter import ProxyUserIdentityProvider, record_author_
 from jupycron.authors import authors_file, load_authors, record_save
 from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
+from jupycron.kernels.env import kernel_env
 from jupycron.nginx_site import (
     ACME_TEMPLATE,
     SITE_TEMPLATE,
     render_acme_location,
     render_notebooks_site,
 )
-from jupycron.runner import kernel_env
 from jupycron.web.app import create_app
 from jupycron.web.auth import hash_password
 from tests.support.services import REPO

@@ -100,17 +100,18 @@ def wait_until(cond: Callable[[], object], timeout: float = 30.0, what: str = "c
 def assert_no_leftovers(run: Run, extra_pids: Iterable[int] = ()) -> None:
     """No process of the run survives (kernel, group, marked children, given pids), its
     cgroup and private socket folder are gone. Killed processes may need a moment to go."""
-    pgid = run.extra.get("kernel_pgid")
+    kernel = run.kernel
+    pgid = kernel.pgid if kernel is not None else None
 
     def clean() -> bool:
         return not marked_processes(run.run_id) and not (pgid and group_members(pgid)) \
             and not any(alive(p) for p in extra_pids)
 
     wait_until(clean, timeout=10, what=f"processes of run {run.run_id} to be gone")
-    if run.extra.get("cgroup"):
-        assert not Path(run.extra["cgroup"]).exists()
-    if run.extra.get("sockets"):
-        assert not Path(run.extra["sockets"]).exists()
+    if kernel is not None and kernel.cgroup:
+        assert not Path(kernel.cgroup).exists()
+    if kernel is not None and kernel.sockets:
+        assert not Path(kernel.sockets).exists()
 
 
 @pytest.fixture(scope="session")

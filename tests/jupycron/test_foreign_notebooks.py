@@ -16,9 +16,9 @@ import pytest
 
 from jupycron import discovery, export, kernelspecs, runner, summary
 from jupycron.history import History
+from jupycron.kernels import KernelPool
 from jupycron.models import RunStatus, Trigger
 from jupycron.paths import output_html
-from jupycron.pool import KernelPool
 from tests.support.chromium import chromium_driver
 
 LINE = '# jupycron: {"every": "1 hour"}\n'
@@ -92,7 +92,7 @@ def foreign(tmp_path_factory, jc):
         mp.delenv(MARKER, raising=False)
         with KernelPool(settings, 1).start() as pool:
             runs = {rel: runner.run_notebook(settings, discovery.read_notebook(settings.notebooks / rel, rel),
-                                             Trigger.MANUAL, None, history, pool=pool)
+                                             Trigger.MANUAL, None, history, kernels=pool)
                     for rel in NOTEBOOKS}
     return {"settings": settings, "runs": runs, "history": history}
 
@@ -135,7 +135,7 @@ def test_kernel_not_installed_is_a_clear_failure(foreign):
     assert run.status is RunStatus.FAILED
     assert run.error_name == "KernelNotInstalled"
     assert f"'{MISSING}'" in (run.error_value or "") and "python3" in (run.error_value or "")
-    assert "kernel_pid" not in run.extra  # nothing was started in another language
+    assert run.kernel is None  # nothing was started in another language
     assert run.output is None
 
 

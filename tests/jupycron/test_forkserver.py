@@ -22,7 +22,8 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jupycron import discovery, forkserver, runner
+from jupycron import discovery, runner
+from jupycron.kernels import forkserver
 from jupycron.models import RunStatus
 
 LAUNCH = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher"]
@@ -78,7 +79,7 @@ def test_forked_child_has_its_own_session_cwd_and_exactly_the_given_env(server, 
     # (a notebook's `import config` must not find jupycron/config.py)
     assert str(Path(forkserver.__file__).parent) not in probe["path"]
     cmdline = psutil.Process(server.pid).cmdline()
-    assert cmdline[-3] == str(Path(forkserver.__file__).with_name("kernel_template.py"))
+    assert cmdline[-3] == str(Path(forkserver.__file__).with_name("template.py"))
     assert probe["env"]["AUTORUN"] == "1" and probe["env"]["MARK"] == "x"
     assert "JUPYCRON_TEMPLATE_ONLY" not in probe["env"]  # replaced, not merged
 
@@ -134,9 +135,9 @@ def test_a_dead_template_is_replaced_and_a_broken_one_means_normal_starts(tmp_pa
                    settings.notebooks / "a_autorun.ipynb")
     nb = discovery.read_notebook(settings.notebooks / "a_autorun.ipynb", "a_autorun.ipynb")
     run = runner.run_notebook(settings, nb)
-    assert run.status is RunStatus.SUCCESS and run.extra["kernel_forked"] is True
+    assert run.status is RunStatus.SUCCESS and run.kernel is not None and run.kernel.forked is True
     off = runner.run_notebook(replace(settings, kernel_forkserver=False), nb)
-    assert off.status is RunStatus.SUCCESS and off.extra["kernel_forked"] is False
+    assert off.status is RunStatus.SUCCESS and off.kernel is not None and off.kernel.forked is False
     jc.assert_no_leftovers(run)
     jc.assert_no_leftovers(off)
 
@@ -153,7 +154,7 @@ def test_state_set_by_one_forked_run_never_reaches_the_next(settings, jc):
         nbformat.write(new_notebook(cells=[new_code_cell(cell)]), settings.notebooks / rel)
         runs.append(runner.run_notebook(settings,
                                         discovery.read_notebook(settings.notebooks / rel, rel)))
-    assert all(r.status is RunStatus.SUCCESS and r.extra["kernel_forked"] for r in runs)
+    assert all(r.status is RunStatus.SUCCESS and r.kernel is not None and r.kernel.forked for r in runs)
     second = json.loads((settings.notebooks / "b_autorun.ipynb.json").read_text())
     assert second == {"global": False, "attr": None, "env": None}
     for r in runs:
@@ -167,7 +168,7 @@ def test_crash_exit_code_reaches_the_runner_through_the_template(settings, jc):
                    settings.notebooks / "segv_autorun.ipynb")
     nb = discovery.read_notebook(settings.notebooks / "segv_autorun.ipynb", "segv_autorun.ipynb")
     run = runner.run_notebook(settings, nb)
-    assert run.extra["kernel_forked"] is True
+    assert run.kernel is not None and run.kernel.forked is True
     assert run.status is RunStatus.CRASHED and "SIGSEGV" in (run.error_value or "")
     jc.assert_no_leftovers(run)
 

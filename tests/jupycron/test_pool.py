@@ -19,8 +19,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jupycron import discovery, forkserver, limits, pool, runner, scheduler
+from jupycron import discovery, limits, runner, scheduler
 from jupycron.history import History
+from jupycron.kernels import forkserver
+from jupycron.kernels import pooled as pool
+from jupycron.kernels.base import discard
 from jupycron.models import Notebook, RunStatus
 from jupycron.paths import scheduler_state_file
 
@@ -82,14 +85,14 @@ def test_no_state_leaks_from_one_pooled_run_to_the_next(settings, jc):
     sees none of them, but sees the run environment and preimported modules."""
     a, b = _write(settings, "a_autorun.ipynb"), _write(settings, "b_autorun.ipynb")
     with pool.KernelPool(settings, 1, preimport=("wave",)) as kernels:
-        first = runner.run_notebook(settings, a, pool=kernels)
-        second = runner.run_notebook(settings, b, pool=kernels)
+        first = runner.run_notebook(settings, a, kernels=kernels)
+        second = runner.run_notebook(settings, b, kernels=kernels)
         assert kernels.stats()["handed_out"] == 2
     for run in (first, second):
         assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
         assert run.extra["timing"]["pooled"] is True
         jc.assert_no_leftovers(run)
-    assert first.extra["kernel_pid"] != second.extra["kernel_pid"]  # one kernel per run
+    assert first.kernel and second.kernel and first.kernel.pid != second.kernel.pid  # one kernel per run
     pa, pb = _probe(settings, a.path), _probe(settings, b.path)
     assert (pb["leaked_global"], pb["leaked_attr"], pb["leaked_env"]) == (False, None, None)
     assert (pa["autorun"], Path(pa["cwd"])) == ("1", settings.notebooks)
@@ -111,15 +114,15 @@ def test_a_kernel_that_died_idle_is_replaced_not_handed_out(settings, jc):
         os.kill(first, signal.SIGKILL)
         # kill() returns before the process is torn down: wait until it is really dead
         jc.wait_until(lambda: not jc.alive(first), timeout=10, what="the killed kernel to die")
-        handle = kernels.acquire(500, timeout=60)
+        handle = kernels.take(500, timeout=60)
         assert handle is not None and handle.pid != first and handle.alive()
         assert kernels.stats()["died_idle"] == 1
         assert handle.cap is not None and handle.cap.limit_mb == 500
         import asyncio
 
-        asyncio.run(runner.discard_kernel(handle))
+        asyncio.run(discard(handle))
         assert not jc.alive(handle.pid)
-        run = runner.run_notebook(settings, _write(settings, "c_autorun.ipynb"), pool=kernels)
+        run = runner.run_notebook(settings, _write(settings, "c_autorun.ipynb"), kernels=kernels)
         assert run.status is RunStatus.SUCCESS and run.extra["timing"]["pooled"] is True
     finally:
         kernels.close()
@@ -138,7 +141,7 @@ def test_a_kernel_above_the_notebooks_cap_is_refused_and_the_run_starts_fresh(se
     with pool.KernelPool(settings, 1, preimport=("pandas", "altair")) as kernels:
         pid = jc.wait_until(lambda: kernels.stats()["idle_pids"], timeout=60,
                             what="an idle kernel")[0]
-        run = runner.run_notebook(settings, small, pool=kernels)
+        run = runner.run_notebook(settings, small, kernels=kernels)
         assert kernels.stats()["refused"] == 1
     assert run.extra["timing"]["pooled"] is False
     if run.memory_limit in ("cgroup-v1", "cgroup-v2", "systemd-run"):
@@ -162,7 +165,7 @@ def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(
             nb = _write(settings, rel, source)
             assert nb.spec is not None
             runs.append(runner.run_notebook(settings, replace(nb, spec=replace(nb.spec, max_mem_mb=55)),
-                                            pool=kernels))
+                                            kernels=kernels))
         assert "refused" not in kernels.stats()
         stats = jc.wait_until(lambda: (st := kernels.stats())["idle"] and st["idle_pss_mb"] and st,
                               timeout=60, what="a refilled pool, measured")
@@ -173,7 +176,7 @@ def test_preimported_modules_come_from_the_template_and_cost_the_kernel_nothing(
     assert forkserver._servers[key].skipped == []  # both really preloaded in the template
     for run in runs:
         assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
-        assert run.extra["timing"]["pooled"] is True and run.extra["kernel_forked"] is True
+        assert run.extra["timing"]["pooled"] is True and run.kernel is not None and run.kernel.forked is True
         if run.memory_limit in ("cgroup-v1", "cgroup-v2"):
             assert run.peak_mem_mb is not None and run.peak_mem_mb < 55
         jc.assert_no_leftovers(run)
@@ -195,9 +198,9 @@ def test_a_preimport_the_template_cannot_hold_falls_back_to_the_plain_template(s
         "json.dump(probe, open(os.environ['JUPYCRON_NOTEBOOK'] + '.probe.json', 'w'))\n"
     nb = _write(settings, "t_autorun.ipynb", source)
     with pool.KernelPool(settings, 1, preimport=("starts_thread_pool",)) as kernels:
-        run = runner.run_notebook(settings, nb, pool=kernels)
+        run = runner.run_notebook(settings, nb, kernels=kernels)
     assert run.status is RunStatus.SUCCESS, (run.error_name, run.error_value)
-    assert run.extra["timing"]["pooled"] is True and run.extra["kernel_forked"] is True
+    assert run.extra["timing"]["pooled"] is True and run.kernel is not None and run.kernel.forked is True
     assert _probe(settings, nb.path)["mod_loaded"] is True
     assert not any(k[2] == ("starts_thread_pool",) for k in forkserver._servers)
     assert any(k[2] == ("starts_thread_pool",) for k in forkserver._failed_at)
@@ -207,12 +210,12 @@ def test_a_preimport_the_template_cannot_hold_falls_back_to_the_plain_template(s
 @pytest.mark.integration
 def test_a_failing_preimport_turns_preimport_off(settings):
     with pool.KernelPool(settings, 1, preimport=("no_such_module_jupycron",)) as kernels:
-        handle = kernels.acquire(500, timeout=60)  # waits through the failed warm-up
+        handle = kernels.take(500, timeout=60)  # waits through the failed warm-up
         assert handle is not None
         assert kernels.preimport == () and kernels.stats()["start_failed"] >= 1
         import asyncio
 
-        asyncio.run(runner.discard_kernel(handle))
+        asyncio.run(discard(handle))
 
 
 @pytest.mark.integration

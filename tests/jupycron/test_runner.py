@@ -2,7 +2,7 @@
 
 Most notebooks run once, together, in a module fixture (like a tick would), and each test
 checks one outcome; runs that need a hand on them (stop, delete mid-run) run on their own.
-The batch runs twice: on fresh kernels and on kernels from a :class:`jupycron.pool.KernelPool`
+The batch runs twice: on fresh kernels and on kernels from a :class:`jupycron.kernels.KernelPool`
 (started at the maximum cap, lowered to the notebook's at hand-out), so every outcome (oom,
 timeout, crashed, failed) holds with the pool on.
 """
@@ -20,11 +20,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupycron import discovery, limits, runner
+from jupycron import discovery, execute, limits, runner
+from jupycron.events import RunEvents
 from jupycron.history import History
+from jupycron.kernels import KernelPool
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import output_html
-from jupycron.pool import KernelPool
 
 WEIRD = "sub dir/we'ird \"q\"; $(touch pwned) `touch pwned2` ü_autorun.ipynb"
 BATCH = ["ok_autorun.ipynb", "raises_autorun.ipynb", "sysexit0_autorun.ipynb",
@@ -53,11 +54,10 @@ def batch(request, tmp_path_factory, jc):
     def one(rel: str) -> Run:
         nb = discovery.read_notebook(settings.notebooks / rel, rel)
         return runner.run_notebook(settings, nb, Trigger.SCHEDULE, None, history,
-                                   on_change=lambda r: seen[rel].append((r.status, r.pid)),
-                                   pool=kernels)
+                                   events=RunEvents(_Seen(seen[rel])), kernels=kernels)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "MAX_OUTPUT_BYTES", 256 * 1024)
+        mp.setattr(execute, "MAX_OUTPUT_BYTES", 256 * 1024)
         mp.chdir(tmp)
         try:
             with ThreadPoolExecutor(3) as threads:
@@ -69,10 +69,23 @@ def batch(request, tmp_path_factory, jc):
             "history": history.load(), "tmp": tmp, "pooled": request.param == "pooled"}
 
 
+class _Seen:
+    """A run-event listener keeping (status, runner pid) of each event."""
+
+    def __init__(self, seen: list[tuple[RunStatus, int | None]]) -> None:
+        self.seen = seen
+
+    def run_started(self, run: Run) -> None:
+        self.seen.append((run.status, run.pid))
+
+    def run_finished(self, run: Run) -> None:
+        self.seen.append((run.status, run.pid))
+
+
 def _no_leftovers(jc, run: Run, extra_pids=()) -> None:
     """The shared check, plus the pooled kernel's own marker."""
     jc.assert_no_leftovers(run, extra_pids=extra_pids)
-    if marker := run.extra.get("kernel_marker"):
+    if marker := (run.kernel.marker if run.kernel else None):
         jc.wait_until(lambda: not jc.marked_processes(marker), timeout=10,
                       what=f"processes marked {marker} to be gone")
 
@@ -81,7 +94,7 @@ def _no_leftovers(jc, run: Run, extra_pids=()) -> None:
 def test_every_run_used_the_kind_of_kernel_asked_for(batch):
     for rel, run in batch["runs"].items():
         assert run.extra["timing"]["pooled"] is batch["pooled"], rel
-        assert bool(run.extra.get("kernel_marker")) is batch["pooled"], rel
+        assert bool(run.kernel and run.kernel.marker) is batch["pooled"], rel
 
 
 def _html(batch, rel: str) -> str:
@@ -218,7 +231,7 @@ def test_notebook_deleted_mid_run(settings, monkeypatch, jc):
     t.start()
     def kernel_started() -> bool:
         entry = history.load().get(rel)
-        return bool(entry and entry.runs and entry.runs[0].extra.get("kernel_pid"))
+        return bool(entry and entry.runs and entry.runs[0].kernel)
 
     jc.wait_until(kernel_started, what="the kernel to start")
     (settings.notebooks / rel).unlink()
@@ -300,7 +313,7 @@ def test_merging_100k_stream_outputs_joins_them_once():
     """The 100k outputs of a print(flush=True) loop become one output with every line, in
     order (the old repeated ``+`` copied the growing text for each: minutes at this size)."""
     cell = _streams(100_000, "y" * 100 + "\n")
-    runner._merge_streams(cell)
+    execute.merge_streams(cell)
     assert len(cell.outputs) == 1
     lines = cell.outputs[0]["text"].splitlines()
     assert len(lines) == 100_000 and lines[0].startswith("0 y") and lines[-1].startswith("99999 y")
@@ -323,7 +336,7 @@ def test_merge_streams_keeps_every_text_in_order(items):
             expected[-1] = (k, expected[-1][1] + t)
         else:
             expected.append((k, t))
-    runner._merge_streams(cell)
+    execute.merge_streams(cell)
     got = [(o["name"], o["text"]) if o["output_type"] == "stream"
            else ("display", o["data"]["text/plain"]) for o in cell.outputs]
     assert got == expected
@@ -337,17 +350,17 @@ def test_the_time_limit_holds_while_the_run_loop_is_busy(settings, monkeypatch, 
     nb = _write_nb(settings, "busy_autorun.ipynb", 2, 'print("hello", flush=True)',
                    "import time\ntime.sleep(600)")
     seen: dict[str, object] = {}
-    merge = runner._merge_streams
+    merge = execute.merge_streams
 
     def busy_merge(cell) -> None:
         if "killed_while_busy" not in seen:  # the first cell: hold the loop
             runs = History(settings.output_dir).load()["busy_autorun.ipynb"].runs
-            pids = [runs[0].extra["kernel_pid"]]
+            pids = [runs[0].kernel.pid]
             assert jc.alive(pids[0])
             seen["killed_while_busy"] = _gone_within(jc, pids, 30)
         merge(cell)
 
-    monkeypatch.setattr(runner, "_merge_streams", busy_merge)
+    monkeypatch.setattr(execute, "merge_streams", busy_merge)
     run = runner.run_notebook(settings, nb, history=History(settings.output_dir))
     assert seen["killed_while_busy"] is True
     assert run.status is RunStatus.TIMEOUT, (run.status, run.error_value)

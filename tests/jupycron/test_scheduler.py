@@ -171,7 +171,7 @@ def _wait_kernel(settings, rel: str, jc) -> Run:
         entry = History(settings.output_dir).load().get(rel)
         run = entry.runs[0] if entry and entry.runs else None
         pids = settings.notebooks / "sleeps-pids.txt"
-        ok = run and run.status is RunStatus.RUNNING and run.extra.get("kernel_pid") \
+        ok = run and run.status is RunStatus.RUNNING and run.kernel is not None \
             and pids.exists() and len(pids.read_text().split()) == 2
         return run if ok else None
 
@@ -202,7 +202,7 @@ def test_kill_9_of_the_tick_is_reaped_by_the_next_tick(settings, jc, tmp_path):
     run = History(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id
     assert run.status is RunStatus.INTERRUPTED and run.extra.get("orphaned") is True
-    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+    jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
 
 
 @pytest.mark.integration
@@ -220,7 +220,7 @@ def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
     children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
     run = History(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
-    jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
+    jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
     state = json.loads(scheduler_state_file(settings.output_dir).read_text())
     assert state["mode"] == "stopped" and state["running"] == []
 
@@ -317,7 +317,10 @@ def test_a_burst_of_changes_refreshes_the_page_once_per_interval_and_at_the_end(
         for rel, status in zip(rels, statuses, strict=True):
             run = Run(notebook=rel, run_id=f"r-{rel.removesuffix('.ipynb')}", started_at=T0, status=status)
             sched.history.record(run)
-            sched._changed(run)
+            if status is RunStatus.RUNNING:
+                sched.events.started(run)
+            else:
+                sched.events.finished(run)
             if first:  # the first change is written promptly
                 deadline = time.monotonic() + 30
                 while not refreshes and time.monotonic() < deadline:
@@ -425,3 +428,106 @@ def test_the_tick_unit_has_a_finite_start_timeout():
     seconds = float(num) * units[value[len(num):] or "s"]
     default = S.__dataclass_fields__["default_max_runtime_s"].default
     assert default + 60 <= seconds <= 6 * 3600
+
+
+def test_a_running_row_written_before_run_kernel_existed_is_reaped_by_its_legacy_keys(tmp_path):
+    """Rows of an older jupycron kept the kernel's ids as ``extra`` keys: they load as a
+    typed ``run.kernel`` (KernelInfo.from_legacy_extra) and the orphan clean-up kills that
+    kernel's process group and removes its socket folder."""
+    import socket
+    import tempfile
+
+    import psutil
+
+    from jupycron.models import KernelInfo
+
+    kernel = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # the dead runner's pid
+    sockets = Path(tempfile.mkdtemp(prefix="jupycron-kernel-"))
+    try:
+        extra = {"kernel_pid": kernel.pid, "kernel_pgid": kernel.pid,
+                 "kernel_create_time": psutil.Process(kernel.pid).create_time(),
+                 "sockets": str(sockets), "kernel_forked": False, "timing": {"total_s": 1.0}}
+        row = Run(notebook=HOURLY.path, run_id="20240501T103000-abcdef",
+                  started_at=datetime.now(UTC) - timedelta(seconds=5), pid=gone.pid,
+                  host=socket.gethostname()).to_json()
+        row["extra"] = extra
+        doc = {"version": 1, "notebooks": {HOURLY.path: {"runs": [row]}}}
+        (tmp_path / ".history.json").write_text(json.dumps(doc))
+        loaded = History(tmp_path).load()[HOURLY.path].runs[0]
+        assert loaded.kernel == KernelInfo.from_legacy_extra(extra)
+        assert loaded.kernel is not None and loaded.kernel.sockets == str(sockets)
+        assert loaded.extra == {"timing": {"total_s": 1.0}}  # the legacy keys are gone
+        reaped = scheduler.reap_orphans(History(tmp_path))
+        assert [r.run_id for r in reaped] == [row["run_id"]]
+        assert kernel.wait(10) == -signal.SIGKILL
+        assert not sockets.exists()
+        assert History(tmp_path).load()[HOURLY.path].runs[0].status is RunStatus.INTERRUPTED
+    finally:
+        kernel.kill()
+        kernel.wait()
+        if sockets.is_dir():
+            sockets.rmdir()
+
+
+def test_legacy_extra_without_a_kernel_pid_names_no_kernel():
+    from jupycron.models import KernelInfo
+
+    assert KernelInfo.from_legacy_extra({}) is None
+    assert KernelInfo.from_legacy_extra({"kernel_pid": "12"}) is None
+    info = KernelInfo.from_legacy_extra({"kernel_pid": 12, "kernel_marker": "pool-1-ab"})
+    assert info == KernelInfo(pid=12, pgid=12, create_time=0.0, marker="pool-1-ab")
+
+
+def test_run_events_reach_every_listener_even_after_one_fails(caplog):
+    from jupycron.events import RunEvents
+
+    heard: list[tuple[str, str]] = []
+
+    class Broken:
+        def run_started(self, run: Run) -> None:
+            raise RuntimeError("boom")
+
+        def run_finished(self, run: Run) -> None:
+            raise RuntimeError("boom")
+
+    class Ear:
+        def run_started(self, run: Run) -> None:
+            heard.append(("started", run.run_id))
+
+        def run_finished(self, run: Run) -> None:
+            heard.append(("finished", run.run_id))
+
+    events = RunEvents(Broken())
+    events.subscribe(Ear())
+    run = _run(T0, RunStatus.RUNNING)
+    events.started(run)
+    events.finished(run)
+    assert heard == [("started", run.run_id), ("finished", run.run_id)]
+    assert [(r.levelname, r.exc_info is not None) for r in caplog.records] == [("ERROR", True)] * 2
+
+
+_SOUND_KERNEL = {"pid": 4242, "pgid": 4242, "create_time": 1.5, "forked": True,
+                 "sockets": "/tmp/jupycron-kernel-ab12", "marker": "pool-1-ab",
+                 "cgroup": "/sys/fs/cgroup/memory/jupycron.o-1/jupycron-x"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"sockets": "/etc"}, {"sockets": "/tmp/jupycron-kernel-x/../.."}, {"cgroup": "/sys/fs/cgroup"},
+    {"pid": "1"}, {"pgid": 0}, {"create_time": -1}, {"marker": 5}, {"forked": "yes"}, {"pid": None},
+])
+def test_a_typed_kernel_the_orphan_clean_up_must_not_touch_is_refused(bad):
+    """The orphan clean-up signals ``kernel.pgid`` and deletes ``kernel.sockets``: a row whose
+    kernel is not jupycron's is left out of the history (the same checks as the legacy keys)."""
+    from jupycron.history_check import check_run
+
+    row = _run(T0, RunStatus.RUNNING).to_json()
+    row["kernel"] = _SOUND_KERNEL
+    check_run(row)  # the sound one passes
+    row["kernel"] = {**_SOUND_KERNEL, **bad}
+    with pytest.raises(ValueError, match="kernel"):
+        check_run(row)
+    row["kernel"] = [1]
+    with pytest.raises(ValueError, match='"kernel" must be an object'):
+        check_run(row)

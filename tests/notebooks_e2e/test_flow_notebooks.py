@@ -160,7 +160,7 @@ def test_every_chart_is_static_svg(outputs):
 def test_exported_html_is_offline(outputs, tmp_path):
     """jupycron's HTML of an executed flow notebook holds the charts as SVG and loads no
     script from the network."""
-    from jupycron.runner import export_html
+    from jupycron.export import export_html
 
     dest = tmp_path / "out.html"
     export_html(_ok(outputs, FLOW)["nb"], dest, title=FLOW, folder=NOTEBOOKS)

@@ -1,8 +1,8 @@
 """Kernels forked from a template process instead of started from scratch.
 
 A fresh ``python -m ipykernel_launcher`` spends most of its start-up importing (IPython,
-ipykernel, ZeroMQ, tornado, debugpy: ~0.5 s of CPU on Python 3.11), and does so for every
-run. A :class:`ForkServer` starts one *template* process (:mod:`jupycron.kernel_template`)
+ipykernel, ZeroMQ, tornado, debugpy; BENCHMARKS.md has the CPU it costs), and does so for
+every run. A :class:`ForkServer` starts one *template* process (:mod:`jupycron.kernels.template`)
 that imports all that once, with no thread, ZeroMQ context or socket created, and forks one
 kernel per request. The forked kernel then only builds its sockets, threads and shell.
 
@@ -77,7 +77,7 @@ MAX_AGE_S = 3600.0
 #: After a template failed to start, normal starts are used for this long.
 RETRY_AFTER_S = 60.0
 _LAUNCHERS = ("ipykernel_launcher", "ipykernel")
-_SOURCE = Path(__file__).with_name("kernel_template.py")
+_SOURCE = Path(__file__).with_name("template.py")
 
 
 class TemplateError(RuntimeError):
@@ -103,7 +103,7 @@ def kernel_args(cmd: Sequence[str]) -> tuple[str, tuple[str, ...], list[str]] | 
 
 class ForkedProcess:
     """A ``subprocess.Popen``-like handle on a kernel forked by a :class:`ForkServer`
-    (what jupyter_client's provisioner and :class:`jupycron.runner.KernelHandle` use)."""
+    (what jupyter_client's provisioner and :class:`jupycron.kernels.base.KernelHandle` use)."""
 
     stdin = stdout = stderr = None
 

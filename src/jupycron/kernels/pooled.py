@@ -22,7 +22,7 @@ fresh kernel; the pool starts a replacement at once. Isolation is that of a fres
   interpreter (e.g. to set an environment variable before importing numpy) should not be
   run with it. A failing import turns preimport off for the pool (logged). With the fork
   server on, the modules are imported once in a template of their own
-  (:mod:`jupycron.forkserver`, ``extra`` preloads) and each pooled kernel is forked with
+  (:mod:`jupycron.kernels.forkserver`, ``extra`` preloads) and each pooled kernel is forked with
   them loaded, so a pooled kernel's warm-up no longer pays for the imports (numpy's global
   generator is reseeded in each kernel); the ``__import__`` step then just confirms them.
 
@@ -31,11 +31,8 @@ machine has at least :func:`min_available_mb` free (room for one run at ``max_me
 a reserve), idle kernels are discarded when free memory drops below ``max_mem_mb``, and idle
 kernels older than :data:`MAX_IDLE_S` are recycled (a package upgraded on disk is picked up).
 :meth:`KernelPool.stats` reports the idle kernels' memory (the scheduler's heartbeat carries
-it). Typical sizes on Python 3.11: ~45 MB RSS per idle kernel, ~150-200 MB with pandas and
-altair preimported in the kernel; forked from a template that preloaded them, 112 MB RSS of
-which 23 MB its own (USS), plus the template's 153 MB RSS (58 MB its own). The stats give
-both ``idle_rss_mb`` (which counts the pages kernels share with their template in every
-one of them) and ``idle_pss_mb`` (a shared page split between its users), and the
+it; measured sizes are in BENCHMARKS.md). The stats give both ``idle_rss_mb`` (which
+counts the pages kernels share with their template in every one of them) and ``idle_pss_mb`` (a shared page split between its users), and the
 fork-server templates' PSS as ``templates_pss_mb``: the two PSS figures add up to what the
 idle kernels and their templates really hold (measured every :data:`PSS_MAX_AGE_S`, or
 :data:`PSS_MIN_AGE_S` after the idle kernels changed).
@@ -45,11 +42,18 @@ the runs' threads (each with its own loop), which only create their own ZeroMQ c
 them. ``budget`` bounds how many kernels the pool ever starts: a one-minute ``jupycron tick``
 passes the number of due notebooks, so it never starts kernels nobody will use.
 
+As a :class:`~jupycron.kernels.base.KernelProvider`, the pool hands a run a ready kernel
+(:meth:`KernelPool.ready`), else waits for one it is starting (:meth:`KernelPool.acquire`),
+else starts a fresh one (:class:`~jupycron.kernels.fresh.FreshKernels`): the pool never
+fails a run. It serves the configured kernel only; a notebook naming another kernel gets a
+fresh one. A handed-out kernel learns its run in ``env_update`` (``JUPYCRON_RUN_ID``,
+``JUPYCRON_NOTEBOOK``), set in its ``os.environ`` before the first cell.
+
 Example::
 
     pool = KernelPool(settings, size=2, preimport=("pandas",))
     pool.start()
-    run = run_notebook(settings, notebook, pool=pool)
+    run = run_notebook(settings, notebook, kernels=pool)
     pool.close()   # kills idle and starting kernels
 """
 
@@ -62,23 +66,27 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
-from . import forkserver, limits
-from .config import Settings
-from .runner import (
+from .. import limits
+from ..config import Settings
+from . import forkserver
+from .base import (
     KERNEL_START_TIMEOUT_S,
+    RUN_ID_ENV,
     KernelHandle,
-    discard_kernel,
-    kernel_env,
-    kill_kernel_tree,
-    start_kernel,
+    KernelProvider,
+    KernelRequest,
+    discard,
+    kill_tree,
     wait_connected,
 )
+from .env import kernel_env
+from .fresh import FreshKernels, start_kernel
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +137,8 @@ def memory_mb(pids: Sequence[int], children: bool = True, pss: bool = False) -> 
 
     RSS counts a page shared by several processes (a forked kernel and its template) in
     each of them; PSS splits it between them, so PSS adds up to what they really hold. PSS
-    costs the kernel a walk of the page tables (~10 ms for a process with pandas loaded,
-    against ~0.05 ms for RSS); it is RSS where the system does not report it."""
+    costs the kernel a walk of the page tables (far more than RSS); it is RSS where the
+    system does not report it."""
     total = 0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -156,7 +164,7 @@ class _Idle:
     refused: bool = False  # set when it was over a run's cap
 
 
-class KernelPool:
+class KernelPool(KernelProvider):
     """Up to ``size`` ready kernels; see the module docstring. Thread-safe."""
 
     def __init__(self, settings: Settings, size: int, *, preimport: Sequence[str] = (),
@@ -177,6 +185,8 @@ class KernelPool:
         self._retry_at = 0.0
         self._failures = 0
         self.counts = collections.Counter[str]()
+        self.fresh = FreshKernels(settings)  # when no pooled kernel fits
+        self._refused: set[str] = set()  # run ids whose ready() refused a kernel: go fresh
         self._pss: tuple[float, tuple[int, ...], dict[str, Any]] | None = None  # (at, idle pids, figures)
 
     # -- life cycle (any thread) --
@@ -226,16 +236,59 @@ class KernelPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- the provider interface (run threads) --
+    def ready(self, request: KernelRequest) -> KernelHandle | None:
+        """An idle kernel for ``request``, at once, or None (none idle, another kernel
+        name, or the idle kernel did not fit: :meth:`acquire` then starts a fresh one)."""
+        if request.kernel_name != self.settings.kernel_name:
+            return None
+        try:
+            handle, refused = self._take(request.mem_mb, 0.0)
+        except Exception:  # the pool must never fail a run: a fresh kernel instead
+            log.exception("kernel pool failed; starting a fresh kernel")
+            handle, refused = None, True
+        if handle is None:
+            if refused:
+                with self._cond:
+                    self._refused.add(request.run_id)
+            return None
+        return self._serve(handle, request)
+
+    async def acquire(self, request: KernelRequest) -> KernelHandle:
+        """A kernel the pool is starting (waiting up to KERNEL_START_TIMEOUT_S), else a
+        fresh one (another kernel name, a refused kernel, an empty or failing pool)."""
+        with self._cond:
+            refused = request.run_id in self._refused
+            self._refused.discard(request.run_id)
+        handle = None
+        if request.kernel_name == self.settings.kernel_name and not refused:
+            try:
+                handle = await asyncio.to_thread(self.take, request.mem_mb,
+                                                 KERNEL_START_TIMEOUT_S)
+            except Exception:
+                log.exception("kernel pool failed; starting a fresh kernel")
+        if handle is None:
+            return await self.fresh.acquire(request)
+        return self._serve(handle, request)
+
+    @staticmethod
+    def _serve(handle: KernelHandle, request: KernelRequest) -> KernelHandle:
+        handle.serving = request.run_id
+        handle.pooled = True
+        handle.env_update = {RUN_ID_ENV: request.run_id, "JUPYCRON_NOTEBOOK": request.notebook}
+        return handle
+
     # -- hand-out (run threads) --
-    def acquire(self, limit_mb: int, timeout: float = 0.0,
-                on_wait: Callable[[], None] | None = None) -> KernelHandle | None:
+    def take(self, limit_mb: int, timeout: float = 0.0) -> KernelHandle | None:
         """A ready kernel capped at ``limit_mb``, or None (closed, empty, or nothing became
         ready within ``timeout`` s while kernels were starting). The caller owns the kernel
         and must discard it after its run. Dead kernels are discarded and waited past; a
         kernel over ``limit_mb`` is discarded and None returned at once (its replacement
-        would most likely not fit either: the caller should start a plain kernel).
-        ``on_wait`` is called (once, without the pool's lock) before waiting for a kernel
-        that is still starting."""
+        would most likely not fit either: the caller should start a plain kernel)."""
+        return self._take(limit_mb, timeout)[0]
+
+    def _take(self, limit_mb: int, timeout: float) -> tuple[KernelHandle | None, bool]:
+        """:meth:`take`, and whether a kernel was refused for being over ``limit_mb``."""
         deadline = time.monotonic() + timeout
         try:
             with self._cond:
@@ -244,23 +297,15 @@ class KernelPool:
                         item = self._idle.popleft()
                         handle = self._hand_out(item, limit_mb)
                         if handle is not None:
-                            return handle
+                            return handle, False
                         if item.refused:
-                            return None
+                            return None, True
                     self._fill()  # replacements for discarded kernels count as starting
                     remaining = deadline - time.monotonic()
                     if not self._starting or remaining <= 0:
-                        return None
-                    if on_wait is not None:
-                        callback, on_wait = on_wait, None
-                        self._cond.release()
-                        try:
-                            callback()
-                        finally:
-                            self._cond.acquire()
-                        continue
+                        return None, False
                     self._cond.wait(remaining)
-                return None
+                return None, False
         finally:
             self._fill()
 
@@ -317,9 +362,9 @@ class KernelPool:
         if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(lambda: self._spawn(discard_kernel(handle)))
+            loop.call_soon_threadsafe(lambda: self._spawn(discard(handle)))
         except RuntimeError:  # the loop is gone: kill synchronously
-            kill_kernel_tree(handle)
+            kill_tree(handle)
             if handle.cap is not None:
                 handle.cap.close()
 
@@ -376,7 +421,7 @@ class KernelPool:
                     handle = None
                 self._cond.notify_all()
         if handle is not None:  # closed meanwhile
-            await discard_kernel(handle)
+            await discard(handle)
         self._fill()
 
     async def _new_kernel(self) -> KernelHandle:
@@ -395,7 +440,7 @@ class KernelPool:
         try:
             await self._warm(handle)
         except BaseException:
-            await discard_kernel(handle)
+            await discard(handle)
             raise
         return handle
 
@@ -452,7 +497,7 @@ class KernelPool:
                 drop.append(keep.pop().handle)
             self._idle = keep
         for h in drop:
-            self._spawn(discard_kernel(h))
+            self._spawn(discard(h))
         if not low:
             self._fill()
 
@@ -464,5 +509,5 @@ class KernelPool:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         with self._cond:
             idle, self._idle = list(self._idle), collections.deque()
-        await asyncio.gather(*(discard_kernel(item.handle) for item in idle),
+        await asyncio.gather(*(discard(item.handle) for item in idle),
                              return_exceptions=True)

@@ -1,7 +1,7 @@
 """The fork server's template process: ipykernel imported once, one forked kernel per request.
 
 This file is run as a program (``python <this file> <fd> <modules>``, see
-:mod:`jupycron.forkserver`; a short command line for ``ps``), never imported by jupycron
+:mod:`jupycron.kernels.forkserver`; a short command line for ``ps``), never imported by jupycron
 itself, and its own folder is dropped from ``sys.path`` (so a notebook's ``import config``
 cannot find jupycron's modules): it must only use the
 standard library, so a kernel forked from it has exactly the modules a fresh
