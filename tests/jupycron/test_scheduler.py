@@ -364,7 +364,7 @@ def test_an_overflowing_schedule_disables_only_its_notebook(settings, jc):
 def test_a_schedule_out_of_range_at_display_time_is_a_disabled_row(settings):
     """A spec that parses but has no slot at ``now`` (the year 9999 is near) is shown
     disabled with the reason; the other rows are unaffected."""
-    from jupycron.summary import build_rows
+    from jupycron.status import build_rows
 
     late = datetime(9995, 1, 1, tzinfo=UTC)
     nbs = [Notebook("far_autorun.ipynb", 0, 0, JobSpec(every="1200 month")),
