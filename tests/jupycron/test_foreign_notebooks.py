@@ -157,7 +157,7 @@ def test_export_and_kernel_failures_show_red_on_the_summary(foreign):
                  for rel in ("bad_metadata_autorun.ipynb", "r_autorun.ipynb")]
     rows = status.build_rows(settings, notebooks, foreign["history"].load(), datetime.now(UTC))
     for row, name in zip(rows, ("ExportError", "KernelNotInstalled"), strict=True):
-        assert row.state == "failed" and row.icon == "fail", row
+        assert row.state == "failed" and row.state.shape == "fail", row
         assert (row.reason or "").startswith(name), row.reason
 
 
