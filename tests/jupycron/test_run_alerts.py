@@ -568,3 +568,36 @@ def test_a_version_1_state_file_is_carried_over(site: Settings, hook) -> None:
     assert [(d.channel, d.action) for d in sent] == [("slack", "resolve"), ("ntfy", "resolve")]
     assert json.loads(alert_state_file(site.output_dir).read_text()) == {"version": 2,
                                                                          "notebooks": {}}
+
+
+def test_real_alertmanager_hears_a_finding_alarm_then_ok(site: Settings, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """A finding at alarm is a ``JupycronFinding`` alert in a real Alertmanager (its level as
+    an annotation, the labels those of the notebook); back to ok, it is resolved."""
+    now = datetime.now(UTC)
+    slot = now.replace(minute=0, second=0, microsecond=0)
+    site = replace(site, alert_channels="alertmanager", late_grace_s=1e6, alert_on_finding=True)
+    rel = "a_autorun.ipynb"
+    write_history(site, {rel: [found(rel, slot, "alarm", "IR: measurements down 40 %")],
+                         "b_autorun.ipynb": [found("b_autorun.ipynb", slot, "ok", "fine")]})
+    with alertmanager_server(tmp_path) as am:
+        monkeypatch.setenv("OONI_ALERTMANAGER_URL", am)
+
+        def active() -> list[dict]:
+            r = httpx.get(am + "/api/v2/alerts", params={"active": "true"}, timeout=5)
+            r.raise_for_status()
+            return [a for a in r.json() if a["labels"].get("alertname") == "JupycronFinding"]
+
+        sent = notify_changes(site, now)
+        assert [(d.notebook, d.action, d.ok) for d in sent] == [(rel, "fire", True)]
+        (a,) = active()
+        assert a["labels"]["notebook"] == rel and a["annotations"]["level"] == "alarm"
+        assert a["annotations"]["summary"] == f"jupycron: {rel} reports alarm: IR: measurements down 40 %"
+        write_history(site, {rel: [found(rel, slot, "alarm", "x"), found(rel, slot + timedelta(minutes=1), "ok", "back", 1)],
+                             "b_autorun.ipynb": [found("b_autorun.ipynb", slot, "ok", "fine")]})
+        sent = notify_changes(site, datetime.now(UTC))
+        assert [(d.notebook, d.action, d.ok) for d in sent] == [(rel, "resolve", True)]
+        deadline = time.monotonic() + 20
+        while active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert active() == []
