@@ -49,17 +49,20 @@ __all__ = ["FINDING_ORDER", "FINDING_SHAPES", "NotebookState", "StatusRow", "bui
 
 
 class NotebookState(StrEnum):
-    """A notebook's state as every page, command, metric and alert names it."""
+    """A notebook's state as every page, command, metric and alert names it.
+
+    Declared most urgent first: the dashboard sorts and lists its filters in this order.
+    """
 
     RUNNING = "running"
-    DISABLED = "disabled"
-    SUCCESS = "success"
     FAILED = "failed"
     TIMEOUT = "timeout"
     OOM = "oom"
     CRASHED = "crashed"
     INTERRUPTED = "interrupted"
     NEVER = "never"
+    SUCCESS = "success"
+    DISABLED = "disabled"
 
     @property
     def is_failure(self) -> bool:

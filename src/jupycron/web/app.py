@@ -88,13 +88,12 @@ log = logging.getLogger(__name__)
 __all__ = ["create_app", "error_response", "resolve_output", "run_now_argv"]
 
 _HERE = Path(__file__).parent
-FILTERS = ("failing", "success", "running", "never", "disabled", "interrupted", "late")
+FILTERS = ("failing", *(str(s) for s in NotebookState if not s.is_failure), "late")
 FINDING_FILTERS = (*(str(level) for level in FINDING_ORDER), "none")
 SORTS = ("path", "state", "finding", "last", "next", "duration", "failures")
 HISTORY_STRIP = 20
 RUN_LOG = ".web-run-now.log"
-_STATE_ORDER = {s: i for i, s in enumerate(
-    ("running", "failed", "timeout", "oom", "crashed", "interrupted", "never", "success", "disabled"))}
+_STATE_ORDER = {str(s): i for i, s in enumerate(NotebookState)}   # declared most urgent first
 _STATES = frozenset(str(s) for s in NotebookState)
 _FINDING_ORDER = {str(level): i for i, level in enumerate(FINDING_ORDER)}
 _OUTPUT_CSP = ("sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-downloads; "
