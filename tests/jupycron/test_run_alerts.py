@@ -601,3 +601,18 @@ def test_real_alertmanager_hears_a_finding_alarm_then_ok(site: Settings, tmp_pat
         while active() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert active() == []
+
+
+def test_the_status_and_alert_modules_load_no_domain_library() -> None:
+    """The status model, the alerts and their seam import neither ooniutils nor its data
+    stack: the transports come in through jupycron.senders (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import jupycron.run_alerts, jupycron.status, jupycron.episodes, jupycron.senders\n"
+            "import jupycron.summary, jupycron.metrics, jupycron.status_icons, jupycron.cli_common\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.split('.')[0] in ('ooniutils', 'pandas', 'chdb', 'altair')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
