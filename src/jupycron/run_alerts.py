@@ -5,7 +5,8 @@ server every minute when ``alert_channels`` is set, and by ``jupycron alerts`` (
 systemd timer, so "late" is noticed even when the scheduler is down). Each call:
 
 1. computes every present notebook's conditions from its :class:`jupycron.status.StatusRow`
-   (the one status model the dashboard shows):
+   (the one status model the dashboard shows; the failing and late messages also name
+   the latest finding, when there is one):
 
    * **failing**: ``consecutive_failures >= alert_after_failures`` (failed, timeout, oom or
      crashed runs since the last success; a RUNNING or interrupted run neither counts nor
@@ -202,15 +203,19 @@ def conditions(settings: Settings, rows: Sequence[StatusRow], now: datetime,
                       + (f" - {err}" if err else ""))
         else:
             detail = f"{row.consecutive_failures} failed run(s) in a row"
+        found = ""
+        if row.finding is not None:   # what it found last, beside how it ran
+            found = (f"\nlatest finding: {finding_word(row.finding.level)}"
+                     + (f": {row.finding.summary}" if row.finding.summary else ""))[:300]
         out.append(Condition(row.path, "failing", "" if failing else None,
-                             f"jupycron: {row.path} is failing{kind}", detail[:1500], link,
-                             configured))
+                             f"jupycron: {row.path} is failing{kind}", detail[:1500] + found,
+                             link, configured))
         slot = row.late_since
         late_text = ""
         if slot is not None:
             minutes = int((now - slot).total_seconds() // 60)
             late_text = (f"its {slot:%Y-%m-%d %H:%M} UTC slot ({row.schedule}) passed {minutes} min "
-                         "ago without a run: is the scheduler running?")
+                         "ago without a run: is the scheduler running?" + found)
         out.append(Condition(row.path, "late", "" if slot is not None else None,
                              f"jupycron: {row.path} is late", late_text, link, configured))
         routed = finding_channels(settings, row.notebook, configured)

@@ -469,6 +469,8 @@ def test_finding_level_changes_are_told_once_each(site: Settings, hook, jc) -> N
     write_history(site, history)
     assert [(d.kind, d.channel) for d in notify_changes(site, NOW + timedelta(minutes=2))] == [
         ("failing", "slack"), ("failing", "ntfy")]
+    # the run-state message names the latest finding too
+    assert "latest finding: alarm: IR: measurements down 40 %" in by_path(hook)["ntfy"][-1].text()
 
     history[a].append(found(a, ten + timedelta(hours=1), "warning", "IR: down 15 %", 3))
     write_history(site, history)
