@@ -43,6 +43,11 @@ _EXPORTS: dict[str, str] = {
     "run_forever": ".scheduler",
     "run_now": ".scheduler",
     "tick": ".scheduler",
+    # status (what every page, command, metric and alert shows)
+    "NotebookState": ".status",
+    "StatusRow": ".status",
+    "build_rows": ".status",
+    "current_rows": ".status",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,17 +10,16 @@ cannot be read or written; 5 any other jupycron error.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from .cli_common import install_alert_senders
+from .cli_common import stop_on_signals as _stop_on_signals
 from .config import Settings, apply_run_environment, load_settings
 from .exceptions import (
     AlreadyRunning,
@@ -64,28 +63,11 @@ def _settings(ctx: click.Context) -> Settings:
     obj = ctx.find_root().obj
     try:
         settings = load_settings(obj["overrides"], config_file=obj["config_file"])
+        apply_run_environment(settings)
+        install_alert_senders(settings)  # the scheduler's alert checks send through them
     except JupycronError as exc:
         _fail(exc)
-    apply_run_environment(settings)
     return settings
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or SIGINT while the block runs (the handler only sets it: the
-    runs notice, kill their kernels and record ``interrupted``). Restores the old handlers."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -173,19 +155,13 @@ def list_(ctx: click.Context) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from . import discovery, limits, summary
+    from . import limits
     from .environment import describe_data_source
-    from .history import History
+    from .status import current_rows, finding_word
 
     settings = _settings(ctx)
     now = datetime.now(UTC)
-
-    def rows() -> list[summary.SummaryRow]:
-        notebooks = discovery.scan(settings.notebooks, settings.output_dir)
-        history = History(settings.output_dir, keep=settings.history_runs).load()
-        return summary.build_rows(settings, notebooks, history, now)
-
-    found = _guard(rows)
+    found = _guard(lambda: current_rows(settings, now))
     console = Console()
     if not console.is_terminal:  # piped: do not squeeze paths into 80 columns
         console.width = 200
@@ -196,14 +172,19 @@ def list_(ctx: click.Context) -> None:
         console.print(line, highlight=False)
     table = Table(show_lines=False)
     table.add_column("notebook", overflow="fold")
-    for col in ("schedule", "next run (UTC)", "last status", "last duration"):
-        table.add_column(col, no_wrap=col != "last status")
+    for col in ("schedule", "next run (UTC)", "last status", "finding", "last duration"):
+        table.add_column(col, no_wrap=col not in ("last status", "finding"))
     for r in found:
         nxt = r.next_run.strftime("%Y-%m-%d %H:%M") if r.next_run else "-"
         status = r.label + (f" - {r.reason}" if r.reason and r.state != "success" else "")
+        if r.late_since is not None:
+            status += f" (late since {r.late_since:%Y-%m-%d %H:%M})"
+        finding = "—"
+        if r.finding is not None:
+            finding = finding_word(r.finding.level) + (f": {r.finding.summary}" if r.finding.summary else "")
         dur = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
         table.add_row(r.path, r.schedule or "-", nxt + (" (due)" if r.due_now else ""),
-                      status, dur)
+                      status, finding, dur)
     console.print(table)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .cli_common import install_alert_senders, stop_on_signals
 from .config import Settings, apply_run_environment, load_settings
 from .exceptions import JupycronError
 
@@ -37,9 +38,10 @@ def _settings(notebooks: Path | None, output: Path | None, config: Path | None) 
     overrides.update({k: v for k, v in (("notebooks", notebooks), ("output", output)) if v is not None})
     try:
         settings = load_settings(overrides, config_file=config or group.get("config_file"))
+        apply_run_environment(settings)  # the run environment of every Run now and alert check
+        install_alert_senders(settings)  # the alert checks of `serve` and `alerts` send through them
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc
-    apply_run_environment(settings)  # the run environment of every Run now and alert check
     return settings
 
 
@@ -113,8 +115,8 @@ def passwd_command(user: str, config: Path | None, password_stdin: bool) -> None
 @click.command("alerts")
 @_common
 def alerts_command(notebooks: Path | None, output: Path | None, config: Path | None) -> None:
-    """Check run-state alerts once (failing, late, recovered) and send what changed."""
-    from .cli import _stop_on_signals
+    """Check run-state and finding alerts once (failing, late, finding, recovered) and send
+    what changed."""
     from .run_alerts import notify_changes
 
     _logging()
@@ -122,7 +124,7 @@ def alerts_command(notebooks: Path | None, output: Path | None, config: Path | N
     try:
         # SIGTERM/SIGINT cancel the delivery in flight; what was not sent is kept for the
         # next check (recorded in the alert state) and the exit code is 1.
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             deliveries = notify_changes(settings, cancel=stop)
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc

@@ -74,6 +74,9 @@ class Settings:
     alert_after_failures: int = field(default=1, metadata={"help": "Consecutive failures before a failure alert.",
                                                            "min": 1, "max": 100_000})
     alert_channels: str = field(default="", metadata={"help": "Comma list of alertmanager,slack,ntfy for run-state alerts."})
+    alert_on_finding: bool = field(default=False, metadata={
+        "help": "Also send each notebook's finding level changes (ok -> alarm, alarm -> ok, ...) to "
+                "alert_channels; a notebook's \"AlertOnFinding\" (true, false or a channel list) overrides it."})
     pool_size: int = field(default=-1, metadata={"help": "Pre-started kernels, each used for one run (0 = off, -1 = one per concurrent run).",
                                                  "min": -1, "max": 256})
     pool_preimport: str = field(default="", metadata={"help": "Comma list of modules imported in pooled kernels (once, in a template they are "

@@ -68,7 +68,7 @@ from safefiles.stamps import RACY_WINDOW_NS, Stamp
 from safefiles.stamps import trusted as stamp_trusted
 
 from .exceptions import SpecError
-from .models import JobSpec, Notebook
+from .models import ALERT_CHANNELS, JobSpec, Notebook
 from .schedule import normalise_every, validate_cron, validate_tz
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ NO_LINE = "no jupycron line"
 DISABLED_IN_LINE = "disabled in its jupycron line"
 INVALID_PREFIX = "invalid jupycron line: "
 UNREADABLE_PREFIX = "cannot read notebook: "
-KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled", "RunAtOnce")
+KNOWN_KEYS = ("every", "cron", "tz", "MaxMem", "MaxRuntime", "enabled", "RunAtOnce",
+              "AlertOnFinding")
 #: name of the persisted :class:`ScanCache` inside the output folder
 SCAN_CACHE_FILE = ".scan-cache.json"
 
@@ -131,8 +132,10 @@ def parse_spec(json_text: str) -> JobSpec:
     Keys: exactly one of ``every`` ("N unit", see :func:`jupycron.schedule.parse_every`) or
     ``cron`` (5 fields) with optional ``tz`` (IANA name, cron only); optional ``MaxMem``
     (MB, positive; fractions are rounded up), ``MaxRuntime`` (seconds, positive),
-    ``enabled`` (bool) and ``RunAtOnce`` (bool: a new notebook runs at once, see
-    :func:`jupycron.schedule.due_slot`). Unknown keys, wrong types and duplicate keys are errors.
+    ``enabled`` (bool), ``RunAtOnce`` (bool: a new notebook runs at once, see
+    :func:`jupycron.schedule.due_slot`) and ``AlertOnFinding`` (true/false or a list of
+    alert channels: send the notebook's finding level changes, see
+    :mod:`jupycron.run_alerts`). Unknown keys, wrong types and duplicate keys are errors.
 
     >>> parse_spec('{"every": "30 mins", "MaxMem": 500}').every
     '30 minute'
@@ -178,7 +181,23 @@ def _parse_spec_cached(text: str) -> JobSpec:
         raise SpecError(f'"RunAtOnce" must be true or false, got {json.dumps(run_at_once)}')
     return JobSpec(every=every, cron=cron, tz=tz,
                    max_mem_mb=math.ceil(max_mem) if max_mem is not None else None,
-                   max_runtime_s=max_runtime, enabled=enabled, run_at_once=run_at_once, raw=text)
+                   max_runtime_s=max_runtime, enabled=enabled, run_at_once=run_at_once,
+                   alert_on_finding=_alert_on_finding(data.get("AlertOnFinding")), raw=text)
+
+
+def _alert_on_finding(v: Any) -> bool | tuple[str, ...] | None:
+    """``AlertOnFinding``: true/false, or a non-empty list of alert channel names."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, list) and v and all(isinstance(c, str) for c in v):
+        names = [c.strip().lower() for c in v]
+        unknown = [c for c in names if c not in ALERT_CHANNELS]
+        if not unknown:
+            return tuple(dict.fromkeys(names))
+        raise SpecError(f'"AlertOnFinding": unknown channel(s) {", ".join(map(json.dumps, unknown))} '
+                        f"(use {', '.join(ALERT_CHANNELS)})")
+    raise SpecError('"AlertOnFinding" must be true, false or a list of channels like '
+                    f'["slack", "ntfy"], got {json.dumps(v)}')
 
 
 def _line_in_source(source: Any) -> str | None:

@@ -5,8 +5,9 @@
     ├── SpecError            an invalid ``# jupycron:`` line (makes the notebook disabled)
     ├── NotebookNotFound     run-now of a path that is not an autorun notebook
     ├── AlreadyRunning       the notebook's lock is held by another live run
-    └── HistoryError         the history file cannot be read or written
-        └── RunNotRecorded   a finished run whose outcome could not be written (``.run``)
+    ├── HistoryError         the history file cannot be read or written
+    │   └── RunNotRecorded   a finished run whose outcome could not be written (``.run``)
+    └── DeliveryError        an alert channel did not take a message (``channel``, ``permanent``)
 
 Run outcomes (failed, timeout, oom, crashed, interrupted) are *not* exceptions: they are
 values of :class:`jupycron.models.RunStatus` recorded in the history.
@@ -54,3 +55,13 @@ class RunNotRecorded(HistoryError):
         super().__init__(f"the outcome of run {run.run_id} of {run.notebook} could not be "
                          f"written to the history: {cause}")
         self.run = run
+
+
+class DeliveryError(JupycronError):
+    """An alert channel did not take a message (raised by the injected senders, see
+    :mod:`jupycron.senders`). ``permanent``: retrying cannot help (bad config, 4xx)."""
+
+    def __init__(self, message: str, channel: str = "", permanent: bool = False) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.permanent = permanent

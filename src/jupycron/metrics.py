@@ -3,7 +3,7 @@
 :class:`JupycronCollector` is a prometheus-client custom collector: every scrape scans the
 notebooks (through a shared :class:`~jupycron.discovery.ScanCache`, so unchanged notebooks
 are not re-read), loads ``.history.json`` and ``.scheduler.json`` and builds the same rows as
-the dashboard (:func:`jupycron.summary.build_rows`). The history is parsed again only when
+the dashboard (:func:`jupycron.status.build_rows`, the one status model). The history is parsed again only when
 the file changed (a :class:`~jupycron.history.CachedHistory` per collector, checked by its
 stamps at every scrape), so the values are right whichever process (daemon, tick from cron,
 run-now) wrote the files, and a scrape between runs costs no parse of a large history.
@@ -21,8 +21,13 @@ Metrics (label ``notebook`` = path relative to the notebooks folder):
 ``jupycron_notebook_last_peak_memory_bytes``    its peak memory
 ``jupycron_notebook_next_run_timestamp_seconds``   next (or due) slot
 ``jupycron_notebook_consecutive_failures``      failed runs since the last success
-``jupycron_notebook_late``                      1 when late (see :func:`jupycron.run_alerts.late_since`)
+``jupycron_notebook_late``                      1 when late (see :func:`jupycron.status.late_since`)
 ``jupycron_notebook_running``                   1 while a run is in progress
+``jupycron_notebook_finding``                   1 for the latest finding's level (label
+                                                ``level``: ok, warning, alarm, no_data), 0 for
+                                                the others; all 0 when the notebook never
+                                                reported a finding
+``jupycron_notebook_finding_timestamp_seconds``    start of the run that reported it
 ``jupycron_scheduler_heartbeat_timestamp_seconds``  the daemon's last heartbeat (absent if none)
 ``jupycron_scheduler_queue_length``             notebooks waiting for a run slot
 ``jupycron_scheduler_running``                  notebooks running according to the scheduler
@@ -56,18 +61,19 @@ from .config import Settings
 from .discovery import ScanCache
 from .exceptions import JupycronError
 from .history import CachedHistory
-from .models import RunStatus
+from .models import FindingLevel
 from .paths import scheduler_state_file
-from .run_alerts import current_rows, late_since
-from .summary import ICONS
+from .status import NotebookState, current_rows
 
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 
-__all__ = ["STATES", "JupycronCollector", "make_registry", "read_heartbeat", "render_metrics"]
+__all__ = ["FINDING_LEVELS", "STATES", "JupycronCollector", "make_registry", "read_heartbeat",
+           "render_metrics"]
 
-STATES = tuple(ICONS)
+STATES = tuple(str(s) for s in NotebookState)
+FINDING_LEVELS = tuple(str(level) for level in FindingLevel)
 
 
 def read_heartbeat(settings: Settings) -> dict[str, Any] | None:
@@ -149,6 +155,13 @@ class JupycronCollector(Collector):
                                  "without a run", labels=nb)
         running = GaugeMetricFamily("jupycron_notebook_running", "1 while a run is in progress",
                                     labels=nb)
+        finding = GaugeMetricFamily("jupycron_notebook_finding",
+                                    "1 for the level of the notebook's latest finding, 0 for the "
+                                    "others (all 0: it never reported one)",
+                                    labels=["notebook", "level"])
+        finding_at = GaugeMetricFamily("jupycron_notebook_finding_timestamp_seconds",
+                                       "Start of the run that reported the latest finding "
+                                       "(Unix time)", labels=nb)
         errors = GaugeMetricFamily("jupycron_collector_errors",
                                    "1 when the history could not be read during this scrape")
         try:
@@ -169,16 +182,20 @@ class JupycronCollector(Collector):
                     duration.add_metric([r.path], last.duration_s)
                 if last.peak_mem_mb is not None:
                     peak.add_metric([r.path], last.peak_mem_mb * MB)
-            success = next((x for x in r.runs if x.status is RunStatus.SUCCESS), None)
-            if success is not None:
-                last_ok.add_metric([r.path], success.started_at.timestamp())
+            if r.last_success is not None:
+                last_ok.add_metric([r.path], r.last_success.started_at.timestamp())
             if r.next_run is not None:
                 next_run.add_metric([r.path], r.next_run.timestamp())
             failures.add_metric([r.path], r.consecutive_failures)
-            late.add_metric([r.path], 1 if late_since(self.settings, r, now) else 0)
+            late.add_metric([r.path], 1 if r.late else 0)
             running.add_metric([r.path], 1 if r.running is not None else 0)
+            level = str(r.finding.level) if r.finding is not None else None
+            for lv in FINDING_LEVELS:
+                finding.add_metric([r.path, lv], 1 if level == lv else 0)
+            if r.finding_run is not None:
+                finding_at.add_metric([r.path], r.finding_run.started_at.timestamp())
         yield from (info, state, last_run, last_ok, duration, peak, next_run, failures, late,
-                    running, errors)
+                    running, finding, finding_at, errors)
         yield from self._scheduler()
 
     def _scheduler(self) -> Iterator[Metric]:

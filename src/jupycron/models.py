@@ -39,6 +39,9 @@ class RunStatus(StrEnum):
         return self in FAILURE_STATUSES
 
 
+ALERT_CHANNELS = ("alertmanager", "slack", "ntfy")
+"""The alert channels jupycron can send to (``alert_channels``, ``AlertOnFinding``)."""
+
 FAILURE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.OOM, RunStatus.CRASHED})
 
 
@@ -58,6 +61,9 @@ class JobSpec:
     max_runtime_s: float | None = None  # MaxRuntime
     enabled: bool = True
     run_at_once: bool | None = None   # RunAtOnce: a new notebook runs at once (None: the setting)
+    # AlertOnFinding: send finding level changes to every alert channel (True), to these
+    # channels (a tuple of ALERT_CHANNELS names), to none (False); None: the alert_on_finding setting
+    alert_on_finding: bool | tuple[str, ...] | None = None
     raw: str = ""                     # the JSON text as written, for display
 
     def describe(self) -> str:

@@ -1,40 +1,46 @@
-"""Alerts on run state: one message per change (failing, late, recovered), never one per tick.
+"""Alerts on run state and findings: one message per change, never one per tick.
 
 :func:`notify_changes` is called by the scheduler after each run and each tick, by the web
-server every minute when ``alert_channels`` is set, and standalone
-(``python -m jupycron.run_alerts --notebooks DIR --output DIR``, e.g. from a systemd timer, so
-"late" is noticed even when the scheduler is down). Each call:
+server every minute when ``alert_channels`` is set, and by ``jupycron alerts`` (e.g. from a
+systemd timer, so "late" is noticed even when the scheduler is down). Each call:
 
-1. computes every present notebook's conditions from :func:`jupycron.summary.build_rows`
-   (the same states the dashboard shows):
+1. computes every present notebook's conditions from its :class:`jupycron.status.StatusRow`
+   (the one status model the dashboard shows; the failing and late messages also name
+   the latest finding, when there is one):
 
    * **failing**: ``consecutive_failures >= alert_after_failures`` (failed, timeout, oom or
      crashed runs since the last success; a RUNNING or interrupted run neither counts nor
      breaks the streak) and the notebook is enabled;
-   * **late**: :func:`late_since` - its latest slot has not been served and passed more than
-     ``late_grace_s`` ago (the scheduler is down, stuck or the queue is full);
+   * **late**: the row's ``late_since`` - its latest slot has not been served and passed
+     more than ``late_grace_s`` ago (the scheduler is down, stuck or the queue is full);
+   * **finding** (when routed: the notebook's ``"AlertOnFinding"``, else the
+     ``alert_on_finding`` setting): the latest finding is ``warning``, ``alarm`` or
+     ``no_data``; its level is the episode's state, so ``warning -> alarm`` is told as a
+     change and ``alarm -> ok`` as the end. A notebook that never reported has no finding
+     episode. ``AlertOnFinding`` as a list picks channels among ``alert_channels``;
 
-2. compares them with what each channel was last told, kept in ``<output>/.alert-state.json``,
-   and sends a message only where they differ ("firing" vs "resolved"). A notebook that was
-   deleted or disabled while alerting gets its resolution message.
+2. decides per channel with the one episode state machine (:mod:`jupycron.episodes`) from
+   what each channel was last told (the alert state, :func:`load_state`/:func:`save_state`)
+   and sends only what changed: "firing" (new or changed), "resolved", and Alertmanager's
+   re-fire once :data:`ALERTMANAGER_REFIRE` has passed. A notebook that was deleted or
+   disabled while alerting gets its resolution message.
 
-Channels (``alert_channels``: comma list of ``alertmanager``, ``slack``, ``ntfy``) use the
-ooniutils transports with one attempt bounded as a whole by :data:`SEND_TIMEOUT_S` (an
-endpoint that trickles its answer is cut off too); a call stops sending after
-:data:`CHECK_BUDGET_S` (the rest waits for the next call) and at once when its ``cancel``
-event is set (SIGTERM). A channel that is down costs one timeout per call (it is skipped for
-the rest of that call), its error
-is logged and kept in the state file (``last_error``, ``error_at``), and the message is tried
-again at the next call. Alertmanager alerts (``JupycronRunFailing`` / ``JupycronRunLate``,
-labels ``notebook`` and ``job="jupycron"``) are fired for :data:`ALERTMANAGER_DURATION` and
-re-fired while the condition holds once :data:`ALERTMANAGER_REFIRE` has passed; recovery
-posts them with ``endsAt`` = now.
+Delivery goes through the injected senders (:mod:`jupycron.senders`: ``senders=`` or the
+ones the entry point installed; the CLI installs ooniutils' Alertmanager/Slack/ntfy
+transports), one attempt bounded as a whole by :data:`SEND_TIMEOUT_S`; a call stops sending
+after :data:`CHECK_BUDGET_S` (the rest waits for the next call) and at once when its
+``cancel`` event is set (SIGTERM). A channel that is down costs one timeout per call (it is
+skipped for the rest of that call), its error is logged and kept in the state
+(``last_error``, ``error_at``), and the message is tried again at the next call.
+Alertmanager alerts (``JupycronRunFailing`` / ``JupycronRunLate`` / ``JupycronFinding``,
+labels ``notebook`` and ``job="jupycron"``) are fired for :data:`ALERTMANAGER_DURATION`;
+recovery posts them with ``endsAt`` = now.
 
-State file (version 1)::
+State (version 2; version 1 files are read and converted)::
 
-    {"version": 1, "notebooks": {"<rel>": {"failing": {
+    {"version": 2, "notebooks": {"<rel>": {"failing": {
         "active": true, "since": "<ISO>", "title": "...",
-        "channels": {"slack": {"told": "firing", "at": "<ISO>",
+        "channels": {"slack": {"told": <jupycron.episodes.Told as JSON, or null>,
                                "last_error": null, "error_at": null}}}}}}
 
 Concurrent callers serialise on ``flock(<output>/.alert-state.json.lock)``; a caller that
@@ -59,25 +65,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ooniutils.alerts import (
-    Alert,
-    AlertError,
-    AlertmanagerTransport,
-    NtfyTransport,
-    RetryPolicy,
-    SlackTransport,
-    Transport,
-)
-from ooniutils.exceptions import OoniUtilsError
 from safefiles.atomic import atomic_write_bytes
 
+from . import episodes, senders
 from .config import Settings
-from .discovery import ScanCache, scan
-from .exceptions import ConfigError, SpecError
+from .episodes import Action, Told
+from .exceptions import ConfigError, DeliveryError
 from .history import History
-from .models import Notebook
-from .schedule import next_slot
-from .summary import SummaryRow, build_rows
+from .models import ALERT_CHANNELS, FindingLevel, Notebook
+from .senders import AlertMessage, Sender, SenderFactory
+from .status import StatusRow, current_rows, finding_word
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +85,25 @@ __all__ = [
     "Delivery",
     "alert_state_file",
     "conditions",
-    "current_rows",
-    "late_since",
+    "finding_channels",
+    "load_state",
     "notify_changes",
     "parse_channels",
+    "save_state",
 ]
 
-CHANNELS = ("alertmanager", "slack", "ntfy")
+CHANNELS = ALERT_CHANNELS
 SEND_TIMEOUT_S = 5.0
 #: Sending stops after this many seconds in one call; what is left goes at the next call.
 CHECK_BUDGET_S = 30.0
 LOCK_WAIT_S = 5.0
 ALERTMANAGER_DURATION = timedelta(hours=4)
 ALERTMANAGER_REFIRE = timedelta(hours=3)
-ALERTNAMES = {"failing": "JupycronRunFailing", "late": "JupycronRunLate"}
-STATE_VERSION = 1
+ALERTNAMES = {"failing": "JupycronRunFailing", "late": "JupycronRunLate",
+              "finding": "JupycronFinding"}
+STATE_VERSION = 2
+#: Finding levels that make a finding episode active (``ok`` ends it).
+FINDING_ACTIVE = frozenset({FindingLevel.WARNING, FindingLevel.ALARM, FindingLevel.NO_DATA})
 
 
 def alert_state_file(output_dir: Path) -> Path:
@@ -120,56 +121,21 @@ def parse_channels(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def current_rows(settings: Settings, now: datetime, cache: ScanCache | None = None, *,
-                 history: History | None = None,
-                 notebooks: Sequence[Notebook] | None = None) -> list[SummaryRow]:
-    """Scan the notebooks folder, load the history and build the dashboard rows.
-
-    ``notebooks`` (a scan the caller just made) skips the scan; ``history`` is loaded
-    instead of a new :class:`History` - pass a caching one (the scheduler's
-    :class:`jupycron.history.CachedHistory`) to avoid parsing the whole file per call.
-    """
-    if notebooks is None:
-        notebooks = scan(settings.notebooks, settings.output_dir, cache)
-    history = history or History(settings.output_dir, keep=settings.history_runs)
-    return build_rows(settings, notebooks, history.load(), now)
-
-
-def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime | None:
-    """The unserved slot when ``row``'s notebook is late, else None.
-
-    Late: the latest slot is due (not yet served by a scheduled run, see
-    :func:`jupycron.schedule.due_slot`) and the *first* slot missed since the last served
-    one passed more than ``late_grace_s`` ago — so an hourly notebook that missed four slots
-    is late at every minute of the hour, not only once the newest slot is old enough. A
-    running or disabled notebook is never late; a new notebook is not late before its first slot.
-    """
-    if not row.due_now or row.next_run is None or row.state in ("running", "disabled"):
-        return None
-    first_missed = row.next_run
-    served = row.history.last_scheduled_slot if row.history else None
-    if served is not None and row.notebook.spec is not None:
-        try:
-            first_missed = min(first_missed, next_slot(row.notebook.spec, served))
-        except SpecError:  # the row is shown disabled with the reason; not "late"
-            return None
-    elif served is None and row.history and row.history.first_seen:
-        # A new notebook run at once (RunAtOnce) is due from when it was seen, not from
-        # its latest slot, which may be older.
-        first_missed = max(first_missed, row.history.first_seen)
-    return first_missed if (now - first_missed).total_seconds() > settings.late_grace_s else None
-
-
 @dataclass(frozen=True)
 class Condition:
-    """One alertable condition of one notebook, as computed now."""
+    """One alertable episode of one notebook, as computed now."""
 
     notebook: str
-    kind: str            # "failing" or "late"
-    active: bool
+    kind: str            # "failing", "late" or "finding"
+    state: str | None    # None: not active; else its state ("" or the finding level)
     title: str           # firing title (kept in the state for the resolution message)
     text: str
     link: str | None     # the notebook's output page (output_base_url), if configured
+    channels: tuple[str, ...] = ()   # where it is told
+
+    @property
+    def active(self) -> bool:
+        return self.state is not None
 
 
 @dataclass(frozen=True)
@@ -184,20 +150,51 @@ class Delivery:
     error: str | None = None
 
 
-def _output_link(settings: Settings, row: SummaryRow) -> str | None:
+_VERBS = {Action.NEW: "fire", Action.CHANGED: "fire", Action.REMIND: "refresh",
+          Action.RESOLVE: "resolve"}
+
+
+def _output_link(settings: Settings, row: StatusRow) -> str | None:
     if not settings.output_base_url or not row.output_href:
         return None
     return f"{settings.output_base_url.rstrip('/')}/{row.output_href}"
 
 
-def conditions(settings: Settings, rows: Sequence[SummaryRow], now: datetime) -> list[Condition]:
-    """Both conditions (failing, late) of every row; pure apart from ``rows``."""
+def finding_channels(settings: Settings, nb: Notebook, configured: Sequence[str]) -> tuple[str, ...]:
+    """The channels ``nb``'s finding changes go to: its ``"AlertOnFinding"`` (true: every
+    configured channel; a list: those of them it names; false: none), else the
+    ``alert_on_finding`` setting."""
+    want = nb.spec.alert_on_finding if nb.spec is not None else None
+    if want is None:
+        want = settings.alert_on_finding
+    if want is True:
+        return tuple(configured)
+    if want is False:
+        return ()
+    return tuple(c for c in configured if c in want)
+
+
+def _detail_lines(detail: Any, limit: int = 10) -> list[str]:
+    if not isinstance(detail, list):
+        return []
+    lines = [", ".join(f"{k}: {v}" for k, v in row.items()) if isinstance(row, dict) else str(row)
+             for row in detail[:limit]]
+    if len(detail) > limit:
+        lines.append(f"... {len(detail) - limit} more")
+    return lines
+
+
+def conditions(settings: Settings, rows: Sequence[StatusRow], now: datetime,
+               channels: Sequence[str] | None = None) -> list[Condition]:
+    """Every row's conditions (failing, late, finding); pure. ``channels``: the configured
+    channels (default: ``alert_channels``)."""
+    configured = tuple(parse_channels(settings.alert_channels) if channels is None else channels)
     threshold = max(1, settings.alert_after_failures)
     out: list[Condition] = []
     for row in rows:
         link = _output_link(settings, row)
         last = row.last_run
-        kind = f" ({row.kind})" if row.kind else ""
+        kind = f" ({row.failure_kind})" if row.failure_kind else ""
         failing = row.notebook.schedulable and row.consecutive_failures >= threshold
         if last is not None and last.status.is_failure:
             err = f"{last.error_name}: {last.error_value}" if last.error_name else (last.error_value or "")
@@ -206,20 +203,40 @@ def conditions(settings: Settings, rows: Sequence[SummaryRow], now: datetime) ->
                       + (f" - {err}" if err else ""))
         else:
             detail = f"{row.consecutive_failures} failed run(s) in a row"
-        out.append(Condition(row.path, "failing", failing,
-                             f"jupycron: {row.path} is failing{kind}", detail[:1500], link))
-        slot = late_since(settings, row, now)
+        found = ""
+        if row.finding is not None:   # what it found last, beside how it ran
+            found = (f"\nlatest finding: {finding_word(row.finding.level)}"
+                     + (f": {row.finding.summary}" if row.finding.summary else ""))[:300]
+        out.append(Condition(row.path, "failing", "" if failing else None,
+                             f"jupycron: {row.path} is failing{kind}", detail[:1500] + found,
+                             link, configured))
+        slot = row.late_since
         late_text = ""
         if slot is not None:
             minutes = int((now - slot).total_seconds() // 60)
             late_text = (f"its {slot:%Y-%m-%d %H:%M} UTC slot ({row.schedule}) passed {minutes} min "
-                         "ago without a run: is the scheduler running?")
-        out.append(Condition(row.path, "late", slot is not None,
-                             f"jupycron: {row.path} is late", late_text, link))
+                         "ago without a run: is the scheduler running?" + found)
+        out.append(Condition(row.path, "late", "" if slot is not None else None,
+                             f"jupycron: {row.path} is late", late_text, link, configured))
+        routed = finding_channels(settings, row.notebook, configured)
+        finding = row.finding
+        if routed and finding is not None:
+            word = finding_word(finding.level)
+            at = row.finding_run.started_at if row.finding_run else None
+            text = "\n".join([f"finding {word}"
+                               + (f" (run of {at:%Y-%m-%d %H:%M} UTC)" if at else "")
+                               + f": {finding.summary}", *_detail_lines(finding.detail)])
+            out.append(Condition(row.path, "finding",
+                                 str(finding.level) if finding.level in FINDING_ACTIVE else None,
+                                 f"jupycron: {row.path} reports {word}: {finding.summary}"[:300],
+                                 text[:1500], link, routed))
+        elif routed:
+            # never reported: no finding episode (but an old one of it still resolves)
+            out.append(Condition(row.path, "finding", None, "", "", link, routed))
     return out
 
 
-# --- state file --------------------------------------------------------------------------------
+# --- state -------------------------------------------------------------------------------------
 
 def _iso(d: datetime) -> str:
     return d.astimezone(UTC).isoformat()
@@ -233,23 +250,56 @@ def _parse(v: Any) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def _from_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept ``{"told": "firing"|"resolved", "at": ISO}`` per channel."""
+    for kinds in doc["notebooks"].values():
+        for entry in kinds.values():
+            since = entry.get("since")
+            for ch in entry.get("channels", {}).values():
+                at = ch.pop("at", None)
+                if ch.get("told") == "firing" and _parse(at) is not None:
+                    ch["told"] = Told(first_sent=_parse(since) or _parse(at),  # type: ignore[arg-type]
+                                      last_sent=_parse(at), last_seen=_parse(at)).to_json()  # type: ignore[arg-type]
+                else:
+                    ch["told"] = None
+    doc["version"] = STATE_VERSION
+    return doc
+
+
+def load_state(output_dir: Path) -> dict[str, Any]:
+    """The alert state (``{"version": 2, "notebooks": {...}}``, see the module doc); empty
+    when missing or unreadable (logged: telling again beats never telling)."""
+    path = alert_state_file(output_dir)
     try:
         doc = json.loads(path.read_bytes())
-        if isinstance(doc, dict) and doc.get("version") == STATE_VERSION \
-                and isinstance(doc.get("notebooks"), dict):
-            return doc
+        if isinstance(doc, dict) and isinstance(doc.get("notebooks"), dict):
+            if doc.get("version") == STATE_VERSION:
+                return doc
+            if doc.get("version") == 1:
+                return _from_v1(doc)
         log.warning("%s has an unexpected shape: starting from an empty alert state", path)
     except FileNotFoundError:
         pass
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         log.warning("cannot read %s (%s): starting from an empty alert state", path, exc)
     return {"version": STATE_VERSION, "notebooks": {}}
 
 
-def _write_state(path: Path, doc: Mapping[str, Any]) -> None:
+def save_state(output_dir: Path, doc: Mapping[str, Any]) -> None:
+    """Write the alert state atomically."""
     payload = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    atomic_write_bytes(path, payload)
+    atomic_write_bytes(alert_state_file(output_dir), payload)
+
+
+def _told(ch: Mapping[str, Any]) -> Told | None:
+    raw = ch.get("told")
+    if raw is None:
+        return None
+    try:
+        return Told.from_json(raw)
+    except (TypeError, KeyError, ValueError):
+        log.warning("alert state: unreadable record %r; treated as never told", raw)
+        return None
 
 
 @contextlib.contextmanager
@@ -275,64 +325,76 @@ def _locked(path: Path, wait_s: float) -> Iterator[bool]:
         os.close(fd)
 
 
+
 # --- messages ----------------------------------------------------------------------------------
 
-def _message(channel: str, cond: Condition, entry: Mapping[str, Any], action: str,
-             now: datetime, resolution: str) -> Alert:
-    """The :class:`Alert` ``channel`` gets for ``action`` on ``cond``.
+_TAGS = {"failing": ("rotating_light",), "late": ("hourglass",),
+         FindingLevel.ALARM: ("rotating_light",), FindingLevel.WARNING: ("warning",),
+         FindingLevel.NO_DATA: ("grey_question",)}
 
-    Slack gets a mrkdwn link ``<url|output>``, ntfy and Alertmanager the plain URL.
-    """
+
+def _message(cond: Condition, entry: Mapping[str, Any], action: Action, told: Told | None,
+             now: datetime, resolution: str) -> AlertMessage:
+    """The message for ``action`` on ``cond`` (the same for every channel)."""
     link = cond.link
     labels = {"notebook": cond.notebook, "job": "jupycron", "instance": socket.gethostname()}
     annotations = {"notebook": cond.notebook, **({"output": link} if link else {})}
-    if action == "resolve":
-        title = f"jupycron: {cond.notebook} {resolution}"
+    name = ALERTNAMES[cond.kind]
+    if action is Action.RESOLVE:
         text = f"resolved: {entry.get('title') or cond.title}"
-        plain = text + (f"\n{link}" if link else "")
-        return Alert(title=title, text=f"{text}\n<{link}|output>" if channel == "slack" and link
-                     else plain, name=ALERTNAMES[cond.kind], labels=labels,
-                     annotations={**annotations, "description": plain}, ends_at=now,
-                     color="good", priority="default", tags=("white_check_mark",))
-    plain = cond.text + (f"\n{link}" if link else "")
-    failing = cond.kind == "failing"
-    return Alert(title=cond.title,
-                 text=f"{cond.text}\n<{link}|output>" if channel == "slack" and link else plain,
-                 name=ALERTNAMES[cond.kind], labels=labels,
-                 annotations={**annotations, "description": plain},
-                 starts_at=_parse(entry.get("since")) or now, ends_at=now + ALERTMANAGER_DURATION,
-                 color="danger" if failing else "warning", priority="high",
-                 tags=("rotating_light",) if failing else ("hourglass",))
+        return AlertMessage(title=f"jupycron: {cond.notebook} {resolution}", text=text,
+                            name=name, labels=labels,
+                            annotations={**annotations, "description": text}, starts_at=None,
+                            ends_at=now, resolved=True, severity="good", link=link,
+                            tags=("white_check_mark",))
+    text = cond.text
+    if action is Action.CHANGED and told is not None:
+        text = f"(was {finding_word(told.state) if told.state else 'firing'}) {text}"
+    if cond.kind == "finding":
+        severity = "danger" if cond.state == FindingLevel.ALARM else "warning"
+        tags = _TAGS[FindingLevel(cond.state or "alarm")]
+        annotations["level"] = str(cond.state)
+    else:
+        severity = "danger" if cond.kind == "failing" else "warning"
+        tags = _TAGS[cond.kind]
+    return AlertMessage(title=cond.title, text=text, name=name, labels=labels,
+                        annotations={**annotations, "description": text},
+                        starts_at=_parse(entry.get("since")) or now,
+                        ends_at=now + ALERTMANAGER_DURATION, severity=severity, link=link,
+                        tags=tags)
 
 
-def _transport(channel: str) -> Transport:
-    if channel == "alertmanager":
-        return AlertmanagerTransport.from_settings()
-    if channel == "slack":
-        return SlackTransport.from_settings()
-    return NtfyTransport.from_settings()
+def _resolution(cond: Condition, present: bool) -> str:
+    if not present:
+        return "was removed"
+    return {"failing": "recovered", "late": "is on time again"}.get(cond.kind, "finding is ok again")
 
 
 def notify_changes(settings: Settings, now: datetime | None = None,
-                   rows: Sequence[SummaryRow] | None = None, *,
+                   rows: Sequence[StatusRow] | None = None, *,
                    history: History | None = None,
                    notebooks: Sequence[Notebook] | None = None,
-                   cancel: threading.Event | None = None) -> list[Delivery]:
-    """Send one message per changed condition to every configured channel; see module doc.
+                   cancel: threading.Event | None = None,
+                   senders: Mapping[str, SenderFactory] | None = None) -> list[Delivery]:
+    """Send one message per changed condition to its channels; see the module doc.
 
-    ``cancel`` (e.g. the scheduler's stop event) aborts a delivery in flight and skips the
-    rest: they stay unsent in the state and go at the next call.
+    ``senders``: channel name -> sender factory (:mod:`jupycron.senders`); default: the ones
+    installed for this process by the entry point. ``cancel`` (e.g. the scheduler's stop
+    event) aborts a delivery in flight and skips the rest: they stay unsent in the state and
+    go at the next call.
 
-    ``now`` defaults to the current time; ``rows`` (from :func:`current_rows`) avoids a second
-    scan when the caller has them; otherwise they are built under the lock from ``history``
-    and ``notebooks`` when given (see :func:`current_rows`: the scheduler passes its cached
-    view, so a run's check costs a walk over the notebooks, not a parse of the history). Returns the attempted deliveries (empty when nothing
+    ``now`` defaults to the current time; ``rows`` (from
+    :func:`jupycron.status.current_rows`) avoids a second scan when the caller has them;
+    otherwise they are built under the lock from ``history`` and ``notebooks`` when given
+    (the scheduler passes its cached view, so a run's check costs a walk over the notebooks,
+    not a parse of the history). Returns the attempted deliveries (empty when nothing
     changed, no channel is configured or another caller holds the lock). Raises ConfigError
     for an unknown channel name; delivery problems never raise.
     """
     channels = parse_channels(settings.alert_channels)
     if not channels:
         return []
+    factories = dict(senders if senders is not None else _installed())
     now = (now or datetime.now(UTC)).astimezone(UTC)
     path = alert_state_file(settings.output_dir)
     with _locked(path.with_name(path.name + ".lock"), LOCK_WAIT_S) as got:
@@ -341,17 +403,21 @@ def notify_changes(settings: Settings, now: datetime | None = None,
             return []
         if rows is None:
             rows = current_rows(settings, now, history=history, notebooks=notebooks)
-        state = _read_state(path)
+        state = load_state(settings.output_dir)
         before = json.dumps(state, sort_keys=True)
-        deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),
-                            channels, now, cancel)
+        deliveries = _apply(state["notebooks"], conditions(settings, rows, now, channels),
+                            factories, now, cancel)
         if json.dumps(state, sort_keys=True) != before or not path.exists():
-            _write_state(path, state)
+            save_state(settings.output_dir, state)
     return deliveries
 
 
-def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condition],
-           channels: Sequence[str], now: datetime,
+def _installed() -> dict[str, SenderFactory]:
+    return senders.installed()
+
+
+def _apply(notebooks: dict[str, Any], conds: Sequence[Condition],
+           factories: Mapping[str, SenderFactory], now: datetime,
            cancel: threading.Event | None = None) -> list[Delivery]:
     by_key = {(c.notebook, c.kind): c for c in conds}
     present = {c.notebook for c in conds}
@@ -359,13 +425,11 @@ def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condit
     for rel, kinds in notebooks.items():
         for kind in list(kinds):
             if (rel, kind) not in by_key and kind in ALERTNAMES:
-                by_key[(rel, kind)] = Condition(rel, kind, False, kinds[kind].get("title", ""), "",
-                                                None)
-    policy = RetryPolicy(attempts=1, timeout=SEND_TIMEOUT_S, backoff=0, deadline=SEND_TIMEOUT_S,
-                         cancel=cancel)
+                by_key[(rel, kind)] = Condition(rel, kind, None, kinds[kind].get("title", ""), "",
+                                                None, tuple(kinds[kind].get("channels", {})))
     budget_end = time.monotonic() + CHECK_BUDGET_S
     down: dict[str, str] = {}
-    transports: dict[str, Transport] = {}
+    made: dict[str, Sender] = {}
     deliveries: list[Delivery] = []
     for (rel, kind), cond in sorted(by_key.items()):
         kinds = notebooks.get(rel, {})
@@ -380,54 +444,54 @@ def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condit
             entry.update(active=True, title=cond.title)
         else:
             entry["active"] = False
-        if rel not in present:
-            resolution = "was removed"
-        else:
-            resolution = "recovered" if kind == "failing" else "is on time again"
-        want = "firing" if cond.active else "resolved"
-        for channel in channels:
-            ch = entry["channels"].setdefault(channel, {"told": "resolved"})
-            action = None
-            if ch.get("told") != want:
-                action = "fire" if cond.active else "resolve"
-            elif channel == "alertmanager" and cond.active:
-                at = _parse(ch.get("at"))
-                if at is None or now - at >= ALERTMANAGER_REFIRE:
-                    action = "refresh"
-            if action is None:
+        resolution = _resolution(cond, rel in present)
+        for channel in cond.channels:
+            ch = entry["channels"].setdefault(channel, {"told": None})
+            told = _told(ch)
+            action = episodes.decide(told, cond.state, now, repeat_after=(
+                ALERTMANAGER_REFIRE if channel == "alertmanager" else None))
+            if action not in episodes.SENDING:
                 continue
+            assert action is not None
+            verb = _VERBS[action]
             if channel in down:
                 ch.update(last_error=down[channel], error_at=_iso(now))
-                deliveries.append(Delivery(rel, kind, channel, action, False, down[channel]))
+                deliveries.append(Delivery(rel, kind, channel, verb, False, down[channel]))
                 continue
             if (cancel is not None and cancel.is_set()) or time.monotonic() >= budget_end:
                 why = "stopping" if cancel is not None and cancel.is_set() \
                     else f"this check used its {CHECK_BUDGET_S:g} s"
-                deliveries.append(Delivery(rel, kind, channel, action, False,
+                deliveries.append(Delivery(rel, kind, channel, verb, False,
                                            f"deferred to the next check ({why})"))
                 continue
-            alert = _message(channel, cond, entry, action, now, resolution)
+            message = _message(cond, entry, action, told, now, resolution)
             try:
-                if channel not in transports:
-                    transports[channel] = _transport(channel)
-                transports[channel].send(alert, policy)
-            except (OoniUtilsError, ValueError) as exc:
+                if channel not in made:
+                    factory = factories.get(channel)
+                    if factory is None:
+                        raise DeliveryError(f"no sender for channel {channel!r} is installed "
+                                            "(the jupycron CLI installs ooniutils' senders)",
+                                            channel, permanent=True)
+                    made[channel] = factory()
+                made[channel].send(message, timeout_s=SEND_TIMEOUT_S, cancel=cancel)
+            except DeliveryError as exc:
                 error = str(exc)
                 log.warning("alert %s for %s via %s failed (retried at the next check): %s",
                             kind, rel, channel, error)
                 ch.update(last_error=error, error_at=_iso(now))
-                if not (isinstance(exc, AlertError) and exc.permanent):
-                    down[channel] = f"skipped: {channel} failed earlier in this check ({error})"
-                else:
-                    down[channel] = f"skipped: {error}"
-                deliveries.append(Delivery(rel, kind, channel, action, False, error))
+                down[channel] = (f"skipped: {error}" if exc.permanent else
+                                 f"skipped: {channel} failed earlier in this check ({error})")
+                deliveries.append(Delivery(rel, kind, channel, verb, False, error))
                 continue
-            ch.update(told=want, at=_iso(now), last_error=None, error_at=None)
-            deliveries.append(Delivery(rel, kind, channel, action, True))
-            log.info("alert %s %s for %s sent via %s", kind, action, rel, channel)
-        # Forget resolved entries every configured channel knows about.
-        settled = not cond.active and all(
-            entry["channels"].get(c, {}).get("told", "resolved") == "resolved" for c in channels)
+            new = episodes.after(told, action, now, state=cond.state or "", note=cond.title)
+            ch.update(told=new.to_json() if new is not None else None, last_error=None,
+                      error_at=None)
+            deliveries.append(Delivery(rel, kind, channel, verb, True))
+            log.info("alert %s %s for %s sent via %s", kind, verb, rel, channel)
+        # Forget an inactive entry no channel has open any more.
+        settled = not cond.active and not any(
+            (t := _told(c)) is not None and t.open for name, c in entry["channels"].items()
+            if name in cond.channels and isinstance(c, dict))
         if settled:
             kinds.pop(kind, None)
         else:
@@ -437,9 +501,3 @@ def _apply(settings: Settings, notebooks: dict[str, Any], conds: Sequence[Condit
         else:
             notebooks.pop(rel, None)
     return deliveries
-
-
-if __name__ == "__main__":  # python -m jupycron.run_alerts --notebooks DIR --output DIR
-    from .cli_web import alerts_command
-
-    alerts_command()

@@ -83,7 +83,7 @@ import psutil
 
 from safefiles.atomic import atomic_write_bytes, atomic_write_text
 
-from . import discovery, limits, recording, schedule, summary
+from . import discovery, limits, recording, schedule, status, summary
 from .config import Settings
 from .events import RunEvents
 from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
@@ -594,7 +594,7 @@ class Scheduler:
     def _write_page(self, fingerprint: tuple[Any, ...], now: datetime, mono: float,
                     force: bool) -> None:
         """Write summary.html: the last rendered page with a new "generated at" time when
-        its rows are still what :func:`summary.build_rows` would give, else a new render.
+        its rows are still what :func:`status.build_rows` would give, else a new render.
 
         The rows depend on ``now`` only through each notebook's next/due slot, which is
         constant until the earliest next slot (``next_wake``) passes."""
@@ -605,7 +605,7 @@ class Scheduler:
                 and mono - page.rendered < SUMMARY_RENDER_MAX_S):
             html = summary.restamp_summary(page.html, now)
         if html is None:
-            rows = summary.build_rows(self.settings, self.notebooks, self.history.load(), now)
+            rows = status.build_rows(self.settings, self.notebooks, self.history.load(), now)
             html = summary.render_summary(rows, now, limits.detect_method())
             self._page = _Page(fingerprint, html, now, self._rows_valid_until(now), mono)
         target = summary_file(self.output)

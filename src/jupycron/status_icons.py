@@ -14,6 +14,12 @@ shape        states            drawing
 ``off``      disabled          grey circle with a slash
 ===========  ================  ==========================================
 
+Findings (what a notebook reported, :class:`jupycron.models.FindingLevel`) have their own
+shapes: ``ok`` (the green check, as above), ``warn`` (amber triangle with a bar),
+``alarm`` (red octagon with a bar) and ``nodata`` (grey dashed circle with a question
+mark); :func:`finding_icon` draws them. The mappings from state and level to shape live in
+:mod:`jupycron.status` (``NotebookState.shape``, ``FINDING_SHAPES``).
+
 :func:`status_icon` returns the ``<svg>`` element (14 × 14 px, ``role="img"`` with the state
 as its accessible name); pages put the state word beside it. :func:`glyph` draws the same
 shapes (and a ``pencil``) as decoration for buttons and links, hidden from screen readers. Text outputs (``jupycron
@@ -24,19 +30,10 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-__all__ = ["GLYPHS", "SHAPES", "STATE_SHAPES", "glyph", "status_icon"]
+from .models import FindingLevel
+from .status import FINDING_SHAPES, NotebookState
 
-STATE_SHAPES = {
-    "running": "play",
-    "disabled": "off",
-    "success": "ok",
-    "failed": "fail",
-    "timeout": "fail",
-    "oom": "fail",
-    "crashed": "fail",
-    "interrupted": "stop",
-    "never": "wait",
-}
+__all__ = ["GLYPHS", "SHAPES", "finding_icon", "glyph", "status_icon"]
 
 SHAPES = {
     "ok": '<circle cx="8" cy="8" r="7.5" fill="#1a7f37"/>'
@@ -50,6 +47,14 @@ SHAPES = {
             '<path d="M5.7 13.5L8 9.5l2.3 4z" fill="#57606a"/>',
     "off": '<circle cx="8" cy="8" r="6.5" fill="none" stroke="#6e7781" stroke-width="2"/>'
            '<path d="M3.4 12.6l9.2-9.2" stroke="#6e7781" stroke-width="2"/>',
+    "warn": '<path d="M8 1L15.5 14.5H0.5z" fill="#bf8700"/>'
+            '<path d="M8 5.5v4.5M8 11.5v1.5" stroke="#fff" stroke-width="1.8"/>',
+    "alarm": '<path d="M5.1 0.5h5.8l4.1 4.1v5.8l-4.1 4.1H5.1L1 10.4V4.6z" fill="#cf222e"/>'
+             '<path d="M8 3.5v5.5M8 10.8v1.8" stroke="#fff" stroke-width="2"/>',
+    "nodata": '<circle cx="8" cy="8" r="6.5" fill="none" stroke="#6e7781" stroke-width="1.6" '
+              'stroke-dasharray="2.5 1.6"/>'
+              '<path d="M6 6.2a2 2 0 1 1 2.6 1.9c-.4.2-.6.5-.6.9v.8M8 11.2v1.2" fill="none" '
+              'stroke="#6e7781" stroke-width="1.5"/>',
 }
 
 GLYPHS = {
@@ -72,7 +77,16 @@ def glyph(name: str) -> Markup:
 def status_icon(state: str) -> Markup:
     """The inline ``<svg class="status-icon ...">`` for ``state`` (a row or run state).
 
-    Raises KeyError for an unknown state, so a new state cannot silently render blank.
+    Raises ValueError for an unknown state, so a new state cannot silently render blank.
     """
-    shape = STATE_SHAPES[state]
+    shape = NotebookState(state).shape
     return _svg(shape, f"status-icon shape-{shape}", f'role="img" aria-label="{escape(state)}"')
+
+
+def finding_icon(level: str) -> Markup:
+    """The inline ``<svg class="finding-icon ...">`` for a finding ``level``; ValueError
+    for an unknown level."""
+    lvl = FindingLevel(level)
+    shape = FINDING_SHAPES[lvl]
+    return _svg(shape, f"finding-icon shape-{shape}",
+                f'role="img" aria-label="{escape(str(lvl).replace("_", " "))}"')

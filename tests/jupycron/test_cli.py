@@ -110,6 +110,32 @@ def test_list_shows_method_and_notebooks(settings, jc):
     assert "scheduler:" not in res.output  # no heartbeat yet
 
 
+def test_list_shows_the_latest_finding(settings, jc):
+    """`jupycron list` has a finding column: level and summary, "—" when never reported."""
+    from datetime import timedelta
+
+    from jupycron.history import History
+    from jupycron.models import Finding, FindingLevel
+
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "flow_autorun.ipynb",
+                     line='{"every": "1 day"}')
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "quiet_autorun.ipynb",
+                     line='{"every": "1 day"}')
+    start = datetime.now(UTC) - timedelta(hours=1)
+    History(settings.output_dir).record(Run(
+        "flow_autorun.ipynb", f"{start:%Y%m%dT%H%M%S}-000001", start, RunStatus.SUCCESS,
+        finished_at=start, duration_s=2.0,
+        finding=Finding(FindingLevel.ALARM, "IR: measurements down 40 %")))
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
+                                        "--output", str(settings.output_dir), "list"])
+    assert res.exit_code == 0, res.output
+    lines = {ln.split()[1]: ln for ln in res.output.splitlines() if "_autorun.ipynb" in ln}
+    assert "alarm: IR: measurements down 40 %" in lines["flow_autorun.ipynb"]
+    assert "│ —" in lines["quiet_autorun.ipynb"] and "never run" in lines["quiet_autorun.ipynb"]
+    header = next(ln for ln in res.output.splitlines() if "last status" in ln)
+    assert "finding" in header
+
+
 def test_list_shows_the_scheduler_heartbeat_and_pool(settings):
     from jupycron.paths import scheduler_state_file
 

@@ -71,6 +71,10 @@ def spec_of(tmp_path: Path, *cells: nbformat.NotebookNode):
     ('{"cron": "30  2 * * *"}', JobSpec(cron="30 2 * * *")),
     ('{"cron": "0 9 * * 1-5", "tz": "Europe/Berlin"}', JobSpec(cron="0 9 * * 1-5", tz="Europe/Berlin")),
     ('{"every": "1 day", "enabled": false}', JobSpec(every="1 day", enabled=False)),
+    ('{"every": "1 day", "AlertOnFinding": true}', JobSpec(every="1 day", alert_on_finding=True)),
+    ('{"every": "1 day", "AlertOnFinding": false}', JobSpec(every="1 day", alert_on_finding=False)),
+    ('{"every": "1 day", "AlertOnFinding": ["Slack", "ntfy", "slack"]}',
+     JobSpec(every="1 day", alert_on_finding=("slack", "ntfy"))),
 ])
 def test_parse_spec_valid(text: str, expected: JobSpec) -> None:
     got = parse_spec(" " + text + "  ")
@@ -103,6 +107,12 @@ def test_parse_spec_valid(text: str, expected: JobSpec) -> None:
     ('{"every": "1 day", "MaxRuntime": -3}', '"MaxRuntime" must be positive'),
     ('{"every": "1 day", "enabled": "no"}', '"enabled" must be true or false'),
     ('{"every": "1 day", "every": "2 day"}', "duplicate key 'every'"),
+    ('{"every": "1 day", "AlertOnFinding": "yes"}', '"AlertOnFinding" must be true, false or a list'),
+    ('{"every": "1 day", "AlertOnFinding": []}', '"AlertOnFinding" must be true, false or a list'),
+    ('{"every": "1 day", "AlertOnFinding": ["slack", 3]}', '"AlertOnFinding" must be true, false'),
+    ('{"every": "1 day", "AlertOnFinding": ["pager"]}',
+     '"AlertOnFinding": unknown channel(s) "pager" (use alertmanager, slack, ntfy)'),
+    ('{"every": "1 day", "alertonfinding": true}', "did you mean 'AlertOnFinding'?"),
 ])
 def test_parse_spec_invalid(text: str, reason: str) -> None:
     with pytest.raises(SpecError) as exc:

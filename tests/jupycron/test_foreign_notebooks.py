@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from jupycron import discovery, export, kernelspecs, runner, summary
+from jupycron import discovery, export, kernelspecs, runner, status
 from jupycron.history import History
 from jupycron.kernels import KernelPool
 from jupycron.models import RunStatus, Trigger
@@ -155,9 +155,9 @@ def test_export_and_kernel_failures_show_red_on_the_summary(foreign):
     settings = foreign["settings"]
     notebooks = [discovery.read_notebook(settings.notebooks / rel, rel)
                  for rel in ("bad_metadata_autorun.ipynb", "r_autorun.ipynb")]
-    rows = summary.build_rows(settings, notebooks, foreign["history"].load(), datetime.now(UTC))
+    rows = status.build_rows(settings, notebooks, foreign["history"].load(), datetime.now(UTC))
     for row, name in zip(rows, ("ExportError", "KernelNotInstalled"), strict=True):
-        assert row.state == "failed" and row.icon == "fail", row
+        assert row.state == "failed" and row.state.shape == "fail", row
         assert (row.reason or "").startswith(name), row.reason
 
 

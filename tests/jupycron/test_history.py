@@ -438,7 +438,7 @@ def _sound_history(tmp: Path) -> dict:
 def _check_survives(tmp: Path, text: str, damaged_nb: str | None) -> None:
     """load() never raises, tick/list's consumers work on what it returns, a damaged file
     is moved aside and the notebook that was not touched keeps every run."""
-    from jupycron import scheduler, summary
+    from jupycron import scheduler, status
     from jupycron.config import Settings
 
     before = History(tmp).load()[OTHER] if damaged_nb != OTHER else None
@@ -455,7 +455,7 @@ def _check_survives(tmp: Path, text: str, damaged_nb: str | None) -> None:
     settings = Settings(notebooks=tmp / "nbs", output=tmp)
     nbs = [scheduler.Notebook(rel, 0, 0, scheduler.schedule.JobSpec(every="1 hour"))
            for rel in data if not rel.startswith("/")]
-    summary.build_rows(settings, nbs, History(tmp).load(), T0 + timedelta(hours=1))
+    status.build_rows(settings, nbs, History(tmp).load(), T0 + timedelta(hours=1))
     History(tmp).record(make_run(9, nb=OTHER))  # and the next write works
 
 

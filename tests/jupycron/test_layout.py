@@ -4,7 +4,8 @@ At 1280 and 1920 px wide, with every state present and a 2,000-character error: 
 does not overflow horizontally, notebook names keep at least 15 characters of width, the long
 error is one line until clicked (no JavaScript), and the status icons are SVG elements with
 a size and the state as their name - no emoji code point is left (this machine has no emoji
-font: they rendered as empty boxes).
+font: they rendered as empty boxes). The finding column shows each latest finding with its
+own SVG icon, and the dashboard's finding filter keeps only the notebooks at that level.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jupycron.run_alerts import current_rows
-from jupycron.summary import ICONS, write_summary
+from jupycron.status import NotebookState, current_rows, finding_word
+from jupycron.summary import write_summary
 from jupycron.web import start_in_thread
 from tests.support.chromium import chromium_driver
-from tests.support.status_site import LONG_ERROR_CHARS, NOTEBOOKS, build_status_site, long_error
+from tests.support.status_site import (
+    FINDINGS,
+    LONG_ERROR_CHARS,
+    NOTEBOOKS,
+    build_status_site,
+    long_error,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +50,18 @@ const icons = rows.map(tr => [...tr.querySelectorAll("svg.status-icon")].map(svg
   return {state: tr.dataset.state, label: svg.getAttribute("aria-label"),
           tag: svg.namespaceURI, w: r.width, h: r.height, shapes: svg.childElementCount};
 }));
+const findings = Object.fromEntries(rows.map(tr => {
+  const cell = tr.querySelector("td.finding");
+  const svg = cell.querySelector("svg.finding-icon");
+  const r = svg ? svg.getBoundingClientRect() : null;
+  return [tr.dataset.path, {level: tr.dataset.finding, text: cell.textContent,
+          label: svg ? svg.getAttribute("aria-label") : null, w: r ? r.width : 0,
+          right: cell.getBoundingClientRect().right}];
+}));
 const emoji = [...de.outerHTML.matchAll(/\p{Extended_Pictographic}/gu)].map(m => m[0]);
 return {scrollWidth: de.scrollWidth, clientWidth: de.clientWidth, innerWidth: window.innerWidth,
-        names: names, icons: icons, emoji: emoji, states: rows.map(tr => tr.dataset.state)};
+        names: names, icons: icons, emoji: emoji, states: rows.map(tr => tr.dataset.state),
+        findings: findings, paths: rows.map(tr => tr.dataset.path)};
 """
 
 REASON = """
@@ -67,7 +83,9 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     try:
         with chromium_driver(root) as driver:
             yield driver, {"summary": summary.as_uri(), "dashboard": handle.url + "/",
-                           "failing filter": handle.url + "/?state=failing"}
+                           "failing filter": handle.url + "/?state=failing",
+                           "alarm filter": handle.url + "/?finding=alarm",
+                           "none reported filter": handle.url + "/?finding=none"}
     finally:
         handle.stop()
 
@@ -75,11 +93,16 @@ def site(tmp_path_factory: pytest.TempPathFactory):
 def _load(driver, url: str, width: int) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    # The dashboard refreshes itself every 5 s while a notebook runs: a refresh due just as
+    # the next page is requested can win and reload the dashboard instead. A blank page in
+    # between has no refresh, so the page asked for is the page loaded.
+    driver.get("about:blank")
     driver.get(url)
+    assert driver.current_url == url, (driver.current_url, url)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("page", ["summary", "dashboard", "failing filter"])
+@pytest.mark.parametrize("page", ["summary", "dashboard", "failing filter", "alarm filter"])
 def test_page_fits_the_window_and_icons_need_no_emoji_font(site, page: str, width: int) -> None:
     driver, urls = site
     _load(driver, urls[page], width)
@@ -88,8 +111,9 @@ def test_page_fits_the_window_and_icons_need_no_emoji_font(site, page: str, widt
     assert m["innerWidth"] == width
     assert m["scrollWidth"] <= m["clientWidth"] <= m["innerWidth"], \
         f"{page} overflows at {width} px: {m['scrollWidth']} > {m['clientWidth']}"
-    every = set(ICONS)   # every state a row can show
-    expected = every if page != "failing filter" else {"failed", "timeout", "oom", "crashed"}
+    every = {str(s) for s in NotebookState}   # every state a row can show
+    expected = {"failing filter": {"failed", "timeout", "oom", "crashed"},
+                "alarm filter": {"success"}}.get(page, every)
     assert set(m["states"]) == expected
     for name in m["names"]:
         assert name["width"] >= name["need"], f"{name['path']} squeezed at {width} px: {name}"
@@ -100,6 +124,28 @@ def test_page_fits_the_window_and_icons_need_no_emoji_font(site, page: str, widt
         assert icon["w"] >= 10 and icon["h"] >= 10, icon
         assert icon["label"] == icon["state"]
     assert m["emoji"] == [], f"emoji code points left in the {page}: {m['emoji']}"
+    for path, f in m["findings"].items():
+        finding = FINDINGS.get(path)
+        assert f["right"] <= width, f"the finding cell of {path} is cut off at {width} px"
+        if finding is None:
+            assert (f["level"], f["text"], f["label"]) == ("", "—", None)
+        else:
+            word = finding_word(finding.level)
+            assert f["level"] == finding.level and f["label"] == word and f["w"] >= 10, f
+            assert f["text"] == word + finding.summary
+
+
+@pytest.mark.parametrize("level", ["alarm", "no_data", "warning", "ok", "none"])
+def test_the_finding_filter_keeps_that_level(site, level: str) -> None:
+    driver, urls = site
+    _load(driver, urls["dashboard"] + f"?finding={level}", 1280)
+    m = driver.execute_script(MEASURE)
+    expected = sorted(p for p in NOTEBOOKS if (str(FINDINGS[p].level) if p in FINDINGS
+                                               else "none") == level)
+    assert sorted(m["paths"]) == expected
+    active = driver.execute_script(
+        "return [...document.querySelectorAll('nav.findings a.active')].map(a => a.dataset.findingFilter)")
+    assert active == [level]
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -130,9 +176,10 @@ return {emoji: [...de.outerHTML.matchAll(/\p{Extended_Pictographic}/gu)].map(m =
         runs: document.querySelectorAll("tr.run-row").length,
         labels: svgs.map(s => s.getAttribute("aria-label")),
         sizes: svgs.map(s => s.getBoundingClientRect().width),
-        scrollWidth: de.scrollWidth, clientWidth: de.clientWidth};
+        scrollWidth: de.scrollWidth, clientWidth: de.clientWidth,
+        title: document.title, url: location.href};
 """)
     assert m["emoji"] == []
-    assert m["runs"] >= 2 and len(m["labels"]) == m["runs"] + 1, m
+    assert m["runs"] >= 2 and len(m["labels"]) == m["runs"] + 1, (m["title"], m["url"], m["runs"])
     assert m["labels"][:2] == ["failed", "failed"] and min(m["sizes"]) >= 10, m
     assert m["scrollWidth"] <= m["clientWidth"], m

@@ -17,7 +17,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from jupycron import discovery, scheduler, summary
+from jupycron import discovery, scheduler, status, summary
 from jupycron import history as jhistory
 from jupycron.config import Settings
 from jupycron.history import History
@@ -100,9 +100,9 @@ def test_an_unchanged_rescan_reuses_the_history_the_due_answer_and_the_page(
     assert rescan(sched, cache, T0) == []
     sched.refresh(T0)
     due_runs = Counting(scheduler.due_runs)
-    build_rows = Counting(summary.build_rows)
+    build_rows = Counting(status.build_rows)
     monkeypatch.setattr(scheduler, "due_runs", due_runs)
-    monkeypatch.setattr(summary, "build_rows", build_rows)
+    monkeypatch.setattr(status, "build_rows", build_rows)
     parses, generation, first = sched.history.parses, sched.notebooks_generation, sched.notebooks
     for k in range(1, 6):
         now = T0 + timedelta(seconds=10 * k)
@@ -326,8 +326,8 @@ def test_restamp_gives_the_page_a_fresh_render_would(settings: Settings) -> None
            Notebook("b_autorun.ipynb", 0.0, 0, None, "no jupycron line")]
     history = {"a_autorun.ipynb": History(settings.output_dir).get("a_autorun.ipynb")}
     later = T0 + timedelta(minutes=20, seconds=7)
-    page = summary.render_summary(summary.build_rows(settings, nbs, history, T0), T0, "rlimit")
-    fresh = summary.render_summary(summary.build_rows(settings, nbs, history, later), later, "rlimit")
+    page = summary.render_summary(status.build_rows(settings, nbs, history, T0), T0, "rlimit")
+    fresh = summary.render_summary(status.build_rows(settings, nbs, history, later), later, "rlimit")
     assert page != fresh
     assert summary.restamp_summary(page, later) == fresh
     assert summary.restamp_summary("<html>no stamp</html>", later) is None
@@ -337,8 +337,8 @@ def test_the_page_is_rendered_again_once_a_slot_passes(sched: scheduler.Schedule
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     _, cache = scanned(sched, '{"every": "1 hour", "enabled": true}')
     sched.refresh(T0)
-    build_rows = Counting(summary.build_rows)
-    monkeypatch.setattr(summary, "build_rows", build_rows)
+    build_rows = Counting(status.build_rows)
+    monkeypatch.setattr(status, "build_rows", build_rows)
     page = summary_file(sched.output)
 
     def a_minute_later(now: datetime) -> str:

@@ -16,12 +16,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from jupycron import run_alerts
+from jupycron import run_alerts, senders
 from jupycron.cli_web import alerts_command
 from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
 from jupycron.history import CachedHistory
-from jupycron.models import Run, RunStatus, Trigger
+from jupycron.models import Finding, FindingLevel, Run, RunStatus, Trigger
 from jupycron.paths import history_file
 from jupycron.run_alerts import alert_state_file, notify_changes
 from tests.support.alertmanager import alertmanager_server
@@ -58,6 +58,22 @@ def write_history(s: Settings, runs: dict[str, list[Run]]) -> None:
 
 def state(s: Settings) -> dict:
     return json.loads(alert_state_file(s.output_dir).read_text())["notebooks"]
+
+
+@pytest.fixture(autouse=True)
+def ooniutils_senders():
+    """The senders the CLI installs (ooniutils' transports, loaded by name)."""
+    before = senders.installed()
+    senders.install(senders.load())
+    yield
+    senders.install(before)
+
+
+def told(ch: dict) -> str:
+    """What a channel's record says it was told: "firing", "resolved" or "nothing"."""
+    if ch.get("told") is None:
+        return "nothing"
+    return "firing" if ch["told"]["open"] else "resolved"
 
 
 @pytest.fixture
@@ -103,7 +119,7 @@ def test_failure_then_recovery_sends_one_message_each(site: Settings, hook) -> N
     assert ntfy.header("Title") == "jupycron: a_autorun.ipynb is failing (error)"
     assert "https://mon.example/jupycron/a_autorun.html" in ntfy.text()
     st = state(site)["a_autorun.ipynb"]["failing"]
-    assert st["active"] and st["channels"]["slack"]["told"] == "firing"
+    assert st["active"] and told(st["channels"]["slack"]) == "firing"
 
     # later checks while still failing (and one more failure): nothing new
     assert notify_changes(site, NOW + timedelta(minutes=1)) == []
@@ -153,11 +169,11 @@ def test_channel_down_is_recorded_and_retried(site: Settings, hook) -> None:
     assert len(hook.requests) == 2   # one attempt only: no retry inside the call
     ch = state(site)["a_autorun.ipynb"]["failing"]["channels"]
     assert "503" in ch["slack"]["last_error"] and "secretpath" not in ch["slack"]["last_error"]
-    assert ch["slack"]["told"] == "resolved" and ch["ntfy"]["told"] == "firing"
+    assert told(ch["slack"]) == "nothing" and told(ch["ntfy"]) == "firing"
     sent = notify_changes(site, NOW + timedelta(minutes=1))
     assert [(d.channel, d.action, d.ok) for d in sent] == [("slack", "fire", True)]
     ch = state(site)["a_autorun.ipynb"]["failing"]["channels"]
-    assert ch["slack"]["last_error"] is None and ch["slack"]["told"] == "firing"
+    assert ch["slack"]["last_error"] is None and told(ch["slack"]) == "firing"
 
 
 def test_unreachable_channel_is_skipped_for_the_rest_of_the_check(site: Settings, hook,
@@ -329,10 +345,12 @@ def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Setting
     rel = "a_autorun.ipynb"
     write_history(site, {rel: [run(rel, ten, RunStatus.SUCCESS)],
                          "b_autorun.ipynb": [run("b_autorun.ipynb", ten, RunStatus.SUCCESS)]})
-    notebooks = run_alerts.scan(site.notebooks, site.output_dir)
+    from jupycron import status
+
+    notebooks = status.scan(site.notebooks, site.output_dir)
     view = CachedHistory(site.output_dir, keep=site.history_runs)
-    monkeypatch.setattr(run_alerts, "scan", lambda *a, **k: pytest.fail("scanned again"))
-    monkeypatch.setattr(run_alerts, "History", lambda *a, **k: pytest.fail("history re-read"))
+    monkeypatch.setattr(status, "scan", lambda *a, **k: pytest.fail("scanned again"))
+    monkeypatch.setattr(status, "History", lambda *a, **k: pytest.fail("history re-read"))
 
     def check(at: datetime) -> list[tuple[str, str, str, str]]:
         return [(d.notebook, d.kind, d.channel, d.action) for d in
@@ -372,7 +390,7 @@ def test_a_trickling_channel_costs_one_bounded_delivery(site: Settings, monkeypa
     assert [(d.notebook, d.ok) for d in sent] == [("a_autorun.ipynb", False),
                                                    ("b_autorun.ipynb", False)]
     assert "1 s deadline" in (sent[0].error or "") and server.connections == 1
-    assert state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]["told"] == "resolved"
+    assert told(state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]) == "nothing"
 
 
 def test_a_cancelled_check_defers_what_it_did_not_send(site: Settings, hook) -> None:
@@ -411,3 +429,192 @@ def test_the_alerts_command_stops_on_sigterm(site: Settings, tmp_path: Path) -> 
     assert proc.returncode == 1, err
     assert "cancelled" in out, (out, err)
     assert "cancelled" in state(site)["a_autorun.ipynb"]["failing"]["channels"]["slack"]["last_error"]
+
+
+# --- findings routed like run states (issue 14 §1) ----------------------------------------------
+
+def found(rel: str, slot: datetime, level: str, summary: str, n: int = 0, **kw) -> Run:
+    return run(rel, slot, RunStatus.SUCCESS, n,
+               finding=Finding(FindingLevel(level), summary, kw.pop("detail", None)), **kw)
+
+
+def test_finding_level_changes_are_told_once_each(site: Settings, hook, jc) -> None:
+    """A notebook with ``"AlertOnFinding": ["slack"]``: ok -> alarm fires on Slack only,
+    alarm -> warning is told as a change, warning -> ok resolves; a notebook without the key
+    (alert_on_finding off) is not told about its findings."""
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "a_autorun.ipynb",
+                     line='{"every": "1 hour", "AlertOnFinding": ["slack"]}')
+    site = replace(site, late_grace_s=1e12)
+    ten = NOW.replace(minute=0)
+    a, b = "a_autorun.ipynb", "b_autorun.ipynb"
+    history = {a: [found(a, ten - timedelta(hours=2), "ok", "all quiet")],
+               b: [found(b, ten, "alarm", "not routed")]}
+    write_history(site, history)
+    assert notify_changes(site, NOW) == []
+
+    history[a].append(found(a, ten - timedelta(hours=1), "alarm", "IR: measurements down 40 %", 1,
+                            detail=[{"country": "IR", "drop": "40 %"}]))
+    write_history(site, history)
+    sent = notify_changes(site, NOW)
+    assert [(d.notebook, d.kind, d.channel, d.action, d.ok) for d in sent] == [
+        (a, "finding", "slack", "fire", True)]
+    att = by_path(hook)["slack"][0].json()["attachments"][0]
+    assert att["title"] == "jupycron: a_autorun.ipynb reports alarm: IR: measurements down 40 %"
+    assert "country: IR, drop: 40 %" in att["text"] and att["color"] == "danger"
+    assert "<https://mon.example/jupycron/a_autorun.html|output>" in att["text"]
+    assert notify_changes(site, NOW + timedelta(minutes=1)) == []
+
+    # a failed run without a finding keeps the episode as it is (failing is its own alert)
+    history[a].append(failed(a, ten, 2))
+    write_history(site, history)
+    assert [(d.kind, d.channel) for d in notify_changes(site, NOW + timedelta(minutes=2))] == [
+        ("failing", "slack"), ("failing", "ntfy")]
+    # the run-state message names the latest finding too
+    assert "latest finding: alarm: IR: measurements down 40 %" in by_path(hook)["ntfy"][-1].text()
+
+    history[a].append(found(a, ten + timedelta(hours=1), "warning", "IR: down 15 %", 3))
+    write_history(site, history)
+    sent = notify_changes(site, NOW + timedelta(hours=1))
+    assert {(d.kind, d.channel, d.action) for d in sent} == {
+        ("finding", "slack", "fire"), ("failing", "slack", "resolve"), ("failing", "ntfy", "resolve")}
+    changed = [r.json()["attachments"][0] for r in by_path(hook)["slack"]
+               if "reports" in r.json()["attachments"][0]["title"]][-1]
+    assert changed["title"] == "jupycron: a_autorun.ipynb reports warning: IR: down 15 %"
+    assert changed["text"].startswith("(was alarm) finding warning") and changed["color"] == "warning"
+
+    history[a].append(found(a, ten + timedelta(hours=2), "ok", "all quiet", 4))
+    write_history(site, history)
+    sent = notify_changes(site, NOW + timedelta(hours=2))
+    assert [(d.kind, d.channel, d.action, d.ok) for d in sent] == [
+        ("finding", "slack", "resolve", True)]
+    resolved = by_path(hook)["slack"][-1].json()["attachments"][0]
+    assert resolved["title"] == "jupycron: a_autorun.ipynb finding is ok again"
+    assert resolved["color"] == "good"
+    assert state(site) == {}
+    assert notify_changes(site, NOW + timedelta(hours=2, minutes=1)) == []
+    assert not any("not routed" in r.text() for r in hook.requests)
+
+
+def test_alert_on_finding_setting_and_the_notebook_override(site: Settings, hook, jc) -> None:
+    """The setting routes every notebook's findings to every channel; a notebook's
+    ``"AlertOnFinding": false`` opts out."""
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "b_autorun.ipynb",
+                     line='{"every": "1 hour", "AlertOnFinding": false}')
+    site = replace(site, late_grace_s=1e12, alert_on_finding=True)
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [found("a_autorun.ipynb", ten, "no_data", "no rows")],
+                         "b_autorun.ipynb": [found("b_autorun.ipynb", ten, "alarm", "opted out")]})
+    sent = notify_changes(site, NOW)
+    assert [(d.notebook, d.kind, d.channel) for d in sent] == [
+        ("a_autorun.ipynb", "finding", "slack"), ("a_autorun.ipynb", "finding", "ntfy")]
+    ntfy = by_path(hook)["ntfy"][0]
+    assert ntfy.header("Title") == "jupycron: a_autorun.ipynb reports no data: no rows"
+
+
+def test_senders_are_injected(site: Settings, monkeypatch) -> None:
+    """run_alerts delivers through whatever senders it is given (no ooniutils involved);
+    with none installed, the channel's delivery fails with a clear error and is kept."""
+    from jupycron.exceptions import DeliveryError
+    from jupycron.senders import AlertMessage
+
+    site = replace(site, alert_channels="slack", late_grace_s=1e12)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
+    senders.install({})
+    (d,) = notify_changes(site, NOW)
+    assert not d.ok and "no sender for channel 'slack' is installed" in (d.error or "")
+
+    got: list[tuple[AlertMessage, float]] = []
+
+    class Fake:
+        def send(self, message: AlertMessage, *, timeout_s: float, cancel) -> None:
+            got.append((message, timeout_s))
+
+    (d,) = notify_changes(site, NOW + timedelta(minutes=1), senders={"slack": Fake})
+    assert d.ok and d.action == "fire"
+    message, timeout_s = got[0]
+    assert message.name == "JupycronRunFailing" and not message.resolved
+    assert message.link == "https://mon.example/jupycron/a_autorun.html"
+    assert message.labels["notebook"] == "a_autorun.ipynb" and timeout_s == run_alerts.SEND_TIMEOUT_S
+
+    class Refusing:
+        def send(self, message: AlertMessage, *, timeout_s: float, cancel) -> None:
+            raise DeliveryError("403 from the webhook", "slack", permanent=True)
+
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0)),
+                                             run("a_autorun.ipynb", NOW.replace(minute=0) + timedelta(hours=1),
+                                                 RunStatus.SUCCESS, 1)]})
+    (d,) = notify_changes(site, NOW + timedelta(hours=1), senders={"slack": Refusing})
+    assert (d.action, d.ok, d.error) == ("resolve", False, "403 from the webhook")
+    (d,) = notify_changes(site, NOW + timedelta(hours=1, minutes=1), senders={"slack": Fake})
+    assert (d.action, d.ok) == ("resolve", True) and got[-1][0].resolved
+
+
+def test_a_version_1_state_file_is_carried_over(site: Settings, hook) -> None:
+    """An alert state written by the previous version (told "firing") is not told again,
+    and its recovery is told."""
+    ten = NOW.replace(minute=0)
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)]})
+    site = replace(site, late_grace_s=1e12)
+    alert_state_file(site.output_dir).write_text(json.dumps({"version": 1, "notebooks": {
+        "a_autorun.ipynb": {"failing": {
+            "active": True, "since": "2024-05-01T10:01:00+00:00",
+            "title": "jupycron: a_autorun.ipynb is failing (error)",
+            "channels": {"slack": {"told": "firing", "at": "2024-05-01T10:01:00+00:00"},
+                         "ntfy": {"told": "resolved", "at": None}}}}}}))
+    sent = notify_changes(site, NOW)
+    assert [(d.channel, d.action) for d in sent] == [("ntfy", "fire")]
+    write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten),
+                                             run("a_autorun.ipynb", ten + timedelta(hours=1),
+                                                 RunStatus.SUCCESS, 1)]})
+    sent = notify_changes(site, NOW + timedelta(hours=1))
+    assert [(d.channel, d.action) for d in sent] == [("slack", "resolve"), ("ntfy", "resolve")]
+    assert json.loads(alert_state_file(site.output_dir).read_text()) == {"version": 2,
+                                                                         "notebooks": {}}
+
+
+def test_real_alertmanager_hears_a_finding_alarm_then_ok(site: Settings, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    """A finding at alarm is a ``JupycronFinding`` alert in a real Alertmanager (its level as
+    an annotation, the labels those of the notebook); back to ok, it is resolved."""
+    now = datetime.now(UTC)
+    slot = now.replace(minute=0, second=0, microsecond=0)
+    site = replace(site, alert_channels="alertmanager", late_grace_s=1e6, alert_on_finding=True)
+    rel = "a_autorun.ipynb"
+    write_history(site, {rel: [found(rel, slot, "alarm", "IR: measurements down 40 %")],
+                         "b_autorun.ipynb": [found("b_autorun.ipynb", slot, "ok", "fine")]})
+    with alertmanager_server(tmp_path) as am:
+        monkeypatch.setenv("OONI_ALERTMANAGER_URL", am)
+
+        def active() -> list[dict]:
+            r = httpx.get(am + "/api/v2/alerts", params={"active": "true"}, timeout=5)
+            r.raise_for_status()
+            return [a for a in r.json() if a["labels"].get("alertname") == "JupycronFinding"]
+
+        sent = notify_changes(site, now)
+        assert [(d.notebook, d.action, d.ok) for d in sent] == [(rel, "fire", True)]
+        (a,) = active()
+        assert a["labels"]["notebook"] == rel and a["annotations"]["level"] == "alarm"
+        assert a["annotations"]["summary"] == f"jupycron: {rel} reports alarm: IR: measurements down 40 %"
+        write_history(site, {rel: [found(rel, slot, "alarm", "x"), found(rel, slot + timedelta(minutes=1), "ok", "back", 1)],
+                             "b_autorun.ipynb": [found("b_autorun.ipynb", slot, "ok", "fine")]})
+        sent = notify_changes(site, datetime.now(UTC))
+        assert [(d.notebook, d.action, d.ok) for d in sent] == [(rel, "resolve", True)]
+        deadline = time.monotonic() + 20
+        while active() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert active() == []
+
+
+def test_the_status_and_alert_modules_load_no_domain_library() -> None:
+    """The status model, the alerts and their seam import neither ooniutils nor its data
+    stack: the transports come in through jupycron.senders (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import jupycron.run_alerts, jupycron.status, jupycron.episodes, jupycron.senders\n"
+            "import jupycron.summary, jupycron.metrics, jupycron.status_icons, jupycron.cli_common\n"
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.split('.')[0] in ('ooniutils', 'pandas', 'chdb', 'altair')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

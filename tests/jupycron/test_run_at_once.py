@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jupycron import discovery, run_alerts, summary
+from jupycron import discovery, status
 from jupycron.exceptions import SpecError
 from jupycron.history import History
 from jupycron.models import JobSpec
@@ -53,7 +53,7 @@ def test_tick_runs_a_new_notebook_at_once_only_when_asked(tmp_path, jc, setting,
     done = tick(settings, now)
     assert [r.notebook for r in done] == ([rel] if runs else [])
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
-    (row,) = summary.build_rows(settings, [nb], History(settings.output_dir).load(), now)
+    (row,) = status.build_rows(settings, [nb], History(settings.output_dir).load(), now)
     assert row.state == ("success" if runs else "never"), row.reason
     if not runs:
         assert not row.due_now and row.next_run is not None and row.next_run > now
@@ -67,6 +67,6 @@ def test_new_notebook_run_at_once_is_not_late_from_its_old_slot(tmp_path, jc):
     History(settings.output_dir).mark_deleted([rel], seen)  # records first_seen
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
     for now, late in ((T0, False), (seen + timedelta(minutes=11), True)):
-        (row,) = summary.build_rows(settings, [nb], History(settings.output_dir).load(), now)
+        (row,) = status.build_rows(settings, [nb], History(settings.output_dir).load(), now)
         assert row.due_now
-        assert (run_alerts.late_since(settings, row, now) is not None) is late, now
+        assert row.late is late, now

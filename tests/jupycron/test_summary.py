@@ -1,5 +1,6 @@
-"""summary.html: one row per present notebook, each status rendered with its details.
-The HTML is parsed and the cells of each row are checked."""
+"""summary.html: one row per present notebook, each status rendered with its details and
+its latest finding. The HTML is parsed and the cells of each row are checked; the rows come
+from the one status model (:func:`jupycron.status.build_rows`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from hypothesis import strategies as hs
 from jupycron.config import Settings
 from jupycron.formatting import path_breaks
 from jupycron.history import History, NotebookHistory
-from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
-from jupycron.summary import build_rows, write_summary
+from jupycron.models import Finding, FindingLevel, JobSpec, Notebook, Run, RunStatus, Trigger
+from jupycron.status import NotebookState, build_rows
+from jupycron.summary import write_summary
 
 NOW = datetime(2024, 5, 1, 10, 40, tzinfo=UTC)
 HOURLY = JobSpec(every="1 hour", raw='{"every": "1 hour"}')
@@ -49,14 +51,16 @@ class Rows(HTMLParser):
         if tag == "span" and a.get("class") == "memory-limit":
             self._capture = "memory"
         if tag == "tr" and "data-path" in a:
-            self.row = {"state": a["data-state"], "text": {}, "links": {}, "icon": None}
+            self.row = {"state": a["data-state"], "finding": a.get("data-finding"), "text": {},
+                        "links": {}, "icon": None, "finding_icon": None}
             self.rows[a["data-path"]] = self.row
         elif tag == "td" and self.row is not None:
             self.cell = a["class"]
             self.row["text"][self.cell] = ""
-        elif tag == "svg" and self.row is not None:  # the status icon: (shape, accessible name)
-            assert self.row["icon"] is None, "one status icon per row"
-            self.row["icon"] = (a.get("data-shape"), a.get("aria-label"))
+        elif tag == "svg" and self.row is not None:  # an icon: (shape, accessible name)
+            key = "finding_icon" if "finding-icon" in a.get("class", "") else "icon"
+            assert self.row[key] is None, f"one {key} per row"
+            self.row[key] = (a.get("data-shape"), a.get("aria-label"))
         elif tag == "a" and self.row is not None and self.cell:
             self.row["links"].setdefault(self.cell, []).append(a["href"])
 
@@ -155,6 +159,7 @@ def test_every_status(settings: Settings) -> None:
     assert ok["text"]["next-run"] == "2024-05-01 11:00 UTC"
     assert ok["text"]["failures"] == "0"
     assert ok["text"]["schedule"] == "every 1 hour"
+    assert ok["text"]["finding"] == "—" and ok["finding"] == "" and ok["finding_icon"] is None
     kept = h.load()["ok_autorun.ipynb"].last_success_output
     assert ok["links"]["output"] == ["ok_autorun.html", kept]
     assert ok["links"]["notebook"] == ["https://lab.example.org/jupyter/notebooks/ok_autorun.ipynb"]
@@ -213,7 +218,7 @@ def test_rows_carry_raw_runs(settings: Settings) -> None:
     runs = [run("a_autorun.ipynb", 0, RunStatus.SUCCESS), run("a_autorun.ipynb", 1, RunStatus.FAILED)]
     history = {"a_autorun.ipynb": NotebookHistory(runs=runs, first_seen=NOW - timedelta(days=1))}
     (row,) = build_rows(settings, [nb("a_autorun.ipynb")], history, NOW)
-    assert row.runs == runs and row.last_run is runs[0] and row.running is None
+    assert row.runs == tuple(runs) and row.last_run is runs[0] and row.running is None
     assert row.history is history["a_autorun.ipynb"] and row.name == "a_autorun.ipynb"
     assert row.notebook.path == "a_autorun.ipynb" and row.spec == HOURLY
 
@@ -248,7 +253,8 @@ def test_running_disabled_notebook_shows_running_with_reason(settings: Settings)
     history = {"m_autorun.ipynb": NotebookHistory(runs=[run("m_autorun.ipynb", 0, RunStatus.RUNNING,
                                                             trigger=Trigger.MANUAL, slot=None)])}
     (row,) = build_rows(settings, [nb("m_autorun.ipynb", None, "no jupycron line")], history, NOW)
-    assert (row.state, row.icon, row.reason, row.next_run) == ("running", "play", "no jupycron line", None)
+    assert (row.state, row.state.shape, row.reason, row.next_run) == (
+        NotebookState.RUNNING, "play", "no jupycron line", None)
 
 
 def test_empty_page(settings: Settings) -> None:
@@ -264,3 +270,53 @@ def test_path_breaks_keeps_the_text_and_breaks_only_after_slash_and_underscore(p
     assert html_unescape(html.replace("<wbr>", "")) == path
     assert "<" not in html.replace("<wbr>", "")
     assert html.count("<wbr>") == path.count("/") + path.count("_")
+
+
+def test_the_latest_finding_is_shown_beside_the_status(settings: Settings) -> None:
+    """The newest finished run that reported a finding gives the column (a newer run that
+    did not report, e.g. one that failed first, keeps it); a RUNNING run does not count."""
+    h = History(settings.output_dir)
+    alarm = Finding(FindingLevel.ALARM, "IR: measurements down 40 % since 14:00",
+                    [{"country": "IR", "drop": "40 %"}])
+    h.record(run("flow_autorun.ipynb", 2, RunStatus.SUCCESS,
+                 finding=Finding(FindingLevel.OK, "all quiet")))
+    h.record(run("flow_autorun.ipynb", 1, RunStatus.SUCCESS, finding=alarm))
+    h.record(run("flow_autorun.ipynb", 0, RunStatus.FAILED, error_name="E", error_value="x"))
+    h.record(run("quiet_autorun.ipynb", 0, RunStatus.SUCCESS,
+                 finding=Finding(FindingLevel.NO_DATA, "no rows since 08:00")))
+    h.record(run("warn_autorun.ipynb", 0, RunStatus.SUCCESS,
+                 finding=Finding(FindingLevel.WARNING, "")))
+    h.record(run("old_autorun.ipynb", 0, RunStatus.SUCCESS))
+    notebooks = [nb(p) for p in ("flow_autorun.ipynb", "quiet_autorun.ipynb",
+                                 "warn_autorun.ipynb", "old_autorun.ipynb")]
+    rows = build_rows(settings, notebooks, h.load(), NOW)
+    assert [r.finding_level for r in rows] == [FindingLevel.ALARM, FindingLevel.NO_DATA,
+                                               FindingLevel.WARNING, None]
+    assert rows[0].finding == alarm and rows[0].finding_run is not None
+    assert rows[0].finding_run.started_at == NOW - timedelta(hours=1, minutes=40)
+
+    page = render(settings, notebooks, h.load())
+    flow = page.rows["flow_autorun.ipynb"]
+    assert flow["state"] == "failed" and flow["finding"] == "alarm"
+    assert flow["finding_icon"] == ("alarm", "alarm")
+    assert flow["text"]["finding"] == "alarmIR: measurements down 40 % since 14:00"
+    quiet = page.rows["quiet_autorun.ipynb"]
+    assert quiet["finding_icon"] == ("nodata", "no data")
+    assert quiet["text"]["finding"] == "no datano rows since 08:00"
+    assert page.rows["warn_autorun.ipynb"]["text"]["finding"] == "warning"
+    assert page.rows["warn_autorun.ipynb"]["finding_icon"] == ("warn", "warning")
+    old = page.rows["old_autorun.ipynb"]
+    assert old["text"]["finding"] == "—" and old["finding_icon"] is None
+    text = (settings.output_dir / "summary.html").read_text()
+    assert "findings: · 1 alarm · 1 no data · 1 warning" in " ".join(text.split())
+
+
+def test_every_state_and_level_has_an_icon() -> None:
+    from jupycron.status_icons import finding_icon, status_icon
+
+    for state in NotebookState:
+        assert f'data-shape="{state.shape}"' in status_icon(state)
+    for level in FindingLevel:
+        assert "finding-icon" in finding_icon(level)
+    with pytest.raises(ValueError):
+        status_icon("late")

@@ -147,9 +147,75 @@ def test_filter_by_state_without_js(site: Settings) -> None:
     assert set(rows_of(c.get("/?state=success", auth=AUTH).text)) == {"ok_autorun.ipynb"}
     assert set(rows_of(c.get("/?state=disabled", auth=AUTH).text)) == {"off_autorun.ipynb"}
     empty = c.get("/?state=running", auth=AUTH)
-    assert rows_of(empty.text) == {} and "No notebook is running" in empty.text
+    assert rows_of(empty.text) == {} and "No notebook matches status running" in empty.text
     bad = c.get("/?state=<script>", auth=AUTH)
     assert bad.status_code == 400 and "<script>" not in bad.text
+
+
+def with_findings(site: Settings) -> None:
+    """ok: its newest run found an alarm; raises: its newest runs failed before reporting,
+    an older success found a warning; the others never reported."""
+    path = history_file(site.output_dir)
+    doc = json.loads(path.read_text())
+    doc["notebooks"]["ok_autorun.ipynb"]["runs"][0]["finding"] = {
+        "level": "alarm", "summary": "IR: measurements down 40 % <since 14:00>",
+        "detail": [{"country": "IR"}]}
+    doc["notebooks"]["sub/raises_autorun.ipynb"]["runs"][3]["finding"] = {
+        "level": "warning", "summary": "RU: down 18 %", "detail": None}
+    path.write_text(json.dumps(doc))
+
+
+def findings_of(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<tr class="[^"]*" data-path="([^"]+)" data-state="[^"]+" '
+                           r'data-finding="([^"]*)"', html))
+
+
+def test_finding_column_filter_and_sort(site: Settings) -> None:
+    with_findings(site)
+    c = client(site)
+    html = c.get("/", auth=AUTH).text
+    assert findings_of(html) == {"new_autorun.ipynb": "", "off_autorun.ipynb": "",
+                                 "ok_autorun.ipynb": "alarm", "sub/raises_autorun.ipynb": "warning"}
+    ok = html.split('data-path="ok_autorun.ipynb"')[1].split("</tr>")[0]
+    cell = ok.split('<td class="finding">')[1].split("</td>")[0]
+    assert 'class="finding-icon shape-alarm"' in cell and 'aria-label="alarm"' in cell
+    assert "IR: measurements down 40 % &lt;since 14:00&gt;" in cell   # escaped
+    new = html.split('data-path="new_autorun.ipynb"')[1].split("</tr>")[0]
+    assert '<td class="finding">—</td>' in new
+    assert 'data-finding-filter="alarm">alarm (1)' in html
+    assert 'data-finding-filter="none">none reported (2)' in html
+
+    assert set(findings_of(c.get("/?finding=alarm", auth=AUTH).text)) == {"ok_autorun.ipynb"}
+    assert set(findings_of(c.get("/?finding=none", auth=AUTH).text)) == {
+        "new_autorun.ipynb", "off_autorun.ipynb"}
+    # combined with the state filter; the links keep the other filter
+    both = c.get("/?state=failing&finding=warning", auth=AUTH).text
+    assert set(findings_of(both)) == {"sub/raises_autorun.ipynb"}
+    assert 'href="?state=failing&amp;finding=alarm&amp;sort=path"' in both
+    assert findings_of(c.get("/?state=success&finding=warning", auth=AUTH).text) == {}
+    order = list(findings_of(c.get("/?sort=finding", auth=AUTH).text))
+    assert order == ["ok_autorun.ipynb", "sub/raises_autorun.ipynb", "new_autorun.ipynb",
+                     "off_autorun.ipynb"]
+    bad = c.get("/?finding=<b>", auth=AUTH)
+    assert bad.status_code == 400 and "<b>" not in bad.text
+
+    page = c.get("/notebook/ok_autorun.ipynb", auth=AUTH).text
+    assert '<dd class="finding" data-finding="alarm">' in page
+    never = c.get("/notebook/new_autorun.ipynb", auth=AUTH).text
+    assert "— (the notebook never reported one)" in never
+
+    metrics = c.get("/metrics").text
+    assert 'jupycron_notebook_finding{level="alarm",notebook="ok_autorun.ipynb"} 1.0' in metrics
+    assert 'jupycron_notebook_finding{level="ok",notebook="ok_autorun.ipynb"} 0.0' in metrics
+    assert 'jupycron_notebook_finding{level="warning",notebook="sub/raises_autorun.ipynb"} 1.0' in metrics
+    assert 'jupycron_notebook_finding{level="alarm",notebook="new_autorun.ipynb"} 0.0' in metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stamps = {smp.labels["notebook"]: smp.value for f in text_string_to_metric_families(metrics)
+              for smp in f.samples if smp.name == "jupycron_notebook_finding_timestamp_seconds"}
+    assert stamps == {"ok_autorun.ipynb": (NOW - timedelta(hours=1)).timestamp(),
+                      "sub/raises_autorun.ipynb": (NOW - timedelta(hours=4)).timestamp()}
+    assert 'jupycron_notebook_finding_timestamp_seconds{notebook="new_autorun.ipynb"}' not in metrics
 
 
 def test_sort_by_query_string(site: Settings) -> None:

@@ -4,7 +4,8 @@
 with realistic, longish paths) whose history puts each in one state: success (with its
 output pages), failed with a very long error, timeout, oom, crashed, interrupted, running
 (recorded with this process's pid, so it counts as alive), never run, late, disabled and
-an invalid ``# jupycron:`` line. ``python -m tests.support.status_site DIR`` builds one in
+an invalid ``# jupycron:`` line; four of them reported a finding (:data:`FINDINGS`, one
+of each level). ``python -m tests.support.status_site DIR`` builds one in
 DIR and writes its ``out/summary.html`` (for screenshots by hand).
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from jupycron.config import Settings
 from jupycron.history import History
-from jupycron.models import Run, RunStatus, Trigger
+from jupycron.models import Finding, FindingLevel, Run, RunStatus, Trigger
 
 FIXTURE = Path(__file__).resolve().parents[1] / "notebooks" / "ok_autorun.ipynb"
 LONG_ERROR_CHARS = 2000
@@ -48,6 +49,19 @@ NOTEBOOKS = {
     "research/manual_research_notebook_autorun.ipynb": ('{"every": "1 day", "enabled": false}',
                                                         "disabled"),
     "broken_line_autorun.ipynb": ('{"every": "1 fortnight"}', "disabled"),
+}
+
+
+# path -> the finding its newest finished run that reported one gave (the others never reported)
+FINDINGS = {
+    "flow/flow_global_measurements_autorun.ipynb": Finding(
+        FindingLevel.ALARM, "IR: measurements down 40 % since 14:00 UTC on ooniprobe-android "
+        "and ooniprobe-ios, AS197207 and AS44244 (MCI, Irancell)", [{"country": "IR", "drop": "40 %"}]),
+    "flow/flow_per_country_measurements_autorun.ipynb": Finding(
+        FindingLevel.WARNING, "RU: web_connectivity down 18 % (below the 30 % alarm threshold)"),
+    "releases/android_release_rollout_autorun.ipynb": Finding(FindingLevel.OK, "rollout on track"),
+    "duplicates/duplicate_measurement_uids_autorun.ipynb": Finding(
+        FindingLevel.NO_DATA, "no measurements in the last 6 hours"),
 }
 
 
@@ -99,6 +113,8 @@ def build_status_site(root: Path, **settings_kw: object) -> Settings:
             else:
                 rec(rel, RunStatus.FAILED, timedelta(hours=40 - i), error_name="ValueError",
                     error_value="no rows")
+        if rel in FINDINGS:
+            rec(rel, RunStatus.SUCCESS, timedelta(hours=28), finding=FINDINGS[rel])
         if state in ("success", "failed"):
             (out / html).write_text("<p>output</p>")
         if state == "success":
@@ -124,7 +140,7 @@ def build_status_site(root: Path, **settings_kw: object) -> Settings:
 
 
 if __name__ == "__main__":  # pragma: no cover - a by-hand helper
-    from jupycron.run_alerts import current_rows
+    from jupycron.status import current_rows
     from jupycron.summary import write_summary
 
     site = build_status_site(Path(sys.argv[1]))

@@ -5,10 +5,11 @@ Routes (all pages need a user, see :mod:`jupycron.web.auth`, except ``/static`` 
 failed logins from one address, 503 while the config file's users cannot be read):
 
 ===========================  =====================================================================
-``GET /``                    every notebook (the rows of :func:`jupycron.summary.build_rows`),
+``GET /``                    every notebook (the rows of :func:`jupycron.status.build_rows`),
                              filter ``?state=failing|success|running|never|disabled|
-                             interrupted|late`` and sort ``?sort=path|state|last|next|duration|
-                             failures&desc=1`` - both plain links, no JavaScript needed;
+                             interrupted|late`` and ``?finding=alarm|no_data|warning|ok|none``
+                             (combinable), sort ``?sort=path|state|finding|last|next|duration|
+                             failures&desc=1`` - all plain links, no JavaScript needed;
                              refreshes itself (meta refresh: 5 s while something runs, else 30 s)
 ``GET /notebook/<path>``     schedule, effective limits, next run, run history, outputs, run-now
 ``POST /run``                form ``notebook``, ``csrf_token``: starts ``python -m jupycron
@@ -67,9 +68,8 @@ from ..formatting import fmt_duration, fmt_mem, fmt_time_s, path_breaks
 from ..history import NotebookHistory
 from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
-from ..run_alerts import current_rows, late_since
-from ..status_icons import glyph, status_icon
-from ..summary import ICONS, SummaryRow
+from ..status import FINDING_ORDER, NotebookState, StatusRow, current_rows, finding_word
+from ..status_icons import finding_icon, glyph, status_icon
 from .auth import (
     AUTH_SCOPE_KEY,
     Authenticator,
@@ -87,13 +87,14 @@ log = logging.getLogger(__name__)
 __all__ = ["create_app", "error_response", "resolve_output", "run_now_argv"]
 
 _HERE = Path(__file__).parent
-FAILING = ("failed", "timeout", "oom", "crashed")
-FILTERS = ("failing", "success", "running", "never", "disabled", "interrupted", "late")
-SORTS = ("path", "state", "last", "next", "duration", "failures")
+FILTERS = ("failing", *(str(s) for s in NotebookState if not s.is_failure), "late")
+FINDING_FILTERS = (*(str(level) for level in FINDING_ORDER), "none")
+SORTS = ("path", "state", "finding", "last", "next", "duration", "failures")
 HISTORY_STRIP = 20
 RUN_LOG = ".web-run-now.log"
-_STATE_ORDER = {s: i for i, s in enumerate(
-    ("running", "failed", "timeout", "oom", "crashed", "interrupted", "never", "success", "disabled"))}
+_STATE_ORDER = {str(s): i for i, s in enumerate(NotebookState)}   # declared most urgent first
+_STATES = frozenset(str(s) for s in NotebookState)
+_FINDING_ORDER = {str(level): i for i, level in enumerate(FINDING_ORDER)}
 _OUTPUT_CSP = ("sandbox allow-scripts allow-popups allow-popups-to-escape-sandbox allow-downloads; "
                "frame-ancestors 'self'")
 _PAGE_CSP = ("default-src 'self'; frame-src 'self'; style-src 'self'; script-src 'self'; "
@@ -108,7 +109,8 @@ def _templates() -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True)
     env.filters.update(utc=fmt_time_s, duration=fmt_duration, mem=fmt_mem,
                        urlpath=lambda p: quote(str(p)))
-    env.globals.update(status_icon=status_icon, glyph=glyph, wrap_path=path_breaks)
+    env.globals.update(status_icon=status_icon, finding_icon=finding_icon, glyph=glyph,
+                       finding_word=finding_word, wrap_path=path_breaks)
     return env
 
 
@@ -278,7 +280,7 @@ class _Dashboard:
                                                       **ctx)
         return HTMLResponse(html, status_code=status, headers={"Content-Security-Policy": _PAGE_CSP})
 
-    def rows(self, now: datetime) -> tuple[list[SummaryRow], set[str]]:
+    def rows(self, now: datetime) -> tuple[list[StatusRow], set[str]]:
         starting = self.launcher.poll()
         return current_rows(self.settings, now, self.cache), starting
 
@@ -287,20 +289,28 @@ class _Dashboard:
         ident = self.identity(request)
         now = datetime.now(UTC)
         rows, starting = self.rows(now)
-        late = {r.path for r in rows if late_since(self.settings, r, now)}
+        late = {r.path for r in rows if r.late}
         state_filter = request.query_params.get("state", "")
-        if state_filter and state_filter not in FILTERS and state_filter not in ICONS:
+        if state_filter and state_filter not in FILTERS and state_filter not in _STATES:
             raise HTTPException(400, f"unknown state filter {state_filter!r}; use one of "
                                 f"{', '.join(FILTERS)}")
+        finding_filter = request.query_params.get("finding", "")
+        if finding_filter and finding_filter not in FINDING_FILTERS:
+            raise HTTPException(400, f"unknown finding filter {finding_filter!r}; use one of "
+                                f"{', '.join(FINDING_FILTERS)}")
         sort = request.query_params.get("sort", "path")
         if sort not in SORTS:
             raise HTTPException(400, f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
         desc = request.query_params.get("desc", "") in ("1", "true", "yes")
         counts = {f: sum(1 for r in rows if _matches(r, f, late, starting)) for f in FILTERS}
-        shown = [r for r in rows if not state_filter or _matches(r, state_filter, late, starting)]
+        finding_counts = {f: sum(1 for r in rows if _finding_key(r) == f) for f in FINDING_FILTERS}
+        shown = [r for r in rows if (not state_filter or _matches(r, state_filter, late, starting))
+                 and (not finding_filter or _finding_key(r) == finding_filter)]
         shown.sort(key=_sort_key(sort), reverse=desc)
         busy = any(r.state == "running" for r in rows) or bool(starting)
         return self.render(request, "dashboard.html", data_source=describe_data_source(), rows=shown, total=len(rows), counts=counts,
+                           finding_filter=finding_filter, finding_filters=FINDING_FILTERS,
+                           finding_counts=finding_counts,
                            state_filter=state_filter, sort=sort, desc=desc, late=late,
                            starting=starting, now=now, user=ident, filters=FILTERS,
                            refresh_s=5 if busy else 30, strip=HISTORY_STRIP)
@@ -323,7 +333,7 @@ class _Dashboard:
                 for r in row.runs]
         return self.render(request, "notebook.html", row=row, runs=runs, now=now, user=ident,
                            mem_mb=mem_mb, runtime_s=runtime_s,
-                           late=late_since(self.settings, row, now),
+                           late=row.late_since,
                            starting=rel in starting,
                            launch_failure=self.launcher.failures.get(rel) if ident.can_write else None,
                            data_source=describe_data_source(),
@@ -375,9 +385,14 @@ class _Dashboard:
         return Response("ok\n", media_type="text/plain")
 
 
-def _matches(row: SummaryRow, state: str, late: set[str], starting: set[str]) -> bool:
+def _finding_key(row: StatusRow) -> str:
+    """The finding filter ``row`` falls under: its level, or ``none`` (never reported)."""
+    return str(row.finding.level) if row.finding is not None else "none"
+
+
+def _matches(row: StatusRow, state: str, late: set[str], starting: set[str]) -> bool:
     if state == "failing":
-        return row.state in FAILING
+        return row.state.is_failure
     if state == "late":
         return row.path in late
     if state == "running":
@@ -390,6 +405,7 @@ def _sort_key(sort: str) -> Any:
     keys = {
         "path": lambda r: r.path,
         "state": lambda r: (_STATE_ORDER.get(r.state, 99), r.path),
+        "finding": lambda r: (_FINDING_ORDER.get(_finding_key(r), 99), r.path),
         "last": lambda r: (r.last_run_at or datetime.min.replace(tzinfo=UTC), r.path),
         "next": lambda r: (r.next_run or far, r.path),
         "duration": lambda r: (r.duration_s if r.duration_s is not None else -1.0, r.path),

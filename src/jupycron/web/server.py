@@ -2,7 +2,8 @@
 beside the scheduler (``jupycron daemon --serve``).
 
 :func:`serve` also checks run-state alerts every :data:`ALERT_INTERVAL_S` seconds when
-``alert_channels`` is set (see :mod:`jupycron.run_alerts`), so a notebook turning late is
+``alert_channels`` is set (see :mod:`jupycron.run_alerts`; delivered through the senders the
+entry point installed, :mod:`jupycron.senders`), so a notebook turning late is
 reported even while the scheduler is down; :func:`start_in_thread` does not by default,
 because the daemon already checks after each tick.
 """

@@ -16,7 +16,8 @@ The log is a small JSON file, by default ``<state dir>/<name>.json`` where the s
                "state": "", "note": "probe type ooniprobe-android: ...", "open": true,
                "resolved": null}}}
 
-Rules (see :meth:`SentLog.plan`): an active key is announced when it has no open entry
+Rules (see :meth:`SentLog.plan`; they are :mod:`jupycron.episodes`, the one state machine
+run alerts use too): an active key is announced when it has no open entry
 (first time, or a new episode after a resolved one), when its ``state`` differs from the
 announced one, or when ``repeat_after`` has passed since the last message. An open entry
 whose key is no longer active (and not ``unknown`` this run) is resolved, once it has been
@@ -39,11 +40,12 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
+from jupycron import episodes
+from jupycron.episodes import Action, Told
 from safefiles.atomic import atomic_write_text
 from safefiles.locks import locked
 
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 STATE_ENV = STATE_DIR_ENV  # jupycron's kernel-environment contract (ooniutils.jupycron_plugin)
 FORMAT_VERSION = 2
 KEY_SEPARATOR = "|"
+_ANNOUNCE = frozenset({Action.NEW, Action.CHANGED, Action.REMIND})
 
 
 def default_state_dir() -> Path:
@@ -106,53 +109,17 @@ def episode_key(*parts: object) -> str:
     return KEY_SEPARATOR.join(texts)
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One announced key. Times are aware UTC datetimes.
+Entry = Told
+"""One announced key: :class:`jupycron.episodes.Told` (first_sent, last_sent, last_seen,
+state, note, open, resolved)."""
 
-    ``first_sent``: first message of the current episode; ``last_sent``: latest message
-    (first, state change or reminder); ``last_seen``: latest run that saw the key active;
-    ``state``: the state last announced; ``note``: the line last announced (reused by the
-    resolved message); ``open``: announced and not resolved yet; ``resolved``: when the
-    resolution was delivered (``None`` while open).
-    """
 
-    first_sent: datetime
-    last_sent: datetime
-    last_seen: datetime
-    state: str = ""
-    note: str = ""
-    open: bool = True
-    resolved: datetime | None = None
-
-    @property
-    def last_activity(self) -> datetime:
-        """The latest of the entry's times (what pruning looks at)."""
-        return max(t for t in (self.last_sent, self.last_seen, self.resolved) if t is not None)
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        for name, value in data.items():
-            if isinstance(value, datetime):
-                data[name] = value.isoformat()
-        return data
-
-    @classmethod
-    def from_json(cls, value: object) -> Entry:
-        """An entry from its JSON form, or from a bare ISO time (the version 1 format)."""
-        if isinstance(value, str):
-            t = _parse_time(value)
-            return cls(first_sent=t, last_sent=t, last_seen=t)
-        if not isinstance(value, dict):
-            raise TypeError(f"entry is a {type(value).__name__}, not an object")
-        last_sent = _parse_time(value["last_sent"])
-        resolved = value.get("resolved")
-        return cls(first_sent=_parse_time(value.get("first_sent") or value["last_sent"]),
-                   last_sent=last_sent,
-                   last_seen=_parse_time(value.get("last_seen") or value["last_sent"]),
-                   state=str(value.get("state") or ""), note=str(value.get("note") or ""),
-                   open=bool(value.get("open", True)),
-                   resolved=_parse_time(resolved) if resolved else None)
+def _entry(value: object) -> Entry:
+    """An entry from its JSON form, or from a bare ISO time (the version 1 format)."""
+    if isinstance(value, str):
+        t = _parse_time(value)
+        return Entry(first_sent=t, last_sent=t, last_seen=t)
+    return Entry.from_json(value)
 
 
 @dataclass(frozen=True)
@@ -210,7 +177,7 @@ class SentLog:
             sent = data["sent"]
             if not isinstance(sent, dict):
                 raise TypeError("'sent' is not an object")
-            return {str(k): Entry.from_json(v) for k, v in sent.items()}
+            return {str(k): _entry(v) for k, v in sent.items()}
         except (ValueError, KeyError, TypeError) as exc:
             return self._corrupt(exc)
 
@@ -222,7 +189,9 @@ class SentLog:
                     repeat_after: timedelta | None = None) -> bool:
         """Whether an active ``key`` in ``state`` must be announced at ``now``: no open entry,
         another state announced, or ``repeat_after`` elapsed since the last message."""
-        return _should_send(self.entries().get(key), _now(now), state, repeat_after)
+        action = episodes.decide(self.entries().get(key), state, _now(now),
+                                 repeat_after=repeat_after)
+        return action in episodes.SENDING
 
     def plan(self, active: Mapping[str, str] | Iterable[str], now: datetime | None = None, *,
              repeat_after: timedelta | None = None, resolve_after: timedelta | None = None,
@@ -237,21 +206,13 @@ class SentLog:
         """
         now = _now(now)
         states = dict(active) if isinstance(active, Mapping) else dict.fromkeys(active, "")
-        skip = set(unknown)
-        entries = self.entries()
-        announce, ongoing, resolved, waiting = [], [], [], []
-        for key, state in states.items():
-            if _should_send(entries.get(key), now, str(state or ""), repeat_after):
-                announce.append(key)
-            else:
-                ongoing.append(key)
-        for key, entry in entries.items():
-            if not entry.open or key in states or key in skip:
-                continue
-            if resolve_after is not None and now - entry.last_seen < resolve_after:
-                waiting.append(key)
-            else:
-                resolved.append(key)
+        actions = episodes.plan(self.entries(), {k: str(v or "") for k, v in states.items()},
+                                now, repeat_after=repeat_after, resolve_after=resolve_after,
+                                unknown=unknown)
+        announce = [k for k, a in actions.items() if a in _ANNOUNCE]
+        ongoing = [k for k, a in actions.items() if a is Action.ONGOING]
+        resolved = [k for k, a in actions.items() if a is Action.RESOLVE]
+        waiting = [k for k, a in actions.items() if a is Action.WAITING]
         return Plan(sorted(announce), sorted(ongoing), sorted(resolved), sorted(waiting))
 
     # writing (each a locked read-modify-write, then an atomic replace)
@@ -272,9 +233,14 @@ class SentLog:
         def change(entries: dict[str, Entry]) -> None:
             for key in keys:
                 old = entries.get(key)
-                first = old.first_sent if old is not None and old.open else now
-                entries[key] = Entry(first_sent=first, last_sent=now, last_seen=now,
-                                     state=str(states.get(key, "")), note=str(notes.get(key, "")))
+                state = str(states.get(key, ""))
+                # a message about a key is a new episode, a change or a reminder: all record
+                # the same way (see jupycron.episodes.after)
+                new = episodes.after(old, Action.NEW if old is None or not old.open
+                                     else Action.REMIND, now, state=state,
+                                     note=str(notes.get(key, "")))
+                assert new is not None
+                entries[key] = new
 
         self._update(change, now)
 
@@ -286,9 +252,9 @@ class SentLog:
 
         def change(entries: dict[str, Entry]) -> None:
             for key in keys:
-                old = entries.get(key)
-                if old is not None and old.open:
-                    entries[key] = replace(old, open=False, resolved=now)
+                new = episodes.after(entries.get(key), Action.RESOLVE, now)
+                if new is not None:
+                    entries[key] = new
 
         self._update(change, now)
 
@@ -302,9 +268,9 @@ class SentLog:
 
         def change(entries: dict[str, Entry]) -> None:
             for key in keys:
-                old = entries.get(key)
-                if old is not None and old.open:
-                    entries[key] = replace(old, last_seen=max(old.last_seen, now))
+                new = episodes.after(entries.get(key), Action.ONGOING, now)
+                if new is not None:
+                    entries[key] = new
 
         self._update(change, now)
 
@@ -353,13 +319,6 @@ class SentLog:
         with contextlib.suppress(OSError):
             self.path.replace(aside)
         return {}
-
-
-def _should_send(entry: Entry | None, now: datetime, state: str,
-                 repeat_after: timedelta | None) -> bool:
-    if entry is None or not entry.open or entry.state != state:
-        return True
-    return repeat_after is not None and now - entry.last_sent >= repeat_after
 
 
 def _now(now: datetime | None) -> datetime:
