@@ -18,13 +18,6 @@ import import_graph  # noqa: E402
 
 SRC = REPO / "src"
 
-#: The jupycron cycles issue 13 names, being removed by the ledger/kernels/status work; the
-#: xfail below covers these modules only (a cycle through any other module fails).
-KNOWN_JUPYCRON_CYCLE = {
-    "jupycron.cli", "jupycron.cli_authoring", "jupycron.cli_web", "jupycron.run_alerts",
-    "jupycron.metrics", "jupycron.web", "jupycron.web.app", "jupycron.web.server",
-    "jupycron.scheduler", "jupycron.pool", "jupycron.runner",
-}
 FORBIDDEN_IN_JUPYCRON = ("ooniutils", "pandas", "chdb", "altair")
 
 
@@ -50,17 +43,13 @@ def test_the_cycle_finder_finds_a_cycle_and_a_lazy_import(tmp_path):
     assert import_graph.main(["--src", str(tmp_path), "p"]) == 0
 
 
-@pytest.mark.parametrize("package", ["ooniutils", "safefiles"])
+@pytest.mark.parametrize("package", ["jupycron", "ooniutils", "safefiles"])
 def test_no_import_cycles(package):
     assert _cycles(package) == []
 
 
-def test_no_import_cycles_in_jupycron(request):
-    found = _cycles("jupycron")
-    if found and all(set(c) <= KNOWN_JUPYCRON_CYCLE for c in found):
-        request.applymarker(pytest.mark.xfail(
-            reason="cycles being removed by the ledger/kernels/status work", strict=False))
-    assert found == []
+def test_no_import_cycle_across_the_packages():
+    assert _cycles("jupycron", "ooniutils", "safefiles") == []
 
 
 _IMPORT_ALL = textwrap.dedent("""
@@ -92,19 +81,15 @@ def _direct_ooniutils_importers() -> set[str]:
     return out
 
 
-def test_jupycron_imports_without_the_domain_library(request):
+def test_jupycron_imports_without_the_domain_library():
     """Every jupycron module, imported in a fresh interpreter, loads none of ooniutils, pandas,
     chDB or Altair (so jupycron installs and runs without them)."""
     res = subprocess.run([sys.executable, "-c", _IMPORT_ALL % (FORBIDDEN_IN_JUPYCRON,)],
                          capture_output=True, text=True, timeout=240, cwd=REPO)
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout.splitlines()[-1])
-    if report["loaded"] == ["ooniutils"] and _direct_ooniutils_importers() <= {"jupycron.run_alerts"}:
-        # the alert transports are injected into run_alerts by the status work (issue 13 §4)
-        request.applymarker(pytest.mark.xfail(
-            reason="run_alerts imports ooniutils' transports until the status work injects them",
-            strict=False))
     assert report == {"loaded": [], "culprits": {}}
+    assert _direct_ooniutils_importers() == set()
 
 
 def test_safefiles_imports_only_the_standard_library():
