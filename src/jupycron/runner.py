@@ -64,7 +64,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import nbformat
 import psutil
 from jupyter_client.manager import AsyncKernelManager
@@ -75,7 +74,7 @@ from nbformat import NotebookNode
 
 from safefiles.atomic import atomic_write_text
 
-from . import limits, recording
+from . import findings, limits, output_page, recording
 from .config import Settings
 from .exceptions import HistoryError, RunNotRecorded
 from .export import prepare_for_export
@@ -111,15 +110,6 @@ RUN_ID_ENV = "JUPYCRON_RUN_ID"
 EXPECTED_ERROR_TAG = "raises-exception"
 KERNEL_START_TIMEOUT_S = 60
 _WATCH_INTERVAL_S = 0.1
-
-# An offline page: the "lab" template embeds its CSS; the blocks below would add
-# <script src="https://cdn..."> for require.js, MathJax, Mermaid and widgets.
-_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -609,10 +599,8 @@ _exporters_lock = threading.Lock()
 
 def _new_exporter() -> HTMLExporter:
     global _exporters_built
-    exporter = HTMLExporter(
-        template_name="lab", embed_images=True,
-        extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
-        template_file="jupycron.html.j2")
+    exporter = HTMLExporter(template_name="lab", embed_images=True,
+                            **output_page.exporter_options())
     # Render once: jinja compiles the templates on first use.
     exporter.from_notebook_node(nbformat.v4.new_notebook(), resources={"metadata": {"name": "warm"}})
     with _exporters_lock:
@@ -944,6 +932,7 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
     timing: dict[str, float] = {k: round(state.extra[k], 3)
                                 for k in ("start_s", "ready_s", "cells_s") if k in state.extra}
     if nb is not None:
+        run.finding = findings.last_finding(nb)  # what the notebook reported (the last one wins)
         if state.current_cell is not None and status is not RunStatus.SUCCESS \
                 and state.current_cell < len(nb.cells) and state.kernel_died:
             _note_error(nb.cells[state.current_cell], ename or "Error", evalue or "")
