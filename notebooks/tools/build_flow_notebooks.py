@@ -199,6 +199,8 @@ else:
                           outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
+        code(f"""from ooniutils.analyses.flow_findings import flow_finding
+report_finding(*flow_finding(current, outage, status, what="{what}", alert_hours=ALERT_HOURS))"""),
     ]
     return notebook(cells)
 
@@ -271,6 +273,8 @@ else:
                              send=autorun, outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
+        code("""from ooniutils.analyses.flow_findings import decline_finding
+report_finding(*decline_finding(declining, outage, table, weeks=WEEKS))"""),
     ])
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from jupycron.findings import (
     FINDING_MIME,
@@ -37,8 +37,16 @@ from .exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINDING_MIME", "LEVELS", "MAX_DETAIL_ROWS", "MAX_SUMMARY", "finding_payload",
-           "report_finding"]
+__all__ = ["FINDING_MIME", "LEVELS", "MAX_DETAIL_ROWS", "MAX_SUMMARY", "Verdict",
+           "finding_payload", "report_finding"]
+
+
+class Verdict(NamedTuple):
+    """A finding computed by an analysis, to pass on: ``report_finding(*verdict)``."""
+
+    level: str
+    summary: str
+    detail: Any = None
 
 
 def _rows(detail: Any) -> list[dict[str, Any]]:
