@@ -124,6 +124,15 @@ _LOOK: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _shown(value: Any) -> str:
+    """A detail cell as text: empty for None, 4 significant digits for floats."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2g}"
+    return str(value)
+
+
 def finding_html(finding: Finding, total_rows: int | None = None) -> str:
     """A self-contained HTML banner for ``finding``: the level in words, the summary and
     the detail table (which scrolls sideways inside its box when wide). ``total_rows``: the
@@ -146,9 +155,8 @@ def finding_html(finding: Finding, total_rows: int | None = None) -> str:
         head = "".join(f'<th style="text-align:left;padding:2px 8px;border-bottom:1px solid '
                        f'#999">{html.escape(c)}</th>' for c in columns)
         body = "".join(
-            "<tr>" + "".join(f'<td style="padding:2px 8px">'
-                             f'{html.escape("" if r.get(c) is None else str(r.get(c)))}</td>'
-                             for c in columns) + "</tr>"
+            "<tr>" + "".join(f'<td style="padding:2px 8px;white-space:nowrap">'
+                             f'{html.escape(_shown(r.get(c)))}</td>' for c in columns) + "</tr>"
             for r in rows)
         parts.append(f'<div style="overflow-x:auto;margin-top:6px"><table class="jupycron-'
                      f'finding-detail" style="border-collapse:collapse;font-size:13px">'

@@ -56,7 +56,8 @@ def _rows(detail: Any) -> list[dict[str, Any]]:
     if isinstance(detail, pd.Series):
         detail = detail.to_frame()
     if isinstance(detail, pd.DataFrame):
-        frame = detail.reset_index() if not isinstance(detail.index, pd.RangeIndex) else detail
+        named = any(name is not None for name in detail.index.names)  # a named index is data
+        frame = detail.reset_index(drop=not named)
         return [{str(k): _json_safe(v) for k, v in r.items()}
                 for r in frame.to_dict(orient="records")]
     if isinstance(detail, Mapping) or isinstance(detail, str | bytes) \
@@ -115,8 +116,8 @@ def finding_payload(level: str, summary: str, detail: Any = None) -> tuple[dict[
     return {"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": rows}, total
 
 
-def report_finding(level: str, summary: str, detail: Any = None) -> dict[str, Any]:
-    """Report what this notebook found (the last report in a run wins); returns the payload.
+def report_finding(level: str, summary: str, detail: Any = None) -> None:
+    """Report what this notebook found (the last report in a run wins).
 
     ``level``: ``"ok"``, ``"warning"``, ``"alarm"`` or ``"no_data"``; ``summary``: one line
     an operator reads first, e.g. ``"IR: measurements down 40 % since 14:00"``; ``detail``:
@@ -143,4 +144,3 @@ def report_finding(level: str, summary: str, detail: Any = None) -> dict[str, An
     from IPython.display import display
 
     display(bundle, raw=True)
-    return payload

@@ -44,7 +44,8 @@ def test_bad_level_names_the_valid_ones(shown):
 
 
 def test_one_display_output_with_the_mime_type_and_a_readable_banner(shown):
-    payload = ooniutils.report_finding("alarm", "IR: measurements\ndown 40 %")
+    assert ooniutils.report_finding("alarm", "IR: measurements\ndown 40 %") is None
+    payload = shown[0][0][jf.FINDING_MIME]
     assert payload == {"level": "alarm", "summary": "IR: measurements down 40 %", "detail": None}
     [(bundle, kw)] = shown
     assert kw == {"raw": True}
@@ -59,7 +60,9 @@ def test_dataframe_detail_is_json_safe_and_capped(shown):
                        "n": np.arange(70, dtype="int64"),
                        "rate": [np.nan] + [0.5] * 69,
                        "since": pd.to_datetime(["2026-12-06 14:00"] * 69 + [None])})
-    payload = ooniutils.report_finding("warning", "70 rows", detail=df)
+    payload, total = findings.finding_payload("warning", "70 rows", detail=df)
+    ooniutils.report_finding("warning", "70 rows", detail=df)
+    assert shown[0][0][jf.FINDING_MIME] == payload and total == 70
     rows = payload["detail"]
     assert len(rows) == jf.MAX_DETAIL_ROWS == 50
     assert rows[0] == {"cc": "C0", "n": 0, "rate": None, "since": "2026-12-06 14:00:00"}
@@ -68,10 +71,13 @@ def test_dataframe_detail_is_json_safe_and_capped(shown):
     assert shown[0][0]["text/plain"].endswith("(70 detail rows)")
 
 
-def test_list_detail_and_indexed_frames(shown):
+def test_list_detail_and_indexed_frames():
+    def rows(detail):
+        return findings.finding_payload("ok", "x", detail)[0]["detail"]
+
     when = dt.datetime(2026, 12, 6, 14, 0, tzinfo=dt.UTC)
-    payload = ooniutils.report_finding("ok", "x", detail=[{"at": when, "v": np.float32(1.5)}])
-    assert payload["detail"] == [{"at": "2026-12-06 14:00:00+00:00", "v": 1.5}]
-    indexed = pd.DataFrame({"n": [1]}, index=pd.Index(["IR"], name="cc"))
-    assert ooniutils.report_finding("ok", "x", detail=indexed)["detail"] == [{"cc": "IR", "n": 1}]
-    assert ooniutils.report_finding("no_data", "x", detail=[])["detail"] == []
+    assert rows([{"at": when, "v": np.float32(1.5)}]) == [{"at": "2026-12-06 14:00:00+00:00", "v": 1.5}]
+    assert rows(pd.DataFrame({"n": [1]}, index=pd.Index(["IR"], name="cc"))) == [{"cc": "IR", "n": 1}]
+    # a filtered frame's unnamed index is not a column
+    assert rows(pd.DataFrame({"n": [1, 2, 3]}).iloc[[2]]) == [{"n": 3}]
+    assert rows([]) == []
