@@ -29,7 +29,7 @@ CHART_FONT = "DejaVu Sans, Verdana, sans-serif"
 LEGEND_LABEL_LIMIT = 400
 
 
-def _theme() -> dict[str, Any]:
+def _theme() -> Any:  # altair.theme.ThemeConfig (a TypedDict), imported lazily
     return {"config": {"font": CHART_FONT,
                        "legend": {"labelLimit": LEGEND_LABEL_LIMIT, "titleLimit": LEGEND_LABEL_LIMIT}}}
 

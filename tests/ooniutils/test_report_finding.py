@@ -81,3 +81,18 @@ def test_list_detail_and_indexed_frames():
     # a filtered frame's unnamed index is not a column
     assert rows(pd.DataFrame({"n": [1, 2, 3]}).iloc[[2]]) == [{"n": 3}]
     assert rows([]) == []
+
+
+def test_the_readme_example_runs(shown):
+    import re
+
+    from tests.support.services import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Reporting what a notebook found", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the documented example
+    [(bundle, _)] = shown
+    assert bundle[jf.FINDING_MIME]["level"] == "alarm"
+    assert bundle[jf.FINDING_MIME]["detail"] == [
+        {"cc": "IR", "down": "40 %", "since": "2026-12-06 14:00 UTC"}]
