@@ -234,7 +234,7 @@ def test_log_dashboards(outputs, name):
     assert "<svg chart>" in out  # the errors chart
     finding = FINDINGS[name]  # the world's logs hold one crit line
     assert finding is not None and finding.level is FindingLevel.ALARM, finding
-    assert finding.summary.startswith("1 critical or worse log lines in the last ")
+    assert finding.summary.startswith("1 log line at priority crit or worse in the last ")
     assert "clickhouse-server.service (1)" in finding.summary
 
 

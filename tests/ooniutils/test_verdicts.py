@@ -115,7 +115,9 @@ def test_duplicates_events_logs_tls():
     counts = pd.DataFrame({"t": [T0] * 3, "unit": ["api", "api", "nginx"], "priority": [6, 3, 6],
                            "n": [100, 5, 50]})
     assert logs_finding(counts, "24 hours").summary == "5 error lines of 155 in the last 24 hours: api (5)"
-    assert logs_finding(counts.assign(priority=[6, 2, 6]), "24 hours").level == "alarm"
+    crit = logs_finding(counts.assign(priority=[6, 2, 6]), "24 hours")
+    assert crit == ("alarm", "5 log lines at priority crit or worse in the last 24 hours: api (5)",
+                    crit.detail)
     assert logs_finding(counts.assign(priority=6), "24 hours").level == "ok"
     assert logs_finding(counts.iloc[:0], "24 hours").level == "no_data"
 
@@ -123,7 +125,12 @@ def test_duplicates_events_logs_tls():
                           "status": ["ok", "expiring", "error"], "days_left": pd.array([90, 5, None], dtype="Int64"),
                           "not_after": [T0, T0, None], "error": ["", "", "connection refused"]})
     problems, unreachable = certs.iloc[[1]], certs.iloc[[2]]
-    assert tls_finding(certs, problems, unreachable).level == "alarm"
+    one = tls_finding(certs, problems, unreachable)
+    assert one.level == "alarm" and one.summary.startswith(
+        "c.org:443: UNREACHABLE, certificate not checked (connection refused); b.org:443: ")
+    many = tls_finding(certs, problems, certs.iloc[[0, 2]].assign(error="refused"))
+    assert many.summary.startswith("2 of 3 hosts UNREACHABLE, certificates not checked: "
+                                   "a.org:443, c.org:443; b.org:443: certificate expires in 5 days")
     v = tls_finding(certs, problems, unreachable, {("c.org", 443)})
     assert v.level == "warning" and "b.org:443: certificate expires in 5 days" in v.summary
     ok = tls_finding(certs.iloc[[0]], certs.iloc[:0], certs.iloc[:0])

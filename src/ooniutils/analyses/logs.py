@@ -78,7 +78,7 @@ def errors_chart(errors: pd.DataFrame, title: str = "Errors by unit and priority
                     header=alt.Header(labelAngle=0, labelOrient="top", labelAnchor="start",
                                       labelFontWeight="bold", labelExpr="'priority ' + datum.value")),
         tooltip=["t:T", "unit", "priority_name", "n"],
-    ).properties(width=700, height=120)
+    ).properties(width=700, height=120).resolve_scale(y="independent")  # one crit line shows
 
 
 def recent_by_unit(lines: pd.DataFrame, per_unit: int = 5) -> pd.DataFrame:

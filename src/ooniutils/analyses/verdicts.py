@@ -124,8 +124,9 @@ def logs_finding(counts: pd.DataFrame, window: str, alarm_priority: int = 2) -> 
     if len(severe):
         units = severe.groupby("unit")["n"].sum().sort_values(ascending=False)
         top = ", ".join(f"{u} ({n})" for u, n in units.head(_SHOWN).items())
-        return Verdict("alarm", f"{int(severe['n'].sum())} critical or worse log lines in the "
-                       f"last {window}: {top}", detail)
+        n = int(severe["n"].sum())
+        return Verdict("alarm", f"{n} log line{'' if n == 1 else 's'} at priority crit or worse "
+                       f"in the last {window}: {top}", detail)
     if len(errors):
         top = ", ".join(f"{u} ({n})" for u, n in by_unit.head(_SHOWN).items())
         return Verdict("warning", f"{int(errors['n'].sum())} error lines of {total} in the last "
@@ -144,12 +145,18 @@ def tls_finding(certs: pd.DataFrame, problems: pd.DataFrame, unreachable: pd.Dat
     cols = [c for c in ("host", "port", "status", "days_left", "not_after", "error")
             if c in certs.columns]
     bad = pd.concat([problems, down])[cols] if len(problems) or len(down) else None
-    lines = ([describe_cert_problem(r) for r in problems.itertuples()]
-             + [describe_unreachable(r) for r in down.itertuples()])
+    lines = [describe_cert_problem(r) for r in problems.itertuples()]
+    summary = "; ".join(lines[:_SHOWN]) + _more(len(lines))
+    if len(down) == 1:
+        summary = "; ".join(filter(None, [describe_unreachable(next(down.itertuples())), summary]))
+    elif len(down):  # the reasons are in the detail table
+        names = ", ".join(f"{h}:{p}" for h, p in zip(down["host"], down["port"], strict=True))
+        summary = "; ".join(filter(None, [f"{len(down)} of {len(certs)} hosts UNREACHABLE, "
+                                          f"certificates not checked: {names}", summary]))
     if len(down) or (problems["status"] != "expiring").any():
-        return Verdict("alarm", "; ".join(lines[:_SHOWN]) + _more(len(lines)), bad)
+        return Verdict("alarm", summary, bad)
     if len(problems):
-        return Verdict("warning", "; ".join(lines[:_SHOWN]) + _more(len(lines)), bad)
+        return Verdict("warning", summary, bad)
     checked = len(certs) - len(unreachable)
     if checked == 0:
         return Verdict("no_data", f"no certificate could be read ({len(certs)} hosts, all "
