@@ -99,10 +99,12 @@ def last_finding(nb: Any) -> Finding | None:
     """The last valid finding reported in the executed notebook ``nb`` (an nbformat
     notebook or the equivalent dict), or None when it reported none."""
     found: Finding | None = None
-    for index, cell in enumerate(nb.get("cells") or ()):
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    for index, cell in enumerate(cells if isinstance(cells, list) else ()):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
-        for out in cell.get("outputs") or ():
+        outputs = cell.get("outputs")
+        for out in outputs if isinstance(outputs, list) else ():
             data = out.get("data") if isinstance(out, dict) else None
             if not isinstance(data, dict) or FINDING_MIME not in data:
                 continue

@@ -65,6 +65,12 @@ def test_malformed_payloads_are_skipped_with_a_logged_reason(caplog):
     assert "cell 1" in text
 
 
+def test_odd_notebook_shapes_never_raise():
+    assert last_finding({"cells": "not a list"}) is None
+    assert last_finding({"cells": [{"cell_type": "code", "outputs": {"a": 1}}, "junk"]}) is None
+    assert last_finding(None) is None
+
+
 def test_a_json_text_payload_is_read():
     nb = _nb([_out('{"level": "no_data", "summary": "no rows"}')])
     assert last_finding(nb) == Finding(FindingLevel.NO_DATA, "no rows", None)
