@@ -49,6 +49,7 @@ def test_helper_alarm() -> list:
         new_code_cell(header("1 hour", """
 from ooniutils.alarm_notify import send_helper_alerts
 from ooniutils.analyses.flow import total_outage
+from ooniutils.analyses.verdicts import helper_finding
 from ooniutils.analyses.test_helpers import (
     AlarmParams, alarm_episodes, country_heatmap, failure_rate_chart, helper_alarms,
     helper_inventory, helper_summary, hourly_rates, network_problems)
@@ -140,7 +141,8 @@ Under jupycron, each helper failing for all probes is fired to Alertmanager on e
 (`TestHelperFailing`, `instance` = the helper); Slack and ntfy get one message when it starts
 failing and one "recovered" message once it has not alarmed for two runs in a row (what was
 announced is kept under `$JUPYCRON_STATE_DIR`, see `ooniutils.alarm_notify`)."""),
-        new_code_cell("""report = send_helper_alerts(current, inventory, "autorun_test_helper_failure_rate_alarm.html",
+        new_code_cell("""report_finding(*helper_finding(current, silence))  # what this run found, first
+report = send_helper_alerts(current, inventory, "autorun_test_helper_failure_rate_alarm.html",
                             send=autorun, silence=silence)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
@@ -212,6 +214,7 @@ never reaches the server). A row can be both (`kind` `exact+near`; columns `exac
 `find_duplicate_test_list_urls("/path/to/lists")`)."""),
         new_code_cell("""import pandas as pd
 
+from ooniutils.analyses.verdicts import duplicates_finding
 from ooniutils.datasets.source import require_rows
 
 n_lists = int(click_query_fsn("SELECT count() AS n FROM citizenlab")["n"].iloc[0])
@@ -225,6 +228,7 @@ else:
           f"({dups['exact'].sum()} exact rows, {dups['near'].sum()} near rows) "
           f"among {n_lists} entries")
     display(dups.groupby(["cc", "kind"]).size().unstack(fill_value=0))
+report_finding(*duplicates_finding(dups, n_lists))
 dups"""),
     ]
 
@@ -235,6 +239,7 @@ def events() -> list:
 from ooniutils import config
 from ooniutils.analyses.events import (
     SentLog, default_state_dir, new_changepoints, slack_message, summary_table, table_html)
+from ooniutils.analyses.verdicts import events_finding
 from ooniutils.datasets.events import fetch_changepoints, newest_changepoint_time
 from ooniutils.datasets.flow import parse_when
 from ooniutils.datasets.source import require_recent
@@ -259,6 +264,7 @@ table = summary_table(changepoints, config.get("OONI_EXPLORER_URL"))
 sent = state.load()
 new = new_changepoints(table, sent)
 print(f"{len(table)} changepoint(s) in the last {LOOKBACK}, {len(new)} new; state file {state.path}")
+report_finding(*events_finding(table, new, LOOKBACK))
 if table.empty:
     print("no changepoint in this period (the event detector found nothing, or has not run)")
 else:
@@ -273,6 +279,7 @@ def logs(every: str | None, recent: str, window: str, title: str) -> list:
     return [
         new_code_cell(header(every, f"""
 from ooniutils.analyses.logs import error_counts, errors_chart, recent_by_unit, unit_summary
+from ooniutils.analyses.verdicts import logs_finding
 from ooniutils.datasets.flow import parse_when
 from ooniutils.datasets.logs import fetch_log_counts, fetch_recent_logs, newest_log_time
 from ooniutils.datasets.source import require_recent
@@ -291,6 +298,7 @@ counts = fetch_log_counts(WINDOW, granularity="hour")
 if counts.empty:  # fails the run: an empty dashboard is not "no errors"
     require_recent(newest_log_time(), "logs", parse_when(WINDOW), "log lines",
                    "log shipping (Vector or `ooniutils logs ship`)")
+report_finding(*logs_finding(counts, WINDOW))
 unit_summary(counts)"""),
         new_code_cell("""if lines.empty:
     print(f"no log line in the last {RECENT}")
@@ -308,6 +316,7 @@ def tls_cert_expiry() -> list:
         new_code_cell(header("1 day", """
 from ooniutils import config
 from ooniutils.alarm_notify import send_tls_alerts
+from ooniutils.analyses.verdicts import tls_finding
 from ooniutils.exceptions import ConfigError
 from ooniutils.tls import cert_problems, expected_offline_targets, host_list
 
@@ -350,7 +359,8 @@ print(f"{len(certs)} hosts: {(certs.status == 'ok').sum()} ok, {len(problems)} w
       f"{len(unreachable)} whose certificate cannot be fetched")
 for row in unreachable.itertuples():
     note = "expected offline, not alerted" if (row.host, row.port) in offline else "ALERT"
-    print(f"  [{note}] {row.error}")"""),
+    print(f"  [{note}] {row.error}")
+report_finding(*tls_finding(certs, problems, unreachable, offline))"""),
         new_code_cell("""report = send_tls_alerts(certs, "autorun_tls_cert_expiry.html", send=autorun,
                          expected_offline=expected_offline)
 print(report)

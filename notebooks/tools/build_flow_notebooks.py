@@ -199,6 +199,8 @@ else:
                           outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
+        code(f"""from ooniutils.analyses.flow_findings import flow_finding
+report_finding(*flow_finding(current, outage, status, what="{what}", alert_hours=ALERT_HOURS))"""),
     ]
     return notebook(cells)
 
@@ -261,8 +263,9 @@ display(table if len(table) else Markdown("No probe type with data."))"""),
     display(stacked_counts_chart(daily.assign(t=pd.to_datetime(daily["t"])), "t", "software_name", "n",
                                  title=f"Daily measurements by probe type, last {WEEKS} weeks"))
     for c in declining["series"]:
-        s = wide[c].rename("n").rename_axis("t").reset_index()
-        line = alt.Chart(s).mark_line(point=True).encode(x="t:T", y=alt.Y("n:Q", title="measurements/day"))
+        s = wide[c].rename("n").rename_axis("t").reset_index().dropna()  # the trend spans the data only
+        line = alt.Chart(s).mark_line(point=True).encode(x=alt.X("t:T", title="day (UTC)"),
+                                                         y=alt.Y("n:Q", title="measurements/day"))
         trend = line.transform_regression("t", "n").mark_line(color="red", strokeDash=[4, 3])
         display((line + trend).properties(title=f"{c}: daily totals and linear trend", width=760, height=200))
 else:
@@ -271,6 +274,8 @@ else:
                              send=autorun, outage=outage)
 print(report)
 report.raise_for_errors()  # a lost alert fails the run, so the dashboard shows it"""),
+        code("""from ooniutils.analyses.flow_findings import decline_finding
+report_finding(*decline_finding(declining, outage, table, weeks=WEEKS))"""),
     ])
 
 

@@ -30,24 +30,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 from nbformat import NotebookNode
 
 from safefiles.atomic import atomic_write_text
 
+from . import output_page
+
 __all__ = ["export_html", "fix_svg", "normalise_kernelspec", "prepare_for_export",
            "warm_exporters"]
-
-# An offline page: the "lab" template embeds its CSS; the blocks below would add
-# <script src="https://cdn..."> for require.js, MathJax, Mermaid and widgets.
-_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
 
 # Idle exporters: one exporter must not serve two threads at once, so each export borrows
 # one and gives it back.
@@ -58,10 +50,8 @@ _exporters_lock = threading.Lock()
 
 def _new_exporter() -> HTMLExporter:
     global _exporters_built
-    exporter = HTMLExporter(
-        template_name="lab", embed_images=True,
-        extra_loaders=[jinja2.DictLoader({"jupycron.html.j2": _OFFLINE_TEMPLATE})],
-        template_file="jupycron.html.j2")
+    exporter = HTMLExporter(template_name="lab", embed_images=True,
+                            **output_page.exporter_options())
     # Render once: jinja compiles the templates on first use.
     exporter.from_notebook_node(nbformat.v4.new_notebook(), resources={"metadata": {"name": "warm"}})
     with _exporters_lock:

@@ -38,7 +38,7 @@ from pathlib import Path
 import nbformat
 from nbformat import NotebookNode
 
-from . import limits, recording
+from . import findings, limits, recording
 from .config import Settings
 from .events import RunEvents
 from .exceptions import HistoryError, RunNotRecorded
@@ -258,6 +258,7 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
                                                ("cells_s", result.cells_s)) if v is not None})
     if nb is None:
         return
+    run.finding = findings.last_finding(nb)  # what the notebook reported (the last one wins)
     if result.current_cell is not None and status is not RunStatus.SUCCESS \
             and result.current_cell < len(nb.cells) and result.kernel_died:
         note_error(nb.cells[result.current_cell], ename or "Error", evalue or "")

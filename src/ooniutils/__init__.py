@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "release_report": ".datasets.releases",
     "find_duplicate_test_list_urls": ".testlists",
     "check_tls_certs": ".tls",
+    # what the notebook found (read by jupycron when the run ends)
+    "report_finding": ".findings",
     # errors
     "AlertError": ".exceptions",
     "AnalysisError": ".exceptions",

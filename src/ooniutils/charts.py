@@ -61,11 +61,22 @@ def _complete(df: pd.DataFrame, t: str, key: str, n: str, start: pd.Timestamp, s
     return out
 
 
+#: Longest legend label drawn, in pixels (Vega-Lite's default, 160, cut "ooniprobe-desktop").
+LEGEND_LABEL_LIMIT = 400
+
+
+def axis_title(column: str) -> str:
+    """A column name as an axis or legend title: ``software_name`` → "software name"."""
+    return column.replace("_", " ")
+
+
 def stacked_counts_chart(df: pd.DataFrame, t: str = "t", key: str = "software_name", n: str = "n",
                          title: str = "", order: list[str] | None = None, height: int = 320,
-                         width: int = 760) -> alt.Chart:
+                         width: int = 760, x_title: str = "time (UTC)",
+                         subtitle: str | None = None) -> alt.Chart:
     """Stacked areas of ``n`` over ``t``, one band per ``key`` value (largest at the bottom,
-    ``(other)`` on top). An empty ``df`` gives a chart saying "no data"."""
+    ``(other)`` on top). An empty ``df`` gives a chart saying "no data". ``x_title`` names
+    the time axis (e.g. "day (UTC)"); ``subtitle`` goes under the title (e.g. a caveat)."""
     if df.empty:
         return (alt.Chart(pd.DataFrame({"text": [f"no data: {title}" if title else "no data"]}))
                 .mark_text(size=14).encode(text="text:N").properties(title=title, height=60, width=width))
@@ -74,17 +85,20 @@ def stacked_counts_chart(df: pd.DataFrame, t: str = "t", key: str = "software_na
         order = [k for k in totals.index if k != OTHER] + ([OTHER] if OTHER in totals.index else [])
     d = df.copy()
     d["_order"] = d[key].map({k: i for i, k in enumerate(order)})
+    heading: Any = alt.TitleParams(title, subtitle=subtitle) if subtitle else title
     return (
         alt.Chart(d)
         .mark_area(interpolate="step-after", opacity=0.85)
         .encode(
-            x=alt.X(f"{t}:T", title=None),
+            x=alt.X(f"{t}:T", title=x_title),
             y=alt.Y(f"sum({n}):Q", stack="zero", title="measurements"),
-            color=alt.Color(f"{key}:N", sort=order, scale=alt.Scale(scheme="tableau20"), title=key),
+            color=alt.Color(f"{key}:N", sort=order, scale=alt.Scale(scheme="tableau20"),
+                            title=axis_title(key),
+                            legend=alt.Legend(labelLimit=LEGEND_LABEL_LIMIT)),
             order=alt.Order("_order:Q", sort="ascending"),
             tooltip=[alt.Tooltip(f"{t}:T"), alt.Tooltip(f"{key}:N"), alt.Tooltip(f"{n}:Q", format=",")],
         )
-        .properties(title=title, height=height, width=width)
+        .properties(title=heading, height=height, width=width)
     )
 
 
@@ -107,8 +121,10 @@ def easy_msm_count_chart(
     """Measurement counts over time as stacked bands of one ``dimension``.
 
     ``since``/``until``: "N day(s)/week(s)/month(s)/year(s)" ago, or a date/datetime string;
-    ``until`` defaults to now; the range is [since, until). ``granularity``: hour, day, week
-    or month. The ``dimension_limit`` largest values of ``dimension`` over the range get a
+    ``until`` defaults to now; the range is [since, until) with ``since`` rounded down to the
+    start of its bucket, so the first bucket is whole (a partial first bucket looked like a
+    dip); a last bucket cut by ``until`` is named in the chart's subtitle. ``granularity``:
+    hour, day, week or month. The ``dimension_limit`` largest values of ``dimension`` over the range get a
     band each; the rest are summed into an ``(other)`` band, so the stack's top is always
     the total. Each ``filter_*`` is a value or a list of values (bound as query parameters).
 
@@ -123,6 +139,7 @@ def easy_msm_count_chart(
     if isinstance(dimension_limit, bool) or not isinstance(dimension_limit, int) or dimension_limit < 1:
         raise AnalysisError(f"dimension_limit must be a positive integer, got {dimension_limit!r}")
     start, stop = time_range(since, until)
+    start = _bucket_floor(start, granularity)   # a whole first bucket
     filters = {"software_name": filter_software_name, "domain": filter_domain,
                "engine_name": filter_engine_name, "input": filter_input, "probe_asn": filter_probe_asn,
                "probe_cc": filter_probe_cc, "test_name": filter_test_name}
@@ -150,7 +167,12 @@ def easy_msm_count_chart(
         shown = ", ".join(f"{k}={v}" for k, v in filters.items() if v is not None)
         title = f"Measurements per {granularity} by {dimension}" + (f" ({shown})" if shown else "")
     log.debug("easy_msm_count_chart: %d rows for %s", len(df), title)
-    chart = stacked_counts_chart(df, "t", dimension, "n", title=title)
+    partial = None
+    if _bucket_floor(stop, granularity) != stop:
+        partial = (f"the last {granularity} is incomplete: measurements up to "
+                   f"{stop:%Y-%m-%d %H:%M} UTC")
+    chart = stacked_counts_chart(df, "t", dimension, "n", title=title,
+                                 x_title=f"{granularity} (UTC)", subtitle=partial)
     return (chart, df) if return_data else chart
 
 
@@ -166,7 +188,7 @@ def flow_chart(pred: pd.DataFrame, alarms: pd.DataFrame | None = None, title: st
                 .encode(text="text:N").properties(title=title, height=60, width=width))
     d = pred.reset_index()
     d = d.rename(columns={d.columns[0]: "hour"})
-    x = alt.X("hour:T", title=None)
+    x = alt.X("hour:T", title="hour (UTC)")
     base = alt.Chart(d).properties(title=title, height=height, width=width)
     band = base.mark_area(opacity=0.25, color="#f2a900").encode(
         x=x, y=alt.Y("lower:Q", title="measurements / hour"), y2="expected:Q")

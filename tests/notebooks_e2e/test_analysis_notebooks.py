@@ -20,6 +20,8 @@ import nbformat
 import pandas as pd
 import pytest
 
+from jupycron.findings import last_finding
+from jupycron.models import Finding, FindingLevel
 from tests.support.fake_webhooks import fake_webhook_server
 from tests.support.notebooks import execute, output_text
 from tests.support.services import REPO, require_shared_data
@@ -73,10 +75,16 @@ def world(tmp_path_factory):
     return world
 
 
+#: notebook -> what its last run reported with report_finding (read as jupycron reads it)
+FINDINGS: dict[str, Finding | None] = {}
+
+
 def run_notebook(name: str, env: dict[str, str] | None = None) -> str:
     """Execute notebooks/<name>.ipynb in a fresh kernel (see tests.support.notebooks) and
     return its text output. Fails with the traceback when a cell raises."""
-    return output_text(execute(name, env), chart="<svg chart>")
+    nb = execute(name, env)  # raises when a cell fails (the empty-store runs): nothing recorded
+    FINDINGS[name] = last_finding(nb)
+    return output_text(nb, chart="<svg chart>")
 
 
 EMPTY_FAILS = {  # autorun notebook -> what its error names
@@ -150,6 +158,9 @@ def test_helper_alarm_finds_the_injected_helper_failure(world, outputs):
     # the injected failure is over (50 hours ago): nothing current; no endpoint is configured
     assert "no current alarm" in out or "not sent to slack: OONI_SLACK_WEBHOOK_URL not configured" in out
     assert "<svg chart>" in out
+    finding = FINDINGS["autorun_test_helper_failure_rate_alarm"]
+    assert finding is not None and finding.level is FindingLevel.OK, finding
+    assert finding.summary.endswith("test helpers at their usual failure rate")
 
 
 def test_test_helpers_overview(outputs):
@@ -165,6 +176,11 @@ def test_android_release_regression_is_flagged(world, outputs):
     assert "REGRESSION FLAGGED" in out and f"ooniprobe-android {version} regressed" in out
     assert "web_connectivity failure_rate" in out
     assert "alert not sent: OONI_SLACK_WEBHOOK_URL not configured" in out
+    finding = FINDINGS["autorun_android_probe_release"]
+    assert finding is not None and finding.level is FindingLevel.ALARM, finding
+    assert finding.summary.startswith(f"ooniprobe-android {version}: regression in ")
+    assert {"test_name": "web_connectivity", "metric": "failure_rate"}.items() <= \
+        next(r for r in finding.detail or [] if r["test_name"] == "web_connectivity").items()
 
 
 @pytest.mark.parametrize("name, software", [("autorun_ios_probe_release", "ooniprobe-ios"),
@@ -173,12 +189,18 @@ def test_healthy_releases_are_not_flagged(outputs, name, software):
     out = output(outputs, name)
     assert f"no regression flagged for {software}" in out, out[-3000:]
     assert "REGRESSION FLAGGED" not in out
+    finding = FINDINGS[name]
+    assert finding is not None and finding.level is FindingLevel.OK, finding
+    assert finding.summary.startswith(software) and "no regression" in finding.summary
 
 
 def test_duplicate_test_list_urls(outputs):
     out = output(outputs, "autorun_duplicate_test_list_urls")
     assert "URLs listed more than once" in out
     assert "exact" in out and "near" in out
+    finding = FINDINGS["autorun_duplicate_test_list_urls"]
+    assert finding is not None and finding.level is FindingLevel.WARNING
+    assert "URLs listed more than once" in finding.summary and finding.detail
 
 
 def test_event_alerts_sent_once(world, outputs):
@@ -197,6 +219,11 @@ def test_event_alerts_sent_once(world, outputs):
     assert len(after_second) == 1
     state = json.loads((world["state"] / "event_detector_alerts.json").read_text())
     assert len(state["sent"]) == len(recent)
+    # the first run reported the new events (its banner), the second one (recorded) nothing new
+    assert "ALARM</strong>" in first and f"{len(recent)} new blocking event(s)" in first
+    assert FINDINGS["autorun_event_detector_alerts"] == Finding(
+        FindingLevel.OK, f"no new blocking event ({len(recent)} changepoint(s) in the last 7 days, "
+        "all announced before)", None)
 
 
 @pytest.mark.parametrize("name", ["autorun_fsn_logs", "centralized_logs"])
@@ -205,6 +232,10 @@ def test_log_dashboards(outputs, name):
     assert "nginx.service" in out and "upstream timed out" in out
     assert "clickhouse-server.service" in out
     assert "<svg chart>" in out  # the errors chart
+    finding = FINDINGS[name]  # the world's logs hold one crit line
+    assert finding is not None and finding.level is FindingLevel.ALARM, finding
+    assert finding.summary.startswith("1 log line at priority crit or worse in the last ")
+    assert "clickhouse-server.service (1)" in finding.summary
 
 
 @pytest.mark.parametrize("name", EMPTY_FAILS)

@@ -278,3 +278,29 @@ def test_other_flow_notebooks_flag_the_total_outage(outputs, name):
     assert "TOTAL OUTAGE: no measurements at all since" in text, text[-3000:]
     if name != MSMTS:  # the alarm notebooks list it among their alerts (not sent: no AUTORUN)
         assert "alert: *TOTAL OUTAGE" in text and "(AUTORUN unset): alerts not sent" in text
+
+
+def test_flow_notebooks_report_their_finding(outputs, world):
+    """What each run reported with report_finding (read as jupycron reads it): the current
+    drop, the silent pipeline and the slow decline are alarms; the summary names them."""
+    from jupycron.findings import last_finding
+    from jupycron.models import FindingLevel
+
+    def finding(key):
+        found = last_finding(_ok(outputs, key)["nb"]) if key != "autorun" else \
+            last_finding(_ok(outputs, key)["first"]["nb"])
+        assert found is not None, f"{key} reported no finding"
+        return found
+
+    drop = finding("autorun")
+    assert drop.level is FindingLevel.ALARM and drop.summary.startswith(
+        "ooniprobe-android: measurements down "), drop
+    assert any(row["series"] == "ooniprobe-android" for row in drop.detail or [])
+    outage = finding("outage")
+    assert outage.level is FindingLevel.ALARM and outage.summary.startswith("TOTAL OUTAGE"), outage
+    for name in (PER_COUNTRY, LONG_TERM):
+        assert finding(f"outage:{name}").summary.startswith("TOTAL OUTAGE")
+    decline = finding(LONG_TERM)
+    sw = world["truth"].get("slow_decline").keys["software_name"]
+    assert decline.level is FindingLevel.ALARM and f"{sw} down " in decline.summary, decline
+    assert finding(PER_COUNTRY).level in (FindingLevel.OK, FindingLevel.ALARM)

@@ -52,7 +52,8 @@ def test_other_band_keeps_the_total(rows):
     assert isinstance(chart, alt.Chart)
     bands = set(df["software_version"])
     assert bands == {"3.0.0", "3.1.0", "3.2.0", OTHER}
-    expected = _in_range(rows, NOW - pd.Timedelta(days=7))
+    # since is rounded down to its day: the first bucket is whole, not a dip
+    expected = _in_range(rows, (NOW - pd.Timedelta(days=7)).floor("D"))
     assert df["n"].sum() == len(expected)
     per_day = expected.groupby(expected["measurement_start_time"].dt.floor("D")).size()
     got = df.groupby("t")["n"].sum()
@@ -65,12 +66,13 @@ def test_filters_scalar_and_list_are_bound(rows):
     _, one = easy_msm_count_chart(since="10 days", dimension="probe_cc", filter_probe_cc="IT",
                                   granularity="week", return_data=True)
     assert set(one["probe_cc"]) == {"IT"}
-    assert one["n"].sum() == len(_in_range(rows[rows.probe_cc == "IT"], NOW - pd.Timedelta(days=10)))
+    monday = (NOW - pd.Timedelta(days=10)).floor("D") - pd.Timedelta(days=(NOW - pd.Timedelta(days=10)).day_of_week)
+    assert one["n"].sum() == len(_in_range(rows[rows.probe_cc == "IT"], monday))
     _, two = easy_msm_count_chart(since="10 days", dimension="probe_cc", filter_probe_cc=["IT", "DE"],
                                   filter_probe_asn=["AS3269", 3320], filter_test_name="dnscheck",
                                   return_data=True)
     sel = rows[rows.probe_cc.isin(["IT", "DE"]) & rows.probe_asn.isin([3269, 3320]) & (rows.test_name == "dnscheck")]
-    assert two["n"].sum() == len(_in_range(sel, NOW - pd.Timedelta(days=10)))
+    assert two["n"].sum() == len(_in_range(sel, (NOW - pd.Timedelta(days=10)).floor("D")))
     _, none = easy_msm_count_chart(since="10 days", filter_probe_cc="IT' OR 1=1 --", return_data=True)
     assert none.empty
 
@@ -138,3 +140,19 @@ def test_setup_notebook_renders_svg_and_is_idempotent():
     bundle = bundle[0] if isinstance(bundle, tuple) else bundle
     assert set(bundle) == {"image/svg+xml"}
     assert pd.get_option("display.max_rows") == 200
+
+
+def test_first_bucket_is_whole_and_a_cut_last_bucket_is_named(rows):
+    chart, df = easy_msm_count_chart(since="3 days", return_data=True)  # NOW is 12:30
+    first_day = (NOW - pd.Timedelta(days=3)).floor("D")
+    assert df["t"].min() == first_day
+    whole = _in_range(rows, first_day, first_day + pd.Timedelta(days=1))
+    assert df.loc[df["t"] == first_day, "n"].sum() == len(whole) > 0
+    spec = chart.to_dict()
+    assert spec["title"]["subtitle"] == ("the last day is incomplete: measurements up to "
+                                         "2024-03-20 12:30 UTC")
+    assert spec["encoding"]["x"]["title"] == "day (UTC)"
+    assert spec["encoding"]["color"]["title"] == "software version"
+    assert spec["encoding"]["color"]["legend"]["labelLimit"] >= 300  # "ooniprobe-desktop" whole
+    aligned = easy_msm_count_chart(since="2024-03-18", until="2024-03-20").to_dict()
+    assert aligned["title"] == "Measurements per day by software_version"  # no caveat

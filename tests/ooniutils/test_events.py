@@ -32,7 +32,7 @@ def changepoints() -> pd.DataFrame:
         "domain": ["twitter.com", "www.bbc.com", "<b>x.org</b>"],
         "change_dir": [1, -1, None],
         "block_type": ["dns", "tcp", ""],
-        "current_state": ["blocked", "ok", "blocked"],
+        "current_state": ["ok", "blk", "blk"],   # OONI's detector: the state before the change
     })
 
 
@@ -50,6 +50,9 @@ def test_summary_table_and_html_escaping():
     table = summary_table(changepoints(), BASE)
     assert list(table["ts"]) == sorted(table["ts"], reverse=True)
     assert list(table["change"]) == ["change", "blocking ended", "blocking started"]
+    # "blocking started" never sits beside a bare "ok": the state reads before → after
+    assert list(table["state"]) == ["blocked", "blocked → ok", "ok → blocked"]
+    assert "current_state" not in table.columns
     assert table["key"].is_unique
     page = table_html(table)
     assert page.count('<a href="https://explorer.example.org/chart/mat?') == 3

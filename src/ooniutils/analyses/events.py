@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 REQUIRED = ["ts", "probe_cc", "probe_asn", "domain"]
 __all__ = ["REQUIRED", "STATE_ENV", "SentLog", "changepoint_key", "default_state_dir",
            "direction_label", "explorer_url", "new_changepoints", "slack_message",
-           "summary_table", "table_html"]
+           "state_change", "summary_table", "table_html"]
 
 
 def _check(df: pd.DataFrame) -> None:
@@ -66,6 +66,19 @@ def explorer_url(row: pd.Series | dict[str, Any], base_url: str, days_before: in
     return f"{base_url.rstrip('/')}/chart/mat?{urlencode(query)}"
 
 
+_STATE_WORDS = {"blk": "blocked", "ok": "ok", "": "?"}
+
+
+def state_change(before: Any, change_dir: Any) -> str:
+    """``"ok → blocked"``: the detector's ``current_state`` is the state *before* the
+    changepoint (OONI's detector records it, then flips), so shown alone beside "blocking
+    started" it read as a contradiction; the state after follows from ``change_dir``."""
+    b = "" if before is None or (not isinstance(before, str) and pd.isna(before)) else str(before)
+    b = _STATE_WORDS.get(b, b)
+    after = {"blocking started": "blocked", "blocking ended": "ok"}.get(direction_label(change_dir))
+    return f"{b} → {after}" if after else b
+
+
 def direction_label(change_dir: Any) -> str:
     """``1`` → "blocking started", ``-1`` → "blocking ended", else "change"."""
     if change_dir is None or pd.isna(change_dir):
@@ -74,9 +87,10 @@ def direction_label(change_dir: Any) -> str:
 
 
 def summary_table(changepoints: pd.DataFrame, base_url: str) -> pd.DataFrame:
-    """One row per changepoint (newest first) with ``key``, ``change``, and ``explorer`` (URL)."""
+    """One row per changepoint (newest first) with ``key``, ``change``, ``state`` (before →
+    after, :func:`state_change`) and ``explorer`` (URL)."""
     _check(changepoints)
-    cols = ["ts", "probe_cc", "probe_asn", "domain", "change", "block_type", "current_state",
+    cols = ["ts", "probe_cc", "probe_asn", "domain", "change", "block_type", "state",
             "explorer", "key"]
     if changepoints.empty:
         return pd.DataFrame(columns=cols)
@@ -84,7 +98,10 @@ def summary_table(changepoints: pd.DataFrame, base_url: str) -> pd.DataFrame:
     for c in ("block_type", "current_state"):
         if c not in df.columns:
             df[c] = ""
-    df["change"] = [direction_label(x) for x in df.get("change_dir", pd.Series([None] * len(df)))]
+    directions = df.get("change_dir", pd.Series([None] * len(df), index=df.index))
+    df["change"] = [direction_label(x) for x in directions]
+    df["state"] = [state_change(before, d) for before, d in zip(df["current_state"], directions,
+                                                                  strict=True)]
     df["explorer"] = [explorer_url(r, base_url) for _, r in df.iterrows()]
     df["key"] = [changepoint_key(r) for _, r in df.iterrows()]
     return df.sort_values("ts", ascending=False)[cols].reset_index(drop=True)

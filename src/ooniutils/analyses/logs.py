@@ -70,11 +70,15 @@ def errors_chart(errors: pd.DataFrame, title: str = "Errors by unit and priority
     priority."""
     import altair as alt
 
+    # the priority names head their row (a row title beside the y title overlapped it)
     return alt.Chart(errors, title=title).mark_bar().encode(
         x=alt.X("t:T", title="time (UTC)"), y=alt.Y("n:Q", title="lines"),
-        color=alt.Color("unit:N"), row=alt.Row("priority_name:N", title="priority"),
+        color=alt.Color("unit:N", title="unit", legend=alt.Legend(labelLimit=400)),
+        row=alt.Row("priority_name:N", title=None,
+                    header=alt.Header(labelAngle=0, labelOrient="top", labelAnchor="start",
+                                      labelFontWeight="bold", labelExpr="'priority ' + datum.value")),
         tooltip=["t:T", "unit", "priority_name", "n"],
-    ).properties(width=700, height=120)
+    ).properties(width=700, height=120).resolve_scale(y="independent")  # one crit line shows
 
 
 def recent_by_unit(lines: pd.DataFrame, per_unit: int = 5) -> pd.DataFrame:

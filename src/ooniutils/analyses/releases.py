@@ -234,12 +234,18 @@ def rates_chart(stats_df: pd.DataFrame, title: str) -> alt.FacetChart:
     g = g[g["total"] > 0]
     g["failure_rate"] = g["failures"] / g["total"]
     g["anomaly_rate"] = g["anomalies"] / g["total"]
+    g = g.rename(columns={"failure_rate": "failure rate", "anomaly_rate": "anomaly rate"})
     long = g.melt(id_vars=["software_version", "test_name", "total"],
-                  value_vars=["failure_rate", "anomaly_rate"], var_name="metric", value_name="rate")
+                  value_vars=["failure rate", "anomaly rate"], var_name="metric", value_name="rate")
     order = sort_versions(g["software_version"])
-    return alt.Chart(long, title=title).mark_line(point=True).encode(
+    # one title over the whole facet (a title on the inner chart repeats over each panel and
+    # overlapped the panel headers); the panel headers say which rate they show
+    return alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("software_version:N", sort=order, title="version"),
-        y=alt.Y("rate:Q", axis=alt.Axis(format="%")),
-        color="test_name:N",
+        y=alt.Y("rate:Q", axis=alt.Axis(format="%"), title="share of measurements"),
+        color=alt.Color("test_name:N", title="test", legend=alt.Legend(labelLimit=400)),
         tooltip=["software_version", "test_name", "metric", "total", alt.Tooltip("rate:Q", format=".1%")],
-    ).properties(width=300, height=220).facet(column="metric:N")
+    ).properties(width=300, height=220).facet(
+        column=alt.Column("metric:N", title=None, sort=["failure rate", "anomaly rate"],
+                          header=alt.Header(labelFontSize=13, labelFontWeight="bold")),
+    ).properties(title=title)

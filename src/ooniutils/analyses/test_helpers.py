@@ -476,11 +476,20 @@ def failure_rate_chart(rates: pd.DataFrame,
     ).properties(width=700, height=260)
 
 
+#: Failure-rate thresholds of :func:`country_heatmap`'s colours (< 15 %, 15-25 %, …, ≥ 60 %).
+HEATMAP_STEPS = (0.15, 0.25, 0.4, 0.6)
+HEATMAP_COLOURS = ("#e8e8e8", "#fde68a", "#f59e0b", "#dc2626", "#7f1d1d")
+
+
 def country_heatmap(counts: pd.DataFrame, since: datetime | None = None, top: int = 25,
                     title: str = "Failure rate by probe country and helper") -> alt.Chart:
     """Altair heatmap country × helper of the failure rate from ``since`` (top countries by
     measurements). A helper failing for everyone is a full column; a country's network
-    problem is a full row."""
+    problem is a full row.
+
+    The colour is a threshold scale (:data:`HEATMAP_STEPS`): up to 15 % (the usual rate of a
+    healthy helper is 5-10 %) is grey, then yellow, orange, red and dark red, so only
+    unusual cells catch the eye (a continuous red scale coloured every cell)."""
     import altair as alt
 
     df = _check_counts(counts)
@@ -492,8 +501,11 @@ def country_heatmap(counts: pd.DataFrame, since: datetime | None = None, top: in
     g = g[g["probe_cc"].isin(keep) & (g["total"] > 0)]
     g["rate"] = g["failures"] / g["total"]
     return alt.Chart(g, title=title).mark_rect().encode(
-        x=alt.X("helper:N"), y=alt.Y("probe_cc:N", title="probe country"),
-        color=alt.Color("rate:Q", title="failure rate", scale=alt.Scale(scheme="reds")),
+        x=alt.X("helper:N", title="test helper"), y=alt.Y("probe_cc:N", title="probe country"),
+        color=alt.Color("rate:Q", title="failure rate",
+                        scale=alt.Scale(type="threshold", domain=list(HEATMAP_STEPS),
+                                        range=list(HEATMAP_COLOURS)),
+                        legend=alt.Legend(format=".0%", titleLimit=300, labelLimit=300)),
         tooltip=["probe_cc", "helper", "total", "failures", alt.Tooltip("rate:Q", format=".1%")],
     ).properties(width=max(120, 60 * g["helper"].nunique()))
 

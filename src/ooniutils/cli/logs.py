@@ -79,12 +79,16 @@ def ship_cmd(from_file: str | None, cursor_file: Path | None, batch_size: int,
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--lines", default=5000, show_default=True, type=click.IntRange(1))
 @click.option("--seed", default=1, show_default=True)
-def sample_cmd(out: Path, lines: int, seed: int) -> None:
+@click.option("--hours", default=24.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Spread the lines over the HOURS before now (busier by day, one incident hour).")
+def sample_cmd(out: Path, lines: int, seed: int, hours: float) -> None:
     """Write LINES realistic `journalctl -o json` lines to OUT (demo and benchmarks)."""
     import time as _time
 
     from ..journal_sample import journal_lines
 
-    start_us = int((_time.time() - lines / 1000 - 3600) * 1_000_000)
-    out.write_bytes(b"\n".join(journal_lines(lines, start_us=start_us, seed=seed)) + b"\n")
-    click.echo(f"wrote {lines} lines to {out}")
+    span_s = hours * 3600
+    start_us = int((_time.time() - span_s) * 1_000_000)
+    out.write_bytes(b"\n".join(journal_lines(lines, start_us=start_us, seed=seed, span_s=span_s))
+                    + b"\n")
+    click.echo(f"wrote {lines} lines over {hours:g} hours to {out}")

@@ -71,7 +71,9 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
     passed on). No measurement of ``software_name`` at all in the window raises
     :class:`~ooniutils.exceptions.NoDataError` (the run fails). With ``send_alert`` (the notebooks pass ``autorun``) regressions go to Slack;
     an unset ``OONI_SLACK_WEBHOOK_URL`` prints "alert not sent: ... not configured" instead,
-    and a failed delivery raises AlertError so the run fails visibly. Returns the comparison.
+    and a failed delivery raises AlertError so the run fails visibly. The finding (alarm on a
+    regression, no_data when there is nothing to compare) is reported with
+    :func:`ooniutils.report_finding` before any alert is sent. Returns the comparison.
     """
     from IPython.display import display
 
@@ -81,7 +83,9 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
         regression_message,
         version_summary,
     )
+    from ..analyses.verdicts import release_finding
     from ..exceptions import ConfigError
+    from ..findings import report_finding
 
     label = software_name if isinstance(software_name, str) else ", ".join(software_name)
     start, stop = time_range(since)
@@ -103,6 +107,7 @@ def release_report(software_name: str | Sequence[str], since: Any = "60 days", p
     base = versions[-(previous + 1):-1]
     print(f"newest version {newest} vs {', '.join(base) or 'nothing'}")  # noqa: T201
     display(result)
+    report_finding(*release_finding(label, result, versions))  # what the run found, for jupycron
     msg = regression_message(label, result)
     if not msg:
         print(f"no regression flagged for {label} {newest}")  # noqa: T201

@@ -1,0 +1,146 @@
+"""``report_finding``: tell jupycron what a notebook found, beside whether it ran.
+
+    from ooniutils import report_finding
+    report_finding("alarm", "IR: measurements down 40 % since 14:00", detail=alarms_df)
+
+Levels: ``ok`` (looked, nothing wrong), ``warning``, ``alarm``, ``no_data`` (could not
+see: the query returned nothing). The call displays one output with the MIME type
+``application/vnd.jupycron.finding+json`` (read by jupycron when the run ends, the last
+report in a run wins, see :mod:`jupycron.findings`) and a readable banner (``text/html``,
+``text/plain``), so the same notebook opened in Jupyter shows what it found.
+
+Limits (the same ones jupycron applies): the summary is made one line (whitespace runs
+collapsed) of at most ``MAX_SUMMARY`` (200) characters, ending in "…" when cut; the detail
+(a DataFrame or a list of dicts, one per row) keeps its first ``MAX_DETAIL_ROWS`` (50)
+rows (sort it most severe first), each value at most 200 characters. Timestamps become
+ISO 8601 text (``2026-12-06 14:00:00``) and NaN becomes empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from jupycron.findings import (
+    FINDING_MIME,
+    LEVELS,
+    MAX_DETAIL_ROWS,
+    MAX_SUMMARY,
+    finding_from_payload,
+    finding_html,
+    one_line,
+)
+
+from .exceptions import AnalysisError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FINDING_MIME", "LEVELS", "MAX_DETAIL_ROWS", "MAX_SUMMARY", "Verdict",
+           "finding_payload", "report_finding"]
+
+
+class Verdict(NamedTuple):
+    """A finding computed by an analysis, to pass on: ``report_finding(*verdict)``."""
+
+    level: str
+    summary: str
+    detail: Any = None
+
+
+def _rows(detail: Any) -> list[dict[str, Any]]:
+    """``detail`` (a DataFrame or a sequence of mappings) as JSON-safe rows."""
+    import pandas as pd
+
+    if isinstance(detail, pd.Series):
+        detail = detail.to_frame()
+    if isinstance(detail, pd.DataFrame):
+        named = any(name is not None for name in detail.index.names)  # a named index is data
+        frame = detail.reset_index(drop=not named)
+        return [{str(k): _json_safe(v) for k, v in r.items()}
+                for r in frame.to_dict(orient="records")]
+    if isinstance(detail, Mapping) or isinstance(detail, str | bytes) \
+            or not isinstance(detail, Sequence):
+        raise AnalysisError(f"report_finding: detail must be a DataFrame or a list of dicts "
+                            f"(one per row), not a {type(detail).__name__}")
+    rows = []
+    for i, row in enumerate(detail):
+        if not isinstance(row, Mapping):
+            raise AnalysisError(f"report_finding: detail row {i} is a {type(row).__name__}, "
+                                "not a dict")
+        rows.append(row)
+    return [{str(k): _json_safe(v) for k, v in r.items()} for r in rows]
+
+
+def _json_safe(value: Any) -> Any:
+    """A detail cell as JSON: numbers, text, booleans or None (NaN, NaT)."""
+    import pandas as pd
+
+    missing = pd.isna(value) if not isinstance(value, list | tuple | dict) else False
+    if missing is True or (not isinstance(missing, bool) and getattr(missing, "shape", 1) == ()
+                           and bool(missing)):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalar
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat(sep=" ")) if hasattr(value, "hour") else str(value.isoformat())
+    return str(value)
+
+
+def finding_payload(level: str, summary: str, detail: Any = None) -> tuple[dict[str, Any], int]:
+    """The checked payload of a finding and the detail's row count before truncation.
+
+    Raises :class:`~ooniutils.exceptions.AnalysisError` naming the valid levels when
+    ``level`` is not one, or when ``summary``/``detail`` have the wrong type."""
+    level = str(level)
+    if level not in LEVELS:
+        raise AnalysisError(f"report_finding: level {level!r} is not one of "
+                            f"{', '.join(LEVELS)}")
+    if not isinstance(summary, str):
+        raise AnalysisError(f"report_finding: summary must be a string, not a "
+                            f"{type(summary).__name__}")
+    rows = None if detail is None else _rows(detail)
+    total = len(rows) if rows is not None else 0
+    if rows is not None and total > MAX_DETAIL_ROWS:
+        log.info("report_finding: detail has %d rows, keeping the first %d", total,
+                 MAX_DETAIL_ROWS)
+        rows = rows[:MAX_DETAIL_ROWS]
+    return {"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": rows}, total
+
+
+def report_finding(level: str, summary: str, detail: Any = None) -> None:
+    """Report what this notebook found (the last report in a run wins).
+
+    ``level``: ``"ok"``, ``"warning"``, ``"alarm"`` or ``"no_data"``; ``summary``: one line
+    an operator reads first, e.g. ``"IR: measurements down 40 % since 14:00"``; ``detail``:
+    an optional short table (DataFrame or list of dicts; first 50 rows kept).
+
+    Example::
+
+        if alarms.empty:
+            report_finding("ok", "no country below its expected measurement flow")
+        else:
+            report_finding("alarm", f"{len(alarms)} countries below their expected flow",
+                           detail=alarms[["cc", "drop_pct", "since"]])
+    """
+    payload, total = finding_payload(level, summary, detail)
+    finding = finding_from_payload(payload)  # the same checks jupycron applies
+    text = f"{finding.level.upper()}: {finding.summary}"
+    if finding.detail:
+        text += f" ({total} detail rows)"
+    bundle = {
+        FINDING_MIME: payload,
+        "text/html": finding_html(finding, total_rows=total),
+        "text/plain": text,
+    }
+    from IPython.display import display
+
+    display(bundle, raw=True)
