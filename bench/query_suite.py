@@ -79,7 +79,9 @@ SELECTIVE = {"last hour, by country", "one country, last day, hourly", "logs: er
 
 
 def fill(store: Any, rows: int, log_lines: int) -> dict[str, float]:
-    """Generate fastpath rows and insert logs rows; returns the seconds each took."""
+    """Generate fastpath rows and insert logs rows (each only when the table is empty: a
+    folder kept by ``bench/store_100m.py --keep`` gets its logs here); returns the seconds
+    each took."""
     import numpy as np
     import pyarrow as pa
 
@@ -88,9 +90,12 @@ def fill(store: Any, rows: int, log_lines: int) -> dict[str, float]:
     from ooniutils.store.generator import generate
 
     out = {}
-    t0 = time.perf_counter()
-    generate(store, days=90, rows=rows, seed=0, end=END.replace(tzinfo=dt.UTC))
-    out["generate_s"] = time.perf_counter() - t0
+    if not store.parts("fastpath"):
+        t0 = time.perf_counter()
+        generate(store, days=90, rows=rows, seed=0, end=END.replace(tzinfo=dt.UTC))
+        out["generate_s"] = time.perf_counter() - t0
+    if store.parts("logs"):
+        return out
     t0 = time.perf_counter()
     start_us = int((END - dt.timedelta(days=LOG_DAYS)).replace(tzinfo=dt.UTC).timestamp() * 1e6)
     step = LOG_DAYS * 86400 * 10**6 // max(log_lines, 1)
@@ -170,14 +175,17 @@ def main() -> None:
         from ooniutils.store import embedded, get_store
         from ooniutils.store import params as P
 
-        store = get_store()
+        try:
+            store = get_store(create=True)
+        except TypeError:  # an older ooniutils: get_store() created the folder
+            store = get_store()
         store.init()
         cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                           if line.startswith("model name")), "?")
         print(f"ooniutils from {Path(ooniutils.__file__).parent}; load {os.getloadavg()} on {os.cpu_count()} CPUs "
               f"({cpu_model})")
         fill_times: dict[str, float] = {}
-        if not store.parts("fastpath"):
+        if not store.parts("fastpath") or not store.parts("logs"):
             fill_times = fill(store, args.rows, args.log_lines)
             print("filled:", {k: round(v, 1) for k, v in fill_times.items()})
         for name in ("fastpath", "logs"):

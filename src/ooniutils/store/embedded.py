@@ -123,6 +123,8 @@ class EmbeddedStore(Store):
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self._links = [os.path.join(self.data_dir, name, "current") for name in TABLES]
+        self._background: dict[str, threading.Thread] = {}
+        self._background_lock = threading.Lock()
         self.init()
 
     # ----------------------------------------------------------------- layout helpers
@@ -276,7 +278,7 @@ class EmbeddedStore(Store):
                 os.close(fd)
         log.info("inserted %d rows into %s (%s)", arrow.num_rows, table.name, tmp.name)
         self._clean_temp(table.name)
-        self._compact_one(table, full=False)
+        self._compact_one(table, "auto")
         return arrow.num_rows
 
     def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
@@ -288,17 +290,41 @@ class EmbeddedStore(Store):
         are merge-sorted, neighbouring small ones joined (see :mod:`.compaction`); and
         remove what a killed writer or compaction left behind."""
         for name in [get_table(table).name] if table else list(TABLES):
-            self._compact_one(get_table(name), full=True)
+            self._compact_one(get_table(name), "full")
 
-    def _compact_one(self, table: Table, full: bool) -> None:
+    def compact_soon(self, table: str) -> threading.Thread | None:
+        """Merge ``table``'s piled-up parts in a background thread (runs of similar-size
+        parts under :data:`~.compaction.FULL_BIG` rows: the *tiered* rule of
+        :mod:`.compaction`) and return at once. One such thread per table and store;
+        None when one is still running (or another process is compacting the table: the
+        merge gives way). Inserts and queries go on meanwhile. The thread is not a daemon,
+        so a process ends after its merge (a kill is safe: see the module doc)."""
+        t = get_table(table)
+        with self._background_lock:
+            running = self._background.get(t.name)
+            if running is not None and running.is_alive():
+                return None
+            thread = threading.Thread(target=self._compact_background, args=(t,),
+                                      name=f"compact-{t.name}")
+            self._background[t.name] = thread
+            thread.start()
+        return thread
+
+    def _compact_background(self, table: Table) -> None:
+        try:
+            self._compact_one(table, "tiered")
+        except Exception:  # a background merge must not kill its writer; the next one retries
+            log.exception("background compaction of %s in %s failed", table.name, self.data_dir)
+
+    def _compact_one(self, table: Table, mode: compaction.Mode) -> None:
         # One compaction per table at a time (inserts go on): two merging the same parts
-        # would each keep the other's merged part and double every row. An automatic one
-        # (after an insert) gives way when another is running.
-        with self._try_lock(table.name, ".compact.lock", wait=full) as locked:
+        # would each keep the other's merged part and double every row. An automatic or
+        # background one gives way when another is running.
+        with self._try_lock(table.name, ".compact.lock", wait=mode == "full") as locked:
             if not locked:
                 return
             self._clean_generations(table.name)
-            self._merge_parts(table, full)
+            self._merge_parts(table, mode)
 
     @contextlib.contextmanager
     def _try_lock(self, table: str, name: str, wait: bool) -> Iterator[bool]:
@@ -324,13 +350,13 @@ class EmbeddedStore(Store):
         key_type = P.arrow_schema(t).field(key).type if key else None
         return [part_info(p, key, key_type) for p in self.parts(t.name)]
 
-    def _merge_parts(self, table: Table, full: bool) -> None:
+    def _merge_parts(self, table: Table, mode: compaction.Mode) -> None:
         key = range_key(table)
         try:
             infos = self.part_infos(table.name)
         except FileNotFoundError:  # a part vanished: only a compaction removes parts, and we hold its lock
             raise StoreError(f"a part of {table.name} in {self.data_dir} vanished during a compaction") from None
-        jobs = compaction.plan(infos, full=full, keyed=key is not None)
+        jobs = compaction.plan(infos, mode=mode, keyed=key is not None)
         if not jobs:
             return
         schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
@@ -346,8 +372,7 @@ class EmbeddedStore(Store):
             for w in written:
                 w.path.unlink(missing_ok=True)  # renamed away when the swap succeeded
                 os.close(w.fd)
-        log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written),
-                 "full" if full else "automatic")
+        log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written), mode)
 
     def _swap(self, table: str, replaced: set[str], written: list[compaction.Written]) -> None:
         """Build the next generation (the merged parts + hard links to every other part,
