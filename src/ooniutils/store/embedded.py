@@ -60,12 +60,12 @@ import pyarrow.parquet as pq
 from clickhouse_connect.driver.binding import format_str
 
 from ..exceptions import QueryError, StoreError
-from . import compaction
+from . import compaction, prune
 from . import params as P
 from .base import Leftovers, Store, TableInfo
 from .parts import (
     PartInfo,
-    info_from_keys,
+    info_from_groups,
     open_locked,
     parquet_options,
     part_info,
@@ -203,10 +203,12 @@ class EmbeddedStore(Store):
         with _lock:
             self._ensure_views()
             sess = _session()
+            shape = prune.shape(bound.sql) if prune.ENABLED else None
             for attempt in range(1, _QUERY_ATTEMPTS + 1):
                 before = self._generations()
+                sql = self._direct(bound, shape) if shape is not None else bound.sql
                 try:
-                    result = sess.query(bound.sql, "DataFrame", params=escaped)
+                    result = sess.query(sql, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
                     if attempt < _QUERY_ATTEMPTS and any(c in msg for c in _MISSING_FILE_CODES):
@@ -221,6 +223,25 @@ class EmbeddedStore(Store):
                 log.debug("a generation changed under a query (compaction); retry %d", attempt)
         raise QueryError(f"query failed: the store was compacted under it {_QUERY_ATTEMPTS} times in a row; "
                          "retry when compaction is done", query=sql)
+
+    def _direct(self, bound: P.Bound, shape: prune.Shape) -> str:
+        """``bound.sql`` reading only the parts of the current generation its ``WHERE``
+        can need, named directly (:mod:`.prune`); as it is when that cannot be done."""
+        table = shape.table
+        try:
+            folder = self.current_dir(table.name)
+            paths = sorted(folder.glob("part-*.parquet"))
+            key = range_key(table)
+            if key is not None and shape.bounds:
+                key_type = P.arrow_schema(table).field(key).type
+                lo, hi = prune.window(shape, bound.values, key_type)
+                if lo is not None or hi is not None:
+                    infos = [part_info(p, key, key_type) for p in paths]
+                    paths = [p.path for p in prune.select(infos, lo, hi)]
+        except OSError:  # a part went (a compaction): the view reads the generation as it is
+            return bound.sql
+        source = prune.file_source(folder, paths, table)
+        return bound.sql if source is None else prune.rewrite(bound.sql, shape, source)
 
     def _generations(self) -> tuple[str, ...]:
         """Every table's ``current`` target (names only grow, so equal means no swap)."""
@@ -264,12 +285,12 @@ class EmbeddedStore(Store):
         fd = -1
         try:
             fd = open_locked(tmp)
-            keys = write_sorted(arrow, tmp, key)
+            groups = write_sorted(arrow, tmp, key)
             with self._writer_lock(table.name):
                 final = self.current_dir(table.name) / tmp.name
                 os.rename(tmp, final)
             step = sort_step(arrow.schema.field(key).type) if key else 1
-            remember(info_from_keys(final, arrow.num_rows, keys, step), key)
+            remember(info_from_groups(final, arrow.num_rows, groups, step), key)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
