@@ -263,11 +263,16 @@ def _read_groups(path: Path, groups: list[int], schema: pa.Schema) -> pa.Table:
     return pf.read_row_groups(groups).cast(schema)
 
 
+_READ_BATCH = ROW_GROUP_ROWS // 4
+"""Rows read (and made dense) at a time by a concatenation: wide rows (``logs``: ~1 KB
+dense) would otherwise hold a whole input row group twice besides the output buffer."""
+
+
 def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
     for part in job.inputs:
         pf = pq.ParquetFile(part.path)
-        for g in range(pf.num_row_groups):
-            yield pf.read_row_group(g).cast(schema)
+        for batch in pf.iter_batches(batch_size=_READ_BATCH):
+            yield pa.Table.from_batches([batch]).cast(schema)
 
 
 def _windows(job: Job) -> list[tuple[int, int]]:

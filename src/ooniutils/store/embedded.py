@@ -206,12 +206,13 @@ class EmbeddedStore(Store):
             shape = prune.shape(bound.sql) if prune.ENABLED else None
             for attempt in range(1, _QUERY_ATTEMPTS + 1):
                 before = self._generations()
-                sql = self._direct(bound, shape) if shape is not None else bound.sql
+                run = self._direct(bound, shape) if shape is not None else bound.sql
                 try:
-                    result = sess.query(sql, "DataFrame", params=escaped)
+                    result = sess.query(run, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
-                    if attempt < _QUERY_ATTEMPTS and any(c in msg for c in _MISSING_FILE_CODES):
+                    if any(c in msg for c in _MISSING_FILE_CODES) and (
+                            attempt < _QUERY_ATTEMPTS or self._generations() != before):
                         log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
                         continue
                     raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
