@@ -41,19 +41,23 @@ def _bounds(sql: str, params: dict | None = None) -> tuple | None:
 
 
 DAY = 86400
+H = 3600
 S = int(T0.replace(tzinfo=dt.UTC).timestamp())
 
 
 @pytest.mark.parametrize(("sql", "params", "expected"), [
     ("SELECT count() AS n FROM fastpath WHERE measurement_start_time >= %(a)s", {"a": T0},
-     ("fastpath", (S - DAY, None))),
+     ("fastpath", (S - H, None))),  # a DateTime64 parameter: read in UTC, widened by an hour
+    ("SELECT count() AS n FROM fastpath WHERE measurement_start_time >= {a:DateTime('Asia/Tokyo')}", {"a": T0},
+     ("fastpath", (None, None))),  # a zoned type: not read as a bound
     ("SELECT count() AS n FROM fastpath WHERE probe_cc = 'IT' AND measurement_start_time < %(b)s "
      "AND measurement_start_time >= %(a)s GROUP BY probe_cc", {"a": T0, "b": T0 + dt.timedelta(hours=1)},
-     ("fastpath", (S - DAY, S + 3600 + DAY))),
+     ("fastpath", (S - H, S + 2 * H))),
     ("SELECT 1 FROM fastpath WHERE '2025-01-01' <= measurement_start_time", {}, ("fastpath", (S - DAY, None))),
     ("SELECT 1 FROM fastpath WHERE measurement_start_time BETWEEN '2025-01-01' AND '2025-01-01 00:30:00' AND 1",
      {}, ("fastpath", (S - DAY, S + 1800 + DAY))),
-    ("SELECT 1 FROM fastpath WHERE measurement_start_time = {t:DateTime}", {"t": T0}, ("fastpath", (S - DAY, S + DAY))),
+    ("SELECT 1 FROM fastpath WHERE measurement_start_time = {t:DateTime}", {"t": T0}, ("fastpath", (S - H, S + H))),
+    ("SELECT 1 FROM fastpath WHERE measurement_start_time < {t:String}", {"t": "2025-01-01"}, ("fastpath", (None, S + DAY))),
     ("SELECT * FROM logs WHERE __REALTIME_TIMESTAMP >= {a:Int64} AND __REALTIME_TIMESTAMP < {b:Int64}",
      {"a": 10, "b": 20}, ("logs", (10, 20))),
     ("SELECT count() FROM fastpath", {}, ("fastpath", (None, None))),
@@ -152,7 +156,7 @@ def test_a_time_window_reads_only_the_parts_it_overlaps(tmp_path, small_parts):
     bound = P.bind(sql, {"a": a, "b": a + dt.timedelta(hours=1)})
     rewritten = store._direct(bound, prune.shape(bound.sql))
     named = {p.path.name for p in infos if p.path.name in rewritten}
-    assert named == {infos[3].path.name}  # widened by a day: still only that part
+    assert named == {infos[3].path.name}  # widened by an hour: still only that part
     assert store.query(sql, {"a": a, "b": a + dt.timedelta(hours=1)})["n"].iloc[0] == 1
     far = P.bind(sql, {"a": T0 + dt.timedelta(days=100), "b": T0 + dt.timedelta(days=101)})
     assert sum(p.path.name in store._direct(far, prune.shape(far.sql)) for p in infos) == 1  # one, for the schema

@@ -21,8 +21,10 @@ the ``WHERE`` clause keeps:
   ``key <op> value``, ``value <op> key`` or ``key BETWEEN value AND value`` (``<op>`` one
   of ``>= > <= < = ==``) bounds the key, and every row of the result satisfies it;
 * ``value`` is a bound parameter (``%(x)s`` / ``{x:Type}``) or a literal; a time key takes
-  datetimes and ISO texts (widened by a day: no time zone or rounding of a parameter's
-  type can move a bound that far), an integer key integers;
+  datetimes and ISO texts, an integer key integers. A time bound is widened by an hour
+  when it is a ``DateTime``/``DateTime64``/``Date`` parameter without a time zone argument
+  (bound as UTC text, read in the session's UTC: only the type's rounding can move it),
+  by a day otherwise (texts, zoned types: no time zone can move a bound that far);
 * the key's name is not redefined by an alias (each of its occurrences follows ``(``, ``,``,
   an operator or a keyword such as ``SELECT``/``WHERE``/``AND``/``BY``, never ``AS`` or an
   expression).
@@ -71,6 +73,12 @@ ENABLED = True
 compare both paths in one process)."""
 TIME_MARGIN = dt.timedelta(days=1)
 """How far a time bound is widened (see module doc)."""
+UTC_MARGIN = dt.timedelta(hours=1)
+"""How far a bound given as a ``DateTime``/``DateTime64``/``Date`` parameter without a time
+zone argument is widened: the store binds such values as UTC text and its sessions read
+them in UTC, so only rounding to the type's precision can move them (a margin of one sort
+step)."""
+_UTC_TIME_TYPE = re.compile(r":\s*(?:Nullable\()?(?:DateTime|DateTime64\(\s*\d+\s*\)|Date|Date32)\)?\s*\}$")
 _GLOB_CHARS = set("*?{}[],'\\")
 
 
@@ -196,20 +204,25 @@ def _bounds(toks: Sequence[_Tok], key: str) -> tuple[tuple[str, bool, _Tok], ...
     return tuple(out)
 
 
-def _value(tok: _Tok, values: Mapping[str, Any]) -> Any:
+def _value(tok: _Tok, values: Mapping[str, Any]) -> tuple[Any, bool]:
+    """The value of a token, and whether it is a time parameter read in UTC for sure."""
     if tok.kind == "ph":
         m = _PLACEHOLDER.match(tok.text)
-        return values.get(m.group(1)) if m else None
+        if not m:
+            return None, False
+        return values.get(m.group(1)), bool(_UTC_TIME_TYPE.search(tok.text))
     if tok.kind == "str":
         body = tok.text[1:-1]
-        return None if "\\" in body or "'" in body else body
-    return int(tok.text) if tok.text.isdigit() else None
+        return (None if "\\" in body or "'" in body else body), False
+    return (int(tok.text) if tok.text.isdigit() else None), False
 
 
-def _key_number(value: Any, key_type: pa.DataType) -> tuple[int, int] | None:
-    """``value`` as the key's numbers (its unit), with the margin to widen it by; None
+def _key_number(value: Any, key_type: pa.DataType, utc: bool = False) -> tuple[int, int] | None:
+    """``value`` as the key's numbers (its unit), with the margin to widen it by
+    (:data:`UTC_MARGIN` for a ``utc`` time parameter, else :data:`TIME_MARGIN`); None
     when it is not a value this module reads safely."""
     if pa.types.is_timestamp(key_type):
+        margin = UTC_MARGIN if utc else TIME_MARGIN
         if isinstance(value, str):
             try:
                 value = dt.datetime.fromisoformat(value.strip())
@@ -223,7 +236,7 @@ def _key_number(value: Any, key_type: pa.DataType) -> tuple[int, int] | None:
             value = value.replace(tzinfo=dt.UTC)
         per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[key_type.unit]
         seconds = (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(seconds=1)
-        return seconds * per_second, int(TIME_MARGIN.total_seconds()) * per_second
+        return seconds * per_second, int(margin.total_seconds()) * per_second
     if pa.types.is_integer(key_type) and isinstance(value, int) and not isinstance(value, bool):
         return value, 0
     return None
@@ -234,7 +247,8 @@ def window(sh: Shape, values: Mapping[str, Any], key_type: pa.DataType) -> tuple
     lo: int | None = None
     hi: int | None = None
     for op, _, tok in sh.bounds:
-        got = _key_number(_value(tok, values), key_type)
+        value, utc = _value(tok, values)
+        got = _key_number(value, key_type, utc)
         if got is None:
             continue
         number, margin = got
