@@ -14,6 +14,9 @@ kernels query at once while loaders append. So nothing is shared but files: ever
 opens its own in-memory chDB session whose tables are views over
 ``file('<data>/<table>/current/*.parquet', Parquet, '<structure>')``. ClickHouse expands
 the glob at each query, so new parts show up at once; an empty generation reads as 0 rows.
+A *simple* query (one ``SELECT`` on one table, :mod:`.prune`) skips the view: it reads
+``file()`` over the current generation's parts its ``WHERE`` can need, listed at each
+attempt, so it pays for one or two footers instead of every part's.
 
 * **insert** writes a part under ``tmp/`` (sorted by the table's range key, in row
   groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
