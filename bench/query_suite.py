@@ -19,6 +19,7 @@ Works with any ooniutils that has ``generate``, ``click_query_fsn`` and ``insert
 so it can be run against an older commit with ``PYTHONPATH=<exported src>``.
 
     python bench/query_suite.py [--rows 10000000] [--log-lines 1000000] [--runs 7] [--dir DIR]
+        [--compact] [--compare-views] [--mergetree-days N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -76,10 +77,17 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
         "GROUP BY unit ORDER BY unit", {"since": None, "until": None}),
 }
 SELECTIVE = {"last hour, by country", "one country, last day, hourly", "logs: errors by unit, last 24 h"}
+WINDOW_DAYS = {"fixed (empty range)": 0, "last hour, by country": 1, "one country, last day, hourly": 1,
+               "all countries, last 7 days, hourly": 7, "one URL, 30 days, daily": 30,
+               "4 countries, 90 days, hourly": 90, "country x day, all rows": 10**6,
+               "logs: errors by unit, last 24 h": 0}
+"""Days of fastpath (before END) each query reads: ``--mergetree-days`` runs those that fit."""
 
 
 def fill(store: Any, rows: int, log_lines: int) -> dict[str, float]:
-    """Generate fastpath rows and insert logs rows; returns the seconds each took."""
+    """Generate fastpath rows and insert logs rows (each only when the table is empty: a
+    folder kept by ``bench/store_100m.py --keep`` gets its logs here); returns the seconds
+    each took."""
     import numpy as np
     import pyarrow as pa
 
@@ -88,9 +96,12 @@ def fill(store: Any, rows: int, log_lines: int) -> dict[str, float]:
     from ooniutils.store.generator import generate
 
     out = {}
-    t0 = time.perf_counter()
-    generate(store, days=90, rows=rows, seed=0, end=END.replace(tzinfo=dt.UTC))
-    out["generate_s"] = time.perf_counter() - t0
+    if not store.parts("fastpath"):
+        t0 = time.perf_counter()
+        generate(store, days=90, rows=rows, seed=0, end=END.replace(tzinfo=dt.UTC))
+        out["generate_s"] = time.perf_counter() - t0
+    if store.parts("logs"):
+        return out
     t0 = time.perf_counter()
     start_us = int((END - dt.timedelta(days=LOG_DAYS)).replace(tzinfo=dt.UTC).timestamp() * 1e6)
     step = LOG_DAYS * 86400 * 10**6 // max(log_lines, 1)
@@ -106,7 +117,8 @@ def fill(store: Any, rows: int, log_lines: int) -> dict[str, float]:
     return out
 
 
-def build_mergetree(sess: Any, store: Any) -> None:
+def build_mergetree(sess: Any, store: Any, days: int | None = None) -> None:
+    """MergeTree copies of ``fastpath`` (only its last ``days`` days when given) and ``logs``."""
     from clickhouse_connect.driver.binding import format_str
 
     from ooniutils.store.params import structure
@@ -117,26 +129,35 @@ def build_mergetree(sess: Any, store: Any) -> None:
         t = get_table(name)
         sess.query(f"DROP TABLE IF EXISTS bench.{name}")
         sess.query(f"CREATE TABLE bench.{name} ({structure(t)}) ENGINE = MergeTree ORDER BY ({order})")
+        where = ""
+        if days is not None and name == "fastpath":
+            where = f" WHERE measurement_start_time >= '{END - dt.timedelta(days=days)}'"
         for part in store.parts(name):  # one file at a time: bounded memory
             sess.query(f"INSERT INTO bench.{name} SELECT * FROM file({format_str(str(part))}, Parquet, "
-                       f"{format_str(structure(t))}) SETTINGS max_insert_threads = 1")
+                       f"{format_str(structure(t))}){where} SETTINGS max_insert_threads = 1")
         sess.query(f"OPTIMIZE TABLE bench.{name} FINAL")
 
 
 def run_suite(queries: dict[str, tuple[str, dict[str, Any]]], ours: Any, mergetree: Any, runs: int,
-              when: str) -> list[dict[str, Any]]:
-    """Times every query on both sides (interleaved), prints a Markdown table, returns rows."""
+              when: str, views: Any = None) -> list[dict[str, Any]]:
+    """Times every query on both sides (interleaved), prints a Markdown table, returns rows.
+    ``views``: the embedded store with part naming off (every query through the views),
+    timed in the same rounds when given."""
     results: list[dict[str, Any]] = []
-    print(f"\n{when}:\n| query | embedded (ms) | MergeTree (ms) | wall ratio | CPU ratio | rows out |")
-    print("|---|---|---|---|---|---|")
+    extra = " views (ms) | views wall / CPU ratio |" if views else ""
+    print(f"\n{when}:\n| query | embedded (ms) | MergeTree (ms) | wall ratio | CPU ratio | rows out |{extra}")
+    print("|---|---|---|---|---|---|" + ("---|---|" if views else ""))
+    sides = [("ours", ours), ("mt", mergetree)] + ([("views", views)] if views else [])
     for label, (sql, params) in queries.items():
         a, b = ours(sql, params), mergetree(sql, params)  # warm-up + check
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False,
                                       obj=label)
-        wall: dict[str, list[float]] = {"ours": [], "mt": []}
-        cpu: dict[str, list[float]] = {"ours": [], "mt": []}
+        if views:
+            pd.testing.assert_frame_equal(a, views(sql, params), obj=f"{label} (views)")
+        wall: dict[str, list[float]] = {k: [] for k, _ in sides}
+        cpu: dict[str, list[float]] = {k: [] for k, _ in sides}
         for _ in range(runs):
-            for key, fn in (("ours", ours), ("mt", mergetree)):
+            for key, fn in sides:
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn(sql, params)
                 wall[key].append(time.perf_counter() - t0)
@@ -147,9 +168,14 @@ def run_suite(queries: dict[str, tuple[str, dict[str, Any]]], ours: Any, mergetr
                "ratio": m["ours"] / m["mt"], "cpu_ratio": c["ours"] / max(c["mt"], 1e-6),
                "ours_cpu_ms": c["ours"] * 1000, "mergetree_cpu_ms": c["mt"] * 1000, "rows_out": len(a),
                "selective": label in SELECTIVE, "when": when, "load": os.getloadavg()[0]}
+        more = ""
+        if views:
+            row.update(views_ms=m["views"] * 1000, views_cpu_ms=c["views"] * 1000, views_ratio=m["views"] / m["mt"],
+                       views_cpu_ratio=c["views"] / max(c["mt"], 1e-6))
+            more = f" {row['views_ms']:.1f} | {row['views_ratio']:.2f} / {row['views_cpu_ratio']:.2f} |"
         results.append(row)
         print(f"| {label} | {row['ours_ms']:.1f} | {row['mergetree_ms']:.1f} | {row['ratio']:.2f} | "
-              f"{row['cpu_ratio']:.2f} | {len(a)} |", flush=True)
+              f"{row['cpu_ratio']:.2f} | {len(a)} |{more}", flush=True)
     return results
 
 
@@ -161,6 +187,11 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="data folder (kept; reused when it holds data)")
     ap.add_argument("--compact", action="store_true", help="run the suite again after `data compact`")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--mergetree-days", type=int, default=None,
+                    help="copy only the last N days of fastpath into MergeTree (a smaller MergeTree is no "
+                         "slower: a lower bound on its time) and run only the queries within them")
+    ap.add_argument("--compare-views", action="store_true",
+                    help="also time the embedded store with part naming off (store.prune.ENABLED)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ooni-suite-") as tmp:
         data = args.dir or Path(tmp)
@@ -170,14 +201,17 @@ def main() -> None:
         from ooniutils.store import embedded, get_store
         from ooniutils.store import params as P
 
-        store = get_store()
+        try:
+            store = get_store(create=True)
+        except TypeError:  # an older ooniutils: get_store() created the folder
+            store = get_store()
         store.init()
         cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                           if line.startswith("model name")), "?")
         print(f"ooniutils from {Path(ooniutils.__file__).parent}; load {os.getloadavg()} on {os.cpu_count()} CPUs "
               f"({cpu_model})")
         fill_times: dict[str, float] = {}
-        if not store.parts("fastpath"):
+        if not store.parts("fastpath") or not store.parts("logs"):
             fill_times = fill(store, args.rows, args.log_lines)
             print("filled:", {k: round(v, 1) for k, v in fill_times.items()})
         for name in ("fastpath", "logs"):
@@ -185,7 +219,7 @@ def main() -> None:
             print(f"{name}: {len(parts)} parts, {sum(p.stat().st_size for p in parts) / 2**20:.0f} MiB")
         sess = embedded._session()
         t0 = time.perf_counter()
-        build_mergetree(sess, store)
+        build_mergetree(sess, store, args.mergetree_days)
         print(f"MergeTree built in {time.perf_counter() - t0:.1f} s")
 
         url = click_query_fsn("SELECT input, count() AS n FROM fastpath WHERE input != '' GROUP BY input "
@@ -198,7 +232,8 @@ def main() -> None:
                 params["url"] = url
             if label.startswith("logs"):
                 params.update(since=tmax - 86400 * 10**6, until=tmax + 1)
-            queries[label] = (sql, params)
+            if args.mergetree_days is None or WINDOW_DAYS[label] <= args.mergetree_days:
+                queries[label] = (sql, params)
 
         def ours(sql: str, params: dict[str, Any]) -> pd.DataFrame:
             return click_query_fsn(sql, **params)
@@ -209,13 +244,24 @@ def main() -> None:
             with embedded._lock:
                 return sess.query(bound.sql, "DataFrame", params=bound.escaped())
 
-        results = run_suite(queries, ours, mergetree, args.runs, "as loaded")
+        views = None
+        if args.compare_views:
+            from ooniutils.store import prune
+
+            def views(sql: str, params: dict[str, Any]) -> pd.DataFrame:
+                prune.ENABLED = False
+                try:
+                    return click_query_fsn(sql, **params)
+                finally:
+                    prune.ENABLED = True
+
+        results = run_suite(queries, ours, mergetree, args.runs, "as loaded", views)
         if args.compact and hasattr(store, "compact"):
             t0 = time.perf_counter()
             store.compact()
             print(f"\ndata compact: {time.perf_counter() - t0:.1f} s; fastpath now {len(store.parts('fastpath'))} parts, "
                   f"logs {len(store.parts('logs'))} parts")
-            results += run_suite(queries, ours, mergetree, args.runs, "after data compact")
+            results += run_suite(queries, ours, mergetree, args.runs, "after data compact", views)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nload after: {os.getloadavg()}; peak RSS {peak:.0f} MiB")
         if args.json:

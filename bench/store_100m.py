@@ -16,6 +16,10 @@ The data folder is removed afterwards unless ``--keep``. A run of 100M rows take
 
     .venv/bin/python bench/store_100m.py [--rows 100000000] [--days 90] [--dir DIR] [--keep]
     .venv/bin/python bench/store_100m.py --dir /tmp/store100m --keep --skip-generate   # re-query
+    .venv/bin/python bench/store_100m.py --compact   # as `data generate` leaves it (compacted)
+
+The side-by-side with chDB MergeTree on the same rows is ``bench/query_suite.py --dir DIR``
+on a folder kept by ``--keep`` (it adds the ``logs`` rows when the folder has none).
 """
 
 from __future__ import annotations
@@ -67,6 +71,20 @@ def phase_generate(data: Path, rows: int, days: int, chunk_rows: int) -> dict:
     n = truth.rows["fastpath"]
     return {"rows": n, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "rows_per_s_wall": round(n / wall),
             "rows_per_s_cpu": round(n / cpu), "parts": len(parts),
+            "bytes": sum(p.stat().st_size for p in parts), "peak_rss_mb": round(peak_rss_mb())}
+
+
+def phase_compact(data: Path) -> dict:
+    """What ``data generate`` runs at its end: a full compaction of the generated parts."""
+    from ooniutils.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(data)
+    before = len(store.parts("fastpath"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    store.compact("fastpath")
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    parts = store.parts("fastpath")
+    return {"parts_before": before, "parts": len(parts), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "bytes": sum(p.stat().st_size for p in parts), "peak_rss_mb": round(peak_rss_mb())}
 
 
@@ -132,12 +150,17 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="data folder (default: a temp folder under /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the data folder")
     ap.add_argument("--skip-generate", action="store_true", help="query the existing data in --dir")
+    ap.add_argument("--compact", action="store_true",
+                    help="compact after generating, as `data generate` does (timed in its own process)")
+    ap.add_argument("--no-query", action="store_true", help="stop after generating (and compacting)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         phase, *rest = args.child
         if phase == "generate":
             result = phase_generate(Path(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+        elif phase == "compact":
+            result = phase_compact(Path(rest[0]))
         else:
             result = phase_query(Path(rest[0]), int(rest[1]))
         print(json.dumps(result))
@@ -158,6 +181,13 @@ def main() -> None:
                   f"= {g['rows_per_s_wall']:,} rows/s wall, {g['rows_per_s_cpu']:,} rows/s CPU; "
                   f"{g['parts']} parts, {g['bytes'] / 2**30:.2f} GiB ({g['bytes'] / g['rows']:.1f} B/row); "
                   f"peak RSS {g['peak_rss_mb']:,} MB; load after {os.getloadavg()[0]:.2f}", flush=True)
+        if args.compact:
+            c = child("compact", str(data))
+            print(f"compact: {c['parts_before']} -> {c['parts']} parts in {c['wall_s']}s wall / {c['cpu_s']}s CPU; "
+                  f"{c['bytes'] / 2**30:.2f} GiB; peak RSS {c['peak_rss_mb']:,} MB; "
+                  f"load after {os.getloadavg()[0]:.2f}", flush=True)
+        if args.no_query:
+            return
         q = child("query", str(data), str(args.runs))
         m = q["median_s"]
         print(f"query over {q['rows_all']:,} rows (filtered: {q['rows_filtered']:,}); "

@@ -511,6 +511,8 @@ class Shipper:
                 batch.append(item.strip())
             if len(batch) >= self.batch_size or time.monotonic() >= deadline:
                 self.flush(batch)
+                if batch:  # merge the parts that piled up, in the background (embedded store)
+                    self.store.compact_soon(LOGS.name)
                 batch = []
                 deadline = time.monotonic() + self.flush_interval
         self.flush(batch)
@@ -630,7 +632,10 @@ def ship(store: Store, cursor_file: Path, from_file: str | None = None,
             shipper.dedupe_through_stored()
             log.warning("ignoring the saved cursor %r: starting from %s", shipper.stats.last_cursor,
                         reset_cursor if reset_cursor == "head" else reset_cursor.isoformat())
-        return _ship(shipper, from_file, batch_size, stop, popen, reset_cursor, journal_dir)
+        stats = _ship(shipper, from_file, batch_size, stop, popen, reset_cursor, journal_dir)
+        if from_file is not None and not (stop is not None and stop.is_set()):
+            store.compact(LOGS.name)  # a bulk ship leaves what `data compact` would
+        return stats
 
 
 @contextlib.contextmanager

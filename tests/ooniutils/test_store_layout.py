@@ -175,3 +175,86 @@ def test_an_automatic_merge_gives_way_to_a_running_compaction(tmp_path, small_pa
         assert len(store.parts("fastpath")) == 4
     store.insert("fastpath", _batch([50], "s4"))
     assert [p.rows for p in store.part_infos("fastpath")] == [5]
+
+
+def test_a_bulk_ship_leaves_what_compaction_leaves(tmp_path, small_parts):
+    """``logs ship --from-file`` writes a part per batch and ends with a full compaction:
+    a `data compact` afterwards finds nothing to do."""
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper, ship
+
+    src = tmp_path / "journal.json"
+    src.write_bytes(b"\n".join(journal_lines(150)) + b"\n")
+    plain = EmbeddedStore(tmp_path / "plain")  # the batches alone, without the ship's compaction
+    Shipper(plain, tmp_path / "plain.cursor", batch_size=12).ship_lines(src.read_bytes().splitlines())
+    assert len(plain.parts("logs")) == 13  # 12-row parts are not small (AUTO_SMALL 10): left as written
+
+    store = EmbeddedStore(tmp_path / "shipped")
+    stats = ship(store, tmp_path / "cursor", from_file=str(src), batch_size=12)
+    assert stats.inserted == 150 and stats.batches == 13
+    after_ship = {p.name: p.stat().st_ino for p in store.parts("logs")}
+    assert sorted(p.rows for p in store.part_infos("logs")) == [30, 40, 40, 40]  # PART_ROWS 40
+    store.compact("logs")
+    assert {p.name: p.stat().st_ino for p in store.parts("logs")} == after_ship  # nothing rewritten
+    plain.compact("logs")
+    assert sorted(p.rows for p in plain.part_infos("logs")) == [30, 40, 40, 40]
+    df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
+    assert df.to_dict("list") == {"n": [150], "u": [150]}
+
+
+def test_the_ship_daemon_merges_piled_up_parts_in_the_background(tmp_path, small_parts):
+    """Following journalctl, each batch window ends with a background merge of the parts
+    that piled up (the tiered rule, above the automatic one's small parts): the parts
+    count stays bounded, every line is stored once, shipping never waits for it."""
+    import io
+
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper
+
+    store = EmbeddedStore(tmp_path)
+    threads = []
+    real = store.compact_soon
+
+    def compact_soon(table: str):
+        t = real(table)
+        threads.append(t)
+        return t
+
+    store.compact_soon = compact_soon  # type: ignore[method-assign]
+    lines = journal_lines(300)
+    shipper = Shipper(store, tmp_path / "cursor", batch_size=12, flush_interval=60)
+    stats = shipper.ship_stream(io.BytesIO(b"\n".join(lines) + b"\n"))
+    assert stats.inserted == 300 and stats.batches == 25
+    assert len(threads) == 25 and any(t is not None for t in threads)
+    for t in threads:
+        if t is not None:
+            t.join(60)
+    last = real("logs")  # what was left while a merge ran
+    assert last is not None
+    last.join(60)
+    infos = store.part_infos("logs")
+    assert compaction.plan(infos, mode="tiered", keyed=True) == []  # no run of 4 in a tier under FULL_BIG
+    assert len(infos) <= 300 // 40 + compaction.AUTO_RUN - 1 and all(p.sorted for p in infos)  # not 25
+    df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
+    assert df.to_dict("list") == {"n": [300], "u": [300]}
+
+
+def test_compact_soon_runs_one_background_merge_per_table_and_gives_way(tmp_path, small_parts):
+    import fcntl
+
+    store = EmbeddedStore(tmp_path)
+    for i in range(4):
+        store.insert("fastpath", _batch(list(range(i * 100, i * 100 + 12)), f"b{i}"))  # 12 rows: not small
+    assert len(store.parts("fastpath")) == 4
+    with (tmp_path / "fastpath" / ".compact.lock").open("a") as fh:  # another process compacting
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        t = store.compact_soon("fastpath")
+        assert t is not None
+        t.join(60)
+        assert len(store.parts("fastpath")) == 4  # gave way
+    t = store.compact_soon("fastpath")
+    assert t is not None
+    assert store.compact_soon("fastpath") is None or not t.is_alive()  # one at a time
+    t.join(60)
+    assert sorted(p.rows for p in store.part_infos("fastpath")) == [8, 40]  # 48 rows, parts ≤ 40
+    _check_layout(store)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +113,13 @@ class Store(abc.ABC):
 
     def compact(self, table: str | None = None) -> None:  # noqa: B027 - optional on servers
         """Merge small parts (embedded store); a no-op where the engine merges by itself."""
+
+    def compact_soon(self, table: str) -> threading.Thread | None:
+        """Start merging ``table``'s piled-up parts in the background and return at once
+        (embedded store: what a long-running writer calls after each batch window); the
+        running thread, or None when there is nothing to start (one is still running, or
+        the engine merges by itself, as a server does)."""
+        return None
 
     def close(self) -> None:  # noqa: B027
         """Release resources (sessions, HTTP pools)."""

@@ -13,6 +13,11 @@ time filter skips whole parts' row groups and a query opens few files:
   only when :data:`AUTO_RUN` neighbours of the same size tier (a factor of 4) are there —
   MergeTree's rule of merging parts of similar sizes, so each row is rewritten a few times
   (log₄ of the size ratio), never once per insert.
+* **tiered** (a long-running writer, in the background: the ``logs ship`` daemon after
+  each batch window): the same rule for every part under :data:`FULL_BIG` rows, so the
+  parts that the automatic merges leave (up to ~4 × :data:`AUTO_SMALL` rows each) keep
+  being merged up to settled ones, each row rewritten about log₄(``FULL_BIG`` / batch)
+  times, instead of piling up until an operator runs ``data compact``.
 
 A merge-sort reads its inputs window by window (key ranges of about ``PART_ROWS`` rows,
 estimated from the row groups' statistics), so memory stays bounded by one window
@@ -26,6 +31,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -80,14 +86,19 @@ def _job(inputs: list[PartInfo], keyed: bool) -> Job:
     return Job(tuple(ordered), keyed and (overlap or not all(p.sorted for p in ordered)))
 
 
-def plan(parts: list[PartInfo], *, full: bool, keyed: bool) -> list[Job]:
-    """The merges to run over ``parts`` (one generation's); empty when nothing is worth it."""
+Mode = Literal["full", "auto", "tiered"]
+
+
+def plan(parts: list[PartInfo], *, mode: Mode, keyed: bool) -> list[Job]:
+    """The merges to run over ``parts`` (one generation's); empty when nothing is worth it.
+    ``mode``: see the module doc."""
+    small_below = {"full": 0, "auto": AUTO_SMALL, "tiered": FULL_BIG}[mode]
     if not keyed:  # no range key: merge everything (full) or when small parts pile up
-        if full:
+        if mode == "full":
             return [Job(tuple(sorted(parts, key=lambda p: p.path.name)), False)] if len(parts) > 1 else []
-        small = [p for p in parts if p.rows < AUTO_SMALL]
+        small = [p for p in parts if p.rows < small_below]
         return [Job(tuple(sorted(small, key=lambda p: p.path.name)), False)] if len(small) >= 4 * AUTO_RUN else []
-    return _plan_full(parts) if full else _plan_auto(parts)
+    return _plan_full(parts) if mode == "full" else _plan_tiers(parts, small_below)
 
 
 def _clusters(parts: list[PartInfo]) -> list[list[PartInfo]]:
@@ -128,15 +139,17 @@ def _tier(rows: int) -> int:
     return int(math.log(max(rows, 1), 4))
 
 
-def _plan_auto(parts: list[PartInfo]) -> list[Job]:
+def _plan_tiers(parts: list[PartInfo], small_below: int) -> list[Job]:
+    """Runs of :data:`AUTO_RUN` or more key-order neighbours under ``small_below`` rows
+    in one size tier."""
     jobs: list[Job] = []
     run: list[PartInfo] = []
     for p in _ordered(parts):
-        if p.rows >= AUTO_SMALL or (run and _tier(p.rows) != _tier(run[0].rows)):
+        if p.rows >= small_below or (run and _tier(p.rows) != _tier(run[0].rows)):
             if len(run) >= AUTO_RUN:
                 jobs.append(_job(run, True))
             run = []
-        if p.rows < AUTO_SMALL:
+        if p.rows < small_below:
             run.append(p)
     if len(run) >= AUTO_RUN:
         jobs.append(_job(run, True))
@@ -250,11 +263,16 @@ def _read_groups(path: Path, groups: list[int], schema: pa.Schema) -> pa.Table:
     return pf.read_row_groups(groups).cast(schema)
 
 
+_READ_BATCH = ROW_GROUP_ROWS // 4
+"""Rows read (and made dense) at a time by a concatenation: wide rows (``logs``: ~1 KB
+dense) would otherwise hold a whole input row group twice besides the output buffer."""
+
+
 def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
     for part in job.inputs:
         pf = pq.ParquetFile(part.path)
-        for g in range(pf.num_row_groups):
-            yield pf.read_row_group(g).cast(schema)
+        for batch in pf.iter_batches(batch_size=_READ_BATCH):
+            yield pa.Table.from_batches([batch]).cast(schema)
 
 
 def _windows(job: Job) -> list[tuple[int, int]]:

@@ -14,6 +14,9 @@ kernels query at once while loaders append. So nothing is shared but files: ever
 opens its own in-memory chDB session whose tables are views over
 ``file('<data>/<table>/current/*.parquet', Parquet, '<structure>')``. ClickHouse expands
 the glob at each query, so new parts show up at once; an empty generation reads as 0 rows.
+A *simple* query (one ``SELECT`` on one table, :mod:`.prune`) skips the view: it reads
+``file()`` over the current generation's parts its ``WHERE`` can need, listed at each
+attempt, so it pays for one or two footers instead of every part's.
 
 * **insert** writes a part under ``tmp/`` (sorted by the table's range key, in row
   groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
@@ -61,12 +64,12 @@ from clickhouse_connect.driver.binding import format_str
 from safefiles.locks import locked, try_locked
 
 from ..exceptions import QueryError, StoreError
-from . import compaction
+from . import compaction, prune
 from . import params as P
 from .base import Leftovers, Store, TableInfo
 from .parts import (
     PartInfo,
-    info_from_keys,
+    info_from_groups,
     open_locked,
     parquet_options,
     part_info,
@@ -124,6 +127,8 @@ class EmbeddedStore(Store):
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self._links = [os.path.join(self.data_dir, name, "current") for name in TABLES]
+        self._background: dict[str, threading.Thread] = {}
+        self._background_lock = threading.Lock()
         self.init()
 
     # ----------------------------------------------------------------- layout helpers
@@ -197,13 +202,16 @@ class EmbeddedStore(Store):
         with _lock:
             self._ensure_views()
             sess = _session()
+            shape = prune.shape(bound.sql) if prune.ENABLED else None
             for attempt in range(1, _QUERY_ATTEMPTS + 1):
                 before = self._generations()
+                run = self._direct(bound, shape) if shape is not None else bound.sql
                 try:
-                    result = sess.query(bound.sql, "DataFrame", params=escaped)
+                    result = sess.query(run, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
-                    if attempt < _QUERY_ATTEMPTS and any(c in msg for c in _MISSING_FILE_CODES):
+                    if any(c in msg for c in _MISSING_FILE_CODES) and (
+                            attempt < _QUERY_ATTEMPTS or self._generations() != before):
                         log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
                         continue
                     raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
@@ -215,6 +223,25 @@ class EmbeddedStore(Store):
                 log.debug("a generation changed under a query (compaction); retry %d", attempt)
         raise QueryError(f"query failed: the store was compacted under it {_QUERY_ATTEMPTS} times in a row; "
                          "retry when compaction is done", query=sql)
+
+    def _direct(self, bound: P.Bound, shape: prune.Shape) -> str:
+        """``bound.sql`` reading only the parts of the current generation its ``WHERE``
+        can need, named directly (:mod:`.prune`); as it is when that cannot be done."""
+        table = shape.table
+        try:
+            folder = self.current_dir(table.name)
+            paths = sorted(folder.glob("part-*.parquet"))
+            key = range_key(table)
+            if key is not None and shape.bounds:
+                key_type = P.arrow_schema(table).field(key).type
+                lo, hi = prune.window(shape, bound.values, key_type)
+                if lo is not None or hi is not None:
+                    infos = [part_info(p, key, key_type) for p in paths]
+                    paths = [p.path for p in prune.select(infos, lo, hi)]
+        except OSError:  # a part went (a compaction): the view reads the generation as it is
+            return bound.sql
+        source = prune.file_source(folder, paths, table)
+        return bound.sql if source is None else prune.rewrite(bound.sql, shape, source)
 
     def _generations(self) -> tuple[str, ...]:
         """Every table's ``current`` target (names only grow, so equal means no swap)."""
@@ -258,12 +285,12 @@ class EmbeddedStore(Store):
         fd = -1
         try:
             fd = open_locked(tmp)
-            keys = write_sorted(arrow, tmp, key)
+            groups = write_sorted(arrow, tmp, key)
             with self._writer_lock(table.name):
                 final = self.current_dir(table.name) / tmp.name
                 os.rename(tmp, final)
             step = sort_step(arrow.schema.field(key).type) if key else 1
-            remember(info_from_keys(final, arrow.num_rows, keys, step), key)
+            remember(info_from_groups(final, arrow.num_rows, groups, step), key)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
@@ -272,7 +299,7 @@ class EmbeddedStore(Store):
                 os.close(fd)
         log.info("inserted %d rows into %s (%s)", arrow.num_rows, table.name, tmp.name)
         self._clean_temp(table.name)
-        self._compact_one(table, full=False)
+        self._compact_one(table, "auto")
         return arrow.num_rows
 
     def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
@@ -284,17 +311,41 @@ class EmbeddedStore(Store):
         are merge-sorted, neighbouring small ones joined (see :mod:`.compaction`); and
         remove what a killed writer or compaction left behind."""
         for name in [get_table(table).name] if table else list(TABLES):
-            self._compact_one(get_table(name), full=True)
+            self._compact_one(get_table(name), "full")
 
-    def _compact_one(self, table: Table, full: bool) -> None:
+    def compact_soon(self, table: str) -> threading.Thread | None:
+        """Merge ``table``'s piled-up parts in a background thread (runs of similar-size
+        parts under :data:`~.compaction.FULL_BIG` rows: the *tiered* rule of
+        :mod:`.compaction`) and return at once. One such thread per table and store;
+        None when one is still running (or another process is compacting the table: the
+        merge gives way). Inserts and queries go on meanwhile. The thread is not a daemon,
+        so a process ends after its merge (a kill is safe: see the module doc)."""
+        t = get_table(table)
+        with self._background_lock:
+            running = self._background.get(t.name)
+            if running is not None and running.is_alive():
+                return None
+            thread = threading.Thread(target=self._compact_background, args=(t,),
+                                      name=f"compact-{t.name}")
+            self._background[t.name] = thread
+            thread.start()
+        return thread
+
+    def _compact_background(self, table: Table) -> None:
+        try:
+            self._compact_one(table, "tiered")
+        except Exception:  # a background merge must not kill its writer; the next one retries
+            log.exception("background compaction of %s in %s failed", table.name, self.data_dir)
+
+    def _compact_one(self, table: Table, mode: compaction.Mode) -> None:
         # One compaction per table at a time (inserts go on): two merging the same parts
-        # would each keep the other's merged part and double every row. An automatic one
-        # (after an insert) gives way when another is running.
-        with self._try_lock(table.name, ".compact.lock", wait=full) as locked:
+        # would each keep the other's merged part and double every row. An automatic or
+        # background one gives way when another is running.
+        with self._try_lock(table.name, ".compact.lock", wait=mode == "full") as locked:
             if not locked:
                 return
             self._clean_generations(table.name)
-            self._merge_parts(table, full)
+            self._merge_parts(table, mode)
 
     @contextlib.contextmanager
     def _try_lock(self, table: str, name: str, wait: bool) -> Iterator[bool]:
@@ -312,13 +363,13 @@ class EmbeddedStore(Store):
         key_type = P.arrow_schema(t).field(key).type if key else None
         return [part_info(p, key, key_type) for p in self.parts(t.name)]
 
-    def _merge_parts(self, table: Table, full: bool) -> None:
+    def _merge_parts(self, table: Table, mode: compaction.Mode) -> None:
         key = range_key(table)
         try:
             infos = self.part_infos(table.name)
         except FileNotFoundError:  # a part vanished: only a compaction removes parts, and we hold its lock
             raise StoreError(f"a part of {table.name} in {self.data_dir} vanished during a compaction") from None
-        jobs = compaction.plan(infos, full=full, keyed=key is not None)
+        jobs = compaction.plan(infos, mode=mode, keyed=key is not None)
         if not jobs:
             return
         schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
@@ -334,8 +385,7 @@ class EmbeddedStore(Store):
             for w in written:
                 w.path.unlink(missing_ok=True)  # renamed away when the swap succeeded
                 os.close(w.fd)
-        log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written),
-                 "full" if full else "automatic")
+        log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written), mode)
 
     def _swap(self, table: str, replaced: set[str], written: list[compaction.Written]) -> None:
         """Build the next generation (the merged parts + hard links to every other part,

@@ -83,10 +83,21 @@ def sort_step(key_type: pa.DataType) -> int:
 
 
 def sort_order(k: np.ndarray, step: int) -> np.ndarray | None:
-    """Row order sorting ``k`` by ``step`` (stable), or None when already in that order."""
+    """Row order sorting ``k`` by ``step`` (stable), or None when already in that order.
+
+    When the steps span fewer than 2¹⁶ values (a chunk of hours, a batch of logs), they
+    are sorted as 16-bit offsets: NumPy's stable sort is then a radix sort, linear and
+    with a quarter of the temporary memory of sorting 64-bit keys."""
     b = k // step if step > 1 else k
     if len(b) < 2 or bool(np.all(b[1:] >= b[:-1])):
         return None
+    lo, hi = int(b.min()), int(b.max())
+    if hi - lo < 2**16:
+        if b is k:
+            b = k - lo
+        else:
+            np.subtract(b, lo, out=b)
+        b = b.astype(np.uint16)
     return np.argsort(b, kind="stable")
 
 
@@ -98,12 +109,12 @@ def marked(schema: pa.Schema, key: str | None) -> pa.Schema:
     return schema.with_metadata({**(schema.metadata or {}), SORTED_BY: f"{key}/{step}".encode()})
 
 
-def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | None:
+def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> tuple[tuple[int, int, int], ...] | None:
     """Write ``arrow`` to ``path`` sorted by ``key`` and marked so (:func:`marked`); returns
-    the keys in written order (None without a key).
+    the (lo, hi, rows) of each row group written (None without a key).
 
     Unsorted input is taken one row group at a time, so the sorted copy is never whole in
-    memory (peak memory stays that of the input plus one row group)."""
+    memory (peak memory stays that of the input plus one row group and the sort order)."""
     opts = parquet_options(arrow, key)
     if key is None:
         pq.write_table(arrow, path, **opts)
@@ -111,14 +122,28 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> np.ndarray | N
     k = key_ints(arrow.column(key))
     order = sort_order(k, sort_step(arrow.schema.field(key).type))
     schema = marked(arrow.schema, key)
-    if order is None:
-        pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, **opts)
-        return k
     size = opts.pop("row_group_size")
+    if order is None:
+        pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, row_group_size=size, **opts)
+        return _groups(k, size)
+    groups = []
     with pq.ParquetWriter(path, schema, **opts) as writer:
         for off in range(0, len(order), size):
-            writer.write_table(arrow.take(pa.array(order[off:off + size])), row_group_size=size)
-    return k[order]
+            rows = order[off:off + size]
+            writer.write_table(arrow.take(pa.array(rows)), row_group_size=size)
+            kk = k[rows]
+            groups.append((int(kk.min()), int(kk.max()), len(kk)))
+    return tuple(groups)
+
+
+def _groups(k: np.ndarray, size: int) -> tuple[tuple[int, int, int], ...]:
+    """(lo, hi, rows) of each row group of ``size`` rows of the keys ``k`` (in written order)."""
+    if len(k) == 0:
+        return ()
+    starts = np.arange(0, len(k), size)
+    mins, maxs = np.minimum.reduceat(k, starts), np.maximum.reduceat(k, starts)
+    sizes = np.diff(np.append(starts, len(k)))
+    return tuple((int(a), int(b), int(n)) for a, b, n in zip(mins, maxs, sizes, strict=True))
 
 
 def parquet_options(arrow: pa.Table, key: str | None = None) -> dict[str, Any]:
@@ -239,13 +264,15 @@ def relink(old: Path, new: Path, key: str | None) -> None:
 
 def info_from_keys(path: Path, rows: int, k: np.ndarray | None, step: int = 1) -> PartInfo:
     """The :class:`PartInfo` of a part just written with the sorted keys ``k`` (None: no key)."""
-    if k is None or rows == 0:
+    return info_from_groups(path, rows, None if k is None else _groups(k, ROW_GROUP_ROWS), step)
+
+
+def info_from_groups(path: Path, rows: int, groups: tuple[tuple[int, int, int], ...] | None,
+                     step: int = 1) -> PartInfo:
+    """The :class:`PartInfo` of a part just written with row groups ``groups`` (:func:`write_sorted`)."""
+    if not groups or rows == 0:
         return PartInfo(path, rows, None, None, False, ())
-    starts = np.arange(0, len(k), ROW_GROUP_ROWS)
-    mins, maxs = np.minimum.reduceat(k, starts), np.maximum.reduceat(k, starts)
-    sizes = np.diff(np.append(starts, len(k)))
-    groups = tuple((int(a), int(b), int(n)) for a, b, n in zip(mins, maxs, sizes, strict=True))
-    return PartInfo(path, rows, int(mins.min()), int(maxs.max()), True, groups, step)
+    return PartInfo(path, rows, min(g[0] for g in groups), max(g[1] for g in groups), True, groups, step)
 
 
 # ----------------------------------------------------------------------------- temp files
