@@ -151,6 +151,7 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
     incidents = [i for i in truth.incidents if i.type in COUNT_TYPES]
     normal = [n for n in truth.normal_traffic if n["kind"] not in ("growth", "local_weekend", "upload_batch")]
     true, false, causes = 0, 0, Counter()
+    false_list: list[str] = []
     for ep in episodes.itertuples():
         members = [m.strip() for m in str(ep.members).split(",")]
         if any(_overlaps(ep.start, ep.end, i) and _compatible(ep.series, members, keys, i) for i in incidents):
@@ -162,6 +163,8 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
                       and all({a: b for a, b in zip(keys, members[0].split("/"), strict=True) if b != TOTAL}.get(k, v) == v
                               for k, v in n["keys"].items() if k in keys)), "unexplained")
         causes[cause] += 1
+        false_list.append(f"{ep.series} {ep.start:%m-%d %H:%M}..{ep.end:%m-%d %H:%M} {ep.hours}h "
+                          f"sev {ep.severity:.0%} missing {ep.missing:.0f}/{ep.expected:.0f} [{ep.members}] {cause}")
     scored, found, missed, below_floor = 0, 0, [], 0
     for inc in incidents:
         if _naive(inc.start) < t0 or inc.magnitude > -MIN_DROP or inc.end - inc.start < pd.Timedelta(hours=2):
@@ -185,7 +188,7 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
             "precision": true / n if n else float("nan"), "false_per_day": false / scored_days,
             "incidents": scored, "found": found, "recall": found / scored if scored else float("nan"),
             "below_floor": below_floor, "missed": missed, "false_causes": dict(causes),
-            "series_alarms": len(alarms)}
+            "series_alarms": len(alarms), "false_list": false_list}
 
 
 def score_long_term(plan, long: pd.DataFrame, eval_days: int = 14) -> dict:
