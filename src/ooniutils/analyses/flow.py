@@ -70,10 +70,8 @@ log = logging.getLogger(__name__)
 
 WEEK = 168
 PEAK_WEEKS = 3
-"""Weeks in a row an hour must stand far above its neighbours to be predicted as a peak."""
-PEAK_FACTOR = 1.5
-PEAK_Z = 3.0
-"""An hour is a peak when it exceeds PEAK_FACTOR × its 3-hour median + PEAK_Z × sqrt(median)."""
+"""Weeks in a row an hour must stand on the same side of its 3-hour median to be predicted
+from its own values (a recurring peak or trough, see ``_Engine.seasonal``)."""
 ALARM_COLUMNS = ["series", "start", "end", "hours", "expected", "actual", "severity"]
 
 
@@ -247,11 +245,15 @@ class _Engine:
         The prediction is ``M × recent level``. Also returns how many weeks each value of
         ``M`` was learnt from (0 where it is NaN).
 
-        A *recurring peak* keeps its height: where the hour itself stood far above its
-        3-hour median in every one of at least :data:`PEAK_WEEKS` past weeks (a daily upload
-        batch from a few big probes), the median of the hour's own values is used instead.
-        Smoothing it away put the batch hour far above the prediction, which inflated the
-        noise estimate and broke the run of a drop spanning that hour."""
+        A *recurring peak or trough* keeps its shape: where the hour itself stood above its
+        3-hour median in every one of at least :data:`PEAK_WEEKS` past weeks (or below it in
+        every one), the median of the hour's own values is used instead. A daily upload batch
+        from a few big probes is such a peak, and an hour between two batch hours such a
+        trough: smoothing the batch away put it far above the prediction (inflating the noise
+        estimate and breaking the run of a drop spanning it), and lifted the hour between two
+        batches above its real level (a false alarm there). By chance an hour is the highest
+        (or lowest) of its three in every one of 3 weeks with probability 1/27 each: there the
+        hour's own median is merely a little noisier."""
         lh = self.p.level_hours
         t = self.pos + np.arange(hours)
         offset = self.seen - self.pos  # absolute hour of buffer row 0
@@ -270,15 +272,15 @@ class _Engine:
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratios.append(np.where(valid, sample / np.where(past > 0, past, 1.0), np.nan))
                 raws.append(np.where(valid, raw / np.where(past > 0, past, 1.0), np.nan))
-                # far above its neighbours: beyond PEAK_FACTOR × and PEAK_Z Poisson deviations
-                peaks.append(valid & (raw > PEAK_FACTOR * sample + PEAK_Z * np.sqrt(np.maximum(sample, 1.0))))
+                peaks.append(np.where(valid, np.sign(raw - sample), 0.0))
         if not ratios:
             return np.full((hours, self.n), np.nan), np.zeros((hours, self.n))
         used = np.sum([~np.isnan(r) for r in ratios], axis=0).astype(float)
         if len(ratios) == 1:
             return ratios[0], used
         m = _nanmedian0(np.stack(ratios))
-        recurring = (np.sum(peaks, axis=0) == used) & (used >= PEAK_WEEKS)
+        side = np.sum(peaks, axis=0)  # +used: above its neighbours every week; -used: below
+        recurring = (np.abs(side) == used) & (used >= PEAK_WEEKS)
         if recurring.any():
             m = np.where(recurring, _nanmedian0(np.stack(raws)), m)
         return m, used
