@@ -207,6 +207,7 @@ class _Engine:
         self._mw = np.zeros((0, n))
         self._mc_start = 0
         self.clean = np.full((self.cap, n), np.nan)
+        self.raw = np.full((self.cap, n), np.nan)  # what arrived (recurring peaks are read here)
         self.cs = np.zeros((self.cap + 1, n))   # cs[i] = sum of clean[:i] (NaN as 0)
         self.cnt = np.zeros((self.cap + 1, n))  # cnt[i] = non-NaN count in clean[:i]
         self.pos = 0          # rows used in the buffer
@@ -227,6 +228,8 @@ class _Engine:
         drop = self.pos - self.keep
         self.clean[: self.keep] = self.clean[drop: self.pos]
         self.clean[self.keep:] = np.nan
+        self.raw[: self.keep] = self.raw[drop: self.pos]
+        self.raw[self.keep:] = np.nan
         self.cs[: self.keep + 1] = self.cs[drop: self.pos + 1] - self.cs[drop]
         self.cnt[: self.keep + 1] = self.cnt[drop: self.pos + 1] - self.cnt[drop]
         self.pos = self.keep
@@ -247,7 +250,10 @@ class _Engine:
 
         A *recurring peak or trough* keeps its shape: where the hour itself stood above its
         3-hour median in every one of at least :data:`PEAK_WEEKS` past weeks (or below it in
-        every one), the median of the hour's own values is used instead. A daily upload batch
+        every one), the median of the hour's own values is used instead. Both are read from
+        the values as they arrived, not from the cleaned history (where an alarmed hour is
+        its prediction: one false alarm at a trough would otherwise hide the trough for good,
+        and alarm again every week). A daily upload batch
         from a few big probes is such a peak, and an hour between two batch hours such a
         trough: smoothing the batch away put it far above the prediction (inflating the noise
         estimate and breaking the run of a drop spanning it), and lifted the hour between two
@@ -268,11 +274,14 @@ class _Engine:
             sample = _median3(self.clean[i - 1], self.clean[i], self.clean[i + 1])
             past = self._mean(i - lh, i)
             valid = ok[:, None] & ((i - lh)[:, None] >= first_row[None, :]) & (past > 0)
-            raw = self.clean[i]
+            # the shape is read from what arrived, not from the cleaned history: an alarm at a
+            # trough hour is remembered as its (lifted) prediction, which would hide the trough
+            raw = self.raw[i]
+            raw_med = _median3(self.raw[i - 1], raw, self.raw[i + 1])
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratios.append(np.where(valid, sample / np.where(past > 0, past, 1.0), np.nan))
-                raws.append(np.where(valid, raw / np.where(past > 0, past, 1.0), np.nan))
-                peaks.append(np.where(valid, np.sign(raw - sample), 0.0))
+                raws.append(np.where(valid & ~np.isnan(raw), raw / np.where(past > 0, past, 1.0), np.nan))
+                peaks.append(np.where(valid & ~np.isnan(raw - raw_med), np.sign(raw - raw_med), 0.0))
         if not ratios:
             return np.full((hours, self.n), np.nan), np.zeros((hours, self.n))
         used = np.sum([~np.isnan(r) for r in ratios], axis=0).astype(float)
@@ -391,6 +400,7 @@ class _Engine:
         remember = np.where(alarm & ~adapting, exp, values)
         rk = ~np.isnan(remember)
         self.clean[self.pos] = remember
+        self.raw[self.pos] = values
         self.cs[self.pos + 1] = self.cs[self.pos] + np.where(rk, remember, 0.0)
         self.cnt[self.pos + 1] = self.cnt[self.pos] + rk
         self.pos += 1
