@@ -81,7 +81,7 @@ def flow_alarms(frame: pd.DataFrame, params: FlowParams) -> tuple[pd.DataFrame, 
     alarm = np.zeros(values.shape, dtype=bool)
     raised = np.zeros(values.shape, dtype=bool)
     for i in range(len(frame)):
-        out = eng.step(values[i], eng._m_row())
+        out = eng.step(values[i], *eng._m_row())
         exp[i], alarm[i] = out["expected"], out["alarm"]
         raised[i] = out["alarm"]
         for j, marked in enumerate(out["alarm_back"]):

@@ -93,8 +93,8 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
         "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
-           "ALPHA = 1e-7         # evidence needed for a run of hours (~36x more series than the global\n"
-           "ALPHA_SINGLE = 1e-9  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
+           "ALPHA = 1e-6         # evidence needed for a run of hours (~36x more series than the global\n"
+           "ALPHA_SINGLE = 1e-8  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
            "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
         + "CHART_DAYS = 7"
     )
