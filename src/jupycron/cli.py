@@ -176,15 +176,18 @@ def list_(ctx: click.Context) -> None:
     from ooniutils.config import describe_data_source
 
     from . import discovery, limits, summary
-    from .history import History
+    from .ledger import open_store
 
     settings = _settings(ctx)
     now = datetime.now(UTC)
 
     def rows() -> list[summary.SummaryRow]:
         notebooks = discovery.scan(settings.notebooks, settings.output_dir)
-        history = History(settings.output_dir, keep=settings.history_runs).load()
-        return summary.build_rows(settings, notebooks, history, now)
+        store = open_store(settings)
+        try:
+            return summary.build_rows(settings, notebooks, store.load(), now)
+        finally:
+            store.close()
 
     found = _guard(rows)
     console = Console()

@@ -1,4 +1,5 @@
-"""Type and range checks of ``.history.json`` entries before they become :class:`Run` objects.
+"""Type and range checks of ``.history.json`` entries before they become :class:`Run` objects
+(the run ledger's importer, :mod:`jupycron.ledger.importer`, refuses what fails them).
 
 The history is JSON written by jupycron itself, but a damaged or hand-edited file can hold
 valid JSON of the wrong shape: ``"pid": "abc"`` on a RUNNING row (the orphan check then
@@ -6,7 +7,7 @@ crashes every tick), ``"duration_s": "12"``, numbers beyond a float (``10**400``
 key with ``..`` (purging it would delete files outside the outputs folder), a run id or an
 output path that leaves its folder, a cgroup or socket folder that is not jupycron's (the
 orphan clean-up would kill or delete it). Each check raises :class:`ValueError` naming the
-field; :mod:`jupycron.history` then keeps what is sound and moves the file aside.
+field; the importer then imports what is sound and logs what it refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from .models import RunStatus, Trigger
+from .models import FindingLevel, RunStatus, Trigger
 from .paths import _RUN_ID_RE, validate_rel
 
 __all__ = ["MAX_EXTRA_DEPTH", "check_entry_fields", "check_notebook_key", "check_run"]
@@ -116,6 +117,43 @@ def _check_extra(extra: Any) -> None:
         raise ValueError(f'"extra.kernel_marker" must be a string, got {_short(marker)}')
 
 
+def _check_kernel(kernel: Any) -> None:
+    if kernel is None:
+        return
+    if not isinstance(kernel, dict):
+        raise ValueError(f'"kernel" must be an object, got {_short(kernel)}')
+    for key in ("pid", "pgid"):
+        if kernel.get(key) is None:
+            raise ValueError(f'"kernel.{key}" is missing')
+        _int(kernel, key, 1, _MAX_PID)
+    if kernel.get("create_time") is None:
+        raise ValueError('"kernel.create_time" is missing')
+    _number(kernel, "create_time")
+    # the same checks as the older rows' extra keys (what orphan clean-up acts on)
+    _check_extra({"cgroup": kernel.get("cgroup"), "sockets": kernel.get("sockets"),
+                  "kernel_marker": kernel.get("marker")})
+    if not isinstance(kernel.get("forked", False), bool):
+        raise ValueError(f'"kernel.forked" must be true or false, got {_short(kernel.get("forked"))}')
+
+
+def _check_finding(finding: Any) -> None:
+    if finding is None:
+        return
+    if not isinstance(finding, dict):
+        raise ValueError(f'"finding" must be an object, got {_short(finding)}')
+    if finding.get("level") not in {lv.value for lv in FindingLevel}:
+        raise ValueError(f'"finding.level" must be one of {sorted(lv.value for lv in FindingLevel)}'
+                         f', got {_short(finding.get("level"))}')
+    if not isinstance(finding.get("summary", ""), str):
+        raise ValueError('"finding.summary" must be a string')
+    detail = finding.get("detail")
+    if detail is not None and not (isinstance(detail, list)
+                                   and all(isinstance(row, dict) for row in detail)):
+        raise ValueError('"finding.detail" must be a list of objects')
+    if _depth(detail, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
+        raise ValueError(f'"finding.detail" is nested deeper than {MAX_EXTRA_DEPTH} levels')
+
+
 def check_run(raw: Any) -> None:
     """Raise ValueError unless ``raw`` is a run row jupycron can use safely."""
     if not isinstance(raw, dict):
@@ -142,6 +180,8 @@ def check_run(raw: Any) -> None:
     _int(raw, "error_cell", 0, 10**9)
     _rel_path(raw, "output")
     _check_extra(raw.get("extra", {}))
+    _check_kernel(raw.get("kernel"))
+    _check_finding(raw.get("finding"))
 
 
 def check_entry_fields(raw: Any) -> None:

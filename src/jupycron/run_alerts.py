@@ -14,7 +14,8 @@ server every minute when ``alert_channels`` is set, and standalone
    * **late**: :func:`late_since` - its latest slot has not been served and passed more than
      ``late_grace_s`` ago (the scheduler is down, stuck or the queue is full);
 
-2. compares them with what each channel was last told, kept in ``<output>/.alert-state.json``,
+2. compares them with what each channel was last told, kept in the run ledger
+   (:meth:`jupycron.ledger.RunStore.alert_state`, key ``run_alerts``),
    and sends a message only where they differ ("firing" vs "resolved"). A notebook that was
    deleted or disabled while alerting gets its resolution message.
 
@@ -24,20 +25,20 @@ endpoint that trickles its answer is cut off too); a call stops sending after
 :data:`CHECK_BUDGET_S` (the rest waits for the next call) and at once when its ``cancel``
 event is set (SIGTERM). A channel that is down costs one timeout per call (it is skipped for
 the rest of that call), its error
-is logged and kept in the state file (``last_error``, ``error_at``), and the message is tried
+is logged and kept in the state (``last_error``, ``error_at``), and the message is tried
 again at the next call. Alertmanager alerts (``JupycronRunFailing`` / ``JupycronRunLate``,
 labels ``notebook`` and ``job="jupycron"``) are fired for :data:`ALERTMANAGER_DURATION` and
 re-fired while the condition holds once :data:`ALERTMANAGER_REFIRE` has passed; recovery
 posts them with ``endsAt`` = now.
 
-State file (version 1)::
+State (version 1)::
 
     {"version": 1, "notebooks": {"<rel>": {"failing": {
         "active": true, "since": "<ISO>", "title": "...",
         "channels": {"slack": {"told": "firing", "at": "<ISO>",
                                "last_error": null, "error_at": null}}}}}}
 
-Concurrent callers serialise on ``flock(<output>/.alert-state.json.lock)``; a caller that
+Concurrent callers serialise on ``flock(<output>/.alert-state.lock)``; a caller that
 cannot get it within :data:`LOCK_WAIT_S` returns without sending (the holder or the next call
 catches up), so a slow channel never stacks up behind the runs.
 """
@@ -69,12 +70,11 @@ from ooniutils.alerts import (
     Transport,
 )
 from ooniutils.exceptions import OoniUtilsError
-from safefiles.atomic import atomic_write_bytes
 
 from .config import Settings
 from .discovery import ScanCache, scan
 from .exceptions import ConfigError, SpecError
-from .history import History
+from .ledger import RunStore, open_store
 from .models import Notebook
 from .schedule import next_slot
 from .summary import SummaryRow, build_rows
@@ -86,7 +86,7 @@ __all__ = [
     "CHANNELS",
     "Condition",
     "Delivery",
-    "alert_state_file",
+    "alert_lock_file",
     "conditions",
     "current_rows",
     "late_since",
@@ -105,9 +105,9 @@ ALERTNAMES = {"failing": "JupycronRunFailing", "late": "JupycronRunLate"}
 STATE_VERSION = 1
 
 
-def alert_state_file(output_dir: Path) -> Path:
-    """``<output>/.alert-state.json``."""
-    return Path(output_dir) / ".alert-state.json"
+def alert_lock_file(output_dir: Path) -> Path:
+    """``<output>/.alert-state.lock``: held while one caller checks and sends."""
+    return Path(output_dir) / ".alert-state.lock"
 
 
 def parse_channels(text: str) -> list[str]:
@@ -121,18 +121,23 @@ def parse_channels(text: str) -> list[str]:
 
 
 def current_rows(settings: Settings, now: datetime, cache: ScanCache | None = None, *,
-                 history: History | None = None,
+                 history: RunStore | None = None,
                  notebooks: Sequence[Notebook] | None = None) -> list[SummaryRow]:
     """Scan the notebooks folder, load the history and build the dashboard rows.
 
     ``notebooks`` (a scan the caller just made) skips the scan; ``history`` is loaded
-    instead of a new :class:`History` - pass a caching one (the scheduler's
-    :class:`jupycron.history.CachedHistory`) to avoid parsing the whole file per call.
+    instead of opening the ledger - pass a long-lived one (the scheduler's) whose view is
+    only read again when the ledger changed.
     """
     if notebooks is None:
         notebooks = scan(settings.notebooks, settings.output_dir, cache)
-    history = history or History(settings.output_dir, keep=settings.history_runs)
-    return build_rows(settings, notebooks, history.load(), now)
+    if history is not None:
+        return build_rows(settings, notebooks, history.load(), now)
+    store = open_store(settings)
+    try:
+        return build_rows(settings, notebooks, store.load(), now)
+    finally:
+        store.close()
 
 
 def late_since(settings: Settings, row: SummaryRow, now: datetime) -> datetime | None:
@@ -233,23 +238,14 @@ def _parse(v: Any) -> datetime | None:
     return d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
 
 
-def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_bytes())
-        if isinstance(doc, dict) and doc.get("version") == STATE_VERSION \
-                and isinstance(doc.get("notebooks"), dict):
-            return doc
-        log.warning("%s has an unexpected shape: starting from an empty alert state", path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read %s (%s): starting from an empty alert state", path, exc)
+def _read_state(store: RunStore) -> dict[str, Any]:
+    doc = store.alert_state("run_alerts")
+    if doc is None:
+        return {"version": STATE_VERSION, "notebooks": {}}
+    if doc.get("version") == STATE_VERSION and isinstance(doc.get("notebooks"), dict):
+        return doc
+    log.warning("the run alerts' state has an unexpected shape: starting from an empty one")
     return {"version": STATE_VERSION, "notebooks": {}}
-
-
-def _write_state(path: Path, doc: Mapping[str, Any]) -> None:
-    payload = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    atomic_write_bytes(path, payload)
 
 
 @contextlib.contextmanager
@@ -315,7 +311,7 @@ def _transport(channel: str) -> Transport:
 
 def notify_changes(settings: Settings, now: datetime | None = None,
                    rows: Sequence[SummaryRow] | None = None, *,
-                   history: History | None = None,
+                   history: RunStore | None = None,
                    notebooks: Sequence[Notebook] | None = None,
                    cancel: threading.Event | None = None) -> list[Delivery]:
     """Send one message per changed condition to every configured channel; see module doc.
@@ -334,19 +330,23 @@ def notify_changes(settings: Settings, now: datetime | None = None,
     if not channels:
         return []
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    path = alert_state_file(settings.output_dir)
-    with _locked(path.with_name(path.name + ".lock"), LOCK_WAIT_S) as got:
-        if not got:
-            log.info("alert state is locked by another caller: skipping this check")
-            return []
-        if rows is None:
-            rows = current_rows(settings, now, history=history, notebooks=notebooks)
-        state = _read_state(path)
-        before = json.dumps(state, sort_keys=True)
-        deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),
-                            channels, now, cancel)
-        if json.dumps(state, sort_keys=True) != before or not path.exists():
-            _write_state(path, state)
+    store = history if history is not None else open_store(settings)
+    try:
+        with _locked(alert_lock_file(settings.output_dir), LOCK_WAIT_S) as got:
+            if not got:
+                log.info("alert state is locked by another caller: skipping this check")
+                return []
+            if rows is None:
+                rows = current_rows(settings, now, history=store, notebooks=notebooks)
+            state = _read_state(store)
+            before = json.dumps(state, sort_keys=True)
+            deliveries = _apply(settings, state["notebooks"], conditions(settings, rows, now),
+                                channels, now, cancel)
+            if json.dumps(state, sort_keys=True) != before:
+                store.save_alert_state("run_alerts", state)
+    finally:
+        if history is None:
+            store.close()
     return deliveries
 
 

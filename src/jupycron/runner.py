@@ -80,8 +80,8 @@ from .config import Settings
 from .exceptions import HistoryError, RunNotRecorded
 from .export import prepare_for_export
 from .forkserver import ForkProvisioner
-from .history import History
 from .kernelspecs import KernelNotInstalled, choose_kernel
+from .ledger import RunStore, open_store
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import output_html, validate_rel
 
@@ -749,7 +749,7 @@ def _take_pooled(pool: KernelPool, mem_mb: int, on_wait: Callable[[], None]) -> 
 
 
 def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trigger.SCHEDULE,
-                 slot: datetime | None = None, history: History | None = None, *,
+                 slot: datetime | None = None, history: RunStore | None = None, *,
                  stop_event: threading.Event | None = None, run_id: str | None = None,
                  on_change: Callable[[Run], None] | None = None,
                  pool: KernelPool | None = None) -> Run:
@@ -772,7 +772,7 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         print(run.status, run.output)
     """
     validate_rel(notebook.path)
-    history = history or History(settings.output_dir, keep=settings.history_runs)
+    history = history or open_store(settings)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     run = Run(notebook=notebook.path, run_id=run_id or new_run_id(started), started_at=started,

@@ -39,7 +39,7 @@ from safefiles.atomic import atomic_write_bytes
 from .config import Settings
 from .exceptions import SpecError
 from .formatting import fmt_duration, fmt_time, path_breaks
-from .history import NotebookHistory
+from .ledger import NotebookHistory
 from .models import JobSpec, Notebook, Run, RunStatus
 from .paths import output_html, summary_file
 from .schedule import due_slot, next_slot
@@ -165,7 +165,7 @@ def build_rows(settings: Settings, notebooks: Sequence[Notebook],
                history: Mapping[str, NotebookHistory], now: datetime) -> list[SummaryRow]:
     """One row per notebook in ``notebooks`` (as returned by discovery.scan), same order.
 
-    ``history`` is :meth:`jupycron.history.History.load`'s result; ``now`` is aware.
+    ``history`` is :meth:`jupycron.ledger.RunStore.load`'s result; ``now`` is aware.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

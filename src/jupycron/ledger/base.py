@@ -256,7 +256,7 @@ class RunStore(ABC):
     def heartbeat(self) -> dict[str, Any] | None:
         """The last heartbeat written, None when none."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a store without resources needs no close
         """Release the store's resources (a closed store reopens on use)."""
 
     # --- reads ----------------------------------------------------------------------------
@@ -278,7 +278,8 @@ class RunStore(ABC):
         generation, data = self.snapshot()
         with self._memo_lock:
             if generation == self._memo_gen and name in self._memo:
-                return self._memo[name]  # type: ignore[no-any-return]
+                value: T = self._memo[name]
+                return value
         value = fn(data)
         with self._memo_lock:
             if generation != self._memo_gen:

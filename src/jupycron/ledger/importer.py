@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import history_legacy
 from ..history_check import check_entry_fields, check_notebook_key, check_run
 from ..models import Run
+from ..paths import history_file
 from .base import capped
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ __all__ = ["FORMAT_VERSION", "IMPORTED_SUFFIX", "Imported", "import_json_files",
 
 FORMAT_VERSION = 1
 IMPORTED_SUFFIX = ".imported"
-HISTORY_JSON = ".history.json"
+HISTORY_JSON = history_file(Path()).name
 ALERT_STATE_JSON = ".alert-state.json"
 
 
@@ -60,7 +61,7 @@ def parse_history(doc: Any, output_dir: Path) -> Imported:
     if not isinstance(doc, dict):
         raise ValueError("the top level is not an object")
     if history_legacy.is_legacy(doc):
-        notebooks = history_legacy.convert(doc, output_dir)
+        notebooks: Any = history_legacy.convert(doc, output_dir)
     else:
         if doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"unsupported version {doc.get('version')!r}")
@@ -154,8 +155,8 @@ def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> P
         dest = _aside(path, "corrupt")
         os.replace(path, dest)
         empty = conn.execute("SELECT count(*) FROM notebooks").fetchone()[0] == 0
-        log.warning("%s is not a run history (%s): kept it as %s%s", path, exc or
-                    type(exc).__name__, dest.name,
+        log.warning("%s is not a run history (%s): kept it as %s%s", path,
+                    str(exc) or type(exc).__name__, dest.name,
                     "; rebuilding the ledger from the HTML outputs" if empty else "")
         if empty:
             _rebuild(store, conn)

@@ -52,7 +52,7 @@ from typing import Any
 
 from ..exceptions import AlreadyRunning, HistoryError
 from ..models import Finding, FindingLevel, KernelInfo, Run, RunStatus, Trigger
-from .base import NotebookHistory, RunStore, capped, kernel_from_extra, run_sort_key
+from .base import NotebookHistory, RunStore, kernel_from_extra, run_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,8 @@ class SqliteRunStore(RunStore):
             self._inode = self.path.stat().st_ino
         self._cache = None
         from .importer import ALERT_STATE_JSON, HISTORY_JSON, import_json_files
-        if (self.output_dir / HISTORY_JSON).exists() or (self.output_dir / ALERT_STATE_JSON).exists():
+        out = self.path.parent
+        if (out / HISTORY_JSON).exists() or (out / ALERT_STATE_JSON).exists():
             import_json_files(self)
         return conn
 
