@@ -69,7 +69,7 @@ def write_history(output: Path, folder: Path, spec_text: str, runs: int, now: da
     """A history in which every notebook under ``folder`` has ``runs`` finished scheduled
     runs at its latest slots (so none is due), as jupycron writes it; returns the run count."""
     from jupycron.discovery import parse_spec
-    from jupycron.history import History, NotebookHistory
+    from jupycron.ledger import NotebookHistory, SqliteRunStore
     from jupycron.models import Run, RunStatus, Trigger
     from jupycron.schedule import latest_slot, next_slot
 
@@ -92,7 +92,7 @@ def write_history(output: Path, folder: Path, spec_text: str, runs: int, now: da
                 host="bench", memory_limit="rlimit",
                 error_name=None if i % 7 else "ValueError", error_value=None if i % 7 else "bad input")
             for i, slot in enumerate(slots[:runs])])
-    History(output, keep=max(runs, 1)).update(lambda current: current.update(data))
+    SqliteRunStore(output, keep=max(runs, 1)).replace_entries(data)
     return runs * len(data)
 
 

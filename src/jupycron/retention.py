@@ -89,7 +89,7 @@ def remove_outputs(output_dir: Path, rel: str) -> list[Path]:
 def rebuild_from_outputs(output_dir: Path, keep: int) -> dict[str, dict[str, Any]]:
     """The runs the HTML files in ``output_dir`` show, per notebook:
     ``{rel: {"runs": [Run, ...] newest first, "last_success_output": rel|None,
-    "first_seen": datetime}}``.
+    "first_seen": datetime}}`` (:meth:`jupycron.ledger.NotebookHistory`'s fields).
 
     Each kept success copy becomes a SUCCESS run; a latest page that is not also the newest
     kept copy becomes a run whose outcome is unknown (INTERRUPTED, ``error_value`` saying so,

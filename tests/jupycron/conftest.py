@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run
 
 FIXTURES = Path(__file__).resolve().parents[1] / "notebooks"
@@ -52,7 +52,7 @@ def make_settings(tmp: Path, **kw: object) -> Settings:
 
 def seen_long_ago(settings: Settings, rels: Iterable[str], minutes: int = 10) -> None:
     """Record the notebooks as first seen ``minutes`` ago, so they are due right now."""
-    History(settings.output_dir).mark_deleted(
+    SqliteRunStore(settings.output_dir).mark_deleted(
         list(rels), datetime.now(UTC) - timedelta(minutes=minutes))
 
 

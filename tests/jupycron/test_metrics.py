@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jupycron import history as jhistory
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.metrics import JupycronCollector, make_registry, render_metrics
 from jupycron.models import JobSpec, Run, RunStatus, Trigger
 from jupycron.paths import history_file, scheduler_state_file
@@ -158,7 +158,7 @@ def test_scrapes_parse_the_history_only_when_it_changed(site: Settings, monkeypa
     parses = collector.history.parses
     scrape()
     assert collector.history.parses == parses
-    History(site.output_dir).record(Run("bad_autorun.ipynb", "later", NOW, RunStatus.OOM,
+    SqliteRunStore(site.output_dir).record(Run("bad_autorun.ipynb", "later", NOW, RunStatus.OOM,
                                         finished_at=NOW))
     assert scrape()[("jupycron_notebook_consecutive_failures", nb("bad"))] == 3
     assert collector.history.parses == parses + 1

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import cli
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import RunStatus
 from tests.support.services import REPO
 
@@ -49,7 +49,7 @@ def test_old_host_layout_runs_unchanged(tmp_path):
     assert ran.exit_code == 0, ran.output
     html = (out / "team" / "autorun_team.html").read_text()  # the old URL layout
     assert "autorun is True and click_query_fsn is True" in html
-    history = History(out).load()
+    history = SqliteRunStore(out).load()
     runs = history["team/autorun_team.ipynb"].runs
     assert [r.status for r in runs] == [RunStatus.SUCCESS, RunStatus.SUCCESS]
     assert runs[1].extra.get("imported_from_legacy") is True

@@ -20,7 +20,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import discovery, forkserver, limits, pool, runner, scheduler
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Notebook, RunStatus
 from jupycron.paths import scheduler_state_file
 
@@ -270,4 +270,4 @@ def test_daemon_sigterm_leaves_no_pooled_kernel(settings, jc, tmp_path):
     if d.parent is not None:
         own = d.parent / limits.instance_key(settings.output_dir)
         assert not list(own.glob(f"{limits.CGROUP_PREFIX}{limits.POOL_PREFIX}{proc.pid}-*"))
-    assert not History(settings.output_dir).load()  # nothing ran
+    assert not SqliteRunStore(settings.output_dir).load()  # nothing ran

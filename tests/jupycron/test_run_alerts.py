@@ -20,7 +20,7 @@ from jupycron import run_alerts
 from jupycron.cli_web import alerts_command
 from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
-from jupycron.history import CachedHistory
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import history_file
 from jupycron.run_alerts import alert_state_file, notify_changes
@@ -330,7 +330,7 @@ def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Setting
     write_history(site, {rel: [run(rel, ten, RunStatus.SUCCESS)],
                          "b_autorun.ipynb": [run("b_autorun.ipynb", ten, RunStatus.SUCCESS)]})
     notebooks = run_alerts.scan(site.notebooks, site.output_dir)
-    view = CachedHistory(site.output_dir, keep=site.history_runs)
+    view = SqliteRunStore(site.output_dir, keep=site.history_runs)
     monkeypatch.setattr(run_alerts, "scan", lambda *a, **k: pytest.fail("scanned again"))
     monkeypatch.setattr(run_alerts, "History", lambda *a, **k: pytest.fail("history re-read"))
 

@@ -18,7 +18,7 @@ import pytest
 
 from jupycron import scheduler
 from jupycron.exceptions import NotebookNotFound
-from jupycron.history import History, NotebookHistory
+from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.paths import output_html, scheduler_state_file, summary_file
 
@@ -109,9 +109,9 @@ def test_tick_runs_due_notebooks_then_purges_deleted_ones(settings, jc):
     (settings.notebooks / "raises_autorun.ipynb").unlink()
     later = now + timedelta(minutes=2, seconds=10)
     scheduler.tick(settings, now=later)
-    assert History(settings.output_dir).load()["raises_autorun.ipynb"].deleted_at == later
+    assert SqliteRunStore(settings.output_dir).load()["raises_autorun.ipynb"].deleted_at == later
     scheduler.tick(settings, now=later + timedelta(seconds=1), stop_event=_stopped())
-    assert "raises_autorun.ipynb" not in History(settings.output_dir).load()
+    assert "raises_autorun.ipynb" not in SqliteRunStore(settings.output_dir).load()
     assert not output_html(settings.output_dir, "raises_autorun.ipynb").exists()
 
 
@@ -147,7 +147,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
     proc = subprocess.Popen(_jupycron(settings, "tick"), env=env, stdout=log, stderr=subprocess.STDOUT)
     def other_running() -> bool:
         return any(r.status is RunStatus.RUNNING and r.pid == proc.pid
-                   for e in History(settings.output_dir).load().values() for r in e.runs)
+                   for e in SqliteRunStore(settings.output_dir).load().values() for r in e.runs)
 
     try:
         jc.wait_until(other_running, timeout=60, what="the other tick's first run")
@@ -156,7 +156,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
     finally:
         os.environ.pop("STAMP_SLEEP", None)
         assert proc.wait(120) == 0, (tmp_path / "tick.log").read_text()
-    hist = History(settings.output_dir).load()
+    hist = SqliteRunStore(settings.output_dir).load()
     assert {rel: [r.status for r in hist[rel].runs] for rel in rels} == \
         {rel: [RunStatus.SUCCESS] for rel in rels}
     assert 1 <= len(mine) < 4  # both processes ran some of them
@@ -168,7 +168,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
 
 def _wait_kernel(settings, rel: str, jc) -> Run:
     def started() -> Run | None:
-        entry = History(settings.output_dir).load().get(rel)
+        entry = SqliteRunStore(settings.output_dir).load().get(rel)
         run = entry.runs[0] if entry and entry.runs else None
         pids = settings.notebooks / "sleeps-pids.txt"
         ok = run and run.status is RunStatus.RUNNING and run.extra.get("kernel_pid") \
@@ -199,7 +199,7 @@ def test_kill_9_of_the_tick_is_reaped_by_the_next_tick(settings, jc, tmp_path):
     assert running.pid == proc.pid
     # The next tick reaps the orphan (and, being told to stop, starts nothing new).
     scheduler.tick(settings, stop_event=_stopped())
-    run = History(settings.output_dir).load()[rel].runs[0]
+    run = SqliteRunStore(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id
     assert run.status is RunStatus.INTERRUPTED and run.extra.get("orphaned") is True
     jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
@@ -218,7 +218,7 @@ def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
         proc.kill()
         proc.wait()
     children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
-    run = History(settings.output_dir).load()[rel].runs[0]
+    run = SqliteRunStore(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
     jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
     state = json.loads(scheduler_state_file(settings.output_dir).read_text())
@@ -233,7 +233,7 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
     t = threading.Thread(target=scheduler.run_forever, args=(settings, stop))
     t.start()
     try:
-        history = History(settings.output_dir)
+        history = SqliteRunStore(settings.output_dir)
         jc.wait_until(lambda: "first_autorun.ipynb" in history.load(), what="first notebook seen")
         jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "later/added_autorun.ipynb")
         jc.wait_until(lambda: "later/added_autorun.ipynb" in history.load(), what="added notebook seen")
@@ -249,7 +249,7 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
 
 
 def test_a_missing_notebooks_folder_marks_nothing_deleted(settings):
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     now = datetime.now(UTC)
     history.mark_deleted(["a_autorun.ipynb"], now - timedelta(days=30))
     settings.notebooks.rmdir()

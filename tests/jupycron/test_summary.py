@@ -15,7 +15,7 @@ from hypothesis import strategies as hs
 
 from jupycron.config import Settings
 from jupycron.formatting import path_breaks
-from jupycron.history import History, NotebookHistory
+from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.summary import build_rows, write_summary
 
@@ -107,7 +107,7 @@ def render(settings: Settings, notebooks: list[Notebook], history: dict, **kw) -
 
 def test_every_status(settings: Settings) -> None:
     out = settings.output_dir
-    h = History(out)
+    h = SqliteRunStore(out)
     (out / "ok_autorun.html").parent.mkdir(parents=True)
     (out / "ok_autorun.html").write_text("<p>ok</p>")
     h.record(run("ok_autorun.ipynb", 1, RunStatus.FAILED, error_name="E", error_value="x"))
@@ -222,7 +222,7 @@ def test_names_are_escaped_and_quoted(settings: Settings) -> None:
     out = settings.output_dir / "odd" / "q'uote <b>&amp; $(rm -rf)_autorun.html"
     out.parent.mkdir(parents=True)
     out.write_text("x")
-    h = History(settings.output_dir)
+    h = SqliteRunStore(settings.output_dir)
     h.record(run(ODD, 0, RunStatus.FAILED, error_name="ValueError", error_value="<script>alert(1)</script>"))
     page = render(settings, [nb(ODD)], h.load())
     row = page.rows[ODD]

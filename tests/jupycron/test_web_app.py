@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # starlette recommends httpx2; httpx is what th
 
 from jupycron.config import Settings
 from jupycron.exceptions import HistoryError
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import history_file, kept_html
 from jupycron.web import app as web_app
@@ -174,7 +174,7 @@ def test_notebook_page(site: Settings) -> None:
     assert '<span class="ename">ValueError</span> <span class="cell">(cell 2)</span>' in html
     assert "boom &lt;1&gt;" in html and "12.5 MB" in html
     assert html.count('class="latest"') == 2   # facts + the newest run
-    kept = History(site.output_dir).get("sub/raises_autorun.ipynb").last_success_output
+    kept = SqliteRunStore(site.output_dir).get("sub/raises_autorun.ipynb").last_success_output
     assert kept and f'href="/output/{kept}"' in html
     assert '<iframe class="output-frame"' in html and 'name="csrf_token"' in html
     ok = client(site).get("/notebook/ok_autorun.ipynb", auth=AUTH).text
@@ -313,7 +313,7 @@ def test_run_now_shows_starting_and_refuses_duplicates(site: Settings, monkeypat
 
 
 def test_run_recorded_as_running_shows_running(site: Settings) -> None:
-    History(site.output_dir).record(Run("ok_autorun.ipynb", rid(0), NOW, RunStatus.RUNNING,
+    SqliteRunStore(site.output_dir).record(Run("ok_autorun.ipynb", rid(0), NOW, RunStatus.RUNNING,
                                         trigger=Trigger.MANUAL, pid=os.getpid()))
     c = client(site)
     assert rows_of(c.get("/", auth=AUTH).text)["ok_autorun.ipynb"] == "running"

@@ -241,6 +241,11 @@ class RunStore(ABC):
         """Remove the notebooks (and their runs) deleted more than ``grace`` before ``now``."""
 
     @abstractmethod
+    def replace_entries(self, entries: dict[str, NotebookHistory]) -> None:
+        """Bulk write (imports, rebuilds, benchmarks): each notebook of ``entries`` gets
+        exactly that entry (runs capped to ``keep``), in one transaction. No retention."""
+
+    @abstractmethod
     def alert_state(self, name: str) -> dict[str, Any] | None:
         """The JSON object saved as ``name`` by :meth:`save_alert_state`, None when none."""
 

@@ -29,7 +29,7 @@ from .. import history_legacy
 from ..history_check import check_entry_fields, check_notebook_key, check_run
 from ..models import Run
 from ..paths import history_file
-from .base import capped
+from .base import NotebookHistory
 
 if TYPE_CHECKING:
     from .sqlite import SqliteRunStore
@@ -139,7 +139,6 @@ def _import_history(store: SqliteRunStore, path: Path) -> None:
 
 
 def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> Path | None:
-    from .sqlite import _UPSERT_RUN, _iso, _row
     assert store.output_dir is not None
     try:
         raw = path.read_bytes()
@@ -163,14 +162,11 @@ def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> P
         return None
     for problem in parsed.refused:
         log.warning("%s: refused %s", path.name, problem)
-    for rel, (fields, runs) in parsed.entries.items():
-        conn.execute("INSERT OR REPLACE INTO notebooks (path, first_seen, deleted_at, "
-                     "last_success_output) VALUES (?, ?, ?, ?)",
-                     (rel, fields.get("first_seen") and _iso(_parse(fields["first_seen"])),
-                      fields.get("deleted_at") and _iso(_parse(fields["deleted_at"])),
-                      fields.get("last_success_output")))
-        conn.executemany(_UPSERT_RUN, [_row(r) for r in capped(runs, store.keep)])
-    store._bump(conn, *parsed.entries)
+    store.write_entries(conn, {
+        rel: NotebookHistory(runs=runs, deleted_at=_parse(fields.get("deleted_at")),
+                             last_success_output=fields.get("last_success_output"),
+                             first_seen=_parse(fields.get("first_seen")))
+        for rel, (fields, runs) in parsed.entries.items()})
     dest = path.with_name(path.name + IMPORTED_SUFFIX)
     if dest.exists():
         dest = _aside(path, "imported")  # never overwrite an earlier import's file
@@ -182,22 +178,18 @@ def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> P
     return dest
 
 
-def _parse(v: str) -> datetime:
+def _parse(v: str | None) -> datetime | None:
+    if v is None:
+        return None
     d = datetime.fromisoformat(v)
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _rebuild(store: SqliteRunStore, conn: sqlite3.Connection) -> None:
     from ..retention import rebuild_from_outputs
-    from .sqlite import _UPSERT_RUN, _iso, _row
     assert store.output_dir is not None
     rebuilt = rebuild_from_outputs(store.output_dir, store.keep)
-    for rel, entry in rebuilt.items():
-        conn.execute("INSERT OR REPLACE INTO notebooks (path, first_seen, last_success_output) "
-                     "VALUES (?, ?, ?)", (rel, _iso(entry["first_seen"]),
-                                          entry["last_success_output"]))
-        conn.executemany(_UPSERT_RUN, [_row(r) for r in entry["runs"]])
-    store._bump(conn, *rebuilt)
+    store.write_entries(conn, {rel: NotebookHistory(**e) for rel, e in rebuilt.items()})
 
 
 def _import_alert_state(store: SqliteRunStore, path: Path) -> None:

@@ -119,6 +119,14 @@ class MemoryRunStore(RunStore):
                 self._generation += 1
             return gone
 
+    def replace_entries(self, entries: dict[str, NotebookHistory]) -> None:
+        with self._lock:
+            for rel, e in entries.items():
+                self._changed(rel)
+                self._data[rel] = NotebookHistory(capped(copy.deepcopy(e.runs), self.keep),
+                                                  e.deleted_at, e.last_success_output,
+                                                  e.first_seen)
+
     def alert_state(self, name: str) -> dict[str, Any] | None:
         with self._lock:
             text = self._state.get(f"alerts:{name}")

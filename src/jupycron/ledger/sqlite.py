@@ -52,7 +52,7 @@ from typing import Any
 
 from ..exceptions import AlreadyRunning, HistoryError
 from ..models import Finding, FindingLevel, KernelInfo, Run, RunStatus, Trigger
-from .base import NotebookHistory, RunStore, kernel_from_extra, run_sort_key
+from .base import NotebookHistory, RunStore, capped, kernel_from_extra, run_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -355,12 +355,7 @@ class SqliteRunStore(RunStore):
         assert self.output_dir is not None
         rebuilt = rebuild_from_outputs(self.output_dir, self.keep)
         with self._transaction("rebuild") as conn:
-            for rel, entry in rebuilt.items():
-                conn.execute("INSERT OR REPLACE INTO notebooks (path, first_seen, "
-                             "last_success_output) VALUES (?, ?, ?)",
-                             (rel, _iso(entry["first_seen"]), entry["last_success_output"]))
-                conn.executemany(_UPSERT_RUN, [_row(r) for r in entry["runs"]])
-            self._bump(conn, *rebuilt)
+            self.write_entries(conn, {rel: NotebookHistory(**e) for rel, e in rebuilt.items()})
         log.warning("run ledger %s is corrupt (%s): kept it as %s and rebuilt %d notebook(s) "
                     "from the HTML outputs", self.path, why, aside.name, len(rebuilt))
 
@@ -556,6 +551,24 @@ class SqliteRunStore(RunStore):
                 return gone
         result: list[tuple[str, datetime]] = self._guarded(write)
         return result
+
+    def write_entries(self, conn: sqlite3.Connection,
+                      entries: dict[str, NotebookHistory]) -> None:
+        """Inside a transaction: :meth:`replace_entries`' write."""
+        for rel, e in entries.items():
+            conn.execute("DELETE FROM runs WHERE notebook = ?", (rel,))
+            conn.execute("INSERT OR REPLACE INTO notebooks (path, first_seen, deleted_at, "
+                         "last_success_output) VALUES (?, ?, ?, ?)",
+                         (rel, _iso(e.first_seen), _iso(e.deleted_at), e.last_success_output))
+            conn.executemany(_UPSERT_RUN, [_row(r) for r in capped(e.runs, self.keep)])
+        if entries:
+            self._bump(conn, *entries)
+
+    def replace_entries(self, entries: dict[str, NotebookHistory]) -> None:
+        def write() -> None:
+            with self._transaction() as conn:
+                self.write_entries(conn, entries)
+        self._guarded(write)
 
     # --- state: alerts, heartbeat -----------------------------------------------------------
 
