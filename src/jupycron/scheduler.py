@@ -675,7 +675,7 @@ class Scheduler:
                 return run
             except HistoryError:  # its RUNNING row could not be written: it never ran
                 with contextlib.suppress(HistoryError):
-                    self.history.discard_claim(run_id)
+                    self.history.discard_claim(claim)
                 raise
         except HistoryError as exc:  # the claim or the RUNNING row could not be written
             recording.release(run_id)

@@ -8,9 +8,7 @@ import errno
 import logging
 import os
 import socket
-import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from jupycron import recording, scheduler
 from jupycron.exceptions import HistoryError
 from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
-from tests.support.services import IN_CI
 
 
 class FakeClock:
@@ -135,30 +132,6 @@ def test_a_running_row_of_this_process_that_it_no_longer_owns_is_reaped(tmp_path
 
 
 # --- a real full filesystem ----------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path/out`` (the settings' outputs folder) on a 4 MB tmpfs, unmounted after."""
-    mnt = tmp_path / "out"
-    mnt.mkdir()
-    why = None
-    if os.geteuid() != 0:
-        why = "mounting a tmpfs needs root"
-    else:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            why = f"cannot mount a tmpfs: {r.stderr.strip()}"
-    if why:
-        if IN_CI:
-            pytest.fail(f"{why} — CI=true, so this may not skip")
-        pytest.skip(why)
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)
-
 
 def fill(folder: Path) -> Path:
     """Fill ``folder``'s filesystem to the last byte with ``folder/filler``."""

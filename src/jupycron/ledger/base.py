@@ -215,7 +215,7 @@ class RunStore(ABC):
 
     @abstractmethod
     def _upsert(self, run: Run, kept_rel: str | None) -> str | None:
-        """Insert or replace ``run`` (by run_id), create its notebook (``first_seen`` =
+        """Insert or replace ``run`` (by notebook and run_id), create its notebook (``first_seen`` =
         its start), cap the notebook's runs, point ``last_success_output`` at ``kept_rel``
         when ``run`` is the notebook's newest success; return ``last_success_output``."""
 
@@ -229,8 +229,8 @@ class RunStore(ABC):
         """Replace each of ``runs`` whose stored row is still RUNNING; return those replaced."""
 
     @abstractmethod
-    def _discard(self, run_id: str) -> bool:
-        """Delete the run ``run_id`` if it is still RUNNING; True when it was."""
+    def _discard(self, run: Run) -> bool:
+        """Delete ``run``'s row if it is still RUNNING; True when it was."""
 
     @abstractmethod
     def _reconcile(self, present: set[str], now: datetime) -> list[str]:
@@ -334,14 +334,15 @@ class RunStore(ABC):
         def free(entry: NotebookHistory) -> bool:
             if run.trigger is not Trigger.SCHEDULE or run.slot is None:
                 return True
-            served = served_slot(entry)
+            served = served_slot(NotebookHistory(
+                runs=[r for r in entry.runs if r.run_id != run.run_id]))
             return served is None or served < run.slot
 
         return self._claim(run, free)
 
-    def discard_claim(self, run_id: str) -> bool:
+    def discard_claim(self, run: Run) -> bool:
         """Undo a claim whose run never started (its row is deleted if still RUNNING)."""
-        return self._discard(run_id)
+        return self._discard(run)
 
     def reap_orphans(self, is_alive: Callable[[int], bool] | None = None,
                      now: datetime | None = None, *,

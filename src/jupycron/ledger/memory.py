@@ -86,14 +86,15 @@ class MemoryRunStore(RunStore):
                 done.append(run)
         return done
 
-    def _discard(self, run_id: str) -> bool:
+    def _discard(self, run: Run) -> bool:
         with self._lock:
-            for rel, entry in self._data.items():
-                if any(r.run_id == run_id and r.status is RunStatus.RUNNING for r in entry.runs):
-                    self._changed(rel)
-                    self._data[rel].runs = [r for r in entry.runs if r.run_id != run_id]
-                    return True
-        return False
+            entry = self._data.get(run.notebook)
+            if entry is None or not any(r.run_id == run.run_id and r.status is RunStatus.RUNNING
+                                        for r in entry.runs):
+                return False
+            self._changed(run.notebook)
+            self._data[run.notebook].runs = [r for r in entry.runs if r.run_id != run.run_id]
+            return True
 
     def _reconcile(self, present: set[str], now: datetime) -> list[str]:
         newly = []

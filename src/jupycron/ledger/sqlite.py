@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS notebooks (
     version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
     notebook TEXT NOT NULL REFERENCES notebooks(path),
     started_at TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ({_STATUSES})),
@@ -111,9 +111,10 @@ CREATE TABLE IF NOT EXISTS runs (
     finding_level TEXT,
     finding_summary TEXT,
     finding_detail TEXT,
-    extra TEXT NOT NULL DEFAULT '{{}}'
+    extra TEXT NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (notebook, run_id)
 );
-CREATE INDEX IF NOT EXISTS runs_by_notebook ON runs (notebook, started_at, run_id);
+CREATE INDEX IF NOT EXISTS runs_by_time ON runs (notebook, started_at, run_id);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (notebook) WHERE status = 'running';
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0), ('purges', 0);
@@ -482,8 +483,8 @@ class SqliteRunStore(RunStore):
             done = []
             with self._transaction() as conn:
                 for run in runs:
-                    row = conn.execute("SELECT status FROM runs WHERE run_id = ?",
-                                       (run.run_id,)).fetchone()
+                    row = conn.execute("SELECT status FROM runs WHERE notebook = ? AND "
+                                       "run_id = ?", (run.notebook, run.run_id)).fetchone()
                     if row is None or row[0] != RunStatus.RUNNING.value:
                         continue
                     conn.execute(_UPSERT_RUN, _row(run))
@@ -494,16 +495,14 @@ class SqliteRunStore(RunStore):
         result: list[Run] = self._guarded(write)
         return result
 
-    def _discard(self, run_id: str) -> bool:
+    def _discard(self, run: Run) -> bool:
         def write() -> bool:
             with self._transaction() as conn:
-                row = conn.execute("SELECT notebook FROM runs WHERE run_id = ? AND status = "
-                                   "'running'", (run_id,)).fetchone()
-                if row is None:
-                    return False
-                conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-                self._bump(conn, row[0])
-                return True
+                gone = conn.execute("DELETE FROM runs WHERE notebook = ? AND run_id = ? AND "
+                                    "status = 'running'", (run.notebook, run.run_id)).rowcount
+                if gone:
+                    self._bump(conn, run.notebook)
+                return bool(gone)
         result: bool = self._guarded(write)
         return result
 
