@@ -3,7 +3,6 @@ run-now against real kernels. The public API of the package is checked here too.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -111,13 +110,13 @@ def test_list_shows_method_and_notebooks(settings, jc):
 
 
 def test_list_shows_the_scheduler_heartbeat_and_pool(settings):
-    from jupycron.paths import scheduler_state_file
+    from tests.support.ledger import write_heartbeat
 
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    scheduler_state_file(settings.output_dir).write_text(json.dumps({
+    write_heartbeat(settings.output_dir, {
         "pid": 4242, "mode": "daemon", "heartbeat": "2026-11-28T22:00:00+00:00",
         "pool": {"size": 2, "idle": 1, "idle_rss_mb": 148.2, "idle_pss_mb": 48.2, "templates": 2,
-                 "templates_pss_mb": 80.4, "preimport": [], "died_idle": 3, "refused": 0}}))
+                 "templates_pss_mb": 80.4, "preimport": [], "died_idle": 3, "refused": 0}})
     res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
                                         "--output", str(settings.output_dir), "list"])
     assert res.exit_code == 0, res.output

@@ -1,5 +1,5 @@
 """The daemon's idle rescan reuses what did not change: parsed notebooks (scan cache), the
-parsed history (CachedHistory), the due answer (until the next slot) and the rendered
+ledger view (re-read where the ledger changed), the due answer (until the next slot) and the rendered
 summary rows. Each reuse is checked against the answer computed from scratch, and every
 way a notebook can change (edit in place with the same size, replacement by rename, mtime
 going backwards, deletion, enable/disable) must be noticed by the next rescan."""
@@ -18,7 +18,6 @@ import nbformat
 import pytest
 
 from jupycron import discovery, scheduler, summary
-from jupycron import history as jhistory
 from jupycron.config import Settings
 from jupycron.ledger import SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
@@ -32,7 +31,6 @@ T0 = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust files written a moment ago (normally re-read for 2 s after a change)."""
     monkeypatch.setattr(discovery, "_RACY_NS", -3600 * 10**9)
-    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)
 
 
 @pytest.fixture
@@ -233,32 +231,30 @@ def test_due_and_next_wake_match_the_uncached_rule_across_dst_and_downtime(
 
 # --- the history cache -------------------------------------------------------------------
 
-def test_cached_history_parses_once_per_change(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ledger_view_is_read_once_per_change(settings: Settings) -> None:
     h = SqliteRunStore(settings.output_dir)
     assert h.load() == {}
     h.mark_deleted(["a_autorun.ipynb"], T0)
-    # just written: not trusted yet (a second write in the same tick could keep the stamps)
     h.load()
-    h.load()
-    parses = h.parses
-    assert parses >= 2
-    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)  # as if 2 s had passed
+    parses, generation = h.parses, h.generation
     h.load()
     first = h.load()
-    assert h.parses == parses + 1
+    assert h.parses == parses and h.generation == generation   # unchanged: no read at all
     first.pop("a_autorun.ipynb")  # each load is a new dict
     assert "a_autorun.ipynb" in h.load()
     assert h.running_runs() == [] and h.earliest_deleted() is None
-    SqliteRunStore(settings.output_dir).record(Run(notebook="a_autorun.ipynb", run_id="r", started_at=T0))
-    assert [r.run_id for r in h.running_runs()] == ["r"] and h.parses == parses + 2
+    SqliteRunStore(settings.output_dir).record(Run(notebook="a_autorun.ipynb", run_id="r",
+                                                   started_at=T0))
+    assert [r.run_id for r in h.running_runs()] == ["r"] and h.generation != generation
     SqliteRunStore(settings.output_dir).mark_deleted([], T0 + timedelta(hours=1))
     assert h.earliest_deleted() == T0 + timedelta(hours=1)
+    assert h.parses == parses      # other processes' writes: only their notebooks re-read
 
 
-def test_cached_history_patches_its_own_writes(settings: Settings) -> None:
-    """A run's start and end recorded through the cached history patch its parse (no parse
-    of the whole file per run); a write by anyone else is still parsed, and the view always
-    equals a parse from scratch."""
+def test_the_ledger_view_rereads_only_changed_notebooks(settings: Settings) -> None:
+    """A run's start and end re-read the one notebook they changed (no read of the whole
+    ledger per run), whoever wrote them; the view always equals a read from scratch, and
+    after a purge the whole ledger is read again."""
     h = SqliteRunStore(settings.output_dir)
     rels = [f"n{i}_autorun.ipynb" for i in range(4)]
     for i, rel in enumerate(rels):
@@ -275,8 +271,13 @@ def test_cached_history_patches_its_own_writes(settings: Settings) -> None:
         h.record(run)
         assert h.load() == SqliteRunStore(settings.output_dir).load()
     assert h.parses == parses and h.generation == generation + 2 * len(rels)
-    SqliteRunStore(settings.output_dir).record(Run(notebook=rels[0], run_id="elsewhere", started_at=T0))
+    SqliteRunStore(settings.output_dir).record(Run(notebook=rels[0], run_id="elsewhere",
+                                                   started_at=T0))
+    assert h.load() == SqliteRunStore(settings.output_dir).load() and h.parses == parses
+    SqliteRunStore(settings.output_dir).mark_deleted(rels[1:], T0)
+    SqliteRunStore(settings.output_dir).purge(T0 + timedelta(days=30), grace=0)
     assert h.load() == SqliteRunStore(settings.output_dir).load() and h.parses == parses + 1
+    assert rels[0] not in h.load()
 
 
 def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -> None:

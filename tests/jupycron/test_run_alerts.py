@@ -4,7 +4,6 @@ notebooks, and the real Alertmanager receiving a failure and its resolution."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 import time
@@ -22,10 +21,10 @@ from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
 from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
-from jupycron.paths import history_file
-from jupycron.run_alerts import alert_state_file, notify_changes
+from jupycron.run_alerts import alert_lock_file, notify_changes
 from tests.support.alertmanager import alertmanager_server
 from tests.support.fake_webhooks import fake_webhook_server
+from tests.support.ledger import write_history_doc
 from tests.support.services import free_port, poll_until
 from tests.support.trickle import trickling_server
 
@@ -50,14 +49,15 @@ def write_history(s: Settings, runs: dict[str, list[Run]]) -> None:
               "deleted_at": None, "last_success_output": None,
               "first_seen": "2024-04-01T00:00:00+00:00"}
         for rel, rs in runs.items()}}
-    s.output_dir.mkdir(parents=True, exist_ok=True)
-    history_file(s.output_dir).write_text(json.dumps(doc))
+    write_history_doc(s.output_dir, doc)
     for rel in runs:
         (s.output_dir / rel.replace(".ipynb", ".html")).write_text("<html></html>")
 
 
 def state(s: Settings) -> dict:
-    return json.loads(alert_state_file(s.output_dir).read_text())["notebooks"]
+    doc = SqliteRunStore(s.output_dir).alert_state("run_alerts")
+    assert doc is not None, "no alert state was saved"
+    return doc["notebooks"]
 
 
 @pytest.fixture
@@ -239,13 +239,13 @@ def test_channel_configuration(site: Settings, hook) -> None:
         notify_changes(replace(site, alert_channels="slack,pager"), NOW)
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
     assert notify_changes(replace(site, alert_channels=""), NOW) == []
-    assert not alert_state_file(site.output_dir).exists()
+    assert SqliteRunStore(site.output_dir).alert_state("run_alerts") is None
 
 
 def test_busy_lock_skips_the_check(site: Settings, hook, monkeypatch) -> None:
     monkeypatch.setattr(run_alerts, "LOCK_WAIT_S", 0.2)
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
-    lock = alert_state_file(site.output_dir).with_name(".alert-state.json.lock")
+    lock = alert_lock_file(site.output_dir)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

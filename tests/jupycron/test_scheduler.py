@@ -20,7 +20,8 @@ from jupycron import scheduler
 from jupycron.exceptions import NotebookNotFound
 from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
-from jupycron.paths import output_html, scheduler_state_file, summary_file
+from jupycron.paths import output_html, summary_file
+from tests.support.ledger import read_heartbeat
 
 T0 = datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
 HOURLY = Notebook("h_autorun.ipynb", 0, 0, JobSpec(every="1 hour"))
@@ -102,7 +103,7 @@ def test_tick_runs_due_notebooks_then_purges_deleted_ones(settings, jc):
         ("ok_autorun.ipynb", RunStatus.SUCCESS), ("raises_autorun.ipynb", RunStatus.FAILED)]
     assert all(r.slot is not None and r.trigger is Trigger.SCHEDULE for r in runs)
     assert scheduler.tick(settings, now=now + timedelta(minutes=2)) == []  # slot served
-    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    state = read_heartbeat(settings.output_dir)
     assert state["mode"] == "tick" and state["running"] == [] and state["pid"] == os.getpid()
     assert "raises_autorun.ipynb" in summary_file(settings.output_dir).read_text()
 
@@ -221,7 +222,7 @@ def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
     run = SqliteRunStore(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
     jc.assert_no_leftovers(run, extra_pids=[running.extra["kernel_pid"], *children])
-    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    state = read_heartbeat(settings.output_dir)
     assert state["mode"] == "stopped" and state["running"] == []
 
 
@@ -239,7 +240,7 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
         jc.wait_until(lambda: "later/added_autorun.ipynb" in history.load(), what="added notebook seen")
         (settings.notebooks / "first_autorun.ipynb").unlink()
         jc.wait_until(lambda: history.load()["first_autorun.ipynb"].deleted_at, what="deletion seen")
-        state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+        state = read_heartbeat(settings.output_dir)
         assert state["mode"] == "daemon" and state["next_wake"]
     finally:
         stop.set()
@@ -269,12 +270,11 @@ def test_idle_refresh_rewrites_the_heartbeat_but_not_an_unchanged_summary(settin
         sched.refresh(now)
         page = summary_file(settings.output_dir)
         first = page.stat().st_mtime_ns
-        beat = scheduler_state_file(settings.output_dir)
-        beat_before = beat.read_text()
+        beat_before = read_heartbeat(settings.output_dir)
         time.sleep(0.02)
         sched.refresh(now + timedelta(seconds=10))
         assert page.stat().st_mtime_ns == first  # unchanged: not rewritten
-        assert beat.read_text() != beat_before   # the heartbeat still moves
+        assert read_heartbeat(settings.output_dir) != beat_before   # the heartbeat still moves
         jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "new_autorun.ipynb")
         sched.scan(now)
         sched.refresh(now + timedelta(seconds=20))

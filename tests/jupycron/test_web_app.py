@@ -4,7 +4,6 @@ attempts against a real uvicorn server (a client library would normalise the pat
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import socket
@@ -24,9 +23,10 @@ from jupycron.config import Settings
 from jupycron.exceptions import HistoryError
 from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
-from jupycron.paths import history_file, kept_html
+from jupycron.paths import kept_html
 from jupycron.web import app as web_app
 from jupycron.web import create_app, hash_password, start_in_thread
+from tests.support.ledger import write_history_doc
 
 AUTH = ("alice", "s3cret pw")
 NOW = datetime.now(UTC)
@@ -68,7 +68,7 @@ def site(tmp_path: Path, jc) -> Settings:
         rel: {"runs": [r.to_json() for r in runs], "deleted_at": None,
               "last_success_output": kept[rel], "first_seen": (NOW - timedelta(days=2)).isoformat()}
         for rel, runs in (("ok_autorun.ipynb", ok), ("sub/raises_autorun.ipynb", raises))}}
-    history_file(out).write_text(json.dumps(doc))
+    write_history_doc(out, doc)
     return s
 
 
