@@ -9,8 +9,9 @@ Run state is the run ledger (:mod:`jupycron.ledger`, ``<output>/.jupycron.sqlite
   A RUNNING row whose runner died is reaped first (see below), so it never blocks for long.
 * Global slots, ``<output>/.locks/slot-<K>.lock`` for K < ``settings.effective_concurrency``
   (:func:`fcntl.flock`, released by the OS when a process dies): a run holds one slot while
-  its kernel lives, so the cap holds across processes. A run that finds no free slot waits
-  (polling), then claims.
+  its kernel lives, so the cap holds across processes. A claimed run that finds no free
+  slot waits (polling); its RUNNING row exists meanwhile (the runner rewrites it with the
+  real start time when the kernel starts).
 
 Due rule: :func:`jupycron.schedule.due_slot` with the slot last served by a scheduled run,
 except that ``interrupted`` runs (scheduler stopped, runner killed) do not serve their slot:
@@ -621,7 +622,7 @@ class Scheduler:
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
                 strict: bool = False) -> Run | None:
-        """Wait for a global slot, claim the run in the ledger, run. None when skipped
+        """Claim the run in the ledger, wait for a global slot, run. None when skipped
         (already running / slot served meanwhile / stopping).
 
         ``strict``: raise :class:`AlreadyRunning` instead of skipping (run-now).
@@ -639,21 +640,15 @@ class Scheduler:
             if slot is not None and (served := served_slot(entry)) and served >= slot:
                 log.info("%s: slot %s was served meanwhile: skipped", rel, slot.isoformat())
                 return None
-        with self._lock:
-            self.queue.add(rel)
-        self.request_refresh()
-        fd = acquire_slot(self.output, self.cap, self.stop_event)
-        with self._lock:
-            self.queue.discard(rel)
-        if fd is None:
-            log.info("%s: not started, the scheduler is stopping", rel)
-            return None
         run_id = new_run_id()
         # Owned before its row exists: orphan reaping must not take the row as abandoned.
         recording.claim(run_id)
+        claim = Run(notebook=rel, run_id=run_id, started_at=datetime.now(UTC), trigger=trigger,
+                    slot=slot, pid=os.getpid(), host=socket.gethostname())
+        fd: int | None = None
         try:
-            claim = Run(notebook=rel, run_id=run_id, started_at=datetime.now(UTC),
-                        trigger=trigger, slot=slot, pid=os.getpid(), host=socket.gethostname())
+            # The claim comes before the wait for a global slot: a notebook waiting here is
+            # taken, another process skips it (and starts the next one) instead of waiting too.
             try:
                 if not self._claim(claim):
                     log.info("%s: slot %s was served meanwhile: skipped", rel,
@@ -663,6 +658,20 @@ class Scheduler:
             except AlreadyRunning:
                 recording.release(run_id)
                 self._busy(rel, strict)
+                return None
+            with self._lock:
+                self.queue.add(rel)
+            self.request_refresh()
+            try:
+                fd = acquire_slot(self.output, self.cap, self.stop_event)
+            finally:
+                with self._lock:
+                    self.queue.discard(rel)
+            if fd is None:
+                log.info("%s: not started, the scheduler is stopping", rel)
+                with contextlib.suppress(HistoryError):
+                    self.history.discard_claim(claim)
+                recording.release(run_id)
                 return None
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,

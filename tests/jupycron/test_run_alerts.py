@@ -332,7 +332,7 @@ def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Setting
     notebooks = run_alerts.scan(site.notebooks, site.output_dir)
     view = SqliteRunStore(site.output_dir, keep=site.history_runs)
     monkeypatch.setattr(run_alerts, "scan", lambda *a, **k: pytest.fail("scanned again"))
-    monkeypatch.setattr(run_alerts, "History", lambda *a, **k: pytest.fail("history re-read"))
+    monkeypatch.setattr(run_alerts, "open_store", lambda *a, **k: pytest.fail("ledger reopened"))
 
     def check(at: datetime) -> list[tuple[str, str, str, str]]:
         return [(d.notebook, d.kind, d.channel, d.action) for d in

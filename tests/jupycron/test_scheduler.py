@@ -403,7 +403,7 @@ def test_a_stuck_alert_channel_never_holds_a_run_worker(settings, jc, monkeypatc
         finally:
             sched.close()
         assert not sched.alerts._thread.is_alive()
-    told = json.loads((settings.output_dir / ".alert-state.json").read_text())
+    told = SqliteRunStore(settings.output_dir).alert_state("run_alerts")
     slack = told["notebooks"][rel]["failing"]["channels"]["slack"]
     assert slack["told"] == "resolved" and "cancelled" in slack["last_error"]
 
