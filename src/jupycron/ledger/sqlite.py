@@ -237,6 +237,10 @@ class SqliteRunStore(RunStore):
             if _is_corrupt(exc):
                 raise _Corrupt(str(exc)) from exc
             raise self._fail("open", exc) from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         self._conn, self._conn_pid = conn, os.getpid()
         with contextlib.suppress(OSError):
             self._inode = self.path.stat().st_ino
@@ -247,20 +251,28 @@ class SqliteRunStore(RunStore):
             import_json_files(self)
         return conn
 
+    def _check_version(self, conn: sqlite3.Connection) -> bool:
+        """True when the schema exists (and is this version's); HistoryError for another."""
+        have = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
+                            "name = 'schema_version'").fetchone()
+        if have is None:
+            return False
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise HistoryError(
+                f"the run ledger {self.path} has schema version "
+                f"{row[0] if row else None}, this jupycron reads version "
+                f"{SCHEMA_VERSION}: use the jupycron that wrote it, or move the file "
+                "aside (it is then rebuilt from the outputs)")
+        return True
+
     def _setup(self, conn: sqlite3.Connection) -> None:
-        """Create or check the schema."""
+        """Check the schema, or create it (a write only when it is missing)."""
+        if self._check_version(conn):
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            have = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND "
-                                "name = 'schema_version'").fetchone()
-            if have is not None:
-                row = conn.execute("SELECT version FROM schema_version").fetchone()
-                if row is None or row[0] != SCHEMA_VERSION:
-                    raise HistoryError(
-                        f"the run ledger {self.path} has schema version "
-                        f"{row[0] if row else None}, this jupycron reads version "
-                        f"{SCHEMA_VERSION}: use the jupycron that wrote it, or move the file "
-                        "aside (it is then rebuilt from the outputs)")
+            if self._check_version(conn):  # created meanwhile by another process
                 conn.execute("COMMIT")
                 return
             for statement in _SCHEMA.split(";"):
