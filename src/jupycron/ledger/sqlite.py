@@ -609,13 +609,22 @@ class SqliteRunStore(RunStore):
         result: dict[str, Any] | None = self._guarded(read)
         return result
 
-    def _set_state(self, key: str, value: dict[str, Any]) -> None:
+    def _set_state(self, key: str, value: dict[str, Any], durable: bool = True) -> None:
+        """``durable=False``: no fsync at the commit (WAL ``synchronous=NORMAL``: kept if the
+        process dies, may be lost with the machine) - for the heartbeat, rewritten anyway."""
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
 
         def write() -> None:
-            with self._transaction() as conn:
-                conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
-                             (key, text))
+            conn = self._connection()
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self._transaction() as conn:
+                    conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                                 (key, text))
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
         self._guarded(write)
 
     def alert_state(self, name: str) -> dict[str, Any] | None:
@@ -625,7 +634,7 @@ class SqliteRunStore(RunStore):
         self._set_state(f"alerts:{name}", state)
 
     def write_heartbeat(self, beat: dict[str, Any]) -> None:
-        self._set_state("heartbeat", beat)
+        self._set_state("heartbeat", beat, durable=False)
 
     def heartbeat(self) -> dict[str, Any] | None:
         return self._get_state("heartbeat")
