@@ -3,8 +3,10 @@
 Every jupycron process (``tick`` timers, the daemon, the web server's run-now, ``jupycron
 list``) opens the same file. WAL mode lets readers go on while one process writes; a write
 is one short ``BEGIN IMMEDIATE`` transaction, waiting up to :data:`BUSY_TIMEOUT_MS` for
-another writer. Commits are durable (``synchronous=FULL``): a process killed at any point
-leaves the ledger as of its last commit.
+another writer. A process killed at any point leaves the ledger as of its last commit;
+commits of outcomes, deletions and imports are also fsync'ed (``synchronous=FULL``: they
+survive a power cut), RUNNING rows, claims and the heartbeat are not (they are rewritten
+within the run anyway; a machine crash ends the run too).
 
 Tables (``sqlite3 <output>/.jupycron.sqlite .schema`` shows them)::
 
@@ -293,18 +295,29 @@ class SqliteRunStore(RunStore):
             self._cache = None
 
     @contextlib.contextmanager
-    def _transaction(self, what: str = "write") -> Iterator[sqlite3.Connection]:
-        """Under ``_lock``: one write transaction (``BEGIN IMMEDIATE``), committed on exit."""
+    def _transaction(self, what: str = "write",
+                     durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Under ``_lock``: one write transaction (``BEGIN IMMEDIATE``), committed on exit.
+
+        ``durable=False``: the commit is not fsync'ed (WAL with ``synchronous=NORMAL``: it
+        survives the process dying, not the machine) - for rows that are rewritten soon
+        anyway (a RUNNING row, a claim, the heartbeat); outcomes are always fsync'ed."""
         conn = self._connection()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as exc:
             if _is_corrupt(exc):
                 raise _Corrupt(str(exc)) from exc
@@ -465,7 +478,7 @@ class SqliteRunStore(RunStore):
 
     def _upsert(self, run: Run, kept_rel: str | None) -> str | None:
         def write() -> str | None:
-            with self._transaction() as conn:
+            with self._transaction(durable=run.status is not RunStatus.RUNNING) as conn:
                 return self._insert(conn, run, kept_rel)
         result: str | None = self._guarded(write)
         return result
@@ -475,7 +488,7 @@ class SqliteRunStore(RunStore):
 
     def _claim(self, run: Run, check: Callable[[NotebookHistory], bool]) -> bool:
         def write() -> bool:
-            with self._transaction("claim a run in") as conn:
+            with self._transaction("claim a run in", durable=False) as conn:
                 holder = conn.execute("SELECT run_id, pid, host FROM runs WHERE notebook = ? "
                                       "AND status = 'running' AND run_id != ? LIMIT 1",
                                       (run.notebook, run.run_id)).fetchone()
@@ -615,16 +628,9 @@ class SqliteRunStore(RunStore):
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
 
         def write() -> None:
-            conn = self._connection()
-            if not durable:
-                conn.execute("PRAGMA synchronous = NORMAL")
-            try:
-                with self._transaction() as conn:
-                    conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
-                                 (key, text))
-            finally:
-                if not durable:
-                    conn.execute("PRAGMA synchronous = FULL")
+            with self._transaction(durable=durable) as conn:
+                conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                             (key, text))
         self._guarded(write)
 
     def alert_state(self, name: str) -> dict[str, Any] | None:
