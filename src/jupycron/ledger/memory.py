@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -14,6 +15,8 @@ from typing import Any
 from ..exceptions import AlreadyRunning
 from ..models import Run, RunStatus
 from .base import NotebookHistory, RunStore, capped
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MemoryRunStore"]
 
@@ -102,6 +105,8 @@ class MemoryRunStore(RunStore):
             for p in present:
                 entry = self._data.get(p)
                 if entry is None or entry.first_seen is None or entry.deleted_at is not None:
+                    if entry is not None and entry.deleted_at is not None:
+                        log.info("notebook %s is back: no longer marked deleted", p)
                     entry = self._entry(p, now)
                     entry.deleted_at = None
             for p, entry in list(self._data.items()):
