@@ -8,15 +8,17 @@
 
 Every notebook key, entry and run is checked (:mod:`jupycron.history_check`) before it is
 imported; a damaged one is refused with a warning naming it and the reason, and the rest is
-imported. The file is then renamed ``<name>.imported``, so nothing is lost and it is not
-imported twice (the rename happens inside the import's write transaction: of two processes
-opening the ledger at once, one imports). A file that is not a history at all (bad JSON,
+imported. The file is then renamed ``<name>.imported``, so nothing is lost; it is never
+imported twice (the ledger notes the file's inode, size and mtime in the import's
+transaction, and the rename follows the commit: of processes opening the ledger at once, one
+imports and the others find its runs). A file that is not a history at all (bad JSON,
 wrong shape, an old-format file with a bad row) is renamed ``<name>.corrupt-<UTC stamp>``
 instead and, when the ledger holds nothing yet, the ledger is rebuilt from the HTML outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -128,22 +130,25 @@ def import_json_files(store: SqliteRunStore) -> None:
 
 
 def _import_history(store: SqliteRunStore, path: Path) -> None:
-    renamed: Path | None = None
-    try:
-        with store._transaction("import into") as conn:
-            renamed = _import_in(store, conn, path)
-    except BaseException:
-        if renamed is not None:  # the commit failed: the file stays to import
-            os.replace(renamed, path)
-        raise
+    with store._transaction("import into") as conn:
+        dest = _import_in(store, conn, path)
+    if dest is not None:  # renamed only once committed: a file still there is not imported
+        with contextlib.suppress(FileNotFoundError):  # another process renamed it
+            os.replace(path, dest)
 
 
 def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> Path | None:
+    """Inside the import's transaction: import ``path`` unless this very file (inode, size,
+    mtime) was imported already; returns the name to keep it as (renamed after the commit)."""
     assert store.output_dir is not None
     try:
+        st = path.stat()
         raw = path.read_bytes()
     except FileNotFoundError:
         return None  # another process imported it meanwhile
+    marker = f"imported:{path.name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    done = conn.execute("SELECT 1 FROM meta WHERE key = ?", (marker,)).fetchone() is not None
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 1)", (marker,))
     try:
         try:
             doc = json.loads(raw)
@@ -152,14 +157,20 @@ def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> P
         parsed = parse_history(doc, store.output_dir)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         dest = _aside(path, "corrupt")
-        os.replace(path, dest)
+        if done:
+            return dest
         empty = conn.execute("SELECT count(*) FROM notebooks").fetchone()[0] == 0
         log.warning("%s is not a run history (%s): kept it as %s%s", path,
                     str(exc) or type(exc).__name__, dest.name,
                     "; rebuilding the ledger from the HTML outputs" if empty else "")
         if empty:
             _rebuild(store, conn)
-        return None
+        return dest
+    dest = path.with_name(path.name + IMPORTED_SUFFIX)
+    if dest.exists():
+        dest = _aside(path, "imported")  # never overwrite an earlier import's file
+    if done:
+        return dest
     for problem in parsed.refused:
         log.warning("%s: refused %s", path.name, problem)
     store.write_entries(conn, {
@@ -167,10 +178,6 @@ def _import_in(store: SqliteRunStore, conn: sqlite3.Connection, path: Path) -> P
                              last_success_output=fields.get("last_success_output"),
                              first_seen=_parse(fields.get("first_seen")))
         for rel, (fields, runs) in parsed.entries.items()})
-    dest = path.with_name(path.name + IMPORTED_SUFFIX)
-    if dest.exists():
-        dest = _aside(path, "imported")  # never overwrite an earlier import's file
-    os.replace(path, dest)
     log.warning("imported %s into the run ledger %s: %d notebook(s), %d run(s), %d damaged "
                 "part(s) refused; the file is kept as %s", path, store.path,
                 len(parsed.entries), sum(len(r) for _, r in parsed.entries.values()),
