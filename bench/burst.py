@@ -57,26 +57,24 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 def _fill_history(output_dir: Path, rels: list[str], per_notebook: int) -> None:
     """Give each notebook ``per_notebook`` finished manual runs (a steady-state history;
     manual runs serve no slot, so every notebook is still due)."""
-    from jupycron.history import History, NotebookHistory
+    from jupycron.ledger import NotebookHistory, SqliteRunStore
     from jupycron.models import Run, RunStatus, Trigger
 
     now = datetime.now(UTC)
-
-    def fill(data: dict[str, NotebookHistory]) -> None:
-        for rel in rels:
-            entry = data.setdefault(rel, NotebookHistory())
-            entry.runs = [Run(notebook=rel, run_id=f"{now - timedelta(hours=i + 1):%Y%m%dT%H%M%S}-{i:06x}",
-                              started_at=now - timedelta(hours=i + 1), trigger=Trigger.MANUAL,
-                              status=RunStatus.SUCCESS, finished_at=now - timedelta(hours=i + 1),
-                              duration_s=1.0, pid=1, host="bench",
-                              extra={"timing": {"cells_s": 0.5}, "max_mem_mb": 1000})
-                          for i in range(per_notebook)]
-
-    History(output_dir).update(fill)
+    data = SqliteRunStore(output_dir).load()
+    for rel in rels:
+        entry = data.setdefault(rel, NotebookHistory())
+        entry.runs = [Run(notebook=rel, run_id=f"{now - timedelta(hours=i + 1):%Y%m%dT%H%M%S}-{i:06x}",
+                          started_at=now - timedelta(hours=i + 1), trigger=Trigger.MANUAL,
+                          status=RunStatus.SUCCESS, finished_at=now - timedelta(hours=i + 1),
+                          duration_s=1.0, pid=1, host="bench",
+                          extra={"timing": {"cells_s": 0.5}, "max_mem_mb": 1000})
+                      for i in range(per_notebook)]
+    SqliteRunStore(output_dir, keep=max(per_notebook, 1)).replace_entries(data)
 
 
 def burst(base, cells: list[str], count: int, pool: bool, history: int = 0) -> None:
-    from jupycron.history import History
+    from jupycron.ledger import SqliteRunStore
     from jupycron.models import RunStatus
     from jupycron.scheduler import tick
 
@@ -88,7 +86,7 @@ def burst(base, cells: list[str], count: int, pool: bool, history: int = 0) -> N
             nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells]), nbdir / rel)
         settings = replace(base, notebooks=nbdir, output=Path(tmp) / "out",
                            pool_size=-1 if pool else 0)
-        History(settings.output_dir).mark_deleted(rels, datetime.now(UTC) - timedelta(minutes=5))
+        SqliteRunStore(settings.output_dir).mark_deleted(rels, datetime.now(UTC) - timedelta(minutes=5))
         if history:
             _fill_history(settings.output_dir, rels, history)
         load = os.getloadavg()[0]

@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -67,9 +68,10 @@ def make_notebooks(folder: Path, count: int, spec: str) -> None:
 
 def write_history(output: Path, folder: Path, spec_text: str, runs: int, now: datetime) -> int:
     """A history in which every notebook under ``folder`` has ``runs`` finished scheduled
-    runs at its latest slots (so none is due), as jupycron writes it; returns the run count."""
+    runs at its latest slots (so none is due); returns the run count. Written as a
+    ``.history.json`` (format 1): versions before the run ledger read it, the ledger imports
+    it at the daemon's start, so a ``--baseline-commit`` case gets the same history."""
     from jupycron.discovery import parse_spec
-    from jupycron.history import History, NotebookHistory
     from jupycron.models import Run, RunStatus, Trigger
     from jupycron.schedule import latest_slot, next_slot
 
@@ -84,15 +86,18 @@ def write_history(output: Path, folder: Path, spec_text: str, runs: int, now: da
     data = {}
     for path in sorted(folder.rglob("*autorun*.ipynb")):
         rel = path.relative_to(folder).as_posix()
-        data[rel] = NotebookHistory(first_seen=slots[-1] - timedelta(days=1), runs=[
+        data[rel] = {"deleted_at": None, "last_success_output": None,
+                     "first_seen": (slots[-1] - timedelta(days=1)).isoformat(), "runs": [
             Run(notebook=rel, run_id=f"{slot:%Y%m%dT%H%M%S}-{i:06x}", started_at=slot,
                 status=RunStatus.SUCCESS if i % 7 else RunStatus.FAILED, trigger=Trigger.SCHEDULE,
                 slot=slot, finished_at=slot + timedelta(seconds=12), duration_s=12.0,
                 peak_mem_mb=180.0, output=path.with_suffix(".html").relative_to(folder).as_posix(),
                 host="bench", memory_limit="rlimit",
-                error_name=None if i % 7 else "ValueError", error_value=None if i % 7 else "bad input")
-            for i, slot in enumerate(slots[:runs])])
-    History(output, keep=max(runs, 1)).update(lambda current: current.update(data))
+                error_name=None if i % 7 else "ValueError", error_value=None if i % 7 else "bad input"
+                ).to_json()
+            for i, slot in enumerate(slots[:runs])]}
+    output.mkdir(parents=True, exist_ok=True)
+    (output / ".history.json").write_text(json.dumps({"version": 1, "notebooks": data}))
     return runs * len(data)
 
 
@@ -101,8 +106,24 @@ def cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def heartbeat(output: Path) -> dict | None:
+def _ledger_query(output: Path, sql: str) -> list[tuple] | None:
+    """Rows of ``sql`` on the run ledger (read-only), None when there is none (a baseline
+    older than the ledger keeps JSON files instead)."""
+    path = output / ".jupycron.sqlite"
+    if not path.exists():
+        return None
     try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def heartbeat(output: Path) -> dict | None:
+    rows = _ledger_query(output, "SELECT value FROM state WHERE key = 'heartbeat'")
+    try:
+        if rows is not None:
+            return json.loads(rows[0][0]) if rows else None
         return json.loads((output / ".scheduler.json").read_text())
     except (OSError, ValueError):
         return None
@@ -185,7 +206,10 @@ def measure(args: argparse.Namespace, count: int, pool: int, src: Path) -> dict[
             log.close()
         history = output / ".history.json"
         runs = 0
-        if history.exists():
+        counted = _ledger_query(output, "SELECT count(*) FROM runs")
+        if counted is not None:
+            runs = counted[0][0] if counted else 0
+        elif history.exists():
             data = json.loads(history.read_text())
             entries = data.get("notebooks", data) if isinstance(data, dict) else {}
             runs = sum(len(e.get("runs", [])) for e in entries.values() if isinstance(e, dict))

@@ -182,7 +182,7 @@ def main() -> int:
     print(f"summary page      {output / 'summary.html'}")
     print(f"notebook outputs  {output}/*.html")
     print(f"interactive ones  {interactive}/*.html")
-    print(f"run history       {output / '.history.json'}")
+    print(f"run ledger        {output / '.jupycron.sqlite'}  (sqlite3 -readonly ...)")
     print(f"ground truth      {demo / 'ground_truth.json'} ({len(incidents)} injected incidents)")
     print(f"dashboard         {bindir / 'jupycron'} --config {rel_cfg} passwd admin")
     print(f"                  {bindir / 'jupycron'} --config {rel_cfg} serve"

@@ -32,8 +32,9 @@ _EXPORTS: dict[str, str] = {
     "JupycronError": ".exceptions",
     "NotebookNotFound": ".exceptions",
     "SpecError": ".exceptions",
-    # discovery, history
-    "History": ".history",
+    # discovery, the run ledger
+    "RunStore": ".ledger",
+    "open_store": ".ledger",
     "scan": ".discovery",
     # running
     "MemoryCap": ".limits",

@@ -60,7 +60,7 @@ class Settings:
         "help": "MaxRuntime when a notebook sets none (s).", "min": 0.0, "min_open": True, "max": 366 * _DAY})
     max_runtime_s: float = field(default=86400.0, metadata={
         "help": "Upper bound on any notebook's MaxRuntime (s).", "min": 0.0, "min_open": True, "max": 366 * _DAY})
-    history_runs: int = field(default=100, metadata={"help": "Runs kept per notebook in .history.json.",
+    history_runs: int = field(default=100, metadata={"help": "Runs kept per notebook in the run ledger.",
                                                      "min": 1, "max": 100_000})
     deleted_grace_s: float = field(default=7 * 86400.0, metadata={
         "help": "How long a deleted notebook's history and outputs are kept (s).", "min": 0.0, "max": 3660 * _DAY})

@@ -1,14 +1,15 @@
-"""Type and range checks of ``.history.json`` entries before they become :class:`Run` objects.
+"""Type and range checks of ``.history.json`` entries before they become :class:`Run` objects
+(the run ledger's importer, :mod:`jupycron.ledger.importer`, refuses what fails them).
 
 The history is JSON written by jupycron itself, but a damaged or hand-edited file can hold
 valid JSON of the wrong shape: ``"pid": "abc"`` on a RUNNING row (the orphan check then
 crashes every tick), ``"duration_s": "12"``, numbers beyond a float (``10**400``), a notebook
 key with ``..`` (purging it would delete files outside the outputs folder), a run id or an
 output path that leaves its folder, a cgroup or socket folder that is not jupycron's (the
-orphan clean-up would kill or delete it). The kernel's ids are checked in the typed
-``kernel`` object and, for rows written before it existed, in the ``extra`` keys
-:meth:`jupycron.models.KernelInfo.from_legacy_extra` reads. Each check raises :class:`ValueError` naming the
-field; :mod:`jupycron.history` then keeps what is sound and moves the file aside.
+orphan clean-up would kill or delete it). Each check raises :class:`ValueError` naming the
+field; the importer then imports what is sound and logs what it refused. The kernel's ids
+are checked in the typed ``kernel`` object and, for rows written before it existed, in the
+``extra`` keys :meth:`jupycron.models.KernelInfo.from_legacy_extra` reads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from .models import KernelInfo, RunStatus, Trigger
+from .models import FindingLevel, KernelInfo, RunStatus, Trigger
 from .paths import _RUN_ID_RE, validate_rel
 
 __all__ = ["MAX_EXTRA_DEPTH", "check_entry_fields", "check_notebook_key", "check_run"]
@@ -139,6 +140,24 @@ def _check_typed_kernel(kernel: Any) -> None:
     _check_kernel(kernel, "kernel", {f: f for f in KernelInfo.__dataclass_fields__})
 
 
+def _check_finding(finding: Any) -> None:
+    if finding is None:
+        return
+    if not isinstance(finding, dict):
+        raise ValueError(f'"finding" must be an object, got {_short(finding)}')
+    if finding.get("level") not in {lv.value for lv in FindingLevel}:
+        raise ValueError(f'"finding.level" must be one of {sorted(lv.value for lv in FindingLevel)}'
+                         f', got {_short(finding.get("level"))}')
+    if not isinstance(finding.get("summary", ""), str):
+        raise ValueError('"finding.summary" must be a string')
+    detail = finding.get("detail")
+    if detail is not None and not (isinstance(detail, list)
+                                   and all(isinstance(row, dict) for row in detail)):
+        raise ValueError('"finding.detail" must be a list of objects')
+    if _depth(detail, MAX_EXTRA_DEPTH) > MAX_EXTRA_DEPTH:
+        raise ValueError(f'"finding.detail" is nested deeper than {MAX_EXTRA_DEPTH} levels')
+
+
 def check_run(raw: Any) -> None:
     """Raise ValueError unless ``raw`` is a run row jupycron can use safely."""
     if not isinstance(raw, dict):
@@ -166,6 +185,7 @@ def check_run(raw: Any) -> None:
     _rel_path(raw, "output")
     _check_extra(raw.get("extra", {}))
     _check_typed_kernel(raw.get("kernel"))
+    _check_finding(raw.get("finding"))
 
 
 def check_entry_fields(raw: Any) -> None:

@@ -7,8 +7,8 @@ The old tool kept ``<output>/.history.json`` as one row per notebook, its last r
 :func:`convert` turns such a document into this package's entries (the ``"notebooks"`` value
 of history format 1, see :mod:`jupycron.models`), so the first load after the switch shows
 each notebook's last run with its time, outcome and duration instead of moving the file aside
-as corrupt. The file is rewritten in the new format by the next run that records; before
-that, :func:`backup_legacy` keeps the original as ``.history.json.jupycron-legacy``.
+as corrupt. The run ledger's importer (:mod:`jupycron.ledger.importer`) calls it once and
+keeps the original as ``.history.json.imported``.
 
 How a row maps to a run:
 
@@ -25,7 +25,7 @@ How a row maps to a run:
   folder whose HTML output exists, else it keeps its file name.
 
 A document that is not of this shape makes :func:`convert` raise :class:`ValueError` (the
-history then treats the file as corrupt: moved aside, rebuilt from the outputs).
+importer then treats the file as corrupt: moved aside, the ledger rebuilt from the outputs).
 """
 
 from __future__ import annotations
@@ -37,16 +37,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from safefiles.atomic import atomic_copy
-
 from .models import Run, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEGACY_NOTE", "backup_legacy", "convert", "is_legacy", "parse_timestamp"]
+__all__ = ["LEGACY_NOTE", "convert", "is_legacy", "parse_timestamp"]
 
 LEGACY_NOTE = "imported from the old jupycron's history"
-BACKUP_SUFFIX = ".jupycron-legacy"
 _STATUSES = {"success": RunStatus.SUCCESS, "failed": RunStatus.FAILED}
 _NOT_RUN = "not run"
 # Unix seconds outside this range are not timestamps the old tool could have written.
@@ -155,19 +152,3 @@ def convert(doc: Any, output_dir: Path | str, host: str | None = None) -> dict[s
         entries[rel] = {"runs": [run.to_json()], "deleted_at": None,
                         "last_success_output": None, "first_seen": started.isoformat()}
     return entries
-
-
-def backup_legacy(path: Path) -> Path | None:
-    """Keep the old file once as ``<path>.jupycron-legacy`` (before the first rewrite);
-    returns the copy's path, None when it already existed or could not be written."""
-    dest = path.with_name(path.name + BACKUP_SUFFIX)
-    if dest.exists():
-        return None
-    try:
-        atomic_copy(path, dest)
-    except OSError as exc:
-        log.warning("cannot keep a copy of the old history %s as %s: %s", path, dest, exc)
-        return None
-    log.warning("history %s is in the old jupycron format: imported each notebook's last run "
-                "(original kept as %s)", path, dest.name)
-    return dest

@@ -2,11 +2,11 @@
 
 :class:`JupycronCollector` is a prometheus-client custom collector: every scrape scans the
 notebooks (through a shared :class:`~jupycron.discovery.ScanCache`, so unchanged notebooks
-are not re-read), loads ``.history.json`` and ``.scheduler.json`` and builds the same rows as
-the dashboard (:func:`jupycron.status.build_rows`, the one status model). The history is parsed again only when
-the file changed (a :class:`~jupycron.history.CachedHistory` per collector, checked by its
-stamps at every scrape), so the values are right whichever process (daemon, tick from cron,
-run-now) wrote the files, and a scrape between runs costs no parse of a large history.
+are not re-read), reads the run ledger (runs and the scheduler's heartbeat, :mod:`jupycron.ledger`) and
+builds the same rows as the dashboard (:func:`jupycron.status.build_rows`, the one status model). Each collector
+keeps one ledger view, read again only where the ledger changed, so the values are right
+whichever process (daemon, tick from cron, run-now) wrote it, and a scrape between runs
+costs one query.
 
 Metrics (label ``notebook`` = path relative to the notebooks folder):
 
@@ -47,7 +47,6 @@ rather than exporting 0, so ``time() - metric`` alerts do not fire on new notebo
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -59,10 +58,9 @@ from prometheus_client.registry import Collector
 
 from .config import Settings
 from .discovery import ScanCache
-from .exceptions import JupycronError
-from .history import CachedHistory
+from .exceptions import HistoryError, JupycronError
+from .ledger import RunStore, open_store
 from .models import FindingLevel
-from .paths import scheduler_state_file
 from .status import NotebookState, current_rows
 
 log = logging.getLogger(__name__)
@@ -76,17 +74,19 @@ STATES = tuple(str(s) for s in NotebookState)
 FINDING_LEVELS = tuple(str(level) for level in FindingLevel)
 
 
-def read_heartbeat(settings: Settings) -> dict[str, Any] | None:
-    """``<output>/.scheduler.json`` as a dict, or None when absent or unreadable."""
-    path = scheduler_state_file(settings.output_dir)
+def read_heartbeat(settings: Settings, store: RunStore | None = None) -> dict[str, Any] | None:
+    """The scheduler's last heartbeat (kept in the run ledger), or None when absent or
+    unreadable. ``store``: an open ledger (else one is opened for the call)."""
+    own = store is None
+    store = store if store is not None else open_store(settings)
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
+        return store.heartbeat()
+    except HistoryError as exc:
+        log.warning("cannot read the scheduler heartbeat: %s", exc)
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read scheduler heartbeat %s: %s", path, exc)
-        return None
-    return doc if isinstance(doc, dict) else None
+    finally:
+        if own:
+            store.close()
 
 
 def _timestamp(v: Any) -> float | None:
@@ -126,7 +126,7 @@ class JupycronCollector(Collector):
     def __init__(self, settings: Settings, cache: ScanCache | None = None) -> None:
         self.settings = settings
         self.cache = cache if cache is not None else ScanCache()
-        self.history = CachedHistory(settings.output_dir, keep=settings.history_runs)
+        self.history = open_store(settings)
 
     def collect(self) -> Iterator[Metric]:
         now = datetime.now(UTC)
@@ -199,7 +199,7 @@ class JupycronCollector(Collector):
         yield from self._scheduler()
 
     def _scheduler(self) -> Iterator[Metric]:
-        beat = read_heartbeat(self.settings)
+        beat = read_heartbeat(self.settings, self.history)
         heartbeat = GaugeMetricFamily("jupycron_scheduler_heartbeat_timestamp_seconds",
                                       "Last heartbeat of the scheduler (Unix time)")
         queue = GaugeMetricFamily("jupycron_scheduler_queue_length",

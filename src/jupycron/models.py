@@ -1,6 +1,7 @@
-"""Value types shared by discovery, the runner, the history, the summary and the web app.
+"""Value types shared by discovery, the runner, the run ledger, the summary and the web app.
 
-History file format (``<output>/.history.json``, version 1)::
+Runs are kept in the run ledger (:mod:`jupycron.ledger`). Versions before it kept them in
+``<output>/.history.json`` (format 1, imported once by :mod:`jupycron.ledger.importer`)::
 
     {
       "version": 1,

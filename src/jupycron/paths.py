@@ -4,11 +4,12 @@ For the notebook ``a/b_autorun.ipynb`` (its path relative to the notebooks folde
 
     <output>/a/b_autorun.html                       latest run's HTML (replaced by every run)
     <output>/a/b_autorun.success-<run_id>.html      copy of the latest *successful* run's HTML;
-                                                    the history removes the previous copy when
-                                                    a newer success supersedes it
-    <output>/.locks/a/b_autorun.ipynb.lock          per-notebook run lock (fcntl.flock)
-    <output>/.history.json  (+ .history.json.lock)  run history, see jupycron.models
-    <output>/.scheduler.json                        scheduler heartbeat
+                                                    jupycron.retention removes the previous
+                                                    copy when a newer success supersedes it
+    <output>/.jupycron.sqlite (+ -wal, -shm)        the run ledger: runs, notebooks, alert
+                                                    state, heartbeat (jupycron.ledger)
+    <output>/.locks/slot-<k>.lock                   global run slots (fcntl.flock)
+    <output>/.history.json.imported                 an older version's history, once imported
     <output>/summary.html                           static status page
 
 Run ids are ``<UTC yyyymmddTHHMMSS>-<6 hex>`` so kept copies sort by time.
@@ -22,13 +23,11 @@ from pathlib import Path, PurePosixPath
 __all__ = [
     "KEPT_INFIX",
     "history_file",
-    "history_lock_file",
     "kept_html",
     "kept_html_glob",
     "lock_file",
     "notebook_for_output",
     "output_html",
-    "scheduler_state_file",
     "summary_file",
     "validate_rel",
 ]
@@ -99,24 +98,16 @@ def notebook_for_output(output_rel: str) -> tuple[str, str | None] | None:
 
 
 def lock_file(output_dir: Path, rel: str) -> Path:
-    """``<output>/.locks/<rel>.lock``: held (fcntl.flock) while the notebook runs."""
+    """``<output>/.locks/<rel>.lock``: the per-notebook run lock of versions before the run
+    ledger's claim rule; removed with the notebook's outputs on purge."""
     validate_rel(rel)
     return Path(output_dir) / ".locks" / f"{rel}.lock"
 
 
 def history_file(output_dir: Path) -> Path:
-    """``<output>/.history.json``."""
+    """``<output>/.history.json``: the history of versions before the run ledger (imported
+    once by :mod:`jupycron.ledger.importer`)."""
     return Path(output_dir) / ".history.json"
-
-
-def history_lock_file(output_dir: Path) -> Path:
-    """``<output>/.history.json.lock``: flock'ed around every read-modify-write of the history."""
-    return Path(output_dir) / ".history.json.lock"
-
-
-def scheduler_state_file(output_dir: Path) -> Path:
-    """``<output>/.scheduler.json``: the scheduler's heartbeat."""
-    return Path(output_dir) / ".scheduler.json"
 
 
 def summary_file(output_dir: Path) -> Path:

@@ -20,7 +20,8 @@ systemd timer, so "late" is noticed even when the scheduler is down). Each call:
      episode. ``AlertOnFinding`` as a list picks channels among ``alert_channels``;
 
 2. decides per channel with the one episode state machine (:mod:`jupycron.episodes`) from
-   what each channel was last told (the alert state, :func:`load_state`/:func:`save_state`)
+   what each channel was last told (the alert state, kept in the run ledger under the key
+   ``run_alerts``: :func:`load_state`/:func:`save_state`)
    and sends only what changed: "firing" (new or changed), "resolved", and Alertmanager's
    re-fire once :data:`ALERTMANAGER_REFIRE` has passed. A notebook that was deleted or
    disabled while alerting gets its resolution message.
@@ -43,7 +44,7 @@ State (version 2; version 1 files are read and converted)::
         "channels": {"slack": {"told": <jupycron.episodes.Told as JSON, or null>,
                                "last_error": null, "error_at": null}}}}}}
 
-Concurrent callers serialise on ``flock(<output>/.alert-state.json.lock)``; a caller that
+Concurrent callers serialise on ``flock(<output>/.alert-state.lock)``; a caller that
 cannot get it within :data:`LOCK_WAIT_S` returns without sending (the holder or the next call
 catches up), so a slow channel never stacks up behind the runs.
 """
@@ -65,13 +66,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from safefiles.atomic import atomic_write_bytes
-
 from . import episodes, senders
 from .config import Settings
 from .episodes import Action, Told
 from .exceptions import ConfigError, DeliveryError
-from .history import History
+from .ledger import RunStore, open_store
 from .models import ALERT_CHANNELS, FindingLevel, Notebook
 from .senders import AlertMessage, Sender, SenderFactory
 from .status import StatusRow, current_rows, finding_word
@@ -83,7 +82,7 @@ __all__ = [
     "CHANNELS",
     "Condition",
     "Delivery",
-    "alert_state_file",
+    "alert_lock_file",
     "conditions",
     "finding_channels",
     "load_state",
@@ -102,13 +101,15 @@ ALERTMANAGER_REFIRE = timedelta(hours=3)
 ALERTNAMES = {"failing": "JupycronRunFailing", "late": "JupycronRunLate",
               "finding": "JupycronFinding"}
 STATE_VERSION = 2
+#: The run ledger's key for this state (:meth:`jupycron.ledger.RunStore.alert_state`).
+STATE_KEY = "run_alerts"
 #: Finding levels that make a finding episode active (``ok`` ends it).
 FINDING_ACTIVE = frozenset({FindingLevel.WARNING, FindingLevel.ALARM, FindingLevel.NO_DATA})
 
 
-def alert_state_file(output_dir: Path) -> Path:
-    """``<output>/.alert-state.json``."""
-    return Path(output_dir) / ".alert-state.json"
+def alert_lock_file(output_dir: Path) -> Path:
+    """``<output>/.alert-state.lock``: held while one caller checks and sends."""
+    return Path(output_dir) / ".alert-state.lock"
 
 
 def parse_channels(text: str) -> list[str]:
@@ -266,29 +267,30 @@ def _from_v1(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def load_state(output_dir: Path) -> dict[str, Any]:
-    """The alert state (``{"version": 2, "notebooks": {...}}``, see the module doc); empty
-    when missing or unreadable (logged: telling again beats never telling)."""
-    path = alert_state_file(output_dir)
+def load_state(store: RunStore) -> dict[str, Any]:
+    """The alert state (``{"version": 2, "notebooks": {...}}``, see the module doc) from the
+    run ledger; empty when missing or of an unexpected shape (logged: telling again beats
+    never telling). A version 1 state (imported from an old ``.alert-state.json``) is
+    converted."""
+    doc = store.alert_state(STATE_KEY)
+    if doc is None:
+        return {"version": STATE_VERSION, "notebooks": {}}
     try:
-        doc = json.loads(path.read_bytes())
-        if isinstance(doc, dict) and isinstance(doc.get("notebooks"), dict):
+        if isinstance(doc.get("notebooks"), dict):
             if doc.get("version") == STATE_VERSION:
                 return doc
             if doc.get("version") == 1:
                 return _from_v1(doc)
-        log.warning("%s has an unexpected shape: starting from an empty alert state", path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        log.warning("cannot read %s (%s): starting from an empty alert state", path, exc)
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        log.warning("the run alerts' state cannot be read (%s): starting from an empty one", exc)
+        return {"version": STATE_VERSION, "notebooks": {}}
+    log.warning("the run alerts' state has an unexpected shape: starting from an empty one")
     return {"version": STATE_VERSION, "notebooks": {}}
 
 
-def save_state(output_dir: Path, doc: Mapping[str, Any]) -> None:
-    """Write the alert state atomically."""
-    payload = json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    atomic_write_bytes(alert_state_file(output_dir), payload)
+def save_state(store: RunStore, doc: Mapping[str, Any]) -> None:
+    """Write the alert state into the run ledger (one transaction)."""
+    store.save_alert_state(STATE_KEY, dict(doc))
 
 
 def _told(ch: Mapping[str, Any]) -> Told | None:
@@ -372,7 +374,7 @@ def _resolution(cond: Condition, present: bool) -> str:
 
 def notify_changes(settings: Settings, now: datetime | None = None,
                    rows: Sequence[StatusRow] | None = None, *,
-                   history: History | None = None,
+                   history: RunStore | None = None,
                    notebooks: Sequence[Notebook] | None = None,
                    cancel: threading.Event | None = None,
                    senders: Mapping[str, SenderFactory] | None = None) -> list[Delivery]:
@@ -396,19 +398,23 @@ def notify_changes(settings: Settings, now: datetime | None = None,
         return []
     factories = dict(senders if senders is not None else _installed())
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    path = alert_state_file(settings.output_dir)
-    with _locked(path.with_name(path.name + ".lock"), LOCK_WAIT_S) as got:
-        if not got:
-            log.info("alert state is locked by another caller: skipping this check")
-            return []
-        if rows is None:
-            rows = current_rows(settings, now, history=history, notebooks=notebooks)
-        state = load_state(settings.output_dir)
-        before = json.dumps(state, sort_keys=True)
-        deliveries = _apply(state["notebooks"], conditions(settings, rows, now, channels),
-                            factories, now, cancel)
-        if json.dumps(state, sort_keys=True) != before or not path.exists():
-            save_state(settings.output_dir, state)
+    store = history if history is not None else open_store(settings)
+    try:
+        with _locked(alert_lock_file(settings.output_dir), LOCK_WAIT_S) as got:
+            if not got:
+                log.info("alert state is locked by another caller: skipping this check")
+                return []
+            if rows is None:
+                rows = current_rows(settings, now, history=store, notebooks=notebooks)
+            state = load_state(store)
+            before = json.dumps(state, sort_keys=True)
+            deliveries = _apply(state["notebooks"], conditions(settings, rows, now, channels),
+                                factories, now, cancel)
+            if json.dumps(state, sort_keys=True) != before:
+                save_state(store, state)
+    finally:
+        if history is None:
+            store.close()
     return deliveries
 
 

@@ -44,9 +44,9 @@ from .events import RunEvents
 from .exceptions import HistoryError, RunNotRecorded
 from .execute import MAX_ERROR_VALUE, ExecResult, classify, execute, note_error
 from .export import export_html, prepare_for_export
-from .history import History
 from .kernels import FreshKernels, KernelHandle, KernelProvider, KernelRequest, KernelStartError
 from .kernelspecs import KernelNotInstalled, choose_kernel
+from .ledger import RunStore, open_store
 from .models import Notebook, Run, RunStatus, Trigger
 from .paths import output_html, validate_rel
 
@@ -71,7 +71,7 @@ def effective_limits(settings: Settings, notebook: Notebook) -> tuple[int, float
 
 
 def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trigger.SCHEDULE,
-                 slot: datetime | None = None, history: History | None = None, *,
+                 slot: datetime | None = None, history: RunStore | None = None, *,
                  stop_event: threading.Event | None = None, run_id: str | None = None,
                  kernels: KernelProvider | None = None, events: RunEvents | None = None) -> Run:
     """Run ``notebook`` once and return its finished :class:`Run` (also in the history).
@@ -93,7 +93,7 @@ def run_notebook(settings: Settings, notebook: Notebook, trigger: Trigger = Trig
         print(run.status, run.output)
     """
     validate_rel(notebook.path)
-    history = history or History(settings.output_dir, keep=settings.history_runs)
+    history = history or open_store(settings)
     events = events or RunEvents()
     kernels = kernels or FreshKernels(settings)
     t0 = time.monotonic()
@@ -191,7 +191,7 @@ def _read_notebook(settings: Settings,
     return nb, kernel_name, failed
 
 
-def _record_running(history: History, run: Run, events: RunEvents) -> None:
+def _record_running(history: RunStore, run: Run, events: RunEvents) -> None:
     """The RUNNING row. When it cannot be written nothing of the run is in the history, so
     the run is abandoned before any cell runs (no outcome, no page over the last one)."""
     try:
@@ -203,7 +203,7 @@ def _record_running(history: History, run: Run, events: RunEvents) -> None:
 
 
 def _acquire(aio: asyncio.Runner, kernels: KernelProvider, request: KernelRequest, run: Run,
-             history: History) -> tuple[KernelHandle | None, ExecResult]:
+             history: RunStore) -> tuple[KernelHandle | None, ExecResult]:
     """A kernel for the run (its ids recorded), or None and the result of a run without one."""
     t = time.monotonic()
     try:

@@ -26,7 +26,7 @@ Due rule (:func:`due_slot`): a notebook is due when its latest slot ``<= now`` e
 scheduled run has served that slot yet. After downtime only the latest slot is considered,
 so a notebook catches up with *one* run, not one per missed slot. A notebook that has never
 had a scheduled run becomes due only at the first slot strictly after it was first seen
-(see :meth:`jupycron.history.NotebookHistory.first_seen`), so a new notebook shows "never
+(see :meth:`jupycron.ledger.NotebookHistory.first_seen`), so a new notebook shows "never
 run" until its first slot instead of running the moment it is saved - unless it runs new
 notebooks at once (``"RunAtOnce": true`` in its line, or the ``run_new_at_once`` setting
 when the line says nothing): then its latest slot is due as soon as it is seen.

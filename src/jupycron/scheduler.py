@@ -1,13 +1,17 @@
 """When notebooks run: one pass (``tick``), a long-running loop (``run_forever``), ``run_now``.
 
-Locks (all :func:`fcntl.flock`, released by the OS when a process dies, so a crash never
-leaves a stuck lock):
+Run state is the run ledger (:mod:`jupycron.ledger`, ``<output>/.jupycron.sqlite``).
 
-* per notebook, ``<output>/.locks/<rel>.lock``, taken non-blocking: a notebook already
-  running in any process (an earlier tick still busy, the daemon, a run-now) is skipped;
-* global slots, ``<output>/.locks/slot-<K>.lock`` for K < ``settings.effective_concurrency``:
-  a run holds one slot while its kernel lives, so the cap holds across processes. A run that
-  finds no free slot waits (polling) while holding its notebook lock.
+* Per notebook: a run starts only once the ledger accepted its claim
+  (:meth:`jupycron.ledger.RunStore.claim`, one conditional write): a notebook already
+  running in any process (an earlier tick still busy, the daemon, a run-now) is skipped
+  (run-now: :class:`~jupycron.exceptions.AlreadyRunning`), and so is a slot served meanwhile.
+  A RUNNING row whose runner died is reaped first (see below), so it never blocks for long.
+* Global slots, ``<output>/.locks/slot-<K>.lock`` for K < ``settings.effective_concurrency``
+  (:func:`fcntl.flock`, released by the OS when a process dies): a run holds one slot while
+  its kernel lives, so the cap holds across processes. A claimed run that finds no free
+  slot waits (polling); its RUNNING row exists meanwhile (the runner rewrites it with the
+  real start time when the kernel starts).
 
 Due rule: :func:`jupycron.schedule.due_slot` with the slot last served by a scheduled run,
 except that ``interrupted`` runs (scheduler stopped, runner killed) do not serve their slot:
@@ -17,7 +21,8 @@ Each pass also reaps orphans (RUNNING rows whose runner died: their kernel, chil
 cgroup are killed, the row becomes ``interrupted``; and rows of this process for runs it no
 longer owns, see :mod:`jupycron.recording`), marks vanished notebooks deleted and
 purges those deleted longer than ``settings.deleted_grace_s`` ago. ``summary.html`` and the
-heartbeat ``<output>/.scheduler.json`` are rewritten after a change, by a background
+heartbeat (in the ledger, :meth:`~jupycron.ledger.RunStore.write_heartbeat`) are rewritten
+after a change, by a background
 thread that coalesces bursts of changes: at most once per :data:`REFRESH_BURST_S` while they
 keep coming (a run never waits for the page; the last state is written before
 ``tick``/``run_now`` return and when the daemon stops); run-state alerts
@@ -29,11 +34,10 @@ retried until it lands (the row does not stay ``running``, later slots run); a R
 that cannot be written starts nothing and backs starts off; failing writes of the history,
 the heartbeat and summary.html are logged once per episode, then once a minute.
 
-Cost per run in a burst: the history is not parsed per run. A run's start and end rewrite
-its own entry (:meth:`jupycron.history.History.update_entry` copies the other entries as
-the text it last wrote) and patch the scheduler's parsed view (:class:`CachedHistory`), so
-the due check, the run-state alerts and the page read that view; the whole file is parsed
-again only after another process wrote it.
+Cost per run in a burst: a run's start and end are one small SQLite transaction each, and
+the scheduler's view of the ledger re-reads only the notebooks that changed
+(:meth:`jupycron.ledger.SqliteRunStore.snapshot`), so the due check, the run-state alerts
+and the page read that view.
 
 Kernel pool (``settings.pool_size``, :mod:`jupycron.kernels.pooled`): the daemon keeps up to
 ``pool_size`` kernels ready between slots (their memory is in the heartbeat's ``pool``), and
@@ -44,9 +48,9 @@ than the concurrency cap: it starts at most one kernel per due notebook, replace
 starting while other runs execute. ``run_now`` uses no pool.
 
 Idle cost: the daemon rescans every :data:`RESCAN_S` seconds, and a rescan in which nothing
-changed is a directory walk plus one ``stat`` per notebook and one of the history file.
-Parsed notebooks come from the :class:`~jupycron.discovery.ScanCache`, the parsed history
-from :class:`CachedHistory` (parsed again only when the file's stamps change), the due
+changed is a directory walk plus one ``stat`` per notebook and one query of the ledger's
+generation. Parsed notebooks come from the :class:`~jupycron.discovery.ScanCache`, the
+ledger's view from the store (read again only when its generation moves), the due
 answer and ``next_wake`` from the last computation while the notebooks and the history are
 unchanged and no slot has passed (:meth:`Scheduler.due`), and between changes summary.html
 only gets a new "generated at" line (rows rendered again every
@@ -62,7 +66,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -71,8 +74,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -81,24 +83,30 @@ from typing import Any
 
 import psutil
 
-from safefiles.atomic import atomic_write_bytes, atomic_write_text
+from safefiles.atomic import atomic_write_bytes
 
 from . import discovery, limits, recording, schedule, status, summary
 from .config import Settings
 from .events import RunEvents
 from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
 from .export import warm_exporters
-from .history import CachedHistory, History, NotebookHistory, runner_alive
 from .kernels import KernelPool, kill_marked, pool_size, preimport_modules
-from .models import Notebook, Run, RunStatus, Trigger
-from .paths import history_file, lock_file, scheduler_state_file, summary_file, validate_rel
+from .ledger import (
+    INTERRUPTED_RETRIES,
+    NotebookHistory,
+    RunStore,
+    open_store,
+    runner_alive,
+    served_slot,
+)
+from .models import Notebook, Run, Trigger
+from .paths import summary_file, validate_rel
 from .runner import new_run_id, run_notebook
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "INTERRUPTED_RETRIES",
-    "CachedHistory",
     "due_runs",
     "reap_orphans",
     "run_forever",
@@ -106,8 +114,6 @@ __all__ = [
     "tick",
 ]
 
-#: How often an interrupted scheduled run is retried for the same slot.
-INTERRUPTED_RETRIES = 3
 #: The daemon rescans the notebooks folder at least this often (seconds).
 RESCAN_S = 10.0
 SUMMARY_MAX_AGE_S = 60.0
@@ -167,34 +173,7 @@ def acquire_slot(output_dir: Path, size: int, stop_event: threading.Event | None
     return None
 
 
-@contextlib.contextmanager
-def notebook_lock(output_dir: Path, rel: str) -> Iterator[bool]:
-    """Hold the notebook's run lock for the block; yields False when another run holds it."""
-    fd = try_lock(lock_file(output_dir, rel))
-    try:
-        yield fd is not None
-    finally:
-        release(fd)
-
-
-# --- due ---------------------------------------------------------------------------------
-
-def served_slot(entry: NotebookHistory | None) -> datetime | None:
-    """The latest slot a scheduled run has served (interrupted runs serve it only after
-    :data:`INTERRUPTED_RETRIES` attempts)."""
-    if entry is None:
-        return None
-    served: list[datetime] = []
-    interrupted: Counter[datetime] = Counter()
-    for r in entry.runs:
-        if r.trigger is not Trigger.SCHEDULE or r.slot is None:
-            continue
-        if r.status is RunStatus.INTERRUPTED:
-            interrupted[r.slot] += 1
-        else:
-            served.append(r.slot)
-    served += [s for s, n in interrupted.items() if n >= INTERRUPTED_RETRIES]
-    return max(served, default=None)
+# --- due (served_slot, INTERRUPTED_RETRIES: jupycron.ledger, shared with the claim rule) ---
 
 
 def due_runs(notebooks: Iterable[Notebook], history: dict[str, NotebookHistory],
@@ -262,13 +241,6 @@ def _is_kernel_sockets(path: str) -> bool:
         and p.parent == Path(tempfile.gettempdir())
 
 
-def _running(history: History) -> list[Run]:
-    """The RUNNING rows (memoised per parse for a :class:`CachedHistory`)."""
-    if isinstance(history, CachedHistory):
-        return history.running_runs()
-    return [r for e in history.load().values() for r in e.runs if r.status is RunStatus.RUNNING]
-
-
 def _abandoned(run: Run) -> bool:
     """A RUNNING row written by this process for a run it no longer owns: the run ended
     but its outcome could not be written and the retries gave up (:mod:`jupycron.recording`).
@@ -281,11 +253,11 @@ def _still_running(run: Run) -> bool:
     return runner_alive(run) and not _abandoned(run)
 
 
-def reap_orphans(history: History) -> list[Run]:
+def reap_orphans(history: RunStore) -> list[Run]:
     """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
     kernel and children they left behind and removing their cgroup; and rows of this
     process whose run it no longer owns (:func:`_abandoned`)."""
-    orphans = [r for r in _running(history) if not _still_running(r)]
+    orphans = [r for r in history.running_runs() if not _still_running(r)]
     for r in orphans:
         if _abandoned(r):
             log.warning("run %s of %s: its outcome was never written; marking it interrupted",
@@ -295,22 +267,24 @@ def reap_orphans(history: History) -> list[Run]:
                     r.notebook, r.pid)
         _kill_orphan(r)
     reaped = history.reap_orphans(run_alive=_still_running) if orphans else []
-    live = frozenset(r.run_id for r in _running(history))
-    with contextlib.suppress(OSError):
-        limits.sweep_stale_cgroups(keep=live, instance=limits.instance_key(history.output_dir))
+    live = frozenset(r.run_id for r in history.running_runs())
+    if history.output_dir is not None:
+        with contextlib.suppress(OSError):
+            limits.sweep_stale_cgroups(keep=live,
+                                       instance=limits.instance_key(history.output_dir))
     return reaped
 
 
 # --- the shared machinery of tick / daemon / run-now -------------------------------------
 
 def notify_alerts(settings: Settings, now: datetime | None = None, *,
-                  history: History | None = None,
+                  history: RunStore | None = None,
                   notebooks: list[Notebook] | None = None,
                   cancel: threading.Event | None = None) -> None:
     """Call :func:`jupycron.run_alerts.notify_changes`; never raises, skips if absent.
 
-    ``history`` (the scheduler's :class:`CachedHistory`) and ``notebooks`` (its last scan)
-    spare each call a scan and a parse of the whole history."""
+    ``history`` (the scheduler's ledger) and ``notebooks`` (its last scan) spare each call
+    a scan and a fresh read of the ledger."""
     try:
         from . import run_alerts
     except ModuleNotFoundError as exc:
@@ -391,7 +365,7 @@ class AlertWorker:
 
 
 class Scheduler:
-    """State shared by the runs of one process: history, locks, heartbeat, summary."""
+    """State shared by the runs of one process: the ledger, slot locks, heartbeat, summary."""
 
     def __init__(self, settings: Settings, mode: str,
                  stop_event: threading.Event | None = None) -> None:
@@ -400,7 +374,7 @@ class Scheduler:
         self.stop_event = stop_event or threading.Event()
         self.output = settings.output_dir
         self.output.mkdir(parents=True, exist_ok=True)
-        self.history = CachedHistory(self.output, keep=settings.history_runs)
+        self.history: RunStore = open_store(settings)
         self._notebooks: list[Notebook] = []
         self.notebooks_generation = 0
         self.queue: set[str] = set()
@@ -569,13 +543,12 @@ class Scheduler:
                 "write_failures": self.write_failures.failing,
             }
             try:
-                atomic_write_text(scheduler_state_file(self.output), json.dumps(state, indent=1),
-                                  durable=False)
+                self.history.write_heartbeat(state)
                 self.write_failures.ok("heartbeat")
                 if self.write_failures.failing:  # the disk has room again: try at once
                     self._start_retry_at = 0.0
                     self.pending.poke()
-            except OSError as exc:
+            except (HistoryError, OSError) as exc:
                 self.write_failures.failed("heartbeat", exc)
             fingerprint = self._summary_fingerprint(state)
             mono = time.monotonic()
@@ -605,7 +578,11 @@ class Scheduler:
                 and mono - page.rendered < SUMMARY_RENDER_MAX_S):
             html = summary.restamp_summary(page.html, now)
         if html is None:
-            rows = status.build_rows(self.settings, self.notebooks, self.history.load(), now)
+            try:
+                history = self.history.load()
+            except HistoryError as exc:
+                raise OSError(str(exc)) from exc  # logged as a failing page write
+            rows = status.build_rows(self.settings, self.notebooks, history, now)
             html = summary.render_summary(rows, now, limits.detect_method())
             self._page = _Page(fingerprint, html, now, self._rows_valid_until(now), mono)
         target = summary_file(self.output)
@@ -622,15 +599,13 @@ class Scheduler:
         return a.wake if a.wake is not None else datetime.max.replace(tzinfo=UTC)
 
     def _summary_fingerprint(self, state: dict[str, Any]) -> tuple[Any, ...]:
-        """What summary.html depends on: the scanned notebooks (their generation), the history
-        file (any recorded run changes its stamps) and the running set."""
+        """What summary.html depends on: the scanned notebooks (their generation), the ledger
+        (its generation: any recorded run changes it) and the running set."""
         try:
-            st = history_file(self.output).stat()
-            hist: tuple[int, int, int, int] = (st.st_mtime_ns, st.st_size, st.st_ino,
-                                               st.st_ctime_ns)
-        except OSError:
-            hist = (0, 0, 0, 0)
-        return self.notebooks_generation, hist, tuple(state["running"])
+            generation = self.history.generation
+        except HistoryError:
+            generation = -1
+        return self.notebooks_generation, generation, tuple(state["running"])
 
     def history_written(self) -> None:
         """A history write worked: starts may go on, pending outcomes are tried at once."""
@@ -641,7 +616,8 @@ class Scheduler:
     # -- one job --
     def run_job(self, notebook: Notebook, trigger: Trigger, slot: datetime | None,
                 strict: bool = False) -> Run | None:
-        """Lock, wait for a slot, run. None when skipped (already running / stopping).
+        """Claim the run in the ledger, wait for a global slot, run. None when skipped
+        (already running / slot served meanwhile / stopping).
 
         ``strict``: raise :class:`AlreadyRunning` instead of skipping (run-now).
         """
@@ -649,26 +625,48 @@ class Scheduler:
         if not strict and time.monotonic() < self._start_retry_at:
             log.debug("%s: not started, the history could not be written just before", rel)
             return None
-        with notebook_lock(self.output, rel) as mine:
-            if not mine:
-                if strict:
-                    raise AlreadyRunning(f"{rel} is already running")
-                log.info("%s is already running elsewhere: skipped", rel)
+        # A cheap look first, so a busy notebook does not wait for a slot (the claim decides).
+        with contextlib.suppress(HistoryError):
+            entry = self.history.load().get(rel)
+            if entry is not None and any(_still_running(r) for r in entry.running):
+                self._busy(rel, strict)
                 return None
-            if slot is not None and (served := served_slot(self.history.load().get(rel))) \
-                    and served >= slot:
+            if slot is not None and (served := served_slot(entry)) and served >= slot:
                 log.info("%s: slot %s was served meanwhile: skipped", rel, slot.isoformat())
+                return None
+        run_id = new_run_id()
+        # Owned before its row exists: orphan reaping must not take the row as abandoned.
+        recording.claim(run_id)
+        claim = Run(notebook=rel, run_id=run_id, started_at=datetime.now(UTC), trigger=trigger,
+                    slot=slot, pid=os.getpid(), host=socket.gethostname())
+        fd: int | None = None
+        try:
+            # The claim comes before the wait for a global slot: a notebook waiting here is
+            # taken, another process skips it (and starts the next one) instead of waiting too.
+            try:
+                if not self._claim(claim):
+                    log.info("%s: slot %s was served meanwhile: skipped", rel,
+                             slot.isoformat() if slot else None)
+                    recording.release(run_id)
+                    return None
+            except AlreadyRunning:
+                recording.release(run_id)
+                self._busy(rel, strict)
                 return None
             with self._lock:
                 self.queue.add(rel)
             self.request_refresh()
-            fd = acquire_slot(self.output, self.cap, self.stop_event)
-            with self._lock:
-                self.queue.discard(rel)
+            try:
+                fd = acquire_slot(self.output, self.cap, self.stop_event)
+            finally:
+                with self._lock:
+                    self.queue.discard(rel)
             if fd is None:
                 log.info("%s: not started, the scheduler is stopping", rel)
+                with contextlib.suppress(HistoryError):
+                    self.history.discard_claim(claim)
+                recording.release(run_id)
                 return None
-            run_id = new_run_id()
             try:
                 run = run_notebook(self.settings, notebook, trigger, slot, self.history,
                                    stop_event=self.stop_event, events=self.events,
@@ -680,21 +678,42 @@ class Scheduler:
                     self.running.pop(run.run_id, None)
                 self.request_refresh()
                 return run
-            except HistoryError as exc:  # its RUNNING row could not be written: it never ran
-                recording.release(run_id)
-                self._start_delay = min(max(recording.RETRY_FIRST_S, 2 * self._start_delay),
-                                        recording.RETRY_MAX_S)
-                self._start_retry_at = time.monotonic() + self._start_delay
-                self.write_failures.failed("history", exc)
-                if strict:
-                    raise
-                return None
-            except BaseException:
-                recording.release(run_id)
+            except HistoryError:  # its RUNNING row could not be written: it never ran
+                with contextlib.suppress(HistoryError):
+                    self.history.discard_claim(claim)
                 raise
-            finally:
-                release(fd)
+        except HistoryError as exc:  # the claim or the RUNNING row could not be written
+            recording.release(run_id)
+            self._start_delay = min(max(recording.RETRY_FIRST_S, 2 * self._start_delay),
+                                    recording.RETRY_MAX_S)
+            self._start_retry_at = time.monotonic() + self._start_delay
+            self.write_failures.failed("history", exc)
+            if strict:
+                raise
+            return None
+        except BaseException:
+            recording.release(run_id)
+            raise
+        finally:
+            release(fd)
         return run
+
+    def _claim(self, run: Run) -> bool:
+        """:meth:`RunStore.claim`; a RUNNING row left by a dead runner is reaped first and
+        the claim tried once more."""
+        try:
+            return self.history.claim(run)
+        except AlreadyRunning:
+            holders = [r for r in self.history.get(run.notebook).running if r.run_id != run.run_id]
+            if not holders or any(_still_running(r) for r in holders):
+                raise
+            reap_orphans(self.history)
+            return self.history.claim(run)
+
+    def _busy(self, rel: str, strict: bool) -> None:
+        if strict:
+            raise AlreadyRunning(f"{rel} is already running")
+        log.info("%s is already running elsewhere: skipped", rel)
 
     def notify_alerts(self) -> None:
         """Ask the alert worker for a check (returns at once; see :class:`AlertWorker`)."""
@@ -799,7 +818,7 @@ class _Agenda:
     """A due answer (:meth:`Scheduler.due`) and what it was computed from."""
 
     notebooks: int          # Scheduler.notebooks_generation
-    history: int            # CachedHistory.generation
+    history: int            # RunStore.generation
     computed: datetime
     wake: datetime | None   # the earliest next slot: the answer holds until then
     jobs: tuple[tuple[Notebook, datetime], ...]

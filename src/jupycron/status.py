@@ -1,7 +1,7 @@
 """One status model: what every page, command and alert says about each notebook.
 
 :func:`build_rows` is the one function that turns the notebooks (a discovery scan), their
-runs (the run ledger's read model, :class:`~jupycron.history.NotebookHistory` per notebook)
+runs (the run ledger's read model, :class:`~jupycron.ledger.NotebookHistory` per notebook)
 and the time into one :class:`StatusRow` per present notebook. summary.html, the dashboard,
 ``jupycron list``, ``/metrics`` and the run alerts all read these rows, so a new state is
 added here (:class:`NotebookState`, with its icon shape), and nowhere else. :func:`current_rows` is its I/O edge: scan, read the ledger, build.
@@ -39,7 +39,7 @@ from urllib.parse import quote
 from .config import Settings
 from .discovery import ScanCache, scan
 from .exceptions import SpecError
-from .history import History, NotebookHistory
+from .ledger import NotebookHistory, RunStore, open_store
 from .models import Finding, FindingLevel, JobSpec, Notebook, Run, RunStatus
 from .paths import output_html
 from .schedule import due_slot, next_slot
@@ -274,15 +274,20 @@ def build_rows(settings: Settings, notebooks: Sequence[Notebook],
 
 
 def current_rows(settings: Settings, now: datetime, cache: ScanCache | None = None, *,
-                 history: History | None = None,
+                 history: RunStore | None = None,
                  notebooks: Sequence[Notebook] | None = None) -> list[StatusRow]:
     """Scan the notebooks folder, read the runs and :func:`build_rows`.
 
     ``notebooks`` (a scan the caller just made) skips the scan; ``history`` is read instead
-    of a new :class:`History` - pass a caching one (:class:`jupycron.history.CachedHistory`)
-    to avoid parsing the whole ledger per call.
+    of opening the ledger - pass a long-lived one (the scheduler's, the web app's) whose view
+    is only read again where the ledger changed.
     """
     if notebooks is None:
         notebooks = scan(settings.notebooks, settings.output_dir, cache)
-    history = history or History(settings.output_dir, keep=settings.history_runs)
-    return build_rows(settings, notebooks, history.load(), now)
+    if history is not None:
+        return build_rows(settings, notebooks, history.load(), now)
+    store = open_store(settings)
+    try:
+        return build_rows(settings, notebooks, store.load(), now)
+    finally:
+        store.close()

@@ -177,6 +177,7 @@ def test_outputs_are_read_only_without_listing_or_symlinks(nginx: Nginx, tmp_pat
 
 
 STATE_FILES = {  # jupycron's own files in the outputs folder, and a notebook's hidden ones
+    ".jupycron.sqlite": "secret-ledger",
     ".history.json": '{"notebooks": {"secret-history": 1}}',
     ".history.json.lock": "secret-lock",
     ".scheduler.json": '{"pid": "secret-scheduler"}',

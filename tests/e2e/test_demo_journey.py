@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from jupycron.ledger import SqliteRunStore
+from jupycron.models import RunStatus
 from tests.support.chromium import chromium_driver, set_basic_auth
 from tests.support.services import REPO, free_port, running, wait_for_port
 
@@ -169,11 +171,11 @@ def test_demo_runs_every_notebook_and_its_log_is_quiet(demo):
     demo = _ok(demo)
     log = demo["log"]
     assert "all 17 notebooks succeeded" in log or re.search(r"all \d+ notebooks succeeded", log)
-    history = json.loads((demo["output"] / ".history.json").read_text())["notebooks"]
+    history = SqliteRunStore(demo["output"]).load()
     shipped = sorted(p.name for p in (REPO / "notebooks").glob("*autorun*.ipynb"))
     assert sorted(history) == shipped
     for name, entry in history.items():
-        assert entry["runs"][0]["status"] == "success", (name, entry["runs"][0])
+        assert entry.runs[0].status is RunStatus.SUCCESS, (name, entry.runs[0])
     interactive = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb") if "autorun" not in p.name)
     assert sorted(p.stem for p in (demo["dir"] / "interactive").glob("*.html")) == interactive
     for noise in NOISE:
@@ -267,9 +269,8 @@ def test_dashboard_as_in_the_readme_runs_now_on_the_demo_data(demo, tmp_path):
             # the new output, read through the dashboard as the user would
             driver.find_element(By.CSS_SELECTOR, "dd.output a.latest").click()
             assert "/output/" in driver.current_url
-    history = json.loads((demo["output"] / ".history.json").read_text())["notebooks"]
-    newest = history[f"{FLOW}.ipynb"]["runs"][0]
-    assert (newest["run_id"], newest["status"]) == tuple(done.split())
+    newest = SqliteRunStore(demo["output"]).get(f"{FLOW}.ipynb").runs[0]
+    assert (newest.run_id, str(newest.status)) == tuple(done.split())
     assert _measurements((demo["output"] / f"{FLOW}.html").read_text()) == first_count
     # "0 measurements" on its own (not the end of "199,480 measurements")
     assert not re.search(r"(?<![\d,])0 measurements", output_text((demo["output"] / f"{FLOW}.html").read_text()))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,8 +17,9 @@ import psutil
 import pytest
 
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run
+from tests.support.services import IN_CI
 
 FIXTURES = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -52,7 +54,7 @@ def make_settings(tmp: Path, **kw: object) -> Settings:
 
 def seen_long_ago(settings: Settings, rels: Iterable[str], minutes: int = 10) -> None:
     """Record the notebooks as first seen ``minutes`` ago, so they are due right now."""
-    History(settings.output_dir).mark_deleted(
+    SqliteRunStore(settings.output_dir).mark_deleted(
         list(rels), datetime.now(UTC) - timedelta(minutes=minutes))
 
 
@@ -126,3 +128,27 @@ def jc() -> SimpleNamespace:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/out`` (the settings' outputs folder) on a 4 MB tmpfs, unmounted after."""
+    mnt = tmp_path / "out"
+    mnt.mkdir()
+    why = None
+    if os.geteuid() != 0:
+        why = "mounting a tmpfs needs root"
+    else:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            why = f"cannot mount a tmpfs: {r.stderr.strip()}"
+    if why:
+        if IN_CI:
+            pytest.fail(f"{why} — CI=true, so this may not skip")
+        pytest.skip(why)
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(mnt)], check=True)

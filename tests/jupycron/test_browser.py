@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus
 from jupycron.web import hash_password, start_in_thread
 from tests.support.chromium import chromium_driver, set_basic_auth
@@ -50,7 +50,7 @@ def test_log_in_see_statuses_run_now_and_see_it_finish(tmp_path: Path, jc) -> No
     ok = jc.copy_notebook("ok_autorun.ipynb", s.notebooks, line='{"every": "1 day"}')
     bad = jc.copy_notebook("raises_autorun.ipynb", s.notebooks, line='{"every": "1 day"}')
     now = datetime.now(UTC)
-    History(s.output_dir).record(Run(bad, "20240101T000000-000001", now, RunStatus.FAILED,
+    SqliteRunStore(s.output_dir).record(Run(bad, "20240101T000000-000001", now, RunStatus.FAILED,
                                      finished_at=now, duration_s=2.0, error_name="ValueError",
                                      error_value="boom"))
     handle = start_in_thread(s, "127.0.0.1", 0)
@@ -98,6 +98,6 @@ def test_log_in_see_statuses_run_now_and_see_it_finish(tmp_path: Path, jc) -> No
                 .get_attribute("data-state") == "success"
     finally:
         handle.stop()
-    runs = History(s.output_dir).get(ok).runs
+    runs = SqliteRunStore(s.output_dir).get(ok).runs
     assert [r.status for r in runs] == [RunStatus.SUCCESS]
 

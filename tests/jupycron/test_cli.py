@@ -3,7 +3,6 @@ run-now against real kernels. The public API of the package is checked here too.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,7 +113,7 @@ def test_list_shows_the_latest_finding(settings, jc):
     """`jupycron list` has a finding column: level and summary, "—" when never reported."""
     from datetime import timedelta
 
-    from jupycron.history import History
+    from jupycron.ledger import SqliteRunStore
     from jupycron.models import Finding, FindingLevel
 
     jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "flow_autorun.ipynb",
@@ -122,7 +121,7 @@ def test_list_shows_the_latest_finding(settings, jc):
     jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "quiet_autorun.ipynb",
                      line='{"every": "1 day"}')
     start = datetime.now(UTC) - timedelta(hours=1)
-    History(settings.output_dir).record(Run(
+    SqliteRunStore(settings.output_dir).record(Run(
         "flow_autorun.ipynb", f"{start:%Y%m%dT%H%M%S}-000001", start, RunStatus.SUCCESS,
         finished_at=start, duration_s=2.0,
         finding=Finding(FindingLevel.ALARM, "IR: measurements down 40 %")))
@@ -137,13 +136,13 @@ def test_list_shows_the_latest_finding(settings, jc):
 
 
 def test_list_shows_the_scheduler_heartbeat_and_pool(settings):
-    from jupycron.paths import scheduler_state_file
+    from tests.support.ledger import write_heartbeat
 
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    scheduler_state_file(settings.output_dir).write_text(json.dumps({
+    write_heartbeat(settings.output_dir, {
         "pid": 4242, "mode": "daemon", "heartbeat": "2026-11-28T22:00:00+00:00",
         "pool": {"size": 2, "idle": 1, "idle_rss_mb": 148.2, "idle_pss_mb": 48.2, "templates": 2,
-                 "templates_pss_mb": 80.4, "preimport": [], "died_idle": 3, "refused": 0}}))
+                 "templates_pss_mb": 80.4, "preimport": [], "died_idle": 3, "refused": 0}})
     res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
                                         "--output", str(settings.output_dir), "list"])
     assert res.exit_code == 0, res.output

@@ -206,13 +206,13 @@ def test_alert_checks_use_the_channels_of_the_config_file(tmp_path, jc, monkeypa
     """`jupycron alerts` with no OONI_* variable: the ntfy endpoint comes from [ooniutils]."""
     from datetime import UTC, datetime, timedelta
 
-    from jupycron.history import History
+    from jupycron.ledger import SqliteRunStore
     from jupycron.models import Run, RunStatus
     from tests.support.fake_webhooks import fake_webhook_server
 
     nb = jc.copy_notebook("ok_autorun.ipynb", tmp_path / "nb", "a_autorun.ipynb", line='{"every": "1 hour"}')
     now = datetime.now(UTC)
-    History(tmp_path / "nb" / "jupycron").record(Run(
+    SqliteRunStore(tmp_path / "nb" / "jupycron").record(Run(
         nb, f"{now:%Y%m%dT%H%M%S}-000001", now - timedelta(minutes=1), RunStatus.FAILED,
         finished_at=now, duration_s=1.0, error_name="ValueError", error_value="boom"))
     with fake_webhook_server() as hook:

@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import discovery, runner
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Finding, FindingLevel, RunStatus, Trigger
 from jupycron.paths import output_html
 
@@ -51,14 +51,14 @@ def runs(tmp_path_factory, jc):
         nb = new_notebook(cells=[new_code_cell(s) for s in sources])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
         nbformat.write(nb, settings.notebooks / rel)
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         for rel in NOTEBOOKS:
             nb = discovery.read_notebook(settings.notebooks / rel, rel)
             out[rel] = runner.run_notebook(settings, nb, Trigger.MANUAL, None, history)
-    return {"settings": settings, "runs": out, "history": History(settings.output_dir).load()}
+    return {"settings": settings, "runs": out, "history": SqliteRunStore(settings.output_dir).load()}
 
 
 def _recorded(runs, rel):

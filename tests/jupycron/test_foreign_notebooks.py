@@ -15,8 +15,8 @@ import nbformat
 import pytest
 
 from jupycron import discovery, export, kernelspecs, runner, status
-from jupycron.history import History
 from jupycron.kernels import KernelPool
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import RunStatus, Trigger
 from jupycron.paths import output_html
 from tests.support.chromium import chromium_driver
@@ -86,7 +86,7 @@ def foreign(tmp_path_factory, jc):
     settings = jc.make_settings(tmp)
     for rel, nb in NOTEBOOKS.items():
         (settings.notebooks / rel).write_text(json.dumps(nb))
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", str(tmp / "jupyter"))
         mp.delenv(MARKER, raising=False)

@@ -1,6 +1,6 @@
 """The old jupycron's ``.history.json`` ({"notebooks": {path: [time, status, elapsed]}}) is
-imported as each notebook's last run, not moved aside as corrupt; a damaged old-format file
-still is (and nothing crashes)."""
+imported into the run ledger as each notebook's last run, not moved aside as corrupt; a
+damaged old-format file still is (and nothing crashes)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jupycron.history import REBUILT_NOTE, History
 from jupycron.history_legacy import LEGACY_NOTE, convert, parse_timestamp
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import output_html
+from jupycron.retention import REBUILT_NOTE
 
 T = datetime(2024, 3, 5, 7, 0, 12, tzinfo=UTC)
 FAST = settings(max_examples=60, deadline=None,
@@ -36,7 +37,7 @@ def test_old_history_is_imported_as_last_runs(tmp_path: Path, caplog) -> None:
         "autorun_never.ipynb": [None, "not run", None],
     }}
     path = write(tmp_path, original)
-    data = History(tmp_path).load()
+    data = SqliteRunStore(tmp_path).load()
 
     assert not list(tmp_path.glob(".history.json.corrupt-*"))
     ok = data["autorun_flow.ipynb"].latest
@@ -52,19 +53,17 @@ def test_old_history_is_imported_as_last_runs(tmp_path: Path, caplog) -> None:
     assert data["autorun_new.ipynb"].runs == []  # seen, never run
     assert data["autorun_new.ipynb"].first_seen == datetime(2024, 3, 5, 7, 1, tzinfo=UTC)
     assert data["autorun_never.ipynb"].runs == [] and data["autorun_never.ipynb"].first_seen is None
-    backup = tmp_path / ".history.json.jupycron-legacy"
-    assert json.loads(backup.read_text()) == original
-    assert any("old jupycron format" in m for m in caplog.messages)
+    backup = tmp_path / ".history.json.imported"
+    assert not path.exists() and json.loads(backup.read_text()) == original
+    assert any("imported" in m and backup.name in m for m in caplog.messages)
 
-    # the next recorded run rewrites the file in the new format, the imported runs kept
+    # the next recorded run joins the imported ones; the file is not imported again
     new = Run(notebook="autorun_flow.ipynb", run_id="20240305T080000-abcdef",
               started_at=T + timedelta(hours=1), status=RunStatus.SUCCESS,
               trigger=Trigger.SCHEDULE, finished_at=T + timedelta(hours=1, seconds=5),
               duration_s=5.0)
-    History(tmp_path).record(new)
-    doc = json.loads(path.read_text())
-    assert doc["version"] == 1
-    again = History(tmp_path).load()
+    SqliteRunStore(tmp_path).record(new)
+    again = SqliteRunStore(tmp_path).load()
     assert [r.run_id for r in again["autorun_flow.ipynb"].runs] == [new.run_id, ok.run_id]
     assert again["team/autorun_tls.ipynb"].latest == failed
     assert json.loads(backup.read_text()) == original  # the copy is never overwritten
@@ -132,7 +131,7 @@ status = st.sampled_from(["success", "failed", "not run"])
 def test_plausible_old_files_are_imported(tmp_path_factory, rows) -> None:
     folder = tmp_path_factory.mktemp("legacy")
     write(folder, {"notebooks": {k: [ts, s, e] for k, ((ts, _), s, e) in rows.items()}})
-    data = History(folder).load()
+    data = SqliteRunStore(folder).load()
     assert not list(folder.glob(".history.json.corrupt-*"))
     assert set(data) == set(rows)
     for rel, ((_, when), s, e) in rows.items():
@@ -173,7 +172,7 @@ def test_damaged_old_files_are_moved_aside(tmp_path_factory, good, bad_key, bad)
     rows = {k: [ts, s, e] for k, ((ts, _), s, e) in good.items()} | {bad_key: bad}
     text = json.dumps({"notebooks": rows})
     (folder / ".history.json").write_text(text)
-    assert History(folder).load() == {}  # rebuilt from outputs: none here
+    assert SqliteRunStore(folder).load() == {}  # rebuilt from outputs: none here
     (aside,) = folder.glob(".history.json.corrupt-*")
     assert aside.read_text() == text
 
@@ -186,6 +185,6 @@ def test_any_json_loads_or_moves_aside(tmp_path_factory, doc) -> None:
     """Whatever JSON sits in the file, loading never raises: imported, or moved aside."""
     folder = tmp_path_factory.mktemp("any")
     (folder / ".history.json").write_text(json.dumps({"notebooks": doc}))
-    data = History(folder).load()
+    data = SqliteRunStore(folder).load()
     assert isinstance(data, dict)
     assert data or list(folder.glob(".history.json.corrupt-*")) or doc == {}

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from jupycron import limits
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.scheduler import reap_orphans
 from tests.support.services import IN_CI
 
@@ -219,7 +219,7 @@ def test_an_instance_sweeps_only_its_own_dead_cgroups(tmp_path):
         shared.attach(sleepers[1].pid)
         _age(cap.path)
         _age(shared.path)
-        reap_orphans(History(out_y))  # Y's tick
+        reap_orphans(SqliteRunStore(out_y))  # Y's tick
         assert limits.sweep_stale_cgroups(keep=frozenset(), min_age_s=0,
                                           instance=limits.instance_key(out_y)) == []
         time.sleep(0.2)
@@ -229,7 +229,7 @@ def test_an_instance_sweeps_only_its_own_dead_cgroups(tmp_path):
         assert limits.sweep_stale_cgroups(keep=frozenset({"run-x"}), min_age_s=0,
                                           instance=limits.instance_key(out_x)) == []
         assert sleepers[0].poll() is None
-        reap_orphans(History(out_x))  # X's tick: no RUNNING row for run-x
+        reap_orphans(SqliteRunStore(out_x))  # X's tick: no RUNNING row for run-x
         assert sleepers[0].wait(10) == -9 and not cap.path.exists()
         assert sleepers[1].poll() is None and shared.path.is_dir()
     finally:

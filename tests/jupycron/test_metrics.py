@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,14 +14,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from jupycron import history as jhistory
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
+from jupycron.ledger.sqlite import ledger_file
 from jupycron.metrics import JupycronCollector, make_registry, render_metrics
 from jupycron.models import JobSpec, Run, RunStatus, Trigger
-from jupycron.paths import history_file, scheduler_state_file
 from jupycron.schedule import latest_slot
 from jupycron.web import start_in_thread
+from tests.support.ledger import write_heartbeat, write_history_doc
 from tests.support.prometheus import prometheus_server, wait_for_value
 from tests.support.services import REPO, require_program
 
@@ -63,15 +64,15 @@ def site(tmp_path: Path, jc) -> Settings:
             slot = at(5).replace(minute=0, second=0) if name == "late" else today
             doc["trigger"], doc["slot"] = "schedule", slot.isoformat()
     s.output_dir.mkdir(parents=True)
-    history_file(s.output_dir).write_text(json.dumps({"version": 1, "notebooks": {
+    write_history_doc(s.output_dir, {"version": 1, "notebooks": {
         f"{nb}_autorun.ipynb": {"runs": rs, "deleted_at": None, "last_success_output": None,
-                                "first_seen": at(48).isoformat()} for nb, rs in runs.items()}}))
-    scheduler_state_file(s.output_dir).write_text(json.dumps({
+                                "first_seen": at(48).isoformat()} for nb, rs in runs.items()}})
+    write_heartbeat(s.output_dir, {
         "pid": 123, "mode": "daemon", "heartbeat": (NOW - timedelta(seconds=30)).isoformat(),
         "queue": ["x_autorun.ipynb", "y_autorun.ipynb"], "running": ["busy_autorun.ipynb"],
         "memory_limit": "cgroup-v2", "pool": {"size": 2, "idle": 1, "idle_rss_mb": 112.0,
                                               "idle_pss_mb": 40.5, "templates": 1,
-                                              "templates_pss_mb": 90.25}}))
+                                              "templates_pss_mb": 90.25}})
     return s
 
 
@@ -119,14 +120,15 @@ def test_collector_values(site: Settings) -> None:
 
 
 def test_heartbeat_absent_or_corrupt(site: Settings) -> None:
-    hb = scheduler_state_file(site.output_dir)
-    hb.unlink()
+    with sqlite3.connect(ledger_file(site.output_dir)) as conn:
+        conn.execute("DELETE FROM state WHERE key = 'heartbeat'")
     m = samples(site)
     assert not any(k[0].startswith(("jupycron_scheduler_", "jupycron_pool_")) for k in m)
-    hb.write_text("{not json")
+    with sqlite3.connect(ledger_file(site.output_dir)) as conn:
+        conn.execute("INSERT INTO state (key, value) VALUES ('heartbeat', '{not json')")
     m = samples(site)
     assert not any(k[0].startswith("jupycron_scheduler_") for k in m)
-    hb.write_text(json.dumps({"heartbeat": 1700000000, "queue": 4, "running": 0}))
+    write_heartbeat(site.output_dir, {"heartbeat": 1700000000, "queue": 4, "running": 0})
     m = samples(site)
     assert m[("jupycron_scheduler_heartbeat_timestamp_seconds", ())] == 1700000000
     assert m[("jupycron_scheduler_queue_length", ())] == 4
@@ -134,8 +136,8 @@ def test_heartbeat_absent_or_corrupt(site: Settings) -> None:
 
 
 def test_unreadable_history_is_reported(site: Settings) -> None:
-    history_file(site.output_dir).unlink()
-    history_file(site.output_dir).mkdir()  # reading it fails with an OS error
+    with sqlite3.connect(ledger_file(site.output_dir)) as conn:  # a jupycron from the future
+        conn.execute("UPDATE schema_version SET version = version + 1")
     m = samples(site)
     assert m[("jupycron_collector_errors", ())] == 1
     assert not any(k[0] == "jupycron_notebook_state" for k in m)
@@ -144,7 +146,6 @@ def test_unreadable_history_is_reported(site: Settings) -> None:
 def test_scrapes_parse_the_history_only_when_it_changed(site: Settings, monkeypatch) -> None:
     """One collector keeps the parsed history between scrapes while the file is unchanged,
     and a run recorded by any process shows at the next scrape."""
-    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)  # trust fresh files
     collector = JupycronCollector(site)
     registry = CollectorRegistry()
     registry.register(collector)
@@ -158,10 +159,10 @@ def test_scrapes_parse_the_history_only_when_it_changed(site: Settings, monkeypa
     parses = collector.history.parses
     scrape()
     assert collector.history.parses == parses
-    History(site.output_dir).record(Run("bad_autorun.ipynb", "later", NOW, RunStatus.OOM,
+    SqliteRunStore(site.output_dir).record(Run("bad_autorun.ipynb", "later", NOW, RunStatus.OOM,
                                         finished_at=NOW))
     assert scrape()[("jupycron_notebook_consecutive_failures", nb("bad"))] == 3
-    assert collector.history.parses == parses + 1
+    assert collector.history.parses == parses   # only the changed notebook was read again
 
 
 def test_alert_rules_pass_promtool() -> None:

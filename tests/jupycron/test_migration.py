@@ -1,6 +1,6 @@
 """Moving a host from OONI's old jupycron: its notebooks (``# jupycron:`` line,
-``%run ooniutils.ipynb``, ``autorun``), its output folder and its ``.history.json`` work as
-they are. The shipped ``ooniutils.ipynb`` shim is what ``%run ooniutils.ipynb`` loads."""
+``%run ooniutils.ipynb``, ``autorun``), its output folder and its ``.history.json`` (imported into
+the run ledger) work as they are. The shipped ``ooniutils.ipynb`` shim is what ``%run ooniutils.ipynb`` loads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import cli
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import RunStatus
 from tests.support.services import REPO
 
@@ -49,10 +49,10 @@ def test_old_host_layout_runs_unchanged(tmp_path):
     assert ran.exit_code == 0, ran.output
     html = (out / "team" / "autorun_team.html").read_text()  # the old URL layout
     assert "autorun is True and click_query_fsn is True" in html
-    history = History(out).load()
+    history = SqliteRunStore(out).load()
     runs = history["team/autorun_team.ipynb"].runs
     assert [r.status for r in runs] == [RunStatus.SUCCESS, RunStatus.SUCCESS]
     assert runs[1].extra.get("imported_from_legacy") is True
     assert history["autorun_old.ipynb"].latest.status is RunStatus.FAILED
-    assert json.loads((out / ".history.json").read_text())["version"] == 1
-    assert json.loads((out / ".history.json.jupycron-legacy").read_text()) == old
+    assert not (out / ".history.json").exists()   # imported into the ledger, once
+    assert json.loads((out / ".history.json.imported").read_text()) == old

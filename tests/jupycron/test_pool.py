@@ -20,12 +20,12 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupycron import discovery, limits, runner, scheduler
-from jupycron.history import History
 from jupycron.kernels import forkserver
 from jupycron.kernels import pooled as pool
 from jupycron.kernels.base import discard
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Notebook, RunStatus
-from jupycron.paths import scheduler_state_file
+from tests.support.ledger import read_heartbeat
 
 PROBE = """# jupycron: {"every": "1 day", "MaxMem": 300}
 import json, os, sys
@@ -239,7 +239,7 @@ def test_tick_with_a_pool_keeps_the_concurrency_cap(settings, jc, monkeypatch):
     assert len(stamps) == 5 and peak <= settings.concurrency
     for r in runs:
         jc.assert_no_leftovers(r)
-    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    state = read_heartbeat(settings.output_dir)
     assert state["pool"]["idle"] == 0 and state["pool"]["started"] <= len(rels)  # budget
 
 
@@ -250,12 +250,9 @@ def test_daemon_sigterm_leaves_no_pooled_kernel(settings, jc, tmp_path):
            "--output", str(settings.output_dir), "--concurrency", "2", "daemon"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                             stderr=(tmp_path / "daemon.log").open("wb"))
-    state_file = scheduler_state_file(settings.output_dir)
-
     def idle_pool() -> list[int] | None:
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError):
+        state = read_heartbeat(settings.output_dir)
+        if state is None:
             return None
         p = state.get("pool") or {}
         return p.get("idle_pids") if p.get("idle") == 2 and p.get("idle_rss_mb", 0) > 0 else None
@@ -273,4 +270,4 @@ def test_daemon_sigterm_leaves_no_pooled_kernel(settings, jc, tmp_path):
     if d.parent is not None:
         own = d.parent / limits.instance_key(settings.output_dir)
         assert not list(own.glob(f"{limits.CGROUP_PREFIX}{limits.POOL_PREFIX}{proc.pid}-*"))
-    assert not History(settings.output_dir).load()  # nothing ran
+    assert not SqliteRunStore(settings.output_dir).load()  # nothing ran

@@ -1,5 +1,5 @@
 """The daemon's idle rescan reuses what did not change: parsed notebooks (scan cache), the
-parsed history (CachedHistory), the due answer (until the next slot) and the rendered
+ledger view (re-read where the ledger changed), the due answer (until the next slot) and the rendered
 summary rows. Each reuse is checked against the answer computed from scratch, and every
 way a notebook can change (edit in place with the same size, replacement by rename, mtime
 going backwards, deletion, enable/disable) must be noticed by the next rescan."""
@@ -18,9 +18,8 @@ import nbformat
 import pytest
 
 from jupycron import discovery, scheduler, status, summary
-from jupycron import history as jhistory
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.paths import summary_file
 from tests.support.threads import readers_during_writers
@@ -32,7 +31,6 @@ T0 = datetime(2024, 5, 1, 10, 5, tzinfo=UTC)
 def trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trust files written a moment ago (normally re-read for 2 s after a change)."""
     monkeypatch.setattr(discovery, "_RACY_NS", -3600 * 10**9)
-    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)
 
 
 @pytest.fixture
@@ -165,7 +163,7 @@ def test_a_deleted_notebook_is_marked_and_leaves_the_agenda(sched: scheduler.Sch
     assert specs(sched) == {"a_autorun.ipynb": "30 minute"}
     assert sched.next_wake == T0.replace(minute=30)
     assert sched.history.load()["b_autorun.ipynb"].deleted_at == later
-    assert History(sched.output).load()["b_autorun.ipynb"].deleted_at == later
+    assert SqliteRunStore(sched.output).load()["b_autorun.ipynb"].deleted_at == later
     assert len(cache) == 1
 
 
@@ -184,7 +182,7 @@ def test_a_run_recorded_by_another_process_changes_the_due_answer(sched: schedul
     _, cache = scanned(sched, '{"every": "30 minute"}')
     slot = T0.replace(minute=30)
     assert rescan(sched, cache, slot + timedelta(seconds=5)) == [("a_autorun.ipynb", slot)]
-    History(sched.output).record(Run(notebook="a_autorun.ipynb", run_id="x", started_at=slot,
+    SqliteRunStore(sched.output).record(Run(notebook="a_autorun.ipynb", run_id="x", started_at=slot,
                                      status=RunStatus.SUCCESS, slot=slot))
     assert rescan(sched, cache, slot + timedelta(seconds=15)) == []
 
@@ -208,7 +206,7 @@ def test_due_and_next_wake_match_the_uncached_rule_across_dst_and_downtime(
     start = datetime(2024, 3, 30, 20, 0, tzinfo=UTC)
     pool = [Notebook(f"n{i}_autorun.ipynb", 0.0, 0, spec, None if spec.enabled else "disabled")
             for i, spec in enumerate(SPECS)]
-    history = History(sched.output, keep=6)  # short histories: hundreds of writes follow
+    history = SqliteRunStore(sched.output, keep=6)  # short histories: hundreds of writes follow
     history.mark_deleted([n.path for n in pool], start - timedelta(days=1))
     sched.notebooks = list(pool)
     now = start
@@ -220,7 +218,7 @@ def test_due_and_next_wake_match_the_uncached_rule_across_dst_and_downtime(
         before = sched._agenda
         got = sched.due(now)
         recomputed += sched._agenda is not before
-        fresh = History(sched.output).load()
+        fresh = SqliteRunStore(sched.output).load()
         assert got == scheduler.due_runs(sched.notebooks, fresh, now), now
         assert sched.next_wake == scheduler.next_wake(sched.notebooks, now), now
         for nb, slot in got:
@@ -233,33 +231,31 @@ def test_due_and_next_wake_match_the_uncached_rule_across_dst_and_downtime(
 
 # --- the history cache -------------------------------------------------------------------
 
-def test_cached_history_parses_once_per_change(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    h = scheduler.CachedHistory(settings.output_dir)
+def test_the_ledger_view_is_read_once_per_change(settings: Settings) -> None:
+    h = SqliteRunStore(settings.output_dir)
     assert h.load() == {}
     h.mark_deleted(["a_autorun.ipynb"], T0)
-    # just written: not trusted yet (a second write in the same tick could keep the stamps)
     h.load()
-    h.load()
-    parses = h.parses
-    assert parses >= 2
-    monkeypatch.setattr(jhistory, "_HISTORY_RACY_NS", -3600 * 10**9)  # as if 2 s had passed
+    parses, generation = h.parses, h.generation
     h.load()
     first = h.load()
-    assert h.parses == parses + 1
+    assert h.parses == parses and h.generation == generation   # unchanged: no read at all
     first.pop("a_autorun.ipynb")  # each load is a new dict
     assert "a_autorun.ipynb" in h.load()
     assert h.running_runs() == [] and h.earliest_deleted() is None
-    History(settings.output_dir).record(Run(notebook="a_autorun.ipynb", run_id="r", started_at=T0))
-    assert [r.run_id for r in h.running_runs()] == ["r"] and h.parses == parses + 2
-    History(settings.output_dir).mark_deleted([], T0 + timedelta(hours=1))
+    SqliteRunStore(settings.output_dir).record(Run(notebook="a_autorun.ipynb", run_id="r",
+                                                   started_at=T0))
+    assert [r.run_id for r in h.running_runs()] == ["r"] and h.generation != generation
+    SqliteRunStore(settings.output_dir).mark_deleted([], T0 + timedelta(hours=1))
     assert h.earliest_deleted() == T0 + timedelta(hours=1)
+    assert h.parses == parses      # other processes' writes: only their notebooks re-read
 
 
-def test_cached_history_patches_its_own_writes(settings: Settings) -> None:
-    """A run's start and end recorded through the cached history patch its parse (no parse
-    of the whole file per run); a write by anyone else is still parsed, and the view always
-    equals a parse from scratch."""
-    h = scheduler.CachedHistory(settings.output_dir)
+def test_the_ledger_view_rereads_only_changed_notebooks(settings: Settings) -> None:
+    """A run's start and end re-read the one notebook they changed (no read of the whole
+    ledger per run), whoever wrote them; the view always equals a read from scratch, and
+    after a purge the whole ledger is read again."""
+    h = SqliteRunStore(settings.output_dir)
     rels = [f"n{i}_autorun.ipynb" for i in range(4)]
     for i, rel in enumerate(rels):
         h.record(Run(notebook=rel, run_id=f"old-{i}", started_at=T0, status=RunStatus.SUCCESS))
@@ -269,28 +265,33 @@ def test_cached_history_patches_its_own_writes(settings: Settings) -> None:
         run = Run(notebook=rel, run_id=f"new-{i}", started_at=T0 + timedelta(minutes=1),
                   trigger=Trigger.SCHEDULE, slot=T0)
         h.record(run)
-        assert h.load() == History(settings.output_dir).load()
+        assert h.load() == SqliteRunStore(settings.output_dir).load()
         run.status, run.finished_at = RunStatus.FAILED, T0 + timedelta(minutes=2)
         assert h.load()[rel].runs[0].status is RunStatus.RUNNING  # not the caller's object
         h.record(run)
-        assert h.load() == History(settings.output_dir).load()
+        assert h.load() == SqliteRunStore(settings.output_dir).load()
     assert h.parses == parses and h.generation == generation + 2 * len(rels)
-    History(settings.output_dir).record(Run(notebook=rels[0], run_id="elsewhere", started_at=T0))
-    assert h.load() == History(settings.output_dir).load() and h.parses == parses + 1
+    SqliteRunStore(settings.output_dir).record(Run(notebook=rels[0], run_id="elsewhere",
+                                                   started_at=T0))
+    assert h.load() == SqliteRunStore(settings.output_dir).load() and h.parses == parses
+    SqliteRunStore(settings.output_dir).mark_deleted(rels[1:], T0)
+    SqliteRunStore(settings.output_dir).purge(T0 + timedelta(days=30), grace=0)
+    assert h.load() == SqliteRunStore(settings.output_dir).load() and h.parses == parses + 1
+    assert rels[0] not in h.load()
 
 
 def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -> None:
     """Run threads record through one cached history while others load it and another
     History writes too: nothing is lost and the final view is the file's."""
-    h = scheduler.CachedHistory(settings.output_dir)
-    other = History(settings.output_dir)
+    h = SqliteRunStore(settings.output_dir)
+    other = SqliteRunStore(settings.output_dir)
 
     def reader(stop: threading.Event) -> None:
         while not stop.is_set():
             h.running_runs()
             h.load()
 
-    def writer(w: int, hist: History) -> None:
+    def writer(w: int, hist: SqliteRunStore) -> None:
         for i in range(12):
             run = Run(notebook=f"n{w}_autorun.ipynb", run_id=f"w{w}-{i}",
                       started_at=T0 + timedelta(minutes=i))
@@ -299,7 +300,7 @@ def test_cached_history_shared_by_threads_matches_the_file(settings: Settings) -
             hist.record(run)
 
     readers_during_writers(reader, 2, writer, [(0, h), (1, h), (2, h), (3, other)])
-    fresh = History(settings.output_dir).load()
+    fresh = SqliteRunStore(settings.output_dir).load()
     assert {r.run_id for e in fresh.values() for r in e.runs} == {
         f"w{w}-{i}" for w in range(4) for i in range(12)}
     assert h.load() == fresh and h.running_runs() == []
@@ -314,9 +315,9 @@ def test_purge_waits_for_the_grace_period(sched: scheduler.Scheduler) -> None:
     rescan(sched, cache, T0 + timedelta(seconds=10))
     grace = timedelta(seconds=sched.settings.deleted_grace_s)
     rescan(sched, cache, T0 + timedelta(seconds=10) + grace)  # not older than the grace yet
-    assert "a_autorun.ipynb" in History(sched.output).load()
+    assert "a_autorun.ipynb" in SqliteRunStore(sched.output).load()
     rescan(sched, cache, T0 + timedelta(seconds=11) + grace)
-    assert "a_autorun.ipynb" not in History(sched.output).load()
+    assert "a_autorun.ipynb" not in SqliteRunStore(sched.output).load()
 
 
 # --- summary.html ------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def test_purge_waits_for_the_grace_period(sched: scheduler.Scheduler) -> None:
 def test_restamp_gives_the_page_a_fresh_render_would(settings: Settings) -> None:
     nbs = [Notebook("a_autorun.ipynb", 0.0, 0, JobSpec(every="1 hour")),
            Notebook("b_autorun.ipynb", 0.0, 0, None, "no jupycron line")]
-    history = {"a_autorun.ipynb": History(settings.output_dir).get("a_autorun.ipynb")}
+    history = {"a_autorun.ipynb": SqliteRunStore(settings.output_dir).get("a_autorun.ipynb")}
     later = T0 + timedelta(minutes=20, seconds=7)
     page = summary.render_summary(status.build_rows(settings, nbs, history, T0), T0, "rlimit")
     fresh = summary.render_summary(status.build_rows(settings, nbs, history, later), later, "rlimit")

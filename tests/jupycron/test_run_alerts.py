@@ -4,7 +4,6 @@ notebooks, and the real Alertmanager receiving a failure and its resolution."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 import time
@@ -20,12 +19,12 @@ from jupycron import run_alerts, senders
 from jupycron.cli_web import alerts_command
 from jupycron.config import Settings
 from jupycron.exceptions import ConfigError
-from jupycron.history import CachedHistory
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Finding, FindingLevel, Run, RunStatus, Trigger
-from jupycron.paths import history_file
-from jupycron.run_alerts import alert_state_file, notify_changes
+from jupycron.run_alerts import alert_lock_file, load_state, notify_changes
 from tests.support.alertmanager import alertmanager_server
 from tests.support.fake_webhooks import fake_webhook_server
+from tests.support.ledger import write_history_doc
 from tests.support.services import free_port, poll_until
 from tests.support.trickle import trickling_server
 
@@ -50,14 +49,15 @@ def write_history(s: Settings, runs: dict[str, list[Run]]) -> None:
               "deleted_at": None, "last_success_output": None,
               "first_seen": "2024-04-01T00:00:00+00:00"}
         for rel, rs in runs.items()}}
-    s.output_dir.mkdir(parents=True, exist_ok=True)
-    history_file(s.output_dir).write_text(json.dumps(doc))
+    write_history_doc(s.output_dir, doc)
     for rel in runs:
         (s.output_dir / rel.replace(".ipynb", ".html")).write_text("<html></html>")
 
 
 def state(s: Settings) -> dict:
-    return json.loads(alert_state_file(s.output_dir).read_text())["notebooks"]
+    doc = SqliteRunStore(s.output_dir).alert_state("run_alerts")
+    assert doc is not None, "no alert state was saved"
+    return doc["notebooks"]
 
 
 @pytest.fixture(autouse=True)
@@ -255,13 +255,13 @@ def test_channel_configuration(site: Settings, hook) -> None:
         notify_changes(replace(site, alert_channels="slack,pager"), NOW)
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
     assert notify_changes(replace(site, alert_channels=""), NOW) == []
-    assert not alert_state_file(site.output_dir).exists()
+    assert SqliteRunStore(site.output_dir).alert_state("run_alerts") is None
 
 
 def test_busy_lock_skips_the_check(site: Settings, hook, monkeypatch) -> None:
     monkeypatch.setattr(run_alerts, "LOCK_WAIT_S", 0.2)
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", NOW.replace(minute=0))]})
-    lock = alert_state_file(site.output_dir).with_name(".alert-state.json.lock")
+    lock = alert_lock_file(site.output_dir)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -348,9 +348,9 @@ def test_scheduler_view_fires_and_recovers_once_without_rescanning(site: Setting
     from jupycron import status
 
     notebooks = status.scan(site.notebooks, site.output_dir)
-    view = CachedHistory(site.output_dir, keep=site.history_runs)
+    view = SqliteRunStore(site.output_dir, keep=site.history_runs)
     monkeypatch.setattr(status, "scan", lambda *a, **k: pytest.fail("scanned again"))
-    monkeypatch.setattr(status, "History", lambda *a, **k: pytest.fail("history re-read"))
+    monkeypatch.setattr(status, "open_store", lambda *a, **k: pytest.fail("ledger reopened"))
 
     def check(at: datetime) -> list[tuple[str, str, str, str]]:
         return [(d.notebook, d.kind, d.channel, d.action) for d in
@@ -555,12 +555,14 @@ def test_a_version_1_state_file_is_carried_over(site: Settings, hook) -> None:
     ten = NOW.replace(minute=0)
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten)]})
     site = replace(site, late_grace_s=1e12)
-    alert_state_file(site.output_dir).write_text(json.dumps({"version": 1, "notebooks": {
+    store = SqliteRunStore(site.output_dir)  # as the importer leaves an old .alert-state.json
+    store.save_alert_state("run_alerts", {"version": 1, "notebooks": {
         "a_autorun.ipynb": {"failing": {
             "active": True, "since": "2024-05-01T10:01:00+00:00",
             "title": "jupycron: a_autorun.ipynb is failing (error)",
             "channels": {"slack": {"told": "firing", "at": "2024-05-01T10:01:00+00:00"},
-                         "ntfy": {"told": "resolved", "at": None}}}}}}))
+                         "ntfy": {"told": "resolved", "at": None}}}}}})
+    store.close()
     sent = notify_changes(site, NOW)
     assert [(d.channel, d.action) for d in sent] == [("ntfy", "fire")]
     write_history(site, {"a_autorun.ipynb": [failed("a_autorun.ipynb", ten),
@@ -568,8 +570,9 @@ def test_a_version_1_state_file_is_carried_over(site: Settings, hook) -> None:
                                                  RunStatus.SUCCESS, 1)]})
     sent = notify_changes(site, NOW + timedelta(hours=1))
     assert [(d.channel, d.action) for d in sent] == [("slack", "resolve"), ("ntfy", "resolve")]
-    assert json.loads(alert_state_file(site.output_dir).read_text()) == {"version": 2,
-                                                                         "notebooks": {}}
+    store = SqliteRunStore(site.output_dir)
+    assert load_state(store) == store.alert_state("run_alerts") == {"version": 2, "notebooks": {}}
+    store.close()
 
 
 def test_real_alertmanager_hears_a_finding_alarm_then_ok(site: Settings, tmp_path: Path,

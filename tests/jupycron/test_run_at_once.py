@@ -9,7 +9,7 @@ import pytest
 
 from jupycron import discovery, status
 from jupycron.exceptions import SpecError
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import JobSpec
 from jupycron.schedule import due_slot
 from jupycron.scheduler import tick
@@ -53,7 +53,7 @@ def test_tick_runs_a_new_notebook_at_once_only_when_asked(tmp_path, jc, setting,
     done = tick(settings, now)
     assert [r.notebook for r in done] == ([rel] if runs else [])
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
-    (row,) = status.build_rows(settings, [nb], History(settings.output_dir).load(), now)
+    (row,) = status.build_rows(settings, [nb], SqliteRunStore(settings.output_dir).load(), now)
     assert row.state == ("success" if runs else "never"), row.reason
     if not runs:
         assert not row.due_now and row.next_run is not None and row.next_run > now
@@ -64,9 +64,9 @@ def test_new_notebook_run_at_once_is_not_late_from_its_old_slot(tmp_path, jc):
     settings = jc.make_settings(tmp_path, run_new_at_once=True, late_grace_s=600)
     rel = jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, line='{"every": "1 day"}')
     seen = T0 - timedelta(minutes=5)
-    History(settings.output_dir).mark_deleted([rel], seen)  # records first_seen
+    SqliteRunStore(settings.output_dir).mark_deleted([rel], seen)  # records first_seen
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
     for now, late in ((T0, False), (seen + timedelta(minutes=11), True)):
-        (row,) = status.build_rows(settings, [nb], History(settings.output_dir).load(), now)
+        (row,) = status.build_rows(settings, [nb], SqliteRunStore(settings.output_dir).load(), now)
         assert row.due_now
         assert row.late is late, now

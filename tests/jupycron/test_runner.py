@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from jupycron import discovery, execute, limits, runner
 from jupycron.events import RunEvents
-from jupycron.history import History
 from jupycron.kernels import KernelPool
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Run, RunStatus, Trigger
 from jupycron.paths import output_html
 
@@ -46,7 +46,7 @@ def batch(request, tmp_path_factory, jc):
         jc.copy_notebook(name, settings.notebooks)
     jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, WEIRD)
     digests = {rel: _digest(settings.notebooks / rel) for rel in BATCH}
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     seen: dict[str, list[tuple[RunStatus, int | None]]] = {rel: [] for rel in BATCH}
 
     kernels = KernelPool(settings, 3).start() if request.param == "pooled" else None
@@ -224,7 +224,7 @@ def test_hostile_file_name_runs_without_a_shell(batch):
 def test_notebook_deleted_mid_run(settings, monkeypatch, jc):
     monkeypatch.setenv("STAMP_SLEEP", "2")
     rel = jc.copy_notebook("stamp_autorun.ipynb", settings.notebooks)
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
     result: list[Run] = []
     t = threading.Thread(target=lambda: result.append(runner.run_notebook(settings, nb, history=history)))
@@ -249,7 +249,7 @@ def test_notebook_deleted_mid_run(settings, monkeypatch, jc):
 def test_stop_event_interrupts_and_cleans_up(settings, jc):
     rel = jc.copy_notebook("sleeps_autorun.ipynb", settings.notebooks,
                         line='{"every": "1 minute", "MaxRuntime": 120}')
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     nb = discovery.read_notebook(settings.notebooks / rel, rel)
     stop = threading.Event()
     result: list[Run] = []
@@ -354,14 +354,14 @@ def test_the_time_limit_holds_while_the_run_loop_is_busy(settings, monkeypatch, 
 
     def busy_merge(cell) -> None:
         if "killed_while_busy" not in seen:  # the first cell: hold the loop
-            runs = History(settings.output_dir).load()["busy_autorun.ipynb"].runs
+            runs = SqliteRunStore(settings.output_dir).load()["busy_autorun.ipynb"].runs
             pids = [runs[0].kernel.pid]
             assert jc.alive(pids[0])
             seen["killed_while_busy"] = _gone_within(jc, pids, 30)
         merge(cell)
 
     monkeypatch.setattr(execute, "merge_streams", busy_merge)
-    run = runner.run_notebook(settings, nb, history=History(settings.output_dir))
+    run = runner.run_notebook(settings, nb, history=SqliteRunStore(settings.output_dir))
     assert seen["killed_while_busy"] is True
     assert run.status is RunStatus.TIMEOUT, (run.status, run.error_value)
     jc.assert_no_leftovers(run)
@@ -385,7 +385,7 @@ def test_a_chatty_notebook_still_times_out_at_its_limit(settings, jc):
     nb = _write_nb(settings, "chatty_autorun.ipynb", 10,
                    'for i in range(5000):\n    print(i, "x" * 2000, flush=True)',
                    "import time\ntime.sleep(600)")
-    run = runner.run_notebook(settings, nb, history=History(settings.output_dir))
+    run = runner.run_notebook(settings, nb, history=SqliteRunStore(settings.output_dir))
     assert run.status is RunStatus.TIMEOUT, (run.status, run.error_value)
     assert run.duration_s is not None and run.duration_s < 10 + 8, run.extra.get("timing")
     page = output_html(settings.output_dir, "chatty_autorun.ipynb").read_text(encoding="utf-8")

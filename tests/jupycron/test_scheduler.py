@@ -18,9 +18,10 @@ import pytest
 
 from jupycron import scheduler
 from jupycron.exceptions import NotebookNotFound
-from jupycron.history import History, NotebookHistory
+from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
-from jupycron.paths import output_html, scheduler_state_file, summary_file
+from jupycron.paths import output_html, summary_file
+from tests.support.ledger import read_heartbeat
 
 T0 = datetime(2024, 5, 1, 10, 30, tzinfo=UTC)
 HOURLY = Notebook("h_autorun.ipynb", 0, 0, JobSpec(every="1 hour"))
@@ -102,16 +103,16 @@ def test_tick_runs_due_notebooks_then_purges_deleted_ones(settings, jc):
         ("ok_autorun.ipynb", RunStatus.SUCCESS), ("raises_autorun.ipynb", RunStatus.FAILED)]
     assert all(r.slot is not None and r.trigger is Trigger.SCHEDULE for r in runs)
     assert scheduler.tick(settings, now=now + timedelta(minutes=2)) == []  # slot served
-    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    state = read_heartbeat(settings.output_dir)
     assert state["mode"] == "tick" and state["running"] == [] and state["pid"] == os.getpid()
     assert "raises_autorun.ipynb" in summary_file(settings.output_dir).read_text()
 
     (settings.notebooks / "raises_autorun.ipynb").unlink()
     later = now + timedelta(minutes=2, seconds=10)
     scheduler.tick(settings, now=later)
-    assert History(settings.output_dir).load()["raises_autorun.ipynb"].deleted_at == later
+    assert SqliteRunStore(settings.output_dir).load()["raises_autorun.ipynb"].deleted_at == later
     scheduler.tick(settings, now=later + timedelta(seconds=1), stop_event=_stopped())
-    assert "raises_autorun.ipynb" not in History(settings.output_dir).load()
+    assert "raises_autorun.ipynb" not in SqliteRunStore(settings.output_dir).load()
     assert not output_html(settings.output_dir, "raises_autorun.ipynb").exists()
 
 
@@ -147,7 +148,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
     proc = subprocess.Popen(_jupycron(settings, "tick"), env=env, stdout=log, stderr=subprocess.STDOUT)
     def other_running() -> bool:
         return any(r.status is RunStatus.RUNNING and r.pid == proc.pid
-                   for e in History(settings.output_dir).load().values() for r in e.runs)
+                   for e in SqliteRunStore(settings.output_dir).load().values() for r in e.runs)
 
     try:
         jc.wait_until(other_running, timeout=60, what="the other tick's first run")
@@ -156,7 +157,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
     finally:
         os.environ.pop("STAMP_SLEEP", None)
         assert proc.wait(120) == 0, (tmp_path / "tick.log").read_text()
-    hist = History(settings.output_dir).load()
+    hist = SqliteRunStore(settings.output_dir).load()
     assert {rel: [r.status for r in hist[rel].runs] for rel in rels} == \
         {rel: [RunStatus.SUCCESS] for rel in rels}
     assert 1 <= len(mine) < 4  # both processes ran some of them
@@ -168,7 +169,7 @@ def test_two_ticks_in_two_processes_share_locks_and_the_global_cap(settings, jc,
 
 def _wait_kernel(settings, rel: str, jc) -> Run:
     def started() -> Run | None:
-        entry = History(settings.output_dir).load().get(rel)
+        entry = SqliteRunStore(settings.output_dir).load().get(rel)
         run = entry.runs[0] if entry and entry.runs else None
         pids = settings.notebooks / "sleeps-pids.txt"
         ok = run and run.status is RunStatus.RUNNING and run.kernel is not None \
@@ -199,7 +200,7 @@ def test_kill_9_of_the_tick_is_reaped_by_the_next_tick(settings, jc, tmp_path):
     assert running.pid == proc.pid
     # The next tick reaps the orphan (and, being told to stop, starts nothing new).
     scheduler.tick(settings, stop_event=_stopped())
-    run = History(settings.output_dir).load()[rel].runs[0]
+    run = SqliteRunStore(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id
     assert run.status is RunStatus.INTERRUPTED and run.extra.get("orphaned") is True
     jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
@@ -218,10 +219,10 @@ def test_daemon_sigterm_interrupts_the_run_and_exits_0(settings, jc, tmp_path):
         proc.kill()
         proc.wait()
     children = [int(p) for p in (settings.notebooks / "sleeps-pids.txt").read_text().split()]
-    run = History(settings.output_dir).load()[rel].runs[0]
+    run = SqliteRunStore(settings.output_dir).load()[rel].runs[0]
     assert run.run_id == running.run_id and run.status is RunStatus.INTERRUPTED
     jc.assert_no_leftovers(run, extra_pids=[running.kernel.pid, *children])
-    state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+    state = read_heartbeat(settings.output_dir)
     assert state["mode"] == "stopped" and state["running"] == []
 
 
@@ -233,13 +234,13 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
     t = threading.Thread(target=scheduler.run_forever, args=(settings, stop))
     t.start()
     try:
-        history = History(settings.output_dir)
+        history = SqliteRunStore(settings.output_dir)
         jc.wait_until(lambda: "first_autorun.ipynb" in history.load(), what="first notebook seen")
         jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "later/added_autorun.ipynb")
         jc.wait_until(lambda: "later/added_autorun.ipynb" in history.load(), what="added notebook seen")
         (settings.notebooks / "first_autorun.ipynb").unlink()
         jc.wait_until(lambda: history.load()["first_autorun.ipynb"].deleted_at, what="deletion seen")
-        state = json.loads(scheduler_state_file(settings.output_dir).read_text())
+        state = read_heartbeat(settings.output_dir)
         assert state["mode"] == "daemon" and state["next_wake"]
     finally:
         stop.set()
@@ -249,7 +250,7 @@ def test_daemon_notices_added_and_deleted_notebooks(settings, jc, monkeypatch):
 
 
 def test_a_missing_notebooks_folder_marks_nothing_deleted(settings):
-    history = History(settings.output_dir)
+    history = SqliteRunStore(settings.output_dir)
     now = datetime.now(UTC)
     history.mark_deleted(["a_autorun.ipynb"], now - timedelta(days=30))
     settings.notebooks.rmdir()
@@ -269,12 +270,11 @@ def test_idle_refresh_rewrites_the_heartbeat_but_not_an_unchanged_summary(settin
         sched.refresh(now)
         page = summary_file(settings.output_dir)
         first = page.stat().st_mtime_ns
-        beat = scheduler_state_file(settings.output_dir)
-        beat_before = beat.read_text()
+        beat_before = read_heartbeat(settings.output_dir)
         time.sleep(0.02)
         sched.refresh(now + timedelta(seconds=10))
         assert page.stat().st_mtime_ns == first  # unchanged: not rewritten
-        assert beat.read_text() != beat_before   # the heartbeat still moves
+        assert read_heartbeat(settings.output_dir) != beat_before   # the heartbeat still moves
         jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "new_autorun.ipynb")
         sched.scan(now)
         sched.refresh(now + timedelta(seconds=20))
@@ -408,7 +408,7 @@ def test_a_stuck_alert_channel_never_holds_a_run_worker(settings, jc, monkeypatc
         finally:
             sched.close()
         assert not sched.alerts._thread.is_alive()
-    told = json.loads((settings.output_dir / ".alert-state.json").read_text())
+    told = SqliteRunStore(settings.output_dir).alert_state("run_alerts")
     slack = told["notebooks"][rel]["failing"]["channels"]["slack"]
     assert slack["told"] is None and "cancelled" in slack["last_error"]
 
@@ -457,15 +457,15 @@ def test_a_running_row_written_before_run_kernel_existed_is_reaped_by_its_legacy
         row["extra"] = extra
         doc = {"version": 1, "notebooks": {HOURLY.path: {"runs": [row]}}}
         (tmp_path / ".history.json").write_text(json.dumps(doc))
-        loaded = History(tmp_path).load()[HOURLY.path].runs[0]
+        loaded = SqliteRunStore(tmp_path).load()  # the ledger imports the old file[HOURLY.path].runs[0]
         assert loaded.kernel == KernelInfo.from_legacy_extra(extra)
         assert loaded.kernel is not None and loaded.kernel.sockets == str(sockets)
         assert loaded.extra == {"timing": {"total_s": 1.0}}  # the legacy keys are gone
-        reaped = scheduler.reap_orphans(History(tmp_path))
+        reaped = scheduler.reap_orphans(SqliteRunStore(tmp_path))
         assert [r.run_id for r in reaped] == [row["run_id"]]
         assert kernel.wait(10) == -signal.SIGKILL
         assert not sockets.exists()
-        assert History(tmp_path).load()[HOURLY.path].runs[0].status is RunStatus.INTERRUPTED
+        assert SqliteRunStore(tmp_path).load()[HOURLY.path].runs[0].status is RunStatus.INTERRUPTED
     finally:
         kernel.kill()
         kernel.wait()

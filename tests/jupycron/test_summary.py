@@ -16,7 +16,7 @@ from hypothesis import strategies as hs
 
 from jupycron.config import Settings
 from jupycron.formatting import path_breaks
-from jupycron.history import History, NotebookHistory
+from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import Finding, FindingLevel, JobSpec, Notebook, Run, RunStatus, Trigger
 from jupycron.status import NotebookState, build_rows
 from jupycron.summary import write_summary
@@ -111,7 +111,7 @@ def render(settings: Settings, notebooks: list[Notebook], history: dict, **kw) -
 
 def test_every_status(settings: Settings) -> None:
     out = settings.output_dir
-    h = History(out)
+    h = SqliteRunStore(out)
     (out / "ok_autorun.html").parent.mkdir(parents=True)
     (out / "ok_autorun.html").write_text("<p>ok</p>")
     h.record(run("ok_autorun.ipynb", 1, RunStatus.FAILED, error_name="E", error_value="x"))
@@ -227,7 +227,7 @@ def test_names_are_escaped_and_quoted(settings: Settings) -> None:
     out = settings.output_dir / "odd" / "q'uote <b>&amp; $(rm -rf)_autorun.html"
     out.parent.mkdir(parents=True)
     out.write_text("x")
-    h = History(settings.output_dir)
+    h = SqliteRunStore(settings.output_dir)
     h.record(run(ODD, 0, RunStatus.FAILED, error_name="ValueError", error_value="<script>alert(1)</script>"))
     page = render(settings, [nb(ODD)], h.load())
     row = page.rows[ODD]
@@ -275,7 +275,7 @@ def test_path_breaks_keeps_the_text_and_breaks_only_after_slash_and_underscore(p
 def test_the_latest_finding_is_shown_beside_the_status(settings: Settings) -> None:
     """The newest finished run that reported a finding gives the column (a newer run that
     did not report, e.g. one that failed first, keeps it); a RUNNING run does not count."""
-    h = History(settings.output_dir)
+    h = SqliteRunStore(settings.output_dir)
     alarm = Finding(FindingLevel.ALARM, "IR: measurements down 40 % since 14:00",
                     [{"country": "IR", "drop": "40 %"}])
     h.record(run("flow_autorun.ipynb", 2, RunStatus.SUCCESS,

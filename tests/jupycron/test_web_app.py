@@ -4,7 +4,6 @@ attempts against a real uvicorn server (a client library would normalise the pat
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import socket
@@ -22,11 +21,12 @@ with warnings.catch_warnings():  # starlette recommends httpx2; httpx is what th
 
 from jupycron.config import Settings
 from jupycron.exceptions import HistoryError
-from jupycron.history import History
-from jupycron.models import Run, RunStatus, Trigger
-from jupycron.paths import history_file, kept_html
+from jupycron.ledger import SqliteRunStore
+from jupycron.models import Finding, FindingLevel, Run, RunStatus, Trigger
+from jupycron.paths import kept_html
 from jupycron.web import app as web_app
 from jupycron.web import create_app, hash_password, start_in_thread
+from tests.support.ledger import write_history_doc
 
 AUTH = ("alice", "s3cret pw")
 NOW = datetime.now(UTC)
@@ -68,7 +68,7 @@ def site(tmp_path: Path, jc) -> Settings:
         rel: {"runs": [r.to_json() for r in runs], "deleted_at": None,
               "last_success_output": kept[rel], "first_seen": (NOW - timedelta(days=2)).isoformat()}
         for rel, runs in (("ok_autorun.ipynb", ok), ("sub/raises_autorun.ipynb", raises))}}
-    history_file(out).write_text(json.dumps(doc))
+    write_history_doc(out, doc)
     return s
 
 
@@ -155,14 +155,15 @@ def test_filter_by_state_without_js(site: Settings) -> None:
 def with_findings(site: Settings) -> None:
     """ok: its newest run found an alarm; raises: its newest runs failed before reporting,
     an older success found a warning; the others never reported."""
-    path = history_file(site.output_dir)
-    doc = json.loads(path.read_text())
-    doc["notebooks"]["ok_autorun.ipynb"]["runs"][0]["finding"] = {
-        "level": "alarm", "summary": "IR: measurements down 40 % <since 14:00>",
-        "detail": [{"country": "IR"}]}
-    doc["notebooks"]["sub/raises_autorun.ipynb"]["runs"][3]["finding"] = {
-        "level": "warning", "summary": "RU: down 18 %", "detail": None}
-    path.write_text(json.dumps(doc))
+    store = SqliteRunStore(site.output_dir)
+    try:
+        data = store.load()
+        store.record(replace(data["ok_autorun.ipynb"].runs[0], finding=Finding(
+            FindingLevel.ALARM, "IR: measurements down 40 % <since 14:00>", [{"country": "IR"}])))
+        store.record(replace(data["sub/raises_autorun.ipynb"].runs[3], finding=Finding(
+            FindingLevel.WARNING, "RU: down 18 %")))
+    finally:
+        store.close()
 
 
 def findings_of(html: str) -> dict[str, str]:
@@ -240,7 +241,7 @@ def test_notebook_page(site: Settings) -> None:
     assert '<span class="ename">ValueError</span> <span class="cell">(cell 2)</span>' in html
     assert "boom &lt;1&gt;" in html and "12.5 MB" in html
     assert html.count('class="latest"') == 2   # facts + the newest run
-    kept = History(site.output_dir).get("sub/raises_autorun.ipynb").last_success_output
+    kept = SqliteRunStore(site.output_dir).get("sub/raises_autorun.ipynb").last_success_output
     assert kept and f'href="/output/{kept}"' in html
     assert '<iframe class="output-frame"' in html and 'name="csrf_token"' in html
     ok = client(site).get("/notebook/ok_autorun.ipynb", auth=AUTH).text
@@ -379,7 +380,7 @@ def test_run_now_shows_starting_and_refuses_duplicates(site: Settings, monkeypat
 
 
 def test_run_recorded_as_running_shows_running(site: Settings) -> None:
-    History(site.output_dir).record(Run("ok_autorun.ipynb", rid(0), NOW, RunStatus.RUNNING,
+    SqliteRunStore(site.output_dir).record(Run("ok_autorun.ipynb", rid(0), NOW, RunStatus.RUNNING,
                                         trigger=Trigger.MANUAL, pid=os.getpid()))
     c = client(site)
     assert rows_of(c.get("/", auth=AUTH).text)["ok_autorun.ipynb"] == "running"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jupycron.config import Settings
-from jupycron.history import History
+from jupycron.ledger import SqliteRunStore
 from jupycron.models import Finding, FindingLevel, Run, RunStatus, Trigger
 
 FIXTURE = Path(__file__).resolve().parents[1] / "notebooks" / "ok_autorun.ipynb"
@@ -85,7 +85,7 @@ def build_status_site(root: Path, **settings_kw: object) -> Settings:
     for rel, (line, _) in NOTEBOOKS.items():
         _copy(notebooks, rel, line)
     now = datetime.now(UTC).replace(microsecond=0)
-    h = History(out)
+    h = SqliteRunStore(out)
     never = [rel for rel, (_, st) in NOTEBOOKS.items() if st == "never"]
     h.mark_deleted([rel for rel in NOTEBOOKS if rel not in never], now - timedelta(days=3))
     n = 0

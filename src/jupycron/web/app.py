@@ -20,7 +20,7 @@ failed logins from one address, 503 while the config file's users cannot be read
 ===========================  =====================================================================
 
 Output files: only regular, non-hidden files under the output folder are served. A path with
-``..``, an empty or ``.``-part, a part starting with ``.`` (``.history.json``, ``.locks/``,
+``..``, an empty or ``.``-part, a part starting with ``.`` (``.jupycron.sqlite``, ``.locks/``,
 ``.alert-state.json``, ...) or that resolves outside the folder (symlinks) is a 404, whatever
 its encoding (the path is decoded once, by the server, and never again). Outputs are served
 with ``Content-Security-Policy: sandbox allow-scripts ...``: a notebook's HTML runs in an
@@ -65,7 +65,7 @@ from ..discovery import ScanCache
 from ..environment import describe_data_source
 from ..exceptions import JupycronError
 from ..formatting import fmt_duration, fmt_mem, fmt_time_s, path_breaks
-from ..history import NotebookHistory
+from ..ledger import NotebookHistory
 from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
 from ..status import FINDING_ORDER, NotebookState, StatusRow, current_rows, finding_word
