@@ -52,11 +52,8 @@ catches up), so a slow channel never stacks up behind the runs.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -65,6 +62,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from safefiles import locks
 
 from . import episodes, senders
 from .config import Settings
@@ -306,26 +305,16 @@ def _told(ch: Mapping[str, Any]) -> Told | None:
 
 @contextlib.contextmanager
 def _locked(path: Path, wait_s: float) -> Iterator[bool]:
-    """flock ``path`` (created); yields False when it stayed busy for ``wait_s`` seconds."""
+    """Hold the lock on ``path`` (created); yields False when it stayed busy for ``wait_s``
+    seconds (:mod:`safefiles.locks`, the one lock helper)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    if exc.errno in (errno.EAGAIN, errno.EACCES):
-                        yield False
-                        return
-                    raise
-                time.sleep(0.05)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locks.locked(path, timeout=wait_s))
+        except locks.LockTimeout:
+            yield False
+            return
         yield True
-    finally:
-        os.close(fd)
-
 
 
 # --- messages ----------------------------------------------------------------------------------

@@ -65,7 +65,6 @@ summary refresh, the run-state alerts. :meth:`Scheduler.tick_once` is one unit o
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -83,6 +82,7 @@ from typing import Any
 
 import psutil
 
+from safefiles import locks
 from safefiles.atomic import atomic_write_bytes
 
 from . import discovery, limits, recording, schedule, status, summary
@@ -142,8 +142,8 @@ def try_lock(path: Path) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        locks.lock_fd(fd, timeout=0, path=str(path))
+    except locks.LockTimeout:
         os.close(fd)
         return None
     return fd
