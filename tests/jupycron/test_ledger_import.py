@@ -124,7 +124,7 @@ def test_a_file_that_is_no_history_is_moved_aside_and_outputs_rebuilt(tmp_path: 
 def _check_survives(tmp: Path, doc: Any, damaged: str | None) -> dict[str, Any]:
     """The ledger opens, what tick and list do next works, an untouched notebook keeps
     every run, the file is kept (imported or aside)."""
-    from jupycron import scheduler, summary
+    from jupycron import scheduler, status
     from jupycron.config import Settings
 
     text = doc if isinstance(doc, str) else json.dumps(doc).replace("Infinity", "1e999")
@@ -139,7 +139,7 @@ def _check_survives(tmp: Path, doc: Any, damaged: str | None) -> dict[str, Any]:
     settings_ = Settings(notebooks=tmp / "nbs", output=tmp)
     nbs = [scheduler.Notebook(rel, 0, 0, scheduler.schedule.JobSpec(every="1 hour"))
            for rel in data if not rel.startswith("/")]
-    summary.build_rows(settings_, nbs, store.load(), T0 + timedelta(hours=1))
+    status.build_rows(settings_, nbs, store.load(), T0 + timedelta(hours=1))
     store.record(make_run(9, nb=OTHER))  # and the next write works
     return data
 
