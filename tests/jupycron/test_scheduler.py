@@ -457,7 +457,7 @@ def test_a_running_row_written_before_run_kernel_existed_is_reaped_by_its_legacy
         row["extra"] = extra
         doc = {"version": 1, "notebooks": {HOURLY.path: {"runs": [row]}}}
         (tmp_path / ".history.json").write_text(json.dumps(doc))
-        loaded = SqliteRunStore(tmp_path).load()  # the ledger imports the old file[HOURLY.path].runs[0]
+        loaded = SqliteRunStore(tmp_path).load()[HOURLY.path].runs[0]  # imports the old file
         assert loaded.kernel == KernelInfo.from_legacy_extra(extra)
         assert loaded.kernel is not None and loaded.kernel.sockets == str(sockets)
         assert loaded.extra == {"timing": {"total_s": 1.0}}  # the legacy keys are gone
