@@ -67,22 +67,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import psutil
-
-from safefiles import locks
 from safefiles.atomic import atomic_write_bytes
 
 from . import discovery, limits, recording, schedule, status, summary
@@ -90,18 +83,19 @@ from .config import Settings
 from .events import RunEvents
 from .exceptions import AlreadyRunning, HistoryError, NotebookNotFound, RunNotRecorded, SpecError
 from .export import warm_exporters
-from .kernels import KernelPool, kill_marked, pool_size, preimport_modules
+from .kernels import KernelPool, pool_size, preimport_modules
 from .ledger import (
     INTERRUPTED_RETRIES,
     NotebookHistory,
     RunStore,
     open_store,
-    runner_alive,
     served_slot,
 )
 from .models import Notebook, Run, Trigger
+from .orphans import reap_orphans, still_running
 from .paths import summary_file, validate_rel
 from .runner import new_run_id, run_notebook
+from .slots import acquire_slot, release
 
 log = logging.getLogger(__name__)
 
@@ -132,45 +126,6 @@ REFRESH_DELAY_S = 0.5
 REFRESH_BURST_S = 2.0
 #: The daemon rescans this many seconds before a slot, so the slot itself starts runs at once.
 PREPARE_S = 1.0
-_SLOT_POLL_S = 0.2
-
-
-# --- locks -------------------------------------------------------------------------------
-
-def try_lock(path: Path) -> int | None:
-    """An exclusive non-blocking flock on ``path`` (created): the fd, or None if held."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        locks.lock_fd(fd, timeout=0, path=str(path))
-    except locks.LockTimeout:
-        os.close(fd)
-        return None
-    return fd
-
-
-def release(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor drops the flock
-
-
-def slot_lock(output_dir: Path, k: int) -> Path:
-    """``<output>/.locks/slot-<k>.lock`` (cannot clash with ``<rel>.ipynb.lock``)."""
-    return Path(output_dir) / ".locks" / f"slot-{k}.lock"
-
-
-def acquire_slot(output_dir: Path, size: int, stop_event: threading.Event | None) -> int | None:
-    """Wait for one of ``size`` global run slots; None if ``stop_event`` is set first."""
-    while stop_event is None or not stop_event.is_set():
-        for k in range(size):
-            fd = try_lock(slot_lock(output_dir, k))
-            if fd is not None:
-                return fd
-        if stop_event is not None:
-            stop_event.wait(_SLOT_POLL_S)
-        else:
-            time.sleep(_SLOT_POLL_S)
-    return None
 
 
 # --- due (served_slot, INTERRUPTED_RETRIES: jupycron.ledger, shared with the claim rule) ---
@@ -206,73 +161,6 @@ def next_wake(notebooks: Iterable[Notebook], now: datetime) -> datetime | None:
             with contextlib.suppress(SpecError):
                 slots.append(schedule.next_slot(nb.spec, now))
     return min(slots, default=None)
-
-
-# --- orphans -----------------------------------------------------------------------------
-
-def _kill_orphan(run: Run) -> None:
-    """Kill what a dead runner left: the kernel's group, marked processes, the cgroup."""
-    kernel = run.kernel  # rows written before it existed: mapped on load (Run.from_json)
-    if kernel is not None and kernel.pid and kernel.pgid and kernel.create_time:
-        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if abs(psutil.Process(kernel.pid).create_time() - kernel.create_time) < 0.01:
-                os.killpg(kernel.pgid, signal.SIGKILL)
-    kill_marked(run.run_id)
-    if kernel is None:
-        return
-    if kernel.marker:  # a pooled kernel carries its pool marker
-        kill_marked(kernel.marker)
-    if kernel.cgroup:
-        cap = limits.cap_for_path(kernel.cgroup, run.memory_limit or "")
-        if cap is not None:
-            cap.close()
-    sockets = kernel.sockets
-    if isinstance(sockets, str) and _is_kernel_sockets(sockets):
-        shutil.rmtree(sockets, ignore_errors=True)
-    elif sockets:
-        log.warning("run %s: not removing %r: not a kernel socket folder", run.run_id, sockets)
-
-
-def _is_kernel_sockets(path: str) -> bool:
-    """A kernel's private socket folder as the runner makes it (``<tmp>/jupycron-kernel-*``),
-    so a damaged history row can never make the orphan clean-up delete anything else."""
-    p = Path(path)
-    return p.is_absolute() and ".." not in p.parts and p.name.startswith("jupycron-kernel-") \
-        and p.parent == Path(tempfile.gettempdir())
-
-
-def _abandoned(run: Run) -> bool:
-    """A RUNNING row written by this process for a run it no longer owns: the run ended
-    but its outcome could not be written and the retries gave up (:mod:`jupycron.recording`).
-    Its kernel was killed when the run ended."""
-    return (run.pid == os.getpid() and run.host in (None, socket.gethostname())
-            and not recording.owned_here(run.run_id))
-
-
-def _still_running(run: Run) -> bool:
-    return runner_alive(run) and not _abandoned(run)
-
-
-def reap_orphans(history: RunStore) -> list[Run]:
-    """Mark RUNNING rows whose runner process is gone ``interrupted``, after killing the
-    kernel and children they left behind and removing their cgroup; and rows of this
-    process whose run it no longer owns (:func:`_abandoned`)."""
-    orphans = [r for r in history.running_runs() if not _still_running(r)]
-    for r in orphans:
-        if _abandoned(r):
-            log.warning("run %s of %s: its outcome was never written; marking it interrupted",
-                        r.run_id, r.notebook)
-            continue
-        log.warning("run %s of %s: runner %s is gone; killing what it left", r.run_id,
-                    r.notebook, r.pid)
-        _kill_orphan(r)
-    reaped = history.reap_orphans(run_alive=_still_running) if orphans else []
-    live = frozenset(r.run_id for r in history.running_runs())
-    if history.output_dir is not None:
-        with contextlib.suppress(OSError):
-            limits.sweep_stale_cgroups(keep=live,
-                                       instance=limits.instance_key(history.output_dir))
-    return reaped
 
 
 # --- the shared machinery of tick / daemon / run-now -------------------------------------
@@ -628,7 +516,7 @@ class Scheduler:
         # A cheap look first, so a busy notebook does not wait for a slot (the claim decides).
         with contextlib.suppress(HistoryError):
             entry = self.history.load().get(rel)
-            if entry is not None and any(_still_running(r) for r in entry.running):
+            if entry is not None and any(still_running(r) for r in entry.running):
                 self._busy(rel, strict)
                 return None
             if slot is not None and (served := served_slot(entry)) and served >= slot:
@@ -705,7 +593,7 @@ class Scheduler:
             return self.history.claim(run)
         except AlreadyRunning:
             holders = [r for r in self.history.get(run.notebook).running if r.run_id != run.run_id]
-            if not holders or any(_still_running(r) for r in holders):
+            if not holders or any(still_running(r) for r in holders):
                 raise
             reap_orphans(self.history)
             return self.history.claim(run)

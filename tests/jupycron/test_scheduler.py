@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jupycron import scheduler
+from jupycron import scheduler, slots
 from jupycron.exceptions import NotebookNotFound
 from jupycron.ledger import NotebookHistory, SqliteRunStore
 from jupycron.models import JobSpec, Notebook, Run, RunStatus, Trigger
@@ -62,19 +62,19 @@ def test_running_disabled_and_new_notebooks_are_not_due():
 
 
 def test_locks_are_exclusive_and_slots_are_bounded(tmp_path):
-    a = scheduler.try_lock(tmp_path / "x.lock")
-    assert a is not None and scheduler.try_lock(tmp_path / "x.lock") is None
-    scheduler.release(a)
-    b = scheduler.try_lock(tmp_path / "x.lock")
+    a = slots.try_lock(tmp_path / "x.lock")
+    assert a is not None and slots.try_lock(tmp_path / "x.lock") is None
+    slots.release(a)
+    b = slots.try_lock(tmp_path / "x.lock")
     assert b is not None
-    scheduler.release(b)
+    slots.release(b)
     stop = threading.Event()
-    held = [scheduler.acquire_slot(tmp_path, 2, stop) for _ in range(2)]
+    held = [slots.acquire_slot(tmp_path, 2, stop) for _ in range(2)]
     assert all(fd is not None for fd in held)
     stop.set()
-    assert scheduler.acquire_slot(tmp_path, 2, stop) is None  # all taken: waits until stopped
+    assert slots.acquire_slot(tmp_path, 2, stop) is None  # all taken: waits until stopped
     for fd in held:
-        scheduler.release(fd)
+        slots.release(fd)
 
 
 @pytest.mark.parametrize("rel, message", [
