@@ -284,6 +284,7 @@ def incoming_msmts_notebook() -> nbformat.NotebookNode:
         code('# jupycron: {"every": "1 day"}\n' + IMPORTS + "\n"
              "from ooniutils.analyses.flow import total_outage\n"
              "from ooniutils.charts import stacked_counts_chart\n"
+             "from ooniutils.analyses.verdicts import incoming_finding\n"
              "from ooniutils.datasets.flow import daily_counts_by_software, newest_measurement_time, utcnow\n"
              "from ooniutils.datasets.source import require_rows"),
         md("""# Measurement flow by probe type, multi-year
@@ -308,6 +309,7 @@ print(f"{daily['n'].sum():,} measurements from {daily['t'].min():%Y-%m-%d} to {d
       f"{daily['software_name'].nunique()} probe types")
 display(stacked_counts_chart(daily, "t", "software_name", "n", title=f"Daily measurements by probe type (last {YEARS} years)"))"""),
         code("""recent = daily[daily["t"] >= until - pd.Timedelta(weeks=DETAIL_WEEKS)]
+table = pd.DataFrame(columns=["last_7_days", "previous_7_days"])
 if recent.empty:
     display(Markdown(f"No measurements in the last {DETAIL_WEEKS} weeks."))
 else:
@@ -318,7 +320,8 @@ else:
     table = pd.DataFrame({"last_7_days": this_week, "previous_7_days": last_week}).fillna(0).astype(int)
     table["change"] = (table["last_7_days"] / table["previous_7_days"].where(table["previous_7_days"] > 0) - 1).round(3)
     table["note"] = ["new: no measurements the week before" if p == 0 else "" for p in table["previous_7_days"]]
-    display(table.sort_values("last_7_days", ascending=False))"""),
+    display(table.sort_values("last_7_days", ascending=False))
+report_finding(*incoming_finding(outage, table))  # what this run found"""),
     ])
 
 

@@ -304,3 +304,7 @@ def test_flow_notebooks_report_their_finding(outputs, world):
     sw = world["truth"].get("slow_decline").keys["software_name"]
     assert decline.level is FindingLevel.ALARM and f"{sw} down " in decline.summary, decline
     assert finding(PER_COUNTRY).level in (FindingLevel.OK, FindingLevel.ALARM)
+    incoming = finding(MSMTS)  # the multi-year view: a week-over-week drop or all well
+    assert incoming.level in (FindingLevel.OK, FindingLevel.WARNING), incoming
+    assert ("measurements in the last 7 days" in incoming.summary
+            or incoming.summary.startswith("down week over week")), incoming

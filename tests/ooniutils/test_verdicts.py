@@ -135,3 +135,28 @@ def test_duplicates_events_logs_tls():
     assert v.level == "warning" and "b.org:443: certificate expires in 5 days" in v.summary
     ok = tls_finding(certs.iloc[[0]], certs.iloc[:0], certs.iloc[:0])
     assert ok.level == "ok" and ok.summary.startswith("1 certificates valid")
+
+
+def test_incoming_finding_alarm_warning_ok_and_no_data():
+    from ooniutils.analyses.verdicts import WEEKLY_DROP, WEEKLY_FLOOR, incoming_finding
+
+    weekly = pd.DataFrame({"last_7_days": [900, 40, 10], "previous_7_days": [1000, 400, 30]},
+                          index=pd.Index(["ooniprobe-cli", "ooniprobe-ios", "ooniprobe-web"],
+                                         name="software_name"))
+    v = incoming_finding(None, weekly)
+    # ios fell 90 % from 400 (above the floor); web fell 67 % but from 30 (below it)
+    assert v.level == "warning" and v.summary == "down week over week: ooniprobe-ios 90 %"
+    assert list(v.detail["software_name"]) == ["ooniprobe-ios"]
+    assert incoming_finding(OUTAGE, weekly).level == "alarm"
+    assert incoming_finding(OUTAGE, weekly).summary == OUTAGE.describe()
+    assert incoming_finding(None, weekly.iloc[:0]).level == "no_data"
+    steady = weekly.assign(previous_7_days=weekly["last_7_days"])
+    ok = incoming_finding(None, steady)
+    assert ok.level == "ok" and ok.summary.startswith("950 measurements in the last 7 days from 3")
+    # exactly at the threshold counts as a drop; just above it does not
+    edge = pd.DataFrame({"last_7_days": [int(WEEKLY_FLOOR * (1 - WEEKLY_DROP))],
+                         "previous_7_days": [WEEKLY_FLOOR]}, index=["x"])
+    assert incoming_finding(None, edge).level == "warning"
+    assert incoming_finding(None, edge.assign(last_7_days=edge["last_7_days"] + 1)).level == "ok"
+    payload, total = finding_payload(*v)  # a valid finding for report_finding
+    assert payload["level"] == "warning" and total == 1

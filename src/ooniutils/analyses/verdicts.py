@@ -17,8 +17,14 @@ import pandas as pd
 
 from ..findings import Verdict
 
-__all__ = ["duplicates_finding", "events_finding", "helper_finding", "logs_finding",
-           "release_finding", "tls_finding"]
+__all__ = ["duplicates_finding", "events_finding", "helper_finding", "incoming_finding",
+           "logs_finding", "release_finding", "tls_finding"]
+
+#: A probe type whose last 7 days fell by at least this much against the 7 days before, from
+#: at least :data:`WEEKLY_FLOOR` measurements, is worth a look (the hourly flow notebooks
+#: alarm on sharper drops; this is the slow, week-scale view).
+WEEKLY_DROP = 0.5
+WEEKLY_FLOOR = 100
 
 _SHOWN = 3
 
@@ -93,6 +99,31 @@ def duplicates_finding(dups: pd.DataFrame, n_lists: int) -> Verdict:
     return Verdict("warning", f"{n_urls} URLs listed more than once ({int(dups['exact'].sum())} "
                    f"exact rows, {int(dups['near'].sum())} near rows) among {n_lists} entries",
                    detail)
+
+
+def incoming_finding(outage: Any, weekly: pd.DataFrame) -> Verdict:
+    """The multi-year incoming measurements notebook: ``outage`` is
+    :func:`ooniutils.analyses.flow.total_outage` of the last complete day (None when there
+    was any measurement), ``weekly`` has per ``software_name`` (index) the columns
+    ``last_7_days`` and ``previous_7_days``. Alarm on a total outage; warning when a probe
+    type fell by :data:`WEEKLY_DROP` or more week over week; no_data without a recent week."""
+    if outage:
+        return Verdict("alarm", outage.describe())
+    if weekly.empty:
+        return Verdict("no_data", "no measurements in the recent weeks to compare")
+    prev = weekly["previous_7_days"]
+    change = weekly["last_7_days"] / prev.where(prev > 0) - 1
+    # assign first: a column set on an empty frame would bring its own index back
+    marked = weekly.assign(change=change.round(3))
+    drops = marked[(prev >= WEEKLY_FLOOR) & (change <= -WEEKLY_DROP)]
+    total = int(weekly["last_7_days"].sum())
+    if drops.empty:
+        return Verdict("ok", f"{total:,} measurements in the last 7 days from {len(weekly)} probe "
+                       f"types; none fell by {_pct(WEEKLY_DROP)} or more week over week")
+    drops = drops.sort_values("change")
+    names = [f"{name} {_pct(-c)}" for name, c in drops["change"].items()]
+    return Verdict("warning", "down week over week: " + ", ".join(names[:_SHOWN]) + _more(len(names)),
+                   drops.reset_index().rename(columns={"index": "software_name"}))
 
 
 def events_finding(table: pd.DataFrame, new: pd.DataFrame, lookback: str) -> Verdict:
