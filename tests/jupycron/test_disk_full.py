@@ -216,10 +216,11 @@ def test_an_outcome_the_full_disk_refused_is_recorded_when_it_frees_and_later_sl
     daemon = threading.Thread(target=scheduler.run_forever, args=(settings, stop))
     daemon.start()
     try:
-        def running() -> Run | None:
+        def running() -> Run | None:  # the runner's RUNNING row with its kernel (not the claim's)
             runs = history.load().get(rel)
-            return runs.latest if runs and runs.latest and runs.latest.status is RunStatus.RUNNING \
-                else None
+            latest = runs.latest if runs else None
+            return latest if latest and latest.status is RunStatus.RUNNING \
+                and latest.kernel is not None else None
 
         first = jc.wait_until(running, timeout=60, what="the run to start")
         filler = fill(small_disk)
@@ -286,8 +287,11 @@ def test_run_now_whose_outcome_cannot_be_written_fails_and_its_row_is_reaped(
     t = threading.Thread(target=run_now)
     t.start()
     try:
-        row = jc.wait_until(lambda: (e := history.load().get(rel)) and e.latest, timeout=60,
-                            what="the RUNNING row")
+        # The runner's own RUNNING row, with its kernel: the claim's row comes first, and a
+        # disk filled before the runner rewrote it would test "a run that never started".
+        row = jc.wait_until(lambda: (e := history.load().get(rel)) and e.latest
+                            and e.latest.kernel is not None and e.latest, timeout=60,
+                            what="the RUNNING row with its kernel")
         assert row.status is RunStatus.RUNNING and row.pid == os.getpid()
         filler = fill(small_disk)
         gate.touch()
