@@ -181,3 +181,15 @@ def _serve(port: int) -> None:
 
 if __name__ == "__main__":
     _serve(int(sys.argv[1]))
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row groups of 8 rows, parts of at most 40: the layout rules at a testable size."""
+    from ooniutils.store import compaction, parts
+
+    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(compaction, "PART_ROWS", 40)
+    monkeypatch.setattr(compaction, "FULL_BIG", 20)
+    monkeypatch.setattr(compaction, "AUTO_SMALL", 10)

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,15 +19,6 @@ from ooniutils.store.schema import TABLES
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 
-
-@pytest.fixture
-def small_parts(monkeypatch):
-    """Row groups of 8 rows, parts of at most 40: the layout rules at a testable size."""
-    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(compaction, "PART_ROWS", 40)
-    monkeypatch.setattr(compaction, "FULL_BIG", 20)
-    monkeypatch.setattr(compaction, "AUTO_SMALL", 10)
 
 
 def test_range_key_comes_from_the_schema():

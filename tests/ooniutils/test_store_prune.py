@@ -13,20 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ooniutils.store import compaction, parts, prune
 from ooniutils.store import params as P
+from ooniutils.store import parts, prune
 from ooniutils.store.embedded import EmbeddedStore
 
 T0 = dt.datetime(2025, 1, 1)
 
-
-@pytest.fixture
-def small_parts(monkeypatch):
-    monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(compaction, "PART_ROWS", 40)
-    monkeypatch.setattr(compaction, "FULL_BIG", 20)
-    monkeypatch.setattr(compaction, "AUTO_SMALL", 10)
 
 
 def _bounds(sql: str, params: dict | None = None) -> tuple | None:
