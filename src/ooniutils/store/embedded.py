@@ -64,7 +64,7 @@ from clickhouse_connect.driver.binding import format_str
 from safefiles.locks import locked, try_locked
 
 from ..exceptions import QueryError, StoreError
-from . import compaction, prune
+from . import compaction, prune, session_dirs
 from . import params as P
 from .base import Leftovers, Store, TableInfo
 from .parts import (
@@ -105,6 +105,7 @@ def _session() -> Any:
     if sess is None:
         from chdb.session import Session
 
+        session_dirs.sweep()  # what sessions of killed processes left in the temp folder
         sess = Session()  # in memory: nothing on disk is locked
         sess.query("SET session_timezone = 'UTC'")
         # OONI's logs table has LowCardinality(Nullable(UInt32)) columns.
