@@ -58,6 +58,10 @@ SETTINGS: tuple[Setting, ...] = (
             "measurements and OONI_LOGS_CLICKHOUSE_URL is not set (create it with "
             "`OONI_DATA_DIR=<folder> ooniutils data init`); default: the measurements' data source.",
             path=True),
+    Setting("OONI_CLICKHOUSE_TIMEOUT", "300",
+            "Seconds a ClickHouse server (OONI_CLICKHOUSE_URL, OONI_LOGS_CLICKHOUSE_URL) may take "
+            "to answer one request before it is an error that says so; also sent as the "
+            "query's max_execution_time, so the server stops the query too. Connecting: 10 s."),
     Setting("OONI_ALERTMANAGER_URL", None,
             "Base URL of Prometheus Alertmanager, e.g. http://127.0.0.1:9093."),
     Setting("OONI_SLACK_WEBHOOK_URL", None, "Slack incoming-webhook URL.", secret=True),

@@ -17,12 +17,24 @@ from urllib.parse import urlsplit
 import pandas as pd
 import pyarrow as pa
 
+from .. import config
 from ..exceptions import ConfigError, QueryError, StoreError
 from . import params as P
 from .base import Store, TableInfo
 from .schema import TABLES, Table, get_table
 
 log = logging.getLogger(__name__)
+
+
+TIMEOUT_SETTING = "OONI_CLICKHOUSE_TIMEOUT"
+CONNECT_TIMEOUT = 10
+"""Seconds to open a connection (a host that does not accept it is down, not slow)."""
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A request that got no answer in time (clickhouse-connect wraps urllib3's timeout
+    in its own exception; only the message tells)."""
+    return "timed out" in str(exc).lower()
 
 
 def _redact(url: str) -> str:
@@ -44,20 +56,38 @@ class ServerStore(Store):
             )
         self.where = _redact(url)
         self.database = parts.path.strip("/") or "default"
+        self.timeout = config.get_float(TIMEOUT_SETTING)
+        if not 0 < self.timeout < 1e6:
+            raise ConfigError(f"{TIMEOUT_SETTING} must be a number of seconds above 0, "
+                              f"got {self.timeout:g}", TIMEOUT_SETTING)
         import clickhouse_connect
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         try:
-            self.client = clickhouse_connect.get_client(dsn=url, database=self.database,
-                                                       settings={"session_timezone": "UTC"})
+            self.client = clickhouse_connect.get_client(
+                dsn=url, database=self.database, connect_timeout=CONNECT_TIMEOUT,
+                send_receive_timeout=self.timeout,
+                settings={"session_timezone": "UTC",
+                          "max_execution_time": max(1, int(self.timeout))})
         except ClickHouseError as exc:
+            if _timed_out(exc):
+                raise StoreError(self._no_answer("connecting")) from exc
             raise StoreError(f"cannot connect to ClickHouse at {self.where}: {exc}") from exc
 
+    def _no_answer(self, what: str) -> str:
+        return (f"ClickHouse at {self.where} did not answer within {self.timeout:g} s while "
+                f"{what} ({TIMEOUT_SETTING}; the server is overloaded, stuck or not ClickHouse)")
+
     def _fail(self, exc: Exception, sql: str, what: str = "query") -> QueryError:
+        if _timed_out(exc):
+            msg = self._no_answer(f"running a {what}")
+            return QueryError(msg, query=sql, server_message=msg)
         msg = str(exc).strip()
         # clickhouse-connect prefixes the server text with its own; keep ClickHouse's part.
         idx = msg.find("Code: ")
         server_msg = msg[idx:] if idx >= 0 else msg
+        if "Code: 159" in server_msg:  # TIMEOUT_EXCEEDED: our max_execution_time
+            server_msg += f" (the limit is {TIMEOUT_SETTING}={self.timeout:g})"
         return QueryError(f"{what} failed on {self.where}: {server_msg}", query=sql, server_message=server_msg)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
