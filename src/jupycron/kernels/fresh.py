@@ -68,6 +68,12 @@ async def start_kernel(kernel_name: str, cwd: Path, env: dict[str, str], run_id:
     # Unix sockets in a private folder instead of TCP ports on localhost: other local users
     # cannot connect to the kernel, and no port can collide.
     sockets = tempfile.mkdtemp(prefix="jupycron-kernel-")
+    # The kernel's own temp folder, removed with the sockets when the run ends (or by the
+    # orphan clean-up after a crash): what a killed notebook or library leaves in $TMPDIR
+    # (chDB's session folder, a spill file) does not pile up, one per run, in /tmp.
+    private_tmp = os.path.join(sockets, "tmp")
+    os.mkdir(private_tmp, 0o700)
+    env = {**env, "TMPDIR": private_tmp}
     km = _CappedKernelManager(kernel_name=kernel_name, transport="ipc",
                               ip=os.path.join(sockets, "k"),
                               connection_file=os.path.join(sockets, "kernel.json"))

@@ -46,6 +46,7 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import traceback
 from typing import Any
@@ -221,6 +222,7 @@ class Template:
                 os.chdir(cwd)
                 os.environ.clear()
                 os.environ.update({str(k): str(v) for k, v in msg["env"].items()})
+                tempfile.tempdir = None  # found again from the run's TMPDIR, not the template's
                 # what `python -m ipykernel_launcher` run there with this env has: cwd, then
                 # the PYTHONPATH entries the template did not start with
                 extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
