@@ -9,7 +9,7 @@ imported (not chDB: its engine starts at the first store query, inside the call)
 opening the file to the last batch committed and its cursor written: reading, JSON
 parsing, casting, the duplicate check against the store, the Parquet part writes, the
 cursor file writes and (where the variant does it) the compaction `ship()` ends with, which
-merges the batches' parts. Not included: generating the file, importing modules, and the
+merges the batches' parts (its CPU and wall time are also shown on their own). Not included: generating the file, importing modules, and the
 row-count check done after the timing. CPU seconds are the process's user + system time
 over the same span (all threads); the load average is read before each run; peak RSS is the
 process's high-water mark at the end of `ship()`, imports included ("after check": the same
@@ -50,6 +50,19 @@ def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
+compaction = {"compact_cpu": 0.0, "compact_wall": 0.0}
+real_compact = type(store).compact
+
+def timed_compact(self, table=None):  # the merge a variant's ship() may end with
+    c, t = cpu(), time.perf_counter()
+    try:
+        return real_compact(self, table)
+    finally:
+        compaction["compact_cpu"] += cpu() - c
+        compaction["compact_wall"] += time.perf_counter() - t
+
+type(store).compact = timed_compact
+
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -60,7 +73,7 @@ df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
 n, u = int(df["n"].iloc[0]), int(df["u"].iloc[0])
 if stats.inserted != expected or n != expected or u != expected:
     sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n} ({u} distinct cursors)")
-print(json.dumps({"wall": wall, "cpu": used, "rss": rss, "rss_check": peak_mb()}))
+print(json.dumps({"wall": wall, "cpu": used, "rss": rss, "rss_check": peak_mb(), **compaction}))
 """
 
 
@@ -115,7 +128,8 @@ def main() -> None:
                 r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines)
                 results[name].append(r)
                 print(f"  run {i + 1} {name:8s} {args.lines / r['wall']:9,.0f} lines/s  wall {r['wall']:.2f}s  "
-                      f"cpu {r['cpu']:.2f}s  peak RSS {r['rss']:.0f} MB (after check {r['rss_check']:.0f})  "
+                      f"cpu {r['cpu']:.2f}s (compaction {r['compact_cpu']:.2f}s, wall {r['compact_wall']:.2f}s)  "
+                      f"peak RSS {r['rss']:.0f} MB (after check {r['rss_check']:.0f})  "
                       f"load before {load}")
         medians = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "rss", "rss_check")}
                    for name, runs in results.items()}

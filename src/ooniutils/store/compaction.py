@@ -257,9 +257,10 @@ class _Output:
 def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], Path]) -> list[Written]:
     """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`).
 
-    Arrow memory that the caller (or an earlier merge) freed is handed back to the system
-    first, so the merge's buffers take the place of memory that is no longer used instead of
-    adding to it (a bulk ``logs ship`` ends with a merge, right after its parsing buffers)."""
+    Arrow memory that the caller freed is handed back to the system first, so the merge's
+    buffers take the place of memory that is no longer used instead of adding to it (a bulk
+    ``logs ship`` ends with a merge, right after its parsing buffers); the merge's own is
+    handed back at its end, for what the process does next (queries)."""
     pa.default_memory_pool().release_unused()
     if job.sort and key:
         out = _Output(new_path, schema, key)
@@ -276,6 +277,8 @@ def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], P
     except BaseException:
         out.abort()
         raise
+    finally:
+        pa.default_memory_pool().release_unused()
 
 
 def _read_groups(path: Path, groups: list[int], schema: pa.Schema) -> pa.Table:
