@@ -327,3 +327,31 @@ def test_a_column_dense_in_one_input_is_concatenated_dense(tmp_path, small_parts
     t = pa.concat_tables([pq.read_table(p) for p in merged])
     assert not any(pa.types.is_dictionary(f.type) for f in t.schema)
     assert t.cast(schema).sort_by("__CURSOR").equals(expected)
+
+
+def test_a_merge_sort_reads_parts_written_with_dictionaries(tmp_path, small_parts):
+    """A part the concatenation wrote (dictionary columns) is merge-sorted with a part that
+    overlaps it like any other: every row once, dense where the inputs differ."""
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper, ShipStats, parse_batch, to_logs
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import LOGS
+
+    lines = journal_lines(40)
+    store = EmbeddedStore(tmp_path / "data")
+    Shipper(store, tmp_path / "cursor", batch_size=16).ship_lines(lines[:32])
+    store.compact("logs")
+    (joined,) = store.parts("logs")
+    assert pa.types.is_dictionary(pq.read_schema(joined).field("_BOOT_ID").type)
+    late = to_logs(parse_batch(lines[32:] + lines[8:16], ShipStats()), ShipStats())  # overlaps the part
+    late = late.set_column(late.schema.get_field_index("__CURSOR"), "__CURSOR",
+                           pa.array([f"late-{i}" for i in range(late.num_rows)]))
+    store.insert_arrow("logs", late)
+    jobs = compaction.plan(store.part_infos("logs"), mode="full", keyed=True)
+    assert [job.sort for job in jobs] == [True]
+    store.compact("logs")
+    schema = P.arrow_schema(LOGS)
+    got = pa.concat_tables([pq.read_table(p).cast(schema) for p in store.parts("logs")])
+    assert got.num_rows == 48 and len(set(got.column("__CURSOR").to_pylist())) == 48
+    counts = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u, uniqExact(_BOOT_ID) AS b FROM logs")
+    assert counts.to_dict("list") == {"n": [48], "u": [48], "b": [1]}
