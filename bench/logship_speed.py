@@ -9,12 +9,14 @@ imported (not chDB: its engine starts at the first store query, inside the call)
 opening the file to the last batch committed and its cursor written: reading, JSON
 parsing, casting, the duplicate check against the store, the Parquet part writes, the
 cursor file writes and (where the variant does it) the compaction `ship()` ends with, which
-merges the batches' parts (its CPU and wall time are also shown on their own). Not included: generating the file, importing modules, and the
-row-count check done after the timing. CPU seconds are the process's user + system time
-over the same span (all threads); the load average is read before each run; peak RSS is the
-process's high-water mark at the end of `ship()`, imports included ("after check": the same
-after the row-count query, whose chDB read of the stored parts adds its own memory). The summary gives each variant's medians and their ratios to
-the baseline's medians (the issue's rule: lines/s within 20 %, peak RSS no higher).
+merges the batches' parts (its CPU and wall time are also shown on their own). Not
+included: generating the file, importing modules, and the row-count check done after the
+timing. CPU seconds are the process's user + system time over the same span (all threads);
+the load average is read before each run; peak RSS is the process's high-water mark at the
+end of `ship()`, imports included ("after check": the same after the row-count query, whose
+chDB read of the stored parts adds its own memory). The summary gives each variant's
+medians and their ratios to the baseline's (the issue's rule: lines/s within 20 %, peak
+RSS no higher).
 
     .venv/bin/python bench/logship_speed.py [--lines 300000] [--repeat 3] [--baseline-commit ca65896]
 """
