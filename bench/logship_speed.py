@@ -7,11 +7,16 @@ store, and runs alternate baseline / current so both see the same machine load.
 What a number includes: the `ship()` call of a process whose Python modules are already
 imported (not chDB: its engine starts at the first store query, inside the call), from
 opening the file to the last batch committed and its cursor written: reading, JSON
-parsing, casting, the duplicate check against the store, the Parquet part writes and the
-cursor file writes. Not included: generating the file, importing modules, and the
-row-count check done after the timing. CPU seconds are the process's user + system time
-over the same span (all threads); the load average is read before each run; peak RSS is the
-process's, imports included.
+parsing, casting, the duplicate check against the store, the Parquet part writes, the
+cursor file writes and (where the variant does it) the compaction `ship()` ends with, which
+merges the batches' parts (its CPU and wall time are also shown on their own). Not
+included: generating the file, importing modules, and the row-count check done after the
+timing. CPU seconds are the process's user + system time over the same span (all threads);
+the load average is read before each run; peak RSS is the process's high-water mark at the
+end of `ship()`, imports included ("after check": the same after the row-count query, whose
+chDB read of the stored parts adds its own memory). The summary gives each variant's
+medians and their ratios to the baseline's (the issue's rule: lines/s within 20 %, peak
+RSS no higher).
 
     .venv/bin/python bench/logship_speed.py [--lines 300000] [--repeat 3] [--baseline-commit ca65896]
 """
@@ -47,14 +52,30 @@ def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
+compaction = {"compact_cpu": 0.0, "compact_wall": 0.0}
+real_compact = type(store).compact
+
+def timed_compact(self, table=None):  # the merge a variant's ship() may end with
+    c, t = cpu(), time.perf_counter()
+    try:
+        return real_compact(self, table)
+    finally:
+        compaction["compact_cpu"] += cpu() - c
+        compaction["compact_wall"] += time.perf_counter() - t
+
+type(store).compact = timed_compact
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 c0, t0 = cpu(), time.perf_counter()
 stats = ship(store, cursor, from_file=src)
-wall, used = time.perf_counter() - t0, cpu() - c0
-n = int(store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")["n"].iloc[0])
-if stats.inserted != expected or n != expected:
-    sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n}")
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"wall": wall, "cpu": used, "rss": rss}))
+wall, used, rss = time.perf_counter() - t0, cpu() - c0, peak_mb()
+df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
+n, u = int(df["n"].iloc[0]), int(df["u"].iloc[0])
+if stats.inserted != expected or n != expected or u != expected:
+    sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n} ({u} distinct cursors)")
+print(json.dumps({"wall": wall, "cpu": used, "rss": rss, "rss_check": peak_mb(), **compaction}))
 """
 
 
@@ -109,14 +130,18 @@ def main() -> None:
                 r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines)
                 results[name].append(r)
                 print(f"  run {i + 1} {name:8s} {args.lines / r['wall']:9,.0f} lines/s  wall {r['wall']:.2f}s  "
-                      f"cpu {r['cpu']:.2f}s  peak RSS {r['rss']:.0f} MB  load before {load}")
-        for name, runs in results.items():
-            wall = statistics.median(r["wall"] for r in runs)
-            cpu = statistics.median(r["cpu"] for r in runs)
-            print(f"{name:8s} median {args.lines / wall:9,.0f} lines/s  wall {wall:.2f}s  cpu {cpu:.2f}s")
-        b = statistics.median(r["wall"] for r in results["baseline"])
-        c = statistics.median(r["wall"] for r in results["current"])
-        print(f"speed-up (median wall): {b / c:.2f}x   load now: {_load()}")
+                      f"cpu {r['cpu']:.2f}s (compaction {r['compact_cpu']:.2f}s, wall {r['compact_wall']:.2f}s)  "
+                      f"peak RSS {r['rss']:.0f} MB (after check {r['rss_check']:.0f})  "
+                      f"load before {load}")
+        medians = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "rss", "rss_check")}
+                   for name, runs in results.items()}
+        base = medians["baseline"]
+        for name, m in medians.items():
+            print(f"{name:8s} median {args.lines / m['wall']:9,.0f} lines/s  wall {m['wall']:.2f}s  "
+                  f"cpu {m['cpu']:.2f}s  peak RSS {m['rss']:.0f} MB (after check {m['rss_check']:.0f})   vs baseline: "
+                  f"lines/s {base['wall'] / m['wall']:.2f}x  cpu {m['cpu'] / base['cpu'] - 1:+.1%}  "
+                  f"RSS {m['rss'] / base['rss'] - 1:+.1%} (after check {m['rss_check'] / base['rss_check'] - 1:+.1%})")
+        print(f"load now: {_load()}")
 
 
 if __name__ == "__main__":

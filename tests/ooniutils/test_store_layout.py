@@ -250,3 +250,108 @@ def test_compact_soon_runs_one_background_merge_per_table_and_gives_way(tmp_path
     t.join(60)
     assert sorted(p.rows for p in store.part_infos("fastpath")) == [8, 40]  # 48 rows, parts ≤ 40
     _check_layout(store)
+
+
+def _dense(path: Path, schema: pa.Schema) -> pa.Table:
+    return pq.read_table(path).cast(schema)
+
+
+def test_a_concatenation_writes_dictionary_columns_as_they_are(tmp_path, small_parts, monkeypatch):
+    """Parts that only need joining (a bulk ship's batches) are read with their dictionary
+    columns as Arrow dictionaries and written back as dictionaries: one dictionary per
+    column chunk (chunks from different parts would otherwise make Parquet's writer give up
+    its dictionary), the same values, and no column that was dense in an input."""
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import LOGS
+
+    for module in (parts, compaction):
+        monkeypatch.setattr(module, "ROW_GROUP_ROWS", 64)
+    monkeypatch.setattr(compaction, "PART_ROWS", 400)
+    monkeypatch.setattr(compaction, "FULL_BIG", 200)
+    store = EmbeddedStore(tmp_path / "data")
+    # 36-row parts: row groups of 64 rows straddle parts, whose dictionaries differ
+    Shipper(store, tmp_path / "cursor", batch_size=36).ship_lines(journal_lines(144))
+    schema = P.arrow_schema(LOGS)
+    before = store.parts("logs")
+    assert len(before) == 4
+    expected = pa.concat_tables([_dense(p, schema) for p in before]).sort_by("__CURSOR")
+    chosen = compaction._dictionary_columns([pq.read_metadata(p) for p in before], schema)
+    assert "_CMDLINE" in chosen and "_BOOT_ID" in chosen  # few distinct values: dictionaries in every part
+    assert "__CURSOR" not in chosen and "__REALTIME_TIMESTAMP" not in chosen  # unique strings; not a string
+
+    store.compact("logs")
+    (after,) = store.parts("logs")
+    t = pq.read_table(after)
+    assert t.cast(schema).sort_by("__CURSOR").equals(expected)
+    assert pa.types.is_dictionary(t.schema.field("_CMDLINE").type)
+    assert t.schema.field("__CURSOR").type == pa.string()
+    md = pq.read_metadata(after)
+    fresh = tmp_path / "fresh.parquet"  # the same rows written at once by pyarrow
+    pq.write_table(t.cast(schema), fresh, row_group_size=64, compression="zstd", use_dictionary=chosen)
+    ref = pq.read_metadata(fresh)
+    assert md.num_row_groups == ref.num_row_groups == 3
+    for name in chosen:
+        col = t.schema.get_field_index(name)
+        for g in range(md.num_row_groups):
+            chunk = md.row_group(g).column(col)
+            assert chunk.has_dictionary_page
+            assert chunk.total_uncompressed_size <= ref.row_group(g).column(col).total_uncompressed_size, (name, g)
+
+
+def test_a_column_dense_in_one_input_is_concatenated_dense(tmp_path, small_parts):
+    """A column stored without a dictionary in one input is read and written dense."""
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper, ShipStats, parse_batch, to_logs
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import LOGS
+
+    lines = journal_lines(48)
+    store = EmbeddedStore(tmp_path / "data")
+    Shipper(store, tmp_path / "cursor", batch_size=12).ship_lines(lines[:36])
+    schema = P.arrow_schema(LOGS)
+    last = to_logs(parse_batch(lines[36:], ShipStats()), ShipStats())  # a sorted part, no dictionaries
+    key = "__REALTIME_TIMESTAMP"
+    pq.write_table(last.replace_schema_metadata(parts.marked(last.schema, key).metadata),
+                   store.current_dir("logs") / "part-29991231T000000-plain.parquet",
+                   use_dictionary=False, compression="zstd", row_group_size=8, write_statistics=[key])
+    inputs = store.parts("logs")
+    assert len(inputs) == 4 and all(p.sorted for p in store.part_infos("logs"))
+    expected = pa.concat_tables([_dense(p, schema) for p in inputs]).sort_by("__CURSOR")
+    assert compaction._dictionary_columns([pq.read_metadata(p) for p in inputs], schema) == []
+    assert compaction.plan(store.part_infos("logs"), mode="full", keyed=True)[0].sort is False
+    store.compact("logs")
+    merged = store.parts("logs")
+    assert sorted(pq.read_metadata(p).num_rows for p in merged) == [8, 40]  # PART_ROWS 40
+    t = pa.concat_tables([pq.read_table(p) for p in merged])
+    assert not any(pa.types.is_dictionary(f.type) for f in t.schema)
+    assert t.cast(schema).sort_by("__CURSOR").equals(expected)
+
+
+def test_a_merge_sort_reads_parts_written_with_dictionaries(tmp_path, small_parts):
+    """A part the concatenation wrote (dictionary columns) is merge-sorted with a part that
+    overlaps it like any other: every row once, dense where the inputs differ."""
+    from ooniutils.journal_sample import journal_lines
+    from ooniutils.logship import Shipper, ShipStats, parse_batch, to_logs
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import LOGS
+
+    lines = journal_lines(40)
+    store = EmbeddedStore(tmp_path / "data")
+    Shipper(store, tmp_path / "cursor", batch_size=16).ship_lines(lines[:32])
+    store.compact("logs")
+    (joined,) = store.parts("logs")
+    assert pa.types.is_dictionary(pq.read_schema(joined).field("_BOOT_ID").type)
+    late = to_logs(parse_batch(lines[32:] + lines[8:16], ShipStats()), ShipStats())  # overlaps the part
+    late = late.set_column(late.schema.get_field_index("__CURSOR"), "__CURSOR",
+                           pa.array([f"late-{i}" for i in range(late.num_rows)]))
+    store.insert_arrow("logs", late)
+    jobs = compaction.plan(store.part_infos("logs"), mode="full", keyed=True)
+    assert [job.sort for job in jobs] == [True]
+    store.compact("logs")
+    schema = P.arrow_schema(LOGS)
+    got = pa.concat_tables([pq.read_table(p).cast(schema) for p in store.parts("logs")])
+    assert got.num_rows == 48 and len(set(got.column("__CURSOR").to_pylist())) == 48
+    counts = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u, uniqExact(_BOOT_ID) AS b FROM logs")
+    assert counts.to_dict("list") == {"n": [48], "u": [48], "b": [1]}

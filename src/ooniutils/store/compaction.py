@@ -21,7 +21,10 @@ time filter skips whole parts' row groups and a query opens few files:
 
 A merge-sort reads its inputs window by window (key ranges of about ``PART_ROWS`` rows,
 estimated from the row groups' statistics), so memory stays bounded by one window
-whatever the inputs' size; a concatenation streams row group by row group.
+whatever the inputs' size; a concatenation streams row group by row group, and string
+columns that every input stores with a dictionary stay Arrow dictionaries from reading to
+writing (no dense copy to decode, hold and hash again: the bulk ``logs ship``'s closing
+merge is most of its cost, and ``logs`` rows are mostly such columns).
 """
 
 from __future__ import annotations
@@ -182,6 +185,10 @@ class _Output:
     _rows: int = 0
     _keys: list[np.ndarray] = field(default_factory=list)
 
+    @property
+    def _dictionaries(self) -> bool:
+        return any(pa.types.is_dictionary(f.type) for f in self.schema)
+
     def write(self, batch: pa.Table) -> None:
         while batch.num_rows:
             room = PART_ROWS - self._rows - self._buffered
@@ -200,6 +207,8 @@ class _Output:
         if n == 0:
             return
         head, rest = data.slice(0, n), data.slice(n)
+        if self._dictionaries:  # one per column chunk: given several, the writer gives its dictionary up
+            head = head.unify_dictionaries()
         if self._writer is None:
             path = self.new_path()
             fd = open_locked(path)
@@ -246,16 +255,30 @@ class _Output:
 
 
 def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], Path]) -> list[Written]:
-    """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`)."""
-    out = _Output(new_path, schema, key)
+    """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`).
+
+    Arrow memory that the caller freed is handed back to the system first, so the merge's
+    buffers take the place of memory that is no longer used instead of adding to it (a bulk
+    ``logs ship`` ends with a merge, right after its parsing buffers); the merge's own is
+    handed back at its end, for what the process does next (queries)."""
+    pa.default_memory_pool().release_unused()
+    if job.sort and key:
+        out = _Output(new_path, schema, key)
+        batches = _sorted_windows(job, schema, key)
+    else:
+        files = [(part.path, pq.read_metadata(part.path)) for part in job.inputs]
+        dictionaries = _dictionary_columns([md for _, md in files], schema)
+        out = _Output(new_path, _with_dictionaries(schema, dictionaries), key)
+        batches = _in_order(files, out.schema, dictionaries)
     try:
-        batches = _sorted_windows(job, schema, key) if job.sort and key else _in_order(job, schema)
         for batch in batches:
             out.write(batch)
         return out.close()
     except BaseException:
         out.abort()
         raise
+    finally:
+        pa.default_memory_pool().release_unused()
 
 
 def _read_groups(path: Path, groups: list[int], schema: pa.Schema) -> pa.Table:
@@ -268,9 +291,32 @@ _READ_BATCH = ROW_GROUP_ROWS // 4
 dense) would otherwise hold a whole input row group twice besides the output buffer."""
 
 
-def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
-    for part in job.inputs:
-        pf = pq.ParquetFile(part.path)
+def _dictionary_columns(footers: list[pq.FileMetaData], schema: pa.Schema) -> list[str]:
+    """String columns of ``schema`` stored with a dictionary in every row group of every
+    footer: a concatenation reads them as Arrow dictionaries and writes them as they are,
+    never as dense strings (28 of the 44 ``logs`` columns: unit names, boot ids, command
+    lines), which saves decoding them, hashing them again and much of the merge's memory."""
+    names = {f.name for f in schema if pa.types.is_string(f.type)}
+    for md in footers:
+        index = {md.schema.column(i).path: i for i in range(md.num_columns)}
+        names &= index.keys()
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            names = {n for n in names if rg.column(index[n]).has_dictionary_page}
+    return [f.name for f in schema if f.name in names]
+
+
+def _with_dictionaries(schema: pa.Schema, names: list[str]) -> pa.Schema:
+    """``schema`` with the string columns ``names`` as ``dictionary<int32, string>``."""
+    chosen = set(names)
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in chosen else f
+                      for f in schema], metadata=schema.metadata)
+
+
+def _in_order(files: list[tuple[Path, pq.FileMetaData]], schema: pa.Schema,
+              dictionaries: list[str]) -> Iterator[pa.Table]:
+    for path, md in files:
+        pf = pq.ParquetFile(path, metadata=md, read_dictionary=dictionaries)
         for batch in pf.iter_batches(batch_size=_READ_BATCH):
             yield pa.Table.from_batches([batch]).cast(schema)
 
