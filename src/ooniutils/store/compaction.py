@@ -1,6 +1,7 @@
 """Which parts the embedded store merges, and the merge itself (writing the new parts).
 
-Parts are sorted by the table's range key (:mod:`.parts`). Compaction works toward parts
+Parts are sorted by the table's range key, grouped by a cluster column within each step
+(:mod:`.parts`). Compaction works toward parts
 whose key ranges do not overlap and that hold up to :data:`~.parts.PART_ROWS` rows, so a
 time filter skips whole parts' row groups and a query opens few files:
 
@@ -41,6 +42,8 @@ from .parts import (
     PART_ROWS,
     ROW_GROUP_ROWS,
     PartInfo,
+    cluster_column,
+    cluster_ranks,
     info_from_keys,
     key_ints,
     marked,
@@ -314,5 +317,8 @@ def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]
         if not pieces:
             continue
         data = pa.concat_tables(pieces)
-        order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type))
+        cluster = cluster_column(schema, key)
+        ranks = cluster_ranks(data.column(cluster)) if cluster else None
+        order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type), ranks)
+        del ranks
         yield data if order is None else data.take(pa.array(order))
