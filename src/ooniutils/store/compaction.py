@@ -20,8 +20,10 @@ time filter skips whole parts' row groups and a query opens few files:
   being merged up to settled ones, each row rewritten about log₄(``FULL_BIG`` / batch)
   times, instead of piling up until an operator runs ``data compact``.
 
-A merge-sort reads its inputs window by window (key ranges of about ``PART_ROWS`` rows,
-estimated from the row groups' statistics), so memory stays bounded by one window
+A merge-sort reads its inputs window by window (key ranges of about ``PART_ROWS // 4``
+rows, estimated from the row groups' statistics; 2M dense fastpath rows are ~1 GB of
+Arrow memory), and writes each window's sorted copy a row group at a time, so memory
+stays bounded by one window
 whatever the inputs' size; a concatenation streams row group by row group.
 """
 
@@ -279,12 +281,13 @@ def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
 
 
 def _windows(job: Job) -> list[tuple[int, int]]:
-    """Key ranges [a, b) (the last one closed) of about ``PART_ROWS`` rows each,
+    """Key ranges [a, b) (the last one closed) of about ``PART_ROWS // 4`` rows each,
     estimated from the inputs' row-group statistics (rows spread evenly in a group)."""
+    size = max(PART_ROWS // 4, 1)
     groups = np.array([g for p in job.inputs for g in p.groups], dtype=np.float64).reshape(-1, 3)
     lo, hi = int(groups[:, 0].min()), int(groups[:, 1].max())
     total = groups[:, 2].sum()
-    if total <= PART_ROWS or hi == lo:
+    if total <= size or hi == lo:
         return [(lo, hi)]
     cand = np.unique(np.concatenate([groups[:, 0], groups[:, 1],
                                      np.linspace(lo, hi, 64)]))
@@ -292,7 +295,7 @@ def _windows(job: Job) -> list[tuple[int, int]]:
     below = (np.clip((cand[:, None] - groups[None, :, 0]) / span[None, :], 0.0, 1.0) * groups[None, :, 2]).sum(axis=1)
     cuts, last = [lo], 0.0
     for value, rows in zip(cand, below, strict=True):
-        if rows - last >= PART_ROWS and int(value) > cuts[-1]:
+        if rows - last >= size and int(value) > cuts[-1]:
             cuts.append(int(value))
             last = rows
     cuts.append(hi)
@@ -321,4 +324,8 @@ def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]
         ranks = cluster_ranks(data.column(cluster)) if cluster else None
         order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type), ranks)
         del ranks
-        yield data if order is None else data.take(pa.array(order))
+        if order is None:
+            yield data
+            continue
+        for off in range(0, len(order), ROW_GROUP_ROWS):  # a sorted copy of one row group at a time
+            yield data.take(pa.array(order[off:off + ROW_GROUP_ROWS]))
