@@ -282,7 +282,8 @@ def _in_order(job: Job, schema: pa.Schema) -> Iterator[pa.Table]:
 
 def _windows(job: Job) -> list[tuple[int, int]]:
     """Key ranges [a, b) (the last one closed) of about ``PART_ROWS // 4`` rows each,
-    estimated from the inputs' row-group statistics (rows spread evenly in a group)."""
+    estimated from the inputs' row-group statistics (rows spread evenly in a group), cut
+    at whole sort steps (a step's rows are sorted together: grouped by the cluster column)."""
     size = max(PART_ROWS // 4, 1)
     groups = np.array([g for p in job.inputs for g in p.groups], dtype=np.float64).reshape(-1, 3)
     lo, hi = int(groups[:, 0].min()), int(groups[:, 1].max())
@@ -293,10 +294,12 @@ def _windows(job: Job) -> list[tuple[int, int]]:
                                      np.linspace(lo, hi, 64)]))
     span = np.maximum(groups[:, 1] - groups[:, 0], 1.0)
     below = (np.clip((cand[:, None] - groups[None, :, 0]) / span[None, :], 0.0, 1.0) * groups[None, :, 2]).sum(axis=1)
+    step = job.inputs[0].step  # cuts at whole steps: a step's rows are grouped in one window
     cuts, last = [lo], 0.0
     for value, rows in zip(cand, below, strict=True):
-        if rows - last >= size and int(value) > cuts[-1]:
-            cuts.append(int(value))
+        cut = int(value) // step * step
+        if rows - last >= size and cut > cuts[-1]:
+            cuts.append(cut)
             last = rows
     cuts.append(hi)
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a] or [(lo, hi)]
