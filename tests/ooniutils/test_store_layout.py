@@ -50,7 +50,7 @@ def test_insert_writes_a_sorted_part_with_row_groups_statistics_and_page_index(t
     for g in range(md.num_row_groups):
         col = md.row_group(g).column(key)
         assert col.statistics.has_min_max and col.has_column_index and col.has_offset_index
-    assert md.metadata[parts.SORTED_BY] == b"measurement_start_time/3600"
+    assert md.metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc"
     info = store.part_infos("fastpath")[0]
     assert info.sorted and info.rows == 30 and len(info.groups) == 4
     assert store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0] == 30
@@ -355,3 +355,71 @@ def test_a_merge_sort_reads_parts_written_with_dictionaries(tmp_path, small_part
     assert got.num_rows == 48 and len(set(got.column("__CURSOR").to_pylist())) == 48
     counts = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u, uniqExact(_BOOT_ID) AS b FROM logs")
     assert counts.to_dict("list") == {"n": [48], "u": [48], "b": [1]}
+def test_rows_are_grouped_by_country_within_an_hour(tmp_path, small_parts):
+    """Within an hour, rows come grouped by probe_cc in value order (insert order kept
+    within a country), with min/max statistics for probe_cc: a page index can then skip
+    the pages of other countries."""
+    store = EmbeddedStore(tmp_path)
+    rng = np.random.default_rng(1)
+    n = 37
+    minutes = rng.integers(0, 180, n).tolist()
+    ccs = rng.choice(["US", "IT", "DE", "BR"], n).tolist()
+    df = _batch(minutes, "g").assign(probe_cc=ccs)
+    store.insert("fastpath", df)
+    (path,) = store.parts("fastpath")
+    t = pq.read_table(path, columns=["measurement_uid", "probe_cc", "measurement_start_time"])
+    hours = [x // 3600 for x in t.column(2).cast(pa.timestamp("s", tz="UTC")).cast("int64").to_pylist()]
+    got = list(zip(hours, t.column(1).to_pylist(), t.column(0).to_pylist(), strict=True))
+    expected = sorted(((int(T0.timestamp()) + 60 * m) // 3600, cc, f"g-{i}") for i, (m, cc) in enumerate(zip(minutes, ccs, strict=True)))
+    expected.sort(key=lambda r: (r[0], r[1], int(r[2].split("-")[1])))  # stable: insert order within a country
+    assert got == expected
+    md = pq.ParquetFile(path).metadata
+    cc_col = pq.ParquetFile(path).schema_arrow.get_field_index("probe_cc")
+    for g in range(md.num_row_groups):
+        col = md.row_group(g).column(cc_col)
+        assert col.statistics.has_min_max and col.has_column_index
+    key = md.row_group(0).column(pq.ParquetFile(path).schema_arrow.get_field_index("measurement_start_time"))
+    assert "DELTA_BINARY_PACKED" in key.encodings and key.compression == "UNCOMPRESSED"
+
+
+def test_cluster_ranks_order_values_with_nulls_last():
+    plain = pa.chunked_array([pa.array(["US", None, "AR"]), pa.array(["IT", "US"])])
+    assert parts.cluster_ranks(plain).tolist() == [3, 4, 1, 2, 3]
+    a = pa.array(["US", "AR", "US"]).dictionary_encode()
+    b = pa.array(["IT", "US"]).dictionary_encode()  # another dictionary, other codes
+    assert parts.cluster_ranks(pa.chunked_array([a, b])).tolist() == [3, 1, 3, 2, 3]
+    assert parts.cluster_ranks(pa.array([str(i) for i in range(70_000)])) is None  # too many to group by
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 4)), min_size=0, max_size=60))
+def test_sort_order_by_step_then_cluster_is_stable(rows):
+    k = np.array([h * 3600 + i for i, (h, _) in enumerate(rows)], dtype=np.int64)
+    cluster = np.array([c for _, c in rows], dtype=np.uint16)
+    order = parts.sort_order(k.copy(), 3600, cluster)
+    expected = np.lexsort((np.arange(len(rows)), cluster, k // 3600))
+    if order is None:
+        assert expected.tolist() == list(range(len(rows)))
+    else:
+        assert order.tolist() == expected.tolist()
+
+
+def test_parts_of_the_previous_layout_are_rewritten_by_compaction(tmp_path, small_parts):
+    """A big sorted part of the layout before the country grouping (marked
+    ``measurement_start_time/3600``) is not kept as settled: compaction rewrites it."""
+    from ooniutils.store import params as P
+    from ooniutils.store.schema import FASTPATH
+
+    store = EmbeddedStore(tmp_path)
+    df = _batch(list(range(0, 120, 4)), "old").assign(probe_cc=["US", "IT", "DE"] * 10)
+    arrow = P.to_arrow(FASTPATH, df)
+    arrow = arrow.replace_schema_metadata({parts.SORTED_BY: b"measurement_start_time/3600"})
+    path = store.current_dir("fastpath") / "part-20000101T000000-old.parquet"
+    pq.write_table(arrow, path, row_group_size=8, compression="zstd")
+    (info,) = store.part_infos("fastpath")
+    assert not info.sorted and info.rows == 30
+    store.compact("fastpath")
+    (info,) = store.part_infos("fastpath")
+    assert info.sorted and info.path.name != path.name
+    t = pq.read_table(info.path, columns=["probe_cc"])
+    assert t.column(0).to_pylist() == (["DE"] * 5 + ["IT"] * 5 + ["US"] * 5) * 2  # minutes 0-56, 60-116
