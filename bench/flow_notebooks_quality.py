@@ -31,8 +31,13 @@ least 2 h *above the statistical floor* of the notebook: on at least one of the 
 series it hits, the drop of that series is ≥ 30 % and its shortfall over the first
 min(duration, 6) hours is ≥ ``FLOOR_Z`` (= 5) standard deviations of Poisson noise
 (missing / sqrt(expected)). Below that floor no detector can tell a drop from noise at
-the notebook's false-alarm rate. An incident is found when an alarm episode of a series it
-hits overlaps its window.
+the notebook's false-alarm rate. An incident is found when an alarm of one of its series
+above the floor overlaps its window. Reported beside it (never instead): recall above a
+second floor that also counts the prediction's own error (the shortfall's variance is
+expected × (1 + 1 / (weeks × history_hours_per_week))), and the recall an *ideal detector*
+with the notebook's ALPHA would reach on average (the sum over scored incidents of
+P(realised z > the bar), z of the best series in σ of Poisson noise and the prediction's
+error; a yardstick: one series, normal approximation).
 
 Scoring (long term): an alarm day is true when the probe type is the slow decline's.
 """
