@@ -17,7 +17,8 @@ An hour is *below the line* when ``actual < threshold * expected`` (the drop is 
 enough to matter). Alarms need evidence that the shortfall is not noise, measured as the
 larger of two probabilities of seeing that few measurements when the prediction is right:
 a count test (so tiny series do not flap) and a normal model of the series' own log-residual
-noise (an exponentially weighted mean absolute residual, so over-dispersed series do not
+noise (an exponentially weighted mean absolute residual, each hour capped at ``noise_clip``
+× the noise level so a few odd hours cannot inflate it, so over-dispersed series do not
 flap either). The count test is Poisson with the prediction's own error accounted for
 (:func:`count_cdf`: a prediction learnt from ``w`` weeks is worth ``w ×
 history_hours_per_week`` hours of history), so a small series with one week of history
