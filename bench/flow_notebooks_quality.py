@@ -31,8 +31,13 @@ least 2 h *above the statistical floor* of the notebook: on at least one of the 
 series it hits, the drop of that series is ≥ 30 % and its shortfall over the first
 min(duration, 6) hours is ≥ ``FLOOR_Z`` (= 5) standard deviations of Poisson noise
 (missing / sqrt(expected)). Below that floor no detector can tell a drop from noise at
-the notebook's false-alarm rate. An incident is found when an alarm episode of a series it
-hits overlaps its window.
+the notebook's false-alarm rate. An incident is found when an alarm of one of its series
+above the floor overlaps its window. Reported beside it (never instead): recall above a
+second floor that also counts the prediction's own error (the shortfall's variance is
+expected × (1 + 1 / (weeks × history_hours_per_week))), and the recall an *ideal detector*
+with the notebook's ALPHA would reach on average (the sum over scored incidents of
+P(realised z > the bar), z of the best series in σ of Poisson noise and the prediction's
+error; a yardstick: one series, normal approximation).
 
 Scoring (long term): an alarm day is true when the probe type is the slow decline's.
 """
@@ -49,6 +54,7 @@ from typing import Any
 import nbformat
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from ooniutils.analyses.flow import FlowParams, alarms_from_predictions, pivot_hourly, predict_many
 from ooniutils.analyses.flow_episodes import TOTAL, fold_episodes, with_country_totals
@@ -60,6 +66,9 @@ END = datetime(2025, 6, 2, tzinfo=UTC)
 COUNT_TYPES = ("country_outage", "probe_type_drop", "short_drop")
 FLOOR_Z = 5.0
 MIN_DROP = 0.3
+EPS = 1e-9
+"""Rounding slack of the drop comparison: a series' drop is computed from the plan's volumes,
+so an incident of exactly -30 % comes out as 0.29999999999999993 on some series."""
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 GLOBAL_NB = "autorun_incoming_measurements_prediction_alarming.ipynb"
 PER_COUNTRY_NB = "autorun_incoming_measurements_prediction_alarming_per_country.ipynb"
@@ -140,7 +149,8 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
     since, until = _naive(truth.start), _naive(truth.end)
     knobs = notebook_parameters(PER_COUNTRY_NB if per_country else GLOBAL_NB)
     params = FlowParams(threshold=knobs["THRESHOLD"], alpha=knobs.get("ALPHA", FlowParams.alpha),
-                        alpha_single=knobs.get("ALPHA_SINGLE", FlowParams.alpha_single))
+                        alpha_single=knobs.get("ALPHA_SINGLE", FlowParams.alpha_single),
+                        noise_clip=knobs.get("NOISE_CLIP", FlowParams.noise_clip))
     wide = pivot_hourly(long, "t", keys, start=since, end=until)
     if per_country:  # the notebook's skip rule (too few measurements), plus each country's total
         wide = with_country_totals(wide.loc[:, wide.mean() >= knobs["MIN_HOURLY"]], long, since, until)
@@ -165,30 +175,51 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
         causes[cause] += 1
         false_list.append(f"{ep.series} {ep.start:%m-%d %H:%M}..{ep.end:%m-%d %H:%M} {ep.hours}h "
                           f"sev {ep.severity:.0%} missing {ep.missing:.0f}/{ep.expected:.0f} [{ep.members}] {cause}")
+    # the second floor also counts the prediction's own error: a baseline learnt from `weeks`
+    # weeks is worth weeks x history_hours_per_week hours (FlowParams), so the shortfall's
+    # variance is expected x (1 + 1 / that) -- reported beside the first floor, not instead of it
+    z_scale = float(np.sqrt(1.0 + 1.0 / (params.weeks * params.history_hours_per_week)))
     scored, found, missed, below_floor = 0, 0, [], 0
+    scored2, found2, missed2 = 0, 0, []
+    # what a detector with exactly this evidence bar finds on average if the noise were only
+    # Poisson and the prediction's error: P(z of the realised shortfall > the bar of alpha)
+    z_bar = float(norm.isf(params.alpha))
+    ideal = 0.0
     for inc in incidents:
-        if _naive(inc.start) < t0 or inc.magnitude > -MIN_DROP or inc.end - inc.start < pd.Timedelta(hours=2):
+        if _naive(inc.start) < t0 or inc.magnitude > -MIN_DROP + EPS or inc.end - inc.start < pd.Timedelta(hours=2):
             continue
         hits = hit_series(plan, inc, keys)
         if per_country:
             hits.update({f"{k}/{TOTAL}": v for k, v in hit_series(plan, inc, ["probe_cc"]).items()})
         hits = {k: v for k, v in hits.items() if k in wide.columns}
-        above = [k for k, (drop, z) in hits.items() if drop >= MIN_DROP and z >= FLOOR_Z]
+        above = [k for k, (drop, z) in hits.items() if drop >= MIN_DROP - EPS and z >= FLOOR_Z]
         if not above:
             below_floor += 1
             continue
         scored += 1
         ok = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in above)
         found += ok
+        z_best = max(hits[k][1] for k in above)
+        ideal += float(norm.cdf(z_best / z_scale - z_bar))
+        what = (f"{inc.id} {inc.keys} {inc.magnitude:+.0%} {(inc.end - inc.start).total_seconds() / 3600:.0f}h "
+                f"(z {z_best:.1f})")
         if not ok:
-            missed.append(f"{inc.id} {inc.keys} {inc.magnitude:+.0%} {(inc.end - inc.start).total_seconds() / 3600:.0f}h")
+            missed.append(what)
+        above2 = [k for k in above if hits[k][1] / z_scale >= FLOOR_Z]
+        if above2:
+            scored2 += 1
+            ok2 = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in above2)
+            found2 += ok2
+            if not ok2:
+                missed2.append(what)
     scored_days = (until - t0) / pd.Timedelta(days=1)
     n = true + false
     return {"series": wide.shape[1], "episodes": n, "true": true, "false": false,
             "precision": true / n if n else float("nan"), "false_per_day": false / scored_days,
             "incidents": scored, "found": found, "recall": found / scored if scored else float("nan"),
             "below_floor": below_floor, "missed": missed, "false_causes": dict(causes),
-            "series_alarms": len(alarms), "false_list": false_list}
+            "series_alarms": len(alarms), "false_list": false_list,
+            "scored_days": scored_days, "ideal": ideal, "incidents2": scored2, "found2": found2, "missed2": missed2}
 
 
 def score_long_term(plan, long: pd.DataFrame, eval_days: int = 14) -> dict:
@@ -252,32 +283,38 @@ def main() -> None:
             print(f"  {name:12s} series {r['series']:4d}  series alarms {r['series_alarms']:4d}  episodes "
                   f"{r['episodes']:4d}  precision {r['true']}/{r['episodes']} = {r['precision']:.1%}  "
                   f"false/day {r['false_per_day']:.2f}  recall {r['found']}/{r['incidents']} = {r['recall']:.1%}"
-                  f"  (below floor {r['below_floor']})  false causes {r['false_causes']}", flush=True)
+                  f"  (below floor {r['below_floor']})  recall above the floor with the prediction's error "
+                  f"{r['found2']}/{r['incidents2']}  ideal detector at this alpha {r['ideal']:.1f}/{r['incidents']}  false causes {r['false_causes']}", flush=True)
             for m in r["missed"]:
-                print("     missed:", m)
+                print("     missed:", m, "" if m in r["missed2"] else "(below the second floor)")
             for f in r["false_list"]:
                 print("     false:", f)
             rows.append(f"| {size}, seed {seed} | {name} | {r['series']} | {r['series_alarms']} → {r['episodes']} | "
                         f"{_pct(r['true'], r['episodes'])} | {r['false_per_day']:.2f} | "
-                        f"{_pct(r['found'], r['incidents'])} ({r['below_floor']}) |")
-            a = totals.setdefault((size, name), [0, 0, 0, 0, 0.0])
+                        f"{_pct(r['found'], r['incidents'])} ({r['below_floor']}) | {_pct(r['found2'], r['incidents2'])} |")
+            a = totals.setdefault((size, name), [0, 0, 0, 0, 0.0, 0, 0, 0.0])
             a[0] += r["true"]
             a[1] += r["episodes"]
             a[2] += r["found"]
             a[3] += r["incidents"]
-            a[4] += r["false"] / r["false_per_day"] if r["false_per_day"] else 0.0
+            a[4] += r["scored_days"]
+            a[5] += r["found2"]
+            a[6] += r["incidents2"]
+            a[7] += r["ideal"]
         r = score_long_term(plan, long)
         print(f"  long_term    alarm-days {r['alarm_days']} precision {r['true']}/{r['alarm_days']} = "
               f"{r['precision']:.1%}  {r['decline']} flagged on {r['recall_days']:.0%} of the last "
               f"{r['eval_days']} days", flush=True)
         rows.append(f"| {size}, seed {seed} | long term | 6 | {r['alarm_days']} alarm-days | "
                     f"{_pct(r['true'], r['alarm_days'])} | {r['false'] / r['eval_days']:.2f} | "
-                    f"decline flagged {round(r['recall_days'] * r['eval_days'])}/{r['eval_days']} days |")
-    print("\n| world | notebook | series | series alarms → episodes | precision | false / day | recall (floor) |")
-    print("|---|---|---|---|---|---|---|")
+                    f"decline flagged {round(r['recall_days'] * r['eval_days'])}/{r['eval_days']} days | |")
+    print("\n| world | notebook | series | series alarms → episodes | precision | false / day | recall (floor) "
+          "| recall, floor with the prediction's error |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    for (size, name), (tr, ep, fo, inc, _) in totals.items():
-        print(f"| **{size}, all seeds** | {name} | | {ep} episodes | {_pct(tr, ep)} | | {_pct(fo, inc)} |")
+    for (size, name), (tr, ep, fo, inc, days, fo2, inc2, ideal) in totals.items():
+        print(f"| **{size}, all seeds** | {name} | | {ep} episodes | {_pct(tr, ep)} | {(ep - tr) / days if days else 0:.2f} "
+              f"| {_pct(fo, inc)} | {_pct(fo2, inc2)} |  (ideal detector at this alpha: {ideal:.1f}/{inc})")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
            "ALPHA = 1e-6         # evidence needed for a run of hours (~36x more series than the global\n"
            "ALPHA_SINGLE = 1e-8  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
+           "NOISE_CLIP = 2.0     # a series' noise level is learnt robustly: odd hours count at most 2 sigma\n"
            "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
         + "CHART_DAYS = 7"
     )
@@ -123,7 +124,7 @@ if outage:
     display(Markdown(f"## {{outage.describe()}}"))"""),
     ]
     if per_country:
-        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE)
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE, noise_clip=NOISE_CLIP)
 history_h = (wide > 0).cumsum().iloc[-1] if len(wide) else pd.Series(dtype=float)
 mean_h = wide.mean() if len(wide) else pd.Series(dtype=float)
 first_seen = {c: (wide.index[(wide[c] > 0).to_numpy()].min() if (wide[c] > 0).any() else None) for c in wide.columns}

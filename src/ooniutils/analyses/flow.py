@@ -17,7 +17,8 @@ An hour is *below the line* when ``actual < threshold * expected`` (the drop is 
 enough to matter). Alarms need evidence that the shortfall is not noise, measured as the
 larger of two probabilities of seeing that few measurements when the prediction is right:
 a count test (so tiny series do not flap) and a normal model of the series' own log-residual
-noise (an exponentially weighted mean absolute residual, so over-dispersed series do not
+noise (an exponentially weighted mean absolute residual, each hour capped at ``noise_clip``
+× the noise level so a few odd hours cannot inflate it, so over-dispersed series do not
 flap either). The count test is Poisson with the prediction's own error accounted for
 (:func:`count_cdf`: a prediction learnt from ``w`` weeks is worth ``w ×
 history_hours_per_week`` hours of history), so a small series with one week of history
@@ -100,6 +101,11 @@ class FlowParams:
     """Scored hours used to learn the series' noise level before it may alarm."""
     noise_hours: int = 168
     """Memory (EWMA span, hours) of the noise level estimate."""
+    noise_clip: float = 4.0
+    """Robustness of the noise level estimate: once calibrated, each hour's absolute
+    log-residual is capped at ``noise_clip`` × the current noise level before it is learnt
+    (winsorised), so a few odd hours (a holiday, a daily batch hour) cannot inflate the noise
+    of the whole series; the estimate is rescaled to stay unbiased for normal noise."""
     history_hours_per_week: float = 1.0
     """How precise the prediction is: a prediction built from ``w`` past weeks counts as the
     mean of ``w × history_hours_per_week`` observed hours, so the count test compares two
@@ -123,13 +129,29 @@ class FlowParams:
             raise AnalysisError(f"level_hours must be between 1 and {WEEK}, got {self.level_hours}")
         if self.adapt_after_hours < 1:
             raise AnalysisError(f"adapt_after_hours must be at least 1, got {self.adapt_after_hours}")
+        if not 1.0 <= self.noise_clip <= 10.0:
+            raise AnalysisError(f"noise_clip must be between 1 and 10, got {self.noise_clip}")
         if not 0 < self.history_hours_per_week <= 1e6:
             raise AnalysisError(f"history_hours_per_week must be in (0, 1e6], got {self.history_hours_per_week}")
+
+    @property
+    def noise_scale(self) -> float:
+        """σ per unit of the learnt (winsorised) mean absolute residual: 1 / E[min(|Z|, c)] for
+        a standard normal Z and c = ``noise_clip`` (√(π/2) ≈ 1.2533 without the cap)."""
+        c = self.noise_clip
+        return 1.0 / (2.0 * (_PHI0 - _phi(c)) + 2.0 * c * (1.0 - float(ndtr(c))))
 
     @property
     def warmup_hours(self) -> int:
         """Hours from a series' first non-zero value to the first hour that may alarm."""
         return WEEK + self.level_hours + self.calibration_hours
+
+
+_PHI0 = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _phi(x: float) -> float:
+    return _PHI0 * math.exp(-0.5 * x * x)
 
 
 def _params(params: FlowParams | None, overrides: Mapping[str, Any]) -> FlowParams:
@@ -202,6 +224,7 @@ class _Engine:
         self.p = params
         self.n = n
         self.keep = params.weeks * WEEK + params.level_hours + 2
+        self.noise_scale = params.noise_scale
         self.cap = max(capacity or 0, 2 * self.keep)
         self._mc: np.ndarray | None = None
         self._mw = np.zeros((0, n))
@@ -335,7 +358,7 @@ class _Engine:
         e = np.where(scorable, exp, 1.0)
         ratio = v / e
         calibrated = self.nres >= p.calibration_hours
-        sigma = np.maximum(self.mad * 1.2533, 1e-3)
+        sigma = np.maximum(self.mad * self.noise_scale, 1e-3)
         ready = scorable & calibrated
         resid = np.log((v + 1.0) / (e + 1.0))
         # hours of history the prediction is worth (see count_cdf)
@@ -382,7 +405,7 @@ class _Engine:
         # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
         learn = scorable & ~alarm
         dev = np.abs(resid)
-        dev = np.where(calibrated, np.minimum(dev, 4.0 * sigma), dev)
+        dev = np.where(calibrated, np.minimum(dev, p.noise_clip * sigma), dev)
         w = np.where(calibrated, 1.0 / p.noise_hours, 1.0 / (self.nres + 1.0))
         self.mad = np.where(learn, self.mad + w * (dev - self.mad), self.mad)
         self.nres += learn
