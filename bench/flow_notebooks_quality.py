@@ -186,8 +186,9 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
     # variance is expected x (1 + 1 / that) -- reported beside the first floor, not instead of it
     z_scale = float(np.sqrt(1.0 + 1.0 / (params.weeks * params.history_hours_per_week)))
     scored, found, missed, below_floor = 0, 0, [], 0
-    scored2, found2, missed2 = 0, 0, []
-    scored3, found3, missed3 = 0, 0, []
+    # the second floor and the detection limit: incidents scored, found, missed above each
+    second: dict[str, Any] = {"scored": 0, "found": 0, "missed": []}
+    limit: dict[str, Any] = {"scored": 0, "found": 0, "missed": []}
     # what a detector with exactly this evidence bar finds on average if the noise were only
     # Poisson and the prediction's error: P(z of the realised shortfall > the bar of alpha)
     z_bar = float(norm.isf(params.alpha))
@@ -212,20 +213,14 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
                 f"(z {z_best:.1f})")
         if not ok:
             missed.append(what)
-        above3 = [k for k in above if hits[k][1] / z_scale >= z_bar + DETECTION_Z]
-        if above3:
-            scored3 += 1
-            ok3 = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in above3)
-            found3 += ok3
-            if not ok3:
-                missed3.append(what)
-        above2 = [k for k in above if hits[k][1] / z_scale >= FLOOR_Z]
-        if above2:
-            scored2 += 1
-            ok2 = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in above2)
-            found2 += ok2
-            if not ok2:
-                missed2.append(what)
+        for bar, tally in ((FLOOR_Z, second), (z_bar + DETECTION_Z, limit)):
+            stricter = [k for k in above if hits[k][1] / z_scale >= bar]
+            if stricter:
+                tally["scored"] += 1
+                hit = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in stricter)
+                tally["found"] += hit
+                if not hit:
+                    tally["missed"].append(what)
     scored_days = (until - t0) / pd.Timedelta(days=1)
     n = true + false
     return {"series": wide.shape[1], "episodes": n, "true": true, "false": false,
@@ -233,8 +228,8 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
             "incidents": scored, "found": found, "recall": found / scored if scored else float("nan"),
             "below_floor": below_floor, "missed": missed, "false_causes": dict(causes),
             "series_alarms": len(alarms), "false_list": false_list,
-            "scored_days": scored_days, "ideal": ideal, "incidents2": scored2, "found2": found2, "missed2": missed2,
-            "incidents3": scored3, "found3": found3, "missed3": missed3}
+            "scored_days": scored_days, "ideal": ideal, "incidents2": second["scored"], "found2": second["found"], "missed2": second["missed"],
+            "incidents3": limit["scored"], "found3": limit["found"], "missed3": limit["missed"]}
 
 
 def score_long_term(plan, long: pd.DataFrame, eval_days: int = 14) -> dict:
