@@ -19,7 +19,8 @@ cap's verdict. :func:`classify` turns the result into the run's outcome:
 * ``interrupted`` - ``stop_event`` was set (scheduler shutting down): the kernel is killed.
 
 Outputs are capped at :data:`MAX_OUTPUT_BYTES` per run (a note says what was dropped);
-adjacent stream outputs are joined (:func:`merge_streams`).
+a finding (``report_finding``) is kept past the cap, cut to its limits, so a verbose run
+still reports what it found; adjacent stream outputs are joined (:func:`merge_streams`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
+from .findings import FINDING_MIME, finding_from_payload, finding_html
 from .kernels.base import (
     KERNEL_START_TIMEOUT_S,
     KernelHandle,
@@ -58,6 +60,21 @@ __all__ = ["EXPECTED_ERROR_TAG", "MAX_ERROR_VALUE", "MAX_OUTPUT_BYTES", "ExecRes
 #: Outputs kept per run (text and encoded data): beyond it, outputs are dropped and a note
 #: says so. Protects this process's memory and the page size from a runaway ``print`` loop.
 MAX_OUTPUT_BYTES = 20 * 1024 * 1024
+
+
+def _finding_only(msg: dict[str, Any]) -> dict[str, Any]:
+    """A finding output message kept past the output cap: its finding cut to the limits
+    of :mod:`jupycron.findings` and a banner drawn from it, nothing else of the bundle."""
+    content = msg.get("content", {})
+    try:
+        finding = finding_from_payload(content.get("data", {}).get(FINDING_MIME))
+    except ValueError:
+        return msg | {"content": content | {"data": {"text/plain": "[invalid finding]"}}}
+    payload = {"level": str(finding.level), "summary": finding.summary,
+               "detail": finding.detail}
+    data = {FINDING_MIME: payload, "text/html": finding_html(finding),
+            "text/plain": f"{str(finding.level).upper()}: {finding.summary}"}
+    return msg | {"content": content | {"data": data, "metadata": {}}}
 MAX_ERROR_VALUE = 2000
 #: A cell tagged so may raise: its error shows in the page but does not fail the run.
 EXPECTED_ERROR_TAG = "raises-exception"
@@ -158,7 +175,9 @@ class _Client(NotebookClient):
                         "stream", name="stderr",
                         text=f"\n[jupycron: output truncated: more than "
                              f"{MAX_OUTPUT_BYTES // (1024 * 1024)} MB in this run]\n"))
-                return None
+                if FINDING_MIME not in content.get("data", {}):
+                    return None
+                msg = _finding_only(msg)  # what the run found is never dropped
         return super().output(outs, msg, display_id, cell_index)
 
     async def connect(self, handle: KernelHandle,

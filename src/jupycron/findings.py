@@ -12,8 +12,11 @@ Rules, so that a notebook can never break its own run through a finding:
 * a malformed payload (not an object, unknown level, summary not a string, detail not a
   list of objects) is skipped with a logged reason, and an earlier valid one still counts;
 * the summary is kept to one line of at most :data:`MAX_SUMMARY` characters and the
-  detail to :data:`MAX_DETAIL_ROWS` rows (the sender enforces the same limits; this side
-  re-applies them because the payload comes from user code).
+  detail to :data:`MAX_DETAIL_ROWS` rows of :data:`MAX_DETAIL_COLUMNS` columns (the first
+  ones, in the order they appear), column names to :data:`MAX_COLUMN_NAME` characters and
+  cells to :data:`MAX_CELL` (the sender enforces the same limits; this side re-applies them
+  because the payload comes from user code). A finding therefore stays a few hundred KB at
+  most, whatever frame a notebook passes: it is kept with every run.
 
 Example::
 
@@ -40,8 +43,11 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FINDING_MIME",
     "LEVELS",
+    "MAX_COLUMN_NAME",
+    "MAX_DETAIL_COLUMNS",
     "MAX_DETAIL_ROWS",
     "MAX_SUMMARY",
+    "capped_detail",
     "finding_from_payload",
     "finding_html",
     "last_finding",
@@ -57,6 +63,9 @@ MAX_SUMMARY = 200
 #: Most detail rows kept; each cell value is kept to :data:`MAX_CELL` characters.
 MAX_DETAIL_ROWS = 50
 MAX_CELL = 200
+#: Most detail columns kept (the first ones), and the longest column name kept.
+MAX_DETAIL_COLUMNS = 20
+MAX_COLUMN_NAME = 60
 
 
 def one_line(text: str, limit: int = MAX_SUMMARY) -> str:
@@ -69,6 +78,28 @@ def _cell(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     return one_line(str(value), MAX_CELL)
+
+
+def capped_detail(rows: list[dict[Any, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """``rows`` within the limits: the first :data:`MAX_DETAIL_ROWS` rows, the first
+    :data:`MAX_DETAIL_COLUMNS` columns (in the order they first appear), each name one line
+    of at most :data:`MAX_COLUMN_NAME` characters (made unique again when cutting made two
+    alike) and each cell at most :data:`MAX_CELL` characters. Also returns how many columns
+    there were."""
+    rows = rows[:MAX_DETAIL_ROWS]
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(str(k) for k in row))
+    names: dict[str, str] = {}
+    for key in list(columns)[:MAX_DETAIL_COLUMNS]:
+        short, n = one_line(key, MAX_COLUMN_NAME), 1
+        while short in names.values():
+            n += 1
+            suffix = f" ({n})"
+            short = one_line(key, MAX_COLUMN_NAME - len(suffix)) + suffix
+        names[key] = short
+    kept = [{names[str(k)]: _cell(v) for k, v in r.items() if str(k) in names} for r in rows]
+    return kept, len(columns)
 
 
 def finding_from_payload(payload: Any) -> Finding:
@@ -91,7 +122,7 @@ def finding_from_payload(payload: Any) -> Finding:
     if detail is not None:
         if not isinstance(detail, list) or not all(isinstance(r, dict) for r in detail):
             raise ValueError("detail is not a list of objects (rows)")
-        rows = [{str(k): _cell(v) for k, v in r.items()} for r in detail[:MAX_DETAIL_ROWS]]
+        rows = capped_detail(detail)[0]
     return Finding(FindingLevel(level), one_line(summary), rows)
 
 
@@ -135,10 +166,11 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def finding_html(finding: Finding, total_rows: int | None = None) -> str:
+def finding_html(finding: Finding, total_rows: int | None = None,
+                 total_columns: int | None = None) -> str:
     """A self-contained HTML banner for ``finding``: the level in words, the summary and
-    the detail table (which scrolls sideways inside its box when wide). ``total_rows``: the
-    detail's row count before truncation, shown when rows were left out."""
+    the detail table (which scrolls sideways inside its box when wide). ``total_rows`` and
+    ``total_columns``: the detail's size before it was cut, shown when some was left out."""
     label, border, background = _LOOK[str(finding.level)]
     parts = [
         f'<div class="jupycron-finding jupycron-finding-{html.escape(str(finding.level))}" '
@@ -163,8 +195,12 @@ def finding_html(finding: Finding, total_rows: int | None = None) -> str:
         parts.append(f'<div style="overflow-x:auto;margin-top:6px"><table class="jupycron-'
                      f'finding-detail" style="border-collapse:collapse;font-size:13px">'
                      f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+        cut = []
         if total_rows is not None and total_rows > len(rows):
-            parts.append(f'<div style="font-size:12px;margin-top:4px">the first {len(rows)} '
-                         f'of {total_rows} rows</div>')
+            cut.append(f"the first {len(rows)} of {total_rows} rows")
+        if total_columns is not None and total_columns > len(columns):
+            cut.append(f"the first {len(columns)} of {total_columns} columns")
+        if cut:
+            parts.append(f'<div style="font-size:12px;margin-top:4px">{"; ".join(cut)}</div>')
     parts.append("</div>")
     return "".join(parts)

@@ -12,7 +12,8 @@ report in a run wins, see :mod:`jupycron.findings`) and a readable banner (``tex
 Limits (the same ones jupycron applies): the summary is made one line (whitespace runs
 collapsed) of at most ``MAX_SUMMARY`` (200) characters, ending in "…" when cut; the detail
 (a DataFrame or a list of dicts, one per row) keeps its first ``MAX_DETAIL_ROWS`` (50)
-rows (sort it most severe first), each value at most 200 characters. Timestamps become
+rows (sort it most severe first) and its first ``MAX_DETAIL_COLUMNS`` (20) columns (put
+the telling ones first), column names at most 60 characters, each value at most 200. Timestamps become
 ISO 8601 text (``2026-12-06 14:00:00``) and NaN becomes empty.
 """
 
@@ -26,8 +27,10 @@ from typing import Any, NamedTuple
 from jupycron.findings import (
     FINDING_MIME,
     LEVELS,
+    MAX_DETAIL_COLUMNS,
     MAX_DETAIL_ROWS,
     MAX_SUMMARY,
+    capped_detail,
     finding_from_payload,
     finding_html,
     one_line,
@@ -37,7 +40,8 @@ from .exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINDING_MIME", "LEVELS", "MAX_DETAIL_ROWS", "MAX_SUMMARY", "Verdict",
+__all__ = ["FINDING_MIME", "LEVELS", "MAX_DETAIL_COLUMNS", "MAX_DETAIL_ROWS", "MAX_SUMMARY",
+           "Verdict",
            "finding_payload", "report_finding"]
 
 
@@ -49,28 +53,33 @@ class Verdict(NamedTuple):
     detail: Any = None
 
 
-def _rows(detail: Any) -> list[dict[str, Any]]:
-    """``detail`` (a DataFrame or a sequence of mappings) as JSON-safe rows."""
+def _rows(detail: Any) -> tuple[list[dict[str, Any]], int, int | None]:
+    """The first rows and columns of ``detail`` (a DataFrame or a sequence of mappings) as
+    JSON-safe rows, with its row count and (for a frame) its column count: a frame is cut
+    before it is converted, so a huge one costs no more than a small one."""
     import pandas as pd
 
     if isinstance(detail, pd.Series):
         detail = detail.to_frame()
     if isinstance(detail, pd.DataFrame):
         named = any(name is not None for name in detail.index.names)  # a named index is data
-        frame = detail.reset_index(drop=not named)
-        return [{str(k): _json_safe(v) for k, v in r.items()}
+        frame = detail.head(MAX_DETAIL_ROWS).reset_index(drop=not named)
+        columns = frame.shape[1]
+        frame = frame.iloc[:, :MAX_DETAIL_COLUMNS]
+        rows = [{str(k): _json_safe(v) for k, v in r.items()}
                 for r in frame.to_dict(orient="records")]
+        return rows, len(detail), columns
     if isinstance(detail, Mapping) or isinstance(detail, str | bytes) \
             or not isinstance(detail, Sequence):
         raise AnalysisError(f"report_finding: detail must be a DataFrame or a list of dicts "
                             f"(one per row), not a {type(detail).__name__}")
-    rows = []
-    for i, row in enumerate(detail):
+    given: list[Mapping[Any, Any]] = []
+    for i, row in enumerate(detail[:MAX_DETAIL_ROWS]):
         if not isinstance(row, Mapping):
             raise AnalysisError(f"report_finding: detail row {i} is a {type(row).__name__}, "
                                 "not a dict")
-        rows.append(row)
-    return [{str(k): _json_safe(v) for k, v in r.items()} for r in rows]
+        given.append(row)
+    return [{str(k): _json_safe(v) for k, v in r.items()} for r in given], len(detail), None
 
 
 def _json_safe(value: Any) -> Any:
@@ -100,6 +109,12 @@ def finding_payload(level: str, summary: str, detail: Any = None) -> tuple[dict[
 
     Raises :class:`~ooniutils.exceptions.AnalysisError` naming the valid levels when
     ``level`` is not one, or when ``summary``/``detail`` have the wrong type."""
+    payload, total, _ = _payload(level, summary, detail)
+    return payload, total
+
+
+def _payload(level: str, summary: str, detail: Any) -> tuple[dict[str, Any], int, int]:
+    """:func:`finding_payload`, with the detail's column count before truncation too."""
     level = str(level)
     if level not in LEVELS:
         raise AnalysisError(f"report_finding: level {level!r} is not one of "
@@ -107,13 +122,19 @@ def finding_payload(level: str, summary: str, detail: Any = None) -> tuple[dict[
     if not isinstance(summary, str):
         raise AnalysisError(f"report_finding: summary must be a string, not a "
                             f"{type(summary).__name__}")
-    rows = None if detail is None else _rows(detail)
-    total = len(rows) if rows is not None else 0
-    if rows is not None and total > MAX_DETAIL_ROWS:
+    if detail is None:
+        return {"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": None}, 0, 0
+    rows, total, frame_columns = _rows(detail)
+    if total > MAX_DETAIL_ROWS:
         log.info("report_finding: detail has %d rows, keeping the first %d", total,
                  MAX_DETAIL_ROWS)
-        rows = rows[:MAX_DETAIL_ROWS]
-    return {"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": rows}, total
+    kept, columns = capped_detail(rows)
+    columns = frame_columns if frame_columns is not None else columns
+    if columns > MAX_DETAIL_COLUMNS:
+        log.info("report_finding: detail has %d columns, keeping the first %d", columns,
+                 MAX_DETAIL_COLUMNS)
+    return ({"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": kept},
+            total, columns)
 
 
 def report_finding(level: str, summary: str, detail: Any = None) -> None:
@@ -131,14 +152,14 @@ def report_finding(level: str, summary: str, detail: Any = None) -> None:
             report_finding("alarm", f"{len(alarms)} countries below their expected flow",
                            detail=alarms[["cc", "drop_pct", "since"]])
     """
-    payload, total = finding_payload(level, summary, detail)
+    payload, total, columns = _payload(level, summary, detail)
     finding = finding_from_payload(payload)  # the same checks jupycron applies
     text = f"{finding.level.upper()}: {finding.summary}"
     if finding.detail:
         text += f" ({total} detail rows)"
     bundle = {
         FINDING_MIME: payload,
-        "text/html": finding_html(finding, total_rows=total),
+        "text/html": finding_html(finding, total_rows=total, total_columns=columns),
         "text/plain": text,
     }
     from IPython.display import display

@@ -5,13 +5,18 @@ from __future__ import annotations
 import logging
 
 import nbformat
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from jupycron.findings import (
     FINDING_MIME,
     LEVELS,
+    MAX_COLUMN_NAME,
+    MAX_DETAIL_COLUMNS,
     MAX_DETAIL_ROWS,
     MAX_SUMMARY,
+    capped_detail,
     finding_from_payload,
     finding_html,
     last_finding,
@@ -94,3 +99,28 @@ def test_banner_escapes_and_says_the_level_in_words():
     assert "the first 1 of 7 rows" in html
     for level in FindingLevel:
         assert str(level).replace("_", " ").upper() in finding_html(Finding(level, "s"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=120), st.one_of(st.none(), st.integers(),
+                                                                   st.text(max_size=300)),
+                                max_size=40), max_size=70))
+def test_capped_detail_is_within_its_limits(rows):
+    """Any rows a notebook sends: at most 50 rows of 20 columns, names one line of <= 60
+    characters and unique, cells <= 200 characters, the first columns kept in order."""
+    kept, total_columns = capped_detail(rows)
+    assert len(kept) == min(len(rows), MAX_DETAIL_ROWS)
+    order: list[str] = []
+    for r in rows[:MAX_DETAIL_ROWS]:
+        order.extend(k for k in r if k not in order)
+    assert total_columns == len(order)
+    names: list[str] = []
+    for r in kept:
+        names.extend(k for k in r if k not in names)
+    assert len(names) <= MAX_DETAIL_COLUMNS and len(set(names)) == len(names)
+    assert all(len(n) <= MAX_COLUMN_NAME and "\n" not in n for n in names)
+    assert all(len(v) <= 200 for r in kept for v in r.values() if isinstance(v, str))
+    for original, cut in zip(rows, kept, strict=False):
+        assert len(cut) == len([k for k in original if k in order[:MAX_DETAIL_COLUMNS]])
+        assert [v for k, v in original.items() if k in order[:MAX_DETAIL_COLUMNS]
+                and not isinstance(v, str)] == [v for v in cut.values() if not isinstance(v, str)]

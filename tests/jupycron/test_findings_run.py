@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jupycron import discovery, runner
+from jupycron import discovery, execute, runner
 from jupycron.ledger import SqliteRunStore
 from jupycron.models import Finding, FindingLevel, RunStatus, Trigger
 from jupycron.paths import output_html
@@ -32,6 +32,16 @@ NOTEBOOKS = {
         'report_finding("ok", "all quiet after all")',
     ],
     "never_autorun.ipynb": [HEADER, 'print("I report nothing")'],
+    # prints past the output cap (set to 256 KB below), then reports on a frame far too
+    # wide and long: the finding is kept, cut to its limits (found by using the product:
+    # it was dropped with the rest of the output, and the alarm showed as "—")
+    "verbose_autorun.ipynb": [
+        HEADER,
+        'for i in range(400):\n    print(i, "x" * 1000)',
+        'wide = pd.DataFrame([[r * 1000 + c for c in range(300)] for r in range(120)],\n'
+        '                    columns=[f"column {c} " + "y" * 100 for c in range(300)])\n'
+        'report_finding("alarm", "a finding after 400 KB of prints", detail=wide)',
+    ],
     "bad_then_raises_autorun.ipynb": [
         HEADER,
         'report_finding("no_data", "the query returned no row")',
@@ -55,6 +65,7 @@ def runs(tmp_path_factory, jc):
     out = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
+        mp.setattr(execute, "MAX_OUTPUT_BYTES", 256 * 1024)
         for rel in NOTEBOOKS:
             nb = discovery.read_notebook(settings.notebooks / rel, rel)
             out[rel] = runner.run_notebook(settings, nb, Trigger.MANUAL, None, history)
@@ -96,6 +107,21 @@ def test_a_broken_finding_is_ignored_and_a_failed_run_keeps_its_finding(runs):
     run = runs["runs"]["bad_then_raises_autorun.ipynb"]
     assert run.status is RunStatus.FAILED and run.error_name == "RuntimeError"
     assert run.finding == Finding(FindingLevel.NO_DATA, "the query returned no row", None)
+
+
+def test_a_finding_after_the_output_cap_is_kept_within_its_limits(runs):
+    run = runs["runs"]["verbose_autorun.ipynb"]
+    assert run.status is RunStatus.SUCCESS and run.extra["output_truncated"] is True
+    assert run.finding is not None and run.finding.level is FindingLevel.ALARM
+    assert run.finding.summary == "a finding after 400 KB of prints"
+    detail = run.finding.detail
+    assert detail is not None and len(detail) == 50 and all(len(r) == 20 for r in detail)
+    assert detail[1][next(iter(detail[1]))] == 1000
+    assert all(len(name) <= 60 for name in detail[0])
+    assert _recorded(runs, "verbose_autorun.ipynb").finding == run.finding
+    html = _html(runs, "verbose_autorun.ipynb")
+    assert "jupycron-finding-alarm" in html and "output truncated" in html
+    assert len(html) < 1_000_000
 
 
 def test_the_output_page_opens_with_the_finding_and_folds_the_code(runs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pandas as pd
@@ -96,3 +97,20 @@ def test_the_readme_example_runs(shown):
     assert bundle[jf.FINDING_MIME]["level"] == "alarm"
     assert bundle[jf.FINDING_MIME]["detail"] == [
         {"cc": "IR", "down": "40 %", "since": "2026-12-06 14:00 UTC"}]
+
+
+def test_a_wide_frame_keeps_its_first_columns_with_short_unique_names(shown):
+    """Found by using the product: a notebook passing its whole wide frame made an 82 MB
+    finding (5,000 columns), kept with every run; now 20 columns, names of <= 60 chars."""
+    wide = pd.DataFrame(np.arange(60 * 5000).reshape(60, 5000),
+                        columns=["c" * 300 + str(i) for i in range(5000)])
+    findings.report_finding("alarm", "wide", detail=wide)
+    bundle = shown[-1][0]
+    rows = bundle[findings.FINDING_MIME]["detail"]
+    assert len(rows) == findings.MAX_DETAIL_ROWS
+    names = list(rows[0])
+    assert len(names) == findings.MAX_DETAIL_COLUMNS == len(set(names))
+    assert all(len(n) <= 60 for n in names)
+    assert [r[names[3]] for r in rows[:2]] == [3, 5003]
+    assert "the first 50 of 60 rows; the first 20 of 5000 columns" in bundle["text/html"]
+    assert len(json.dumps(bundle)) < 300_000  # was 82 MB
