@@ -28,18 +28,32 @@ from .alerts import (
 )
 from .exceptions import OoniUtilsError
 
-__all__ = ["SENDERS", "to_alert"]
+__all__ = ["SENDERS", "slack_escaped", "to_alert"]
+
+
+def slack_escaped(text: str) -> str:
+    """``text`` as literal Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, as Slack's
+    formatting guide asks, so a finding summary or an error message taken from data (a URL
+    with ``&``, ``<!channel>``, ``<https://x|click>``) is shown as written, never as a
+    mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def to_alert(channel: str, message: AlertMessage) -> Alert:
-    """``message`` as ``channel`` shows it."""
+    """``message`` as ``channel`` shows it (jupycron's texts are plain: Slack gets them
+    escaped, with the output link as its one piece of markup)."""
     link = message.link
     plain = message.text + (f"\n{link}" if link else "")
-    text = f"{message.text}\n<{link}|output>" if link and channel == "slack" else plain
+    title = message.title
+    if channel == "slack":
+        title = slack_escaped(title)
+        text = slack_escaped(message.text) + (f"\n<{link}|output>" if link else "")
+    else:
+        text = plain
     annotations = dict(message.annotations)
     if "description" in annotations:
         annotations["description"] = plain
-    return Alert(title=message.title, text=text, name=message.name, labels=dict(message.labels),
+    return Alert(title=title, text=text, name=message.name, labels=dict(message.labels),
                  annotations=annotations, starts_at=message.starts_at,
                  ends_at=message.ends_at, color=message.severity,
                  priority="default" if message.resolved else "high", tags=message.tags)

@@ -495,6 +495,32 @@ def test_finding_level_changes_are_told_once_each(site: Settings, hook, jc) -> N
     assert not any("not routed" in r.text() for r in hook.requests)
 
 
+def test_slack_shows_a_hostile_finding_as_written(site: Settings, hook, jc) -> None:
+    """Found by using the product: jupycron's texts went to Slack as mrkdwn, so a finding
+    summary taken from data could ping a channel (``<!channel>``), turn into a link or lose
+    a ``&``. Slack now gets them escaped (its three characters); ntfy gets them as they are."""
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "a_autorun.ipynb",
+                     line='{"every": "1 hour", "AlertOnFinding": true}')
+    site = replace(site, late_grace_s=1e12)
+    ten = NOW.replace(minute=0)
+    a = "a_autorun.ipynb"
+    hostile = "<!channel> down: <https://evil.example|login> & https://x.org/?a=1&b=2"
+    history = {a: [found(a, ten - timedelta(hours=2), "ok", "all quiet"),
+                   found(a, ten - timedelta(hours=1), "alarm", hostile, 1,
+                         detail=[{"url": "<b>&amp;</b>"}])]}
+    write_history(site, history)
+    sent = notify_changes(site, NOW)
+    assert {d.channel for d in sent} == {"slack", "ntfy"}
+    att = by_path(hook)["slack"][-1].json()["attachments"][0]
+    escaped = ("&lt;!channel&gt; down: &lt;https://evil.example|login&gt; &amp; "
+               "https://x.org/?a=1&amp;b=2")
+    assert escaped in att["title"] and "<!channel>" not in att["title"]
+    assert "<" not in att["text"].replace("<https://mon.example/jupycron/a_autorun.html|output>", "")
+    assert "&lt;b&gt;&amp;amp;&lt;/b&gt;" in att["text"]
+    assert hostile in att["fallback"]  # the plain fallback shows it as written
+    assert hostile in by_path(hook)["ntfy"][-1].text()
+
+
 def test_alert_on_finding_setting_and_the_notebook_override(site: Settings, hook, jc) -> None:
     """The setting routes every notebook's findings to every channel; a notebook's
     ``"AlertOnFinding": false`` opts out."""
