@@ -26,17 +26,10 @@ from .alerts import (
     SlackTransport,
     Transport,
 )
+from .alerts.slack import escape_mrkdwn
 from .exceptions import OoniUtilsError
 
-__all__ = ["SENDERS", "slack_escaped", "to_alert"]
-
-
-def slack_escaped(text: str) -> str:
-    """``text`` as literal Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, as Slack's
-    formatting guide asks, so a finding summary or an error message taken from data (a URL
-    with ``&``, ``<!channel>``, ``<https://x|click>``) is shown as written, never as a
-    mention or a link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+__all__ = ["SENDERS", "to_alert"]
 
 
 def to_alert(channel: str, message: AlertMessage) -> Alert:
@@ -46,8 +39,8 @@ def to_alert(channel: str, message: AlertMessage) -> Alert:
     plain = message.text + (f"\n{link}" if link else "")
     title = message.title
     if channel == "slack":
-        title = slack_escaped(title)
-        text = slack_escaped(message.text) + (f"\n<{link}|output>" if link else "")
+        title = escape_mrkdwn(title)
+        text = escape_mrkdwn(message.text) + (f"\n<{link}|output>" if link else "")
     else:
         text = plain
     annotations = dict(message.annotations)

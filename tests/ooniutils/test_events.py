@@ -115,3 +115,15 @@ def test_state_dir_from_env(monkeypatch, tmp_path):
     monkeypatch.delenv("JUPYCRON_STATE_DIR")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "x"))
     assert default_state_dir() == tmp_path / "x" / "ooni-monitoring"
+
+
+def test_slack_message_shows_data_as_written():
+    """Text from the data goes into Slack mrkdwn escaped: a block type such as
+    ``<!channel>`` is not a mention, a ``>`` in a domain does not end the link."""
+    table = summary_table(pd.DataFrame({
+        "ts": [pd.Timestamp("2024-05-02 06:00")], "probe_cc": ["CN"], "probe_asn": [4134],
+        "domain": ["a>b&c.example"], "change_dir": [1], "block_type": ["<!channel>"],
+        "current_state": ["blocked"]}), BASE)
+    text = slack_message(table)
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in text
+    assert "|CN AS4134 a&gt;b&amp;c.example>:" in text

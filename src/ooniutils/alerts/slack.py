@@ -41,6 +41,13 @@ def slack_color(color: str) -> str:
     return "#" + match.group(1).upper()
 
 
+def escape_mrkdwn(text: str) -> str:
+    """``text`` as literal Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, as Slack's
+    formatting guide asks, so text taken from data (a URL with ``&``, ``<!channel>``,
+    ``<https://x|click>``) is shown as written, never as a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def plain_text(mrkdwn: str) -> str:
     """Slack mrkdwn -> plain text for ``fallback``: ``<url|label>`` -> ``label (url)``."""
 

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from ..alerts.sent_log import STATE_ENV, SentLog, default_state_dir
+from ..alerts.slack import escape_mrkdwn
 from ..exceptions import AnalysisError
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,9 @@ def slack_message(new: pd.DataFrame, max_lines: int = 20) -> str:
     """Slack mrkdwn text listing new changepoints (``<url|text>`` links), capped."""
     lines = []
     for _, r in new.head(max_lines).iterrows():
-        lines.append(f"• <{r['explorer']}|{r['probe_cc']} AS{int(r['probe_asn'])} {r['domain']}>: "
-                     f"{r['change']} ({r['block_type'] or 'unknown type'}) at "
+        label = escape_mrkdwn(f"{r['probe_cc']} AS{int(r['probe_asn'])} {r['domain']}")
+        kind = escape_mrkdwn(f"{r['change']} ({r['block_type'] or 'unknown type'})")
+        lines.append(f"• <{r['explorer']}|{label}>: {kind} at "
                      f"{pd.Timestamp(r['ts']).strftime('%Y-%m-%d %H:%M')} UTC")
     if len(new) > max_lines:
         lines.append(f"… and {len(new) - max_lines} more (see the notebook output)")
