@@ -154,9 +154,11 @@ def list_(ctx: click.Context) -> None:
     """Show every autorun notebook: schedule, next run, last status and duration."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from . import limits
     from .environment import describe_data_source
+    from .formatting import terminal_safe
     from .status import current_rows, finding_word
 
     settings = _settings(ctx)
@@ -165,11 +167,15 @@ def list_(ctx: click.Context) -> None:
     console = Console()
     if not console.is_terminal:  # piped: do not squeeze paths into 80 columns
         console.width = 200
-    console.print(f"memory limit method: {limits.describe_method()}  |  notebooks: "
-                  f"{settings.notebooks}  |  output: {settings.output_dir}", highlight=False)
-    console.print(f"data source: {describe_data_source()}", highlight=False, soft_wrap=True)
+
+    def cell(text: str) -> Text:  # data, never rich markup ("[/x]" would raise)
+        return Text(terminal_safe(text))
+
+    console.print(cell(f"memory limit method: {limits.describe_method()}  |  notebooks: "
+                       f"{settings.notebooks}  |  output: {settings.output_dir}"))
+    console.print(cell(f"data source: {describe_data_source()}"), soft_wrap=True)
     if (line := _scheduler_line(settings)) is not None:
-        console.print(line, highlight=False)
+        console.print(cell(line))
     table = Table(show_lines=False)
     table.add_column("notebook", overflow="fold")
     for col in ("schedule", "next run (UTC)", "last status", "finding", "last duration"):
@@ -183,8 +189,9 @@ def list_(ctx: click.Context) -> None:
         if r.finding is not None:
             finding = finding_word(r.finding.level) + (f": {r.finding.summary}" if r.finding.summary else "")
         dur = f"{r.duration_s:.1f} s" if r.duration_s is not None else "-"
-        table.add_row(r.path, r.schedule or "-", nxt + (" (due)" if r.due_now else ""),
-                      status, finding, dur)
+        table.add_row(cell(r.path), cell(r.schedule or "-"),
+                      cell(nxt + (" (due)" if r.due_now else "")), cell(status), cell(finding),
+                      cell(dur))
     console.print(table)
 
 

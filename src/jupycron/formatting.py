@@ -41,3 +41,13 @@ def path_breaks(path: str) -> Markup:
     and ``_``, so a narrow column wraps a notebook path between folders or words rather than
     at any letter."""
     return Markup(re.sub(r"([/_])", r"\1<wbr>", str(escape(path))))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` for a terminal: control characters (an ESC sequence from an error message
+    or a file name could retitle or repaint the operator's terminal) shown as ``�``; tabs
+    and line breaks kept."""
+    return _CONTROL.sub("\ufffd", text)

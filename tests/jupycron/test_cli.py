@@ -204,3 +204,28 @@ def test_daemon_serve_and_serve_map_to_the_web_module(calls, monkeypatch, tmp_pa
     res = CliRunner().invoke(cli.main, ["--notebooks", str(tmp_path), "serve", "--host", "0.0.0.0"])
     assert res.exit_code == 0, res.output
     assert events[-1] == ("serve", "0.0.0.0", 8080)
+
+
+def test_list_shows_hostile_text_as_written(settings, jc):
+    """Found by using the product: `jupycron list` read errors, findings and paths as rich
+    markup — an error naming "[/srv/x]" crashed it (MarkupError) and "[red]" hid text — and
+    passed ESC sequences to the terminal. Now they are shown as written, controls as �."""
+    from datetime import timedelta
+
+    from jupycron.ledger import SqliteRunStore
+    from jupycron.models import Finding, FindingLevel
+
+    rel = "[red]x[/red]_autorun.ipynb"
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, rel, line='{"every": "1 day"}')
+    start = datetime.now(UTC) - timedelta(hours=1)
+    SqliteRunStore(settings.output_dir).record(Run(
+        rel, f"{start:%Y%m%dT%H%M%S}-000001", start, RunStatus.FAILED,
+        finished_at=start, duration_s=2.0, error_name="FileNotFoundError",
+        error_value="no such file: [/srv/x] \x1b]0;pwned\x07",
+        finding=Finding(FindingLevel.ALARM, "[bold]IR[/bold] down \x1b[2J")))
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
+                                        "--output", str(settings.output_dir), "list"])
+    assert res.exit_code == 0, res.output
+    assert "[red]x[/red]_autorun.ipynb" in res.output
+    assert "[/srv/x]" in res.output and "[bold]IR[/bold]" in res.output
+    assert "\x1b" not in res.output and "\x07" not in res.output and "\ufffd" in res.output

@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from ..exceptions import OoniUtilsError
 from ..store import TABLES, get_store
@@ -76,7 +77,7 @@ def info() -> None:
         store = get_store()
         infos = store.info()
     where = getattr(store, "data_dir", None) or getattr(store, "where", "")
-    table = RichTable(title=f"{store.kind} store {where}")
+    table = RichTable(title=Text(f"{store.kind} store {where}"))  # a path, not rich markup
     for col in ("table", "rows", "from", "to", "size", "parts"):
         table.add_column(col, justify="right" if col in ("rows", "size", "parts") else "left")
     for i in infos:
