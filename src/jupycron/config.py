@@ -254,7 +254,10 @@ def apply_run_environment(settings: Settings,
     source = settings.config_file or "the settings"
     for name, value in wanted.items():
         old = target.get(name)
-        if old is not None and old != value:
+        if old is not None and old != value and value == "":
+            log.warning("%s from the environment is cleared: %s sets what it would override "
+                        "(one source of settings for every run)", name, source)
+        elif old is not None and old != value:
             log.warning("%s from the environment is replaced by the value in %s (one source "
                         "of settings for every run)", name, source)
         target[name] = value

@@ -58,11 +58,22 @@ def check_table(raw: Mapping[str, Any], base: Path) -> dict[str, str]:
         raise ValueError(str(exc)) from exc
 
 
+_DATA_SOURCES = (("data_dir", "clickhouse_url"), ("logs_data_dir", "logs_clickhouse_url"))
+"""(folder key, server key) of each data source: a server URL is used when both are set."""
+
+
 def environment(table: Mapping[str, str], config_file: Path | None) -> dict[str, str]:
     """The variables a run gets for a checked table: ``OONI_<KEY>`` each, and
     ``OONI_MONITORING_CONFIG`` = ``config_file`` (when there is one) so any setting read
-    from a file comes from the same file jupycron read."""
+    from a file comes from the same file jupycron read. A table that names a store folder
+    (``data_dir``) and no server also gets the server's variable blank, so that a
+    ``OONI_CLICKHOUSE_URL`` left in the host's environment cannot take the runs elsewhere."""
     out = {f"OONI_{k.upper()}": v for k, v in table.items()}
+    for folder, server in _DATA_SOURCES:
+        if folder in table and server not in table:
+            # The table names a folder: a server URL inherited from the host's environment
+            # would win over it (config.describe_data_source). Blank = not set.
+            out[f"OONI_{server.upper()}"] = ""
     if config_file is not None:
         out["OONI_MONITORING_CONFIG"] = str(config_file)
     return out

@@ -127,6 +127,7 @@ def test_run_environment_carries_the_table_and_the_output_url(tmp_path):
     s = load_settings(config_file=cfg, env={})
     assert s.output_base_url == "https://mon/out/"  # run-state alerts link like the notebooks
     assert run_environment(s) == {"OONI_DATA_DIR": str(tmp_path / "d"),
+                                  "OONI_CLICKHOUSE_URL": "",  # the folder, not a stray server
                                   "OONI_SLACK_WEBHOOK_URL": "https://hooks/x",
                                   "OONI_OUTPUT_BASE_URL": "https://mon/out/",
                                   "OONI_HTTP_RETRIES": "2",
@@ -182,6 +183,24 @@ def test_applied_run_environment_replaces_an_inherited_value_and_says_so(tmp_pat
     assert environ["OONI_DATA_DIR"] == str(tmp_path / "d")
     assert "OONI_DATA_DIR" in caplog.text and "/elsewhere" not in caplog.text
     assert "OONI_SLACK_WEBHOOK_URL" not in caplog.text  # same value: nothing to say
+
+
+def test_a_stray_server_url_does_not_take_the_runs_off_the_configured_folder(
+        tmp_path, caplog, monkeypatch):
+    """data_dir in the config file, OONI_CLICKHOUSE_URL in the host's environment: the runs
+    (and `jupycron list`) use the folder, and a warning names the cleared variable."""
+    from ooniutils.config import describe_data_source
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[ooniutils]\ndata_dir = "d"\n')
+    s = load_settings(config_file=cfg, env={})
+    monkeypatch.setenv("OONI_CLICKHOUSE_URL", "http://secret-host:8123/db")
+    with caplog.at_level(logging.WARNING, logger="jupycron.config"):
+        apply_run_environment(s)  # os.environ, restored by monkeypatch
+    assert os.environ["OONI_CLICKHOUSE_URL"] == ""
+    assert "OONI_CLICKHOUSE_URL from the environment is cleared" in caplog.text
+    assert "secret-host" not in caplog.text
+    assert describe_data_source().startswith(f"embedded store {tmp_path / 'd'} (OONI_DATA_DIR)")
 
 
 def test_list_shows_the_effective_data_source_from_a_relative_config(tmp_path, monkeypatch):

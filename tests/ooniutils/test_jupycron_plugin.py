@@ -30,9 +30,19 @@ def test_check_table_makes_paths_absolute_and_refuses_bad_keys_and_values(tmp_pa
 def test_environment_names_the_config_file_only_when_there_is_one(tmp_path):
     cfg = tmp_path / "j.toml"
     assert jupycron_plugin.environment({"data_dir": "/d"}, cfg) == {
-        "OONI_DATA_DIR": "/d", "OONI_MONITORING_CONFIG": str(cfg)}
+        "OONI_DATA_DIR": "/d", "OONI_CLICKHOUSE_URL": "", "OONI_MONITORING_CONFIG": str(cfg)}
     assert jupycron_plugin.environment({"output_base_url": "https://o/"}, None) == {
         "OONI_OUTPUT_BASE_URL": "https://o/"}
+
+
+def test_a_table_naming_a_folder_blanks_the_server_urls(tmp_path):
+    """Found by using the product: with `data_dir` in jupycron's config and a stray
+    OONI_CLICKHOUSE_URL in the daemon's environment, runs queried that server."""
+    env = jupycron_plugin.environment({"data_dir": "/d", "logs_data_dir": "/l"}, None)
+    assert env["OONI_CLICKHOUSE_URL"] == "" and env["OONI_LOGS_CLICKHOUSE_URL"] == ""
+    both = jupycron_plugin.environment({"data_dir": "/d", "clickhouse_url": "http://h:8123/db"},
+                                       None)
+    assert both["OONI_CLICKHOUSE_URL"] == "http://h:8123/db" and "OONI_LOGS_CLICKHOUSE_URL" not in both
 
 
 def test_the_kernel_environment_is_read_in_one_place(monkeypatch, tmp_path):
