@@ -29,6 +29,7 @@ from .exceptions import (
     NotebookNotFound,
     SpecError,
 )
+from .formatting import terminal_safe
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def tick(ctx: click.Context) -> None:
     with _stop_on_signals() as stop:
         runs = _guard(lambda: scheduler.tick(settings, stop_event=stop))
     for run in runs:
-        click.echo(f"{run.notebook}: {run.status} ({run.duration_s or 0:.1f} s)")
+        click.echo(terminal_safe(f"{run.notebook}: {run.status} ({run.duration_s or 0:.1f} s)"))
 
 
 @main.command()
@@ -228,9 +229,9 @@ def run_now(ctx: click.Context, path: str) -> None:
     with _stop_on_signals() as stop:
         run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
     detail = f": {run.error_name}: {run.error_value}" if run.error_name else ""
-    click.echo(f"{run.notebook}: {run.status} in {run.duration_s or 0:.1f} s{detail}")
+    click.echo(terminal_safe(f"{run.notebook}: {run.status} in {run.duration_s or 0:.1f} s{detail}"))
     if run.output:
-        click.echo(f"output: {settings.output_dir / run.output}")
+        click.echo(terminal_safe(f"output: {settings.output_dir / run.output}"))
     ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
 
 

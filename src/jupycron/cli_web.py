@@ -18,6 +18,7 @@ import click
 from .cli_common import install_alert_senders, stop_on_signals
 from .config import Settings, apply_run_environment, load_settings
 from .exceptions import JupycronError
+from .formatting import terminal_safe
 
 __all__ = ["alerts_command", "passwd_command", "serve_command"]
 
@@ -129,7 +130,7 @@ def alerts_command(notebooks: Path | None, output: Path | None, config: Path | N
     except JupycronError as exc:
         raise _UsageError(str(exc)) from exc
     for d in deliveries:
-        click.echo(f"{d.channel}\t{d.action}\t{d.kind}\t{d.notebook}\t"
-                   f"{'ok' if d.ok else 'error: ' + (d.error or '')}")
+        click.echo(terminal_safe(f"{d.channel}\t{d.action}\t{d.kind}\t{d.notebook}\t"
+                                 f"{'ok' if d.ok else 'error: ' + (d.error or '')}"))
     if any(not d.ok for d in deliveries):
         sys.exit(1)

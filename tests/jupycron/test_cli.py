@@ -229,3 +229,20 @@ def test_list_shows_hostile_text_as_written(settings, jc):
     assert "[red]x[/red]_autorun.ipynb" in res.output
     assert "[/srv/x]" in res.output and "[bold]IR[/bold]" in res.output
     assert "\x1b" not in res.output and "\x07" not in res.output and "\ufffd" in res.output
+
+
+def test_run_now_prints_an_error_without_its_control_characters(settings, jc):
+    """An error message carrying an ESC sequence is printed with it shown as �."""
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks, "esc_autorun.ipynb")
+    nb = settings.notebooks / "esc_autorun.ipynb"
+    import nbformat
+
+    book = nbformat.read(nb, as_version=4)
+    book.cells.append(nbformat.v4.new_code_cell('raise ValueError("bad \\x1b]0;pwned\\x07 [/x]")'))
+    nbformat.write(book, nb)
+    res = CliRunner().invoke(cli.main, ["--notebooks", str(settings.notebooks),
+                                        "--output", str(settings.output_dir), "run-now",
+                                        "esc_autorun.ipynb"])
+    assert res.exit_code == 1, res.output
+    assert "ValueError: bad \ufffd]0;pwned\ufffd [/x]" in res.output
+    assert "\x1b" not in res.output
