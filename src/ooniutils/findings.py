@@ -162,6 +162,10 @@ def report_finding(level: str, summary: str, detail: Any = None) -> None:
         "text/html": finding_html(finding, total_rows=total, total_columns=columns),
         "text/plain": text,
     }
+    import IPython
     from IPython.display import display
 
+    if IPython.get_ipython() is None:  # a plain script: its one line, not the bundle's repr
+        print(text)
+        return
     display(bundle, raw=True)

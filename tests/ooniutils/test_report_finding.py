@@ -22,6 +22,7 @@ def shown(monkeypatch):
 
     seen: list = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: seen.append((obj, kw)))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # as in a kernel
     return seen
 
 
@@ -114,3 +115,9 @@ def test_a_wide_frame_keeps_its_first_columns_with_short_unique_names(shown):
     assert [r[names[3]] for r in rows[:2]] == [3, 5003]
     assert "the first 50 of 60 rows; the first 20 of 5000 columns" in bundle["text/html"]
     assert len(json.dumps(bundle)) < 300_000  # was 82 MB
+
+
+def test_outside_ipython_it_prints_one_line(capsys):
+    """A plain script (no IPython shell) gets the readable line, not the bundle's repr."""
+    findings.report_finding("alarm", "IR down", detail=[{"a": 1}, {"a": 2}])
+    assert capsys.readouterr().out == "ALARM: IR down (2 detail rows)\n"
