@@ -166,6 +166,6 @@ def report_finding(level: str, summary: str, detail: Any = None) -> None:
     from IPython.display import display
 
     if IPython.get_ipython() is None:  # a plain script: its one line, not the bundle's repr
-        print(text)
+        print(text)  # noqa: T201 - what the call shows in a plain script
         return
     display(bundle, raw=True)
