@@ -43,17 +43,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .part_writer import PartFile, Written
 from .parts import (
     PART_ROWS,
     ROW_GROUP_ROWS,
     PartInfo,
     cluster_column,
     cluster_ranks,
-    info_from_keys,
     key_ints,
-    marked,
-    open_locked,
-    parquet_options,
     sort_order,
     sort_step,
 )
@@ -168,15 +165,6 @@ def _plan_tiers(parts: list[PartInfo], small_below: int) -> list[Job]:
 
 
 @dataclass
-class Written:
-    """A merged part written under a temp path, locked by this process until renamed."""
-
-    path: Path
-    fd: int
-    info: PartInfo
-
-
-@dataclass
 class _Output:
     """Writes sorted batches as parts of at most ``PART_ROWS`` rows and full row groups."""
 
@@ -184,75 +172,36 @@ class _Output:
     schema: pa.Schema
     key: str | None
     written: list[Written] = field(default_factory=list)
-    _writer: pq.ParquetWriter | None = None
-    _buffer: list[pa.Table] = field(default_factory=list)
-    _buffered: int = 0
-    _rows: int = 0
-    _keys: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def _dictionaries(self) -> bool:
-        return any(pa.types.is_dictionary(f.type) for f in self.schema)
+    _file: PartFile | None = None
 
     def write(self, batch: pa.Table) -> None:
         while batch.num_rows:
-            room = PART_ROWS - self._rows - self._buffered
-            take = batch.slice(0, room)
-            batch = batch.slice(room)
-            self._buffer.append(take)
-            self._buffered += take.num_rows
-            if self._buffered >= ROW_GROUP_ROWS:
-                self._flush(whole_groups=True)
-            if self._rows + self._buffered >= PART_ROWS:
+            if self._file is None:
+                self._file = PartFile(self.new_path(), self.schema, self.key, ROW_GROUP_ROWS)
+            take = batch.slice(0, PART_ROWS - self._file.rows)
+            batch = batch.slice(take.num_rows)
+            self._file.write(take)
+            if self._file.rows >= PART_ROWS:
                 self._finish()
 
-    def _flush(self, whole_groups: bool) -> None:
-        data = pa.concat_tables(self._buffer)
-        n = data.num_rows - data.num_rows % ROW_GROUP_ROWS if whole_groups else data.num_rows
-        if n == 0:
-            return
-        head, rest = data.slice(0, n), data.slice(n)
-        if self._dictionaries:  # one per column chunk: given several, the writer gives its dictionary up
-            head = head.unify_dictionaries()
-        if self._writer is None:
-            path = self.new_path()
-            fd = open_locked(path)
-            try:
-                opts = parquet_options(head, self.key)
-                del opts["row_group_size"]  # given to each write_table
-                self._writer = pq.ParquetWriter(path, marked(self.schema, self.key), **opts)
-            except BaseException:
-                os.close(fd)
-                path.unlink(missing_ok=True)
-                raise
-            self.written.append(Written(path, fd, PartInfo(path, 0, None, None, False, ())))
-        self._writer.write_table(head, row_group_size=ROW_GROUP_ROWS)
-        if self.key is not None:
-            self._keys.append(key_ints(head.column(self.key)))
-        self._rows += n
-        self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
-
     def _finish(self) -> None:
-        if self._buffered:
-            self._flush(whole_groups=False)
-        if self._writer is None:
+        if self._file is None:
             return
-        self._writer.close()
-        self._writer = None
-        last = self.written[-1]
-        keys = np.concatenate(self._keys) if self._keys else None
-        step = sort_step(self.schema.field(self.key).type) if self.key else 1
-        last.info = info_from_keys(last.path, self._rows, keys, step)
-        self._rows, self._keys = 0, []
+        file, self._file = self._file, None
+        try:
+            self.written.append(file.close())
+        except BaseException:
+            file.abort()
+            raise
 
     def close(self) -> list[Written]:
         self._finish()
         return self.written
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
         for w in self.written:
             w.path.unlink(missing_ok=True)
             os.close(w.fd)
