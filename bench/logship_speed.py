@@ -135,12 +135,20 @@ def main() -> None:
                       f"load before {load}")
         medians = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "rss", "rss_check")}
                    for name, runs in results.items()}
+        # paired: each run against the baseline run just before it (the same machine load)
+        paired = {name: {k: statistics.median(b[k] / r[k] if k == "wall" else r[k] / b[k]
+                                              for b, r in zip(results["baseline"], runs, strict=True))
+                         for k in ("wall", "cpu", "rss")}
+                  for name, runs in results.items() if name != "baseline"}
         base = medians["baseline"]
         for name, m in medians.items():
             print(f"{name:8s} median {args.lines / m['wall']:9,.0f} lines/s  wall {m['wall']:.2f}s  "
                   f"cpu {m['cpu']:.2f}s  peak RSS {m['rss']:.0f} MB (after check {m['rss_check']:.0f})   vs baseline: "
                   f"lines/s {base['wall'] / m['wall']:.2f}x  cpu {m['cpu'] / base['cpu'] - 1:+.1%}  "
                   f"RSS {m['rss'] / base['rss'] - 1:+.1%} (after check {m['rss_check'] / base['rss_check'] - 1:+.1%})")
+        for name, p in paired.items():
+            print(f"{name:8s} paired medians vs baseline: lines/s x{p['wall']:.2f}  cpu x{p['cpu']:.3f}  "
+                  f"peak RSS x{p['rss']:.3f}")
         print(f"load now: {_load()}")
 
 

@@ -52,8 +52,9 @@ class Written:
 
 class PartFile:
     """One part written to ``path`` (created and locked here) from sorted tables of
-    ``schema``: full row groups of ``group_rows`` are written as they fill up, the rest at
-    :meth:`close`. Dictionary columns are unified per row group (one dictionary per column
+    ``schema``, in row groups of at most ``group_rows`` rows: :meth:`write` buffers rows
+    into full row groups (the rest at :meth:`close`), :meth:`write_now` writes what it is
+    given at once. Dictionary columns are unified per row group (one dictionary per column
     chunk: given several, Parquet's writer gives its dictionary up)."""
 
     def __init__(self, path: Path, schema: pa.Schema, key: str | None, group_rows: int) -> None:
@@ -64,7 +65,7 @@ class PartFile:
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
         self._buffered = 0
-        self._keys: list[np.ndarray] = []
+        self._groups: list[tuple[int, int, int]] = []
         self._dictionaries = any(pa.types.is_dictionary(f.type) for f in schema)
 
     def write(self, table: pa.Table) -> None:
@@ -76,6 +77,13 @@ class PartFile:
         self.rows += table.num_rows
         if self._buffered >= self.group_rows:
             self._flush(whole_groups=True)
+
+    def write_now(self, table: pa.Table) -> None:
+        """Append ``table`` and write it (with what is buffered) at once: full row groups
+        and one smaller one for the rest."""
+        self.write(table)
+        if self._buffered:
+            self._flush(whole_groups=False)
 
     def _flush(self, whole_groups: bool) -> None:
         data = pa.concat_tables(self._buffer)
@@ -90,8 +98,11 @@ class PartFile:
             del opts["row_group_size"]  # given to each write_table
             self._writer = pq.ParquetWriter(self.path, parts.marked(self.schema, self.key), **opts)
         self._writer.write_table(head, row_group_size=self.group_rows)
-        if self.key is not None:
-            self._keys.append(parts.key_ints(head.column(self.key)))
+        if self.key is not None:  # the groups just written: (lo, hi, rows)
+            k = parts.key_ints(head.column(self.key))
+            for off in range(0, n, self.group_rows):
+                g = k[off:off + self.group_rows]
+                self._groups.append((int(g.min()), int(g.max()), len(g)))
         self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
     def close(self) -> Written:
@@ -101,9 +112,9 @@ class PartFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        keys = np.concatenate(self._keys) if self._keys else None
         step = parts.sort_step(self.schema.field(self.key).type) if self.key else 1
-        return Written(self.path, self._fd, parts.info_from_keys(self.path, self.rows, keys, step))
+        groups = tuple(self._groups) if self.key is not None else None
+        return Written(self.path, self._fd, parts.info_from_groups(self.path, self.rows, groups, step))
 
     def abort(self) -> None:
         """Remove the file and release its lock."""
@@ -158,10 +169,14 @@ class PartStream(InsertStream[M], Generic[M]):
             self.commit()
         data = batch if self._tail is None else pa.concat_tables([self._tail, batch])
         data, steps = self._sorted(data)
-        # hand whole row groups to the file, never rows of the last step (more may come)
-        group_rows = parts.ROW_GROUP_ROWS
-        movable = int(np.searchsorted(steps, steps[-1])) if steps is not None else data.num_rows
-        n = movable - movable % group_rows
+        # Write full row groups, and with a big batch the rest too when it is at least half a
+        # group: a batch of 50k rows is written when it comes instead of waiting (in memory)
+        # for the next one to fill its last group. Grouped by a cluster column, the rows of
+        # the last step wait: a later batch may bring more of that step, to be grouped with them.
+        half = parts.ROW_GROUP_ROWS // 2
+        movable = int(np.searchsorted(steps, steps[-1])) if steps is not None and self._cluster else data.num_rows
+        rest = movable % parts.ROW_GROUP_ROWS
+        n = movable if rest >= half and batch.num_rows >= half else movable - rest
         if n:
             self._write(data.slice(0, n))
             self._written_last = int(steps[n - 1]) if steps is not None else None
@@ -200,6 +215,9 @@ class PartStream(InsertStream[M], Generic[M]):
         self._marked = False
         self._on_commit(cast(M, self._mark), written.info.rows)
         self._tidy()
+        # Arrow's allocator keeps freed pages: hand them back for what the process does next
+        # (as a merge does at its end; about a millisecond)
+        pa.default_memory_pool().release_unused()
 
     def abort(self) -> None:
         if self._file is not None:
@@ -252,7 +270,7 @@ class PartStream(InsertStream[M], Generic[M]):
             if self._file is None:
                 assert self._schema is not None
                 self._file = PartFile(self._new_path(), self._schema, self.key, parts.ROW_GROUP_ROWS)
-            self._file.write(rows)
+            self._file.write_now(rows)
         except OSError as exc:
             self._fail(exc)
 
