@@ -2,13 +2,18 @@
 
 Delivery is exactly-once across restarts and ``kill -9``:
 
-* entries are inserted in batches; a batch is one atomic :meth:`Store.insert_arrow`;
-* the last ``__CURSOR`` of a batch is written (atomically) to the cursor file only after the
-  batch is committed, so a crash before that point re-reads the batch on restart;
+* entries are inserted in batches, committed atomically and in order: following
+  journalctl, each batch on its own (:meth:`Store.insert_arrow`); from a file (a bulk
+  ship), batches are streamed into parts of up to the store's part size, each part
+  committed whole (:meth:`Store.insert_stream`), so each row is encoded once instead of
+  once per batch part and again by the compaction that would merge them;
+* the last ``__CURSOR`` of a commit is written (atomically) to the cursor file only after
+  the commit, so a crash before that point re-reads its batches on restart; what a crash
+  or failure leaves uncommitted (a bulk ship's open part) is dropped, never half stored;
 * a batch re-read after such a crash is already stored: after every start, batches are
   checked against the store (by ``__CURSOR`` within the batch's time range) and lines that
   are already there are dropped — until one batch has no overlap, which ends the window in
-  which duplicates can exist.
+  which duplicates can exist (what is stored is always every batch up to some point).
 
 One shipper per cursor file: :func:`ship` holds ``<cursor file>.lock`` (flock) while it
 runs, and a second one on the same cursor stops at once with an error naming the holder
@@ -23,9 +28,9 @@ Speed (the file and stdin modes): the input is read in blocks of whole lines tha
 pyarrow's JSON reader (C++, parallel) as one buffer, never split into Python line objects;
 only a block the reader rejects is split, and then only its rejected chunks of
 :data:`FALLBACK_CHUNK` lines are parsed line by line with :func:`json.loads`. The parsed
-columns are cast to the ``logs`` types with :mod:`pyarrow.compute` and written with
-:meth:`Store.insert_arrow` (no pandas frame). Blocks are cut into batches of ``batch_size``
-rows (zero-copy slices), and each batch is committed, then its cursor written, in order.
+columns are cast to the ``logs`` types with :mod:`pyarrow.compute` and handed to the store
+as Arrow (no pandas frame). Blocks are cut into batches of ``batch_size`` rows (zero-copy
+slices), committed, then their cursor written, in order.
 """
 
 from __future__ import annotations
@@ -607,7 +612,10 @@ def iter_blocks(path: str, size: int = READ_CHUNK) -> Iterator[Block]:
     except OSError as exc:
         raise LoadError(f"cannot read {exc.strerror.lower() if exc.strerror else exc}", source=path) from exc
     with fh:
-        yield from read_blocks(fh, size)
+        try:
+            yield from read_blocks(fh, size)
+        except OSError as exc:  # e.g. EIO mid-file: what was committed stays (see ship_blocks)
+            raise LoadError(f"cannot read {exc.strerror.lower() if exc.strerror else exc}", source=path) from exc
 
 
 def journalctl_command(after_cursor: str | None, journalctl: str = "journalctl", *,

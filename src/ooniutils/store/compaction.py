@@ -25,9 +25,8 @@ rows, estimated from the row groups' statistics; 2M dense fastpath rows are ~1 G
 Arrow memory), and writes each window's sorted copy a row group at a time, so memory
 stays bounded by one window whatever the inputs' size; a concatenation streams row group
 by row group, and string columns that every input stores with a dictionary stay Arrow
-dictionaries from reading to writing (no dense copy to decode, hold and hash again: the
-bulk ``logs ship``'s closing merge is most of its cost, and ``logs`` rows are mostly such
-columns).
+dictionaries from reading to writing (no dense copy to decode, hold and hash again:
+``logs`` rows are mostly such columns). Parts are written by :class:`.part_writer.PartFile`.
 """
 
 from __future__ import annotations
@@ -60,10 +59,11 @@ AUTO_RUN = 4
 AUTO_SMALL = ROW_GROUP_ROWS // 2
 """Parts under this many rows (half a row group) are merged automatically after an
 insert: the many tiny parts of ``logs ship --follow`` flushes or of notebooks' small
-inserts. A bulk load's parts (generator chunks, ``logs ship`` batches of 50k rows, a
-``load-sql`` file) are not rewritten while loading — that cost the load CPU and the
-merge's memory — but by ``data compact``, which ``data generate`` and ``data
-load-sql`` run at their end."""
+inserts. A bulk load's parts (generator chunks, a ``load-sql`` file) are not rewritten
+while loading — that cost the load CPU and the merge's memory — but by ``data compact``,
+which ``data generate`` and ``data load-sql`` run at their end (``logs ship --from-file``
+streams its batches into parts of up to ``PART_ROWS`` rows that it leaves as they are:
+:mod:`.part_writer`)."""
 FULL_BIG = PART_ROWS // 2
 """Parts of at least this many rows that overlap nothing are kept by a full compaction."""
 
@@ -212,9 +212,9 @@ def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], P
     """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`).
 
     Arrow memory that the caller freed is handed back to the system first, so the merge's
-    buffers take the place of memory that is no longer used instead of adding to it (a bulk
-    ``logs ship`` ends with a merge, right after its parsing buffers); the merge's own is
-    handed back at its end, for what the process does next (queries)."""
+    buffers take the place of memory that is no longer used instead of adding to it (e.g.
+    right after a load's parsing buffers); the merge's own is handed back at its end, for
+    what the process does next (queries)."""
     pa.default_memory_pool().release_unused()
     if job.sort and key:
         out = _Output(new_path, schema, key)

@@ -10,13 +10,18 @@ A :class:`PartStream` is how a bulk writer (``logs ship --from-file``) encodes e
 once: its batches, in order, go into parts of up to :data:`.parts.PART_ROWS` rows — each a
 part a full compaction would keep as it is (sorted, row groups of ``ROW_GROUP_ROWS``,
 statistics) — instead of one part per batch that a compaction then rewrites. A part holds
-whole batches; it is committed (renamed, then ``on_commit`` called with the last batch's
-mark) when the next batch would take it past ``part_rows``, when the next batch starts
-before the hour the part has reached (the part would no longer be sorted: the batches that
-follow go to a new part, which the next compaction merges with it), and at the end. What
-was committed is therefore always a prefix of the batches, which the caller's restart
-logic may rely on (``logs ship``'s duplicate check); a batch not yet committed is lost by
-a crash or :meth:`PartStream.abort`, never half stored.
+whole batches (one bigger than ``part_rows`` is a part of its own); it is committed
+(renamed, then ``on_commit`` called with the last batch's mark) when the next batch would
+take it past ``part_rows``, when the next batch starts before the rows already written
+(the part would no longer be sorted: the batches that follow go to a new part, which the
+next compaction merges with it), and at the end. What was committed is therefore always a
+prefix of the batches, which the caller's restart logic may rely on (``logs ship``'s
+duplicate check); a batch not yet committed is lost by a crash or :meth:`PartStream.abort`,
+never half stored.
+
+Each batch is sorted like any part (:func:`.parts.sort_order`); row groups hold at most
+``ROW_GROUP_ROWS`` rows and, but for a part's last, at least half as many: a big batch's
+rows are written when it comes, so no more than about one batch waits in memory.
 """
 
 from __future__ import annotations
