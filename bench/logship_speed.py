@@ -9,16 +9,20 @@ imported (not chDB: its engine starts at the first store query, inside the call)
 opening the file to the last batch committed and its cursor written: reading, JSON
 parsing, casting, the duplicate check against the store, the Parquet part writes, the
 cursor file writes and (where the variant does it) the compaction `ship()` ends with, which
-merges the batches' parts (its CPU and wall time are also shown on their own). Not
+merges the batches' parts where the variant writes one part per batch (its CPU and wall
+time are also shown on their own). Not
 included: generating the file, importing modules, and the row-count check done after the
 timing. CPU seconds are the process's user + system time over the same span (all threads);
 the load average is read before each run; peak RSS is the process's high-water mark at the
 end of `ship()`, imports included ("after check": the same after the row-count query, whose
 chDB read of the stored parts adds its own memory). The summary gives each variant's
 medians and their ratios to the baseline's (the issue's rule: lines/s within 20 %, peak
-RSS no higher).
+RSS no higher), then the paired ratios (each run against the baseline run just before it:
+less disturbed by a shared machine's swings). ``--query-runs N`` also times the logs query
+of ``bench/query_suite.py`` over the shipped rows (medians of N, after the timed span).
 
     .venv/bin/python bench/logship_speed.py [--lines 300000] [--repeat 3] [--baseline-commit ca65896]
+        [--also NAME=SRC_DIR] [--query-runs N]
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ooniutils.logship import ship
 from ooniutils.store.embedded import EmbeddedStore
 
 src, data, cursor, expected = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+query_runs = int(sys.argv[5])
 store = EmbeddedStore(data)
 
 def cpu():
@@ -68,6 +73,10 @@ type(store).compact = timed_compact
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+QUERY = ("SELECT coalesce(_SYSTEMD_UNIT, UNIT, SYSLOG_IDENTIFIER, '') AS unit, count() AS n FROM logs "
+         "WHERE __REALTIME_TIMESTAMP >= {lo:Int64} AND __REALTIME_TIMESTAMP < {hi:Int64} AND PRIORITY <= 3 "
+         "GROUP BY unit ORDER BY unit")
+
 c0, t0 = cpu(), time.perf_counter()
 stats = ship(store, cursor, from_file=src)
 wall, used, rss = time.perf_counter() - t0, cpu() - c0, peak_mb()
@@ -75,7 +84,15 @@ df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
 n, u = int(df["n"].iloc[0]), int(df["u"].iloc[0])
 if stats.inserted != expected or n != expected or u != expected:
     sys.exit(f"expected {expected} rows, inserted {stats.inserted}, stored {n} ({u} distinct cursors)")
-print(json.dumps({"wall": wall, "cpu": used, "rss": rss, "rss_check": peak_mb(), **compaction}))
+rss_check = peak_mb()
+times = []  # the logs query of bench/query_suite.py, over every shipped row
+for _ in range(query_runs):
+    c, t = cpu(), time.perf_counter()
+    store.query(QUERY, {"lo": 0, "hi": 2**62})
+    times.append((time.perf_counter() - t, cpu() - c))
+query = {"query_ms": sorted(w for w, _ in times)[len(times) // 2] * 1e3,
+         "query_cpu_ms": sorted(c for _, c in times)[len(times) // 2] * 1e3} if times else {}
+print(json.dumps({"wall": wall, "cpu": used, "rss": rss, "rss_check": rss_check, **compaction, **query}))
 """
 
 
@@ -92,10 +109,10 @@ def _export(commit: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def _run(src_dir: Path, journal: Path, work: Path, lines: int) -> dict[str, float]:
+def _run(src_dir: Path, journal: Path, work: Path, lines: int, query_runs: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(src_dir)}
     out = subprocess.run([sys.executable, "-c", _WORKER, str(journal), str(work / "data"),
-                          str(work / "cursor"), str(lines)],
+                          str(work / "cursor"), str(lines), str(query_runs)],
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"run with {src_dir} failed:\n{out.stderr[-3000:]}")
@@ -108,6 +125,9 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=300_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--baseline-commit", default=DEFAULT_BASELINE)
+    ap.add_argument("--query-runs", type=int, default=0, metavar="N",
+                    help="after each ship, time bench/query_suite.py's logs query (errors by unit) "
+                         "N times over the stored rows: what the variant's part layout costs readers")
     ap.add_argument("--also", action="append", default=[], metavar="NAME=SRC_DIR",
                     help="another variant to run in the rotation (a folder holding ooniutils/)")
     args = ap.parse_args()
@@ -127,12 +147,14 @@ def main() -> None:
         for i in range(args.repeat):
             for name, src_dir in variants.items():
                 load = _load()
-                r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines)
+                r = _run(src_dir, journal, tmp / f"{name}-{i}", args.lines, args.query_runs)
                 results[name].append(r)
+                query = (f"  query {r['query_ms']:.1f} ms (cpu {r['query_cpu_ms']:.1f})"
+                         if args.query_runs else "")
                 print(f"  run {i + 1} {name:8s} {args.lines / r['wall']:9,.0f} lines/s  wall {r['wall']:.2f}s  "
                       f"cpu {r['cpu']:.2f}s (compaction {r['compact_cpu']:.2f}s, wall {r['compact_wall']:.2f}s)  "
                       f"peak RSS {r['rss']:.0f} MB (after check {r['rss_check']:.0f})  "
-                      f"load before {load}")
+                      f"load before {load}{query}")
         medians = {name: {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "rss", "rss_check")}
                    for name, runs in results.items()}
         # paired: each run against the baseline run just before it (the same machine load)
@@ -146,6 +168,10 @@ def main() -> None:
                   f"cpu {m['cpu']:.2f}s  peak RSS {m['rss']:.0f} MB (after check {m['rss_check']:.0f})   vs baseline: "
                   f"lines/s {base['wall'] / m['wall']:.2f}x  cpu {m['cpu'] / base['cpu'] - 1:+.1%}  "
                   f"RSS {m['rss'] / base['rss'] - 1:+.1%} (after check {m['rss_check'] / base['rss_check'] - 1:+.1%})")
+        if args.query_runs:
+            for name, runs in results.items():
+                print(f"{name:8s} logs query median {statistics.median(r['query_ms'] for r in runs):.1f} ms  "
+                      f"cpu {statistics.median(r['query_cpu_ms'] for r in runs):.1f} ms")
         for name, p in paired.items():
             print(f"{name:8s} paired medians vs baseline: lines/s x{p['wall']:.2f}  cpu x{p['cpu']:.3f}  "
                   f"peak RSS x{p['rss']:.3f}")
