@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -172,3 +173,38 @@ def test_a_compaction_racing_a_stream_keeps_every_row_once(tmp_path, small_parts
     infos = sorted(store.part_infos("logs"), key=lambda p: p.lo)
     assert all(p.sorted and p.rows <= compaction.PART_ROWS for p in infos)
     assert all(a.hi < b.lo for a, b in zip(infos, infos[1:], strict=False))
+
+
+def _fastpath(minutes: list[int], ccs: list[str], tag: str) -> pa.Table:
+    t0 = pd.Timestamp("2025-01-01", tz="UTC")
+    return pa.Table.from_pandas(pd.DataFrame({
+        "measurement_uid": [f"{tag}-{i}" for i in range(len(minutes))], "probe_cc": ccs,
+        "measurement_start_time": t0 + pd.to_timedelta(minutes, unit="min")}), preserve_index=False)
+
+
+def test_a_clustered_table_keeps_each_hour_grouped_by_country_across_batches(tmp_path, small_parts):
+    """fastpath parts are grouped by probe_cc within each hour: the rows of the last hour
+    wait for the next batch (which may bring more of it), and a batch that starts in an
+    hour already written starts a new part instead of breaking the grouping."""
+    store = EmbeddedStore(tmp_path)
+    commits: list[tuple[str, int]] = []
+    with store.insert_stream("fastpath", lambda mark, rows: commits.append((mark, rows))) as stream:
+        stream.add(_fastpath(list(range(10)), ["IT", "DE"] * 5, "a"), "a")  # hour 0: all wait
+        assert _temp_parts_of(store, "fastpath") == []
+        stream.add(_fastpath([10, 11, 12, 13, 14, 60, 61, 62, 63, 64], ["IT", "BR"] * 5, "b"), "b")
+        assert len(_temp_parts_of(store, "fastpath")) == 1  # hour 0 written, hour 1 waits
+        stream.add(_fastpath([20, 21, 22, 23], ["DE"] * 4, "c"), "c")  # hour 0 again
+    assert commits == [("b", 20), ("c", 4)]
+    for info in store.part_infos("fastpath"):
+        t = pq.read_table(info.path, columns=["measurement_start_time", "probe_cc"]).to_pandas()
+        hours = t["measurement_start_time"].dt.floor("h")
+        assert hours.is_monotonic_increasing and info.sorted
+        for _, cc in t.groupby(hours)["probe_cc"]:
+            assert list(cc) == sorted(cc)  # grouped by country within the hour
+        assert pq.read_metadata(info.path).metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc"
+    df = store.query("SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath")
+    assert df.to_dict("list") == {"n": [24], "u": [24]}
+
+
+def _temp_parts_of(store: EmbeddedStore, table: str) -> list[Path]:
+    return sorted((store.table_dir(table) / "tmp").iterdir())

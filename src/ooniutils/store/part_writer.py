@@ -136,13 +136,13 @@ class PartStream(InsertStream[M], Generic[M]):
     """Batches for ``table``, in order, written into parts of up to ``part_rows`` rows and
     committed part by part (see the module doc and :meth:`Store.insert_stream`).
 
-    The rows of the last key step seen (and less than a row group besides) wait in a
-    sorted *tail* before they go to the file, so a batch that starts a little before the
-    previous one ends (journald entries from several sources) is sorted in with them
-    instead of ending the part; only a batch that starts before the rows already written
-    does. ``new_path`` names a temp part; ``publish`` makes a closed one visible (an atomic
-    rename into the current generation); ``on_commit(mark, rows)`` follows each publish,
-    then ``tidy`` (the store's clean-up and automatic merge). Not thread-safe: one writer.
+    Rows not yet written — less than a row group, and in a table grouped by a cluster
+    column the rows of the last key step (a later batch may bring more of that step) — wait
+    in a sorted *tail*: a batch that starts within the tail is sorted in with it, one that
+    starts before the rows already written ends the part. ``new_path`` names a temp part;
+    ``publish`` makes a closed one visible (an atomic rename into the current generation);
+    ``on_commit(mark, rows)`` follows each publish, then ``tidy`` (the store's clean-up and
+    automatic merge). Not thread-safe: one writer.
     """
 
     def __init__(self, table: Table, on_commit: Callable[[M, int], None], *,
