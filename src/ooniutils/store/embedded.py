@@ -22,6 +22,8 @@ attempt, so it pays for one or two footers instead of every part's.
   groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
   generation (under the writers' lock), so readers see all of a part or none of it. Then
   small parts are merged when enough have piled up (``compact`` in automatic mode).
+  :meth:`EmbeddedStore.insert_stream` does the same for a bulk load's many batches, streamed
+  into parts of up to ``PART_ROWS`` rows (:mod:`.part_writer`).
 * **compact** merges parts by key range (:mod:`.compaction` says which and writes the
   merged parts), builds the next generation (the merged parts + hard links to every
   other part, appended meanwhile or kept) and swaps ``current`` with an atomic
