@@ -2,13 +2,18 @@
 
 Delivery is exactly-once across restarts and ``kill -9``:
 
-* entries are inserted in batches; a batch is one atomic :meth:`Store.insert_arrow`;
-* the last ``__CURSOR`` of a batch is written (atomically) to the cursor file only after the
-  batch is committed, so a crash before that point re-reads the batch on restart;
+* entries are inserted in batches, committed atomically and in order: following
+  journalctl, each batch on its own (:meth:`Store.insert_arrow`); from a file (a bulk
+  ship), batches are streamed into parts of up to the store's part size, each part
+  committed whole (:meth:`Store.insert_stream`), so each row is encoded once instead of
+  once per batch part and again by the compaction that would merge them;
+* the last ``__CURSOR`` of a commit is written (atomically) to the cursor file only after
+  the commit, so a crash before that point re-reads its batches on restart; what a crash
+  or failure leaves uncommitted (a bulk ship's open part) is dropped, never half stored;
 * a batch re-read after such a crash is already stored: after every start, batches are
   checked against the store (by ``__CURSOR`` within the batch's time range) and lines that
   are already there are dropped — until one batch has no overlap, which ends the window in
-  which duplicates can exist.
+  which duplicates can exist (what is stored is always every batch up to some point).
 
 One shipper per cursor file: :func:`ship` holds ``<cursor file>.lock`` (flock) while it
 runs, and a second one on the same cursor stops at once with an error naming the holder
@@ -23,9 +28,9 @@ Speed (the file and stdin modes): the input is read in blocks of whole lines tha
 pyarrow's JSON reader (C++, parallel) as one buffer, never split into Python line objects;
 only a block the reader rejects is split, and then only its rejected chunks of
 :data:`FALLBACK_CHUNK` lines are parsed line by line with :func:`json.loads`. The parsed
-columns are cast to the ``logs`` types with :mod:`pyarrow.compute` and written with
-:meth:`Store.insert_arrow` (no pandas frame). Blocks are cut into batches of ``batch_size``
-rows (zero-copy slices), and each batch is committed, then its cursor written, in order.
+columns are cast to the ``logs`` types with :mod:`pyarrow.compute` and handed to the store
+as Arrow (no pandas frame). Blocks are cut into batches of ``batch_size`` rows (zero-copy
+slices), committed, then their cursor written, in order.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from safefiles.atomic import atomic_write_text
 from safefiles.locks import LockTimeout, locked
 
 from .exceptions import LoadError, StoreError
-from .store.base import Store
+from .store.base import InsertEach, InsertStream, Store
 from .store.params import arrow_schema
 from .store.schema import LOGS
 
@@ -352,20 +357,28 @@ def to_logs(table: pa.Table, stats: ShipStats, now: datetime | None = None) -> p
 
 
 class Shipper:
-    """Reads journald JSON lines and inserts them into ``logs`` in batches."""
+    """Reads journald JSON lines and inserts them into ``logs`` in batches.
+
+    ``bulk`` (``ship --from-file``): :meth:`ship_blocks` streams its batches into parts of
+    up to ``part_rows`` rows (:meth:`Store.insert_stream`; default the store's), each
+    committed with the cursor of its last batch, so every row is encoded once. Otherwise
+    each batch is committed, then its cursor written, on its own."""
 
     def __init__(self, store: Store, cursor_file: Path, batch_size: int = 50_000,
-                 flush_interval: float = 2.0) -> None:
+                 flush_interval: float = 2.0, *, bulk: bool = False, part_rows: int | None = None) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
         self.store = store
         self.cursor = CursorFile(cursor_file)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.bulk = bulk
+        self.part_rows = part_rows
         self.stats = ShipStats(last_cursor=self.cursor.read())
         self._dedupe = True  # check against the store until a batch has no overlap
         self._stored_until: int | None = None  # see dedupe_through_stored()
         self._through_stored = False
+        self._each: InsertStream[str] = InsertEach(store, LOGS, self._committed)
 
     def dedupe_through_stored(self) -> None:
         """Check every batch against the store until the input passes the newest stored
@@ -385,8 +398,13 @@ class Shipper:
         stored = pa.array(cursors, pa.string())
         return pc.fill_null(pc.is_in(batch["__CURSOR"], value_set=stored), False)
 
-    def insert_batch(self, batch: pa.Table) -> None:
-        """Insert one batch of :func:`to_logs` rows, then record its last cursor."""
+    def insert_batch(self, batch: pa.Table, stream: InsertStream[str] | None = None) -> None:
+        """Insert one batch of :func:`to_logs` rows through ``stream`` (default: committed
+        at once), which records its last cursor once the batch is committed.
+
+        Only committed rows are ever stored, so a restart after a crash finds what was
+        committed — batches up to some point — and the duplicate check drops those that a
+        crash before the cursor write left behind the saved cursor."""
         if batch.num_rows == 0:
             return
         last_cursor = str(batch["__CURSOR"][-1].as_py())
@@ -404,8 +422,12 @@ class Shipper:
             elif not self._through_stored or newest > (self._stored_until or -1):
                 self._dedupe = False
         if batch.num_rows:
-            self.stats.inserted += self.store.insert_arrow(LOGS, batch)
             self.stats.batches += 1
+        (stream or self._each).add(batch, last_cursor)
+
+    def _committed(self, last_cursor: str, rows: int) -> None:
+        """A commit's rows are visible: record its last cursor."""
+        self.stats.inserted += rows
         self.cursor.write(last_cursor)
         self.stats.last_cursor = last_cursor
 
@@ -423,14 +445,19 @@ class Shipper:
         whose ``__REALTIME_TIMESTAMP`` is earlier are dropped (not counted as read). When
         ``stop`` is set, the rows parsed so far are committed and no further block is read.
 
-        Batches are committed by one background thread while the next block is parsed, at
-        most one batch in flight: batch N+1 is handed over only after batch N and its
-        cursor are written, so a failure stops the shipping with no later batch committed.
-        Every store call happens on that thread; the first one (while the first block is
-        parsed) starts the engine.
+        Batches are handed to the store by one background thread while the next block is
+        parsed, at most one batch in flight: batch N+1 is handed over only after batch N is
+        (and, when it was committed, its cursor written), so a failure stops the shipping
+        with no later batch committed. ``bulk``: they go into one :meth:`Store.insert_stream`,
+        whose parts and their cursors are committed together when full and at the end;
+        what is not committed when shipping fails is dropped (a restart ships it). Every
+        store call happens on that thread; the first one (while the first block is parsed)
+        starts the engine.
         """
         needle = json.dumps(skip_until_cursor).encode() if skip_until_cursor is not None else None
         pending: pa.Table | None = None
+        stream = (self.store.insert_stream(LOGS, self._committed, part_rows=self.part_rows)
+                  if self.bulk else self._each)
         with ThreadPoolExecutor(1, thread_name_prefix="logship-commit") as committer:
             inflight: Future[None] | None = committer.submit(self._warm_up) if self._dedupe else None
 
@@ -438,7 +465,7 @@ class Shipper:
                 nonlocal inflight
                 if inflight is not None:
                     inflight.result()  # re-raises the previous batch's error
-                inflight = committer.submit(self.insert_batch, batch)
+                inflight = committer.submit(self.insert_batch, batch, stream)
 
             try:
                 for block in blocks:
@@ -466,12 +493,14 @@ class Shipper:
                         f"no longer in the journal. {RESET_HINT}")
                 if pending is not None:
                     commit(pending)
-            except BaseException:
-                if inflight is not None and (exc := inflight.exception()) is not None:
+                if inflight is not None:
+                    inflight.result()
+                committer.submit(stream.commit).result()
+            except BaseException as failed:
+                if inflight is not None and (exc := inflight.exception()) is not None and exc is not failed:
                     log.error("committing a batch failed too: %s", exc)  # the first error wins
+                stream.abort()  # after the batch in flight: nothing else uses the stream
                 raise
-            if inflight is not None:
-                inflight.result()
         return self.stats
 
     def _drop_before(self, rows: pa.Table, since_us: int) -> pa.Table:
@@ -583,7 +612,10 @@ def iter_blocks(path: str, size: int = READ_CHUNK) -> Iterator[Block]:
     except OSError as exc:
         raise LoadError(f"cannot read {exc.strerror.lower() if exc.strerror else exc}", source=path) from exc
     with fh:
-        yield from read_blocks(fh, size)
+        try:
+            yield from read_blocks(fh, size)
+        except OSError as exc:  # e.g. EIO mid-file: what was committed stays (see ship_blocks)
+            raise LoadError(f"cannot read {exc.strerror.lower() if exc.strerror else exc}", source=path) from exc
 
 
 def journalctl_command(after_cursor: str | None, journalctl: str = "journalctl", *,
@@ -611,9 +643,17 @@ def ship(store: Store, cursor_file: Path, from_file: str | None = None,
          batch_size: int = 50_000, flush_interval: float = 2.0,
          stop: threading.Event | None = None,
          popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen, *,
-         reset_cursor: ResetCursor | None = None, journal_dir: Path | None = None) -> ShipStats:
+         reset_cursor: ResetCursor | None = None, journal_dir: Path | None = None,
+         part_rows: int | None = None) -> ShipStats:
     """Ship from ``from_file`` (a path or ``-``) or from ``journalctl --follow`` (of the
     journal files in ``journal_dir``, default the system journal).
+
+    From a file, the batches are streamed into parts of up to ``part_rows`` rows (default:
+    the store's part size), each committed with its last cursor (``bulk`` in
+    :class:`Shipper`), then the table is compacted (which then finds nothing to rewrite
+    unless the input was out of time order or small parts were there before); following
+    journalctl, each batch (``batch_size`` lines or ``flush_interval`` seconds) is
+    committed on its own.
 
     ``stop`` (set by the CLI on SIGTERM) ends either mode after committing what was read.
     A saved cursor that is not in the input raises :class:`CursorNotFound`; so does
@@ -627,14 +667,15 @@ def ship(store: Store, cursor_file: Path, from_file: str | None = None,
         stats = ship(get_store(), Path("/var/lib/ooni/logship.cursor"), from_file="journal.json")
     """
     with _sole_shipper(cursor_file):
-        shipper = Shipper(store, cursor_file, batch_size, flush_interval)
+        shipper = Shipper(store, cursor_file, batch_size, flush_interval, bulk=from_file is not None,
+                          part_rows=part_rows)
         if reset_cursor is not None:
             shipper.dedupe_through_stored()
             log.warning("ignoring the saved cursor %r: starting from %s", shipper.stats.last_cursor,
                         reset_cursor if reset_cursor == "head" else reset_cursor.isoformat())
         stats = _ship(shipper, from_file, batch_size, stop, popen, reset_cursor, journal_dir)
         if from_file is not None and not (stop is not None and stop.is_set()):
-            store.compact(LOGS.name)  # a bulk ship leaves what `data compact` would
+            store.compact(LOGS.name)  # a bulk ship leaves what `data compact` would (usually as it is)
         return stats
 
 

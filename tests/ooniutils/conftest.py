@@ -189,6 +189,7 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     from ooniutils.store import compaction, parts
 
     monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(parts, "PART_ROWS", 40)  # streamed inserts (store/part_writer.py)
     monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)
     monkeypatch.setattr(compaction, "PART_ROWS", 40)
     monkeypatch.setattr(compaction, "FULL_BIG", 20)

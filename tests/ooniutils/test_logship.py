@@ -160,9 +160,10 @@ def test_kill_9_during_shipping_loses_and_duplicates_nothing(store, tmp_path):
     env = {**os.environ, "OONI_DATA_DIR": os.environ["OONI_DATA_DIR"]}
     cmd = [sys.executable, "-m", "ooniutils", "logs", "ship", "--from-file", str(src),
            "--cursor-file", str(cursor), "--batch-size", "2000"]
-    # Kill it mid-way a few times, each after at least one committed batch, then a little
-    # later each time, so the kill lands at different points (parsing, writing a part,
-    # writing the cursor) of the pipelined shipper.
+    # Kill it mid-way a few times, each after at least one commit, then a little later each
+    # time, so the kill lands at different points of the pipelined shipper. (The CLI streams
+    # these 60k lines into one part: the kills land around its commit and the closing
+    # compaction; test_kill_9_mid_stream_ships_every_line_exactly_once kills inside parts.)
     for delay in (0.0, 0.03, 0.08):
         before = CursorFile(cursor).read()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -401,7 +402,8 @@ def test_journalctl_ending_with_our_own_sigterm_is_a_clean_stop(store, tmp_path)
     assert stats.inserted == 5
 
 
-def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
+@pytest.mark.parametrize("bulk", [False, True])
+def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path, bulk):
     import threading
 
     lines = journal_lines(900)
@@ -415,7 +417,7 @@ def test_stop_commits_what_was_read_and_reads_no_further(store, tmp_path):
             yield block
             stop.set()  # e.g. SIGTERM while the first block is being shipped
 
-    stats = Shipper(store, tmp_path / "cursor", batch_size=200).ship_blocks(source(), stop=stop)
+    stats = Shipper(store, tmp_path / "cursor", batch_size=200, bulk=bulk).ship_blocks(source(), stop=stop)
     assert read == [0, 1]  # the second block was fetched, seen after stop, and not parsed
     assert (stats.read, stats.inserted) == (300, 300) and count(store) == (300, 300)
     assert CursorFile(tmp_path / "cursor").read() == json.loads(lines[299])["__CURSOR"]
@@ -583,3 +585,130 @@ def test_real_journalctl_refusing_the_cursor_is_an_error_until_reset(store, tmp_
     stats = _follow(store, cursor, journal, expect=30, reset_cursor="head")
     assert (stats.inserted, stats.duplicates) == (20, 10) and count(store) == (30, 30)
     assert CursorFile(cursor).read() == journal.cursors[-1]
+
+
+# --- bulk ship: batches streamed into parts (store.insert_stream) ----------------------------------
+
+
+def test_bulk_ship_commits_a_part_with_the_cursor_of_its_last_batch(store, tmp_path):
+    lines = journal_lines(2000)
+    cursor = tmp_path / "cursor"
+    written: list[str] = []
+    shipper = Shipper(store, cursor, batch_size=300, bulk=True, part_rows=900)
+    real_write = shipper.cursor.write
+    shipper.cursor.write = lambda c: (written.append(c), real_write(c))  # type: ignore[method-assign]
+    stats = shipper.ship_lines(iter(lines))
+    # parts of 3 batches (900 rows), then 2 batches (600) and the last 200 lines
+    assert written == [json.loads(lines[i])["__CURSOR"] for i in (899, 1799, 1999)]
+    assert (stats.inserted, stats.batches) == (2000, 7)
+    assert sorted(p.rows for p in store.part_infos("logs")) == [200, 900, 900]
+    assert count(store) == (2000, 2000)
+
+
+def test_bulk_crash_between_part_commit_and_cursor_write_does_not_duplicate(store, tmp_path):
+    lines = journal_lines(2000)
+    src = tmp_path / "journal.json"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    cursor = tmp_path / "cursor"
+
+    class Crash(Exception):
+        pass
+
+    shipper = Shipper(store, cursor, batch_size=300, bulk=True, part_rows=600)
+    calls = {"n": 0}
+    real_write = shipper.cursor.write
+
+    def write_then_crash(c):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second part is visible, its cursor never recorded
+            raise Crash
+        real_write(c)
+
+    shipper.cursor.write = write_then_crash
+    with pytest.raises(Crash):
+        shipper.ship_lines(iter(lines))
+    assert count(store) == (1200, 1200)
+    assert CursorFile(cursor).read() == json.loads(lines[599])["__CURSOR"]
+    stats = ship(store, cursor, from_file=str(src), batch_size=300, part_rows=600)
+    assert stats.duplicates == 600 and stats.inserted == 800
+    assert count(store) == (2000, 2000)
+
+
+def test_bulk_ship_read_error_keeps_what_was_committed(store, tmp_path, monkeypatch):
+    """The input fails mid-way (an I/O error): a clear error naming the file; the parts
+    committed before stay with their cursor, the open one is dropped (no temp part left);
+    a restart ships the rest, every line once."""
+    lines = journal_lines(2000)
+    src = tmp_path / "journal.json"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    cursor = tmp_path / "cursor"
+    real_read_blocks = logship.read_blocks
+
+    def failing(fh, size=logship.READ_CHUNK):
+        blocks = real_read_blocks(fh, size)
+        for i, block in enumerate(blocks):
+            if i == 5:
+                raise OSError(5, "Input/output error")
+            yield block
+
+    monkeypatch.setattr(logship, "read_blocks", lambda fh, size: failing(fh, 300 * len(lines[0])))
+    with pytest.raises(logship.LoadError, match=r"journal.json: cannot read .*input/output error"):
+        ship(store, cursor, from_file=str(src), batch_size=100, part_rows=300)
+    stored = count(store)[0]
+    assert stored > 0 and stored % 300 == 0  # whole parts only
+    assert CursorFile(cursor).read() == json.loads(lines[stored - 1])["__CURSOR"]
+    assert list((store.table_dir("logs") / "tmp").iterdir()) == []
+    monkeypatch.setattr(logship, "read_blocks", real_read_blocks)
+    stats = ship(store, cursor, from_file=str(src), batch_size=100, part_rows=300)
+    assert stats.inserted == 2000 - stored and stats.duplicates == 0
+    assert count(store) == (2000, 2000)
+
+
+_STREAMING_SHIPPER = """
+import sys
+from pathlib import Path
+from ooniutils.logship import ship
+from ooniutils.store import parts
+from ooniutils.store.embedded import EmbeddedStore
+
+parts.ROW_GROUP_ROWS = 1024  # 2000-line batches are then written as they come, into 10k-row parts
+ship(EmbeddedStore(sys.argv[1]), Path(sys.argv[2]), from_file=sys.argv[3], batch_size=2000, part_rows=10_000)
+"""
+
+
+@pytest.mark.integration
+def test_kill_9_mid_stream_ships_every_line_exactly_once(store, tmp_path):
+    """kill -9 of a bulk ship while a part is half written (its temp file growing), and
+    around part commits; after a restart every line is stored exactly once and no temp
+    part is left."""
+    n = 60_000
+    src = tmp_path / "journal.json"
+    src.write_bytes(b"\n".join(journal_lines(n, seed=11)) + b"\n")
+    cursor = tmp_path / "cursor"
+    data = store.data_dir
+    tmp_parts = data / "logs" / "tmp"
+    cmd = [sys.executable, "-c", _STREAMING_SHIPPER, str(data), str(cursor), str(src)]
+    mid_part = 0
+    for point in ("temp part", "temp part", "commit", "commit+0.05"):
+        before = CursorFile(cursor).read()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        if point == "temp part":  # a part being written: kill before it is committed
+            while not any(tmp_parts.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            mid_part += bool(any(tmp_parts.iterdir()))
+        else:
+            while CursorFile(cursor).read() == before and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(0.05 if point.endswith("0.05") else 0)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    assert mid_part >= 1  # at least one kill hit a half-written part
+    stored = count(store)
+    assert stored[0] == stored[1] and stored[0] % 2000 == 0  # whole batches, each line once
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert count(store) == (n, n)
+    assert list(tmp_parts.iterdir()) == []

@@ -238,3 +238,22 @@ def test_test_groups_are_seeded_once(any_store):
     assert seed_tables(any_store) == 0
     got = any_store.query("SELECT test_name, test_group FROM test_groups ORDER BY test_name")
     assert list(zip(got["test_name"], got["test_group"], strict=True)) == sorted(TEST_GROUPS.seed)
+
+
+def test_insert_stream_stores_what_it_committed_and_nothing_else(any_store):
+    """Every back-end: the rows stored are those of the marks committed (the embedded store
+    commits parts of several batches, a server each batch); a failure drops the rest."""
+    commits: list[tuple[str, int]] = []
+    with any_store.insert_stream("fastpath", lambda mark, rows: commits.append((mark, rows))) as stream:
+        for b in range(3):
+            stream.add(pa.Table.from_pandas(_fastpath(4, cc=f"A{b}"), preserve_index=False), f"m{b}")
+    assert commits[-1] == ("m2", 4 if any_store.kind == "server" else 12)
+    assert sum(rows for _, rows in commits) == 12
+    with pytest.raises(StoreError, match="no column"), \
+            any_store.insert_stream("fastpath", lambda mark, rows: commits.append((mark, rows))) as stream:
+        stream.add(pa.Table.from_pandas(_fastpath(4, cc="B0"), preserve_index=False), "n0")
+        stream.add(pa.table({"nope": [1]}), "bad")
+    committed = sum(rows for _, rows in commits)
+    df = any_store.query("SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath")
+    assert (int(df["n"].iloc[0]), int(df["u"].iloc[0])) == (committed, committed)
+    assert committed == (16 if any_store.kind == "server" else 12)

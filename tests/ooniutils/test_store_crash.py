@@ -53,6 +53,16 @@ CHILD = textwrap.dedent("""
         embedded.pq.write_table = write_then_pause
         from ooniutils.cli import cli
         cli(["data", "load-sql", sys.argv[4]])
+    elif point == "stream":  # a streamed part half written: rows in its temp file, not committed
+        import pyarrow as pa
+        from ooniutils.store import part_writer
+        real_write_now = part_writer.PartFile.write_now
+        def write_now_then_pause(self, table):
+            real_write_now(self, table)
+            pause()
+        part_writer.PartFile.write_now = write_now_then_pause
+        with store.insert_stream("fastpath", lambda mark, rows: None) as stream:
+            stream.add(pa.table({"measurement_uid": ["killed"] * 40_000, "probe_asn": [99] * 40_000}), "m")
     elif point == "merge":
         real_finish = compaction._Output._finish
         def finish_then_pause(self):
@@ -123,7 +133,7 @@ def _info_text() -> str:
     return r.output
 
 
-@pytest.mark.parametrize("point", ["insert", "load-sql"])
+@pytest.mark.parametrize("point", ["insert", "load-sql", "stream"])
 def test_kill_during_a_write_leaves_a_temp_part_the_next_write_removes(data_dir, tmp_path, point):
     store = EmbeddedStore(data_dir)
     before = _fill(store)

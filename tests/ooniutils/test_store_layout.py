@@ -167,27 +167,43 @@ def test_an_automatic_merge_gives_way_to_a_running_compaction(tmp_path, small_pa
     assert [p.rows for p in store.part_infos("fastpath")] == [5]
 
 
-def test_a_bulk_ship_leaves_what_compaction_leaves(tmp_path, small_parts):
-    """``logs ship --from-file`` writes a part per batch and ends with a full compaction:
-    a `data compact` afterwards finds nothing to do."""
+def test_a_bulk_ship_streams_parts_that_compaction_keeps(tmp_path, small_parts):
+    """``logs ship --from-file`` streams its batches into parts of up to PART_ROWS rows
+    (whole batches, each row encoded once), sorted with full row groups: neither its own
+    closing compaction nor a `data compact` afterwards rewrites any of them."""
     from ooniutils.journal_sample import journal_lines
-    from ooniutils.logship import Shipper, ship
+    from ooniutils.logship import ship
 
     src = tmp_path / "journal.json"
     src.write_bytes(b"\n".join(journal_lines(150)) + b"\n")
-    plain = EmbeddedStore(tmp_path / "plain")  # the batches alone, without the ship's compaction
-    Shipper(plain, tmp_path / "plain.cursor", batch_size=12).ship_lines(src.read_bytes().splitlines())
-    assert len(plain.parts("logs")) == 13  # 12-row parts are not small (AUTO_SMALL 10): left as written
-
     store = EmbeddedStore(tmp_path / "shipped")
-    stats = ship(store, tmp_path / "cursor", from_file=str(src), batch_size=12)
+    merges = []
+    real_merge = compaction.merge
+    compaction.merge = lambda *a, **kw: merges.append(a) or real_merge(*a, **kw)  # type: ignore[assignment]
+    try:
+        stats = ship(store, tmp_path / "cursor", from_file=str(src), batch_size=12)
+    finally:
+        compaction.merge = real_merge  # type: ignore[assignment]
+    assert merges == []  # nothing merged, not even by the ship's own compaction
     assert stats.inserted == 150 and stats.batches == 13
+    infos = store.part_infos("logs")
+    assert sorted(p.rows for p in infos) == [6, 36, 36, 36, 36]  # 3 batches of 12 fit in PART_ROWS 40
+    for p in infos:
+        assert p.sorted
+        md = pq.read_metadata(p.path)
+        sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+        # at most a row group (8), at least half of one but for a part's last; they span batches
+        assert all(4 <= n <= 8 for n in sizes[:-1]) and 0 < sizes[-1] <= 8
+        assert sum(sizes) == p.rows and (p.rows < 12 or 8 in sizes)
+        assert md.metadata[parts.SORTED_BY] == b"__REALTIME_TIMESTAMP/1"
+        keys = pq.read_table(p.path, columns=["__REALTIME_TIMESTAMP"]).column(0).to_pylist()
+        assert keys == sorted(keys)
+    remembered = sorted(infos, key=lambda p: p.path.name)
+    parts._cache.clear()  # what the writer remembered is what the footers say
+    assert sorted(store.part_infos("logs"), key=lambda p: p.path.name) == remembered
     after_ship = {p.name: p.stat().st_ino for p in store.parts("logs")}
-    assert sorted(p.rows for p in store.part_infos("logs")) == [30, 40, 40, 40]  # PART_ROWS 40
     store.compact("logs")
     assert {p.name: p.stat().st_ino for p in store.parts("logs")} == after_ship  # nothing rewritten
-    plain.compact("logs")
-    assert sorted(p.rows for p in plain.part_infos("logs")) == [30, 40, 40, 40]
     df = store.query("SELECT count() AS n, uniqExact(__CURSOR) AS u FROM logs")
     assert df.to_dict("list") == {"n": [150], "u": [150]}
 

@@ -27,7 +27,8 @@ def group() -> None:
               "One shipper per cursor file (<file>.lock beside it; a second one exits "
               "with an error).")
 @click.option("--batch-size", default=50_000, show_default=True, type=click.IntRange(1),
-              help="Valid lines per insert; the cursor is saved after each insert.")
+              help="Valid lines per insert (following) or per batch (--from-file: batches go "
+                   "into parts of up to 2M rows, each saved with its cursor).")
 @click.option("--flush-interval", default=2.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds between inserts when following.")
 @click.option("--reset-cursor", "reset_cursor", metavar="head|TIME", default=None,

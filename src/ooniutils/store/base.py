@@ -11,14 +11,17 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 
 from .schema import Table, get_table
+
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,59 @@ class TableInfo:
     time_max: Any | None
     leftovers: Leftovers | None = None
     """What interrupted writes left (embedded store; None where unknown)."""
+
+
+class InsertStream(abc.ABC, Generic[M]):
+    """Batches appended to one table in order and committed in steps (see
+    :meth:`Store.insert_stream`). As a context manager: :meth:`commit` at the end of the
+    block, :meth:`abort` when it raises."""
+
+    @abc.abstractmethod
+    def add(self, arrow: pa.Table, mark: M) -> None:
+        """Append ``arrow`` (coerced like :meth:`Store.insert_arrow`; errors name the
+        column); ``mark`` (e.g. a journal cursor) is handed to ``on_commit`` once this
+        batch and every one before it are committed. May commit what came before."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Commit every batch added so far (readers see all of a commit or none of it)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop what was added and not yet committed; committed batches stay."""
+
+    def __enter__(self) -> InsertStream[M]:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
+
+class InsertEach(InsertStream[M]):
+    """:class:`InsertStream` that commits each batch at once with :meth:`Store.insert_arrow`
+    (the default of :meth:`Store.insert_stream`, and what a writer that must show each
+    batch at once uses: ``logs ship`` following journalctl)."""
+
+    def __init__(self, store: Store, table: str | Table, on_commit: Callable[[M, int], None]) -> None:
+        self.store, self.table, self.on_commit = store, table, on_commit
+
+    def add(self, arrow: pa.Table, mark: M) -> None:
+        rows = self.store.insert_arrow(self.table, arrow) if arrow.num_rows else 0
+        self.on_commit(mark, rows)
+
+    def commit(self) -> None:
+        """Nothing waits: each batch was committed by :meth:`add`."""
+
+    def abort(self) -> None:
+        """Nothing waits: each batch was committed by :meth:`add`."""
 
 
 class Store(abc.ABC):
@@ -92,6 +148,29 @@ class Store(abc.ABC):
 
         t = get_table(table if isinstance(table, str) else table.name)
         return self.insert(t.name, P.conform_arrow(t, arrow).to_pandas())
+
+    def insert_stream(self, table: str | Table, on_commit: Callable[[M, int], None], *,
+                      part_rows: int | None = None) -> InsertStream[M]:
+        """A bulk insert of many batches into ``table``, in order, with each row encoded
+        once. ``on_commit(mark, rows)`` is called after each commit with the mark of the
+        last batch it holds and how many rows it made visible (0 for a batch that had
+        none); what is committed is always every batch up to that mark, and a crash or
+        :meth:`InsertStream.abort` drops only batches not yet committed.
+
+        The embedded store writes the batches into parts of up to ``part_rows`` rows
+        (default its ``PART_ROWS``), row group by row group, committing a part when it is
+        full, when the next batch would break its time order, and at the end
+        (:mod:`.part_writer`): a compaction then has nothing to rewrite. This default (a
+        server, whose engine merges by itself) inserts each batch at once
+        (:class:`InsertEach`).
+
+        Example::
+
+            with store.insert_stream("logs", lambda cursor, rows: save(cursor)) as stream:
+                for batch, cursor in batches:
+                    stream.add(batch, cursor)
+        """
+        return InsertEach(self, table, on_commit)
 
     @abc.abstractmethod
     def init(self) -> None:

@@ -25,9 +25,8 @@ rows, estimated from the row groups' statistics; 2M dense fastpath rows are ~1 G
 Arrow memory), and writes each window's sorted copy a row group at a time, so memory
 stays bounded by one window whatever the inputs' size; a concatenation streams row group
 by row group, and string columns that every input stores with a dictionary stay Arrow
-dictionaries from reading to writing (no dense copy to decode, hold and hash again: the
-bulk ``logs ship``'s closing merge is most of its cost, and ``logs`` rows are mostly such
-columns).
+dictionaries from reading to writing (no dense copy to decode, hold and hash again:
+``logs`` rows are mostly such columns). Parts are written by :class:`.part_writer.PartFile`.
 """
 
 from __future__ import annotations
@@ -43,17 +42,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .part_writer import PartFile, Written
 from .parts import (
     PART_ROWS,
     ROW_GROUP_ROWS,
     PartInfo,
     cluster_column,
     cluster_ranks,
-    info_from_keys,
     key_ints,
-    marked,
-    open_locked,
-    parquet_options,
     sort_order,
     sort_step,
 )
@@ -63,10 +59,11 @@ AUTO_RUN = 4
 AUTO_SMALL = ROW_GROUP_ROWS // 2
 """Parts under this many rows (half a row group) are merged automatically after an
 insert: the many tiny parts of ``logs ship --follow`` flushes or of notebooks' small
-inserts. A bulk load's parts (generator chunks, ``logs ship`` batches of 50k rows, a
-``load-sql`` file) are not rewritten while loading — that cost the load CPU and the
-merge's memory — but by ``data compact``, which ``data generate`` and ``data
-load-sql`` run at their end."""
+inserts. A bulk load's parts (generator chunks, a ``load-sql`` file) are not rewritten
+while loading — that cost the load CPU and the merge's memory — but by ``data compact``,
+which ``data generate`` and ``data load-sql`` run at their end (``logs ship --from-file``
+streams its batches into parts of up to ``PART_ROWS`` rows that it leaves as they are:
+:mod:`.part_writer`)."""
 FULL_BIG = PART_ROWS // 2
 """Parts of at least this many rows that overlap nothing are kept by a full compaction."""
 
@@ -168,15 +165,6 @@ def _plan_tiers(parts: list[PartInfo], small_below: int) -> list[Job]:
 
 
 @dataclass
-class Written:
-    """A merged part written under a temp path, locked by this process until renamed."""
-
-    path: Path
-    fd: int
-    info: PartInfo
-
-
-@dataclass
 class _Output:
     """Writes sorted batches as parts of at most ``PART_ROWS`` rows and full row groups."""
 
@@ -184,75 +172,36 @@ class _Output:
     schema: pa.Schema
     key: str | None
     written: list[Written] = field(default_factory=list)
-    _writer: pq.ParquetWriter | None = None
-    _buffer: list[pa.Table] = field(default_factory=list)
-    _buffered: int = 0
-    _rows: int = 0
-    _keys: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def _dictionaries(self) -> bool:
-        return any(pa.types.is_dictionary(f.type) for f in self.schema)
+    _file: PartFile | None = None
 
     def write(self, batch: pa.Table) -> None:
         while batch.num_rows:
-            room = PART_ROWS - self._rows - self._buffered
-            take = batch.slice(0, room)
-            batch = batch.slice(room)
-            self._buffer.append(take)
-            self._buffered += take.num_rows
-            if self._buffered >= ROW_GROUP_ROWS:
-                self._flush(whole_groups=True)
-            if self._rows + self._buffered >= PART_ROWS:
+            if self._file is None:
+                self._file = PartFile(self.new_path(), self.schema, self.key, ROW_GROUP_ROWS)
+            take = batch.slice(0, PART_ROWS - self._file.rows)
+            batch = batch.slice(take.num_rows)
+            self._file.write(take)
+            if self._file.rows >= PART_ROWS:
                 self._finish()
 
-    def _flush(self, whole_groups: bool) -> None:
-        data = pa.concat_tables(self._buffer)
-        n = data.num_rows - data.num_rows % ROW_GROUP_ROWS if whole_groups else data.num_rows
-        if n == 0:
-            return
-        head, rest = data.slice(0, n), data.slice(n)
-        if self._dictionaries:  # one per column chunk: given several, the writer gives its dictionary up
-            head = head.unify_dictionaries()
-        if self._writer is None:
-            path = self.new_path()
-            fd = open_locked(path)
-            try:
-                opts = parquet_options(head, self.key)
-                del opts["row_group_size"]  # given to each write_table
-                self._writer = pq.ParquetWriter(path, marked(self.schema, self.key), **opts)
-            except BaseException:
-                os.close(fd)
-                path.unlink(missing_ok=True)
-                raise
-            self.written.append(Written(path, fd, PartInfo(path, 0, None, None, False, ())))
-        self._writer.write_table(head, row_group_size=ROW_GROUP_ROWS)
-        if self.key is not None:
-            self._keys.append(key_ints(head.column(self.key)))
-        self._rows += n
-        self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
-
     def _finish(self) -> None:
-        if self._buffered:
-            self._flush(whole_groups=False)
-        if self._writer is None:
+        if self._file is None:
             return
-        self._writer.close()
-        self._writer = None
-        last = self.written[-1]
-        keys = np.concatenate(self._keys) if self._keys else None
-        step = sort_step(self.schema.field(self.key).type) if self.key else 1
-        last.info = info_from_keys(last.path, self._rows, keys, step)
-        self._rows, self._keys = 0, []
+        file, self._file = self._file, None
+        try:
+            self.written.append(file.close())
+        except BaseException:
+            file.abort()
+            raise
 
     def close(self) -> list[Written]:
         self._finish()
         return self.written
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._file is not None:
+            self._file.abort()
+            self._file = None
         for w in self.written:
             w.path.unlink(missing_ok=True)
             os.close(w.fd)
@@ -263,9 +212,9 @@ def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], P
     """Write ``job``'s rows, in key order, as new locked temp parts (see :class:`Written`).
 
     Arrow memory that the caller freed is handed back to the system first, so the merge's
-    buffers take the place of memory that is no longer used instead of adding to it (a bulk
-    ``logs ship`` ends with a merge, right after its parsing buffers); the merge's own is
-    handed back at its end, for what the process does next (queries)."""
+    buffers take the place of memory that is no longer used instead of adding to it (e.g.
+    right after a load's parsing buffers); the merge's own is handed back at its end, for
+    what the process does next (queries)."""
     pa.default_memory_pool().release_unused()
     if job.sort and key:
         out = _Output(new_path, schema, key)

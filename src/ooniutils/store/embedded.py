@@ -22,6 +22,8 @@ attempt, so it pays for one or two footers instead of every part's.
   groups a time filter can skip: :mod:`.parts`) then ``os.rename``-s it into the current
   generation (under the writers' lock), so readers see all of a part or none of it. Then
   small parts are merged when enough have piled up (``compact`` in automatic mode).
+  :meth:`EmbeddedStore.insert_stream` does the same for a bulk load's many batches, streamed
+  into parts of up to ``PART_ROWS`` rows (:mod:`.part_writer`).
 * **compact** merges parts by key range (:mod:`.compaction` says which and writes the
   merged parts), builds the next generation (the merged parts + hard links to every
   other part, appended meanwhile or kept) and swaps ``current`` with an atomic
@@ -52,7 +54,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +68,8 @@ from safefiles.locks import locked, try_locked
 from ..exceptions import QueryError, StoreError
 from . import compaction, prune, session_dirs
 from . import params as P
-from .base import Leftovers, Store, TableInfo
+from .base import InsertStream, Leftovers, M, Store, TableInfo
+from .part_writer import PartStream, Written
 from .parts import (
     PartInfo,
     info_from_groups,
@@ -303,6 +306,31 @@ class EmbeddedStore(Store):
         self._compact_one(table, "auto")
         return arrow.num_rows
 
+    # ----------------------------------------------------------------- streamed inserts
+    def insert_stream(self, table: str | Table, on_commit: Callable[[M, int], None], *,
+                      part_rows: int | None = None) -> InsertStream[M]:
+        """Batches written into parts of up to ``part_rows`` rows (default
+        :data:`~.parts.PART_ROWS`) as they come, each part committed (renamed into the
+        current generation, as :meth:`insert_arrow` does) when full, when the next batch
+        would break its time order, and at the end (:class:`.part_writer.PartStream`)."""
+        t = get_table(table if isinstance(table, str) else table.name)
+        self._clean_temp(t.name)
+
+        def tidy() -> None:
+            self._clean_temp(t.name)
+            self._compact_one(t, "auto")
+
+        return PartStream(t, on_commit, new_path=lambda: self._new_part_path(t.name),
+                          publish=lambda w: self._publish(t, w), tidy=tidy, part_rows=part_rows)
+
+    def _publish(self, table: Table, written: Written) -> None:
+        """Rename a closed temp part into the current generation (readers see all of it)."""
+        with self._writer_lock(table.name):
+            final = self.current_dir(table.name) / written.path.name
+            os.rename(written.path, final)
+        remember(dataclasses.replace(written.info, path=final), range_key(table))
+        log.info("inserted %d rows into %s (%s)", written.info.rows, table.name, final.name)
+
     def exclusive(self, table: str) -> contextlib.AbstractContextManager[None]:
         """A flock on ``<data>/<table>/.exclusive.lock`` (see :meth:`Store.exclusive`)."""
         return self._writer_lock(get_table(table).name, ".exclusive.lock")
@@ -374,7 +402,7 @@ class EmbeddedStore(Store):
         if not jobs:
             return
         schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
-        written: list[compaction.Written] = []
+        written: list[Written] = []
         try:
             for job in jobs:
                 written += compaction.merge(job, schema, key, lambda: self._new_part_path(table.name))
@@ -388,7 +416,7 @@ class EmbeddedStore(Store):
                 os.close(w.fd)
         log.info("compacted %d parts of %s into %d (%s)", len(replaced), table.name, len(written), mode)
 
-    def _swap(self, table: str, replaced: set[str], written: list[compaction.Written]) -> None:
+    def _swap(self, table: str, replaced: set[str], written: list[Written]) -> None:
         """Build the next generation (the merged parts + hard links to every other part,
         including those appended meanwhile) and point ``current`` at it atomically."""
         tdir = self.table_dir(table)

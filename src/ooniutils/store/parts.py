@@ -351,11 +351,6 @@ def relink(old: Path, new: Path, key: str | None) -> None:
             _cache[(str(new), key)] = dataclasses.replace(hit, path=new)
 
 
-def info_from_keys(path: Path, rows: int, k: np.ndarray | None, step: int = 1) -> PartInfo:
-    """The :class:`PartInfo` of a part just written with the sorted keys ``k`` (None: no key)."""
-    return info_from_groups(path, rows, None if k is None else _groups(k, ROW_GROUP_ROWS), step)
-
-
 def info_from_groups(path: Path, rows: int, groups: tuple[tuple[int, int, int], ...] | None,
                      step: int = 1) -> PartInfo:
     """The :class:`PartInfo` of a part just written with row groups ``groups`` (:func:`write_sorted`)."""
