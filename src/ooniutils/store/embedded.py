@@ -56,6 +56,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,6 +94,9 @@ _QUERY_ATTEMPTS = 4
 _STRAY_LINK_AGE = 60.0
 """Seconds after which a ``.current-*`` link candidate is taken as left by a killed process."""
 
+_LOW_CARDINALITY_MEMO = 512
+_low_cardinality_columns: dict[str, tuple[bool, ...]] = {}
+"""SQL text → which result columns the views return as LowCardinality (``()``: unknown)."""
 _lock = threading.RLock()
 _views_for: dict[int, Path] = {}  # pid → data folder the process-wide views point at
 _sessions: dict[int, Any] = {}  # pid → chDB session
@@ -204,30 +208,72 @@ class EmbeddedStore(Store):
             self._ensure_views()
             sess = _session()
             shape = prune.shape(bound.sql) if prune.ENABLED else None
-            for attempt in range(1, _QUERY_ATTEMPTS + 1):
+            low_cardinality = prune.LOW_CARDINALITY
+            races = 0  # runs spoiled by a compaction
+            while races < _QUERY_ATTEMPTS:
                 before = self._generations()
-                run = self._direct(bound, shape) if shape is not None else bound.sql
+                run = self._direct(bound, shape, low_cardinality) if shape is not None else bound.sql
                 try:
                     result = sess.query(run, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
+                    races += 1
                     if any(c in msg for c in _MISSING_FILE_CODES) and (
-                            attempt < _QUERY_ATTEMPTS or self._generations() != before):
-                        log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
+                            races < _QUERY_ATTEMPTS or self._generations() != before):
+                        log.debug("part vanished under a query (compaction); retry %d: %s", races, msg)
                         continue
                     raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
-                if self._generations() == before:
+                if self._generations() != before:
+                    # A compaction swapped a generation during the query: the glob may have
+                    # listed the old folder while its parts were being removed, which reads as
+                    # fewer rows (not as an error). Only a run with no swap is a snapshot.
+                    races += 1
+                    log.debug("a generation changed under a query (compaction); retry %d", races)
+                    continue
+                if run == bound.sql or low_cardinality or not P.has_low_cardinality(shape.table):  # type: ignore[union-attr]
                     return result
-                # A compaction swapped a generation during the query: the glob may have
-                # listed the old folder while its parts were being removed, which reads as
-                # fewer rows (not as an error). Only a run with no swap is a snapshot.
-                log.debug("a generation changed under a query (compaction); retry %d", attempt)
+                conformed = self._as_views_return(result, bound, escaped)
+                if conformed is not None:
+                    return conformed
+                low_cardinality = True  # the views' types are unknown: read as they do
         raise QueryError(f"query failed: the store was compacted under it {_QUERY_ATTEMPTS} times in a row; "
                          "retry when compaction is done", query=sql)
 
-    def _direct(self, bound: P.Bound, shape: prune.Shape) -> str:
+    def _as_views_return(self, result: pd.DataFrame, bound: P.Bound, escaped: dict[str, str]) -> pd.DataFrame | None:
+        """``result`` of a query that read ``LowCardinality`` columns as plain ones
+        (:mod:`.prune`) with the dtypes the views give: the one difference chDB shows is a
+        string column holding no value (an empty result, or only NULLs), ``str`` for a
+        String but ``object`` of ``None`` for a LowCardinality column. Which result columns
+        are LowCardinality the views say (``DESCRIBE``, remembered per SQL text: types do
+        not depend on parameter values); None for a query ``DESCRIBE`` cannot wrap (e.g.
+        one with a ``FORMAT`` clause): it is then run again reading LowCardinality."""
+        todo = [i for i in range(result.shape[1])
+                if isinstance(result.dtypes.iloc[i], pd.StringDtype) and not result.iloc[:, i].notna().any()]
+        if not todo:
+            return result
+        low = _low_cardinality_columns.get(bound.sql)
+        if low is None:
+            try:
+                select = bound.sql.rstrip().removesuffix(";")
+                described = _session().query(f"DESCRIBE TABLE ({select}\n)", "TabSeparated", params=escaped)
+                low = tuple(line.split("\t")[1].startswith("LowCardinality(")
+                            for line in described.bytes().decode().splitlines() if line)
+            except Exception:  # e.g. a FORMAT clause: cannot be a subquery
+                low = ()
+            if len(_low_cardinality_columns) >= _LOW_CARDINALITY_MEMO:
+                _low_cardinality_columns.clear()
+            _low_cardinality_columns[bound.sql] = low
+        if len(low) != result.shape[1]:
+            return None
+        for i in todo:
+            if low[i]:
+                result.isetitem(i, np.full(len(result), None, dtype=object))
+        return result
+
+    def _direct(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool = False) -> str:
         """``bound.sql`` reading only the parts of the current generation its ``WHERE``
-        can need, named directly (:mod:`.prune`); as it is when that cannot be done."""
+        can need, named directly (:mod:`.prune`; ``LowCardinality`` columns as plain ones
+        unless ``low_cardinality``); as it is when that cannot be done."""
         table = shape.table
         try:
             folder = self.current_dir(table.name)
@@ -241,7 +287,7 @@ class EmbeddedStore(Store):
                     paths = [p.path for p in prune.select(infos, lo, hi)]
         except OSError:  # a part went (a compaction): the view reads the generation as it is
             return bound.sql
-        source = prune.file_source(folder, paths, table)
+        source = prune.file_source(folder, paths, table, low_cardinality=low_cardinality)
         return bound.sql if source is None else prune.rewrite(bound.sql, shape, source)
 
     def _generations(self) -> tuple[str, ...]:

@@ -31,6 +31,16 @@ the ``WHERE`` clause keeps:
 
 Anything else — a query this does not understand — reads every part through the view,
 as before. Results are the same either way (the store contract tests run both paths).
+
+The ``file()`` structure declares ``LowCardinality(T)`` columns as plain ``T``
+(:data:`LOW_CARDINALITY`): ClickHouse's Parquet reader would otherwise decode each
+dictionary-encoded value to a string and hash it into a LowCardinality column, the
+largest CPU cost of a scan that reads ``probe_cc`` (issue 16, fourth round). Values,
+comparisons and orderings are the same; only the result's ClickHouse types differ, which
+chDB shows in one place: a string column that holds no value (an empty result, or only
+NULLs) comes back as pandas' ``str`` dtype where a LowCardinality one comes back as
+``object`` of ``None``. :meth:`.embedded.EmbeddedStore.query` turns such columns back into
+what the views return, so a notebook sees the same frames either way.
 """
 
 from __future__ import annotations
@@ -71,6 +81,9 @@ _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "=": "=", "==": "=="}
 ENABLED = True
 """Off: every query reads through the views (how tests and ``bench/query_suite.py``
 compare both paths in one process)."""
+LOW_CARDINALITY = False
+"""On: the ``file()`` structure keeps ``LowCardinality`` types, as the views do (what
+``bench/query_suite.py --compare-lc`` times beside the default, in the same process)."""
 TIME_MARGIN = dt.timedelta(days=1)
 """How far a time bound is widened (see module doc)."""
 UTC_MARGIN = dt.timedelta(hours=1)
@@ -270,14 +283,16 @@ def select(infos: Sequence[PartInfo], lo: int | None, hi: int | None) -> list[Pa
     return keep or list(infos[:1])
 
 
-def file_source(folder: Path, parts: Sequence[Path], table: Table) -> str | None:
-    """The ``file(...)`` call reading ``parts`` of ``folder``; None when a name would need
-    escaping in a glob."""
+def file_source(folder: Path, parts: Sequence[Path], table: Table, *, low_cardinality: bool = False) -> str | None:
+    """The ``file(...)`` call reading ``parts`` of ``folder`` (``LowCardinality`` columns as
+    their plain type unless ``low_cardinality``); None when a name would need escaping in
+    a glob."""
     if not parts or _GLOB_CHARS.intersection(str(folder)) or any(_GLOB_CHARS.intersection(p.name) for p in parts):
         return None
     names = [p.name for p in parts]
     pattern = f"{folder}/{names[0]}" if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
-    return f"file({format_str(pattern)}, Parquet, {format_str(P.structure(table))})"
+    structure = P.structure(table, low_cardinality=low_cardinality)
+    return f"file({format_str(pattern)}, Parquet, {format_str(structure)})"
 
 
 def rewrite(sql: str, sh: Shape, source: str) -> str:
