@@ -247,8 +247,8 @@ class EmbeddedStore(Store):
         are LowCardinality the views say (``DESCRIBE``, remembered per SQL text: types do
         not depend on parameter values); None for a query ``DESCRIBE`` cannot wrap (e.g.
         one with a ``FORMAT`` clause): it is then run again reading LowCardinality."""
-        todo = [i for i in range(result.shape[1])
-                if isinstance(result.dtypes.iloc[i], pd.StringDtype) and not result.iloc[:, i].notna().any()]
+        todo = [i for i, dtype in enumerate(result.dtypes)
+                if isinstance(dtype, pd.StringDtype) and result.iloc[:, i].count() == 0]  # no value
         if not todo:
             return result
         low = _low_cardinality_columns.get(bound.sql)
