@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ooniutils.store import embedded, prune
 from ooniutils.store import params as P
@@ -19,6 +21,12 @@ from ooniutils.store.schema import FASTPATH, LOGS
 
 T0 = dt.datetime(2025, 1, 1)
 US = 1_735_689_600 * 10**6  # T0 in µs
+
+
+@pytest.fixture(autouse=True)
+def plain_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every windowed query reads plain strings (these tables are far below PLAIN_ROWS)."""
+    monkeypatch.setattr(prune, "PLAIN_ROWS", 0)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +149,54 @@ def test_types_are_asked_once_per_sql_text(store, monkeypatch):
     got = store.query(sql, {"a": T0 + dt.timedelta(days=40)})
     assert got["probe_cc"].dtype == np.dtype(object)
     assert not any(q.startswith("DESCRIBE") for q in asked) and len(asked) == 1
+
+
+def test_small_windows_keep_low_cardinality(store, monkeypatch):
+    """Below PLAIN_ROWS estimated rows the structure keeps LowCardinality (no dtype work)."""
+    monkeypatch.setattr(prune, "PLAIN_ROWS", 1 << 16)
+    sql = f"SELECT probe_cc, count() AS n FROM fastpath WHERE {FP} GROUP BY probe_cc"
+    bound = P.bind(sql, {"a": T0, "b": T0 + dt.timedelta(hours=1)})
+    run, plain = store._plan(bound, prune.shape(bound.sql))
+    assert not plain and "probe_cc\\` LowCardinality(String)," in run
+    monkeypatch.setattr(prune, "PLAIN_ROWS", 10)  # 60 rows over 10 hours: the 3-hour window holds ~18
+    run, plain = store._plan(bound, prune.shape(bound.sql))
+    assert plain and "LowCardinality" not in run
+    monkeypatch.setattr(prune, "PLAIN_ROWS", 30)
+    assert not store._plan(bound, prune.shape(bound.sql))[1]
+    whole = P.bind("SELECT probe_cc, count() AS n FROM fastpath GROUP BY probe_cc", {})
+    monkeypatch.setattr(prune, "PLAIN_ROWS", 1 << 16)
+    assert store._plan(whole, prune.shape(whole.sql))[1]  # no window: a scan
+
+
+def test_rows_within_spreads_rows_over_each_group():
+    from ooniutils.store.parts import PartInfo
+
+    a = PartInfo(Path("a"), 300, 0, 299, True, ((0, 99, 100), (100, 199, 100), (200, 299, 100)))
+    b = PartInfo(Path("b"), 10, 1000, 1000, True, ((1000, 1000, 10),))
+    assert prune.rows_within([a, b], None, None) == 310
+    assert prune.rows_within([a, b], 50, 149) == 100
+    assert prune.rows_within([a, b], 250, 1000) == 60
+    assert prune.rows_within([a, b], 300, 999) == 0
+    assert prune.rows_within([a, PartInfo(Path("c"), 5, None, None, False, ())], 0, 10) is None
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n_parts=st.integers(1, 8), compact=st.booleans(),
+       a=st.integers(-48, 22 * 24), span=st.integers(0, 72), which=st.integers(0, 5))
+def test_plain_strings_on_random_layouts(tmp_path_factory, small_parts, seed, n_parts, compact, a, span, which):
+    """test_store_prune's comparison with the views, every windowed query reading plain strings."""
+    from test_store_prune import QUERIES as PRUNE_QUERIES
+    from test_store_prune import T0 as P_T0
+    from test_store_prune import _fill
+
+    rng = np.random.default_rng(seed)
+    store = EmbeddedStore(tmp_path_factory.mktemp("random"))
+    _fill(store, rng, n_parts)
+    if compact:
+        store.compact("fastpath")
+    since = P_T0 + dt.timedelta(hours=a, minutes=int(rng.integers(0, 60)))
+    params = {"a": since, "b": since + dt.timedelta(hours=span)}
+    if "String" in PRUNE_QUERIES[which]:
+        params["b"] = params["b"].strftime("%Y-%m-%d %H:%M:%S")
+    sql = PRUNE_QUERIES[which]
+    pd.testing.assert_frame_equal(store.query(sql, params), _through_views(store, sql, params))

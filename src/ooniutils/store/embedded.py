@@ -208,11 +208,11 @@ class EmbeddedStore(Store):
             self._ensure_views()
             sess = _session()
             shape = prune.shape(bound.sql) if prune.ENABLED else None
-            low_cardinality = prune.LOW_CARDINALITY
+            low_cardinality: bool | None = True if prune.LOW_CARDINALITY else None
             races = 0  # runs spoiled by a compaction
             while races < _QUERY_ATTEMPTS:
                 before = self._generations()
-                run = self._direct(bound, shape, low_cardinality) if shape is not None else bound.sql
+                run, plain = self._plan(bound, shape, low_cardinality) if shape is not None else (bound.sql, False)
                 try:
                     result = sess.query(run, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
@@ -230,7 +230,7 @@ class EmbeddedStore(Store):
                     races += 1
                     log.debug("a generation changed under a query (compaction); retry %d", races)
                     continue
-                if run == bound.sql or low_cardinality or not P.has_low_cardinality(shape.table):  # type: ignore[union-attr]
+                if not plain:
                     return result
                 conformed = self._as_views_return(result, bound, escaped)
                 if conformed is not None:
@@ -270,11 +270,19 @@ class EmbeddedStore(Store):
                 result.isetitem(i, np.full(len(result), None, dtype=object))
         return result
 
-    def _direct(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool = False) -> str:
+    def _direct(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool | None = None) -> str:
         """``bound.sql`` reading only the parts of the current generation its ``WHERE``
-        can need, named directly (:mod:`.prune`; ``LowCardinality`` columns as plain ones
-        unless ``low_cardinality``); as it is when that cannot be done."""
+        can need, named directly (:mod:`.prune`); as it is when that cannot be done. See
+        :meth:`_plan` for ``low_cardinality``."""
+        return self._plan(bound, shape, low_cardinality)[0]
+
+    def _plan(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool | None = None) -> tuple[str, bool]:
+        """:meth:`_direct`'s SQL, and whether it reads ``LowCardinality`` columns as plain
+        ones: when ``low_cardinality`` is False, or when it is None and the query is
+        estimated to read at least :data:`.prune.PLAIN_ROWS` rows (:func:`.prune.rows_within`;
+        below, LowCardinality's hashing costs less than :meth:`_as_views_return`)."""
         table = shape.table
+        plain = low_cardinality is not True and P.has_low_cardinality(table)
         try:
             folder = self.current_dir(table.name)
             paths = sorted(folder.glob("part-*.parquet"))
@@ -283,12 +291,15 @@ class EmbeddedStore(Store):
                 key_type = P.arrow_schema(table).field(key).type
                 lo, hi = prune.window(shape, bound.values, key_type)
                 if lo is not None or hi is not None:
-                    infos = [part_info(p, key, key_type) for p in paths]
-                    paths = [p.path for p in prune.select(infos, lo, hi)]
+                    infos = prune.select([part_info(p, key, key_type) for p in paths], lo, hi)
+                    paths = [p.path for p in infos]
+                    if plain and low_cardinality is None:
+                        rows = prune.rows_within(infos, lo, hi)
+                        plain = rows is None or rows >= prune.PLAIN_ROWS
         except OSError:  # a part went (a compaction): the view reads the generation as it is
-            return bound.sql
-        source = prune.file_source(folder, paths, table, low_cardinality=low_cardinality)
-        return bound.sql if source is None else prune.rewrite(bound.sql, shape, source)
+            return bound.sql, False
+        source = prune.file_source(folder, paths, table, low_cardinality=not plain)
+        return (bound.sql, False) if source is None else (prune.rewrite(bound.sql, shape, source), plain)
 
     def _generations(self) -> tuple[str, ...]:
         """Every table's ``current`` target (names only grow, so equal means no swap)."""
