@@ -36,12 +36,12 @@ For a query that reads many rows (:data:`PLAIN_ROWS`), the ``file()`` structure 
 ``LowCardinality(T)`` columns as plain ``T`` (:data:`LOW_CARDINALITY`): ClickHouse's
 Parquet reader would otherwise decode each dictionary-encoded value to a string and hash
 it into a LowCardinality column, the largest CPU cost of a scan that reads ``probe_cc``
-(issue 16, fourth round). Values,
-comparisons and orderings are the same; only the result's ClickHouse types differ, which
-chDB shows in one place: a string column that holds no value (an empty result, or only
-NULLs) comes back as pandas' ``str`` dtype where a LowCardinality one comes back as
-``object`` of ``None``. :meth:`.embedded.EmbeddedStore.query` turns such columns back into
-what the views return, so a notebook sees the same frames either way.
+(issue 16, fourth round). Values, comparisons and orderings are the same; only the
+result's ClickHouse types differ, which chDB shows in one place: a string column that
+holds no value (an empty result, or only NULLs) comes back as pandas' ``str`` dtype where
+a LowCardinality one comes back as ``object`` of ``None``.
+:meth:`.embedded.EmbeddedStore.query` turns such columns back into what the views
+return, so a notebook sees the same frames either way.
 """
 
 from __future__ import annotations
