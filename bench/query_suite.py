@@ -15,11 +15,16 @@ return the same result.
 ``fixed`` is a query whose time range holds no row: what a query costs before it reads
 any data (listing and opening parts, reading footers).
 
+``--compare-views`` also times the store with part naming off (every query through the
+views), ``--compare-lc`` with LowCardinality columns read as such in the named parts'
+``file()`` (``store.prune.LOW_CARDINALITY``: what main did before issue 16's fourth round),
+in the same rounds and process; both must return the same frames as the store.
+
 Works with any ooniutils that has ``generate``, ``click_query_fsn`` and ``insert_arrow``,
 so it can be run against an older commit with ``PYTHONPATH=<exported src>``.
 
     python bench/query_suite.py [--rows 10000000] [--log-lines 1000000] [--runs 7] [--dir DIR]
-        [--compact] [--compare-views] [--mergetree-days N] [--json FILE]
+        [--compact] [--compare-views] [--compare-lc] [--mergetree-days N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -139,21 +144,22 @@ def build_mergetree(sess: Any, store: Any, days: int | None = None) -> None:
 
 
 def run_suite(queries: dict[str, tuple[str, dict[str, Any]]], ours: Any, mergetree: Any, runs: int,
-              when: str, views: Any = None) -> list[dict[str, Any]]:
+              when: str, views: Any = None, lc: Any = None) -> list[dict[str, Any]]:
     """Times every query on both sides (interleaved), prints a Markdown table, returns rows.
     ``views``: the embedded store with part naming off (every query through the views),
-    timed in the same rounds when given."""
+    ``lc``: with LowCardinality columns read as such; each timed in the same rounds when given."""
     results: list[dict[str, Any]] = []
-    extra = " views (ms) | views wall / CPU ratio |" if views else ""
+    others = [(k, fn) for k, fn in (("views", views), ("lc", lc)) if fn is not None]
+    extra = "".join(f" {k} (ms) | {k} wall / CPU ratio |" for k, _ in others)
     print(f"\n{when}:\n| query | embedded (ms) | MergeTree (ms) | wall ratio | CPU ratio | rows out |{extra}")
-    print("|---|---|---|---|---|---|" + ("---|---|" if views else ""))
-    sides = [("ours", ours), ("mt", mergetree)] + ([("views", views)] if views else [])
+    print("|---|---|---|---|---|---|" + "---|---|" * len(others))
+    sides = [("ours", ours), ("mt", mergetree)] + others
     for label, (sql, params) in queries.items():
         a, b = ours(sql, params), mergetree(sql, params)  # warm-up + check
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False,
                                       obj=label)
-        if views:
-            pd.testing.assert_frame_equal(a, views(sql, params), obj=f"{label} (views)")
+        for key, fn in others:
+            pd.testing.assert_frame_equal(a, fn(sql, params), obj=f"{label} ({key})")
         wall: dict[str, list[float]] = {k: [] for k, _ in sides}
         cpu: dict[str, list[float]] = {k: [] for k, _ in sides}
         for _ in range(runs):
@@ -169,10 +175,10 @@ def run_suite(queries: dict[str, tuple[str, dict[str, Any]]], ours: Any, mergetr
                "ours_cpu_ms": c["ours"] * 1000, "mergetree_cpu_ms": c["mt"] * 1000, "rows_out": len(a),
                "selective": label in SELECTIVE, "when": when, "load": os.getloadavg()[0]}
         more = ""
-        if views:
-            row.update(views_ms=m["views"] * 1000, views_cpu_ms=c["views"] * 1000, views_ratio=m["views"] / m["mt"],
-                       views_cpu_ratio=c["views"] / max(c["mt"], 1e-6))
-            more = f" {row['views_ms']:.1f} | {row['views_ratio']:.2f} / {row['views_cpu_ratio']:.2f} |"
+        for k, _ in others:
+            row.update({f"{k}_ms": m[k] * 1000, f"{k}_cpu_ms": c[k] * 1000, f"{k}_ratio": m[k] / m["mt"],
+                        f"{k}_cpu_ratio": c[k] / max(c["mt"], 1e-6)})
+            more += f" {row[f'{k}_ms']:.1f} | {row[f'{k}_ratio']:.2f} / {row[f'{k}_cpu_ratio']:.2f} |"
         results.append(row)
         print(f"| {label} | {row['ours_ms']:.1f} | {row['mergetree_ms']:.1f} | {row['ratio']:.2f} | "
               f"{row['cpu_ratio']:.2f} | {len(a)} |{more}", flush=True)
@@ -192,6 +198,9 @@ def main() -> None:
                          "slower: a lower bound on its time) and run only the queries within them")
     ap.add_argument("--compare-views", action="store_true",
                     help="also time the embedded store with part naming off (store.prune.ENABLED)")
+    ap.add_argument("--compare-lc", action="store_true",
+                    help="also time the embedded store reading LowCardinality columns as such "
+                         "(store.prune.LOW_CARDINALITY)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ooni-suite-") as tmp:
         data = args.dir or Path(tmp)
@@ -255,13 +264,24 @@ def main() -> None:
                 finally:
                     prune.ENABLED = True
 
-        results = run_suite(queries, ours, mergetree, args.runs, "as loaded", views)
+        lc = None
+        if args.compare_lc:
+            from ooniutils.store import prune
+
+            def lc(sql: str, params: dict[str, Any]) -> pd.DataFrame:
+                prune.LOW_CARDINALITY = True
+                try:
+                    return click_query_fsn(sql, **params)
+                finally:
+                    prune.LOW_CARDINALITY = False
+
+        results = run_suite(queries, ours, mergetree, args.runs, "as loaded", views, lc)
         if args.compact and hasattr(store, "compact"):
             t0 = time.perf_counter()
             store.compact()
             print(f"\ndata compact: {time.perf_counter() - t0:.1f} s; fastpath now {len(store.parts('fastpath'))} parts, "
                   f"logs {len(store.parts('logs'))} parts")
-            results += run_suite(queries, ours, mergetree, args.runs, "after data compact", views)
+            results += run_suite(queries, ours, mergetree, args.runs, "after data compact", views, lc)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nload after: {os.getloadavg()}; peak RSS {peak:.0f} MiB")
         if args.json:

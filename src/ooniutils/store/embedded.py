@@ -58,6 +58,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,6 +97,9 @@ _QUERY_ATTEMPTS = 4
 _STRAY_LINK_AGE = 60.0
 """Seconds after which a ``.current-*`` link candidate is taken as left by a killed process."""
 
+_LOW_CARDINALITY_MEMO = 512
+_low_cardinality_columns: dict[str, tuple[bool, ...]] = {}
+"""SQL text → which result columns the views return as LowCardinality (``()``: unknown)."""
 _lock = threading.RLock()
 _views_for: dict[int, Path] = {}  # pid → data folder the process-wide views point at
 _sessions: dict[int, Any] = {}  # pid → chDB session
@@ -207,31 +211,81 @@ class EmbeddedStore(Store):
             self._ensure_views()
             sess = _session()
             shape = prune.shape(bound.sql) if prune.ENABLED else None
-            for attempt in range(1, _QUERY_ATTEMPTS + 1):
+            low_cardinality: bool | None = True if prune.LOW_CARDINALITY else None
+            races = 0  # runs spoiled by a compaction
+            while races < _QUERY_ATTEMPTS:
                 before = self._generations()
-                run = self._direct(bound, shape) if shape is not None else bound.sql
+                run, plain = self._plan(bound, shape, low_cardinality) if shape is not None else (bound.sql, False)
                 try:
                     result = sess.query(run, "DataFrame", params=escaped)
                 except Exception as exc:  # chDB raises ChdbError / RuntimeError
                     msg = _error_text(exc)
+                    races += 1
                     if any(c in msg for c in _MISSING_FILE_CODES) and (
-                            attempt < _QUERY_ATTEMPTS or self._generations() != before):
-                        log.debug("part vanished under a query (compaction); retry %d: %s", attempt, msg)
+                            races < _QUERY_ATTEMPTS or self._generations() != before):
+                        log.debug("part vanished under a query (compaction); retry %d: %s", races, msg)
                         continue
                     raise QueryError(f"query failed: {msg}", query=sql, server_message=msg) from exc
-                if self._generations() == before:
+                if self._generations() != before:
+                    # A compaction swapped a generation during the query: the glob may have
+                    # listed the old folder while its parts were being removed, which reads as
+                    # fewer rows (not as an error). Only a run with no swap is a snapshot.
+                    races += 1
+                    log.debug("a generation changed under a query (compaction); retry %d", races)
+                    continue
+                if not plain:
                     return result
-                # A compaction swapped a generation during the query: the glob may have
-                # listed the old folder while its parts were being removed, which reads as
-                # fewer rows (not as an error). Only a run with no swap is a snapshot.
-                log.debug("a generation changed under a query (compaction); retry %d", attempt)
+                conformed = self._as_views_return(result, bound, escaped)
+                if conformed is not None:
+                    return conformed
+                low_cardinality = True  # the views' types are unknown: read as they do
         raise QueryError(f"query failed: the store was compacted under it {_QUERY_ATTEMPTS} times in a row; "
                          "retry when compaction is done", query=sql)
 
-    def _direct(self, bound: P.Bound, shape: prune.Shape) -> str:
+    def _as_views_return(self, result: pd.DataFrame, bound: P.Bound, escaped: dict[str, str]) -> pd.DataFrame | None:
+        """``result`` of a query that read ``LowCardinality`` columns as plain ones
+        (:mod:`.prune`) with the dtypes the views give: the one difference chDB shows is a
+        string column holding no value (an empty result, or only NULLs), ``str`` for a
+        String but ``object`` of ``None`` for a LowCardinality column. Which result columns
+        are LowCardinality the views say (``DESCRIBE``, remembered per SQL text: types do
+        not depend on parameter values); None for a query ``DESCRIBE`` cannot wrap (e.g.
+        one with a ``FORMAT`` clause): it is then run again reading LowCardinality."""
+        todo = [i for i, dtype in enumerate(result.dtypes)
+                if isinstance(dtype, pd.StringDtype) and result.iloc[:, i].count() == 0]  # no value
+        if not todo:
+            return result
+        low = _low_cardinality_columns.get(bound.sql)
+        if low is None:
+            try:
+                select = bound.sql.rstrip().removesuffix(";")
+                described = _session().query(f"DESCRIBE TABLE ({select}\n)", "TabSeparated", params=escaped)
+                low = tuple(line.split("\t")[1].startswith("LowCardinality(")
+                            for line in described.bytes().decode().splitlines() if line)
+            except Exception:  # e.g. a FORMAT clause: cannot be a subquery
+                low = ()
+            if len(_low_cardinality_columns) >= _LOW_CARDINALITY_MEMO:
+                _low_cardinality_columns.clear()
+            _low_cardinality_columns[bound.sql] = low
+        if len(low) != result.shape[1]:
+            return None
+        for i in todo:
+            if low[i]:
+                result.isetitem(i, np.full(len(result), None, dtype=object))
+        return result
+
+    def _direct(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool | None = None) -> str:
         """``bound.sql`` reading only the parts of the current generation its ``WHERE``
-        can need, named directly (:mod:`.prune`); as it is when that cannot be done."""
+        can need, named directly (:mod:`.prune`); as it is when that cannot be done. See
+        :meth:`_plan` for ``low_cardinality``."""
+        return self._plan(bound, shape, low_cardinality)[0]
+
+    def _plan(self, bound: P.Bound, shape: prune.Shape, low_cardinality: bool | None = None) -> tuple[str, bool]:
+        """:meth:`_direct`'s SQL, and whether it reads ``LowCardinality`` columns as plain
+        ones: when ``low_cardinality`` is False, or when it is None and the query is
+        estimated to read at least :data:`.prune.PLAIN_ROWS` rows (:func:`.prune.rows_within`;
+        below, LowCardinality's hashing costs less than :meth:`_as_views_return`)."""
         table = shape.table
+        plain = low_cardinality is not True and P.has_low_cardinality(table)
         try:
             folder = self.current_dir(table.name)
             paths = sorted(folder.glob("part-*.parquet"))
@@ -240,12 +294,15 @@ class EmbeddedStore(Store):
                 key_type = P.arrow_schema(table).field(key).type
                 lo, hi = prune.window(shape, bound.values, key_type)
                 if lo is not None or hi is not None:
-                    infos = [part_info(p, key, key_type) for p in paths]
-                    paths = [p.path for p in prune.select(infos, lo, hi)]
+                    infos = prune.select([part_info(p, key, key_type) for p in paths], lo, hi)
+                    paths = [p.path for p in infos]
+                    if plain and low_cardinality is None:
+                        rows = prune.rows_within(infos, lo, hi)
+                        plain = rows is None or rows >= prune.PLAIN_ROWS
         except OSError:  # a part went (a compaction): the view reads the generation as it is
-            return bound.sql
-        source = prune.file_source(folder, paths, table)
-        return bound.sql if source is None else prune.rewrite(bound.sql, shape, source)
+            return bound.sql, False
+        source = prune.file_source(folder, paths, table, low_cardinality=not plain)
+        return (bound.sql, False) if source is None else (prune.rewrite(bound.sql, shape, source), plain)
 
     def _generations(self) -> tuple[str, ...]:
         """Every table's ``current`` target (names only grow, so equal means no swap)."""

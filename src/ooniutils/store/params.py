@@ -20,6 +20,7 @@ Two jobs, shared by both store back-ends so they behave the same:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import math
 import numbers
@@ -306,9 +307,27 @@ class ColumnType:
         raise StoreError(f"unsupported ClickHouse column type {self.declared}")
 
 
-def structure(table: Table) -> str:
-    """``file()`` structure of ``table`` (types only, DEFAULT clauses dropped)."""
-    return ", ".join(f"`{c}` {ColumnType.parse(t).declared}" for c, t in table.columns)
+@functools.lru_cache(maxsize=64)
+def structure(table: Table, *, low_cardinality: bool = True) -> str:
+    """``file()`` structure of ``table`` (types only, DEFAULT clauses dropped).
+
+    With ``low_cardinality=False``, ``LowCardinality(T)`` columns are declared as ``T``:
+    ClickHouse then reads a Parquet dictionary column into plain values instead of
+    hashing every value into a LowCardinality column (same values, other result types:
+    see :mod:`.prune`)."""
+    def declared(text: str) -> str:
+        d = ColumnType.parse(text).declared
+        if not low_cardinality and d.startswith("LowCardinality(") and d.endswith(")"):
+            d = d[len("LowCardinality("):-1].strip()
+        return d
+
+    return ", ".join(f"`{c}` {declared(t)}" for c, t in table.columns)
+
+
+@functools.lru_cache(maxsize=64)
+def has_low_cardinality(table: Table) -> bool:
+    """Whether any column of ``table`` is declared ``LowCardinality(...)``."""
+    return any(ColumnType.parse(t).declared.startswith("LowCardinality(") for _, t in table.columns)
 
 
 def _default_array(ct: ColumnType, n: int) -> pa.Array:

@@ -31,6 +31,17 @@ the ``WHERE`` clause keeps:
 
 Anything else — a query this does not understand — reads every part through the view,
 as before. Results are the same either way (the store contract tests run both paths).
+
+For a query that reads many rows (:data:`PLAIN_ROWS`), the ``file()`` structure declares
+``LowCardinality(T)`` columns as plain ``T`` (:data:`LOW_CARDINALITY`): ClickHouse's
+Parquet reader would otherwise decode each dictionary-encoded value to a string and hash
+it into a LowCardinality column, the largest CPU cost of a scan that reads ``probe_cc``
+(issue 16, fourth round). Values, comparisons and orderings are the same; only the
+result's ClickHouse types differ, which chDB shows in one place: a string column that
+holds no value (an empty result, or only NULLs) comes back as pandas' ``str`` dtype where
+a LowCardinality one comes back as ``object`` of ``None``.
+:meth:`.embedded.EmbeddedStore.query` turns such columns back into what the views
+return, so a notebook sees the same frames either way.
 """
 
 from __future__ import annotations
@@ -71,6 +82,14 @@ _FLIP = {">=": "<=", ">": "<", "<=": ">=", "<": ">", "=": "=", "==": "=="}
 ENABLED = True
 """Off: every query reads through the views (how tests and ``bench/query_suite.py``
 compare both paths in one process)."""
+LOW_CARDINALITY = False
+"""On: the ``file()`` structure always keeps ``LowCardinality`` types, as the views do
+(what ``bench/query_suite.py --compare-lc`` times beside the default, in the same process)."""
+PLAIN_ROWS = 1 << 16
+"""Rows a query is estimated to read (:func:`rows_within`) from which its ``file()``
+declares ``LowCardinality`` columns plain (module doc); a query reading fewer (the last
+hour, say) keeps them: their hashing then costs less than giving the result the views'
+dtypes. Queries without a key window always read them plain."""
 TIME_MARGIN = dt.timedelta(days=1)
 """How far a time bound is widened (see module doc)."""
 UTC_MARGIN = dt.timedelta(hours=1)
@@ -270,14 +289,32 @@ def select(infos: Sequence[PartInfo], lo: int | None, hi: int | None) -> list[Pa
     return keep or list(infos[:1])
 
 
-def file_source(folder: Path, parts: Sequence[Path], table: Table) -> str | None:
-    """The ``file(...)`` call reading ``parts`` of ``folder``; None when a name would need
-    escaping in a glob."""
+def rows_within(infos: Sequence[PartInfo], lo: int | None, hi: int | None) -> int | None:
+    """Estimated rows of ``infos`` with keys in [lo, hi]: each row group's rows times the
+    share of its key range inside (rows spread evenly); None when a part has no row-group
+    key ranges."""
+    total = 0.0
+    for p in infos:
+        if not p.groups:
+            return None
+        for g_lo, g_hi, rows in p.groups:
+            a = g_lo if lo is None else max(g_lo, lo)
+            b = g_hi if hi is None else min(g_hi, hi)
+            if a <= b:
+                total += rows * (b - a + 1) / (g_hi - g_lo + 1)
+    return int(total)
+
+
+def file_source(folder: Path, parts: Sequence[Path], table: Table, *, low_cardinality: bool = False) -> str | None:
+    """The ``file(...)`` call reading ``parts`` of ``folder`` (``LowCardinality`` columns as
+    their plain type unless ``low_cardinality``); None when a name would need escaping in
+    a glob."""
     if not parts or _GLOB_CHARS.intersection(str(folder)) or any(_GLOB_CHARS.intersection(p.name) for p in parts):
         return None
     names = [p.name for p in parts]
     pattern = f"{folder}/{names[0]}" if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
-    return f"file({format_str(pattern)}, Parquet, {format_str(P.structure(table))})"
+    structure = P.structure(table, low_cardinality=low_cardinality)
+    return f"file({format_str(pattern)}, Parquet, {format_str(structure)})"
 
 
 def rewrite(sql: str, sh: Shape, source: str) -> str:
