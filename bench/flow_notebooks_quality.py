@@ -291,6 +291,35 @@ REPORT_WORLDS = ["90:1", "90:2", "90:3", "45:4:20000", "45:5:20000", "45:6:20000
 """Reported (held out): the demo world (90 d, seed 1, 40k rows/day), two more seeds, and three
 seeds of a smaller world. Seeds 11-16 were used to look for causes and pick settings."""
 TUNING_WORLDS = ["90:11", "90:12", "90:13", "60:14:20000", "45:16:80000"]
+MORE_TUNING_WORLDS = ["90:17", "90:18", "90:19", "90:20", "45:21:20000", "45:22:20000", "45:23:20000",
+                      "45:24:20000", "60:25:20000", "45:26:80000"]
+"""The second and third passes chose on these too (``--tuning-all``: all fifteen)."""
+
+
+def notebook_cost(settings: list[tuple[int, int]], repeat: int = 3) -> None:
+    """Time the per-country notebook's query and analysis on the store ``OONI_DATA_DIR`` names
+    (e.g. the demo world: ``ooniutils data generate --days 90 --seed 1``), for each (DAYS,
+    WEEKS) in ``settings``, alternated ``repeat`` times; the other knobs are the notebook's."""
+    from ooniutils.datasets.flow import hourly_counts_by_country_software, newest_measurement_time
+
+    knobs = notebook_parameters(PER_COUNTRY_NB)
+    newest = newest_measurement_time()
+    if newest is None:
+        raise SystemExit("the store is empty: generate a world first (ooniutils data generate)")
+    until = newest.floor("h")
+    for _ in range(repeat):
+        for days, weeks in settings:
+            since = until - pd.Timedelta(days=days)
+            t, c = time.perf_counter(), time.process_time()
+            got = hourly_counts_by_country_software(since=since, until=until)
+            tq, cq = time.perf_counter() - t, time.process_time() - c
+            t, c = time.perf_counter(), time.process_time()
+            wide = pivot_hourly(got, "t", ["probe_cc", "software_name"], start=since, end=until)
+            wide = with_country_totals(wide.loc[:, wide.mean() >= knobs["MIN_HOURLY"]], got, since, until)
+            alarms = alarms_from_predictions(predict_many(wide, flow_params({**knobs, "WEEKS": weeks})))
+            print(f"DAYS {days} WEEKS {weeks}: query {len(got):,} rows wall {tq:.2f} s cpu {cq:.2f} s; "
+                  f"analysis of {wide.shape[1]} series x {wide.shape[0]} h wall {time.perf_counter() - t:.2f} s "
+                  f"cpu {time.process_time() - c:.2f} s ({len(alarms)} series alarms)", flush=True)
 
 
 def _pct(a: int, b: int) -> str:
@@ -301,8 +330,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", nargs="+", default=REPORT_WORLDS, help="days:seed[:rows_per_day]")
     ap.add_argument("--tuning", action="store_true", help=f"the tuning worlds {TUNING_WORLDS} instead")
+    ap.add_argument("--tuning-all", action="store_true", help="all fifteen tuning worlds (seeds 11-26)")
+    ap.add_argument("--cost", nargs="*", metavar="DAYS:WEEKS",
+                    help="instead: time the per-country notebook's query and analysis on the store "
+                         "OONI_DATA_DIR names, per DAYS:WEEKS (default: 36:4 and the notebook's own)")
     args = ap.parse_args()
-    worlds = TUNING_WORLDS if args.tuning else args.worlds
+    if args.cost is not None:
+        knobs = notebook_parameters(PER_COUNTRY_NB)
+        specs = args.cost or ["36:4", f"{knobs['DAYS']}:{knobs['WEEKS']}"]
+        notebook_cost([(int(a), int(b)) for a, b in (x.split(":") for x in specs)])
+        return
+    worlds = (TUNING_WORLDS + MORE_TUNING_WORLDS if args.tuning_all else TUNING_WORLDS if args.tuning
+              else args.worlds)
     rows, totals = [], {}
     for spec in worlds:
         days, seed, *rest = (int(x) for x in spec.split(":"))
