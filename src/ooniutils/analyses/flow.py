@@ -394,10 +394,15 @@ class _Engine:
         # strong recurring peaks (a daily batch): their own noise level once it is learnt, never
         # below the log-noise of Poisson counts and of the prediction's own error (a level
         # learnt from a few peaks can come out far too small by chance)
-        pk = scorable & (peak if p.peak_noise and peak is not None else False)
-        sig_peak = np.maximum(self.mad_peak * self.noise_scale, np.sqrt((1.0 + 1.0 / hist) / (e + 1.0)))
-        sep = pk & (self.nres_peak >= PEAK_CALIBRATION)
-        sig_h = np.where(sep, sig_peak, sigma)
+        mixed = p.peak_noise and peak is not None
+        if mixed:
+            pk = scorable & peak
+            sig_peak = np.maximum(self.mad_peak * self.noise_scale, np.sqrt((1.0 + 1.0 / hist) / (e + 1.0)))
+            sep = pk & (self.nres_peak >= PEAK_CALIBRATION)
+            sig_h = np.where(sep, sig_peak, sigma)
+        else:  # one noise level, as without peak_noise
+            pk = sep = np.zeros(self.n, dtype=bool)
+            sig_peak = sig_h = sigma
         pval = ndtr(resid / sig_h)              # the series' own noise …
         low = ready & (ratio < p.threshold)
         below = np.flatnonzero(low)             # … and the count test, where it can matter (costly)
@@ -417,24 +422,28 @@ class _Engine:
             sp = sep[cand]
             e_np = np.where(sp, 0.0, cum_e)
             n_np = np.where(sp, 0.0, 1.0)
-            var_pk = np.where(sp, (cum_e * sig_h[cand]) ** 2, 0.0)
+            var_pk = np.where(sp, (cum_e * sig_h[cand]) ** 2, 0.0) if mixed else np.zeros(cand.size)
             chain = np.ones(cand.size, dtype=bool)
             nb, pw_min = np.zeros(cand.size, dtype=np.int64), np.ones(cand.size)
             for j in range(len(self.h_v)):
                 chain &= self.h_ready[j][cand]
                 if not chain.any():
                     break
-                hv, he, hp = self.h_v[j][cand], self.h_e[j][cand], self.h_pk[j][cand]
-                cum_v = cum_v + hv
+                he = self.h_e[j][cand]
+                cum_v = cum_v + self.h_v[j][cand]
                 cum_e = cum_e + he
-                e_np = e_np + np.where(hp, 0.0, he)
-                n_np = n_np + ~hp
-                var_pk = var_pk + np.where(hp, (he * self.h_sd[j][cand]) ** 2, 0.0)
+                if mixed:
+                    hp = self.h_pk[j][cand]
+                    e_np = e_np + np.where(hp, 0.0, he)
+                    n_np = n_np + ~hp
+                    var_pk = var_pk + np.where(hp, (he * self.h_sd[j][cand]) ** 2, 0.0)
                 cond = chain & self.h_low[j][cand] & (cum_v < p.threshold * cum_e)
                 if cond.any():
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        sd_run = np.where(var_pk > 0, np.sqrt((e_np * sig) ** 2 / np.maximum(n_np, 1.0) + var_pk)
-                                          / np.maximum(cum_e, 1e-12), sig / np.sqrt(j + 2.0))
+                    sd_run = sig / np.sqrt(j + 2.0)
+                    if mixed:
+                        with np.errstate(invalid="ignore", divide="ignore"):
+                            sd_run = np.where(var_pk > 0, np.sqrt((e_np * sig) ** 2 / np.maximum(n_np, 1.0)
+                                                                  + var_pk) / np.maximum(cum_e, 1e-12), sd_run)
                     pw = self._pvalue(cum_v, cum_e, cond, sd_run, hc)
                     nb = np.where(cond & (pw < p.alpha), j + 1, nb)
                     pw_min = np.minimum(pw_min, pw)
@@ -453,7 +462,7 @@ class _Engine:
         # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
         learn = scorable & ~alarm
         dev = np.abs(resid)
-        if p.peak_noise:  # a strong peak's residual teaches its own level (and, until that is
+        if mixed:  # a strong peak's residual teaches its own level (and, until that is
             # learnt, the series' level too, as without peak_noise)
             pcal = self.nres_peak >= PEAK_CALIBRATION
             lp = learn & pk
