@@ -80,8 +80,8 @@ PEAK_FACTOR = 1.5
 (either way) is a *strong* peak or trough (a daily upload batch, the hour between two batches):
 with ``FlowParams.peak_noise`` it has a noise level of its own."""
 PEAK_CALIBRATION = 3
-"""Strong-peak hours learnt before their own noise level is trusted alone (until then a peak
-hour is judged with the larger of the two levels)."""
+"""Strong-peak hours learnt before their own noise level is used (until then a peak hour is
+judged with, and teaches, the series' own level, as without ``peak_noise``)."""
 ALARM_COLUMNS = ["series", "start", "end", "hours", "expected", "actual", "severity"]
 
 
