@@ -18,9 +18,10 @@ The knobs (THRESHOLD, ALPHA, MIN_HOURLY, WEEKS …) are read from each notebook'
 * **long term**: ``decline_table`` on the daily totals per software_name over the last 8
   weeks, evaluated as the daily notebook would run on each of the last 14 days.
 
-The hourly notebooks run every hour over a 36-day window; scoring the whole world in one
-causal pass gives the alarms those runs would report (the model looks back at most 4 weeks
-+ 1 day; the earliest 9 days are its warm-up and are not scored).
+The hourly notebooks run every hour over a ``DAYS``-day window (36 global, 58 per country);
+scoring the whole world in one causal pass gives the alarms those runs would report (the
+model looks back at most ``WEEKS`` weeks + 1 day: 4 global, 8 per country, fewer early in a
+world; the earliest 9 days are its warm-up and are not scored).
 
 Scoring (hourly notebooks). An alarm episode is **true** when it overlaps in time an
 injected count incident whose keys are compatible with it (same probe_cc, the incident's
@@ -34,7 +35,8 @@ min(duration, 6) hours is ≥ ``FLOOR_Z`` (= 5) standard deviations of Poisson n
 the notebook's false-alarm rate. An incident is found when an alarm of one of its series
 above the floor overlaps its window. Reported beside it (never instead): recall above a
 second floor that also counts the prediction's own error (the shortfall's variance is
-expected × (1 + 1 / (weeks × history_hours_per_week))), and the recall an *ideal detector*
+expected × (1 + 1 / (weeks × history_hours_per_week)), with the weeks the prediction really
+had at the incident's start), and the recall an *ideal detector*
 with the notebook's ALPHA would reach on average (the sum over scored incidents of
 P(realised z > the bar), z of the best series in σ of Poisson noise and the prediction's
 error; a yardstick: one series, normal approximation), and recall above the *detection
@@ -60,7 +62,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from ooniutils.analyses.flow import FlowParams, alarms_from_predictions, pivot_hourly, predict_many
+from ooniutils.analyses.flow import (
+    WEEK,
+    FlowParams,
+    alarms_from_predictions,
+    pivot_hourly,
+    predict_many,
+)
 from ooniutils.analyses.flow_episodes import TOTAL, fold_episodes, with_country_totals
 from ooniutils.analyses.trend import decline_table
 from ooniutils.store.generator import generate_frames, make_plan
@@ -89,6 +97,16 @@ def notebook_parameters(name: str) -> dict[str, Any]:
     ns: dict[str, Any] = {}
     exec(cell.source, {}, ns)  # noqa: S102 - our own committed notebook's constants
     return ns
+
+
+KNOBS = {"THRESHOLD": "threshold", "ALPHA": "alpha", "ALPHA_SINGLE": "alpha_single",
+         "NOISE_CLIP": "noise_clip", "WEEKS": "weeks", "PEAK_NOISE": "peak_noise"}
+"""Notebook knob -> FlowParams field (a knob the notebook does not set keeps the default)."""
+
+
+def flow_params(knobs: dict[str, Any]) -> FlowParams:
+    """The detector settings a notebook runs with, from its ``parameters`` cell."""
+    return FlowParams(**{field: knobs[k] for k, field in KNOBS.items() if k in knobs})
 
 
 def counts(days: int, seed: int, rows_per_day: int):
@@ -137,6 +155,14 @@ def hit_series(plan, inc, keys: list[str]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def real_weeks(params: FlowParams, since: pd.Timestamp, inc) -> int:
+    """Weeks of history the prediction had at the incident's start: at most ``params.weeks``,
+    fewer early in the world (a week k is used once its level window, ``level_hours`` before
+    the hour k weeks earlier, lies inside the data; the notebook's fetch window holds them)."""
+    hours = (_naive(inc.start) - since) / pd.Timedelta(hours=1)
+    return int(max(1, min(params.weeks, (hours - params.level_hours) // WEEK)))
+
+
 def _overlaps(a_start, a_end, inc) -> bool:
     return a_start < _naive(inc.end) and a_end > _naive(inc.start)
 
@@ -154,9 +180,7 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
     truth = plan.truth
     since, until = _naive(truth.start), _naive(truth.end)
     knobs = notebook_parameters(PER_COUNTRY_NB if per_country else GLOBAL_NB)
-    params = FlowParams(threshold=knobs["THRESHOLD"], alpha=knobs.get("ALPHA", FlowParams.alpha),
-                        alpha_single=knobs.get("ALPHA_SINGLE", FlowParams.alpha_single),
-                        noise_clip=knobs.get("NOISE_CLIP", FlowParams.noise_clip))
+    params = flow_params(knobs)
     wide = pivot_hourly(long, "t", keys, start=since, end=until)
     if per_country:  # the notebook's skip rule (too few measurements), plus each country's total
         wide = with_country_totals(wide.loc[:, wide.mean() >= knobs["MIN_HOURLY"]], long, since, until)
@@ -183,8 +207,8 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
                           f"sev {ep.severity:.0%} missing {ep.missing:.0f}/{ep.expected:.0f} [{ep.members}] {cause}")
     # the second floor also counts the prediction's own error: a baseline learnt from `weeks`
     # weeks is worth weeks x history_hours_per_week hours (FlowParams), so the shortfall's
-    # variance is expected x (1 + 1 / that) -- reported beside the first floor, not instead of it
-    z_scale = float(np.sqrt(1.0 + 1.0 / (params.weeks * params.history_hours_per_week)))
+    # variance is expected x (1 + 1 / that) -- reported beside the first floor, not instead of it;
+    # the weeks are those the prediction really had at the incident (real_weeks)
     scored, found, missed, below_floor = 0, 0, [], 0
     # the second floor and the detection limit: incidents scored, found, missed above each
     second: dict[str, Any] = {"scored": 0, "found": 0, "missed": []}
@@ -205,6 +229,7 @@ def score_hourly(plan, long: pd.DataFrame, keys: list[str], per_country: bool) -
             below_floor += 1
             continue
         scored += 1
+        z_scale = float(np.sqrt(1.0 + 1.0 / (real_weeks(params, since, inc) * params.history_hours_per_week)))
         ok = any(_overlaps(a.start, a.end, inc) for a in alarms.itertuples() if a.series in above)
         found += ok
         z_best = max(hits[k][1] for k in above)
@@ -266,6 +291,35 @@ REPORT_WORLDS = ["90:1", "90:2", "90:3", "45:4:20000", "45:5:20000", "45:6:20000
 """Reported (held out): the demo world (90 d, seed 1, 40k rows/day), two more seeds, and three
 seeds of a smaller world. Seeds 11-16 were used to look for causes and pick settings."""
 TUNING_WORLDS = ["90:11", "90:12", "90:13", "60:14:20000", "45:16:80000"]
+MORE_TUNING_WORLDS = ["90:17", "90:18", "90:19", "90:20", "45:21:20000", "45:22:20000", "45:23:20000",
+                      "45:24:20000", "60:25:20000", "45:26:80000"]
+"""The second and third passes chose on these too (``--tuning-all``: all fifteen)."""
+
+
+def notebook_cost(settings: list[tuple[int, int]], repeat: int = 3) -> None:
+    """Time the per-country notebook's query and analysis on the store ``OONI_DATA_DIR`` names
+    (e.g. the demo world: ``ooniutils data generate --days 90 --seed 1``), for each (DAYS,
+    WEEKS) in ``settings``, alternated ``repeat`` times; the other knobs are the notebook's."""
+    from ooniutils.datasets.flow import hourly_counts_by_country_software, newest_measurement_time
+
+    knobs = notebook_parameters(PER_COUNTRY_NB)
+    newest = newest_measurement_time()
+    if newest is None:
+        raise SystemExit("the store is empty: generate a world first (ooniutils data generate)")
+    until = newest.floor("h")
+    for _ in range(repeat):
+        for days, weeks in settings:
+            since = until - pd.Timedelta(days=days)
+            t, c = time.perf_counter(), time.process_time()
+            got = hourly_counts_by_country_software(since=since, until=until)
+            tq, cq = time.perf_counter() - t, time.process_time() - c
+            t, c = time.perf_counter(), time.process_time()
+            wide = pivot_hourly(got, "t", ["probe_cc", "software_name"], start=since, end=until)
+            wide = with_country_totals(wide.loc[:, wide.mean() >= knobs["MIN_HOURLY"]], got, since, until)
+            alarms = alarms_from_predictions(predict_many(wide, flow_params({**knobs, "WEEKS": weeks})))
+            print(f"DAYS {days} WEEKS {weeks}: query {len(got):,} rows wall {tq:.2f} s cpu {cq:.2f} s; "
+                  f"analysis of {wide.shape[1]} series x {wide.shape[0]} h wall {time.perf_counter() - t:.2f} s "
+                  f"cpu {time.process_time() - c:.2f} s ({len(alarms)} series alarms)", flush=True)
 
 
 def _pct(a: int, b: int) -> str:
@@ -276,8 +330,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", nargs="+", default=REPORT_WORLDS, help="days:seed[:rows_per_day]")
     ap.add_argument("--tuning", action="store_true", help=f"the tuning worlds {TUNING_WORLDS} instead")
+    ap.add_argument("--tuning-all", action="store_true", help="all fifteen tuning worlds (seeds 11-26)")
+    ap.add_argument("--cost", nargs="*", metavar="DAYS:WEEKS",
+                    help="instead: time the per-country notebook's query and analysis on the store "
+                         "OONI_DATA_DIR names, per DAYS:WEEKS (default: 36:4 and the notebook's own)")
     args = ap.parse_args()
-    worlds = TUNING_WORLDS if args.tuning else args.worlds
+    if args.cost is not None:
+        knobs = notebook_parameters(PER_COUNTRY_NB)
+        specs = args.cost or ["36:4", f"{knobs['DAYS']}:{knobs['WEEKS']}"]
+        notebook_cost([(int(a), int(b)) for a, b in (x.split(":") for x in specs)])
+        return
+    worlds = (TUNING_WORLDS + MORE_TUNING_WORLDS if args.tuning_all else TUNING_WORLDS if args.tuning
+              else args.worlds)
     rows, totals = [], {}
     for spec in worlds:
         days, seed, *rest = (int(x) for x in spec.split(":"))

@@ -88,14 +88,17 @@ def hourly_alarm_notebook(per_country: bool) -> nbformat.NotebookNode:
         "(empty table, wrong data source): the run fails with a message naming the data source."
     )
     params = (
-        "DAYS = 36            # history fetched; the model uses up to 4 weeks + 1 day\n"
-        "UNTIL = None         # end of the window (exclusive); None = the current hour's start\n"
+        ("DAYS = 58            # history fetched; the model uses up to WEEKS weeks + 1 day\n"
+         "WEEKS = 8            # weeks of history the prediction learns from (fewer while the data has fewer)\n"
+         if per_country else "DAYS = 36            # history fetched; the model uses up to 4 weeks + 1 day\n")
+        + "UNTIL = None         # end of the window (exclusive); None = the current hour's start\n"
         "ALERT_HOURS = 3      # alarms open within the latest complete hours are alerted\n"
         "THRESHOLD = 0.8      # alarm when actual < THRESHOLD x expected (and significant)\n"
         + ("MIN_HOURLY = 2.0     # skip series averaging fewer measurements per hour\n"
            "ALPHA = 1e-6         # evidence needed for a run of hours (~36x more series than the global\n"
            "ALPHA_SINGLE = 1e-8  # notebook; bench/flow_notebooks_quality.py), and for a single hour\n"
            "NOISE_CLIP = 2.0     # a series' noise level is learnt robustly: odd hours count at most 2 sigma\n"
+           "PEAK_NOISE = True    # a daily upload batch hour has a noise level of its own (FlowParams.peak_noise)\n"
            "MAX_CHARTS = 12\n" if per_country else "MAX_CHARTS = 20\n")
         + "CHART_DAYS = 7"
     )
@@ -124,7 +127,8 @@ if outage:
     display(Markdown(f"## {{outage.describe()}}"))"""),
     ]
     if per_country:
-        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE, noise_clip=NOISE_CLIP)
+        cells.append(code("""params = FlowParams(threshold=THRESHOLD, alpha=ALPHA, alpha_single=ALPHA_SINGLE, noise_clip=NOISE_CLIP,
+                    weeks=WEEKS, peak_noise=PEAK_NOISE)
 history_h = (wide > 0).cumsum().iloc[-1] if len(wide) else pd.Series(dtype=float)
 mean_h = wide.mean() if len(wide) else pd.Series(dtype=float)
 first_seen = {c: (wide.index[(wide[c] > 0).to_numpy()].min() if (wide[c] > 0).any() else None) for c in wide.columns}

@@ -94,10 +94,13 @@ def test_a_daily_batch_hour_is_predicted_as_a_peak_and_does_not_alarm(hour, batc
     s = batch_series(days=35, base=base, batch=batch, hour=hour, seed=seed)
     p = predict(s)
     at = p[p.index.hour == hour].iloc[-7:]   # the last week: 4 weeks of history
-    assert (at["expected"] / at["actual"]).between(0.7, 1.4).all(), at
-    # the batch is no drop (a batch hour drawn 2 Poisson sigma low scores ~0.75: noise, no alarm;
-    # hypothesis found hour=0, batch=4, base=30, seed=1 against the former bound of 0.5)
-    assert not at["alarm"].any() and (at["score"] < 0.9).all(), at
+    # within Poisson noise and the prediction's own error of what arrived (a smoothed-away batch
+    # is predicted at a quarter of it or less); hypothesis found hour=15, batch=4, base=31,
+    # seed=76 against a fixed bound of 0.7-1.4 (a batch hour of ~66 drawn 2.7 sigma low)
+    assert ((at["expected"] - at["actual"]).abs() <= 4 * np.sqrt(1.25 * at["expected"]) + 0.1 * at["expected"]).all(), at
+    # the batch is no drop (a batch hour drawn 2 Poisson sigma low scores ~0.75, one drawn 3 sigma
+    # low up to 0.99 -- hour=13, batch=4, base=30, seed=76 --: noise, no alarm)
+    assert not at["alarm"].any(), at
 
 
 def test_a_drop_spanning_the_batch_hour_is_found(monkeypatch):
@@ -173,3 +176,57 @@ def test_a_robust_noise_level_is_less_inflated_by_a_few_odd_hours():
         robust, plain = learnt_noise(values, 2.0), learnt_noise(values, 4.0)
         assert robust < 1.6 * clean and plain > 1.5 * clean, (seed, clean, robust, plain)
         assert plain > 1.12 * robust, (seed, robust, plain)
+
+
+PER_COUNTRY = {"threshold": 0.8, "alpha": 1e-6, "alpha_single": 1e-8, "noise_clip": 2.0}
+"""The per-country notebook's evidence bar (its ``parameters`` cell)."""
+
+
+def test_strong_peaks_are_the_batch_hour_only():
+    s = batch_series(base=20, batch=10, seed=3)
+    eng = flow._Engine(1, FlowParams(peak_noise=True), capacity=len(s) + 1)
+    marks = []
+    for v in s.to_numpy():
+        _, _, peak = eng._m_row()
+        marks.append(bool(peak[0]))
+        eng.step(np.array([v]), *eng._m_row())
+    marks_s = pd.Series(marks, index=s.index)
+    last = marks_s[s.index >= s.index[-1] - pd.Timedelta(days=14)]   # 4+ weeks of history
+    assert last[last.index.hour == 7].all()
+    assert last[last.index.hour != 7].mean() < 0.02
+
+
+def test_a_drop_in_the_batch_hour_is_found_with_the_peaks_own_noise_level():
+    """US/cli on the tuning world 21: a -38 % drop over 4 h starting at the daily batch hour,
+    whose summed shortfall is mostly the batch's. Judged with the series' noise level over
+    √hours (as if the hours weighed the same), the run is not significant; with the batch hour's
+    own (much smaller, relative) noise level weighted by its share of the run, it is."""
+    drop = [(37 * 24 + 7, 4, 0.38)]
+    start, end = START + pd.Timedelta(hours=37 * 24 + 7), START + pd.Timedelta(hours=37 * 24 + 11)
+    found, found_before = [], []
+    for seed in range(8):
+        s = batch_series(base=20, batch=10, seed=seed, drops=drop)
+        a = detect(s, **PER_COUNTRY, peak_noise=True)
+        found.append(bool(((a["start"] < end) & (a["end"] > start)).any()))
+        found_before.append(not detect(s, **PER_COUNTRY).empty)
+    assert sum(found) >= 5, found
+    assert not any(found_before), found_before
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_peaks_own_noise_level_raises_no_alarm_on_normal_batches(seed):
+    # a batch hour drawn low by Poisson noise is no drop; nor are the hours around it
+    assert detect(batch_series(days=56, base=20, batch=10, seed=seed), **PER_COUNTRY, peak_noise=True).empty
+    assert detect(batch_series(days=56, base=50, batch=4, hour=13, seed=seed), peak_noise=True).empty
+
+
+def test_the_peaks_noise_level_is_never_below_poisson():
+    """A level learnt from a few batch hours can come out far too small by chance (seed 21's
+    US/cli learnt 0.03 from its first four): it is floored at the log-noise of Poisson counts
+    and of the prediction's own error, so a batch hour drawn 3 sigma low does not alarm."""
+    s = batch_series(days=35, base=20, batch=10, seed=1)
+    t = s.index[-1].normalize() + pd.Timedelta(hours=7)
+    p = predict(s, **PER_COUNTRY, peak_noise=True)
+    e = p.loc[t, "expected"]
+    s[t] = np.floor(e - 3 * np.sqrt(e * 1.25))
+    assert not predict(s, **PER_COUNTRY, peak_noise=True).loc[t, "alarm"]

@@ -22,7 +22,9 @@ noise (an exponentially weighted mean absolute residual, each hour capped at ``n
 flap either). The count test is Poisson with the prediction's own error accounted for
 (:func:`count_cdf`: a prediction learnt from ``w`` weeks is worth ``w ×
 history_hours_per_week`` hours of history), so a small series with one week of history
-does not alarm on a prediction that was one noisy hour:
+does not alarm on a prediction that was one noisy hour. With ``peak_noise`` (the per-country
+notebook) a strong recurring peak (a daily upload batch) has a noise level of its own, and a run
+spanning it weighs each hour's noise by its expected count:
 
 * one hour below the line alarms alone when that probability is below ``alpha_single``
   (an outage is flagged as soon as its first hour is complete);
@@ -73,6 +75,13 @@ WEEK = 168
 PEAK_WEEKS = 3
 """Weeks in a row an hour must stand on the same side of its 3-hour median to be predicted
 from its own values (a recurring peak or trough, see ``_Engine.seasonal``)."""
+PEAK_FACTOR = 1.5
+"""A recurring hour whose own prediction differs from the smoothed one by at least this factor
+(either way) is a *strong* peak or trough (a daily upload batch, the hour between two batches):
+with ``FlowParams.peak_noise`` it has a noise level of its own."""
+PEAK_CALIBRATION = 3
+"""Strong-peak hours learnt before their own noise level is used (until then a peak hour is
+judged with, and teaches, the series' own level, as without ``peak_noise``)."""
 ALARM_COLUMNS = ["series", "start", "end", "hours", "expected", "actual", "severity"]
 
 
@@ -106,6 +115,12 @@ class FlowParams:
     log-residual is capped at ``noise_clip`` × the current noise level before it is learnt
     (winsorised), so a few odd hours (a holiday, a daily batch hour) cannot inflate the noise
     of the whole series; the estimate is rescaled to stay unbiased for normal noise."""
+    peak_noise: bool = False
+    """Give strong recurring peaks and troughs (``PEAK_FACTOR``: a daily upload batch) a noise
+    level of their own, learnt from those hours only, so the batch hour's occasional large miss
+    does not inflate the noise level of the series' other hours; a run of hours spanning a
+    peak weighs each hour's noise by its expected count (the batch hour's uncertainty counts
+    for its share of the run, not for the whole run)."""
     history_hours_per_week: float = 1.0
     """How precise the prediction is: a prediction built from ``w`` past weeks counts as the
     mean of ``w × history_hours_per_week`` observed hours, so the count test compares two
@@ -228,6 +243,7 @@ class _Engine:
         self.cap = max(capacity or 0, 2 * self.keep)
         self._mc: np.ndarray | None = None
         self._mw = np.zeros((0, n))
+        self._mp = np.zeros((0, n), dtype=bool)
         self._mc_start = 0
         self.clean = np.full((self.cap, n), np.nan)
         self.raw = np.full((self.cap, n), np.nan)  # what arrived (recurring peaks are read here)
@@ -239,13 +255,17 @@ class _Engine:
         self.run = np.zeros(n, dtype=np.int64)       # consecutive alarmed hours
         self.mad = np.zeros(n)                       # mean |log residual| (noise level)
         self.nres = np.zeros(n, dtype=np.int64)      # residuals seen (noise calibration)
+        self.mad_peak = np.zeros(n)                  # the same, strong recurring peaks only
+        self.nres_peak = np.zeros(n, dtype=np.int64)
         # the previous hours, newest first (at most window_hours - 1): value, expected,
-        # scorable-and-calibrated, below the line, alarmed
+        # scorable-and-calibrated, below the line, alarmed, noise level (σ), judged as a peak
         self.h_v: list[np.ndarray] = []
         self.h_e: list[np.ndarray] = []
         self.h_ready: list[np.ndarray] = []
         self.h_low: list[np.ndarray] = []
         self.h_alarm: list[np.ndarray] = []
+        self.h_sd: list[np.ndarray] = []
+        self.h_pk: list[np.ndarray] = []
 
     def compact(self) -> None:
         drop = self.pos - self.keep
@@ -263,13 +283,14 @@ class _Engine:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(c > 0, (self.cs[b] - self.cs[a]) / np.maximum(c, 1), np.nan)
 
-    def seasonal(self, hours: int) -> tuple[np.ndarray, np.ndarray]:
+    def seasonal(self, hours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``M`` for the next ``hours`` hours (shape hours × n): the median over past weeks k
         of smooth(t − 168k) / level(t − 168k), where smooth is the median of the 3 hours
         around it (a median, so the edge of a daily silence stays at zero). Weeks whose
         level window starts before the series' first non-zero hour are not used.
         The prediction is ``M × recent level``. Also returns how many weeks each value of
-        ``M`` was learnt from (0 where it is NaN).
+        ``M`` was learnt from (0 where it is NaN), and where it is a *strong* recurring peak or
+        trough (its own median differs from the smoothed one by :data:`PEAK_FACTOR` or more).
 
         A *recurring peak or trough* keeps its shape: where the hour itself stood above its
         3-hour median in every one of at least :data:`PEAK_WEEKS` past weeks (or below it in
@@ -305,17 +326,22 @@ class _Engine:
                 ratios.append(np.where(valid, sample / np.where(past > 0, past, 1.0), np.nan))
                 raws.append(np.where(valid & ~np.isnan(raw), raw / np.where(past > 0, past, 1.0), np.nan))
                 peaks.append(np.where(valid & ~np.isnan(raw - raw_med), np.sign(raw - raw_med), 0.0))
+        none = np.zeros((hours, self.n), dtype=bool)
         if not ratios:
-            return np.full((hours, self.n), np.nan), np.zeros((hours, self.n))
+            return np.full((hours, self.n), np.nan), np.zeros((hours, self.n)), none
         used = np.sum([~np.isnan(r) for r in ratios], axis=0).astype(float)
         if len(ratios) == 1:
-            return ratios[0], used
+            return ratios[0], used, none
         m = _nanmedian0(np.stack(ratios))
         side = np.sum(peaks, axis=0)  # +used: above its neighbours every week; -used: below
         recurring = (np.abs(side) == used) & (used >= PEAK_WEEKS)
+        strong = none
         if recurring.any():
-            m = np.where(recurring, _nanmedian0(np.stack(raws)), m)
-        return m, used
+            own = _nanmedian0(np.stack(raws))
+            with np.errstate(invalid="ignore"):
+                strong = recurring & ((own > PEAK_FACTOR * m) | (own * PEAK_FACTOR < m))
+            m = np.where(recurring, own, m)
+        return m, used, strong
 
     def _pvalue(self, v: np.ndarray, e: np.ndarray, ready: np.ndarray, sigma: np.ndarray,
                 hist: np.ndarray) -> np.ndarray:
@@ -333,9 +359,10 @@ class _Engine:
             pval[idx] = pe
         return pval
 
-    def step(self, values: np.ndarray, m: np.ndarray, weeks: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Score one hour for every series (``m`` and ``weeks`` from :meth:`seasonal`; ``weeks``
-        None = ``FlowParams.weeks``) and learn from it.
+    def step(self, values: np.ndarray, m: np.ndarray, weeks: np.ndarray | None = None,
+             peak: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Score one hour for every series (``m``, ``weeks`` and ``peak`` from :meth:`seasonal`;
+        ``weeks`` None = ``FlowParams.weeks``, ``peak`` None = no strong peak) and learn from it.
 
         Returns expected, score, alarm (this hour) and ``alarm_back`` (window_hours − 1
         rows, newest first): previous hours that became alarmed now that this hour
@@ -364,7 +391,19 @@ class _Engine:
         # hours of history the prediction is worth (see count_cdf)
         hist = np.maximum(p.weeks if weeks is None else weeks, 1.0) * p.history_hours_per_week
         hist = np.broadcast_to(hist, v.shape)
-        pval = ndtr(resid / sigma)              # the series' own noise …
+        # strong recurring peaks (a daily batch): their own noise level once it is learnt, never
+        # below the log-noise of Poisson counts and of the prediction's own error (a level
+        # learnt from a few peaks can come out far too small by chance)
+        mixed = p.peak_noise and peak is not None
+        if mixed:
+            pk = scorable & peak
+            sig_peak = np.maximum(self.mad_peak * self.noise_scale, np.sqrt((1.0 + 1.0 / hist) / (e + 1.0)))
+            sep = pk & (self.nres_peak >= PEAK_CALIBRATION)
+            sig_h = np.where(sep, sig_peak, sigma)
+        else:  # one noise level, as without peak_noise
+            pk = sep = np.zeros(self.n, dtype=bool)
+            sig_peak = sig_h = sigma
+        pval = ndtr(resid / sig_h)              # the series' own noise …
         low = ready & (ratio < p.threshold)
         below = np.flatnonzero(low)             # … and the count test, where it can matter (costly)
         if below.size:
@@ -377,17 +416,35 @@ class _Engine:
         cand = np.flatnonzero(low)  # only series below the line now can complete a run
         if cand.size:
             cum_v, cum_e, sig, hc = v[cand], e[cand], sigma[cand], hist[cand]
+            # a run spanning a strong peak: the log of its summed ratio has the variance
+            # (Σ e_i σ_i)² / (Σ e_i)² summed as independent parts, the ordinary hours together
+            # keeping the series' σ / √hours (so a run without a peak is judged as before)
+            sp = sep[cand]
+            e_np = np.where(sp, 0.0, cum_e)
+            n_np = np.where(sp, 0.0, 1.0)
+            var_pk = np.where(sp, (cum_e * sig_h[cand]) ** 2, 0.0) if mixed else np.zeros(cand.size)
             chain = np.ones(cand.size, dtype=bool)
             nb, pw_min = np.zeros(cand.size, dtype=np.int64), np.ones(cand.size)
             for j in range(len(self.h_v)):
                 chain &= self.h_ready[j][cand]
                 if not chain.any():
                     break
+                he = self.h_e[j][cand]
                 cum_v = cum_v + self.h_v[j][cand]
-                cum_e = cum_e + self.h_e[j][cand]
+                cum_e = cum_e + he
+                if mixed:
+                    hp = self.h_pk[j][cand]
+                    e_np = e_np + np.where(hp, 0.0, he)
+                    n_np = n_np + ~hp
+                    var_pk = var_pk + np.where(hp, (he * self.h_sd[j][cand]) ** 2, 0.0)
                 cond = chain & self.h_low[j][cand] & (cum_v < p.threshold * cum_e)
                 if cond.any():
-                    pw = self._pvalue(cum_v, cum_e, cond, sig / np.sqrt(j + 2.0), hc)
+                    sd_run = sig / np.sqrt(j + 2.0)
+                    if mixed:
+                        with np.errstate(invalid="ignore", divide="ignore"):
+                            sd_run = np.where(var_pk > 0, np.sqrt((e_np * sig) ** 2 / np.maximum(n_np, 1.0)
+                                                                  + var_pk) / np.maximum(cum_e, 1e-12), sd_run)
+                    pw = self._pvalue(cum_v, cum_e, cond, sd_run, hc)
                     nb = np.where(cond & (pw < p.alpha), j + 1, nb)
                     pw_min = np.minimum(pw_min, pw)
             nback[cand], pwin[cand] = nb, pw_min
@@ -405,6 +462,15 @@ class _Engine:
         # learn the noise level from normal hours (winsorised so one burst cannot blow it up)
         learn = scorable & ~alarm
         dev = np.abs(resid)
+        if mixed:  # a strong peak's residual teaches its own level (and, until that is
+            # learnt, the series' level too, as without peak_noise)
+            pcal = self.nres_peak >= PEAK_CALIBRATION
+            lp = learn & pk
+            dp = np.where(pcal, np.minimum(dev, p.noise_clip * sig_peak), dev)
+            wp = 1.0 / np.minimum(self.nres_peak + 1.0, max(1, p.noise_hours // 12))
+            self.mad_peak = np.where(lp, self.mad_peak + wp * (dp - self.mad_peak), self.mad_peak)
+            self.nres_peak += lp
+            learn = learn & ~sep
         dev = np.where(calibrated, np.minimum(dev, p.noise_clip * sigma), dev)
         w = np.where(calibrated, 1.0 / p.noise_hours, 1.0 / (self.nres + 1.0))
         self.mad = np.where(learn, self.mad + w * (dev - self.mad), self.mad)
@@ -430,18 +496,19 @@ class _Engine:
         self.seen += 1
         keep = p.window_hours - 1
         for hist, new in ((self.h_v, v), (self.h_e, e), (self.h_ready, ready), (self.h_low, low),
-                          (self.h_alarm, alarm)):
+                          (self.h_alarm, alarm), (self.h_sd, sig_h), (self.h_pk, sep)):
             hist.insert(0, new)
             del hist[keep:]
         return {"expected": exp, "score": score, "alarm": alarm, "alarm_back": back}
 
-    def _m_row(self) -> tuple[np.ndarray, np.ndarray]:
-        """``M`` and its weeks for the current hour, from a cache filled BLOCK hours at a time
-        (valid: it reads only history at least 165 hours old, which later hours never change)."""
+    def _m_row(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``M``, its weeks and the strong-peak mask for the current hour, from a cache filled
+        BLOCK hours at a time (valid: it reads only history at least 165 hours old, which later
+        hours never change)."""
         if self._mc is None or not 0 <= self.seen - self._mc_start < len(self._mc):
-            (self._mc, self._mw), self._mc_start = self.seasonal(self.BLOCK), self.seen
+            (self._mc, self._mw, self._mp), self._mc_start = self.seasonal(self.BLOCK), self.seen
         i = self.seen - self._mc_start
-        return self._mc[i], self._mw[i]
+        return self._mc[i], self._mw[i], self._mp[i]
 
     def run_block(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Score consecutive hours (rows of ``values``)."""
