@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -66,7 +67,7 @@ def _rows(detail: Any) -> tuple[list[dict[str, Any]], int, int | None]:
         frame = detail.head(MAX_DETAIL_ROWS).reset_index(drop=not named)
         columns = frame.shape[1]
         frame = frame.iloc[:, :MAX_DETAIL_COLUMNS]
-        rows = [{str(k): _json_safe(v) for k, v in r.items()}
+        rows = [{_text(str(k)): _json_safe(v) for k, v in r.items()}
                 for r in frame.to_dict(orient="records")]
         return rows, len(detail), columns
     if isinstance(detail, Mapping) or isinstance(detail, str | bytes) \
@@ -79,7 +80,16 @@ def _rows(detail: Any) -> tuple[list[dict[str, Any]], int, int | None]:
             raise AnalysisError(f"report_finding: detail row {i} is a {type(row).__name__}, "
                                 "not a dict")
         given.append(row)
-    return [{str(k): _json_safe(v) for k, v in r.items()} for r in given], len(detail), None
+    return [{_text(str(k)): _json_safe(v) for k, v in r.items()} for r in given], len(detail), None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """``value`` with lone surrogates (text decoded with ``surrogateescape``, or broken
+    data) as U+FFFD: the kernel cannot send them, and the run would fail on its report."""
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def _json_safe(value: Any) -> Any:
@@ -95,13 +105,15 @@ def _json_safe(value: Any) -> Any:
             value = value.item()
         except (TypeError, ValueError):
             pass
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if hasattr(value, "isoformat"):
         return str(value.isoformat(sep=" ")) if hasattr(value, "hour") else str(value.isoformat())
-    return str(value)
+    return _text(str(value))
 
 
 def finding_payload(level: str, summary: str, detail: Any = None) -> tuple[dict[str, Any], int]:
@@ -122,6 +134,7 @@ def _payload(level: str, summary: str, detail: Any) -> tuple[dict[str, Any], int
     if not isinstance(summary, str):
         raise AnalysisError(f"report_finding: summary must be a string, not a "
                             f"{type(summary).__name__}")
+    summary = _text(summary)
     if detail is None:
         return {"level": level, "summary": one_line(summary, MAX_SUMMARY), "detail": None}, 0, 0
     rows, total, frame_columns = _rows(detail)

@@ -121,3 +121,16 @@ def test_outside_ipython_it_prints_one_line(capsys):
     """A plain script (no IPython shell) gets the readable line, not the bundle's repr."""
     findings.report_finding("alarm", "IR down", detail=[{"a": 1}, {"a": 2}])
     assert capsys.readouterr().out == "ALARM: IR down (2 detail rows)\n"
+
+
+def test_lone_surrogates_become_replacement_characters(shown):
+    """Found by using the product: a summary holding a lone surrogate (broken data) made the
+    kernel fail to send the report, so the run failed instead of reporting its alarm."""
+    findings.report_finding("alarm", "lone \ud800 surrogate",
+                            detail=[{"k\udfff": "v\udc80"}, {"k\udfff": 1}])
+    bundle = shown[-1][0]
+    text = json.dumps(bundle, ensure_ascii=False)
+    text.encode("utf-8")  # what the kernel's session does: no error
+    payload = bundle[findings.FINDING_MIME]
+    assert payload["summary"] == "lone \ufffd surrogate"
+    assert payload["detail"] == [{"k\ufffd": "v\ufffd"}, {"k\ufffd": 1}]
