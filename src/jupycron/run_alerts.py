@@ -83,7 +83,9 @@ __all__ = [
     "Delivery",
     "alert_lock_file",
     "conditions",
+    "describe_finding_routing",
     "finding_channels",
+    "finding_routing",
     "load_state",
     "notify_changes",
     "parse_channels",
@@ -164,14 +166,42 @@ def finding_channels(settings: Settings, nb: Notebook, configured: Sequence[str]
     """The channels ``nb``'s finding changes go to: its ``"AlertOnFinding"`` (true: every
     configured channel; a list: those of them it names; false: none), else the
     ``alert_on_finding`` setting."""
-    want = nb.spec.alert_on_finding if nb.spec is not None else None
+    return finding_routing(settings, nb, configured)[0]
+
+
+_MISROUTED_TOLD: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def finding_routing(settings: Settings, nb: Notebook | None,
+                    configured: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the channels ``nb``'s finding changes go to, the channels it asks for that are not
+    in ``alert_channels``): a notebook naming ``ntfy`` on a host that only configured
+    Slack is told nowhere on ntfy, which the dashboard and the alert check say. Asking
+    for findings (true) with no channel configured at all is ``("any channel",)`` missing."""
+    want = nb.spec.alert_on_finding if nb is not None and nb.spec is not None else None
     if want is None:
         want = settings.alert_on_finding
-    if want is True:
-        return tuple(configured)
     if want is False:
-        return ()
-    return tuple(c for c in configured if c in want)
+        return (), ()
+    if want is True:
+        return tuple(configured), () if configured else ("any channel",)
+    return (tuple(c for c in configured if c in want),
+            tuple(c for c in want if c not in configured))
+
+
+def describe_finding_routing(settings: Settings, nb: Notebook | None) -> str:
+    """One line for the notebook's page: where its finding changes go, and what it asks
+    for that does not reach a channel."""
+    try:
+        configured = parse_channels(settings.alert_channels)
+    except ConfigError as exc:
+        return f"NOT SENT: {exc}"
+    routed, missing = finding_routing(settings, nb, configured)
+    text = ", ".join(routed) if routed else "not sent"
+    if missing:
+        text += (f" — NOT SENT to {', '.join(missing)}: not in alert_channels "
+                 f"({settings.alert_channels or 'empty'})")
+    return text
 
 
 def _detail_lines(detail: Any, limit: int = 10) -> list[str]:
@@ -218,7 +248,11 @@ def conditions(settings: Settings, rows: Sequence[StatusRow], now: datetime,
                          "ago without a run: is the scheduler running?" + found)
         out.append(Condition(row.path, "late", "" if slot is not None else None,
                              f"jupycron: {row.path} is late", late_text, link, configured))
-        routed = finding_channels(settings, row.notebook, configured)
+        routed, missing = finding_routing(settings, row.notebook, configured)
+        if missing and (row.path, missing) not in _MISROUTED_TOLD:
+            _MISROUTED_TOLD.add((row.path, missing))  # once per process, not every check
+            log.warning("%s asks for its findings on %s, not in alert_channels (%s): not sent "
+                        "there", row.path, ", ".join(missing), settings.alert_channels or "empty")
         finding = row.finding
         if routed and finding is not None:
             word = finding_word(finding.level)

@@ -3,6 +3,7 @@ notebooks, and the real Alertmanager receiving a failure and its resolution."""
 
 from __future__ import annotations
 
+import logging
 import fcntl
 import os
 import threading
@@ -493,6 +494,39 @@ def test_finding_level_changes_are_told_once_each(site: Settings, hook, jc) -> N
     assert state(site) == {}
     assert notify_changes(site, NOW + timedelta(hours=2, minutes=1)) == []
     assert not any("not routed" in r.text() for r in hook.requests)
+
+
+def test_a_finding_channel_not_configured_is_said(site: Settings, hook, jc, caplog) -> None:
+    """Found by using the product: a notebook asking for its findings on a channel the host
+    does not configure was told nowhere, silently. The check now warns (once), and the
+    notebook's page says where its findings go and what does not reach a channel."""
+    from jupycron import discovery
+    from jupycron.run_alerts import describe_finding_routing, finding_routing
+
+    site = replace(site, alert_channels="slack", late_grace_s=1e12)
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "a_autorun.ipynb",
+                     line='{"every": "1 hour", "AlertOnFinding": ["ntfy", "slack"]}')
+    jc.copy_notebook("ok_autorun.ipynb", site.notebooks, "b_autorun.ipynb",
+                     line='{"every": "1 hour", "AlertOnFinding": ["ntfy"]}')
+    a = discovery.read_notebook(site.notebooks / "a_autorun.ipynb", "a_autorun.ipynb")
+    b = discovery.read_notebook(site.notebooks / "b_autorun.ipynb", "b_autorun.ipynb")
+    assert finding_routing(site, a, ["slack"]) == (("slack",), ("ntfy",))
+    assert describe_finding_routing(site, b) == (
+        "not sent — NOT SENT to ntfy: not in alert_channels (slack)")
+    assert describe_finding_routing(replace(site, alert_channels=""), None) == "not sent"
+    assert describe_finding_routing(replace(site, alert_channels="", alert_on_finding=True),
+                                    None) == "not sent — NOT SENT to any channel: not in " \
+                                             "alert_channels (empty)"
+    ten = NOW.replace(minute=0)
+    write_history(site, {"b_autorun.ipynb": [found("b_autorun.ipynb", ten, "ok", "quiet"),
+                                            found("b_autorun.ipynb", ten + timedelta(minutes=1),
+                                                  "alarm", "down", 1)]})
+    with caplog.at_level(logging.WARNING, logger="jupycron.run_alerts"):
+        assert [d.kind for d in notify_changes(site, NOW + timedelta(minutes=5))] == []
+        notify_changes(site, NOW + timedelta(minutes=6))
+    told = [r.getMessage() for r in caplog.records if "b_autorun.ipynb asks" in r.getMessage()]
+    assert told == ["b_autorun.ipynb asks for its findings on ntfy, not in alert_channels "
+                    "(slack): not sent there"]
 
 
 def test_slack_shows_a_hostile_finding_as_written(site: Settings, hook, jc) -> None:

@@ -235,6 +235,7 @@ def test_notebook_page(site: Settings) -> None:
     html = r.text
     assert '<dd class="max-mem">1000 MB</dd>' in html          # default MaxMem
     assert '<dd class="max-runtime">2 min 00 s</dd>' in html   # its MaxRuntime
+    assert '<dd class="finding-alerts">not sent</dd>' in html  # alert_on_finding off
     assert "every 1 day" in html and "# jupycron: {&#34;every&#34;: &#34;1 day&#34;" in html
     runs = re.findall(r'data-run="([^"]+)" data-status="(\w+)"', html)
     assert len(runs) == 25 and runs[0] == (rid(1), "failed") and runs[3][1] == "success"

@@ -68,6 +68,7 @@ from ..formatting import fmt_duration, fmt_mem, fmt_time_s, path_breaks
 from ..ledger import NotebookHistory
 from ..metrics import make_registry, render_metrics
 from ..models import Run, RunStatus
+from ..run_alerts import describe_finding_routing
 from ..status import FINDING_ORDER, NotebookState, StatusRow, current_rows, finding_word
 from ..status_icons import finding_icon, glyph, status_icon
 from .auth import (
@@ -337,6 +338,7 @@ class _Dashboard:
                            starting=rel in starting,
                            launch_failure=self.launcher.failures.get(rel) if ident.can_write else None,
                            data_source=describe_data_source(),
+                           finding_alerts=describe_finding_routing(self.settings, row.notebook),
                            csrf=csrf_token(self.secret, ident.user) if ident.user else "",
                            refresh_s=5 if (row.state == "running" or rel in starting) else 30)
 
