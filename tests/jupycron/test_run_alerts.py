@@ -3,8 +3,8 @@ notebooks, and the real Alertmanager receiving a failure and its resolution."""
 
 from __future__ import annotations
 
-import logging
 import fcntl
+import logging
 import os
 import threading
 import time
