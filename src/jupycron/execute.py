@@ -60,6 +60,10 @@ __all__ = ["EXPECTED_ERROR_TAG", "MAX_ERROR_VALUE", "MAX_OUTPUT_BYTES", "ExecRes
 #: Outputs kept per run (text and encoded data): beyond it, outputs are dropped and a note
 #: says so. Protects this process's memory and the page size from a runaway ``print`` loop.
 MAX_OUTPUT_BYTES = 20 * 1024 * 1024
+MAX_ERROR_VALUE = 2000
+#: A cell tagged so may raise: its error shows in the page but does not fail the run.
+EXPECTED_ERROR_TAG = "raises-exception"
+_WATCH_INTERVAL_S = 0.1
 
 
 def _finding_only(msg: dict[str, Any]) -> dict[str, Any]:
@@ -75,10 +79,6 @@ def _finding_only(msg: dict[str, Any]) -> dict[str, Any]:
     data = {FINDING_MIME: payload, "text/html": finding_html(finding),
             "text/plain": f"{str(finding.level).upper()}: {finding.summary}"}
     return msg | {"content": content | {"data": data, "metadata": {}}}
-MAX_ERROR_VALUE = 2000
-#: A cell tagged so may raise: its error shows in the page but does not fail the run.
-EXPECTED_ERROR_TAG = "raises-exception"
-_WATCH_INTERVAL_S = 0.1
 
 
 @dataclass
