@@ -253,27 +253,21 @@ def main() -> None:
             with embedded._lock:
                 return sess.query(bound.sql, "DataFrame", params=bound.escaped())
 
-        views = None
-        if args.compare_views:
+        def with_prune(setting: str, value: bool) -> Any:
+            """``click_query_fsn`` with ``prune.<setting>`` set to ``value`` for the call
+            (another path through the same store, timed in the same rounds)."""
             from ooniutils.store import prune
 
-            def views(sql: str, params: dict[str, Any]) -> pd.DataFrame:
-                prune.ENABLED = False
+            def run(sql: str, params: dict[str, Any]) -> pd.DataFrame:
+                setattr(prune, setting, value)
                 try:
                     return click_query_fsn(sql, **params)
                 finally:
-                    prune.ENABLED = True
+                    setattr(prune, setting, not value)
+            return run
 
-        lc = None
-        if args.compare_lc:
-            from ooniutils.store import prune
-
-            def lc(sql: str, params: dict[str, Any]) -> pd.DataFrame:
-                prune.LOW_CARDINALITY = True
-                try:
-                    return click_query_fsn(sql, **params)
-                finally:
-                    prune.LOW_CARDINALITY = False
+        views = with_prune("ENABLED", False) if args.compare_views else None
+        lc = with_prune("LOW_CARDINALITY", True) if args.compare_lc else None
 
         results = run_suite(queries, ours, mergetree, args.runs, "as loaded", views, lc)
         if args.compact and hasattr(store, "compact"):
