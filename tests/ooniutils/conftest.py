@@ -185,9 +185,11 @@ if __name__ == "__main__":
 
 @pytest.fixture
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row groups of 8 rows, parts of at most 40: the layout rules at a testable size."""
+    """Row groups of 8 rows, parts of at most 40: the layout rules at a testable size;
+    every part dense enough to be grouped within the hour (``sparse_parts`` for the day)."""
     from ooniutils.store import compaction, parts
 
+    monkeypatch.setattr(parts, "DENSE_STEP_ROWS", 0)
     monkeypatch.setattr(parts, "ROW_GROUP_ROWS", 8)
     monkeypatch.setattr(parts, "PART_ROWS", 40)  # streamed inserts (store/part_writer.py)
     monkeypatch.setattr(compaction, "ROW_GROUP_ROWS", 8)

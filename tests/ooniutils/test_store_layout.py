@@ -50,7 +50,7 @@ def test_insert_writes_a_sorted_part_with_row_groups_statistics_and_page_index(t
     for g in range(md.num_row_groups):
         col = md.row_group(g).column(key)
         assert col.statistics.has_min_max and col.has_column_index and col.has_offset_index
-    assert md.metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc"
+    assert md.metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc/3600"
     info = store.part_infos("fastpath")[0]
     assert info.sorted and info.rows == 30 and len(info.groups) == 4
     assert store.query("SELECT count() AS n FROM fastpath")["n"].iloc[0] == 30
@@ -132,12 +132,13 @@ def test_full_compaction_keeps_big_disjoint_parts_and_rewrites_the_rest(tmp_path
     _check_layout(store)
 
 
-def test_parts_written_before_the_layout_are_sorted_by_compaction(tmp_path):
+def test_parts_written_before_the_layout_are_sorted_by_compaction(tmp_path, monkeypatch):
     """Parts of the old layout (unsorted, one row group, no sorting marker) still read, and
     a compaction rewrites them sorted."""
     from ooniutils.store import params as P
     from ooniutils.store.schema import FASTPATH
 
+    monkeypatch.setattr(parts, "DENSE_STEP_ROWS", 0)  # grouped within the hour
     store = EmbeddedStore(tmp_path)
     for i in range(2):
         df = _batch([170, 10, 130, 70] if i == 0 else [5, 100], f"old{i}")

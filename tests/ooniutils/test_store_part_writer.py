@@ -201,7 +201,7 @@ def test_a_clustered_table_keeps_each_hour_grouped_by_country_across_batches(tmp
         assert hours.is_monotonic_increasing and info.sorted
         for _, cc in t.groupby(hours)["probe_cc"]:
             assert list(cc) == sorted(cc)  # grouped by country within the hour
-        assert pq.read_metadata(info.path).metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc"
+        assert pq.read_metadata(info.path).metadata[parts.SORTED_BY] == b"measurement_start_time/3600,probe_cc/3600"
     df = store.query("SELECT count() AS n, uniqExact(measurement_uid) AS u FROM fastpath")
     assert df.to_dict("list") == {"n": [24], "u": [24]}
 

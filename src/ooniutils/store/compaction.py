@@ -49,9 +49,9 @@ from .parts import (
     PartInfo,
     cluster_column,
     cluster_ranks,
+    group_step,
     key_ints,
     sort_order,
-    sort_step,
 )
 
 AUTO_RUN = 4
@@ -74,21 +74,54 @@ class Job:
     sort: bool
     """Inputs overlap or are not all sorted: merge-sort by key; else concatenate in key order."""
 
+    def group(self, clustered: bool) -> int:
+        """The grouping step of the parts this job writes (:func:`.parts.group_step` of all
+        its rows over their whole key range)."""
+        step = self.inputs[0].step
+        lows = [p.lo for p in self.inputs if p.lo is not None]
+        highs = [p.hi for p in self.inputs if p.hi is not None]
+        rows = sum(p.rows for p in self.inputs)
+        return group_step(step, rows, min(lows, default=None), max(highs, default=None), clustered)
+
+
+def _span(p: PartInfo) -> tuple[float, float]:
+    """A part's key range widened to whole grouping steps (:attr:`.parts.PartInfo.group`:
+    the hour, or the day for a part grouped within the day). A compaction cuts its parts
+    at a row count, inside a grouping step: parts grouped within the day that it cut from
+    one day's rows interleave by the hour, but their spans only touch."""
+    g = p.group
+    lo = p.lo // g * g if p.lo is not None else -math.inf
+    hi = p.hi // g * g if p.hi is not None else -math.inf
+    return lo, hi
+
 
 def _ordered(parts: list[PartInfo]) -> list[PartInfo]:
-    """Parts in key order, compared in whole sort steps: parts that touch in one step
-    (an hour) come in an order that keeps the concatenation sorted by the step."""
-    def rank(p: PartInfo) -> tuple[float, float, str]:
-        lo = p.lo // p.step if p.lo is not None else -math.inf
-        hi = p.hi // p.step if p.hi is not None else -math.inf
-        return (lo, hi, p.path.name)
+    """Parts in the order of their spans (:func:`_span`): parts that touch in one step
+    come in an order that keeps their concatenation sorted by the step. In a tie, small
+    parts before big ones (they make one run to merge), then by key, then by name."""
+    def rank(p: PartInfo) -> tuple[float, float, bool, float, float, str]:
+        lo, hi = _span(p)
+        return (lo, hi, p.rows >= FULL_BIG, p.lo if p.lo is not None else -math.inf,
+                p.hi if p.hi is not None else -math.inf, p.path.name)
     return sorted(parts, key=rank)
+
+
+def _touching(ordered: list[PartInfo]) -> bool:
+    """Whether each of ``ordered`` starts in or after the step the one before ends in
+    (spans that share at most one step; :func:`_span`)."""
+    return all(a.hi is not None and b.lo is not None and _span(a)[1] <= _span(b)[0]
+               for a, b in zip(ordered, ordered[1:], strict=False))
+
+
+def _concatenates(parts: list[PartInfo], group: int) -> bool:
+    """Whether ``parts`` (in :func:`_ordered` order) concatenated are sorted by ``group``
+    steps, grouped within each: all are grouped within ``group`` and touch."""
+    return all(p.sorted and p.group == group for p in parts) and _touching(parts)
 
 
 def _job(inputs: list[PartInfo], keyed: bool) -> Job:
     ordered = _ordered(inputs)
-    overlap = any(a.overlaps(b) for a, b in zip(ordered, ordered[1:], strict=False))
-    return Job(tuple(ordered), keyed and (overlap or not all(p.sorted for p in ordered)))
+    return Job(tuple(ordered), keyed and not (_touching(ordered) and all(p.sorted for p in ordered)))
 
 
 Mode = Literal["full", "auto", "tiered"]
@@ -96,7 +129,8 @@ Mode = Literal["full", "auto", "tiered"]
 
 def plan(parts: list[PartInfo], *, mode: Mode, keyed: bool) -> list[Job]:
     """The merges to run over ``parts`` (one generation's); empty when nothing is worth it.
-    ``mode``: see the module doc."""
+    ``mode``: see the module doc. Key ranges are compared as spans of whole grouping steps
+    (:func:`_span`): parts that share only one step touch, they do not overlap."""
     small_below = {"full": 0, "auto": AUTO_SMALL, "tiered": FULL_BIG}[mode]
     if not keyed:  # no range key: merge everything (full) or when small parts pile up
         if mode == "full":
@@ -107,17 +141,19 @@ def plan(parts: list[PartInfo], *, mode: Mode, keyed: bool) -> list[Job]:
 
 
 def _clusters(parts: list[PartInfo]) -> list[list[PartInfo]]:
-    """Parts in key order, grouped where their key ranges overlap."""
+    """Parts in key order, grouped where their spans (:func:`_span`) overlap by more than
+    touching in one step."""
     out: list[list[PartInfo]] = []
-    hi: int | None = None
+    hi: float | None = None
     for p in _ordered(parts):
-        if out and hi is not None and p.lo is not None and p.lo // p.step < hi // p.step:
+        lo, p_hi = _span(p)
+        if out and hi is not None and p.lo is not None and lo < hi:
             out[-1].append(p)
         else:
             out.append([p])
             hi = None
         if p.hi is not None:
-            hi = p.hi if hi is None else max(hi, p.hi)
+            hi = p_hi if hi is None else max(hi, p_hi)
     return out
 
 
@@ -171,13 +207,14 @@ class _Output:
     new_path: Callable[[], Path]
     schema: pa.Schema
     key: str | None
+    group: int | None = None
     written: list[Written] = field(default_factory=list)
     _file: PartFile | None = None
 
     def write(self, batch: pa.Table) -> None:
         while batch.num_rows:
             if self._file is None:
-                self._file = PartFile(self.new_path(), self.schema, self.key, ROW_GROUP_ROWS)
+                self._file = PartFile(self.new_path(), self.schema, self.key, ROW_GROUP_ROWS, self.group)
             take = batch.slice(0, PART_ROWS - self._file.rows)
             batch = batch.slice(take.num_rows)
             self._file.write(take)
@@ -216,13 +253,15 @@ def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], P
     right after a load's parsing buffers); the merge's own is handed back at its end, for
     what the process does next (queries)."""
     pa.default_memory_pool().release_unused()
-    if job.sort and key:
-        out = _Output(new_path, schema, key)
-        batches = _sorted_windows(job, schema, key)
+    group = job.group(cluster_column(schema, key) is not None) if key else None
+    inputs = _ordered(list(job.inputs)) if group else list(job.inputs)
+    if key and group and (job.sort or not _concatenates(inputs, group)):
+        out = _Output(new_path, schema, key, group)
+        batches = _sorted_windows(job, schema, key, group)
     else:
-        files = [(part.path, pq.read_metadata(part.path)) for part in job.inputs]
+        files = [(part.path, pq.read_metadata(part.path)) for part in inputs]
         dictionaries = _dictionary_columns([md for _, md in files], schema)
-        out = _Output(new_path, _with_dictionaries(schema, dictionaries), key)
+        out = _Output(new_path, _with_dictionaries(schema, dictionaries), key, group)
         batches = _in_order(files, out.schema, dictionaries)
     try:
         for batch in batches:
@@ -275,10 +314,10 @@ def _in_order(files: list[tuple[Path, pq.FileMetaData]], schema: pa.Schema,
             yield pa.Table.from_batches([batch]).cast(schema)
 
 
-def _windows(job: Job) -> list[tuple[int, int]]:
+def _windows(job: Job, group: int) -> list[tuple[int, int]]:
     """Key ranges [a, b) (the last one closed) of about ``PART_ROWS // 4`` rows each,
     estimated from the inputs' row-group statistics (rows spread evenly in a group), cut
-    at whole sort steps (a step's rows are sorted together: grouped by the cluster column)."""
+    at whole grouping steps (a step's rows are sorted together: grouped by the cluster column)."""
     size = max(PART_ROWS // 4, 1)
     groups = np.array([g for p in job.inputs for g in p.groups], dtype=np.float64).reshape(-1, 3)
     lo, hi = int(groups[:, 0].min()), int(groups[:, 1].max())
@@ -289,10 +328,9 @@ def _windows(job: Job) -> list[tuple[int, int]]:
                                      np.linspace(lo, hi, 64)]))
     span = np.maximum(groups[:, 1] - groups[:, 0], 1.0)
     below = (np.clip((cand[:, None] - groups[None, :, 0]) / span[None, :], 0.0, 1.0) * groups[None, :, 2]).sum(axis=1)
-    step = job.inputs[0].step  # cuts at whole steps: a step's rows are grouped in one window
     cuts, last = [lo], 0.0
     for value, rows in zip(cand, below, strict=True):
-        cut = int(value) // step * step
+        cut = int(value) // group * group
         if rows - last >= size and cut > cuts[-1]:
             cuts.append(cut)
             last = rows
@@ -300,8 +338,8 @@ def _windows(job: Job) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a] or [(lo, hi)]
 
 
-def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]:
-    windows = _windows(job)
+def _sorted_windows(job: Job, schema: pa.Schema, key: str, group: int) -> Iterator[pa.Table]:
+    windows = _windows(job, group)
     for i, (a, b) in enumerate(windows):
         last = i == len(windows) - 1
         pieces = []
@@ -320,7 +358,7 @@ def _sorted_windows(job: Job, schema: pa.Schema, key: str) -> Iterator[pa.Table]
         data = pa.concat_tables(pieces)
         cluster = cluster_column(schema, key)
         ranks = cluster_ranks(data.column(cluster)) if cluster else None
-        order = sort_order(key_ints(data.column(key)), sort_step(schema.field(key).type), ranks)
+        order = sort_order(key_ints(data.column(key)), group, ranks)
         del ranks
         if order is None:
             yield data

@@ -73,14 +73,12 @@ from .base import InsertStream, Leftovers, M, Store, TableInfo
 from .part_writer import PartStream, Written
 from .parts import (
     PartInfo,
-    info_from_groups,
     open_locked,
     parquet_options,
     part_info,
     range_key,
     relink,
     remember,
-    sort_step,
     stale_temp_files,
     write_sorted,
 )
@@ -346,12 +344,11 @@ class EmbeddedStore(Store):
         fd = -1
         try:
             fd = open_locked(tmp)
-            groups = write_sorted(arrow, tmp, key)
+            info = write_sorted(arrow, tmp, key)
             with self._writer_lock(table.name):
                 final = self.current_dir(table.name) / tmp.name
                 os.rename(tmp, final)
-            step = sort_step(arrow.schema.field(key).type) if key else 1
-            remember(info_from_groups(final, arrow.num_rows, groups, step), key)
+            remember(dataclasses.replace(info, path=final), key)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot write a part of {table.name} in {self.data_dir}: {exc}") from exc
@@ -455,10 +452,10 @@ class EmbeddedStore(Store):
             infos = self.part_infos(table.name)
         except FileNotFoundError:  # a part vanished: only a compaction removes parts, and we hold its lock
             raise StoreError(f"a part of {table.name} in {self.data_dir} vanished during a compaction") from None
+        schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
         jobs = compaction.plan(infos, mode=mode, keyed=key is not None)
         if not jobs:
             return
-        schema = P.arrow_schema(table)  # dense: parts' dictionaries differ
         written: list[Written] = []
         try:
             for job in jobs:

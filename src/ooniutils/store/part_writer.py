@@ -19,7 +19,10 @@ prefix of the batches, which the caller's restart logic may rely on (``logs ship
 duplicate check); a batch not yet committed is lost by a crash or :meth:`PartStream.abort`,
 never half stored.
 
-Each batch is sorted like any part (:func:`.parts.sort_order`); row groups hold at most
+Each batch is sorted by the sort step (the hour), grouped by the cluster column within it
+(:func:`.parts.sort_order`; a stream cannot know a part's density before its end, so it
+does not group sparse rows within the day as :func:`.parts.group_step` would — the only
+stream today, ``logs``, has no cluster column); row groups hold at most
 ``ROW_GROUP_ROWS`` rows and, but for a part's last, at least half as many: a big batch's
 rows are written when it comes, so no more than about one batch waits in memory.
 """
@@ -62,8 +65,12 @@ class PartFile:
     given at once. Dictionary columns are unified per row group (one dictionary per column
     chunk: given several, Parquet's writer gives its dictionary up)."""
 
-    def __init__(self, path: Path, schema: pa.Schema, key: str | None, group_rows: int) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, key: str | None, group_rows: int,
+                 group: int | None = None) -> None:
         self.path, self.schema, self.key, self.group_rows = path, schema, key, group_rows
+        self.step = parts.sort_step(schema.field(key).type) if key else 1
+        self.group = group or self.step
+        """The grouping step the rows come in (:func:`.parts.group_step`; default the sort step)."""
         self.rows = 0
         """Rows taken so far (written or buffered)."""
         self._fd = parts.open_locked(path)
@@ -101,7 +108,7 @@ class PartFile:
         if self._writer is None:
             opts = parts.parquet_options(head, self.key)
             del opts["row_group_size"]  # given to each write_table
-            self._writer = pq.ParquetWriter(self.path, parts.marked(self.schema, self.key), **opts)
+            self._writer = pq.ParquetWriter(self.path, parts.marked(self.schema, self.key, self.group), **opts)
         self._writer.write_table(head, row_group_size=self.group_rows)
         if self.key is not None:  # the groups just written: (lo, hi, rows)
             k = parts.key_ints(head.column(self.key))
@@ -117,9 +124,9 @@ class PartFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        step = parts.sort_step(self.schema.field(self.key).type) if self.key else 1
         groups = tuple(self._groups) if self.key is not None else None
-        return Written(self.path, self._fd, parts.info_from_groups(self.path, self.rows, groups, step))
+        info = parts.info_from_groups(self.path, self.rows, groups, self.step, self.group)
+        return Written(self.path, self._fd, info)
 
     def abort(self) -> None:
         """Remove the file and release its lock."""

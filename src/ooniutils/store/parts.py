@@ -4,10 +4,11 @@ A part is sorted by the table's *range key* — the leading ORDER BY column of
 :mod:`.schema` when it is a number, a date or a time (``fastpath``:
 ``measurement_start_time``; ``logs``: ``__REALTIME_TIMESTAMP``), the column a MergeTree's
 primary index would prune on. A time key is sorted by the hour (a stable sort on the key
-truncated to :data:`TIME_STEP_SECONDS`): row groups still cover bounded, non-overlapping
-hours. Within a step, rows are grouped by the table's *cluster column*
+truncated to :data:`TIME_STEP_SECONDS`). Rows are grouped by the table's *cluster column*
 (:data:`CLUSTER_COLUMNS`: ``probe_cc``, what hourly notebooks filter by) in its value
-order, and otherwise keep their order — the generator's order by test and network
+order within a *grouping step* that follows the part's density (:func:`group_step`): the
+hour where an hour holds at least a page of rows, else the day — grouping by country within
+an hour smaller than a page lets the page index skip nothing. Otherwise rows keep their order — the generator's order by test and network
 compresses smaller and writes faster than an exact sort. Rows go in row groups of
 :data:`ROW_GROUP_ROWS` with min/max statistics for the key and the cluster column, pages
 of at most :data:`PAGE_ROWS` rows and a page index, so ClickHouse's Parquet reader skips
@@ -52,9 +53,16 @@ PART_ROWS = 2_097_152
 less per query (each part's footer is read by every query)."""
 TIME_STEP_SECONDS = 3600
 """A time key is sorted by this many seconds (see module doc); other keys exactly."""
+SPARSE_STEPS = 24
+"""The grouping step of a sparse part, in sort steps: a day (:func:`group_step`)."""
+DENSE_STEP_ROWS = 8192
+"""A clustered part holding on average fewer rows a sort step (an hour) than this — one
+page (:data:`PAGE_ROWS`) — is grouped within :data:`SPARSE_STEPS` steps (:func:`group_step`)."""
 SORTED_BY = b"ooniutils.sorted_by"
 """Parquet key-value metadata marking a part sorted by ``<key>/<step>`` (in the key's unit),
-``<key>/<step>,<cluster>`` when grouped by a cluster column within a step (:func:`layout_mark`)."""
+``<key>/<step>,<cluster>/<group>`` when grouped by a cluster column within ``group`` key
+units (:func:`group_step`; :func:`layout_mark`). ``<key>/<step>,<cluster>`` is the layout
+before the grouping followed density (grouped within the step; :func:`legacy_fits`)."""
 CLUSTER_COLUMNS = ("probe_cc",)
 """Columns rows are grouped by within a sort step, when a keyed table has one (the first
 found): ``fastpath`` by ``probe_cc``, so a one-country query reads that country's pages only."""
@@ -98,6 +106,35 @@ def sort_step(key_type: pa.DataType) -> int:
     return 1
 
 
+def group_step(step: int, rows: int, lo: int | None, hi: int | None, clustered: bool) -> int:
+    """The step (in key units) rows of a part are grouped by the cluster column within:
+    the sort ``step`` (an hour), or a day (:data:`SPARSE_STEPS` steps) when the part holds
+    on average fewer than :data:`DENSE_STEP_ROWS` rows an hour over its key range.
+
+    Where an hour holds less than a page, grouping within it lets the page index skip no
+    page of another country, and a country filter costs more than none; grouping within the
+    day gives each country's rows of the day pages of their own, for a time filter that
+    reads the whole day's pages instead of its hour's (see BENCHMARKS.md, "Fifth round").
+    Without a cluster column, or for a key sorted exactly (``step`` 1), it is ``step``."""
+    if not clustered or step <= 1 or rows <= 0 or lo is None or hi is None:
+        return step
+    return step * SPARSE_STEPS if _rows_per_step(step, rows, lo, hi) < DENSE_STEP_ROWS else step
+
+
+def legacy_fits(step: int, rows: int, lo: int | None, hi: int | None) -> bool:
+    """Whether a clustered part of the layout before :func:`group_step` (grouped within
+    the sort step, marked without a grouping step) is dense enough to keep: at least three
+    quarters of :data:`DENSE_STEP_ROWS` rows a step. A sparser one is re-laid out within the
+    day by the next full compaction."""
+    if step <= 1 or rows <= 0 or lo is None or hi is None:
+        return True
+    return _rows_per_step(step, rows, lo, hi) >= DENSE_STEP_ROWS * 3 / 4
+
+
+def _rows_per_step(step: int, rows: int, lo: int, hi: int) -> float:
+    return rows / (hi // step - lo // step + 1)
+
+
 def cluster_column(schema: pa.Schema, key: str | None) -> str | None:
     """The column rows of a part keyed by ``key`` are grouped by within a step (see
     :data:`CLUSTER_COLUMNS`), or None (no key, or no such column)."""
@@ -109,12 +146,29 @@ def cluster_column(schema: pa.Schema, key: str | None) -> str | None:
     return None
 
 
-def layout_mark(schema: pa.Schema, key: str, key_type: pa.DataType | None = None) -> bytes:
+def layout_mark(schema: pa.Schema, key: str, key_type: pa.DataType | None = None, group: int | None = None) -> bytes:
     """The :data:`SORTED_BY` value of a part of ``schema`` laid out by this module (the
-    step in the unit of ``key_type``, by default the key's type in ``schema``)."""
-    mark = f"{key}/{sort_step(key_type or schema.field(key).type)}"
+    step in the unit of ``key_type``, by default the key's type in ``schema``), grouped
+    within ``group`` key units (default: the sort step)."""
+    step = sort_step(key_type or schema.field(key).type)
     cluster = cluster_column(schema, key)
-    return (mark + (f",{cluster}" if cluster else "")).encode()
+    return (f"{key}/{step}" + (f",{cluster}/{group or step}" if cluster else "")).encode()
+
+
+def _mark_group(mark: bytes | None, schema: pa.Schema, key: str, key_type: pa.DataType) -> tuple[int, bool] | None:
+    """The grouping step a :data:`SORTED_BY` mark names and whether it is the layout
+    before density (the step, unnamed), when it is a mark this module writes for
+    ``schema``; else None."""
+    step = sort_step(key_type)
+    cluster = cluster_column(schema, key)
+    if cluster is None:
+        return (step, False) if mark == layout_mark(schema, key, key_type) else None
+    if mark == f"{key}/{step},{cluster}".encode():
+        return step, True
+    for group in (step, step * SPARSE_STEPS):
+        if mark == layout_mark(schema, key, key_type, group):
+            return group, False
+    return None
 
 
 def cluster_ranks(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
@@ -169,33 +223,38 @@ def sort_order(k: np.ndarray, step: int, cluster: np.ndarray | None = None) -> n
     return first[np.argsort(b[first], kind="stable")]
 
 
-def marked(schema: pa.Schema, key: str | None) -> pa.Schema:
-    """``schema`` with the :data:`SORTED_BY` marker of ``key`` (unchanged without a key)."""
+def marked(schema: pa.Schema, key: str | None, group: int | None = None) -> pa.Schema:
+    """``schema`` with the :data:`SORTED_BY` marker of ``key`` grouped within ``group``
+    (default: the sort step; unchanged without a key)."""
     if key is None:
         return schema
-    return schema.with_metadata({**(schema.metadata or {}), SORTED_BY: layout_mark(schema, key)})
+    return schema.with_metadata({**(schema.metadata or {}), SORTED_BY: layout_mark(schema, key, group=group)})
 
 
-def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> tuple[tuple[int, int, int], ...] | None:
-    """Write ``arrow`` to ``path`` sorted by ``key`` and marked so (:func:`marked`); returns
-    the (lo, hi, rows) of each row group written (None without a key).
+def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> PartInfo:
+    """Write ``arrow`` to ``path`` sorted by ``key``, grouped by its cluster column within
+    the step its density calls for (:func:`group_step`), and marked so (:func:`marked`);
+    returns the part's :class:`PartInfo`.
 
     Unsorted input is taken one row group at a time, so the sorted copy is never whole in
     memory (peak memory stays that of the input plus one row group and the sort order)."""
     opts = parquet_options(arrow, key)
     if key is None:
         pq.write_table(arrow, path, **opts)
-        return None
+        return info_from_groups(path, arrow.num_rows, None)
     k = key_ints(arrow.column(key))
     cluster = cluster_column(arrow.schema, key)
+    step = sort_step(arrow.schema.field(key).type)
+    group = group_step(step, len(k), int(k.min()) if len(k) else None, int(k.max()) if len(k) else None,
+                       cluster is not None)
     ranks = cluster_ranks(arrow.column(cluster)) if cluster else None
-    order = sort_order(k, sort_step(arrow.schema.field(key).type), ranks)
+    order = sort_order(k, group, ranks)
     del ranks
-    schema = marked(arrow.schema, key)
+    schema = marked(arrow.schema, key, group)
     size = opts.pop("row_group_size")
     if order is None:
         pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, row_group_size=size, **opts)
-        return _groups(k, size)
+        return info_from_groups(path, len(k), _groups(k, size), step, group)
     groups = []
     with pq.ParquetWriter(path, schema, **opts) as writer:
         for off in range(0, len(order), size):
@@ -203,7 +262,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> tuple[tuple[in
             writer.write_table(arrow.take(pa.array(rows)), row_group_size=size)
             kk = k[rows]
             groups.append((int(kk.min()), int(kk.max()), len(kk)))
-    return tuple(groups)
+    return info_from_groups(path, len(k), tuple(groups), step, group)
 
 
 def _groups(k: np.ndarray, size: int) -> tuple[tuple[int, int, int], ...]:
@@ -282,13 +341,9 @@ class PartInfo:
     """(lo, hi, rows) of each row group (empty when there is no key)."""
     step: int = 1
     """The key's sort step (:func:`sort_step`): ranges are compared in whole steps."""
-
-    def overlaps(self, other: PartInfo) -> bool:
-        """Key ranges share more than one step (parts that only touch do not overlap)."""
-        if self.lo is None or self.hi is None or other.lo is None or other.hi is None:
-            return True
-        s = self.step
-        return self.lo // s < other.hi // s and other.lo // s < self.hi // s
+    group: int = 1
+    """The step rows are grouped by the cluster column within (:func:`group_step`); for a
+    part not :attr:`sorted`, what its mark says (or ``step``)."""
 
 
 _cache: dict[tuple[str, str | None], PartInfo] = {}
@@ -309,9 +364,9 @@ def part_info(path: Path, key: str | None, key_type: pa.DataType | None = None) 
     md = pq.read_metadata(path)
     groups: list[tuple[int, int, int]] = []
     schema = md.schema.to_arrow_schema()
-    is_sorted = (key is not None and key_type is not None and md.num_row_groups > 0
-                 and schema.get_field_index(key) >= 0
-                 and (md.metadata or {}).get(SORTED_BY) == layout_mark(schema, key, key_type))
+    mark = None
+    if key is not None and key_type is not None and md.num_row_groups > 0 and schema.get_field_index(key) >= 0:
+        mark = _mark_group((md.metadata or {}).get(SORTED_BY), schema, key, key_type)
     if key is not None and key_type is not None:
         idx = schema.get_field_index(key)
         for g in range(md.num_row_groups):
@@ -329,7 +384,8 @@ def part_info(path: Path, key: str | None, key_type: pa.DataType | None = None) 
     lo = min((g[0] for g in groups), default=None)
     hi = max((g[1] for g in groups), default=None)
     step = sort_step(key_type) if key_type is not None else 1
-    info = PartInfo(path, md.num_rows, lo, hi, bool(is_sorted and groups), tuple(groups), step)
+    is_sorted = bool(mark is not None and groups and (not mark[1] or legacy_fits(step, md.num_rows, lo, hi)))
+    info = PartInfo(path, md.num_rows, lo, hi, is_sorted, tuple(groups), step, mark[0] if mark else step)
     with _cache_lock:
         if len(_cache) > 100_000:
             _cache.clear()
@@ -352,11 +408,13 @@ def relink(old: Path, new: Path, key: str | None) -> None:
 
 
 def info_from_groups(path: Path, rows: int, groups: tuple[tuple[int, int, int], ...] | None,
-                     step: int = 1) -> PartInfo:
-    """The :class:`PartInfo` of a part just written with row groups ``groups`` (:func:`write_sorted`)."""
+                     step: int = 1, group: int | None = None) -> PartInfo:
+    """The :class:`PartInfo` of a part just written with row groups ``groups``, grouped
+    within ``group`` (default ``step``): what :func:`part_info` reads back from its footer."""
     if not groups or rows == 0:
         return PartInfo(path, rows, None, None, False, ())
-    return PartInfo(path, rows, min(g[0] for g in groups), max(g[1] for g in groups), True, groups, step)
+    return PartInfo(path, rows, min(g[0] for g in groups), max(g[1] for g in groups), True, groups, step,
+                    group or step)
 
 
 # ----------------------------------------------------------------------------- temp files
