@@ -1,9 +1,14 @@
 """Which parts the embedded store merges, and the merge itself (writing the new parts).
 
-Parts are sorted by the table's range key, grouped by a cluster column within each step
-(:mod:`.parts`). Compaction works toward parts
-whose key ranges do not overlap and that hold up to :data:`~.parts.PART_ROWS` rows, so a
-time filter skips whole parts' row groups and a query opens few files:
+Parts are sorted by the table's range key, grouped by a cluster column within each
+grouping step (:mod:`.parts`: the hour, or the day for sparse parts). Compaction works
+toward parts whose key ranges do not overlap and that hold up to
+:data:`~.parts.PART_ROWS` rows, so a time filter skips whole parts' row groups and a query
+opens few files. Ranges are compared as spans of whole grouping steps (:func:`_span`):
+parts cut from one step's rows at a row count share that step and only touch. A merge
+writes its parts in the grouping step its rows' density calls for; inputs grouped within
+another step are merge-sorted, so a full compaction re-lays out parts of the earlier
+layout that are too sparse for it.
 
 * **full** (``ooniutils data compact``): parts whose ranges overlap are merge-sorted
   together; runs of neighbouring parts (in key order) that are not yet big (under half of
