@@ -1,0 +1,99 @@
+"""Checks on a notebook's query and parameters before they reach a store.
+
+The engine binds parameters as data, but some mistakes still return a plausible answer
+instead of an error, which a monitoring notebook then reports as green:
+
+* a list for a scalar placeholder (``{cc:String}`` with ``cc=["IT"]``) is bound as the
+  text ``['IT']`` and matches no row;
+* ``None`` for a placeholder that is not ``Nullable`` is bound as ``''`` or ``0``;
+* a parameter the query never uses (a forgotten placeholder, a typo in its name) is
+  dropped, so the filter the caller meant is not applied;
+* an empty query returns an empty DataFrame, which reads as "no rows".
+
+:func:`check_query` refuses these with a :class:`~ooniutils.exceptions.QueryError` naming
+the parameter, as well as text the engine cannot take (lone surrogates) and a query that is
+not a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import QueryError
+from .store.params import _CH_PLACEHOLDER, _PYFORMAT, _split_sql
+
+__all__ = ["check_query"]
+
+_COLLECTIONS = (list, tuple, set, frozenset, dict, np.ndarray, pd.Series, pd.Index)
+_CONTAINER_TYPES = ("Array(", "Tuple(", "Map(", "Nested(")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unwrap(ch_type: str) -> tuple[str, bool]:
+    """``ch_type`` without ``LowCardinality``/``Nullable`` wrappers, and whether it is
+    Nullable."""
+    t, nullable = ch_type.strip(), False
+    while True:
+        for wrapper in ("LowCardinality(", "Nullable("):
+            if t.startswith(wrapper) and t.endswith(")"):
+                nullable = nullable or wrapper == "Nullable("
+                t = t[len(wrapper):-1].strip()
+                break
+        else:
+            return t, nullable
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA
+
+
+def _check_text(name: str, value: Any, sql: str) -> None:
+    if isinstance(value, str) and _SURROGATE.search(value):
+        raise QueryError(f"query parameter {name!r} holds a lone surrogate (text that is not "
+                         "valid Unicode, e.g. decoded with surrogateescape): fix or drop it", sql)
+    if isinstance(value, _COLLECTIONS) and not isinstance(value, dict):
+        for item in value:
+            _check_text(name, item, sql)
+
+
+def _check_declared(name: str, value: Any, ch_type: str, sql: str) -> None:
+    base, nullable = _unwrap(ch_type)
+    if _is_missing(value) and not nullable:
+        raise QueryError(f"query parameter {name!r} is None but its placeholder type {ch_type} "
+                         f"is not Nullable (the engine would bind '' or 0): pass a value, or "
+                         f"declare {{{name}:Nullable({base})}}", sql)
+    if isinstance(value, _COLLECTIONS) and not base.startswith(_CONTAINER_TYPES):
+        raise QueryError(f"query parameter {name!r} is a {type(value).__name__} but its "
+                         f"placeholder type {ch_type} takes one value (the engine would bind "
+                         f"the list's text and match nothing): pass one value, or write "
+                         f"IN {{{name}:Array({base})}}", sql)
+
+
+def check_query(sql: Any, params: Mapping[str, Any]) -> None:
+    """Raise :class:`QueryError` for the mistakes listed in the module doc."""
+    if not isinstance(sql, str):
+        raise QueryError(f"the query must be a string of SQL, not a {type(sql).__name__}")
+    code = [text for is_code, text in _split_sql(sql) if is_code]
+    if not "".join(code).strip(" \t\r\n;"):
+        raise QueryError("the query is empty (no SQL outside comments): nothing to run", sql)
+    declared: dict[str, str] = {}
+    pyformat: set[str] = set()
+    for text in code:
+        for m in _CH_PLACEHOLDER.finditer(text):
+            declared.setdefault(m.group("name"), m.group("type"))
+        pyformat.update(m.group("name") for m in _PYFORMAT.finditer(text) if m.group("name"))
+    unused = sorted(set(params) - set(declared) - pyformat)
+    if unused:
+        used = sorted(set(declared) | pyformat)
+        raise QueryError(f"query parameter(s) {', '.join(map(repr, unused))} given but not used "
+                         f"by the query (placeholders: {', '.join(used) if used else 'none'}); "
+                         "write {name:Type} or %(name)s where the value goes, or drop it", sql)
+    for name, value in params.items():
+        if name in declared:
+            _check_declared(name, value, declared[name], sql)
+        _check_text(name, value, sql)
