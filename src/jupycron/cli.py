@@ -222,10 +222,14 @@ def _scheduler_line(settings: Settings) -> str | None:
 @click.argument("path")
 @click.pass_context
 def run_now(ctx: click.Context, path: str) -> None:
-    """Run PATH (relative to the notebooks folder) now; exit 0 on success, 1 otherwise."""
+    """Run PATH now; exit 0 on success, 1 otherwise.
+
+    PATH is relative to the notebooks folder, or a path from the working directory (or an
+    absolute one) to a notebook inside that folder."""
     from . import scheduler
 
     settings = _settings(ctx)
+    path = _notebook_rel(settings.notebooks, path)
     with _stop_on_signals() as stop:
         run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
     detail = f": {run.error_name}: {run.error_value}" if run.error_name else ""
@@ -233,6 +237,21 @@ def run_now(ctx: click.Context, path: str) -> None:
     if run.output:
         click.echo(terminal_safe(f"output: {settings.output_dir / run.output}"))
     ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
+
+
+def _notebook_rel(notebooks: Path, path: str) -> str:
+    """``path`` relative to ``notebooks``: as given when it names a file there, else the
+    file it names from the working directory when that lies inside the folder (what a shell
+    completes), else as given (the scheduler then says what is wrong with it)."""
+    root = notebooks.resolve()
+    if not Path(path).is_absolute() and (root / path).is_file():
+        return path
+    here = Path(path).absolute()
+    try:
+        rel = here.parent.resolve().relative_to(root) / here.name
+    except ValueError:
+        return path
+    return rel.as_posix() if here.is_file() else path
 
 
 def _register_web_commands() -> None:

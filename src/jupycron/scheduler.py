@@ -832,7 +832,9 @@ def _warm_exporters(count: int) -> None:
 def resolve_notebook(settings: Settings, rel: str) -> Notebook:
     """The autorun notebook at ``rel`` (relative to the notebooks folder), or NotebookNotFound."""
     try:
-        validate_rel(rel)
+        # "./x.ipynb" or "a//x.ipynb" name the notebook the scan knows as "x.ipynb" and
+        # "a/x.ipynb": record the run under that name, not beside it
+        rel = validate_rel(rel).as_posix()
     except ValueError as exc:
         raise NotebookNotFound(str(exc)) from None
     root = settings.notebooks.resolve()

@@ -164,7 +164,9 @@ def test_run_now_for_real(settings, jc):
     assert bad.exit_code == 1 and "ValueError: boom from cell 2" in bad.output
     escape = CliRunner().invoke(cli.main, [*base, "../ok_autorun.ipynb"])
     assert escape.exit_code == 2 and "'..'" in escape.output
-    absolute = CliRunner().invoke(cli.main, [*base, str(settings.notebooks / "ok_autorun.ipynb")])
+    outside = settings.notebooks.parent / "elsewhere_autorun.ipynb"
+    outside.write_bytes((settings.notebooks / "ok_autorun.ipynb").read_bytes())
+    absolute = CliRunner().invoke(cli.main, [*base, str(outside)])
     assert absolute.exit_code == 2 and "relative" in absolute.output
 
 
