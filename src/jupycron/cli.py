@@ -175,8 +175,16 @@ def list_(ctx: click.Context) -> None:
     console.print(cell(f"memory limit method: {limits.describe_method()}  |  notebooks: "
                        f"{settings.notebooks}  |  output: {settings.output_dir}"))
     console.print(cell(f"data source: {describe_data_source()}"), soft_wrap=True)
-    if (line := _scheduler_line(settings)) is not None:
+    out = settings.output_dir
+    unusable = out.exists() and not out.is_dir()
+    if unusable:
+        console.print(cell(f"ERROR: the outputs folder {out} is not a folder: no run can start or "
+                           "be recorded (setting `output`)"), soft_wrap=True)
+    elif (line := _scheduler_line(settings)) is not None:
         console.print(cell(line))
+    else:
+        console.print(cell(f"scheduler: no heartbeat in {out} (no tick or daemon has used this "
+                           "outputs folder yet)"), soft_wrap=True)
     table = Table(show_lines=False)
     table.add_column("notebook", overflow="fold")
     for col in ("schedule", "next run (UTC)", "last status", "finding", "last duration"):
@@ -194,6 +202,8 @@ def list_(ctx: click.Context) -> None:
                       cell(nxt + (" (due)" if r.due_now else "")), cell(status), cell(finding),
                       cell(dur))
     console.print(table)
+    if unusable:
+        ctx.exit(EXIT_HISTORY)
 
 
 def _scheduler_line(settings: Settings) -> str | None:

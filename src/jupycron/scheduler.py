@@ -261,7 +261,11 @@ class Scheduler:
         self.mode = mode
         self.stop_event = stop_event or threading.Event()
         self.output = settings.output_dir
-        self.output.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or missing mount
+            raise HistoryError(f"cannot create the outputs folder {self.output} (setting "
+                               f"`output`): {exc.strerror or exc}") from exc
         self.history: RunStore = open_store(settings)
         self._notebooks: list[Notebook] = []
         self.notebooks_generation = 0
