@@ -106,7 +106,7 @@ def test_list_shows_method_and_notebooks(settings, jc):
     assert f"memory limit method: {limits.describe_method()}" in res.output
     assert "team/ok_autorun.ipynb" in res.output and "every 1 minute" in res.output
     assert "broken_autorun.ipynb" in res.output
-    assert "scheduler:" not in res.output  # no heartbeat yet
+    assert "scheduler: no heartbeat in" in res.output  # none yet, and it says so
 
 
 def test_list_shows_the_latest_finding(settings, jc):
