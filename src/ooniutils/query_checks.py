@@ -8,7 +8,11 @@ instead of an error, which a monitoring notebook then reports as green:
 * ``None`` for a placeholder that is not ``Nullable`` is bound as ``''`` or ``0``;
 * a parameter the query never uses (a forgotten placeholder, a typo in its name) is
   dropped, so the filter the caller meant is not applied;
-* an empty query returns an empty DataFrame, which reads as "no rows".
+* an empty query returns an empty DataFrame, which reads as "no rows";
+* two statements (``SELECT 1 AS a; SELECT 2 AS b``) come back as one garbled frame (the
+  embedded store gave a column ``b`` holding 1 and 2), and a statement that changes
+  something (``DROP TABLE fastpath``, ``INSERT``, ``SET``) came back as an empty frame: a
+  notebook's queries read, the ``ooniutils data`` commands write.
 
 :func:`check_query` refuses these with a :class:`~ooniutils.exceptions.QueryError` naming
 the parameter, as well as text the engine cannot take (lone surrogates) and a query that is
@@ -32,6 +36,8 @@ __all__ = ["check_query"]
 _COLLECTIONS = (list, tuple, set, frozenset, dict, np.ndarray, pd.Series, pd.Index)
 _CONTAINER_TYPES = ("Array(", "Tuple(", "Map(", "Nested(")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+_FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
 
 
 def _unwrap(ch_type: str) -> tuple[str, bool]:
@@ -79,8 +85,19 @@ def check_query(sql: Any, params: Mapping[str, Any]) -> None:
     if not isinstance(sql, str):
         raise QueryError(f"the query must be a string of SQL, not a {type(sql).__name__}")
     code = [text for is_code, text in _split_sql(sql) if is_code]
-    if not "".join(code).strip(" \t\r\n;"):
+    text = "".join(code)
+    if not text.strip(" \t\r\n;"):
         raise QueryError("the query is empty (no SQL outside comments): nothing to run", sql)
+    first, _, rest = text.strip(" \t\r\n;").partition(";")
+    if rest.strip(" \t\r\n;"):
+        raise QueryError("the query holds more than one statement (a ';' with SQL after it): "
+                         "run one statement per call", sql)
+    m = _FIRST_WORD.match(first)
+    word = m.group(1).upper() if m else first.strip()[:20]
+    if word not in _READ_STATEMENTS:
+        raise QueryError(f"{word!r} is not a query that reads: notebooks read with "
+                         f"{', '.join(_READ_STATEMENTS)} (the `ooniutils data` commands load "
+                         "and change data)", sql)
     declared: dict[str, str] = {}
     pyformat: set[str] = set()
     for text in code:

@@ -117,3 +117,34 @@ def test_an_aware_datetime_is_bound_in_utc(data_dir):
     plus5 = dt.timezone(dt.timedelta(hours=5))
     df = click_query_fsn("SELECT {t:DateTime} AS t", t=dt.datetime(2026, 1, 1, 12, 0, tzinfo=plus5))
     assert pd.Timestamp(df.t[0]) == pd.Timestamp("2026-01-01 07:00:00")
+
+
+_WORDS = st.sampled_from(["DROP TABLE fastpath", "INSERT INTO fastpath (probe_cc) VALUES ('XX')",
+                          "TRUNCATE TABLE fastpath", "ALTER TABLE fastpath DELETE WHERE 1",
+                          "CREATE TABLE t (x Int32) ENGINE = Memory", "SET max_threads = 1",
+                          "OPTIMIZE TABLE fastpath", "SELEC 1"])
+
+
+@_FIXTURE_OK
+@given(statement=_WORDS, prefix=st.sampled_from(["", "  ", "\n", "-- note\n", "/* c */ ", "("]))
+def test_a_statement_that_does_not_read_is_an_error_and_changes_nothing(two_rows, statement, prefix):
+    with pytest.raises(QueryError, match="is not a query that reads"):
+        click_query_fsn(prefix + statement)
+    assert int(click_query_fsn("SELECT count() AS n FROM fastpath").n[0]) == 2
+
+
+@_FIXTURE_OK
+@given(first=st.sampled_from(["SELECT 1 AS a", "SELECT count() AS n FROM fastpath"]),
+       second=st.sampled_from(["SELECT 2 AS b", "DROP TABLE fastpath", "SELECT ';' AS s"]),
+       gap=st.sampled_from([";", " ; ", ";\n", "; -- x\n"]))
+def test_two_statements_are_an_error(two_rows, first, second, gap):
+    with pytest.raises(QueryError, match="more than one statement"):
+        click_query_fsn(first + gap + second)
+
+
+@pytest.mark.parametrize("sql", ["SELECT ';' AS s;", "SELECT 1 AS x; -- done", "  (SELECT 1 AS x)  ;  ",
+                                 "WITH 1 AS y SELECT y AS x", "/* ; */ SELECT 1 AS x",
+                                 "SHOW TABLES", "DESCRIBE TABLE fastpath", "EXISTS TABLE fastpath",
+                                 "EXPLAIN SELECT 1"])
+def test_one_reading_statement_still_runs(two_rows, sql):
+    assert not click_query_fsn(sql).empty
