@@ -28,7 +28,7 @@ from .store import get_logs_store, get_store
 __all__ = ["click_query", "click_query_fsn", "click_query_logs"]
 
 
-def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
+def click_query_fsn(query: str, /, **params: Any) -> pd.DataFrame:
     """Run a ClickHouse SELECT on the store and return a DataFrame.
 
     Parameters are bound by the engine, never pasted into the SQL: write ClickHouse
@@ -48,7 +48,7 @@ def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
 click_query = click_query_fsn
 
 
-def click_query_logs(query: str, **params: Any) -> pd.DataFrame:
+def click_query_logs(query: str, /, **params: Any) -> pd.DataFrame:
     """:func:`click_query_fsn` on the store holding the ``logs`` table, which may be another
     ClickHouse than the measurements' (``OONI_LOGS_CLICKHOUSE_URL`` / ``OONI_LOGS_DATA_DIR``;
     by default the same one)."""

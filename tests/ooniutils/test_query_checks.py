@@ -148,3 +148,9 @@ def test_two_statements_are_an_error(two_rows, first, second, gap):
                                  "EXPLAIN SELECT 1"])
 def test_one_reading_statement_still_runs(two_rows, sql):
     assert not click_query_fsn(sql).empty
+
+
+@pytest.mark.parametrize("fn", [click_query_fsn, click_query_logs])
+def test_a_parameter_may_be_called_query(data_dir, fn):
+    """Before: TypeError "got multiple values for argument 'query'"."""
+    assert fn("SELECT {query:String} AS q", query="x").q[0] == "x"
