@@ -9,6 +9,9 @@ instead of an error, which a monitoring notebook then reports as green:
 * a parameter the query never uses (a forgotten placeholder, a typo in its name) is
   dropped, so the filter the caller meant is not applied;
 * an empty query returns an empty DataFrame, which reads as "no rows";
+* a date or time outside its placeholder type's range (``{since:DateTime}`` with 1960 is
+  bound as 1970-01-01, 2200 as 2106-02-07: ClickHouse saturates, as it wraps integers,
+  which the store already refuses);
 * two statements (``SELECT 1 AS a; SELECT 2 AS b``) come back as one garbled frame (the
   embedded store gave a column ``b`` holding 1 and 2), and a statement that changes
   something (``DROP TABLE fastpath``, ``INSERT``, ``SET``) came back as an empty frame: a
@@ -21,6 +24,7 @@ not a string.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import QueryError
-from .store.params import _CH_PLACEHOLDER, _PYFORMAT, _split_sql
+from .store.params import _CH_PLACEHOLDER, _PYFORMAT, _split_sql, infer_type
 
 __all__ = ["check_query"]
 
@@ -37,6 +41,9 @@ _COLLECTIONS = (list, tuple, set, frozenset, dict, np.ndarray, pd.Series, pd.Ind
 _CONTAINER_TYPES = ("Array(", "Tuple(", "Map(", "Nested(")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _READ_STATEMENTS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS")
+# A placeholder whose type holds a quote, {t:DateTime('UTC')}: the store's binding takes the
+# quote for the start of a literal and does not see the placeholder.
+_QUOTED_TYPE = re.compile(r"\{\s*(?P<name>[A-Za-z_]\w*)\s*:[^{}]*'[^{}]*\}")
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
 
 
@@ -52,6 +59,38 @@ def _unwrap(ch_type: str) -> tuple[str, bool]:
                 break
         else:
             return t, nullable
+
+
+# What Date and DateTime can hold (UTC); outside, the engine saturates silently. (Date32 and
+# DateTime64 reach much further, by an amount that depends on the ClickHouse version.)
+_DAY_RANGES = {"Date": (dt.date(1970, 1, 1), dt.date(2149, 6, 6))}
+_TIME_RANGES = {"DateTime": (dt.datetime(1970, 1, 1), dt.datetime(2106, 2, 7, 6, 28, 15))}
+
+
+def _check_time(name: str, value: Any, base: str, sql: str) -> None:
+    """Refuse a date/datetime outside ``base``'s range (an Array's items one by one)."""
+    if base.startswith("Array(") and base.endswith(")"):
+        if isinstance(value, _COLLECTIONS) and not isinstance(value, dict):
+            inner, _ = _unwrap(base[len("Array("):-1])
+            for item in value:
+                _check_time(name, item, inner, sql)
+        return
+    if not isinstance(value, dt.date) or _is_missing(value) or value is pd.NaT:
+        return
+    kind = "DateTime" if base == "DateTime" or base.startswith("DateTime(") else base
+    if kind in _DAY_RANGES and not isinstance(value, dt.datetime):
+        low_d, high_d = _DAY_RANGES[kind]
+        if not low_d <= value <= high_d:
+            raise QueryError(f"query parameter {name!r}: {value} is outside {base} ({low_d} to "
+                             f"{high_d}; ClickHouse would silently use the nearest end)", sql)
+    elif kind in _TIME_RANGES:
+        when = value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+        if when.tzinfo is not None:
+            when = when.astimezone(dt.UTC).replace(tzinfo=None)
+        low, high = _TIME_RANGES[kind]
+        if not low <= when <= high:
+            raise QueryError(f"query parameter {name!r}: {value} is outside {base} ({low} to {high} "
+                             "UTC; ClickHouse would silently use the nearest end)", sql)
 
 
 def _is_missing(value: Any) -> bool:
@@ -78,6 +117,7 @@ def _check_declared(name: str, value: Any, ch_type: str, sql: str) -> None:
                          f"placeholder type {ch_type} takes one value (the engine would bind "
                          f"the list's text and match nothing): pass one value, or write "
                          f"IN {{{name}:Array({base})}}", sql)
+    _check_time(name, value, base, sql)
 
 
 def check_query(sql: Any, params: Mapping[str, Any]) -> None:
@@ -105,6 +145,12 @@ def check_query(sql: Any, params: Mapping[str, Any]) -> None:
             declared.setdefault(m.group("name"), m.group("type"))
         pyformat.update(m.group("name") for m in _PYFORMAT.finditer(text) if m.group("name"))
     unused = sorted(set(params) - set(declared) - pyformat)
+    quoted = {m.group("name"): m.group() for m in _QUOTED_TYPE.finditer(sql)}
+    for name in unused:
+        if name in quoted:
+            raise QueryError(f"placeholder {quoted[name]} has a quoted type, which cannot be "
+                             f"bound: write the type without its time zone, e.g. "
+                             f"{{{name}:DateTime}} (parameters are sent in UTC)", sql)
     if unused:
         used = sorted(set(declared) | pyformat)
         raise QueryError(f"query parameter(s) {', '.join(map(repr, unused))} given but not used "
@@ -113,4 +159,6 @@ def check_query(sql: Any, params: Mapping[str, Any]) -> None:
     for name, value in params.items():
         if name in declared:
             _check_declared(name, value, declared[name], sql)
+        elif name in pyformat:  # the type the store will infer for it
+            _check_time(name, value, _unwrap(infer_type(value))[0], sql)
         _check_text(name, value, sql)

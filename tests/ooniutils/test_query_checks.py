@@ -154,3 +154,43 @@ def test_one_reading_statement_still_runs(two_rows, sql):
 def test_a_parameter_may_be_called_query(data_dir, fn):
     """Before: TypeError "got multiple values for argument 'query'"."""
     assert fn("SELECT {query:String} AS q", query="x").q[0] == "x"
+
+
+_TZ = st.sampled_from([None, dt.UTC, dt.timezone(dt.timedelta(hours=5)), dt.timezone(dt.timedelta(hours=-9))])
+
+
+@_FIXTURE_OK
+@given(when=st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)), tz=_TZ,
+       ch_type=st.sampled_from(["DateTime", "LowCardinality(Nullable(DateTime))", "Nullable(DateTime)"]))
+def test_a_datetime_outside_datetime_is_an_error_inside_it_round_trips(data_dir, when, tz, ch_type):
+    """Before: 1960 came back as 1970-01-01 00:00:00 and 2200 as 2106-02-07 06:28:15."""
+    value = when.replace(tzinfo=tz)
+    utc = value.astimezone(dt.UTC).replace(tzinfo=None) if tz else value
+    inside = dt.datetime(1970, 1, 1) <= utc <= dt.datetime(2106, 2, 7, 6, 28, 15)
+    sql = f"SELECT toString({{t:{ch_type}}}, 'UTC') AS t"
+    if inside:
+        assert click_query_fsn(sql, t=value).t[0] == utc.strftime("%Y-%m-%d %H:%M:%S")
+    else:
+        with pytest.raises(QueryError, match=r"'t': .* is outside DateTime"):
+            click_query_fsn(sql, t=value)
+
+
+@_FIXTURE_OK
+@given(day=st.dates(), as_list=st.booleans())
+def test_a_date_outside_date_is_an_error_named_or_pyformat(data_dir, day, as_list):
+    inside = dt.date(1970, 1, 1) <= day <= dt.date(2149, 6, 6)
+    for sql in (("SELECT toString(arrayJoin({d:Array(Date)})) AS d" if as_list else "SELECT toString({d:Date}) AS d"),
+                ("SELECT toString(arrayJoin(%(d)s)) AS d" if as_list else "SELECT toString(%(d)s) AS d")):
+        value = [day] if as_list else day
+        if inside:
+            assert click_query_fsn(sql, d=value).d[0] == day.isoformat()
+        else:
+            with pytest.raises(QueryError, match="is outside Date"):
+                click_query_fsn(sql, d=value)
+
+
+def test_a_placeholder_with_a_quoted_type_says_so(data_dir):
+    """The store does not see {t:DateTime('UTC')} (the quote reads as a literal): before,
+    the engine said "Substitution `t` is not set"."""
+    with pytest.raises(QueryError, match=r"placeholder \{t:DateTime\('UTC'\)\} has a quoted type.*\{t:DateTime\}"):
+        click_query_fsn("SELECT {t:DateTime('UTC')} AS t", t=dt.datetime(2026, 1, 1))
