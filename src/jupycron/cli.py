@@ -11,6 +11,7 @@ cannot be read or written; 5 any other jupycron error.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,9 +177,9 @@ def list_(ctx: click.Context) -> None:
                        f"{settings.notebooks}  |  output: {settings.output_dir}"))
     console.print(cell(f"data source: {describe_data_source()}"), soft_wrap=True)
     out = settings.output_dir
-    unusable = out.exists() and not out.is_dir()
+    unusable = _output_problem(out)
     if unusable:
-        console.print(cell(f"ERROR: the outputs folder {out} is not a folder: no run can start or "
+        console.print(cell(f"ERROR: the outputs folder {out} {unusable}: no run can start or "
                            "be recorded (setting `output`)"), soft_wrap=True)
     elif (line := _scheduler_line(settings)) is not None:
         console.print(cell(line))
@@ -204,6 +205,23 @@ def list_(ctx: click.Context) -> None:
     console.print(table)
     if unusable:
         ctx.exit(EXIT_HISTORY)
+
+
+def _output_problem(out: Path) -> str | None:
+    """Why no run could be recorded in the outputs folder ``out``, or None when it can (or
+    could be created)."""
+    if out.exists():
+        if not out.is_dir():
+            return "is not a folder"
+        if not os.access(out, os.W_OK | os.X_OK):
+            return "cannot be written (a read-only file system or no permission)"
+        return None
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"does not exist and cannot be created in {parent}"
+    return None
 
 
 def _scheduler_line(settings: Settings) -> str | None:

@@ -43,3 +43,20 @@ def test_list_without_a_heartbeat_says_no_scheduler_ran(settings, jc):
                                         str(settings.output_dir), "list"])
     assert res.exit_code == 0, res.output
     assert "scheduler: no heartbeat in" in res.output
+
+
+def test_a_read_only_outputs_folder_is_an_error_in_list_and_tick(settings, jc, small_disk):
+    """Before: `list` printed the notebooks as "never run", exit 0, on a read-only mount."""
+    import subprocess
+
+    jc.copy_notebook("ok_autorun.ipynb", settings.notebooks)
+    assert small_disk == settings.output_dir
+    r = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot remount the tmpfs read-only: {r.stderr.strip()}")
+    base = ["--notebooks", str(settings.notebooks), "--output", str(settings.output_dir)]
+    res = CliRunner().invoke(cli.main, [*base, "list"])
+    assert res.exit_code == cli.EXIT_HISTORY, res.output
+    assert "cannot be written (a read-only file system" in res.output
+    res = CliRunner().invoke(cli.main, [*base, "tick"])
+    assert res.exit_code == cli.EXIT_HISTORY, res.output
