@@ -109,9 +109,15 @@ def _check_text(name: str, value: Any, sql: str) -> None:
 def _check_declared(name: str, value: Any, ch_type: str, sql: str) -> None:
     base, nullable = _unwrap(ch_type)
     if _is_missing(value) and not nullable:
-        raise QueryError(f"query parameter {name!r} is None but its placeholder type {ch_type} "
+        raise QueryError(f"query parameter {name!r} is or holds None but its type {ch_type} "
                          f"is not Nullable (the engine would bind '' or 0): pass a value, or "
-                         f"declare {{{name}:Nullable({base})}}", sql)
+                         f"declare Nullable({base})", sql)
+    if (base.startswith("Array(") and base.endswith(")") and isinstance(value, _COLLECTIONS)
+            and not isinstance(value, dict)):
+        inner = base[len("Array("):-1]
+        for item in value:  # None in Array(String) was bound as '', in Array(UInt32) as 0
+            _check_declared(name, item, inner, sql)
+        return
     if isinstance(value, _COLLECTIONS) and not base.startswith(_CONTAINER_TYPES):
         raise QueryError(f"query parameter {name!r} is a {type(value).__name__} but its "
                          f"placeholder type {ch_type} takes one value (the engine would bind "

@@ -54,7 +54,7 @@ def test_a_list_for_an_array_placeholder_still_works(two_rows):
 
 @pytest.mark.parametrize("ch_type", ["String", "UInt32", "DateTime", "LowCardinality(String)"])
 def test_none_for_a_placeholder_that_is_not_nullable_is_an_error(data_dir, ch_type):
-    with pytest.raises(QueryError, match=rf"'x' is None .*{ch_type.replace('(', '.').replace(')', '.')}.*Nullable"):
+    with pytest.raises(QueryError, match=rf"'x' is or holds None .*{ch_type.replace('(', '.').replace(')', '.')}.*Nullable"):
         click_query_fsn(f"SELECT {{x:{ch_type}}} AS x", x=None)
 
 
@@ -194,3 +194,21 @@ def test_a_placeholder_with_a_quoted_type_says_so(data_dir):
     the engine said "Substitution `t` is not set"."""
     with pytest.raises(QueryError, match=r"placeholder \{t:DateTime\('UTC'\)\} has a quoted type.*\{t:DateTime\}"):
         click_query_fsn("SELECT {t:DateTime('UTC')} AS t", t=dt.datetime(2026, 1, 1))
+
+
+@_FIXTURE_OK
+@given(items=st.lists(st.none() | st.text(alphabet="abc", max_size=3), min_size=1, max_size=6),
+       nested=st.booleans())
+def test_none_inside_an_array_that_is_not_nullable_is_an_error(data_dir, items, nested):
+    """Before: ['a', None] for {l:Array(String)} came back as ['a', '']."""
+    value = [items] if nested else items
+    wrap = (lambda t: f"Array({t})") if nested else (lambda t: t)
+    plain = "{l:Array(" + wrap("String") + ")}"
+    nullable = "{l:Array(" + wrap("Nullable(String)") + ")}"
+    if any(i is None for i in items):
+        with pytest.raises(QueryError, match="'l' is or holds None"):
+            click_query_fsn(f"SELECT {plain} AS l", l=value)
+    else:
+        assert list(click_query_fsn(f"SELECT {plain} AS l", l=value).l[0][0 if nested else slice(None)]) == items
+    got = click_query_fsn(f"SELECT {nullable} AS l", l=value).l[0]
+    assert [None if x is None else x for x in (got[0] if nested else got)] == items
