@@ -60,3 +60,4 @@ def test_a_read_only_outputs_folder_is_an_error_in_list_and_tick(settings, jc, s
     assert "cannot be written (a read-only file system" in res.output
     res = CliRunner().invoke(cli.main, [*base, "tick"])
     assert res.exit_code == cli.EXIT_HISTORY, res.output
+
