@@ -11,6 +11,7 @@ cannot be read or written; 5 any other jupycron error.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,8 +176,16 @@ def list_(ctx: click.Context) -> None:
     console.print(cell(f"memory limit method: {limits.describe_method()}  |  notebooks: "
                        f"{settings.notebooks}  |  output: {settings.output_dir}"))
     console.print(cell(f"data source: {describe_data_source()}"), soft_wrap=True)
-    if (line := _scheduler_line(settings)) is not None:
+    out = settings.output_dir
+    unusable = _output_problem(out)
+    if unusable:
+        console.print(cell(f"ERROR: the outputs folder {out} {unusable}: no run can start or "
+                           "be recorded (setting `output`)"), soft_wrap=True)
+    elif (line := _scheduler_line(settings)) is not None:
         console.print(cell(line))
+    else:
+        console.print(cell(f"scheduler: no heartbeat in {out} (no tick or daemon has used this "
+                           "outputs folder yet)"), soft_wrap=True)
     table = Table(show_lines=False)
     table.add_column("notebook", overflow="fold")
     for col in ("schedule", "next run (UTC)", "last status", "finding", "last duration"):
@@ -194,6 +203,25 @@ def list_(ctx: click.Context) -> None:
                       cell(nxt + (" (due)" if r.due_now else "")), cell(status), cell(finding),
                       cell(dur))
     console.print(table)
+    if unusable:
+        ctx.exit(EXIT_HISTORY)
+
+
+def _output_problem(out: Path) -> str | None:
+    """Why no run could be recorded in the outputs folder ``out``, or None when it can (or
+    could be created)."""
+    if out.exists():
+        if not out.is_dir():
+            return "is not a folder"
+        if not os.access(out, os.W_OK | os.X_OK):
+            return "cannot be written (a read-only file system or no permission)"
+        return None
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"does not exist and cannot be created in {parent}"
+    return None
 
 
 def _scheduler_line(settings: Settings) -> str | None:
@@ -222,10 +250,14 @@ def _scheduler_line(settings: Settings) -> str | None:
 @click.argument("path")
 @click.pass_context
 def run_now(ctx: click.Context, path: str) -> None:
-    """Run PATH (relative to the notebooks folder) now; exit 0 on success, 1 otherwise."""
+    """Run PATH now; exit 0 on success, 1 otherwise.
+
+    PATH is relative to the notebooks folder, or a path from the working directory (or an
+    absolute one) to a notebook inside that folder."""
     from . import scheduler
 
     settings = _settings(ctx)
+    path = _notebook_rel(settings.notebooks, path)
     with _stop_on_signals() as stop:
         run = _guard(lambda: scheduler.run_now(settings, path, stop_event=stop))
     detail = f": {run.error_name}: {run.error_value}" if run.error_name else ""
@@ -233,6 +265,21 @@ def run_now(ctx: click.Context, path: str) -> None:
     if run.output:
         click.echo(terminal_safe(f"output: {settings.output_dir / run.output}"))
     ctx.exit(0 if run.status == "success" else EXIT_NOT_SUCCESSFUL)
+
+
+def _notebook_rel(notebooks: Path, path: str) -> str:
+    """``path`` relative to ``notebooks``: as given when it names a file there, else the
+    file it names from the working directory when that lies inside the folder (what a shell
+    completes), else as given (the scheduler then says what is wrong with it)."""
+    root = notebooks.resolve()
+    if not Path(path).is_absolute() and (root / path).is_file():
+        return path
+    here = Path(path).absolute()
+    try:
+        rel = here.parent.resolve().relative_to(root) / here.name
+    except ValueError:
+        return path
+    return rel.as_posix() if here.is_file() else path
 
 
 def _register_web_commands() -> None:

@@ -122,6 +122,11 @@ def alerts_command(notebooks: Path | None, output: Path | None, config: Path | N
 
     _logging()
     settings = _settings(notebooks, output, config)
+    if not settings.alert_channels.strip():
+        # A check that can tell no one must not look like one that found nothing to tell.
+        raise _UsageError("alert_channels is not set: run-state and finding alerts have no "
+                          "channel to go to (set alert_channels = \"alertmanager,slack,ntfy\" "
+                          "or some of them, with their [ooniutils] endpoints)")
     try:
         # SIGTERM/SIGINT cancel the delivery in flight; what was not sent is kept for the
         # next check (recorded in the alert state) and the exit code is 1.

@@ -43,11 +43,13 @@ def path_breaks(path: str) -> Markup:
     return Markup(re.sub(r"([/_])", r"\1<wbr>", str(escape(path))))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def terminal_safe(text: str) -> str:
     """``text`` for a terminal: control characters (an ESC sequence from an error message
-    or a file name could retitle or repaint the operator's terminal) shown as ``�``; tabs
-    and line breaks kept."""
+    or a file name could retitle or repaint the operator's terminal) and bidirectional
+    overrides/isolates (U+202A-U+202E, U+2066-U+2069: a finding's summary could show
+    "alarm" reversed or reorder the columns after it) shown as ``�``; tabs and line breaks
+    kept."""
     return _CONTROL.sub("\ufffd", text)

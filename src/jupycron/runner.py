@@ -231,6 +231,22 @@ def _note_kernel(run: Run, handle: KernelHandle) -> None:
         run.memory_limit = handle.cap.method
 
 
+def _name_lowered_limit(settings: Settings, notebook: Notebook, status: RunStatus,
+                        evalue: str | None) -> str | None:
+    """``evalue`` of an OOM or a timeout, plus why the limit was lower than the notebook's
+    line asked (an operator who wrote "MaxMem": 4000 reads "1000 MB" and nothing else)."""
+    spec = notebook.spec
+    if spec is None or evalue is None:
+        return evalue
+    if status is RunStatus.OOM and spec.max_mem_mb and spec.max_mem_mb > settings.max_mem_mb:
+        return (f"{evalue}; the notebook's MaxMem {int(spec.max_mem_mb)} MB is above the "
+                f"max_mem_mb setting {settings.max_mem_mb}")
+    if status is RunStatus.TIMEOUT and spec.max_runtime_s and spec.max_runtime_s > settings.max_runtime_s:
+        return (f"{evalue}; the notebook's MaxRuntime {spec.max_runtime_s:g} s is above the "
+                f"max_runtime_s setting {settings.max_runtime_s:g}")
+    return evalue
+
+
 def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run: Run,
             result: ExecResult, mem_mb: int, runtime_s: float) -> None:
     """Classify the outcome into ``run``, then write the HTML (the kernel is already dead)."""
@@ -238,6 +254,7 @@ def _finish(settings: Settings, notebook: Notebook, nb: NotebookNode | None, run
         status, ename, evalue = RunStatus.FAILED, result.error_name, result.error_value
     else:
         status, ename, evalue = classify(result, mem_mb, runtime_s, run.memory_limit or "")
+        evalue = _name_lowered_limit(settings, notebook, status, evalue)
     run.status, run.error_name, run.error_value = status, ename, evalue
     if status is RunStatus.FAILED or (status is RunStatus.OOM and result.error_cell is not None):
         run.error_cell = result.error_cell

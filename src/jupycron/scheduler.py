@@ -261,7 +261,11 @@ class Scheduler:
         self.mode = mode
         self.stop_event = stop_event or threading.Event()
         self.output = settings.output_dir
-        self.output.mkdir(parents=True, exist_ok=True)
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or missing mount
+            raise HistoryError(f"cannot create the outputs folder {self.output} (setting "
+                               f"`output`): {exc.strerror or exc}") from exc
         self.history: RunStore = open_store(settings)
         self._notebooks: list[Notebook] = []
         self.notebooks_generation = 0
@@ -832,7 +836,9 @@ def _warm_exporters(count: int) -> None:
 def resolve_notebook(settings: Settings, rel: str) -> Notebook:
     """The autorun notebook at ``rel`` (relative to the notebooks folder), or NotebookNotFound."""
     try:
-        validate_rel(rel)
+        # "./x.ipynb" or "a//x.ipynb" name the notebook the scan knows as "x.ipynb" and
+        # "a/x.ipynb": record the run under that name, not beside it
+        rel = validate_rel(rel).as_posix()
     except ValueError as exc:
         raise NotebookNotFound(str(exc)) from None
     root = settings.notebooks.resolve()

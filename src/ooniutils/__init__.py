@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     # queries and the store
     "click_query": ".clickhouse",
     "click_query_fsn": ".clickhouse",
+    "click_query_logs": ".clickhouse",
     "get_store": ".store",
     # alerts
     "alertmanager_fire_alert": ".alerts",

@@ -22,12 +22,13 @@ from typing import Any
 
 import pandas as pd
 
+from .query_checks import check_query
 from .store import get_logs_store, get_store
 
 __all__ = ["click_query", "click_query_fsn", "click_query_logs"]
 
 
-def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
+def click_query_fsn(query: str, /, **params: Any) -> pd.DataFrame:
     """Run a ClickHouse SELECT on the store and return a DataFrame.
 
     Parameters are bound by the engine, never pasted into the SQL: write ClickHouse
@@ -35,16 +36,21 @@ def click_query_fsn(query: str, **params: Any) -> pd.DataFrame:
     value: str→String, int→Int64, float→Float64, bool→Bool, datetime→DateTime64(3) in
     UTC, date→Date, list/tuple→Array(T)). With pyformat, write ``%%`` for a literal ``%``.
     Raises :class:`ooniutils.exceptions.QueryError` carrying ClickHouse's message, and
-    :class:`ooniutils.exceptions.ConfigError` when no data source is configured.
+    :class:`ooniutils.exceptions.ConfigError` when no data source is configured. Mistakes
+    that would return a plausible wrong answer are refused before the query runs
+    (:mod:`ooniutils.query_checks`): an empty query, a parameter no placeholder uses, a list
+    for a one-value placeholder, ``None`` for one that is not ``Nullable``.
     """
+    check_query(query, params)
     return get_store().query(query, params)
 
 
 click_query = click_query_fsn
 
 
-def click_query_logs(query: str, **params: Any) -> pd.DataFrame:
+def click_query_logs(query: str, /, **params: Any) -> pd.DataFrame:
     """:func:`click_query_fsn` on the store holding the ``logs`` table, which may be another
     ClickHouse than the measurements' (``OONI_LOGS_CLICKHOUSE_URL`` / ``OONI_LOGS_DATA_DIR``;
     by default the same one)."""
+    check_query(query, params)
     return get_logs_store().query(query, params)

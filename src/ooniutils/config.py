@@ -15,6 +15,7 @@ dashboard Run now and an interactive kernel pointed at the same file see the sam
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -166,9 +167,52 @@ def get(name: str, required: bool = False) -> str | None:
 def get_float(name: str) -> float:
     raw = get(name)
     try:
-        return float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name} must be a number, got {raw!r}", name) from exc
+    if not math.isfinite(value):  # NaN slipped past every "> 0" check, then broke httpx
+        raise ConfigError(f"setting {name} must be a finite number, got {raw!r}", name)
+    return value
+
+
+_URL_KEYS = ("alertmanager_url", "slack_webhook_url", "ntfy_url", "clickhouse_url",
+             "logs_clickhouse_url")
+_NUMBER_RULES: dict[str, tuple[float, bool]] = {
+    # key: (lower bound, bound included)
+    "http_timeout": (0.0, False), "clickhouse_timeout": (0.0, False), "http_backoff": (0.0, True),
+}
+
+
+def check_value(key: str, text: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` when ``text`` cannot work as its value (what
+    would otherwise fail only at the first alert or query): an endpoint that is not an
+    http(s) URL with a host and a valid port, a timeout that is not a finite number above 0,
+    a retry count below 1. An empty value means "not set" and passes."""
+    setting = SETTINGS_BY_KEY[key]
+    if not text:
+        return
+    if key in _URL_KEYS:
+        try:
+            parts = urlsplit(text)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError as exc:
+            raise ConfigError(f"config key {key!r}: not a valid URL ({exc})", setting.name) from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            raise ConfigError(f"config key {key!r} must be an http(s)://host... URL",
+                              setting.name)
+    elif key in _NUMBER_RULES:
+        low, included = _NUMBER_RULES[key]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (value == low and not included):
+            raise ConfigError(f"config key {key!r} must be a finite number "
+                              f"{'>=' if included else '>'} {low:g}, got {text!r}", setting.name)
+    elif key == "http_retries":
+        if not text.isdecimal() or int(text) < 1:
+            raise ConfigError(f"config key {key!r} must be a whole number >= 1, got {text!r}",
+                              setting.name)
 
 
 NO_DATA_SOURCE = (

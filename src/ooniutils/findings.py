@@ -178,7 +178,52 @@ def report_finding(level: str, summary: str, detail: Any = None) -> None:
     import IPython
     from IPython.display import display
 
-    if IPython.get_ipython() is None:  # a plain script: its one line, not the bundle's repr
+    shell = IPython.get_ipython()
+    if shell is None:  # a plain script: its one line, not the bundle's repr
         print(text)  # noqa: T201 - what the call shows in a plain script
         return
     display(bundle, raw=True)
+    if hasattr(shell, "display_pub") and hasattr(shell, "events"):  # an IPython shell
+        _Keeper.for_shell(shell).reported(bundle)
+
+
+class _Keeper:
+    """Shows a cell's finding again when ``clear_output`` removed it.
+
+    jupycron reads the finding from the notebook's outputs, and ``clear_output()`` (a
+    progress display, a loop that redraws) empties the cell's outputs: an alarm reported
+    before it vanished and the run read as "never reported". The keeper notes each
+    ``clear_output`` after a report and, when the cell ends, displays the cell's last
+    finding once more (in the same cell: the kernel still runs its request)."""
+
+    def __init__(self, shell: Any) -> None:
+        self.bundle: dict[str, Any] | None = None
+        self.cleared = False
+        pub = shell.display_pub
+        original = pub.clear_output
+
+        def clear_output(*args: Any, **kwargs: Any) -> Any:
+            self.cleared = True
+            return original(*args, **kwargs)
+
+        pub.clear_output = clear_output
+        shell.events.register("post_run_cell", self.post_run_cell)
+
+    @classmethod
+    def for_shell(cls, shell: Any) -> _Keeper:
+        keeper = getattr(shell, "_ooniutils_finding_keeper", None)
+        if not isinstance(keeper, _Keeper):
+            keeper = cls(shell)
+            shell._ooniutils_finding_keeper = keeper
+        return keeper
+
+    def reported(self, bundle: dict[str, Any]) -> None:
+        self.bundle, self.cleared = bundle, False
+
+    def post_run_cell(self, *_: Any) -> None:
+        bundle, cleared = self.bundle, self.cleared
+        self.bundle, self.cleared = None, False  # another cell's clear_output cannot touch it
+        if bundle is not None and cleared:
+            from IPython.display import display
+
+            display(bundle, raw=True)

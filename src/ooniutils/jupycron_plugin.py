@@ -53,9 +53,12 @@ def check_table(raw: Mapping[str, Any], base: Path) -> dict[str, str]:
         raise ValueError(f"unknown key(s): {', '.join(unknown)} "
                          f"(known: {', '.join(sorted(config.SETTINGS_BY_KEY))})")
     try:
-        return {k: config.file_value(k, v, base) for k, v in raw.items()}
+        table = {k: config.file_value(k, v, base) for k, v in raw.items()}
+        for key, text in table.items():
+            config.check_value(key, text)
     except OoniUtilsError as exc:
         raise ValueError(str(exc)) from exc
+    return table
 
 
 _DATA_SOURCES = (("data_dir", "clickhouse_url"), ("logs_data_dir", "logs_clickhouse_url"))

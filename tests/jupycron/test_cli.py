@@ -106,7 +106,7 @@ def test_list_shows_method_and_notebooks(settings, jc):
     assert f"memory limit method: {limits.describe_method()}" in res.output
     assert "team/ok_autorun.ipynb" in res.output and "every 1 minute" in res.output
     assert "broken_autorun.ipynb" in res.output
-    assert "scheduler:" not in res.output  # no heartbeat yet
+    assert "scheduler: no heartbeat in" in res.output  # none yet, and it says so
 
 
 def test_list_shows_the_latest_finding(settings, jc):
@@ -164,7 +164,9 @@ def test_run_now_for_real(settings, jc):
     assert bad.exit_code == 1 and "ValueError: boom from cell 2" in bad.output
     escape = CliRunner().invoke(cli.main, [*base, "../ok_autorun.ipynb"])
     assert escape.exit_code == 2 and "'..'" in escape.output
-    absolute = CliRunner().invoke(cli.main, [*base, str(settings.notebooks / "ok_autorun.ipynb")])
+    outside = settings.notebooks.parent / "elsewhere_autorun.ipynb"
+    outside.write_bytes((settings.notebooks / "ok_autorun.ipynb").read_bytes())
+    absolute = CliRunner().invoke(cli.main, [*base, str(outside)])
     assert absolute.exit_code == 2 and "relative" in absolute.output
 
 

@@ -97,7 +97,7 @@ def test_server_mode_switch(server_store):
     df = click_query_fsn("SELECT count() AS n FROM fastpath WHERE probe_cc IN %(ccs)s", ccs=("IT", "RU"))
     assert int(df["n"].iloc[0]) == 1
     with pytest.raises(QueryError, match="SYNTAX_ERROR") as err:
-        click_query_fsn("SELEC 1")
+        click_query_fsn("SELECT (1")
     assert "secret" not in str(err.value)  # the password never shows
 
 

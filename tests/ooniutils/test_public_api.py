@@ -15,7 +15,7 @@ def test_all_is_sorted_and_every_name_resolves():
 
 
 def test_the_documented_notebook_api_is_exported():
-    for name in ("click_query_fsn", "click_query", "alertmanager_fire_alert", "send_slack_msg",
+    for name in ("click_query_fsn", "click_query", "click_query_logs", "alertmanager_fire_alert", "send_slack_msg",
                  "FlowDetector", "detect_flow_alarms", "release_report",
                  "send_alert_through_ntfy", "easy_msm_count_chart", "autorun",
                  "find_duplicate_test_list_urls", "check_tls_certs"):

@@ -9,6 +9,7 @@ the settings by each transport's ``from_settings()``, never written in code.
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,12 +23,21 @@ from . import http
 log = logging.getLogger(__name__)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _sendable(text: str) -> str:
+    """``text`` with lone surrogates (text decoded with ``surrogateescape``: a log line, a
+    file name) as U+FFFD: UTF-8 cannot encode them, and the alert would not go out."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def _frozen(mapping: Mapping[str, object] | None, what: str) -> Mapping[str, str]:
     items: dict[str, str] = {}
     for key, value in (mapping or {}).items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"{what} names must be non-empty strings, got {key!r}")
-        items[key] = value if isinstance(value, str) else str(value)
+        items[_sendable(key)] = _sendable(value if isinstance(value, str) else str(value))
     return MappingProxyType(items)
 
 
@@ -59,6 +69,8 @@ class Alert:
             raise TypeError(f"alert title must be a string, got {type(self.title).__name__}")
         if not isinstance(self.text, str):
             raise TypeError(f"alert text must be a string, got {type(self.text).__name__}")
+        for attr in ("title", "text", "name"):
+            object.__setattr__(self, attr, _sendable(getattr(self, attr)))
         object.__setattr__(self, "labels", _frozen(self.labels, "label"))
         object.__setattr__(self, "annotations", _frozen(self.annotations, "annotation"))
         for attr in ("starts_at", "ends_at"):
@@ -69,9 +81,9 @@ class Alert:
             raise ValueError(f"alert ends_at {self.ends_at.isoformat()} is before starts_at "
                              f"{self.starts_at.isoformat()}")
         if isinstance(self.tags, str):
-            object.__setattr__(self, "tags", split_tags(self.tags))
+            object.__setattr__(self, "tags", tuple(_sendable(t) for t in split_tags(self.tags)))
         else:
-            object.__setattr__(self, "tags", tuple(str(t) for t in self.tags))
+            object.__setattr__(self, "tags", tuple(_sendable(str(t)) for t in self.tags))
 
 
 def split_tags(tags: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import email.utils
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -174,10 +175,20 @@ def url_secrets(url: str) -> list[str]:
     return found
 
 
+SHORT_SECRET = 6
+"""Secrets shorter than this are replaced only where they stand alone (not inside a longer
+run of letters and digits): an ntfy topic ``t`` must not turn "timed out" into "***imed
+ou***", which hides why a delivery failed."""
+
+
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every occurrence of each secret (longest first) replaced by ``***``."""
+    """``text`` with every occurrence of each secret (longest first) replaced by ``***``
+    (a secret shorter than :data:`SHORT_SECRET` characters only where it stands alone)."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
+        if len(secret) >= SHORT_SECRET:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", "***", text)
     return text
 
 
