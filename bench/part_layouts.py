@@ -47,13 +47,19 @@ def main() -> None:
     last = max(infos, key=lambda i: i.hi or 0)
     print(f"part {last.path.name}: {last.rows:,} rows, grouped within {last.group} key units")
     table = pq.read_table(last.path)
+    # dense columns, as the store's writers see them: an Arrow dictionary column read from a
+    # whole file holds every row group's values, and pyarrow would write that whole dictionary
+    # into each row group (report_id 10x bigger) where the store unifies it per row group
+    table = table.cast(pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                                  for f in table.schema], metadata=table.schema.metadata))
     a.out.mkdir(parents=True, exist_ok=True)
     files = {}
     page_rows = parts.PAGE_ROWS
+    file_type = table.schema.field(KEY).type  # the part's own unit (the generator writes ms)
     for name, hours, page in LAYOUTS:
         path = a.out / f"{name}.parquet"
         k = parts.key_ints(table.column(KEY))
-        order = parts.sort_order(k, parts.sort_step(key_type) * hours, parts.cluster_ranks(table.column("probe_cc")))
+        order = parts.sort_order(k, parts.sort_step(file_type) * hours, parts.cluster_ranks(table.column("probe_cc")))
         t = table.take(pa.array(order)) if order is not None else table
         parts.PAGE_ROWS = page
         try:
@@ -61,7 +67,7 @@ def main() -> None:
         finally:
             parts.PAGE_ROWS = page_rows
         files[name] = path
-    hi = int(parts.key_ints(table.column(KEY)).max()) // (parts.sort_step(key_type) // 3600)
+    hi = int(parts.key_ints(table.column(KEY)).max()) // (parts.sort_step(file_type) // 3600)  # seconds
     src = "file('{f}', Parquet, '" + P.structure(FASTPATH, low_cardinality=False) + "')"
     queries = {
         "4 countries, hourly": f"SELECT toStartOfHour({KEY}) AS t, count() FROM {src} "
