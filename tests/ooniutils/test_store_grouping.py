@@ -1,7 +1,7 @@
 """The grouping step follows a part's density (issue 16): rows are grouped by country
-within the hour where an hour holds at least a page of rows, within the day where it holds
-less (the page index can skip nothing inside a sparse hour). Sparse parts of the previous
-layout (always the hour) are re-laid out once by a full compaction."""
+within the day, or within the hour where a day holds more than a part's rows. Parts grouped
+within the hour that are not that dense (the previous layouts: always the hour, then the
+hour above a page an hour) are re-laid out once by a full compaction."""
 
 from __future__ import annotations
 
@@ -45,9 +45,13 @@ def _grouped_within(rows: list[tuple[int, str]], group: int) -> bool:
     return keys == sorted(keys)
 
 
+T = parts.DENSE_STEP_ROWS
+
+
 @pytest.mark.parametrize(("rows", "hours", "expected"), [
-    (8191 * 24, 24, DAY), (8192 * 24, 24, HOUR), (1, 1, DAY), (10**6, 1, HOUR), (8192 * 2, 3, DAY)])
-def test_group_step_is_the_day_below_a_page_an_hour(rows, hours, expected):
+    ((T - 1) * 24, 24, DAY), (T * 24, 24, HOUR), (1, 1, DAY), (10**6, 1, HOUR), (T * 2, 3, DAY),
+    (100_000_000 // (90 * 24) * 24, 24, DAY), (10_000_000 // (90 * 24) * 24, 24, DAY)])  # 100M and 10M over 90 days
+def test_group_step_is_the_day_unless_a_day_holds_more_than_a_part(rows, hours, expected):
     assert parts.group_step(HOUR, rows, 0, hours * HOUR - 1, clustered=True) == expected
     assert parts.group_step(HOUR, rows, 0, hours * HOUR - 1, clustered=False) == HOUR  # nothing to group by
     assert parts.group_step(1, rows, 0, hours * HOUR - 1, clustered=True) == 1  # a key sorted exactly
@@ -63,8 +67,8 @@ def test_a_part_of_the_previous_layout_is_kept_unless_clearly_sparse(rows, lo, s
     hi = lo + span
     density = rows / (hi // step - lo // step + 1)
     if parts.group_step(step, rows, lo, hi, clustered=True) == step:
-        assert parts.legacy_fits(step, rows, lo, hi)
-    assert parts.legacy_fits(step, rows, lo, hi) == (density >= parts.DENSE_STEP_ROWS * 3 / 4)
+        assert parts.hour_fits(step, rows, lo, hi)
+    assert parts.hour_fits(step, rows, lo, hi) == (density >= parts.DENSE_STEP_ROWS * 3 / 4)
 
 
 def test_a_sparse_part_is_grouped_by_country_within_the_day(tmp_path):
@@ -132,6 +136,24 @@ def test_a_full_compaction_relays_out_sparse_parts_of_the_previous_layout_once(t
     inodes = {p.name: p.stat().st_ino for p in store.parts("fastpath")}
     store.compact("fastpath")
     assert {p.name: p.stat().st_ino for p in store.parts("fastpath")} == inodes
+
+
+def test_an_hour_grouped_part_under_the_threshold_is_relaid_out_within_the_day(tmp_path, monkeypatch):
+    """A part written grouped within the hour when the threshold was lower (marked
+    ``/3600``) is not laid out as its density now calls for: one compaction re-lays it out."""
+    store = EmbeddedStore(tmp_path)
+    monkeypatch.setattr(parts, "DENSE_STEP_ROWS", 20)
+    store.insert("fastpath", _random_frame(np.random.default_rng(7), 600, 6 * 60, "h"))  # 100 rows an hour
+    (info,) = store.part_infos("fastpath")
+    assert info.sorted and info.group == HOUR
+    monkeypatch.setattr(parts, "DENSE_STEP_ROWS", 1000)
+    parts._cache.clear()
+    (info,) = store.part_infos("fastpath")
+    assert not info.sorted and info.group == HOUR
+    store.compact("fastpath")
+    (info,) = store.part_infos("fastpath")
+    assert info.sorted and info.group == DAY and info.rows == 600
+    assert _grouped_within(_layout(info.path), DAY)
 
 
 def test_a_dense_part_of_the_previous_layout_is_kept(tmp_path, monkeypatch):

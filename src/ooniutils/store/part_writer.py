@@ -125,7 +125,8 @@ class PartFile:
             self._writer.close()
             self._writer = None
         groups = tuple(self._groups) if self.key is not None else None
-        info = parts.info_from_groups(self.path, self.rows, groups, self.step, self.group)
+        clustered = self.key is not None and parts.cluster_column(self.schema, self.key) is not None
+        info = parts.info_from_groups(self.path, self.rows, groups, self.step, self.group, clustered)
         return Written(self.path, self._fd, info)
 
     def abort(self) -> None:

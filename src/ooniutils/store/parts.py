@@ -55,22 +55,24 @@ TIME_STEP_SECONDS = 3600
 """A time key is sorted by this many seconds (see module doc); other keys exactly."""
 SPARSE_STEPS = 24
 """The grouping step of a sparse part, in sort steps: a day (:func:`group_step`)."""
-DENSE_STEP_ROWS = 8192
-"""A clustered part holding on average fewer rows a sort step (an hour) than this — one
-page (:data:`PAGE_ROWS`) — is grouped within :data:`SPARSE_STEPS` steps (:func:`group_step`)."""
+DENSE_STEP_ROWS = PART_ROWS // SPARSE_STEPS
+"""A clustered part holding on average fewer rows a sort step (an hour) than this — a day
+of less than a part's rows (~87k rows an hour) — is grouped within :data:`SPARSE_STEPS`
+steps (:func:`group_step`): at 10M and at 100M rows over 90 days, the day."""
 SORTED_BY = b"ooniutils.sorted_by"
 """Parquet key-value metadata marking a part sorted by ``<key>/<step>`` (in the key's unit),
 ``<key>/<step>,<cluster>/<group>`` when grouped by a cluster column within ``group`` key
 units (:func:`group_step`; :func:`layout_mark`). ``<key>/<step>,<cluster>`` is the layout
-before the grouping followed density (grouped within the step; :func:`legacy_fits`)."""
+before the grouping followed density (grouped within the step; :func:`hour_fits`)."""
 CLUSTER_COLUMNS = ("probe_cc",)
 """Columns rows are grouped by within a sort step, when a keyed table has one (the first
 found): ``fastpath`` by ``probe_cc``, so a one-country query reads that country's pages only."""
-PAGE_ROWS = 8192
-"""Most rows in a data page of a clustered part: small enough that the page index lets a
-one-country filter skip other countries' pages (at 100M rows over 90 days an hour holds
-~46k rows, a country a few percent of them), big enough that a scan does not pay much
-per page (4096 cost scans ~10 %)."""
+PAGE_ROWS = 2048
+"""Most rows in a data page of a clustered part: a country's rows of a day (the grouping
+step, :func:`group_step`) come in pages of their own, and a time filter within the day
+reads about one page of each country (36 × 2,048 rows, whatever the density), where 8,192
+cost "last hour" ~60 % more at 100M rows; a scan pays no more than noise for the smaller
+pages (BENCHMARKS.md, "Fifth round")."""
 _DICT_SAMPLE = (8, 512)
 """Windows × rows sampled (evenly spaced windows) to decide if a column is worth a dictionary."""
 
@@ -107,25 +109,28 @@ def sort_step(key_type: pa.DataType) -> int:
 
 
 def group_step(step: int, rows: int, lo: int | None, hi: int | None, clustered: bool) -> int:
-    """The step (in key units) rows of a part are grouped by the cluster column within:
-    the sort ``step`` (an hour), or a day (:data:`SPARSE_STEPS` steps) when the part holds
-    on average fewer than :data:`DENSE_STEP_ROWS` rows an hour over its key range.
+    """The step (in key units) rows of a part are grouped by the cluster column within: a
+    day (:data:`SPARSE_STEPS` sort steps), or the sort ``step`` (an hour) when the part holds
+    on average at least :data:`DENSE_STEP_ROWS` rows an hour over its key range (a day of
+    more rows than a part).
 
-    Where an hour holds less than a page, grouping within it lets the page index skip no
-    page of another country, and a country filter costs more than none; grouping within the
-    day gives each country's rows of the day pages of their own, for a time filter that
-    reads the whole day's pages instead of its hour's (see BENCHMARKS.md, "Fifth round").
-    Without a cluster column, or for a key sorted exactly (``step`` 1), it is ``step``."""
+    Grouped within the day, each country's rows of the day have pages of their own: a
+    country filter reads its countries' pages only (within the hour, at 10M or 100M rows over
+    90 days, a country's run is at most a page or two and the filter skips little), and a
+    time filter reads about a page of each country for its hour (see BENCHMARKS.md,
+    "Fifth round"). Without a cluster column, or for a key sorted exactly (``step`` 1), it
+    is ``step``."""
     if not clustered or step <= 1 or rows <= 0 or lo is None or hi is None:
         return step
     return step * SPARSE_STEPS if _rows_per_step(step, rows, lo, hi) < DENSE_STEP_ROWS else step
 
 
-def legacy_fits(step: int, rows: int, lo: int | None, hi: int | None) -> bool:
-    """Whether a clustered part of the layout before :func:`group_step` (grouped within
-    the sort step, marked without a grouping step) is dense enough to keep: at least three
-    quarters of :data:`DENSE_STEP_ROWS` rows a step. A sparser one is re-laid out within the
-    day by the next full compaction."""
+def hour_fits(step: int, rows: int, lo: int | None, hi: int | None) -> bool:
+    """Whether a clustered part grouped within the sort step (an hour) is dense enough to
+    keep so: at least three quarters of :data:`DENSE_STEP_ROWS` rows a step. A sparser one
+    (of the layout before :func:`group_step`, or written when the rule was another) is
+    re-laid out within the day by the next full compaction; a part grouped within the day
+    is always kept (a merge of dense rows writes the hour only above the threshold itself)."""
     if step <= 1 or rows <= 0 or lo is None or hi is None:
         return True
     return _rows_per_step(step, rows, lo, hi) >= DENSE_STEP_ROWS * 3 / 4
@@ -254,7 +259,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> PartInfo:
     size = opts.pop("row_group_size")
     if order is None:
         pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, row_group_size=size, **opts)
-        return info_from_groups(path, len(k), _groups(k, size), step, group)
+        return info_from_groups(path, len(k), _groups(k, size), step, group, cluster is not None)
     groups = []
     with pq.ParquetWriter(path, schema, **opts) as writer:
         for off in range(0, len(order), size):
@@ -262,7 +267,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> PartInfo:
             writer.write_table(arrow.take(pa.array(rows)), row_group_size=size)
             kk = k[rows]
             groups.append((int(kk.min()), int(kk.max()), len(kk)))
-    return info_from_groups(path, len(k), tuple(groups), step, group)
+    return info_from_groups(path, len(k), tuple(groups), step, group, cluster is not None)
 
 
 def _groups(k: np.ndarray, size: int) -> tuple[tuple[int, int, int], ...]:
@@ -384,7 +389,9 @@ def part_info(path: Path, key: str | None, key_type: pa.DataType | None = None) 
     lo = min((g[0] for g in groups), default=None)
     hi = max((g[1] for g in groups), default=None)
     step = sort_step(key_type) if key_type is not None else 1
-    is_sorted = bool(mark is not None and groups and (not mark[1] or legacy_fits(step, md.num_rows, lo, hi)))
+    clustered = key is not None and cluster_column(schema, key) is not None
+    is_sorted = bool(mark is not None and groups
+                     and (not clustered or mark[0] != step or hour_fits(step, md.num_rows, lo, hi)))
     info = PartInfo(path, md.num_rows, lo, hi, is_sorted, tuple(groups), step, mark[0] if mark else step)
     with _cache_lock:
         if len(_cache) > 100_000:
@@ -408,13 +415,15 @@ def relink(old: Path, new: Path, key: str | None) -> None:
 
 
 def info_from_groups(path: Path, rows: int, groups: tuple[tuple[int, int, int], ...] | None,
-                     step: int = 1, group: int | None = None) -> PartInfo:
+                     step: int = 1, group: int | None = None, clustered: bool = False) -> PartInfo:
     """The :class:`PartInfo` of a part just written with row groups ``groups``, grouped
     within ``group`` (default ``step``): what :func:`part_info` reads back from its footer."""
     if not groups or rows == 0:
         return PartInfo(path, rows, None, None, False, ())
-    return PartInfo(path, rows, min(g[0] for g in groups), max(g[1] for g in groups), True, groups, step,
-                    group or step)
+    lo, hi = min(g[0] for g in groups), max(g[1] for g in groups)
+    group = group or step
+    is_sorted = not clustered or group != step or hour_fits(step, rows, lo, hi)
+    return PartInfo(path, rows, lo, hi, is_sorted, groups, step, group)
 
 
 # ----------------------------------------------------------------------------- temp files
