@@ -125,8 +125,7 @@ class PartFile:
             self._writer.close()
             self._writer = None
         groups = tuple(self._groups) if self.key is not None else None
-        clustered = self.key is not None and parts.cluster_column(self.schema, self.key) is not None
-        info = parts.info_from_groups(self.path, self.rows, groups, self.step, self.group, clustered)
+        info = parts.info_from_groups(self.path, self.rows, groups, self.step, self.group)
         return Written(self.path, self._fd, info)
 
     def abort(self) -> None:

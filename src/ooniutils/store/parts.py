@@ -7,8 +7,8 @@ primary index would prune on. A time key is sorted by the hour (a stable sort on
 truncated to :data:`TIME_STEP_SECONDS`). Rows are grouped by the table's *cluster column*
 (:data:`CLUSTER_COLUMNS`: ``probe_cc``, what hourly notebooks filter by) in its value
 order within a *grouping step* that follows the part's density (:func:`group_step`): the
-hour where an hour holds at least a page of rows, else the day — grouping by country within
-an hour smaller than a page lets the page index skip nothing. Otherwise rows keep their order — the generator's order by test and network
+day, or the hour where a day holds more than a part's rows — within an hour, a country's
+rows fill a page or two at most and the page index skips little of a country filter. Otherwise rows keep their order — the generator's order by test and network
 compresses smaller and writes faster than an exact sort. Rows go in row groups of
 :data:`ROW_GROUP_ROWS` with min/max statistics for the key and the cluster column, pages
 of at most :data:`PAGE_ROWS` rows and a page index, so ClickHouse's Parquet reader skips
@@ -63,7 +63,8 @@ SORTED_BY = b"ooniutils.sorted_by"
 """Parquet key-value metadata marking a part sorted by ``<key>/<step>`` (in the key's unit),
 ``<key>/<step>,<cluster>/<group>`` when grouped by a cluster column within ``group`` key
 units (:func:`group_step`; :func:`layout_mark`). ``<key>/<step>,<cluster>`` is the layout
-before the grouping followed density (grouped within the step; :func:`hour_fits`)."""
+before the grouping followed density (grouped within the step; kept when dense enough:
+:func:`hour_fits`)."""
 CLUSTER_COLUMNS = ("probe_cc",)
 """Columns rows are grouped by within a sort step, when a keyed table has one (the first
 found): ``fastpath`` by ``probe_cc``, so a one-country query reads that country's pages only."""
@@ -126,11 +127,12 @@ def group_step(step: int, rows: int, lo: int | None, hi: int | None, clustered: 
 
 
 def hour_fits(step: int, rows: int, lo: int | None, hi: int | None) -> bool:
-    """Whether a clustered part grouped within the sort step (an hour) is dense enough to
-    keep so: at least three quarters of :data:`DENSE_STEP_ROWS` rows a step. A sparser one
-    (of the layout before :func:`group_step`, or written when the rule was another) is
-    re-laid out within the day by the next full compaction; a part grouped within the day
-    is always kept (a merge of dense rows writes the hour only above the threshold itself)."""
+    """Whether a clustered part of the layout before :func:`group_step` (grouped within the
+    sort step, marked without a grouping step) is dense enough to keep: at least three
+    quarters of :data:`DENSE_STEP_ROWS` rows a step. A sparser one is re-laid out within the
+    day by the next full compaction. A part marked with its grouping step is kept whatever
+    its density: a merge picks the step from all its rows, and its parts' own densities
+    may differ a little; judging them again would rewrite some at every compaction."""
     if step <= 1 or rows <= 0 or lo is None or hi is None:
         return True
     return _rows_per_step(step, rows, lo, hi) >= DENSE_STEP_ROWS * 3 / 4
@@ -259,7 +261,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> PartInfo:
     size = opts.pop("row_group_size")
     if order is None:
         pq.write_table(arrow.replace_schema_metadata(schema.metadata), path, row_group_size=size, **opts)
-        return info_from_groups(path, len(k), _groups(k, size), step, group, cluster is not None)
+        return info_from_groups(path, len(k), _groups(k, size), step, group)
     groups = []
     with pq.ParquetWriter(path, schema, **opts) as writer:
         for off in range(0, len(order), size):
@@ -267,7 +269,7 @@ def write_sorted(arrow: pa.Table, path: Path, key: str | None) -> PartInfo:
             writer.write_table(arrow.take(pa.array(rows)), row_group_size=size)
             kk = k[rows]
             groups.append((int(kk.min()), int(kk.max()), len(kk)))
-    return info_from_groups(path, len(k), tuple(groups), step, group, cluster is not None)
+    return info_from_groups(path, len(k), tuple(groups), step, group)
 
 
 def _groups(k: np.ndarray, size: int) -> tuple[tuple[int, int, int], ...]:
@@ -389,9 +391,7 @@ def part_info(path: Path, key: str | None, key_type: pa.DataType | None = None) 
     lo = min((g[0] for g in groups), default=None)
     hi = max((g[1] for g in groups), default=None)
     step = sort_step(key_type) if key_type is not None else 1
-    clustered = key is not None and cluster_column(schema, key) is not None
-    is_sorted = bool(mark is not None and groups
-                     and (not clustered or mark[0] != step or hour_fits(step, md.num_rows, lo, hi)))
+    is_sorted = bool(mark is not None and groups and (not mark[1] or hour_fits(step, md.num_rows, lo, hi)))
     info = PartInfo(path, md.num_rows, lo, hi, is_sorted, tuple(groups), step, mark[0] if mark else step)
     with _cache_lock:
         if len(_cache) > 100_000:
@@ -415,15 +415,13 @@ def relink(old: Path, new: Path, key: str | None) -> None:
 
 
 def info_from_groups(path: Path, rows: int, groups: tuple[tuple[int, int, int], ...] | None,
-                     step: int = 1, group: int | None = None, clustered: bool = False) -> PartInfo:
+                     step: int = 1, group: int | None = None) -> PartInfo:
     """The :class:`PartInfo` of a part just written with row groups ``groups``, grouped
     within ``group`` (default ``step``): what :func:`part_info` reads back from its footer."""
     if not groups or rows == 0:
         return PartInfo(path, rows, None, None, False, ())
-    lo, hi = min(g[0] for g in groups), max(g[1] for g in groups)
-    group = group or step
-    is_sorted = not clustered or group != step or hour_fits(step, rows, lo, hi)
-    return PartInfo(path, rows, lo, hi, is_sorted, groups, step, group)
+    return PartInfo(path, rows, min(g[0] for g in groups), max(g[1] for g in groups), True, groups, step,
+                    group or step)
 
 
 # ----------------------------------------------------------------------------- temp files
