@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ooniutils.store import compaction, parts
@@ -172,6 +172,8 @@ batches = st.lists(st.tuples(st.integers(0, 6000), st.integers(1, 3000), st.inte
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=batches, seed=st.integers(0, 1000), dense=st.sampled_from([2, 4, 8]))
+@example(batches=[(0, 1, 22), (1504, 478, 32), (6, 87, 21), (1280, 432, 15), (0, 145, 25), (0, 141, 25),
+                  (1, 101, 21), (60, 1, 21)], seed=0, dense=4)  # hour and day parts merged again for ever
 def test_compaction_keeps_every_row_grouped_as_each_part_density_calls_for(small_parts, monkeypatch, batches,
                                                                            seed, dense):
     """Inserts of any density and overlap, compacted: every row once, parts disjoint (but
