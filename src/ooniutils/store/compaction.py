@@ -265,7 +265,7 @@ def merge(job: Job, schema: pa.Schema, key: str | None, new_path: Callable[[], P
     pa.default_memory_pool().release_unused()
     group = job.group(cluster_column(schema, key) is not None) if key else None
     inputs = _ordered(list(job.inputs)) if group else list(job.inputs)
-    if key and group and (job.sort or not _concatenates(inputs, group)):
+    if key and group and not _concatenates(inputs, group):  # covers job.sort: overlapping or unsorted inputs
         out = _Output(new_path, schema, key, group)
         batches = _sorted_windows(job, schema, key, group)
     else:
